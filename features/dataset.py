@@ -1,0 +1,76 @@
+"""The in-memory dataset table that every reader returns and the feature store records.
+
+A `Dataset` is one row per image, in a fixed order: row ``i`` of every array (and of every embedding
+array in the store) is image ``ids[i]``. Readers live in `features.datasets`; they validate their input
+and raise `DatasetError` with a message that names the problem, how many rows it hits and the first few.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
+MALE, FEMALE = 1, 0
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, malformed or inconsistent. The message is meant for the user."""
+
+
+def describe_examples(items, *, limit: int = 5) -> str:
+    """'N (first: a, b, c)' for error messages that must say how many and show the first few."""
+    items = list(items)
+    shown = ", ".join(str(item) for item in items[:limit])
+    more = ", ..." if len(items) > limit else ""
+    return f"{len(items)} (first: {shown}{more})"
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images with their gender label, split and per-image attributes, one row per image.
+
+    gender: int8, 1 male / 0 female. split: int8 codes of `SPLITS` (0 train, 1 val, 2 test).
+    attributes: name -> (N,) integer array (CelebA attributes as 1/0, identity; UTKFace age, race).
+    split_seed: the seed of a generated split, None for an official one.
+    """
+
+    name: str
+    root: str
+    ids: np.ndarray
+    paths: np.ndarray
+    gender: np.ndarray
+    split: np.ndarray
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    split_seed: int | None = None
+
+    def __post_init__(self):
+        n = len(self.ids)
+        columns = {"paths": self.paths, "gender": self.gender, "split": self.split, **self.attributes}
+        wrong = {key: len(value) for key, value in columns.items() if len(value) != n}
+        if wrong:
+            raise DatasetError(f"dataset {self.name!r}: columns {wrong} do not have {n} rows like ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self) -> Iterator[tuple[int, str, str]]:
+        """(index, id, image path) for every image, in store order."""
+        for index, (image_id, path) in enumerate(zip(self.ids, self.paths)):
+            yield index, str(image_id), str(path)
+
+    def split_mask(self, split: str) -> np.ndarray:
+        if split not in SPLIT_CODES:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return self.split == SPLIT_CODES[split]
+
+    def fingerprint(self) -> str:
+        """sha256 over ids, labels and split: two stores of the same table share it."""
+        digest = hashlib.sha256(self.name.encode())
+        digest.update("\n".join(map(str, self.ids)).encode())
+        digest.update(np.ascontiguousarray(self.gender, dtype=np.int8).tobytes())
+        digest.update(np.ascontiguousarray(self.split, dtype=np.int8).tobytes())
+        return digest.hexdigest()
