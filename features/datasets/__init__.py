@@ -1,0 +1,54 @@
+"""Dataset readers: each turns a folder into a validated `features.dataset.Dataset`.
+
+    load_dataset("celeba", "../shared/data/celeba")        # official split, Male + attributes
+    load_dataset("utkface", path, seed=0)                   # seeded stratified split
+    load_dataset("folder", path, seed=0)                    # root/male/*, root/female/*
+
+Readers register under a kind name with `register`; `dataset_kinds()` lists them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from features.dataset import Dataset, DatasetError
+
+Loader = Callable[..., Dataset]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register(kind: str) -> Callable[[Loader], Loader]:
+    """Decorator adding a loader `f(root: Path, *, seed: int) -> Dataset` under `kind`."""
+    def add(loader: Loader) -> Loader:
+        if kind in _LOADERS:
+            raise ValueError(f"dataset kind {kind!r} is already registered")
+        _LOADERS[kind] = loader
+        return loader
+    return add
+
+
+def dataset_kinds() -> list[str]:
+    """The registered dataset kinds, sorted."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(kind: str, root, *, seed: int = 0) -> Dataset:
+    """Read the dataset of `kind` at `root`; `seed` drives generated splits (CelebA's is official)."""
+    if kind not in _LOADERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; valid: {', '.join(dataset_kinds())}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"{kind} dataset root {root} {problem}")
+    return _LOADERS[kind](root.resolve(), seed=seed)
+
+
+def _register_builtin() -> None:
+    from features.datasets.celeba import load_celeba
+    from features.datasets.folder import load_folder
+    from features.datasets.utkface import load_utkface
+    for kind, loader in (("celeba", load_celeba), ("utkface", load_utkface), ("folder", load_folder)):
+        register(kind)(loader)
+
+
+_register_builtin()

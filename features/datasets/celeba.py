@@ -1,0 +1,110 @@
+"""CelebA: the official split, `Male` as the gender label, the 40 attributes and identities.
+
+Three on-disk layouts are recognised, tried in this order:
+- flat (official files side by side): `img_align_celeba/`, `list_attr_celeba.txt`,
+  `list_eval_partition.txt`, optional `identity_CelebA.txt`;
+- nested (the official Google Drive folders): `Img/img_align_celeba/`, `Anno/list_attr_celeba.txt`,
+  `Eval/list_eval_partition.txt`, optional `Anno/identity_CelebA.txt`;
+- csv (the Kaggle copy): `list_attr_celeba.csv`, `list_eval_partition.csv`, optional
+  `identity_CelebA.csv`, images in `img_align_celeba/` (Kaggle nests it once more inside itself).
+Rows come in the partition file's order. Attributes are stored 1/0 by name (`Male` included),
+plus `identity` (int32) when the identity file is there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features.dataset import Dataset, DatasetError, describe_examples
+from features.datasets.celeba_labels import (read_attribute_file, read_identity_file,
+                                             read_male_partition_csv, read_partition_file)
+from features.datasets.files import absolute_paths, require_files
+
+__all__ = ["LAYOUTS", "CelebaLayout", "find_layout", "load_celeba", "read_attribute_file",
+           "read_identity_file", "read_male_partition_csv", "read_partition_file"]
+
+IMAGE_FOLDER = "img_align_celeba"
+
+
+@dataclass(frozen=True)
+class CelebaLayout:
+    """Where one layout keeps the label files and images, relative to the dataset root."""
+
+    name: str
+    attributes: str
+    partition: str
+    identity: str
+    images: str
+
+
+LAYOUTS = (
+    CelebaLayout("flat", "list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt",
+                 IMAGE_FOLDER),
+    CelebaLayout("nested", "Anno/list_attr_celeba.txt", "Eval/list_eval_partition.txt",
+                 "Anno/identity_CelebA.txt", f"Img/{IMAGE_FOLDER}"),
+    CelebaLayout("csv", "list_attr_celeba.csv", "list_eval_partition.csv", "identity_CelebA.csv",
+                 IMAGE_FOLDER),
+)
+
+
+def load_celeba(root, *, seed: int = 0) -> Dataset:
+    """Read and validate a CelebA folder in any of `LAYOUTS`. `seed` is unused: the split is official."""
+    root = Path(root)
+    layout = find_layout(root)
+    ids, split = read_partition_file(root / layout.partition)
+    attributes = _read_attributes(root / layout.attributes, ids, partition=root / layout.partition)
+    identity_path = root / layout.identity
+    if identity_path.is_file():
+        identity_ids, identity = read_identity_file(identity_path)
+        attributes["identity"] = identity[align_ids(ids, identity_ids, root / layout.partition,
+                                                    identity_path)]
+    images = image_folder(root, layout)
+    require_files(images, ids)
+    return Dataset(name="celeba", root=str(root), ids=ids, paths=absolute_paths(images, ids),
+                   gender=attributes["Male"].copy(), split=split, attributes=attributes)
+
+
+def find_layout(root: Path) -> CelebaLayout:
+    """The first layout whose attribute and partition files both exist under `root`."""
+    for layout in LAYOUTS:
+        if (root / layout.attributes).is_file() and (root / layout.partition).is_file():
+            return layout
+    looked = "; ".join(f"{layout.name}: {layout.attributes} + {layout.partition}" for layout in LAYOUTS)
+    found = [name for layout in LAYOUTS for name in (layout.attributes, layout.partition)
+             if (root / name).is_file()]
+    found_text = f" (found only {', '.join(found)})" if found else ""
+    raise DatasetError(f"no CelebA label files under {root}{found_text}; looked for {looked}")
+
+
+def image_folder(root: Path, layout: CelebaLayout) -> Path:
+    """The layout's image folder, descending into Kaggle's doubled `img_align_celeba/img_align_celeba`."""
+    folder = root / layout.images
+    if (folder / IMAGE_FOLDER).is_dir():
+        folder = folder / IMAGE_FOLDER
+    if not folder.is_dir():
+        raise DatasetError(f"CelebA image folder {folder} does not exist ({layout.name} layout)")
+    return folder
+
+
+def align_ids(reference: np.ndarray, ids: np.ndarray, reference_path: Path, path: Path) -> np.ndarray:
+    """Index that puts `ids` in `reference` order; raise if the two files list different images."""
+    if np.array_equal(reference, ids):
+        return np.arange(len(ids))
+    only_reference, only_other = np.setdiff1d(reference, ids), np.setdiff1d(ids, reference)
+    if only_reference.size or only_other.size:
+        parts = [f"{describe_examples(names)} ids in {first.name} but not in {second.name}"
+                 for names, first, second in ((only_reference, reference_path, path),
+                                              (only_other, path, reference_path)) if names.size]
+        raise DatasetError(f"{reference_path.parent}: label files disagree: {'; '.join(parts)}")
+    order = np.argsort(ids)
+    return order[np.searchsorted(ids[order], reference)]
+
+
+def _read_attributes(path: Path, ids: np.ndarray, *, partition: Path) -> dict[str, np.ndarray]:
+    attribute_ids, names, values = read_attribute_file(path)
+    if "Male" not in names:
+        raise DatasetError(f"{path}: no 'Male' column among the attributes {describe_examples(names)}")
+    values = values[align_ids(ids, attribute_ids, partition, path)]
+    return {name: np.ascontiguousarray(values[:, column]) for column, name in enumerate(names)}

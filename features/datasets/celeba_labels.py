@@ -1,0 +1,112 @@
+"""Parsers for CelebA's label files, in the official text format and the common Kaggle CSV format.
+
+Official text files: `list_eval_partition.txt` (`000001.jpg 0`), `identity_CelebA.txt`
+(`000001.jpg 2880`), `list_attr_celeba.txt` (line 1: row count, line 2: attribute names, then
+`000001.jpg -1  1 ...` rows of +1/-1). CRLF or LF. The Kaggle CSVs carry a header line instead
+(`image_id,partition`, `image_id,5_o_Clock_Shadow,...`). Each parser validates its own file (field
+counts, value sets, duplicate ids) and returns ids as a str array in file order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from features.dataset import DatasetError
+from features.datasets.table import check_unique, decode_codes, decode_ints, read_table
+
+PLUS_MINUS_ONE = {b"1": 1, b"-1": 0, b"+1": 1}
+ZERO_ONE = {b"0": 0, b"1": 1}
+SPLIT_VALUES = {b"0": 0, b"1": 1, b"2": 2}
+
+
+def read_partition_file(path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, split) from `list_eval_partition.txt` or `.csv`; split is int8 0 train/1 val/2 test."""
+    path = Path(path)
+    _, table = read_table(path, **_format(path), width=2)
+    ids = _ids(table, path)
+    return ids, decode_codes(table.columns(1), SPLIT_VALUES, what="split codes", ids=ids, path=path)
+
+
+def read_identity_file(path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, identity) from `identity_CelebA.txt` or `.csv`; identity is int32."""
+    path = Path(path)
+    _, table = read_table(path, **_format(path), width=2)
+    ids = _ids(table, path)
+    return ids, decode_ints(table.columns(1), what="identities", ids=ids, path=path, dtype=np.int32)
+
+
+def read_attribute_file(path, *, check_count: bool = True) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(ids, attribute names, values) from `list_attr_celeba.txt` or `.csv`; values int8 1/0 for +1/-1.
+
+    check_count: compare the text file's first line with its number of rows (False for a file cut
+    short on purpose, whose first line still gives the full count).
+    """
+    path = Path(path)
+    names, expected_rows = _attribute_header(path)
+    layout = _format(path) if expected_rows is None else {"header_lines": 2}
+    _, table = read_table(path, **layout, width=1 + len(names))
+    if check_count and expected_rows is not None and expected_rows != table.rows:
+        raise DatasetError(f"{path}: line 1 says {expected_rows} rows but the file has {table.rows}")
+    ids = _ids(table, path)
+    values = decode_codes(table.columns(slice(1, None)), PLUS_MINUS_ONE, what="attribute values",
+                          ids=ids, path=path)
+    return ids, names, values
+
+
+def read_male_partition_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, male, split) from `celeba-att-male-partitions.csv` (id, Attractive, Partition, Male; 0/1)."""
+    path = Path(path)
+    header, table = _read_csv_with_header(path)
+    male_column, split_column = _column_index(header, "Male", path), _column_index(header, "Partition", path)
+    ids = _ids(table, path)
+    male = decode_codes(table.columns(male_column), ZERO_ONE, what="Male values", ids=ids, path=path)
+    split = decode_codes(table.columns(split_column), SPLIT_VALUES, what="Partition values", ids=ids,
+                         path=path)
+    return ids, male, split
+
+
+def _format(path: Path) -> dict:
+    return {"header_lines": 1, "sep": ","} if path.suffix.lower() == ".csv" else {"header_lines": 0}
+
+
+def _ids(table, path: Path) -> np.ndarray:
+    try:
+        ids = table.columns(0).astype(str)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: image ids must be ASCII file names") from None
+    check_unique(ids, path)
+    return ids
+
+
+def _attribute_header(path: Path) -> tuple[list[str], int | None]:
+    """Attribute names and, for the text format, the row count its first line announces."""
+    if path.suffix.lower() == ".csv":
+        return [name.strip() for name in _head(path, 1)[0].split(",")[1:]], None
+    count, names = _head(path, 2)
+    if not count.isdigit():
+        raise DatasetError(f"{path}: line 1 must be the number of rows, found {count[:40]!r}")
+    if not names.split():
+        raise DatasetError(f"{path}: line 2 must list the attribute names, found an empty line")
+    return names.split(), int(count)
+
+
+def _read_csv_with_header(path: Path):
+    header = [name.strip() for name in _head(path, 1)[0].split(",")]
+    _, table = read_table(path, header_lines=1, width=len(header), sep=",")
+    return header, table
+
+
+def _head(path: Path, lines: int) -> list[str]:
+    """The first `lines` lines of a file, stripped ("" past its end), without reading the rest."""
+    try:
+        with open(path, "rb") as handle:
+            return [handle.readline().decode("utf-8", errors="replace").strip() for _ in range(lines)]
+    except OSError as error:
+        raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
+
+
+def _column_index(header: list[str], name: str, path: Path) -> int:
+    if name not in header:
+        raise DatasetError(f"{path}: no {name!r} column; columns are {', '.join(header)}")
+    return header.index(name)

@@ -1,0 +1,32 @@
+"""The seeded, stratified train/val/test split for datasets that ship without an official one."""
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def stratified_split(labels: np.ndarray, *, seed: int,
+                     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> np.ndarray:
+    """int8 split codes (0 train, 1 val, 2 test) holding each label's share in every split.
+
+    Each class is shuffled with one generator seeded by `seed` (classes in sorted order, so the
+    result depends only on labels and seed) and cut by `fractions`; a class of 3 or more images
+    puts at least one in val and one in test, so tiny datasets still evaluate.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(labels), dtype=np.int8)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val, n_test = (_share(len(members), fraction) for fraction in fractions[1:])
+        split[members[len(members) - n_val - n_test:len(members) - n_test]] = 1
+        split[members[len(members) - n_test:]] = 2
+    return split
+
+
+def _share(size: int, fraction: float) -> int:
+    share = int(round(size * fraction))
+    return max(share, 1) if size >= 3 and fraction > 0 else share

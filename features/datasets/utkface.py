@@ -1,0 +1,52 @@
+"""UTKFace: labels come from file names `[age]_[gender]_[race]_[datetime].jpg.chip.jpg`.
+
+In the names gender is 0 male / 1 female; the Dataset stores 1 male / 0 female like every reader.
+Race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others. There is no official split, so a seeded split
+stratified by gender is made (`splits.stratified_split`). A `.jpg` whose name does not carry all
+four fields is an error: its labels are unknown, and silently dropping images would change the
+dataset behind the user's back.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from features.dataset import Dataset, DatasetError, describe_examples
+from features.datasets.files import absolute_paths, file_names
+from features.datasets.splits import stratified_split
+
+# The datetime field is digits; what follows varies in the release (".jpg.chip.jpg", and one
+# known file with "jpg.chip.jpg"), so only the final ".jpg" is required after it.
+NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_([0-4])_(\d+)\D.*\.jpg", re.IGNORECASE)
+SUBFOLDER = "UTKFace"
+
+
+def load_utkface(root, *, seed: int = 0) -> Dataset:
+    """Read `root/UTKFace/*.jpg` (or `root/*.jpg`), sorted by name, with a seeded 80/10/10 split."""
+    folder = image_folder(Path(root))
+    names = np.array(sorted(name for name in file_names(folder)
+                            if name.lower().endswith(".jpg") and not name.startswith(".")), dtype=str)
+    if names.size == 0:
+        raise DatasetError(f"no UTKFace images (*.jpg) in {folder}")
+    age, gender, race = parse_names(names, folder)
+    return Dataset(name="utkface", root=str(Path(root)), ids=names, paths=absolute_paths(folder, names),
+                   gender=gender, split=stratified_split(gender, seed=seed),
+                   attributes={"age": age, "race": race}, split_seed=seed)
+
+
+def image_folder(root: Path) -> Path:
+    """`root/UTKFace` when it exists (the release's archive folder), else `root` itself."""
+    return root / SUBFOLDER if (root / SUBFOLDER).is_dir() else root
+
+
+def parse_names(names: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(age int16, gender int8 1 male/0 female, race int8) from the file names; bad names raise."""
+    matches = [NAME_PATTERN.fullmatch(name) for name in names]
+    bad = [name for name, match in zip(names, matches) if match is None]
+    if bad:
+        raise DatasetError(f"{folder}: {describe_examples(bad)} file names do not follow "
+                           f"[age]_[gender 0/1]_[race 0-4]_[datetime].jpg.chip.jpg")
+    fields = np.array([match.groups()[:3] for match in matches], dtype=np.int64).reshape(-1, 3)
+    return fields[:, 0].astype(np.int16), (1 - fields[:, 1]).astype(np.int8), fields[:, 2].astype(np.int8)
