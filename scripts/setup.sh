@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up the project's virtual environment (.venv) with the pinned requirements. Idempotent: a second run
+# with unchanged requirements.txt does nothing. PYTHON picks the interpreter (default python3, 3.11 here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+stamp=.venv/.requirements.sha256
+wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+echo "installing requirements into .venv (torch is large: a few minutes on a fresh machine)" >&2
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+  | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/python -c "import torch, torchvision, cv2, zarr, sklearn, dlib" \
+  || { echo "setup failed: the requirements did not install" >&2; exit 1; }
+echo "$wanted" > "$stamp"
