@@ -35,13 +35,14 @@ from typing import Sequence
 
 import numpy as np
 import zarr
+from zarr.core.buffer.cpu import NDBuffer
 
 from features.dataset import SPLIT_CODES, SPLITS, Dataset
 
 SCHEMA_VERSION = 1
 STORE_KIND = "face-gender-features"
 DEFAULT_UNIT_ROWS = 1024
-READ_BLOCK_BYTES = 64 << 20  # bounded read buffer: a few chunks at a time, never the whole array twice
+READ_BLOCK_BYTES = 64 << 20  # rows read per call: several chunks decode concurrently, memory stays bounded
 
 log = logging.getLogger(__name__)
 
@@ -349,21 +350,35 @@ def _checked_unit_rows(name: str, unit: int, embeddings, status: np.ndarray, sha
 
 
 def _read_rows_into(array, index: np.ndarray, out: np.ndarray, *, column: int) -> None:
-    """Copy `array[index]` into `out[:, column:column + D]`, a few whole chunks at a time."""
+    """Copy `array[index]` into `out[:, column:column + D]`, a block of whole chunks at a time.
+
+    Zarr decodes straight into the destination (`out=`): into `out` itself when a block's rows are
+    contiguous and fill its full width, else into one reused block buffer that is then gathered.
+    """
     if len(index) == 0:
         return
     dim = array.shape[1]
     chunk_rows = array.chunks[0]
     block_rows = max(chunk_rows, READ_BLOCK_BYTES // (dim * array.dtype.itemsize) // chunk_rows * chunk_rows)
-    blocks = index // block_rows
-    bounds = np.flatnonzero(np.diff(blocks)) + 1
+    direct = column == 0 and out.shape[1] == dim and array.dtype == out.dtype
+    buffer = None
+    bounds = np.flatnonzero(np.diff(index // block_rows)) + 1
     for positions in np.split(np.arange(len(index)), bounds):
         rows = index[positions]
         first, last = int(rows[0]), int(rows[-1]) + 1
-        block = array[first:last]
-        if len(rows) < last - first:  # gaps: keep only the selected rows
-            block = block[rows - first]
-        out[positions[0]:positions[-1] + 1, column:column + dim] = block
+        target = slice(positions[0], positions[-1] + 1)
+        if direct and len(rows) == last - first:
+            _read_into(array, first, last, out[target])
+            continue
+        if buffer is None:
+            buffer = np.empty((block_rows, dim), dtype=array.dtype)
+        block = buffer[:last - first]
+        _read_into(array, first, last, block)
+        out[target, column:column + dim] = block if len(rows) == len(block) else block[rows - first]
+
+
+def _read_into(array, first: int, last: int, destination: np.ndarray) -> None:
+    array.get_basic_selection((slice(first, last),), out=NDBuffer.from_numpy_array(destination))
 
 
 def _count_invalid(statuses: list[np.ndarray], in_split: np.ndarray) -> dict[str, int]:
