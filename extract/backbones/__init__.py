@@ -1,0 +1,26 @@
+"""Backbone registry: ``load_backbone(name, weights=..., device=..., precision=...)`` returns a
+`Backbone` record (frozen network + picklable OpenCV preprocessor + dim + metadata).
+
+Importing this package registers every backbone module below; none loads weights at import.
+"""
+
+from ._registry import (
+    Backbone,
+    NoFaceFound,
+    WeightsUnavailable,
+    backbone_names,
+    describe_backbones,
+    load_backbone,
+    register,
+)
+from . import dlib_resnet, efficientnet_lite0, inception_v3, resnet50, sface, vggface2  # noqa: F401  (registration)
+
+__all__ = [
+    "Backbone",
+    "NoFaceFound",
+    "WeightsUnavailable",
+    "backbone_names",
+    "describe_backbones",
+    "load_backbone",
+    "register",
+]

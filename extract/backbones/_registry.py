@@ -1,0 +1,149 @@
+"""The backbone record, the name -> factory registry, and `load_backbone`.
+
+Modelled on torchvision's ``Weights`` (one record carries the module, its preprocessing, its output
+size and where its weights came from) and timm's registry (``@register`` fills a dict; unknown names
+raise ``ValueError`` listing the valid ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pre-trained weights are not on disk and could not be fetched; the message says which file
+    to put where, or to pass ``--weights PATH``."""
+
+
+class NoFaceFound(Exception):
+    """Raised by a preprocessor when its face aligner finds no face in the image."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Everything the extraction loop needs to turn decoded images into embeddings.
+
+    ``preprocessor`` maps one BGR uint8 HxWx3 image (``cv2.imread`` output) to one array of
+    ``input_shape`` (or raises `NoFaceFound`); it pickles, so DataLoader workers can run it.
+    ``embed`` maps a batch ``(B, *input_shape)`` already on ``device`` to ``(B, dim)`` float32.
+    """
+
+    name: str
+    dim: int
+    input_shape: tuple[int, ...]
+    preprocessor: Callable[[np.ndarray], np.ndarray]
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+    uses_torch_device: bool
+    metadata: dict
+    # Added beyond the agreed interface: dtype of one preprocessed array ("float32" or "uint8"),
+    # and the frozen torch module (None for OpenCV-DNN / dlib nets).
+    input_dtype: str = "float32"
+    module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., Backbone]
+    info: dict[str, Any]
+    available: Callable[[], bool] | None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(
+    name: str,
+    *,
+    dim: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    default_weights: str | None = None,
+    available: Callable[[], bool] | None = None,
+) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator registering ``factory(*, weights, device, precision) -> Backbone`` under ``name``.
+
+    The optional keywords feed `describe_backbones` without loading any weights; ``available``
+    answers whether the default weights are on disk (no network).
+    """
+
+    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is already registered")
+        info = {"dim": dim, "input_shape": input_shape, "default_weights": default_weights}
+        _REGISTRY[name] = _Entry(factory=factory, info=info, available=available)
+        return factory
+
+    return decorator
+
+
+def backbone_names() -> list[str]:
+    """Registered backbone names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; valid names: {', '.join(backbone_names())}"
+        ) from None
+
+
+def _check_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision != "fp32" and device.type != "cuda":
+        log.info("precision %s requested on %s: half precision is CUDA-only here, using fp32",
+                 precision, device)
+        return "fp32"
+    return precision
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
+    return device
+
+
+def load_backbone(
+    name: str,
+    *,
+    weights: str | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> Backbone:
+    """Build backbone ``name``, frozen and in eval mode.
+
+    ``weights``: None = the default pre-trained weights, "random" = seeded random init (torch
+    backbones only), otherwise a path to a local weight file. ``precision``: fp32, bf16 or fp16
+    (half precisions are applied with autocast on CUDA only).
+    """
+    entry = _entry(name)
+    torch_device = _check_device(device)
+    precision = _check_precision(precision, torch_device)
+    backbone = entry.factory(weights=weights, device=torch_device, precision=precision)
+    log.info("loaded backbone %s (%s) on %s", name, backbone.metadata.get("weights"),
+             backbone.device)
+    return backbone
+
+
+def describe_backbones() -> list[dict]:
+    """One dict per backbone: name, dim, input_shape, default weights source, and whether those
+    weights are on disk now (``available_offline``; checking never downloads)."""
+    rows = []
+    for name in backbone_names():
+        entry = _REGISTRY[name]
+        available = entry.available() if entry.available is not None else None
+        rows.append({"name": name, **entry.info, "available_offline": available})
+    return rows

@@ -1,0 +1,87 @@
+"""Shared pieces of the torch backbones: freezing, seeded random init, the embed callable."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ._registry import Backbone
+from ._weights import library_versions
+
+RANDOM_SEED = 0
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_random(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` under ``torch.manual_seed(0)``, without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        return build()
+
+
+def freeze(module: nn.Module, device: torch.device) -> nn.Module:
+    """Eval mode, no gradients, moved to ``device``."""
+    module.eval().requires_grad_(False)
+    return module.to(device)
+
+
+class TorchEmbed:
+    """``(B, C, H, W)`` on the module's device -> ``(B, dim)`` float32, autocast for bf16/fp16."""
+
+    def __init__(self, module: nn.Module, *, device: torch.device, precision: str) -> None:
+        self.module = module
+        self.device = device
+        self.precision = precision
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return self.module(batch).float()
+
+
+def torch_backbone(
+    *,
+    name: str,
+    module: nn.Module,
+    dim: int,
+    preprocessor,
+    device: torch.device,
+    precision: str,
+    weights_meta: dict,
+    extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless"),
+) -> Backbone:
+    """Freeze ``module`` and wrap it with its preprocessor and metadata into a `Backbone`."""
+    module = freeze(module, device)
+    input_shape = preprocessor.output_shape
+    metadata = {
+        **weights_meta,
+        "preprocessing": preprocessor.describe(),
+        "input_shape": list(input_shape),
+        "dim": dim,
+        "precision": precision,
+        "library_versions": library_versions(*extra_versions),
+    }
+    return Backbone(
+        name=name,
+        dim=dim,
+        input_shape=input_shape,
+        preprocessor=preprocessor,
+        embed=TorchEmbed(module, device=device, precision=precision),
+        device=device,
+        uses_torch_device=True,
+        metadata=metadata,
+        input_dtype="float32",
+        module=module,
+    )
+
+
+def random_meta() -> dict:
+    """Metadata for seeded random initialisation."""
+    return {"weights": "random", "weights_source": f"torch.manual_seed({RANDOM_SEED})"}

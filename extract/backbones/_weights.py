@@ -1,0 +1,111 @@
+"""Weight files: local cache lookup, guarded download, state-dict loading, hashing, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._registry import WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+# torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def torch_home() -> Path:
+    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's rule)."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where torchvision's weights API caches files: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _download(url: str, destination: Path) -> None:
+    # Indirection so tests can simulate being offline without touching the network.
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(destination), progress=False)
+
+
+def fetch_cached(*, name: str, url: str, directory: Path, extra_hint: str = "") -> Path:
+    """Return ``directory/<basename of url>``, downloading it first if absent.
+
+    Any download failure (offline, proxy, HTTP error) becomes one `WeightsUnavailable` saying which
+    file to put where, or to pass ``--weights PATH``.
+    """
+    path = directory / os.path.basename(url)
+    if path.is_file():
+        return path
+    log.info("%s: %s not cached, downloading %s", name, path.name, url)
+    try:
+        _download(url, path)
+    except Exception as error:  # urllib, http and OS errors all mean the same thing to the user
+        raise WeightsUnavailable(
+            f"{name}: pre-trained weight file {path.name!r} is not in {directory} and could not "
+            f"be downloaded from {url} ({type(error).__name__}: {error}). Download it elsewhere "
+            f"and put it at {path}{extra_hint}, or pass --weights PATH to a local copy."
+        ) from error
+    return path
+
+
+def check_hash_prefix(path: Path) -> str:
+    """sha256 of ``path``; if its name embeds a hash prefix (torch.hub style), it must match."""
+    digest = sha256_file(path)
+    match = _HASH_IN_NAME.search(path.name)
+    if match and not digest.startswith(match.group(1)):
+        raise WeightsUnavailable(
+            f"{path} looks corrupt: sha256 {digest[:12]}... does not start with {match.group(1)} "
+            f"as its name says; delete it and download it again"
+        )
+    return digest
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict from a plain state-dict file or a checkpoint holding one under "model"
+    or "state_dict"; a DataParallel "module." prefix is removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def library_versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the named distributions, always including torch and numpy."""
+    names = ("torch", "numpy", *distributions)
+    versions = {}
+    for dist in names:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def weights_identity(path: Path, digest: str | None = None) -> dict[str, str]:
+    """The metadata pair describing a weight file: its sha256 and where it was read from."""
+    return {"weights": f"sha256:{digest or sha256_file(path)}", "weights_source": str(path)}

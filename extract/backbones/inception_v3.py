@@ -1,0 +1,58 @@
+"""Inception-v3 (torchvision, ImageNet-1k V1 weights), aux head removed, ``fc`` = identity: 2048-d."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import Inception_V3_Weights, inception_v3
+
+from ._image import ResizeCropNormalize
+from ._registry import Backbone, register
+from ._torchnet import build_random, random_meta, torch_backbone
+from ._torchvision import cached_file_available, resolve_state_dict
+
+DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
+# Matches DEFAULT_WEIGHTS.transforms(): resize 342, crop 299, ImageNet mean/std, bilinear. The
+# network's transform_input=True then maps ImageNet-normalised input to the (x - 0.5) / 0.5
+# scaling the ported Google weights were trained with, as torchvision sets for these weights.
+PREPROCESS = ResizeCropNormalize(
+    resize=342, crop=299, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+
+def _architecture(*, init_weights: bool) -> nn.Module:
+    # aux_logits=True so the checkpoint's AuxLogits.* keys load strictly; dropped afterwards.
+    return inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=init_weights)
+
+
+def build(weights: str | None) -> tuple[nn.Module, dict]:
+    """The headless network and its weights metadata."""
+    if weights == "random":
+        model = build_random(lambda: _architecture(init_weights=True))
+        meta = random_meta()
+    else:
+        state_dict, meta = resolve_state_dict(
+            name="inception_v3", default=DEFAULT_WEIGHTS, weights=weights
+        )
+        model = _architecture(init_weights=False)
+        model.load_state_dict(state_dict)
+    model.AuxLogits = None
+    model.aux_logits = False
+    model.fc = nn.Identity()
+    return model, meta
+
+
+@register(
+    "inception_v3",
+    dim=2048,
+    input_shape=PREPROCESS.output_shape,
+    default_weights=DEFAULT_WEIGHTS.url,
+    available=lambda: cached_file_available(DEFAULT_WEIGHTS),
+)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    model, meta = build(weights)
+    meta = {**meta, "transform_input": True}
+    return torch_backbone(
+        name="inception_v3", module=model, dim=2048, preprocessor=PREPROCESS,
+        device=device, precision=precision, weights_meta=meta,
+    )

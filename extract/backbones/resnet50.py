@@ -1,0 +1,46 @@
+"""ResNet-50 (torchvision, ImageNet-1k V2 weights) with ``fc`` replaced by identity: 2048-d."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+
+from ._image import ResizeCropNormalize
+from ._registry import Backbone, register
+from ._torchnet import build_random, random_meta, torch_backbone
+from ._torchvision import cached_file_available, resolve_state_dict
+
+DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
+# Matches DEFAULT_WEIGHTS.transforms(): resize 232, crop 224, ImageNet mean/std, bilinear.
+PREPROCESS = ResizeCropNormalize(
+    resize=232, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+
+def build(weights: str | None) -> tuple[nn.Module, dict]:
+    """The headless network and its weights metadata."""
+    if weights == "random":
+        model = build_random(lambda: resnet50(weights=None))
+        meta = random_meta()
+    else:
+        state_dict, meta = resolve_state_dict(name="resnet50", default=DEFAULT_WEIGHTS, weights=weights)
+        model = resnet50(weights=None)
+        model.load_state_dict(state_dict)
+    model.fc = nn.Identity()
+    return model, meta
+
+
+@register(
+    "resnet50",
+    dim=2048,
+    input_shape=PREPROCESS.output_shape,
+    default_weights=DEFAULT_WEIGHTS.url,
+    available=lambda: cached_file_available(DEFAULT_WEIGHTS),
+)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    model, meta = build(weights)
+    return torch_backbone(
+        name="resnet50", module=model, dim=2048, preprocessor=PREPROCESS,
+        device=device, precision=precision, weights_meta=meta,
+    )

