@@ -79,9 +79,14 @@ def _check_field_counts(body: bytes, raw: np.ndarray, starts: np.ndarray, width:
     bad = np.flatnonzero((counts != width) & (counts != 0))
     if bad.size:
         lines = body.split(b"\n")
-        shown = [f"line {first_line + i}: {lines[i].decode(errors='replace').strip()!r}" for i in bad[:3]]
+        shown = [f"line {first_line + i}: {_shorten(lines[i])!r}" for i in bad[:3]]
         raise DatasetError(f"{path}: {bad.size} malformed line(s), each should have {width} fields "
                            f"({'; '.join(shown)})")
+
+
+def _shorten(line: bytes, limit: int = 80) -> str:
+    text = line.decode(errors="replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_unique(ids: np.ndarray, path: Path) -> None:

@@ -1,0 +1,338 @@
+"""Dataset readers on tiny generated folders: every layout parses right, every bad input says why."""
+import re
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from features.dataset import FEMALE, MALE, DatasetError
+from features.datasets import dataset_kinds, load_dataset
+from features.datasets.celeba import (read_attribute_file, read_male_partition_csv,
+                                      read_partition_file)
+from features.datasets.splits import stratified_split
+from tests.fixtures import (CELEBA_FILES, attribute_lines, celeba_labels, make_celeba,
+                            make_folder_dataset, make_male_partition_csv, make_utkface,
+                            utkface_name, write_lines)
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    """Replace the regex `old` by `new` in a generated file (count=0: everywhere)."""
+    text, replaced = re.subn(old, new, path.read_bytes().decode(), count=count)
+    assert replaced, f"fixture changed: {old!r} not in {path}"
+    path.write_bytes(text.encode())
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+def test_registry_lists_kinds_and_rejects_unknown_ones(tmp_path):
+    assert dataset_kinds() == ["celeba", "folder", "utkface"]
+    with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'; valid: celeba, folder, utkface"):
+        load_dataset("imagenet", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["celeba", "utkface", "folder"])
+def test_missing_root_is_named(tmp_path, kind):
+    with pytest.raises(DatasetError, match=f"{kind} dataset root .*nowhere does not exist"):
+        load_dataset(kind, tmp_path / "nowhere")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DatasetError, match="file.txt is not a folder"):
+        load_dataset(kind, tmp_path / "file.txt")
+
+
+# --- CelebA -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["flat", "nested", "csv"])
+def test_celeba_layouts_give_labels_splits_attributes_and_identity(tmp_path, layout):
+    root = make_celeba(tmp_path, n=12, layout=layout)
+    labels = celeba_labels(12)
+    data = load_dataset("celeba", root)
+    assert data.name == "celeba" and data.split_seed is None
+    assert data.ids.tolist() == labels.ids
+    np.testing.assert_array_equal(data.gender, labels.male)
+    assert data.gender.dtype == np.int8 and data.split.dtype == np.int8
+    np.testing.assert_array_equal(data.split, labels.split)
+    assert set(data.attributes) == set(labels.names) | {"identity"}
+    for column, name in enumerate(labels.names):
+        np.testing.assert_array_equal(data.attributes[name], labels.attributes[:, column], err_msg=name)
+    np.testing.assert_array_equal(data.attributes["identity"], labels.identity)
+    image_folder = (root / CELEBA_FILES[layout][3]).resolve()
+    assert [Path(p) for p in data.paths] == [image_folder / i for i in labels.ids]
+    assert cv2.imread(str(data.paths[0])).shape == (218, 178, 3)  # real 178x218 JPEGs
+
+
+def test_celeba_csv_images_directly_in_img_align_celeba(tmp_path):
+    root = make_celeba(tmp_path, n=6, layout="csv", identity=False)
+    inner = root / "img_align_celeba" / "img_align_celeba"
+    for image in inner.iterdir():
+        image.rename(root / "img_align_celeba" / image.name)
+    inner.rmdir()
+    data = load_dataset("celeba", root)
+    assert Path(data.paths[0]).parent == (root / "img_align_celeba").resolve()
+    assert "identity" not in data.attributes
+
+
+def test_celeba_lf_line_ends_and_male_only_attribute_file(tmp_path):
+    root = make_celeba(tmp_path, n=10, names=("Male",), newline="\n")
+    data = load_dataset("celeba", root)
+    np.testing.assert_array_equal(data.gender, celeba_labels(10, names=("Male",)).male)
+    assert set(data.attributes) == {"Male", "identity"}
+
+
+def test_celeba_rows_follow_the_partition_file_order(tmp_path):
+    root = make_celeba(tmp_path, n=9)
+    labels = celeba_labels(9)
+    lines = attribute_lines(labels)
+    write_lines(root / "list_attr_celeba.txt", lines[:2] + lines[:1:-1], newline="\r\n")  # rows reversed
+    data = load_dataset("celeba", root)
+    assert data.ids.tolist() == labels.ids
+    np.testing.assert_array_equal(data.gender, labels.male)
+    np.testing.assert_array_equal(data.attributes["Smiling"],
+                                  labels.attributes[:, labels.names.index("Smiling")])
+
+
+def test_celeba_missing_images_are_counted_and_named(tmp_path):
+    root = make_celeba(tmp_path, n=12)
+    for image_id in ("000003.jpg", "000007.jpg"):
+        (root / "img_align_celeba" / image_id).unlink()
+    with pytest.raises(DatasetError, match=r"missing from .*img_align_celeba: 2 \(first: 000003.jpg, 000007.jpg\)"):
+        load_dataset("celeba", root)
+
+
+def test_celeba_missing_label_files_say_where_they_were_looked_for(tmp_path):
+    root = make_celeba(tmp_path, n=3)
+    (root / "list_eval_partition.txt").unlink()
+    with pytest.raises(DatasetError) as error:
+        load_dataset("celeba", root)
+    message = str(error.value)
+    assert "found only list_attr_celeba.txt" in message
+    for looked_for in ("flat: list_attr_celeba.txt + list_eval_partition.txt",
+                       "nested: Anno/list_attr_celeba.txt + Eval/list_eval_partition.txt",
+                       "csv: list_attr_celeba.csv + list_eval_partition.csv"):
+        assert looked_for in message
+
+
+def test_celeba_missing_image_folder(tmp_path):
+    root = make_celeba(tmp_path, n=3, layout="nested")
+    shutil.rmtree(root / "Img")
+    with pytest.raises(DatasetError, match=r"image folder .*Img/img_align_celeba does not exist \(nested"):
+        load_dataset("celeba", root)
+
+
+def test_celeba_ids_only_in_one_label_file(tmp_path):
+    root = make_celeba(tmp_path, n=6)
+    edit(root / "list_eval_partition.txt", "000006.jpg 2\r\n", "")
+    edit(root / "list_eval_partition.txt", "000001.jpg 0", "000099.jpg 0")
+    with pytest.raises(DatasetError) as error:
+        load_dataset("celeba", root)
+    assert "1 (first: 000099.jpg) ids in list_eval_partition.txt but not in list_attr_celeba.txt" in str(error.value)
+    assert "2 (first: 000001.jpg, 000006.jpg) ids in list_attr_celeba.txt but not in list_eval_partition.txt" \
+        in str(error.value)
+
+
+def test_celeba_identity_file_must_cover_the_same_ids(tmp_path):
+    root = make_celeba(tmp_path, n=6)
+    edit(root / "identity_CelebA.txt", "000004.jpg 2\r\n", "")
+    with pytest.raises(DatasetError, match=r"1 \(first: 000004.jpg\) ids in list_eval_partition.txt but not in identity_CelebA.txt"):
+        load_dataset("celeba", root)
+
+
+@pytest.mark.parametrize("file_name, old, new, message", [
+    ("list_eval_partition.txt", "000005.jpg 0", "000002.jpg 0", r"duplicate ids: 1 \(first: 000002.jpg\)"),
+    ("list_attr_celeba.txt", "000005.jpg", "000002.jpg", r"duplicate ids: 1 \(first: 000002.jpg\)"),
+    ("list_eval_partition.txt", "000004.jpg 0", "000004.jpg 3",
+     r"split codes must be one of 0, 1, 2; bad values in 1 \(first: 000004.jpg \('3'\)\)"),
+    ("list_eval_partition.txt", "000004.jpg 0", "000004.jpg 0 1",
+     r"1 malformed line\(s\), each should have 2 fields \(line 4: '000004.jpg 0 1'\)"),
+    ("list_attr_celeba.txt", "000003.jpg +-?1", "000003.jpg",
+     r"1 malformed line\(s\), each should have 41 fields \(line 5: '000003.jpg "),
+    ("list_attr_celeba.txt", "000002.jpg +-?1", "000002.jpg  0",
+     r"attribute values must be one of 1, -1, \+1; bad values in 1 \(first: 000002.jpg \('0'\)\)"),
+    ("list_attr_celeba.txt", "12\r\n", "13\r\n", "line 1 says 13 rows but the file has 12"),
+    ("list_attr_celeba.txt", " Male ", " Female ", "no 'Male' column among the attributes 40"),
+    ("identity_CelebA.txt", "000002.jpg 1", "000002.jpg x",
+     r"identities must be a non-negative integer.*1 \(first: 000002.jpg \('x'\)\)"),
+])
+def test_celeba_bad_label_files_raise_naming_the_problem(tmp_path, file_name, old, new, message):
+    root = make_celeba(tmp_path, n=12)
+    edit(root / file_name, old, new)
+    with pytest.raises(DatasetError, match=message) as error:
+        load_dataset("celeba", root)
+    assert file_name in str(error.value)
+
+
+def test_celeba_bad_values_are_all_counted(tmp_path):
+    root = make_celeba(tmp_path, n=12, names=("Male",))
+    edit(root / "list_attr_celeba.txt", " 1\r\n", " 2\r\n", count=0)  # every male row
+    with pytest.raises(DatasetError, match=r"bad values in 6 \(first: 000002.jpg \('2'\), 000004.jpg"):
+        load_dataset("celeba", root)
+
+
+def test_celeba_csv_label_values(tmp_path):
+    root = make_celeba(tmp_path, n=6, layout="csv")
+    edit(root / "list_eval_partition.csv", "000003.jpg,0", "000003.jpg,")
+    with pytest.raises(DatasetError, match=r"list_eval_partition.csv: 1 malformed line.*line 4: '000003.jpg,'"):
+        load_dataset("celeba", root)
+
+
+# --- label-only readers -----------------------------------------------------------------------
+
+def test_label_only_readers_agree_with_the_labels(tmp_path):
+    labels = celeba_labels(15)
+    root = make_celeba(tmp_path, n=15, newline="\n")
+    ids, split = read_partition_file(root / "list_eval_partition.txt")
+    assert ids.tolist() == labels.ids and split.dtype == np.int8
+    np.testing.assert_array_equal(split, labels.split)
+    ids, names, values = read_attribute_file(root / "list_attr_celeba.txt")
+    assert names == list(labels.names) and values.dtype == np.int8
+    np.testing.assert_array_equal(values, labels.attributes)
+    ids, male, split = read_male_partition_csv(make_male_partition_csv(tmp_path / "m.csv", labels))
+    assert ids.tolist() == labels.ids
+    np.testing.assert_array_equal(male, labels.male)
+    np.testing.assert_array_equal(split, labels.split)
+
+
+def test_attribute_file_cut_short_parses_without_the_count_check(tmp_path):
+    labels = celeba_labels(8)
+    path = write_lines(tmp_path / "cut.txt", ["202599"] + attribute_lines(labels)[1:], newline="\r\n")
+    with pytest.raises(DatasetError, match="says 202599 rows but the file has 8"):
+        read_attribute_file(path)
+    ids, _, values = read_attribute_file(path, check_count=False)
+    assert len(ids) == 8
+    np.testing.assert_array_equal(values, labels.attributes)
+
+
+def test_male_partition_csv_validation(tmp_path):
+    path = make_male_partition_csv(tmp_path / "m.csv", celeba_labels(5))
+    edit(path, r"000003.jpg,(\d),0,0", r"000003.jpg,\1,0,-1")
+    with pytest.raises(DatasetError, match=r"Male values must be one of 0, 1; bad values in 1 \(first: 000003.jpg \('-1'\)\)"):
+        read_male_partition_csv(path)
+    write_lines(path, [",Attractive,Partition", "000001.jpg,1,0"])
+    with pytest.raises(DatasetError, match="no 'Male' column; columns are , Attractive, Partition"):
+        read_male_partition_csv(path)
+
+
+def test_full_size_attribute_file_parses_fast(tmp_path):
+    """202,599 rows x 40 attributes, like the real list_attr_celeba.txt, in well under 2 s."""
+    rows, names = 202_599, 40
+    rng = np.random.default_rng(0)
+    digits = ((np.arange(1, rows + 1)[:, None] // 10 ** np.arange(5, -1, -1)) % 10 + ord("0")).astype(np.uint8)
+    signs = rng.integers(0, 2, size=(rows, names), dtype=np.uint8)
+    values = np.stack([np.full_like(signs, ord(" ")), np.where(signs, ord(" "), ord("-")),
+                       np.full_like(signs, ord("1"))], axis=-1).astype(np.uint8).reshape(rows, -1)
+    body = np.concatenate([digits, np.tile(np.frombuffer(b".jpg", np.uint8), (rows, 1)),
+                           values, np.tile(np.frombuffer(b"\r\n", np.uint8), (rows, 1))], axis=1)
+    path = tmp_path / "list_attr_celeba.txt"
+    header = f"{rows}\r\n" + " ".join(f"A{i}" for i in range(names)) + "\r\n"
+    path.write_bytes(header.encode() + body.tobytes())
+    start = time.perf_counter()
+    ids, parsed_names, parsed = read_attribute_file(path)
+    elapsed = time.perf_counter() - start
+    assert ids[0] == "000001.jpg" and ids[-1] == "202599.jpg" and len(parsed_names) == names
+    np.testing.assert_array_equal(parsed, signs)
+    assert elapsed < 2.0, f"parsing took {elapsed:.2f} s"
+
+
+# --- UTKFace ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_utkface_labels_from_names_with_gender_flipped_to_one_male(tmp_path, nested):
+    root = make_utkface(tmp_path, n=20, nested=nested)
+    data = load_dataset("utkface", root, seed=3)
+    names = sorted(p.name for p in (root / "UTKFace" if nested else root).iterdir())
+    assert data.ids.tolist() == names and data.name == "utkface" and data.split_seed == 3
+    fields = np.array([name.split("_")[:3] for name in names], dtype=int)
+    np.testing.assert_array_equal(data.gender, np.where(fields[:, 1] == 0, MALE, FEMALE))
+    assert (data.gender == MALE).sum() == 8  # 2 of every 5 fixture names
+    np.testing.assert_array_equal(data.attributes["age"], fields[:, 0])
+    np.testing.assert_array_equal(data.attributes["race"], fields[:, 2])
+    assert data.attributes["age"].dtype == np.int16 and data.attributes["race"].dtype == np.int8
+    assert all(Path(p).is_file() and Path(p).is_absolute() for p in data.paths)
+
+
+def test_utkface_split_is_seeded_and_stratified(tmp_path):
+    root = make_utkface(tmp_path, n=40)
+    first, again, other = (load_dataset("utkface", root, seed=s) for s in (7, 7, 8))
+    np.testing.assert_array_equal(first.split, again.split)
+    assert not np.array_equal(first.split, other.split)
+    for label in (MALE, FEMALE):  # 16 male -> 12/2/2 (>= 1 each), 24 female -> 20/2/2
+        counts = np.bincount(first.split[first.gender == label], minlength=3)
+        assert counts.tolist() == ([12, 2, 2] if label == MALE else [20, 2, 2])
+
+
+def test_utkface_malformed_names_are_counted_and_listed(tmp_path):
+    bad = ["39_1_20170116174525125.jpg.chip.jpg", "61_3_0_20170109150557335.jpg.chip.jpg", "face.jpg"]
+    root = make_utkface(tmp_path, n=5, extra_names=bad)
+    with pytest.raises(DatasetError, match=r"3 \(first: 39_1_2017.*, 61_3_0_.*, face.jpg\) file names do not follow"):
+        load_dataset("utkface", root)
+
+
+def test_utkface_accepts_the_known_name_variant_and_ignores_other_files(tmp_path):
+    root = make_utkface(tmp_path, n=4, extra_names=["55_0_0_20170116232725357jpg.chip.jpg"])
+    (root / "UTKFace" / "notes.txt").write_text("not an image")
+    (root / "UTKFace" / ".hidden.jpg").write_bytes(b"")
+    data = load_dataset("utkface", root)
+    assert len(data) == 5 and "55_0_0_20170116232725357jpg.chip.jpg" in data.ids
+
+
+def test_utkface_without_images(tmp_path):
+    (tmp_path / "UTKFace").mkdir()
+    with pytest.raises(DatasetError, match=r"no UTKFace images \(\*.jpg\) in .*UTKFace"):
+        load_dataset("utkface", tmp_path)
+
+
+# --- folder -----------------------------------------------------------------------------------
+
+def test_folder_dataset_ids_labels_and_extensions(tmp_path):
+    root = make_folder_dataset(tmp_path, n_male=4, n_female=5)
+    (root / "female" / "sub").mkdir()
+    (root / "female" / "sub" / "extra.BMP").write_bytes(b"BM")
+    (root / "male" / "notes.txt").write_text("not an image")
+    (root / "male" / ".DS_Store").write_bytes(b"")
+    data = load_dataset("folder", root, seed=1)
+    assert data.ids.tolist() == sorted(data.ids.tolist()) and len(data) == 10
+    assert "female/sub/extra.BMP" in data.ids and "male/male_002.JPEG" in data.ids
+    assert not any(i.endswith((".txt", ".DS_Store")) for i in data.ids)
+    np.testing.assert_array_equal(data.gender, [MALE if i.startswith("male/") else FEMALE for i in data.ids])
+    assert [Path(p) for p in data.paths] == [root.resolve() / i for i in data.ids]
+    assert data.split_seed == 1 and data.name == "folder"
+
+
+def test_folder_class_names_match_in_any_case(tmp_path):
+    root = make_folder_dataset(tmp_path, n_male=3, n_female=3)
+    (root / "male").rename(root / "Male")
+    data = load_dataset("folder", root)
+    assert data.gender[np.char.startswith(data.ids, "Male/")].tolist() == [MALE] * 3
+    assert data.gender.sum() == 3
+
+
+def test_folder_missing_or_empty_class_folder(tmp_path):
+    root = make_folder_dataset(tmp_path, n_male=3, n_female=3)
+    shutil.rmtree(root / "female")
+    (root / "women").mkdir()
+    with pytest.raises(DatasetError, match=r"no 'female' folder; expected one 'male' and one 'female' folder, found folders: 2 \(first: male, women\)"):
+        load_dataset("folder", root)
+    (root / "women").rename(root / "female")
+    (root / "female" / "readme.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"class folder .*female holds no images"):
+        load_dataset("folder", root)
+
+
+# --- split ------------------------------------------------------------------------------------
+
+def test_stratified_split_keeps_class_shares_and_is_reproducible():
+    labels = np.repeat([0, 1], [1000, 300])
+    split = stratified_split(labels, seed=5)
+    np.testing.assert_array_equal(split, stratified_split(labels, seed=5))
+    assert split.dtype == np.int8
+    assert np.bincount(split[labels == 0]).tolist() == [800, 100, 100]
+    assert np.bincount(split[labels == 1]).tolist() == [240, 30, 30]
+    assert not np.array_equal(split, stratified_split(labels, seed=6))
+    assert np.bincount(stratified_split(labels, seed=0, fractions=(0.5, 0.25, 0.25))).tolist() == [650, 325, 325]
+
+
+def test_stratified_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="fractions must be 3 non-negative numbers summing to 1"):
+        stratified_split(np.zeros(4), seed=0, fractions=(0.8, 0.3, 0.1))
