@@ -17,6 +17,7 @@ Adding a head::
         def __init__(self, *, random_state=0): ...
         def fit(self, x_train, y_train, x_val, y_val): ...; return self
         def decision_function(self, x): ...   # male logit per row
+        # and set ``selection_``: a JSON-ready record of what was chosen on val
 """
 from __future__ import annotations
 
@@ -182,7 +183,8 @@ class LogRegHead(Head):
 
     The path runs from the strongest to the weakest regularisation, each fit (L-BFGS) starting from the
     previous solution. Fitted: ``mean_``/``scale_`` (train statistics), ``coef_``/``intercept_`` in
-    standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step).
+    standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step), ``selection_``
+    (the chosen C and the path, for results files).
     """
 
     def __init__(self, *, Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), max_iter: int = 200,
@@ -216,6 +218,7 @@ class LogRegHead(Head):
         best = _best(self.path_)
         self.C_ = self.path_[best]["C"]
         self.coef_, self.intercept_ = solutions[best][:-1], float(solutions[best][-1])
+        self.selection_ = {"C": self.C_, "path": self.path_}
         return self
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
@@ -292,7 +295,8 @@ class MLPHead(Head):
     the train rows in a seeded random order in minibatches, and training stops after ``patience``
     epochs without improving the val log loss, keeping the best epoch's weights. The grid point with
     the best val accuracy wins. Fitted: ``mean_``/``scale_``, ``params_`` ([W0, b0, ...] float32),
-    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point).
+    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point),
+    ``selection_`` (the chosen point and the grid, for results files).
     """
 
     def __init__(self, *, hidden_grid: tuple[tuple[int, ...], ...] = ((256,),), lr_grid: tuple[float, ...] = (1e-3,),
@@ -323,6 +327,8 @@ class MLPHead(Head):
         self.hidden_sizes_ = tuple(self.grid_[best]["hidden_sizes"])
         self.learning_rate_ = self.grid_[best]["learning_rate"]
         self.best_epoch_ = self.grid_[best]["best_epoch"]
+        self.selection_ = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": self.learning_rate_,
+                           "best_epoch": self.best_epoch_, "grid": self.grid_}
         return self
 
     def _fit_one(self, x, y, x_val, y_val, *, hidden: tuple[int, ...], lr: float):

@@ -1,0 +1,4 @@
+"""``python -m classify``: see `classify.cli`."""
+from classify.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Command line: ``python -m classify {train,compare,predict}``.
+
+    python -m classify train --store S.zarr [--backbones a b a+b] [--heads logreg mlp] --out DIR [--seed 0]
+    python -m classify compare DIR
+    python -m classify predict --head DIR/<run>.joblib IMAGE_OR_FOLDER... [--out preds.csv]
+
+Expected errors (bad store, unknown backbone or head, missing files, a modified head file) end with one
+line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from classify.compare import CompareError, compare
+from classify.heads import get_head_class, head_names
+from classify.predict import PredictError, format_predictions, predict_images, write_predictions
+from classify.protocol import ProtocolError, RunConfig, parse_backbone_spec, read_splits, run
+from classify.results import HeadFileError, store_identity, write_run
+from features.store import FeatureStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+
+class UsageError(ValueError):
+    """A command-line value that names nothing valid (unknown head, malformed backbone spec)."""
+
+
+# Plain ValueError is not here: one from inside numpy or a head is a bug and keeps its traceback.
+EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, UsageError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m classify", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="fit heads on a feature store, one results file per run")
+    train.add_argument("--store", required=True, help="feature store (.zarr)")
+    train.add_argument("--backbones", nargs="+", metavar="SPEC",
+                       help="backbones, or several joined by '+' (default: every complete backbone)")
+    train.add_argument("--heads", nargs="+", default=None, help=f"heads (default: all of {', '.join(head_names())})")
+    train.add_argument("--out", required=True, type=Path, help="results directory")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    comp = sub.add_parser("compare", help="merge a results directory into a leaderboard and plots")
+    comp.add_argument("directory", type=Path)
+    pred = sub.add_parser("predict", help="gender of images with a saved head")
+    pred.add_argument("--head", required=True, type=Path, help="a <run>.joblib written by train")
+    pred.add_argument("images", nargs="+", help="image files or folders")
+    pred.add_argument("--out", type=Path, help="CSV file for the predictions")
+    pred.add_argument("--device", default="auto", help="device for the backbone (auto, cpu, cuda)")
+    return parser
+
+
+def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tuple[str, ...]]:
+    """Backbone tuples to run; each must be in the store and complete."""
+    if not specs:
+        complete = [name for name in store.backbones() if store.is_complete(name)]
+        if not complete:
+            held = ", ".join(store.backbones()) or "none"
+            raise StoreError(f"{store.path} has no complete backbone to train on (it holds: {held})")
+        return [(name,) for name in complete]
+    try:
+        resolved = [parse_backbone_spec(spec) for spec in specs]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    for name in {name for names in resolved for name in names}:
+        if not store.is_complete(name):  # also raises StoreError for a backbone not in the store
+            info = store.backbone_info(name)
+            raise StoreError(f"backbone {name!r} in {store.path} is incomplete ({info['units_done']} of "
+                             f"{info['n_units']} units): finish extraction first")
+    return resolved
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    store = FeatureStore.open(args.store)
+    heads = args.heads or head_names()
+    for name in heads:
+        try:
+            get_head_class(name)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    attributes = store.attributes
+    for backbones in resolve_backbones(store, args.backbones):
+        started = time.perf_counter()
+        splits = read_splits(store, backbones)
+        read_s = round(time.perf_counter() - started, 3)
+        log.info("%s: read %s rows in %.1f s", "+".join(backbones),
+                 {s: len(d.gender) for s, d in splits.items()}, read_s)
+        for head_name in heads:
+            config = RunConfig(store=str(store.path), backbones=backbones, head=head_name, seed=args.seed,
+                               n_resamples=args.bootstrap)
+            head, results = run(config, splits, attributes=attributes)
+            results["timings"]["read_s"] = read_s
+            path = write_run(args.out, config, head, results, store_info=store_identity(store, backbones))
+            log.info("wrote %s (test accuracy %.4f)", path, results["metrics"]["test"]["accuracy"])
+    return cmd_compare(argparse.Namespace(directory=args.out))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    markdown, paths = compare(args.directory)
+    print(markdown, end="")
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    predictions = predict_images(args.head, args.images, device=args.device)
+    print(format_predictions(predictions))
+    if args.out:
+        write_predictions(predictions, args.out)
+        log.info("wrote %s", args.out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m classify``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except EXPECTED_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

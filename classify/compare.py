@@ -1,0 +1,142 @@
+"""Merge the results files of a directory into a leaderboard (markdown, CSV) and plots (PNG).
+
+One row per (backbone(s), head) run, best test accuracy first. Plots use matplotlib's Agg backend:
+ROC curves of every run, the confusion matrices, and test accuracy with its 95% bootstrap CI.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from classify.results import load_runs
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("rank", "backbones", "head", "dataset", "accuracy", "accuracy_ci95", "f1", "f1_ci95", "roc_auc",
+           "macro_f1", "n_test", "invalid_test", "selected", "fit_s")
+
+
+class CompareError(ValueError):
+    """Nothing to compare."""
+
+
+def leaderboard(runs: list[dict]) -> list[dict]:
+    """Rows of `COLUMNS`, sorted by test accuracy (descending), then run name."""
+    ordered = sorted(runs, key=lambda r: (-r["metrics"]["test"]["accuracy"], r["run"]))
+    return [_row(rank, run) for rank, run in enumerate(ordered, start=1)]
+
+
+def _row(rank: int, run: dict) -> dict:
+    test = run["metrics"]["test"]
+    ci = test["ci95"]
+    selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
+                for key, value in run["selection"].items() if key not in ("grid", "path")}
+    return {"rank": rank, "backbones": "+".join(run["config"]["backbones"]), "head": run["config"]["head"],
+            "dataset": run["store"]["dataset"], "accuracy": _fmt(test["accuracy"]),
+            "accuracy_ci95": f"{_fmt(ci['accuracy'][0])}-{_fmt(ci['accuracy'][1])}",
+            "f1": _fmt(test["f1"]), "f1_ci95": f"{_fmt(ci['f1'][0])}-{_fmt(ci['f1'][1])}",
+            "roc_auc": _fmt(test["roc_auc"]), "macro_f1": _fmt(test["macro_f1"]), "n_test": test["n"],
+            "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
+            "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def compare(directory: Path) -> tuple[str, list[Path]]:
+    """Write leaderboard.md/.csv and the plots into ``directory``; returns (markdown, written paths)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CompareError(f"results directory {directory} does not exist")
+    runs = load_runs(directory)
+    if not runs:
+        raise CompareError(f"no classify results files (*.json) in {directory}")
+    fingerprints = {run["store"]["fingerprint"] for run in runs}
+    if len(fingerprints) > 1:
+        log.warning("%s mixes results from %d different datasets/splits: compare rows within a dataset",
+                    directory, len(fingerprints))
+    rows = leaderboard(runs)
+    markdown = to_markdown(rows)
+    paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
+    paths[0].write_text(markdown)
+    write_csv(rows, paths[1])
+    paths += plot_all(runs, directory)
+    return markdown, paths
+
+
+def plot_all(runs: list[dict], directory: Path) -> list[Path]:
+    """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(runs, key=lambda r: (-r["metrics"]["test"]["accuracy"], r["run"]))
+    written = []
+    for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
+                       ("accuracy.png", _plot_accuracy)):
+        fig = draw(plt, runs)
+        fig.savefig(directory / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(directory / name)
+    return written
+
+
+def _plot_roc(plt, runs):
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for run in runs:
+        test = run["metrics"]["test"]
+        auc = _fmt(test["roc_auc"])
+        ax.plot(test["roc"]["fpr"], test["roc"]["tpr"], label=f"{run['run']} (AUC {auc})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)",
+           title="ROC on test, male = positive", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _plot_confusions(plt, runs):
+    cols = min(4, len(runs))
+    nrows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.axis("off")
+    for ax, run in zip(axes.flat, runs):
+        cm = run["metrics"]["test"]["confusion_matrix"]
+        ax.imshow(cm, cmap="Blues")
+        darkest = max(max(row) for row in cm)
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
+                        color="white" if cm[i][j] > darkest / 2 else "black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"],
+               xlabel="predicted", ylabel="true")
+        ax.set_title(run["run"], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_accuracy(plt, runs):
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(runs) + 2), 4))
+    acc = [run["metrics"]["test"]["accuracy"] for run in runs]
+    low = [a - run["metrics"]["test"]["ci95"]["accuracy"][0] for a, run in zip(acc, runs)]
+    high = [run["metrics"]["test"]["ci95"]["accuracy"][1] - a for a, run in zip(acc, runs)]
+    ax.bar(range(len(runs)), acc, yerr=[low, high], capsize=4, color="tab:blue")
+    ax.set_xticks(range(len(runs)), [run["run"] for run in runs], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="test accuracy (95% bootstrap CI)", ylim=(max(0.0, min(acc) - 0.1), 1.0))
+    return fig

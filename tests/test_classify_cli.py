@@ -1,0 +1,195 @@
+"""`python -m classify` train / compare / predict end to end on tiny generated stores."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classify import cli
+from classify.results import HeadFileError, load_head
+from features.dataset import Dataset
+from features.store import FeatureStore, Status
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_HEADS = {"mlp": {"max_epochs": 5}}
+
+
+def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, seed: int = 0,
+               invalid: dict[int, int] | None = None, complete: bool = True,
+               gender: np.ndarray | None = None) -> FeatureStore:
+    """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status."""
+    dims = dims or {"bb_a": 12, "bb_b": 6}
+    rng = np.random.default_rng(seed)
+    gender = rng.integers(0, 2, n).astype(np.int8) if gender is None else gender
+    split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
+    dataset = Dataset(name="synthetic", root=str(path.parent), ids=np.array([f"{i:06d}.jpg" for i in range(n)]),
+                      paths=np.array([f"img/{i:06d}.jpg" for i in range(n)]), gender=gender, split=split,
+                      attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)}, split_seed=seed)
+    store = FeatureStore.create(path, dataset)
+    status = np.full(n, Status.OK, dtype=np.uint8)
+    for row, code in (invalid or {}).items():
+        status[row] = code
+    for name, dim in dims.items():
+        emb = rng.standard_normal((n, dim)).astype(np.float32)
+        emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
+        writer = store.add_backbone(name, dim=dim, unit_rows=128,
+                                    metadata={"weights": "random", "weights_source": f"seed:{seed}"})
+        units = range(writer.n_units) if complete else range(writer.n_units - 1)
+        for unit in units:
+            s, e = writer.unit_rows(unit)
+            writer.write_unit(unit, emb[s:e], status[s:e])
+    return store
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One store with two backbones, trained with both heads on bb_a and bb_a+bb_b."""
+    tmp = tmp_path_factory.mktemp("classify")
+    store = make_store(tmp / "s.zarr", invalid={0: Status.NO_FACE, 1: Status.UNREADABLE, 599: Status.NO_FACE})
+    out = tmp / "runs"
+    code = cli.main(["train", "--store", store.path, "--backbones", "bb_a", "bb_a+bb_b", "--out", str(out),
+                     "--bootstrap", "200", "--seed", "3"])
+    assert code == 0
+    return store, out
+
+
+def test_train_writes_one_result_per_run_with_config_and_identity(trained):
+    store, out = trained
+    names = sorted(p.stem for p in out.glob("*.json"))
+    assert names == ["bb_a+bb_b__logreg", "bb_a+bb_b__mlp", "bb_a__logreg", "bb_a__mlp"]
+    record = json.loads((out / "bb_a+bb_b__mlp.json").read_text())
+    assert record["config"]["backbones"] == ["bb_a", "bb_b"] and record["config"]["seed"] == 3
+    assert record["store"]["fingerprint"] == store.fingerprint
+    assert record["store"]["backbones"]["bb_b"]["metadata"]["weights"] == "random"
+    assert {"numpy", "scikit-learn", "zarr"} <= set(record["library_versions"])
+    test = record["metrics"]["test"]
+    assert test["accuracy"] > 0.95 and test["n"] == 149  # 150 test rows, row 599 had no face
+    assert record["counts"]["train"]["invalid"] == {"unreadable": 1, "no_face": 1}
+    assert record["counts"]["test"]["invalid"] == {"no_face": 1}
+    assert set(test["groups"]) == {"smiling"}  # identity has too many values to group
+    assert record["selection"]["best_epoch"] >= 1
+
+
+def test_compare_writes_leaderboard_and_plots(trained):
+    _, out = trained
+    for name in ("leaderboard.md", "leaderboard.csv", "roc.png", "confusion_matrices.png", "accuracy.png"):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    accuracies = [float(r["accuracy"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["compare", str(out)]) == 0
+
+
+def test_tampered_head_is_refused(trained, tmp_path, capsys):
+    _, out = trained
+    head, record = load_head(out / "bb_a__logreg.joblib")
+    assert record["run"] == "bb_a__logreg" and head.C_ in head.Cs
+    bad = tmp_path / "bb_a__logreg.joblib"
+    bad.write_bytes((out / "bb_a__logreg.joblib").read_bytes() + b"\0")
+    (tmp_path / "bb_a__logreg.json").write_bytes((out / "bb_a__logreg.json").read_bytes())
+    with pytest.raises(HeadFileError, match="does not match"):
+        load_head(bad)
+    assert cli.main(["predict", "--head", str(bad), str(tmp_path)]) == 2
+    assert "does not match its sidecar" in capsys.readouterr().err
+
+
+def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, capsys):
+    store, out = trained
+    rng = np.random.default_rng(1)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    wanted = {"m.jpg": (1, Status.OK), "f.png": (0, Status.OK), "noface.jpg": (1, Status.NO_FACE),
+              "broken.jpg": (0, Status.UNREADABLE)}
+    for name in wanted:
+        (images / name).write_bytes(b"x")
+    (images / "notes.txt").write_text("not an image")
+    calls = []
+
+    def fake_embed_paths(paths, backbone, *, weights=None, device="auto"):
+        calls.append((backbone, weights))
+        dim = {"bb_a": 12, "bb_b": 6}[backbone]
+        emb = rng.standard_normal((len(paths), dim)).astype(np.float32)
+        gender = np.array([wanted[Path(p).name][0] for p in paths])
+        emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
+        status = np.array([wanted[Path(p).name][1] for p in paths], dtype=np.uint8)
+        emb[status != Status.OK] = np.nan
+        return emb, status
+
+    # a stand-in `extract` module: predict imports it lazily and calls only embed_paths
+    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_paths=fake_embed_paths))
+    preds = tmp_path / "preds.csv"
+    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.joblib"), str(images),
+                     "--out", str(preds)]) == 0
+    assert calls == [("bb_a", "seed:0"), ("bb_b", "seed:0")]
+    with open(preds) as handle:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    assert set(rows) == set(wanted)
+    assert rows["m.jpg"]["gender"] == "male" and rows["f.png"]["gender"] == "female"
+    assert float(rows["m.jpg"]["probability"]) > 0.5
+    assert rows["noface.jpg"]["status"] == "no face found" and rows["noface.jpg"]["gender"] == ""
+    assert rows["broken.jpg"]["status"] == "unreadable" and rows["broken.jpg"]["probability"] == ""
+    assert "no face found" in capsys.readouterr().out
+
+
+def test_seeded_rerun_gives_identical_results(trained, tmp_path):
+    store, out = trained
+    again = tmp_path / "again"
+    assert cli.main(["train", "--store", store.path, "--backbones", "bb_a", "--heads", "mlp", "--out", str(again),
+                     "--bootstrap", "200", "--seed", "3"]) == 0
+    first = json.loads((out / "bb_a__mlp.json").read_text())["metrics"]
+    second = json.loads((again / "bb_a__mlp.json").read_text())["metrics"]
+    assert first == second
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--store", "{tmp}/missing.zarr", "--out", "{tmp}/o"], "no feature store"),
+    (["train", "--store", "{store}", "--backbones", "nope", "--out", "{tmp}/o"], "no backbone 'nope'"),
+    (["train", "--store", "{store}", "--backbones", "bb_a++bb_b", "--out", "{tmp}/o"], "bad backbone spec"),
+    (["train", "--store", "{store}", "--heads", "svm", "--out", "{tmp}/o"], "unknown head 'svm'; valid: logreg, mlp"),
+    (["compare", "{tmp}/empty"], "no classify results"),
+    (["predict", "--head", "{tmp}/none.joblib", "x.jpg"], "no head file"),
+])
+def test_expected_errors_are_one_line_exit_2(trained, tmp_path, capsys, argv, message):
+    store, _ = trained
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(tmp=tmp_path, store=store.path) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_incomplete_backbone_refused_and_skipped_by_default(tmp_path, capsys):
+    store = make_store(tmp_path / "s.zarr", dims={"bb_x": 4, "bb_y": 4})
+    writer = FeatureStore.open(store.path, mode="r+").add_backbone("partial2", dim=4, unit_rows=128,
+                                                                   metadata={"weights": "random"})
+    s, e = writer.unit_rows(0)
+    writer.write_unit(0, np.zeros((e - s, 4), np.float32), np.ones(e - s, np.uint8))
+    assert cli.main(["train", "--store", store.path, "--backbones", "partial2", "--out", str(tmp_path / "o")]) == 2
+    assert "incomplete (1 of 5 units)" in capsys.readouterr().err
+    assert cli.resolve_backbones(store, None) == [("bb_x",), ("bb_y",)]
+
+
+def test_one_class_split_is_a_clear_error(tmp_path, capsys):
+    store = make_store(tmp_path / "s.zarr", n=40, dims={"bb": 4}, gender=np.ones(40, dtype=np.int8))
+    assert cli.main(["train", "--store", store.path, "--out", str(tmp_path / "o")]) == 2
+    assert "holds one gender only" in capsys.readouterr().err
+
+
+def test_classify_never_imports_torch(tmp_path):
+    make_store(tmp_path / "s.zarr", n=200, dims={"bb": 6})
+    code = ("import classify.cli, sys; "
+            f"rc = classify.cli.main(['train', '--store', {str(tmp_path / 's.zarr')!r}, '--heads', 'logreg', "
+            f"'--out', {str(tmp_path / 'o')!r}, '--bootstrap', '50']); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "o" / "bb__logreg.json").is_file()
