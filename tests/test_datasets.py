@@ -42,6 +42,17 @@ def test_missing_root_is_named(tmp_path, kind):
         load_dataset(kind, tmp_path / "file.txt")
 
 
+def test_loaders_called_directly_check_the_root_and_give_absolute_paths(tmp_path, monkeypatch):
+    from features.datasets.celeba import load_celeba
+    make_celeba(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    data = load_celeba("celeba_flat")
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in data.paths)
+    assert data.root == str(tmp_path.resolve() / "celeba_flat")
+    with pytest.raises(DatasetError, match="celeba dataset root missing does not exist"):
+        load_celeba("missing")
+
+
 # --- CelebA -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["flat", "nested", "csv"])
@@ -309,6 +320,9 @@ def test_folder_class_names_match_in_any_case(tmp_path):
 
 
 def test_folder_missing_or_empty_class_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no 'male' folder; .* found folders: none"):
+        load_dataset("folder", tmp_path / "empty")
     root = make_folder_dataset(tmp_path, n_male=3, n_female=3)
     shutil.rmtree(root / "female")
     (root / "women").mkdir()

@@ -20,7 +20,7 @@ import numpy as np
 from features.dataset import Dataset, DatasetError, describe_examples
 from features.datasets.celeba_labels import (read_attribute_file, read_identity_file,
                                              read_male_partition_csv, read_partition_file)
-from features.datasets.files import absolute_paths, require_files
+from features.datasets.files import absolute_paths, dataset_root, require_files
 
 __all__ = ["LAYOUTS", "CelebaLayout", "find_layout", "load_celeba", "read_attribute_file",
            "read_identity_file", "read_male_partition_csv", "read_partition_file"]
@@ -51,7 +51,7 @@ LAYOUTS = (
 
 def load_celeba(root, *, seed: int = 0) -> Dataset:
     """Read and validate a CelebA folder in any of `LAYOUTS`. `seed` is unused: the split is official."""
-    root = Path(root)
+    root = dataset_root(root, "celeba")
     layout = find_layout(root)
     ids, split = read_partition_file(root / layout.partition)
     attributes = _read_attributes(root / layout.attributes, ids, partition=root / layout.partition)

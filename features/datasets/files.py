@@ -9,6 +9,15 @@ import numpy as np
 from features.dataset import DatasetError, describe_examples
 
 
+def dataset_root(root, kind: str) -> Path:
+    """`root` made absolute; raise naming it if it is missing or not a folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"{kind} dataset root {root} {problem}")
+    return root.resolve()
+
+
 def file_names(folder: Path) -> set[str]:
     """Names of the regular files (or links to them) directly inside `folder`."""
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import FEMALE, MALE, Dataset, DatasetError, describe_examples
+from features.datasets.files import dataset_root
 from features.datasets.splits import stratified_split
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def load_folder(root, *, seed: int = 0) -> Dataset:
     """Read `root/male/**` and `root/female/**` images with a seeded 80/10/10 split per class."""
-    root = Path(root)
+    root = dataset_root(root, "folder")
     ids, gender = [], []
     for name, label in CLASS_FOLDERS.items():
         images = list_images(class_folder(root, name), root)
@@ -47,7 +48,7 @@ def class_folder(root: Path, name: str) -> Path:
         problem = f"{len(matches)} folders named {name!r} ({', '.join(matches)})" if matches else \
             f"no {name!r} folder"
         raise DatasetError(f"{root}: {problem}; expected one 'male' and one 'female' folder, "
-                           f"found folders: {describe_examples(folders)}")
+                           f"found folders: {describe_examples(folders) if folders else 'none'}")
     return root / matches[0]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import Dataset, DatasetError, describe_examples
-from features.datasets.files import absolute_paths, file_names
+from features.datasets.files import absolute_paths, dataset_root, file_names
 from features.datasets.splits import stratified_split
 
 # The datetime field is digits; what follows varies in the release (".jpg.chip.jpg", and one
@@ -25,13 +25,14 @@ SUBFOLDER = "UTKFace"
 
 def load_utkface(root, *, seed: int = 0) -> Dataset:
     """Read `root/UTKFace/*.jpg` (or `root/*.jpg`), sorted by name, with a seeded 80/10/10 split."""
-    folder = image_folder(Path(root))
+    root = dataset_root(root, "utkface")
+    folder = image_folder(root)
     names = np.array(sorted(name for name in file_names(folder)
                             if name.lower().endswith(".jpg") and not name.startswith(".")), dtype=str)
     if names.size == 0:
         raise DatasetError(f"no UTKFace images (*.jpg) in {folder}")
     age, gender, race = parse_names(names, folder)
-    return Dataset(name="utkface", root=str(Path(root)), ids=names, paths=absolute_paths(folder, names),
+    return Dataset(name="utkface", root=str(root), ids=names, paths=absolute_paths(folder, names),
                    gender=gender, split=stratified_split(gender, seed=seed),
                    attributes={"age": age, "race": race}, split_seed=seed)
 
