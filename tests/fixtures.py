@@ -88,7 +88,8 @@ def attribute_lines(labels: CelebaLabels, *, csv: bool = False) -> list[str]:
         return [",".join(("image_id",) + labels.names)] + [
             ",".join([image_id, *map(str, row)]) for image_id, row in zip(labels.ids, signed)]
     return [str(len(labels.ids)), " ".join(labels.names)] + [
-        image_id + " " + " ".join(f"{value:2d}" for value in row) for image_id, row in zip(labels.ids, signed)]
+        image_id + " " + " ".join(f"{value:2d}" for value in row)
+        for image_id, row in zip(labels.ids, signed)]
 
 
 def make_male_partition_csv(path: Path, labels: CelebaLabels) -> Path:

@@ -108,7 +108,8 @@ def test_celeba_missing_images_are_counted_and_named(tmp_path):
     root = make_celeba(tmp_path, n=12)
     for image_id in ("000003.jpg", "000007.jpg"):
         (root / "img_align_celeba" / image_id).unlink()
-    with pytest.raises(DatasetError, match=r"missing from .*img_align_celeba: 2 \(first: 000003.jpg, 000007.jpg\)"):
+    missing = r"missing from .*img_align_celeba: 2 \(first: 000003.jpg, 000007.jpg\)"
+    with pytest.raises(DatasetError, match=missing):
         load_dataset("celeba", root)
 
 
@@ -138,15 +139,17 @@ def test_celeba_ids_only_in_one_label_file(tmp_path):
     edit(root / "list_eval_partition.txt", "000001.jpg 0", "000099.jpg 0")
     with pytest.raises(DatasetError) as error:
         load_dataset("celeba", root)
-    assert "1 (first: 000099.jpg) ids in list_eval_partition.txt but not in list_attr_celeba.txt" in str(error.value)
+    message = str(error.value)
+    assert "1 (first: 000099.jpg) ids in list_eval_partition.txt but not in list_attr_celeba.txt" in message
     assert "2 (first: 000001.jpg, 000006.jpg) ids in list_attr_celeba.txt but not in list_eval_partition.txt" \
-        in str(error.value)
+        in message
 
 
 def test_celeba_identity_file_must_cover_the_same_ids(tmp_path):
     root = make_celeba(tmp_path, n=6)
     edit(root / "identity_CelebA.txt", "000004.jpg 2\r\n", "")
-    with pytest.raises(DatasetError, match=r"1 \(first: 000004.jpg\) ids in list_eval_partition.txt but not in identity_CelebA.txt"):
+    only_in_partition = r"1 \(first: 000004.jpg\) ids in list_eval_partition.txt but not in identity_CelebA.txt"
+    with pytest.raises(DatasetError, match=only_in_partition):
         load_dataset("celeba", root)
 
 
@@ -184,7 +187,7 @@ def test_celeba_bad_values_are_all_counted(tmp_path):
 def test_celeba_csv_label_values(tmp_path):
     root = make_celeba(tmp_path, n=6, layout="csv")
     edit(root / "list_eval_partition.csv", "000003.jpg,0", "000003.jpg,")
-    with pytest.raises(DatasetError, match=r"list_eval_partition.csv: 1 malformed line.*line 4: '000003.jpg,'"):
+    with pytest.raises(DatasetError, match=r"partition.csv: 1 malformed line.*line 4: '000003.jpg,'"):
         load_dataset("celeba", root)
 
 
@@ -218,7 +221,8 @@ def test_attribute_file_cut_short_parses_without_the_count_check(tmp_path):
 def test_male_partition_csv_validation(tmp_path):
     path = make_male_partition_csv(tmp_path / "m.csv", celeba_labels(5))
     edit(path, r"000003.jpg,(\d),0,0", r"000003.jpg,\1,0,-1")
-    with pytest.raises(DatasetError, match=r"Male values must be one of 0, 1; bad values in 1 \(first: 000003.jpg \('-1'\)\)"):
+    bad_male = r"Male values must be one of 0, 1; bad values in 1 \(first: 000003.jpg \('-1'\)\)"
+    with pytest.raises(DatasetError, match=bad_male):
         read_male_partition_csv(path)
     write_lines(path, [",Attractive,Partition", "000001.jpg,1,0"])
     with pytest.raises(DatasetError, match="no 'Male' column; columns are , Attractive, Partition"):
@@ -229,7 +233,8 @@ def test_full_size_attribute_file_parses_fast(tmp_path):
     """202,599 rows x 40 attributes, like the real list_attr_celeba.txt, in well under 2 s."""
     rows, names = 202_599, 40
     rng = np.random.default_rng(0)
-    digits = ((np.arange(1, rows + 1)[:, None] // 10 ** np.arange(5, -1, -1)) % 10 + ord("0")).astype(np.uint8)
+    numbers = np.arange(1, rows + 1)[:, None]
+    digits = (numbers // 10 ** np.arange(5, -1, -1) % 10 + ord("0")).astype(np.uint8)
     signs = rng.integers(0, 2, size=(rows, names), dtype=np.uint8)
     values = np.stack([np.full_like(signs, ord(" ")), np.where(signs, ord(" "), ord("-")),
                        np.full_like(signs, ord("1"))], axis=-1).astype(np.uint8).reshape(rows, -1)
@@ -276,7 +281,8 @@ def test_utkface_split_is_seeded_and_stratified(tmp_path):
 def test_utkface_malformed_names_are_counted_and_listed(tmp_path):
     bad = ["39_1_20170116174525125.jpg.chip.jpg", "61_3_0_20170109150557335.jpg.chip.jpg", "face.jpg"]
     root = make_utkface(tmp_path, n=5, extra_names=bad)
-    with pytest.raises(DatasetError, match=r"3 \(first: 39_1_2017.*, 61_3_0_.*, face.jpg\) file names do not follow"):
+    listed = r"3 \(first: 39_1_2017.*, 61_3_0_.*, face.jpg\) file names do not follow"
+    with pytest.raises(DatasetError, match=listed):
         load_dataset("utkface", root)
 
 
@@ -326,7 +332,9 @@ def test_folder_missing_or_empty_class_folder(tmp_path):
     root = make_folder_dataset(tmp_path, n_male=3, n_female=3)
     shutil.rmtree(root / "female")
     (root / "women").mkdir()
-    with pytest.raises(DatasetError, match=r"no 'female' folder; expected one 'male' and one 'female' folder, found folders: 2 \(first: male, women\)"):
+    expected = (r"no 'female' folder; expected one 'male' and one 'female' folder, "
+                r"found folders: 2 \(first: male, women\)")
+    with pytest.raises(DatasetError, match=expected):
         load_dataset("folder", root)
     (root / "women").rename(root / "female")
     (root / "female" / "readme.txt").write_text("x")
@@ -344,7 +352,8 @@ def test_stratified_split_keeps_class_shares_and_is_reproducible():
     assert np.bincount(split[labels == 0]).tolist() == [800, 100, 100]
     assert np.bincount(split[labels == 1]).tolist() == [240, 30, 30]
     assert not np.array_equal(split, stratified_split(labels, seed=6))
-    assert np.bincount(stratified_split(labels, seed=0, fractions=(0.5, 0.25, 0.25))).tolist() == [650, 325, 325]
+    halves = stratified_split(labels, seed=0, fractions=(0.5, 0.25, 0.25))
+    assert np.bincount(halves).tolist() == [650, 325, 325]
 
 
 def test_stratified_split_rejects_bad_fractions():

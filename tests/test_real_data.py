@@ -58,7 +58,8 @@ def test_celeba_40_attribute_subset_found_by_header_name():
 def test_full_label_files_parse_fast_and_agree():
     (ids, split), partition_s = timed(read_partition_file, FULL / "list_eval_partition.txt")
     (identity_ids, identity), identity_s = timed(read_identity_file, FULL / "identity_CelebA.txt")
-    (csv_ids, male, csv_split), csv_s = timed(read_male_partition_csv, FULL / "celeba-att-male-partitions.csv")
+    csv_path = FULL / "celeba-att-male-partitions.csv"
+    (csv_ids, male, csv_split), csv_s = timed(read_male_partition_csv, csv_path)
     print(f"parse seconds: partition {partition_s:.3f}, identity {identity_s:.3f}, csv {csv_s:.3f}")
     assert max(partition_s, identity_s, csv_s) < PARSE_LIMIT_S
     assert np.bincount(split, minlength=3).tolist() == [162770, 19867, 19962]
