@@ -1,0 +1,102 @@
+"""Scale-out under torchrun: one process per device, each writing disjoint units of one store.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK. Rank 0 does the setup (create the store, add the
+backbone) while the others wait; a failure there is broadcast so every rank stops with it instead of
+waiting forever. Rank r then embeds the pending units u with u % world_size == r.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+class SetupFailed(RuntimeError):
+    """Rank 0's setup failed (rank 0 reports why); the other ranks stop too."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands among the torchrun processes (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, unit: int) -> bool:
+        """Whether this rank embeds `unit` (units are dealt round-robin)."""
+        return unit % self.world_size == self.rank
+
+
+def ranks_from_env() -> Ranks:
+    """Ranks from torchrun's environment variables."""
+    try:
+        return Ranks(rank=int(os.environ.get("RANK", 0)),
+                     world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+
+
+@contextlib.contextmanager
+def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
+    """The default process group (nccl on cuda, gloo on cpu) for the duration; no-op when alone."""
+    if not ranks.distributed:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
+def main_first(ranks: Ranks, setup: Callable[[], T], follow: Callable[[], T], *,
+               expected: tuple[type[BaseException], ...]) -> T:
+    """Rank 0 runs `setup`; then the others run `follow`. An expected error on rank 0 re-raises
+    there and becomes `SetupFailed` on the other ranks."""
+    if not ranks.distributed:
+        return setup()
+    message: list[str | None] = [None]
+    result = None
+    if ranks.is_main:
+        try:
+            result = setup()
+        except expected as error:
+            message = [str(error)]
+            dist.broadcast_object_list(message, src=0)
+            raise
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise SetupFailed(message[0])
+    return result if ranks.is_main else follow()
+
+
+def gather(ranks: Ranks, value: T) -> list[T]:
+    """Every rank's `value` (picklable), in rank order; [value] when alone."""
+    if not ranks.distributed:
+        return [value]
+    values: list = [None] * ranks.world_size
+    dist.all_gather_object(values, value)
+    return values
