@@ -256,4 +256,6 @@ def _summarise(store: FeatureStore, name: str, all_stats: list[RunStats]) -> Non
     for stats in all_stats[1:]:
         total = total.add(stats)
     info = store.backbone_info(name)
-    log.info("%s; store: %d of %d units done", total.summary(name), info["units_done"], info["n_units"])
+    ranks = f"; units per rank: {', '.join(str(s.units) for s in all_stats)}" if len(all_stats) > 1 else ""
+    log.info("%s; store: %d of %d units done%s", total.summary(name), info["units_done"], info["n_units"],
+             ranks)

@@ -1,0 +1,219 @@
+"""`python -m extract` end to end: statuses, resume after SIGKILL / Ctrl-C, torchrun, bad input.
+
+Interruptions are real: the CLI runs in a subprocess slowed by EXTRACT_TINY_DELAY, and is killed once
+the store shows finished units. Every subprocess runs on one thread, so their embeddings are
+bitwise comparable.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b in this process)
+from extract.cli import main
+from features.store import FeatureStore, Status, StoreError
+from tests.fixtures import make_celeba
+
+REPO = Path(__file__).resolve().parents[1]
+N, UNIT_ROWS = 20, 4  # 5 units
+# 000004.jpg truncated, 000011.jpg garbage (unreadable), 000015.jpg black (the tiny aligner finds no face)
+EXPECTED = np.full(N, Status.OK, dtype=np.uint8)
+EXPECTED[[3, 10]] = Status.UNREADABLE
+EXPECTED[14] = Status.NO_FACE
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory) -> Path:
+    root = make_celeba(tmp_path_factory.mktemp("data"), n=N)
+    images = root / "img_align_celeba"
+    (images / "000004.jpg").write_bytes((images / "000004.jpg").read_bytes()[:500])
+    (images / "000011.jpg").write_bytes(os.urandom(2000))
+    import cv2
+    cv2.imwrite(str(images / "000015.jpg"), np.zeros((218, 178, 3), np.uint8))
+    return root
+
+
+def cli_args(root: Path, store: Path, *extra: str, backbones=("tiny_test",)) -> list[str]:
+    return ["--dataset", "celeba", "--root", str(root), "--backbones", *backbones, "--store", str(store),
+            "--unit-rows", str(UNIT_ROWS), "--batch-size", "3", "--plugin", "tests.extract_tiny",
+            "--no-progress", *extra]
+
+
+def subprocess_env(delay: float = 0.0) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+            "EXTRACT_TINY_DELAY": str(delay)}
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "extract", *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def arrays(store_path: Path, name: str = "tiny_test") -> tuple[np.ndarray, np.ndarray]:
+    import zarr
+    group = zarr.open_group(str(store_path), mode="r")[f"backbones/{name}"]
+    return group["embeddings"][:], group["status"][:]
+
+
+def assert_bitwise_equal(store_a: Path, store_b: Path) -> None:
+    (emb_a, status_a), (emb_b, status_b) = arrays(store_a), arrays(store_b)
+    assert status_a.tolist() == status_b.tolist()
+    assert emb_a.shape == emb_b.shape and emb_a.tobytes() == emb_b.tobytes()
+
+
+def units_done(store_path: Path) -> int:
+    try:
+        return FeatureStore.open(store_path).backbone_info("tiny_test")["units_done"]
+    except (StoreError, KeyError):  # the store or the backbone is not (fully) created yet
+        return 0
+
+
+def start_slow_run(root: Path, store: Path) -> subprocess.Popen:
+    """The CLI slowed to ~0.3 s per batch, with 2 reader workers, started once a unit is done."""
+    process = subprocess.Popen([sys.executable, "-m", "extract", *cli_args(root, store, "--workers", "2")],
+                               cwd=REPO, env=subprocess_env(delay=0.3), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while units_done(store) < 1:
+        assert process.poll() is None, f"the run ended before a unit was done: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "no unit done after 90 s"
+        time.sleep(0.05)
+    return process
+
+
+@pytest.fixture(scope="module")
+def reference(celeba, tmp_path_factory) -> Path:
+    """An uninterrupted single-process run, in a subprocess like the interrupted ones."""
+    store = tmp_path_factory.mktemp("reference") / "features.zarr"
+    result = run_cli(cli_args(celeba, store, "--workers", "0"))
+    assert result.returncode == 0, result.stderr
+    return store
+
+
+# -- in-process ---------------------------------------------------------------------------------------
+def test_extracts_every_unit_with_the_right_statuses(celeba, tmp_path, capsys):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0")) == 0
+    store = FeatureStore.open(store_path)
+    assert store.is_complete("tiny_test") and store.backbone_info("tiny_test")["n_units"] == 5
+    assert store.status("tiny_test").tolist() == EXPECTED.tolist()
+    embeddings, _ = arrays(store_path)
+    assert np.isnan(embeddings[EXPECTED != Status.OK]).all()
+    assert np.isfinite(embeddings[EXPECTED == Status.OK]).all()
+    assert store.backbone_info("tiny_test")["metadata"]["weights"] == "random"
+    err = capsys.readouterr().err
+    assert "tiny_test: 20 rows in 5 units, 17 valid, invalid: 2 unreadable, 1 no face" in err
+    assert "images/s; store: 5 of 5 units done" in err
+
+    # the same command again skips every done unit and changes nothing
+    before = embeddings.copy()
+    assert main(cli_args(celeba, store_path, "--workers", "0")) == 0
+    assert "tiny_test: 0 of 5 units to embed (5 done before)" in capsys.readouterr().err
+    assert arrays(store_path)[0].tobytes() == before.tobytes()
+
+    # another backbone joins the same store
+    assert main(cli_args(celeba, store_path, "--workers", "0", backbones=("tiny_test", "tiny_test_b"))) == 0
+    err = capsys.readouterr().err
+    assert "tiny_test: nothing left to embed" in err and "tiny_test_b: 20 rows in 5 units" in err
+    store = FeatureStore.open(store_path)
+    assert store.backbones() == ["tiny_test", "tiny_test_b"] and store.is_complete("tiny_test_b")
+    assert arrays(store_path)[0].tobytes() == before.tobytes()
+    assert not np.array_equal(arrays(store_path, "tiny_test_b")[0], before, equal_nan=True)
+
+
+def test_limit_stores_only_the_first_rows(celeba, tmp_path):
+    store_path = tmp_path / "limited.zarr"
+    assert main(cli_args(celeba, store_path, "--limit", "6", "--dtype", "float16", "--workers", "0")) == 0
+    store = FeatureStore.open(store_path)
+    assert store.n_rows == 6 and store.ids.tolist() == [f"{i:06d}.jpg" for i in range(1, 7)]
+    assert store.backbone_info("tiny_test")["n_units"] == 2 and store.is_complete("tiny_test")
+    embeddings, status = arrays(store_path)
+    assert embeddings.dtype == np.float16 and status.tolist() == EXPECTED[:6].tolist()
+
+
+def test_a_store_of_another_dataset_is_refused(celeba, tmp_path, capsys):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--limit", "8", "--workers", "0")) == 0
+    before = arrays(store_path)[0]
+    capsys.readouterr()
+    assert main(cli_args(celeba, store_path, "--workers", "0", backbones=("tiny_test_b",))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "holds another dataset" in err
+    store = FeatureStore.open(store_path)
+    assert store.n_rows == 8 and store.backbones() == ["tiny_test"]
+    assert arrays(store_path)[0].tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--backbones", "nope"], "unknown backbone(s) 'nope'; valid names: "),
+    (["--weights", "tiny_test=/no/such.pth"], "tiny_test has no weight files"),
+    (["--weights", "bogus"], "expected NAME=PATH, NAME=random, or 'random' alone"),
+    (["--weights", "other=random"], "'other' is not among --backbones"),
+    (["--root", "/no/such/folder"], "celeba dataset root /no/such/folder does not exist"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, not 0"),
+    (["--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
+    (["--plugin", "no_such_plugin_module"], "--plugin no_such_plugin_module: cannot import it"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, extra, message):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0") + extra) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], lines  # one, last
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_list_shows_registered_backbones(capsys):
+    assert main(["list", "--plugin", "tests.extract_tiny"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "dim", "input", "weights", "offline"]
+    assert ["tiny_test", "8", "3x16x16", "yes"] in [line.split() for line in lines]
+    assert {"resnet50", "sface", "dlib_resnet"} <= {line.split()[0] for line in lines[1:]}
+
+
+# -- real interruptions, torchrun (subprocesses) --------------------------------------------------------
+def test_sigkill_then_resume_equals_an_uninterrupted_run(celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    process = start_slow_run(celeba, store)
+    process.kill()
+    process.communicate(timeout=30)
+    done = units_done(store)
+    assert 1 <= done < 5
+    result = run_cli(cli_args(celeba, store, "--workers", "0"))
+    assert result.returncode == 0, result.stderr
+    assert f"tiny_test: {5 - done} of 5 units to embed ({done} done before)" in result.stderr
+    assert_bitwise_equal(store, reference)
+
+
+def test_ctrl_c_exits_130_keeping_done_units_and_resumes(celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    process = start_slow_run(celeba, store)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    done = units_done(store)
+    assert f"interrupted: tiny_test has {done} of 5 units done (kept); rerun the same command to resume" in err
+    assert 1 <= done and "Traceback" not in err
+    result = run_cli(cli_args(celeba, store, "--workers", "0"))
+    assert result.returncode == 0, result.stderr
+    assert_bitwise_equal(store, reference)
+
+
+def test_torchrun_two_processes_equal_one(celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "extract", *cli_args(celeba, store, "--workers", "0", "--device", "cpu")]
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "[rank 0] tiny_test: 20 rows in 5 units, 17 valid" in result.stderr
+    assert "units done; units per rank: 3, 2" in result.stderr  # units 0, 2, 4 and 1, 3
+    assert "[rank 1] loaded backbone tiny_test" in result.stderr
+    assert "[rank 1] tiny_test: 20 rows" not in result.stderr  # rank 0 alone summarises
+    assert_bitwise_equal(store, reference)
