@@ -203,18 +203,26 @@ def test_corrupt_cached_torchvision_file_is_rejected(monkeypatch, tmp_path):
         load_backbone("resnet50")
 
 
-def test_resnet50_loads_torchvision_checkpoint_path(tmp_path):
-    from torchvision.models import resnet50
+def _torchvision_source(name: str) -> torch.nn.Module:
+    """A seeded torchvision model with its full head, as a downloaded checkpoint would hold."""
+    from torchvision.models import inception_v3, resnet50
 
     torch.manual_seed(3)
-    source = resnet50().eval()
+    if name == "resnet50":
+        return resnet50().eval()
+    return inception_v3(aux_logits=True, transform_input=True, init_weights=False).eval()
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_FILES))
+def test_torchvision_backbone_loads_checkpoint_path(name, tmp_path):
+    source = _torchvision_source(name)
     # torchvision reference-script checkpoint layout, saved from DataParallel.
     state = {f"module.{key}": value for key, value in source.state_dict().items()}
-    path = tmp_path / "resnet50.pth"
+    path = tmp_path / f"{name}.pth"
     torch.save({"model": state, "epoch": 1}, path)
-    backbone = load_backbone("resnet50", weights=str(path))
+    backbone = load_backbone(name, weights=str(path))
     source.fc = torch.nn.Identity()
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, *backbone.input_shape)
     with torch.inference_mode():
         torch.testing.assert_close(backbone.embed(x), source(x))
     assert backbone.metadata["weights"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

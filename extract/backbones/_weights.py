@@ -7,6 +7,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,20 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
 def _download(url: str, destination: Path) -> None:
-    # Indirection so tests can simulate being offline without touching the network.
+    # A module-level function so tests can simulate being offline without touching the network.
+    # torch.hub opens the URL with no timeout; behind a firewall that drops packets that would
+    # hang, so a socket timeout (connect and each read) turns it into an error.
     destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(destination), progress=False)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(url, str(destination), progress=True)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def fetch_cached(*, name: str, url: str, directory: Path, extra_hint: str = "") -> Path:
