@@ -134,6 +134,7 @@ class InceptionResnetV1(nn.Module):
         self.last_bn = nn.BatchNorm1d(512, eps=BN_EPS, momentum=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Children run in definition order up to avgpool_1a; facenet's dropout is a no-op in eval.
         for stage in list(self.children())[:-2]:
             x = stage(x)
         x = self.last_bn(self.last_linear(x.flatten(1)))
