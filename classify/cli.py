@@ -65,7 +65,7 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
             raise StoreError(f"{store.path} has no complete backbone to train on (it holds: {held})")
         return [(name,) for name in complete]
     try:
-        resolved = [parse_backbone_spec(spec) for spec in specs]
+        resolved = [parse_backbone_spec(spec) for spec in dict.fromkeys(specs)]
     except ValueError as error:
         raise UsageError(str(error)) from None
     for name in {name for names in resolved for name in names}:
@@ -78,7 +78,7 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
 
 def cmd_train(args: argparse.Namespace) -> int:
     store = FeatureStore.open(args.store)
-    heads = args.heads or head_names()
+    heads = list(dict.fromkeys(args.heads or head_names()))
     for name in heads:
         try:
             get_head_class(name)

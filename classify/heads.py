@@ -31,7 +31,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 log = logging.getLogger(__name__)
 
 _HEADS: dict[str, type["Head"]] = {}
-_CHUNK_ROWS = 16384
+_FTOL = 64 * np.finfo(float).eps  # as scikit-learn's lbfgs: stop on the gradient (gtol), not on f
+_CHUNK_ROWS = 4096  # rows per block: a 2,048-d float64 block is 64 MB
 
 
 def register_head(name: str) -> Callable[[type], type]:
@@ -181,7 +182,9 @@ def _affine_logits(x: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarra
 class LogRegHead(Head):
     """Standardised L2 logistic regression; C chosen on val along a warm-started path.
 
-    The path runs from the strongest to the weakest regularisation, each fit (L-BFGS) starting from the
+    The path runs from the strongest to the weakest regularisation, each fit (L-BFGS, stopped when the
+    largest gradient entry of the mean loss is below ``tol``, like scikit-learn's ``lbfgs`` but tighter: at
+    n = 160k a gradient of 1e-4 leaves C = 1 and C = 10 apart by a single step) starting from the
     previous solution. Fitted: ``mean_``/``scale_`` (train statistics), ``coef_``/``intercept_`` in
     standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step), ``selection_``
     (the chosen C and the path, for results files).
@@ -207,7 +210,7 @@ class LogRegHead(Head):
         for c in sorted(self.Cs):
             objective = _logreg_objective(x_train, y, mean.astype(np.float64), inv_scale, c)
             res = minimize(objective, theta, jac=True, method="L-BFGS-B",
-                           options={"maxiter": self.max_iter, "ftol": self.tol, "gtol": self.tol})
+                           options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": _FTOL})
             theta = res.x
             self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
             step = {"C": c, "n_iter": int(res.nit), "converged": bool(res.success),
@@ -299,8 +302,8 @@ class MLPHead(Head):
     ``selection_`` (the chosen point and the grid, for results files).
     """
 
-    def __init__(self, *, hidden_grid: tuple[tuple[int, ...], ...] = ((256,),), lr_grid: tuple[float, ...] = (1e-3,),
-                 batch_size: int = 512, max_epochs: int = 30, patience: int = 3, weight_decay: float = 1e-4,
+    def __init__(self, *, hidden_grid: tuple[tuple[int, ...], ...] = ((256,),),
+                 lr_grid: tuple[float, ...] = (1e-3, 3e-4), batch_size: int = 512, max_epochs: int = 30, patience: int = 3, weight_decay: float = 1e-4,
                  random_state: int = 0):
         self.hidden_grid = hidden_grid
         self.lr_grid = lr_grid

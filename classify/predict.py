@@ -54,7 +54,8 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
     import extract  # lazy: classify must not import torch unless it predicts
 
     parts, status = [], np.full(len(paths), Status.OK, dtype=np.uint8)
-    for name, info in record["store"]["backbones"].items():
+    for name in record["config"]["backbones"]:  # the column order the head was trained on
+        info = record["store"]["backbones"][name]
         metadata = info.get("metadata", {})
         if metadata.get("weights") == "random":
             log.warning("backbone %s was extracted with random weights: predictions are only meaningful "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import platform
 import re
@@ -21,6 +22,8 @@ import joblib
 
 from classify.heads import Head
 from classify.protocol import RunConfig
+
+log = logging.getLogger(__name__)
 
 RESULTS_KIND = "classify-run"
 RESULTS_VERSION = 1
@@ -103,6 +106,9 @@ def read_run(path: Path) -> dict:
         raise HeadFileError(f"cannot read results file {path}: {error}") from None
     if not isinstance(record, dict) or record.get("kind") != RESULTS_KIND:
         raise HeadFileError(f"{path} is not a classify results file (no kind={RESULTS_KIND!r})")
+    if record.get("version") != RESULTS_VERSION:
+        raise HeadFileError(f"{path} is a results file of version {record.get('version')}; this tool reads "
+                            f"version {RESULTS_VERSION}: retrain")
     return record
 
 
@@ -112,14 +118,16 @@ def load_runs(directory: Path) -> list[dict]:
     for path in sorted(Path(directory).glob("*.json")):
         try:
             runs.append(read_run(path))
-        except HeadFileError:
-            continue
+        except HeadFileError as error:
+            log.warning("skipping %s", error)
     return runs
 
 
 def load_head(head_path: Path) -> tuple[Head, dict]:
     """The fitted head and its sidecar record, after checking the file's sha256 against the sidecar."""
     head_path = Path(head_path)
+    if head_path.suffix != ".joblib":
+        raise HeadFileError(f"{head_path} is not a head file: pass the <run>.joblib written by train")
     if not head_path.is_file():
         raise HeadFileError(f"no head file at {head_path}")
     sidecar = head_path.with_suffix(".json")

@@ -157,6 +157,7 @@ def test_seeded_rerun_gives_identical_results(trained, tmp_path):
     (["train", "--store", "{store}", "--heads", "svm", "--out", "{tmp}/o"], "unknown head 'svm'; valid: logreg, mlp"),
     (["compare", "{tmp}/empty"], "no classify results"),
     (["predict", "--head", "{tmp}/none.joblib", "x.jpg"], "no head file"),
+    (["predict", "--head", "{tmp}/run.json", "x.jpg"], "is not a head file"),
 ])
 def test_expected_errors_are_one_line_exit_2(trained, tmp_path, capsys, argv, message):
     store, _ = trained

@@ -61,7 +61,7 @@ def test_mlp_seed_changes_the_model():
 
 def test_logreg_matches_sklearn_on_standardised_features():
     (xt, yt), (xv, yv), (xs, _) = problem(noise=0.15, seed=3)
-    head = LogRegHead(Cs=(0.05,), tol=1e-12, max_iter=2000).fit(xt, yt, xv, yv)
+    head = LogRegHead(Cs=(0.05,), tol=1e-8, max_iter=2000).fit(xt, yt, xv, yv)
     scaler = StandardScaler().fit(xt.astype(np.float64))
     ref = LogisticRegression(C=0.05, tol=1e-10, max_iter=10000).fit(scaler.transform(xt), yt)
     np.testing.assert_allclose(head.coef_, ref.coef_[0], atol=2e-4)
