@@ -1,7 +1,8 @@
 """Gender of new images with a saved head: its backbone(s) run through `extract` (imported lazily).
 
-The head's sidecar names the backbone(s) and the weights source each was extracted with; the same
-source is passed to `extract.embed_paths`, and the embedding width must match the store's. An image
+The head's sidecar names the backbone(s) and the weights each was extracted with; the same weights go
+to `extract.embed_paths` ("random" for extract's seeded random init, else the recorded weight file,
+which must exist here), and the embedding width must match the store's. An image
 whose face the aligner cannot find, or that cannot be read, is reported as such and never guessed.
 """
 from __future__ import annotations
@@ -49,6 +50,21 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
+def weights_argument(name: str, metadata: dict) -> str | None:
+    """What to pass as ``embed_paths(weights=...)`` to rebuild the weights recorded in ``metadata``."""
+    if metadata.get("weights") == "random":
+        log.warning("backbone %s was extracted with extract's seeded random weights (a baseline, "
+                    "not a trained network)", name)
+        return "random"
+    source = metadata.get("weights_source")
+    if source is None:
+        return None
+    if not Path(source).is_file():
+        raise PredictError(f"backbone {name}: the weight file it was extracted with ({source}, "
+                           f"{metadata.get('weights')}) is not on this machine")
+    return source
+
+
 def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Features of ``paths`` from the run's backbones, concatenated, and a status per image."""
     import extract  # lazy: classify must not import torch unless it predicts
@@ -56,12 +72,11 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
     parts, status = [], np.full(len(paths), Status.OK, dtype=np.uint8)
     for name in record["config"]["backbones"]:  # the column order the head was trained on
         info = record["store"]["backbones"][name]
-        metadata = info.get("metadata", {})
-        if metadata.get("weights") == "random":
-            log.warning("backbone %s was extracted with random weights: predictions are only meaningful "
-                        "if extract re-creates the same weights", name)
-        x, codes = extract.embed_paths([str(p) for p in paths], name, weights=metadata.get("weights_source"),
-                                       device=device)
+        weights = weights_argument(name, info.get("metadata", {}))
+        try:
+            x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device)
+        except ValueError as error:  # extract's expected errors: unknown backbone, device not available
+            raise PredictError(f"backbone {name}: {error}") from None
         x, codes = np.asarray(x, dtype=np.float32), np.asarray(codes, dtype=np.uint8)
         if x.shape != (len(paths), info["dim"]) or codes.shape != (len(paths),):
             raise PredictError(f"backbone {name} returned features {x.shape} and status {codes.shape}, "

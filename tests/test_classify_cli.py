@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from classify import cli
+from classify.predict import PredictError, weights_argument
 from classify.results import HeadFileError, load_head
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
@@ -129,7 +130,7 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     preds = tmp_path / "preds.csv"
     assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.joblib"), str(images),
                      "--out", str(preds)]) == 0
-    assert calls == [("bb_a", "seed:0"), ("bb_b", "seed:0")]
+    assert calls == [("bb_a", "random"), ("bb_b", "random")]  # extract's seeded random init
     with open(preds) as handle:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     assert set(rows) == set(wanted)
@@ -194,3 +195,12 @@ def test_classify_never_imports_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "o" / "bb__logreg.json").is_file()
+
+
+def test_predict_passes_the_recorded_weight_file(tmp_path):
+    weights = tmp_path / "net.pth"
+    weights.write_bytes(b"w")
+    assert weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(weights)}) == str(weights)
+    assert weights_argument("bb", {"weights": "random", "weights_source": "torch.manual_seed(0)"}) == "random"
+    with pytest.raises(PredictError, match="is not on this machine"):
+        weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(tmp_path / "gone.pth")})
