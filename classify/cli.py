@@ -35,7 +35,8 @@ EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, Predi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m classify", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m classify", description="Train gender heads on stored "
+                                     "backbone features, compare them, and predict new images.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fit heads on a feature store, one results file per run")
