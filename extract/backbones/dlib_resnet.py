@@ -1,10 +1,15 @@
 """dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat`` from pip package
 face-recognition-models, run by dlib-bin): 128-d.
 
-Alignment as dlib's own examples and the face_recognition package: HOG frontal face detector with
-one upsampling, the largest face, ``shape_predictor_5_face_landmarks``, then
-``dlib.get_face_chip(rgb, shape, size=150, padding=0.25)``. The chip is RGB uint8; embeddings
-come from ``compute_face_descriptor(list_of_chips)``, dlib's batched overload for aligned chips.
+Alignment as dlib's own examples and the face_recognition package: HOG frontal face detector (no
+upsampling first, one upsampling when that finds nothing: aligned faces are large, and upsampling
+costs 5x), the largest face, ``shape_predictor_5_face_landmarks``, then
+``dlib.get_face_chip(rgb, shape, size=150, padding=0.25)``, an RGB uint8 chip, and
+``compute_face_descriptor(chip)``.
+
+The whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net holds
+the GIL and runs on one thread, so in the main process it would use one core however many there
+are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP = 150
 PADDING = 0.25
-UPSAMPLE = 1
+UPSAMPLES = (0, 1)  # tried in turn until a face is found
 
 
 def model_dir() -> Path | None:
@@ -49,15 +54,18 @@ def _model_file(name: str) -> Path:
     return directory / name
 
 
-class DlibChipper:
-    """Picklable preprocessor: BGR image -> 150x150x3 RGB uint8 face chip, or NoFaceFound.
+class DlibFaceNet:
+    """Picklable preprocessor: BGR image -> 128-d float32 descriptor, or NoFaceFound.
 
-    The detector and shape predictor are created lazily in each process and never pickled.
+    The detector, shape predictor and recognition net are created lazily in each process and never
+    pickled.
     """
 
-    def __init__(self, landmarks_path: str, *, upsample: int = UPSAMPLE) -> None:
+    def __init__(self, recognizer_path: str, landmarks_path: str, *,
+                 upsamples: tuple[int, ...] = UPSAMPLES) -> None:
+        self.recognizer_path = recognizer_path
         self.landmarks_path = landmarks_path
-        self.upsample = upsample
+        self.upsamples = upsamples
         self._models = None
 
     def __getstate__(self) -> dict:
@@ -67,52 +75,56 @@ class DlibChipper:
         import dlib
 
         if self._models is None:
-            self._models = dlib.get_frontal_face_detector(), dlib.shape_predictor(self.landmarks_path)
+            self._models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(self.landmarks_path),
+                            dlib.face_recognition_model_v1(self.recognizer_path))
         return self._models
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def chip(self, image: np.ndarray) -> np.ndarray:
+        """The aligned 150x150x3 RGB uint8 face chip of the largest face."""
         import dlib
 
         check_bgr(image)
-        detector, predictor = self._load()
+        detector, predictor, _ = self._load()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # dlib's nets were trained on RGB
-        boxes = detector(rgb, self.upsample)
-        if len(boxes) == 0:
-            raise NoFaceFound(f"dlib HOG detector found no face (upsample {self.upsample})")
+        for upsample in self.upsamples:
+            boxes = detector(rgb, upsample)
+            if len(boxes):
+                break
+        else:
+            raise NoFaceFound(f"dlib HOG detector found no face (upsample {self.upsamples})")
         box = max(boxes, key=lambda rect: rect.area())
         return dlib.get_face_chip(rgb, predictor(rgb, box), size=CHIP, padding=PADDING)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        chip = self.chip(image)
+        descriptor = self._load()[2].compute_face_descriptor(chip)
+        return np.asarray(descriptor, dtype=np.float32)
 
     def describe(self) -> dict:
         return {
             "colour_order": "RGB (converted from cv2's BGR)",
-            "aligner": f"dlib.get_frontal_face_detector (HOG, upsample {self.upsample}), largest "
-            f"face, {Path(self.landmarks_path).name}, dlib.get_face_chip(size={CHIP}, "
-            f"padding={PADDING})",
+            "aligner": f"dlib.get_frontal_face_detector (HOG, upsample {self.upsamples[0]}, then "
+            f"{self.upsamples[1:]} if no face), largest face, {Path(self.landmarks_path).name}, "
+            f"dlib.get_face_chip(size={CHIP}, padding={PADDING})",
             "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
-            "embed": "face_recognition_model_v1.compute_face_descriptor(list of chips), num_jitters=0",
+            "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
+            "run in the reader workers",
         }
 
 
-class DlibEmbed:
-    """(B, 150, 150, 3) uint8 RGB chips (CPU tensor) -> (B, 128) float32."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        chips = [np.ascontiguousarray(chip) for chip in batch.cpu().numpy()]
-        descriptors = self.model.compute_face_descriptor(chips)
-        return torch.from_numpy(np.array(descriptors, dtype=np.float32).reshape(len(chips), 128))
+def pass_through(batch: torch.Tensor) -> torch.Tensor:
+    """The descriptors were computed by the preprocessor (in the workers)."""
+    return batch.float()
 
 
-def _metadata(recognizer: Path, landmarks: Path, chipper: DlibChipper) -> dict:
+def _metadata(recognizer: Path, landmarks: Path, net: DlibFaceNet) -> dict:
     return {
         "weights": f"sha256:{sha256_file(recognizer)}",
         "weights_source": str(recognizer),
         "aligner_weights": f"sha256:{sha256_file(landmarks)}",
         "aligner_source": str(landmarks),
-        "preprocessing": chipper.describe(),
-        "input_shape": [CHIP, CHIP, 3],
+        "preprocessing": net.describe(),
+        "input_shape": [128],
         "dim": 128,
         "precision": "fp32",
         "library_versions": library_versions("dlib-bin", "face-recognition-models",
@@ -123,13 +135,11 @@ def _metadata(recognizer: Path, landmarks: Path, chipper: DlibChipper) -> dict:
 @register(
     "dlib_resnet",
     dim=128,
-    input_shape=(CHIP, CHIP, 3),
+    input_shape=(128,),
     default_weights=f"pip package face-recognition-models ({RECOGNIZER_FILE})",
     available=lambda: model_dir() is not None and (model_dir() / RECOGNIZER_FILE).is_file(),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    import dlib
-
     if weights == "random":
         raise ValueError("dlib_resnet is a dlib net with only its shipped weights; "
                          "weights='random' is valid for torch backbones only")
@@ -137,10 +147,9 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
         log.info("dlib_resnet runs in dlib on CPU in fp32 (asked: %s, %s)", device, precision)
     recognizer = Path(weights) if weights is not None else _model_file(RECOGNIZER_FILE)
     landmarks = _model_file(LANDMARKS_FILE)
-    chipper = DlibChipper(str(landmarks))
+    net = DlibFaceNet(str(recognizer), str(landmarks))
     return Backbone(
-        name="dlib_resnet", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=chipper,
-        embed=DlibEmbed(dlib.face_recognition_model_v1(str(recognizer))),
+        name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=net, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False,
-        metadata=_metadata(recognizer, landmarks, chipper), input_dtype="uint8",
+        metadata=_metadata(recognizer, landmarks, net), input_dtype="float32",
     )
