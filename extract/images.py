@@ -10,7 +10,7 @@ as an uninterrupted one (which keeps the CPU results bitwise equal).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -106,3 +106,19 @@ def make_loader(rows: ImageRows, batches: list[list[int]], *, workers: int,
     options = {"worker_init_fn": worker_init, "prefetch_factor": prefetch} if workers else {}
     return DataLoader(rows, batch_sampler=batches, num_workers=workers, collate_fn=collate_rows,
                       pin_memory=pin_memory, **options)
+
+
+def start_workers(loader: DataLoader) -> Iterator:
+    """`iter(loader)`, forking its workers while OpenCV's thread pool is stopped.
+
+    A child forked from a process whose OpenCV thread pool has run (an OpenCV-DNN net's forward, a
+    resize) deadlocks in `cv2.setNumThreads`; with the pool stopped for the fork it does not.
+    ("spawn"/"forkserver" workers avoid that too, but outlive a SIGKILLed parent.)
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return iter(loader)
+    finally:
+        cv2.setNumThreads(threads)
+

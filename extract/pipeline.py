@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from extract.backbones import Backbone, load_backbone
-from extract.images import ImageRows, default_workers, make_loader, unit_batches
+from extract.images import ImageRows, default_workers, make_loader, start_workers, unit_batches
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     channels_last = use_channels_last(backbone)
     sink, stats = UnitSink(writer, units), RunStats()
     started = time.perf_counter()
-    batches = iter(loader)
+    batches = start_workers(loader)
     bar = tqdm(total=sum(stop - start for start, stop in spans), unit="img", desc=backbone.name,
                disable=not progress, smoothing=0.1)
     try:
@@ -250,7 +250,7 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
     pin = model.uses_torch_device and model.device.type == "cuda"
     loader = make_loader(reader, unit_batches([(0, len(paths))], batch_size),
                          workers=default_workers() if workers is None else workers, pin_memory=pin)
-    for rows, batch, batch_status in loader:
+    for rows, batch, batch_status in start_workers(loader):
         embeddings[rows.numpy()] = embed_batch(model, batch, batch_status)
         status[rows.numpy()] = batch_status.numpy()
     assert (status != Status.PENDING).all(), "every path must have been read"
