@@ -182,7 +182,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(celeba, reference, tmp_
     store = tmp_path / "features.zarr"
     process = start_slow_run(celeba, store)
     process.kill()
-    process.communicate(timeout=30)
+    process.wait(timeout=30)  # not communicate(): orphaned reader workers may hold stderr open a while
+    process.stderr.close()
     done = units_done(store)
     assert 1 <= done < 5
     result = run_cli(cli_args(celeba, store, "--workers", "0"))
