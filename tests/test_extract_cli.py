@@ -78,7 +78,8 @@ def units_done(store_path: Path) -> int:
 def start_slow_run(root: Path, store: Path) -> subprocess.Popen:
     """The CLI slowed to ~0.3 s per batch, with 2 reader workers, started once a unit is done."""
     process = subprocess.Popen([sys.executable, "-m", "extract", *cli_args(root, store, "--workers", "2")],
-                               cwd=REPO, env=subprocess_env(delay=0.3), stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, env=subprocess_env(delay=0.3), stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as in a terminal
     deadline = time.monotonic() + 90
     while units_done(store) < 1:
         assert process.poll() is None, f"the run ended before a unit was done: {process.stderr.read()}"
@@ -195,7 +196,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(celeba, reference, tmp_
 def test_ctrl_c_exits_130_keeping_done_units_and_resumes(celeba, reference, tmp_path):
     store = tmp_path / "features.zarr"
     process = start_slow_run(celeba, store)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the reader workers too
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     done = units_done(store)
