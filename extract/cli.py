@@ -27,6 +27,7 @@ from features.store import FeatureStore, StoreError
 log = logging.getLogger(__name__)
 
 EXPECTED_ERRORS = (DatasetError, StoreError, WeightsUnavailable, ValueError, FileNotFoundError)
+CPU_BATCH, CUDA_BATCH = 8, 256  # measured: efficientnet_lite0 on 2 CPU cores runs ~2x faster at 8 than 32
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", required=True, help="feature store path or fsspec URL (*.zarr)")
     parser.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH",
                         help="per-backbone weight files (NAME=PATH or NAME=random), or 'random' for all")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"images per forward pass (default {CPU_BATCH} on CPU, where small batches "
+                        f"stay in cache and run fastest; {CUDA_BATCH} on CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="image decoding processes "
                         "(default min(4, CPUs); 0 decodes in the main process)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
@@ -154,6 +157,12 @@ def parse_weights(specs: Sequence[str], backbones: Sequence[str]) -> dict[str, s
     return weights
 
 
+def default_batch_size(args: argparse.Namespace, backbone: Backbone) -> int:
+    if args.batch_size is not None:
+        return args.batch_size
+    return CUDA_BATCH if backbone.device.type == "cuda" else CPU_BATCH
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for option in ("batch_size", "unit_rows", "limit"):
         value = getattr(args, option)
@@ -221,7 +230,7 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
         log.info("%s: %d of %d units to embed (%d done before)", backbone.name, len(pending),
                  writer.n_units, writer.n_units - len(pending))
     try:
-        stats = extract_units(writer, backbone, paths, units, batch_size=args.batch_size,
+        stats = extract_units(writer, backbone, paths, units, batch_size=default_batch_size(args, backbone),
                               workers=args.workers, progress=ranks.is_main and not args.no_progress)
     except ExtractionInterrupted:
         info = store.backbone_info(backbone.name)

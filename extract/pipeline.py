@@ -81,19 +81,7 @@ def resolve_device(device: str | torch.device, *, local_rank: int | None = None)
     return device
 
 
-def use_channels_last(backbone: Backbone) -> bool:
-    """Convert the conv net (once) and its batches to channels_last: faster convolutions on CUDA."""
-    module = backbone.module
-    if (module is None or not backbone.uses_torch_device or backbone.device.type != "cuda"
-            or len(backbone.input_shape) != 3
-            or not any(isinstance(m, torch.nn.Conv2d) for m in module.modules())):
-        return False
-    module.to(memory_format=torch.channels_last)
-    return True
-
-
-def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor, *,
-                channels_last: bool = False) -> np.ndarray:
+def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> np.ndarray:
     """(B, dim) float32 embeddings of a batch; NaN rows where status is not OK."""
     ok = (status == Status.OK).numpy()
     out = np.full((len(status), backbone.dim), np.nan, dtype=np.float32)
@@ -101,8 +89,6 @@ def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor, *
         return out  # nothing valid: no need to run the model on placeholders
     if backbone.uses_torch_device:
         batch = batch.to(backbone.device, non_blocking=True)
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         embeddings = backbone.embed(batch)
     embeddings = embeddings.float().cpu().numpy()
@@ -197,7 +183,6 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
     loader = make_loader(reader, unit_batches(spans, batch_size),
                          workers=default_workers() if workers is None else workers, pin_memory=pin)
-    channels_last = use_channels_last(backbone)
     sink, stats = UnitSink(writer, units), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
@@ -205,7 +190,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
                disable=not progress, smoothing=0.1)
     try:
         for rows, batch, status in batches:
-            embeddings = embed_batch(backbone, batch, status, channels_last=channels_last)
+            embeddings = embed_batch(backbone, batch, status)
             rows, status = rows.numpy(), status.numpy()
             stats.units += len(sink.add(rows, embeddings, status))
             _count(stats, status, [paths[r] for r in rows[status != Status.OK]])

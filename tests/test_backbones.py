@@ -167,9 +167,31 @@ def test_random_weights_are_reproducible_or_refused(name):
         return
     first = _backbone(name, "random")
     second = load_backbone(name, weights="random")
-    x = torch.randn(1, *first.input_shape, generator=torch.Generator().manual_seed(1))
+    x = uint8_batch(first, 1)
     assert first.metadata["weights"] == "random"
     assert torch.equal(first.embed(x), second.embed(x))
+
+
+def uint8_batch(backbone, n: int, *, seed: int = 1) -> torch.Tensor:
+    """n random uint8 images of the backbone's input shape (HWC crops, as its preprocessor gives)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *backbone.input_shape), generator=generator, dtype=torch.uint8)
+
+
+def normalised(backbone, x: torch.Tensor) -> torch.Tensor:
+    """What a torch backbone's module sees for uint8 batch x: NCHW float, (x - mean) / std."""
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in backbone.preprocessor.normalisation())
+    return (x.permute(0, 3, 1, 2).float() - mean) / std
+
+
+def test_torch_backbones_normalise_on_the_device_as_recorded():
+    """The uint8 crop normalised by embed equals the recipe written in the metadata."""
+    backbone = load_backbone("resnet50", weights="random")
+    recipe = backbone.metadata["preprocessing"]
+    x = uint8_batch(backbone, 1)
+    expected = (x.permute(0, 3, 1, 2).float() / 255 - torch.tensor(recipe["mean_rgb"]).view(1, 3, 1, 1)) \
+        / torch.tensor(recipe["std_rgb"]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalised(backbone, x), expected)
 
 
 # --- weights files ----------------------------------------------------------------------------
@@ -222,9 +244,9 @@ def test_torchvision_backbone_loads_checkpoint_path(name, tmp_path):
     torch.save({"model": state, "epoch": 1}, path)
     backbone = load_backbone(name, weights=str(path))
     source.fc = torch.nn.Identity()
-    x = torch.randn(1, *backbone.input_shape)
+    x = uint8_batch(backbone, 1)
     with torch.inference_mode():
-        torch.testing.assert_close(backbone.embed(x), source(x))
+        torch.testing.assert_close(backbone.embed(x), source(normalised(backbone, x)))
     assert backbone.metadata["weights"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -279,10 +301,11 @@ def _facenet_style_checkpoint(tmp_path: Path) -> tuple[Path, InceptionResnetV1]:
 def test_vggface2_loads_facenet_state_dict_and_matches_source(tmp_path):
     path, source = _facenet_style_checkpoint(tmp_path)
     backbone = load_backbone("vggface2", weights=str(path))
-    x = torch.randn(2, 3, 160, 160)
+    x = uint8_batch(backbone, 2)
     with torch.inference_mode():
-        expected = source(x)
-        torch.testing.assert_close(backbone.embed(x), expected, rtol=0, atol=0)
+        expected = source(normalised(backbone, x))
+        # not bitwise: the backbone runs channels_last, whose convolutions sum in another order
+        torch.testing.assert_close(backbone.embed(x), expected, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(_backbone("vggface2", "random").embed(x), expected)
     torch.testing.assert_close(expected.norm(dim=1), torch.ones(2))
     assert backbone.metadata["ignored_keys"] == ["logits.weight", "logits.bias"]

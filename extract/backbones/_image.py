@@ -1,7 +1,11 @@
-"""Picklable OpenCV preprocessors for the torch backbones (BGR uint8 HxWx3 -> float32 CHW).
+"""Picklable OpenCV preprocessors for the torch backbones (BGR uint8 HxWx3 -> RGB uint8 HxWx3 crop).
 
 They are frozen dataclasses so DataLoader workers receive them by pickle, and ``describe()`` gives
-the exact recipe stored in the backbone metadata.
+the exact recipe stored in the backbone metadata. The geometric part (colour order, resize, crop)
+runs in the workers and stays uint8; the normalisation (``normalisation()``: mean and std on 0..255
+values) runs in ``embed`` on the model's device. uint8 crops are a quarter of the bytes of float32
+ones through the worker queues, pinned memory and the host-to-GPU copy, and NHWC batches become
+channels_last tensors for free.
 """
 
 from __future__ import annotations
@@ -49,14 +53,6 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def to_chw_normalised(rgb: np.ndarray, mean: tuple, std: tuple, scale: float) -> np.ndarray:
-    """(rgb * scale - mean) / std per channel, as float32 CHW."""
-    mean_arr = np.asarray(mean, dtype=np.float32)
-    std_arr = np.asarray(std, dtype=np.float32)
-    out = (rgb.astype(np.float32) * np.float32(scale) - mean_arr) / std_arr
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
-
-
 @dataclass(frozen=True)
 class ResizeCropNormalize:
     """torchvision ``ImageClassification`` preset done with OpenCV: BGR->RGB, resize the shorter
@@ -71,13 +67,17 @@ class ResizeCropNormalize:
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        return (3, self.crop, self.crop)
+        return (self.crop, self.crop, 3)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per RGB channel on 0..255 values: x / 255 - mean) / std == (x - 255 mean) / 255 std."""
+        return tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         check_bgr(image)
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         rgb = resize_shorter(rgb, self.resize, interpolation=self.interpolation)
-        return to_chw_normalised(center_crop(rgb, self.crop), self.mean, self.std, 1.0 / 255.0)
+        return np.ascontiguousarray(center_crop(rgb, self.crop))
 
     def describe(self) -> dict:
         return {
@@ -89,7 +89,7 @@ class ResizeCropNormalize:
             "scale": "1/255",
             "mean_rgb": list(self.mean),
             "std_rgb": list(self.std),
-            "layout": "float32 CHW",
+            "layout": "uint8 HWC crop in the workers; normalised to float on the model's device",
             "aligner": None,
         }
 
@@ -114,7 +114,11 @@ class FixedFaceCrop:
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        return (3, self.size, self.size)
+        return (self.size, self.size, 3)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per RGB channel on 0..255 values."""
+        return (self.mean,) * 3, (self.std,) * 3
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         check_bgr(image)
@@ -123,9 +127,7 @@ class FixedFaceCrop:
         left = min(max(int(round(self.center_x * width - side / 2)), 0), width - side)
         top = min(max(int(round(self.center_y * height - side / 2)), 0), height - side)
         face = cv2.cvtColor(image[top : top + side, left : left + side], cv2.COLOR_BGR2RGB)
-        face = resize(face, self.size, self.size, interpolation="bilinear")
-        channels = (self.mean,) * 3, (self.std,) * 3
-        return to_chw_normalised(face, *channels, scale=1.0)
+        return np.ascontiguousarray(resize(face, self.size, self.size, interpolation="bilinear"))
 
     def describe(self) -> dict:
         return {
@@ -136,6 +138,6 @@ class FixedFaceCrop:
             "resize_interpolation": "cv2 bilinear when enlarging, INTER_AREA when shrinking",
             "standardisation": "(x - 127.5) / 128 on 0..255 values (facenet-pytorch "
             "fixed_image_standardization)",
-            "layout": "float32 CHW",
+            "layout": "uint8 HWC crop in the workers; standardised to float on the model's device",
             "aligner": None,
         }

@@ -1,0 +1,174 @@
+"""Benchmark extraction: the project's pipeline against model-only and a naive loop, in one run.
+
+On the same images, batch size and threads:
+  (a) model only:   preprocessed arrays preloaded in memory, batches straight into `embed`;
+  (b) pipeline:     `extract.pipeline.extract_units`: decode + preprocess in DataLoader workers,
+                    model, rows written into a feature store (what `python -m extract` runs);
+  (c) naive loop:   what a user would write: PIL open, torchvision transforms, batch of one,
+                    one .npy file per image (for OpenCV/dlib nets: PIL open, the backbone's own
+                    preprocessing and net, batch of one).
+Prints images/s for each, the ratios b/a and b/c, and peak memory (RSS of this process and of the
+reader workers).
+
+    .venv/bin/python scripts/bench_extract.py --backbone efficientnet_lite0 --images 512
+    .venv/bin/python scripts/bench_extract.py --backbone resnet50 --weights random --device cuda \\
+        --precision bf16 --batch-size 256 --workers 12 --images 4096 --skip-naive
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+
+from extract.backbones import Backbone, load_backbone  # noqa: E402
+from extract.images import ImageRows, read_bgr  # noqa: E402
+from extract.pipeline import embed_batch, extract_units, resolve_device  # noqa: E402
+from features.dataset import Dataset  # noqa: E402
+from features.store import FeatureStore, Status  # noqa: E402
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def image_files(folder: Path, count: int) -> list[str]:
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images in {folder}; pass --image-dir")
+    return [files[i % len(files)] for i in range(count)]  # repeat a small folder to reach count
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_only(backbone: Backbone, paths: list[str], *, batch_size: int) -> float:
+    """images/s of `embed` alone, on preprocessed arrays already in (pinned) memory."""
+    rows = ImageRows(paths, backbone.preprocessor, input_shape=backbone.input_shape,
+                     input_dtype=backbone.input_dtype)
+    items = [rows[i] for i in range(len(paths))]
+    arrays = torch.from_numpy(np.stack([array for _, array, _ in items]))
+    status = torch.tensor([code for _, _, code in items], dtype=torch.uint8)
+    if backbone.device.type == "cuda":
+        arrays = arrays.pin_memory()
+    batches = [(arrays[i:i + batch_size], status[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+    embed_batch(backbone, *batches[0])  # warm-up: lazy init, cuDNN autotune
+    synchronize(backbone.device)
+    start = time.perf_counter()
+    for batch, codes in batches:
+        embed_batch(backbone, batch, codes)
+    synchronize(backbone.device)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def pipeline(backbone: Backbone, paths: list[str], *, batch_size: int, workers: int, scratch: Path) -> float:
+    """images/s of the real extraction loop into a fresh store (warm-up on one unit first)."""
+    n = len(paths)
+    table = Dataset(name="bench", root=str(scratch), ids=np.array([f"{i:07d}" for i in range(n)]),
+                    paths=np.array(paths), gender=np.zeros(n, np.int8), split=np.zeros(n, np.int8))
+    store = FeatureStore.create(scratch / f"{backbone.name}.zarr", table)
+    writer = store.add_backbone(backbone.name, dim=backbone.dim, unit_rows=batch_size * 4,
+                                metadata=backbone.metadata)
+    units = writer.pending_units()
+    extract_units(writer, backbone, paths, units[:1], batch_size=batch_size, workers=workers, progress=False)
+    start = time.perf_counter()
+    stats = extract_units(writer, backbone, paths, units[1:], batch_size=batch_size, workers=workers,
+                          progress=False)
+    synchronize(backbone.device)
+    seconds = time.perf_counter() - start
+    assert store.is_complete(backbone.name), "the pipeline left units pending"
+    return stats.rows / seconds
+
+
+def naive_transform(backbone: Backbone):
+    """The torchvision transform a user would write for this backbone (None: not a torch net)."""
+    from torchvision import transforms
+
+    recipe = backbone.metadata.get("preprocessing", {})
+    if backbone.module is None or "mean_rgb" not in recipe:
+        return None
+    return transforms.Compose([
+        transforms.Resize(recipe["resize_shorter_side"]), transforms.CenterCrop(recipe["center_crop"]),
+        transforms.ToTensor(), transforms.Normalize(recipe["mean_rgb"], recipe["std_rgb"])])
+
+
+def naive_loop(backbone: Backbone, paths: list[str], *, scratch: Path) -> float:
+    """images/s of a per-image loop: PIL open, transform, batch of one, np.save per image."""
+    from PIL import Image
+
+    transform = naive_transform(backbone)
+    out = scratch / "naive"
+    out.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    for i, path in enumerate(paths):
+        image = Image.open(path).convert("RGB")
+        with torch.inference_mode():
+            if transform is not None:  # the torch module itself on the transformed tensor
+                embedding = backbone.module(transform(image)[None].to(backbone.device)).cpu().numpy()
+            else:  # OpenCV/dlib nets: their own preprocessing (BGR) and net, one image at a time
+                array = backbone.preprocessor(np.asarray(image)[:, :, ::-1].copy())
+                embedding = backbone.embed(torch.from_numpy(array[None])).cpu().numpy()
+        np.save(out / f"{i:07d}.npy", embedding[0])
+    synchronize(backbone.device)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def peak_rss_mib() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default=None, help="'random' for torch nets without weights here")
+    parser.add_argument("--images", type=int, default=512, help="number of images (a folder is repeated)")
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--skip-naive", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    paths = image_files(args.image_dir, args.images)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# {args.backbone} ({backbone.metadata['weights'][:19]}), {len(paths)} images from {args.image_dir}, "
+          f"batch {args.batch_size}, {args.workers} reader workers, {args.threads} torch threads, "
+          f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        a = model_only(backbone, paths, batch_size=args.batch_size)
+        b = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
+        c = None if args.skip_naive else naive_loop(backbone, paths[:max(64, len(paths) // 4)],
+                                                     scratch=Path(scratch))
+    own, children = peak_rss_mib()
+    print("| backbone | device | (a) model only img/s | (b) pipeline img/s | (c) naive img/s | b/a | b/c "
+          "| peak RSS MiB (main / workers) |")
+    print("|---|---|---|---|---|---|---|---|")
+    naive = f"{c:.1f}" if c else "-"
+    ratio_c = f"{b / c:.2f}" if c else "-"
+    print(f"| {args.backbone} | {device.type} {args.precision} | {a:.1f} | {b:.1f} | {naive} | {b / a:.2f} | "
+          f"{ratio_c} | {own:.0f} / {children:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
