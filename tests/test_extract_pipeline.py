@@ -160,3 +160,25 @@ def test_embed_paths_of_nothing_but_invalid_images(tmp_path):
     embeddings, status = embed_paths(invalid, "tiny_test", device="cpu")
     assert embeddings.shape == (4, 8) and embeddings.dtype == np.float32 and np.isnan(embeddings).all()
     assert status.dtype == np.uint8 and status.tolist() == [UNREADABLE] * 3 + [NO_FACE]
+
+
+FORK_AFTER_OPENCV_THREADS = """
+import sys, cv2, numpy as np
+import tests.extract_tiny
+from extract import embed_paths
+for _ in range(3):  # run OpenCV's thread pool in this (parent) process, as an OpenCV-DNN net does
+    cv2.resize(np.zeros((1500, 1500, 3), np.uint8), (700, 700))
+embeddings, status = embed_paths(sys.argv[1:], "tiny_test", weights="random", device="cpu", workers=2)
+assert (status == 1).all(), status
+"""
+
+
+def test_reader_workers_start_after_opencv_threads_ran_in_the_parent(tmp_path):
+    """Forked workers used to deadlock in cv2.setNumThreads when the parent's OpenCV pool had run."""
+    import subprocess
+    import sys
+
+    paths = [str(write_face(tmp_path / f"{i}.jpg", size=(24, 30), seed=i)) for i in range(6)]
+    result = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV_THREADS, *paths], timeout=120,
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
