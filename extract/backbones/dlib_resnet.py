@@ -14,7 +14,6 @@ are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -23,35 +22,17 @@ import numpy as np
 import torch
 
 from ._image import check_bgr
-from ._registry import Backbone, NoFaceFound, WeightsUnavailable, register
-from ._weights import library_versions, sha256_file
+from ._registry import Backbone, NoFaceFound, register
+from ._weights import library_versions, package_file_available, package_model_file, sha256_file
 
 log = logging.getLogger(__name__)
 
+REQUIREMENT = "face-recognition-models==0.3.0"
 RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP = 150
 PADDING = 0.25
 UPSAMPLES = (0, 1)  # tried in turn until a face is found
-
-
-def model_dir() -> Path | None:
-    """``face_recognition_models/models``, found by path: importing the package fails with current
-    setuptools (it imports pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "models"
-
-
-def _model_file(name: str) -> Path:
-    directory = model_dir()
-    if directory is None or not (directory / name).is_file():
-        raise WeightsUnavailable(
-            f"dlib_resnet: {name} not found; it ships in the pip package face-recognition-models "
-            f"(`pip install face-recognition-models==0.3.0`)"
-        )
-    return directory / name
 
 
 class DlibFaceNet:
@@ -137,7 +118,7 @@ def _metadata(recognizer: Path, landmarks: Path, net: DlibFaceNet) -> dict:
     dim=128,
     input_shape=(128,),
     default_weights=f"pip package face-recognition-models ({RECOGNIZER_FILE})",
-    available=lambda: model_dir() is not None and (model_dir() / RECOGNIZER_FILE).is_file(),
+    available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     if weights == "random":
@@ -145,8 +126,8 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
                          "weights='random' is valid for torch backbones only")
     if device.type != "cpu" or precision != "fp32":
         log.info("dlib_resnet runs in dlib on CPU in fp32 (asked: %s, %s)", device, precision)
-    recognizer = Path(weights) if weights is not None else _model_file(RECOGNIZER_FILE)
-    landmarks = _model_file(LANDMARKS_FILE)
+    recognizer = Path(weights) if weights is not None else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE)
+    landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
     net = DlibFaceNet(str(recognizer), str(landmarks))
     return Backbone(
         name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=net, embed=pass_through,

