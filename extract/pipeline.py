@@ -1,4 +1,7 @@
-"""The extraction loop: reader (`extract.images`) -> model (`embed_batch`) -> writer (`UnitSink`).
+"""The extraction loop: reader (`extract.images`) -> model (`start_embedding`) -> writer (`UnitSink`).
+
+The loop keeps one batch in flight on the GPU and hands finished batches to a writer thread
+(`BackgroundSink`), so decoding, the model and the store writes overlap.
 
 `extract_units` embeds the rows of the given store units of one backbone and writes each unit as
 soon as all its rows are embedded; the store writes a unit's rows before its completion marker, so
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
 import time
@@ -81,22 +85,52 @@ def resolve_device(device: str | torch.device, *, local_rank: int | None = None)
     return device
 
 
-def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> np.ndarray:
-    """(B, dim) float32 embeddings of a batch; NaN rows where status is not OK."""
+class PendingEmbeddings:
+    """One batch's embeddings, possibly still being computed and copied back by the GPU."""
+
+    def __init__(self, backbone: Backbone, ok: np.ndarray, values: torch.Tensor | None,
+                 ready: torch.cuda.Event | None = None):
+        self.backbone, self.ok, self.values, self.ready = backbone, ok, values, ready
+
+    def result(self) -> np.ndarray:
+        """(B, dim) float32 embeddings; NaN rows where status is not OK. Waits for this batch only."""
+        out = np.full((len(self.ok), self.backbone.dim), np.nan, dtype=np.float32)
+        if self.values is None:
+            return out
+        if self.ready is not None:
+            self.ready.synchronize()
+        values = self.values.numpy()
+        if values.shape != out.shape:
+            raise ValueError(f"backbone {self.backbone.name!r} returned embeddings {values.shape}, "
+                             f"expected {out.shape}")
+        out[self.ok] = values[self.ok]
+        return out
+
+
+def start_embedding(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> PendingEmbeddings:
+    """Queue a batch on the backbone's device and return at once on CUDA (the copy back is queued too).
+
+    The loop keeps one batch in flight: while the GPU embeds batch i+1, the CPU writes batch i.
+    """
     ok = (status == Status.OK).numpy()
-    out = np.full((len(status), backbone.dim), np.nan, dtype=np.float32)
     if not ok.any():
-        return out  # nothing valid: no need to run the model on placeholders
+        return PendingEmbeddings(backbone, ok, None)  # nothing valid: don't run the model on placeholders
     if backbone.uses_torch_device:
         batch = batch.to(backbone.device, non_blocking=True)
     with torch.inference_mode():
-        embeddings = backbone.embed(batch)
-    embeddings = embeddings.float().cpu().numpy()
-    if embeddings.shape != out.shape:
-        raise ValueError(f"backbone {backbone.name!r} returned embeddings {embeddings.shape}, "
-                         f"expected {out.shape}")
-    out[ok] = embeddings[ok]
-    return out
+        embeddings = backbone.embed(batch).float()
+    if embeddings.device.type != "cuda":
+        return PendingEmbeddings(backbone, ok, embeddings.cpu())
+    host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(embeddings, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return PendingEmbeddings(backbone, ok, host, ready)
+
+
+def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> np.ndarray:
+    """(B, dim) float32 embeddings of a batch; NaN rows where status is not OK."""
+    return start_embedding(backbone, batch, status).result()
 
 
 # -- writer ---------------------------------------------------------------------------------------
@@ -149,6 +183,50 @@ class UnitSink:
             raise RuntimeError(f"units left with rows never embedded (unit: rows missing): {left}")
 
 
+class BackgroundSink:
+    """Runs `UnitSink.add` (and so the store writes) in a thread, overlapping the next batches.
+
+    An error in the thread is raised again in the caller at its next `add` or at `close`.
+    """
+
+    def __init__(self, sink: UnitSink, *, depth: int = 8):
+        self.sink = sink
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="unit-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.sink.add(*item)
+                except BaseException as error:  # noqa: BLE001 - handed to the caller
+                    self._error = error
+
+    def add(self, rows: np.ndarray, embeddings: np.ndarray, status: np.ndarray) -> None:
+        self._raise_error()
+        self._queue.put((rows, embeddings, status))
+
+    def close(self) -> None:
+        """Write everything queued, stop the thread, raise its error if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def written(self) -> list[int]:
+        return self.sink.written
+
+    def check_complete(self) -> None:
+        self.sink.check_complete()
+
+
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold back Ctrl-C until the block ends, then raise it (main thread only)."""
@@ -183,26 +261,38 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
     loader = make_loader(reader, unit_batches(spans, batch_size),
                          workers=default_workers() if workers is None else workers, pin_memory=pin)
-    sink, stats = UnitSink(writer, units), RunStats()
+    sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
     bar = tqdm(total=sum(stop - start for start, stop in spans), unit="img", desc=backbone.name,
                disable=not progress, smoothing=0.1)
+    in_flight = None
     try:
         for rows, batch, status in batches:
-            embeddings = embed_batch(backbone, batch, status)
-            rows, status = rows.numpy(), status.numpy()
-            stats.units += len(sink.add(rows, embeddings, status))
-            _count(stats, status, [paths[r] for r in rows[status != Status.OK]])
-            bar.update(len(rows))
+            pending = (rows.numpy(), status.numpy(), start_embedding(backbone, batch, status))
+            if in_flight is not None:
+                _finish(in_flight, sink, stats, paths, bar)
+            in_flight = pending
+        if in_flight is not None:
+            _finish(in_flight, sink, stats, paths, bar)
+        sink.close()
     except KeyboardInterrupt:
+        sink.close()  # the units whose rows all arrived are written and kept
         raise ExtractionInterrupted(backbone.name) from None
     finally:
         bar.close()
         _shutdown(batches)
     sink.check_complete()
+    stats.units = len(sink.written)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _finish(batch: tuple, sink: BackgroundSink, stats: RunStats, paths: Sequence[str], bar) -> None:
+    rows, status, pending = batch
+    sink.add(rows, pending.result(), status)
+    _count(stats, status, [paths[r] for r in rows[status != Status.OK]])
+    bar.update(len(rows))
 
 
 def _count(stats: RunStats, status: np.ndarray, invalid_paths: list[str]) -> None:

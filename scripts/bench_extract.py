@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from extract.backbones import Backbone, load_backbone  # noqa: E402
 from extract.images import ImageRows, read_bgr  # noqa: E402
-from extract.pipeline import embed_batch, extract_units, resolve_device  # noqa: E402
+from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding  # noqa: E402
 from features.dataset import Dataset  # noqa: E402
 from features.store import FeatureStore, Status  # noqa: E402
 
@@ -65,8 +65,9 @@ def model_only(backbone: Backbone, paths: list[str], *, batch_size: int) -> floa
     embed_batch(backbone, *batches[0])  # warm-up: lazy init, cuDNN autotune
     synchronize(backbone.device)
     start = time.perf_counter()
-    for batch, codes in batches:
-        embed_batch(backbone, batch, codes)
+    pending = [start_embedding(backbone, batch, codes) for batch, codes in batches]  # the GPU queue stays full
+    for embeddings in pending:
+        embeddings.result()
     synchronize(backbone.device)
     return len(paths) / (time.perf_counter() - start)
 

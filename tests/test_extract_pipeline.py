@@ -10,7 +10,7 @@ import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b)
 from extract import embed_paths
 from extract.backbones import load_backbone
 from extract.images import ImageRows, collate_rows, unit_batches
-from extract.pipeline import UnitSink, extract_units
+from extract.pipeline import BackgroundSink, UnitSink, extract_units
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
 from tests.fixtures import write_face
@@ -62,6 +62,24 @@ class RecordingWriter:
 
     def write_unit(self, unit, embeddings, status) -> None:
         self.calls.append((unit, embeddings.copy(), status.copy()))
+
+
+class FailingWriter(RecordingWriter):
+    def write_unit(self, unit, embeddings, status) -> None:
+        raise OSError(f"disk full writing unit {unit}")
+
+
+def test_background_sink_writes_in_order_and_hands_errors_back():
+    writer = RecordingWriter(n_rows=4, unit_rows=2)
+    sink = BackgroundSink(UnitSink(writer, [0, 1]))
+    sink.add(np.array([0, 1]), np.ones((2, 2)), np.full(2, OK, np.uint8))
+    sink.add(np.array([2, 3]), np.zeros((2, 2)), np.full(2, OK, np.uint8))
+    sink.close()
+    assert [unit for unit, _, _ in writer.calls] == [0, 1] and sink.written == [0, 1]
+    failing = BackgroundSink(UnitSink(FailingWriter(n_rows=2, unit_rows=2), [0]))
+    failing.add(np.array([0, 1]), np.ones((2, 2)), np.full(2, OK, np.uint8))
+    with pytest.raises(OSError, match="disk full writing unit 0"):
+        failing.close()
 
 
 def test_unit_batches_follow_units_and_never_cross_them():
