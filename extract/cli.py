@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images per forward pass (default {CPU_BATCH} on CPU, where small batches "
                         f"stay in cache and run fastest; {CUDA_BATCH} on CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="image decoding processes "
-                        "(default min(4, CPUs); 0 decodes in the main process)")
+                        "(default min(4, CPUs), or half the CPUs with a GPU; 0 decodes in the main process)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),

@@ -260,7 +260,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
                        input_dtype=backbone.input_dtype)
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
     loader = make_loader(reader, unit_batches(spans, batch_size),
-                         workers=default_workers() if workers is None else workers, pin_memory=pin)
+                         workers=default_workers(gpu=pin) if workers is None else workers, pin_memory=pin)
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
@@ -324,7 +324,7 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
     status = np.zeros(len(paths), dtype=np.uint8)
     pin = model.uses_torch_device and model.device.type == "cuda"
     loader = make_loader(reader, unit_batches([(0, len(paths))], batch_size),
-                         workers=default_workers() if workers is None else workers, pin_memory=pin)
+                         workers=default_workers(gpu=pin) if workers is None else workers, pin_memory=pin)
     for rows, batch, batch_status in start_workers(loader):
         embeddings[rows.numpy()] = embed_batch(model, batch, batch_status)
         status[rows.numpy()] = batch_status.numpy()

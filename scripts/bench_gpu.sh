@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 images=${1:?usage: bench_gpu.sh IMAGE_DIR}
 python=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-workers=$(( $(nproc) - 2 ))
+workers=$(( $(nproc) / 2 ))  # extract's default with a GPU
 for precision in bf16 fp32; do
   "$python" scripts/bench_extract.py --backbone resnet50 --weights random --device cuda \
     --precision "$precision" --batch-size 256 --workers "$workers" --images 8192 --image-dir "$images"
