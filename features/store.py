@@ -76,9 +76,18 @@ def _library_versions() -> dict[str, str]:
     return {"numpy": np.__version__, "zarr": zarr.__version__}
 
 
+def _location(path) -> str:
+    """A local path, or an fsspec URL (s3://, gs://, memory://, ...) that zarr opens through fsspec.
+
+    file:// URLs become plain paths: fsspec's local filesystem would not create the store's folders.
+    """
+    path = str(path)
+    return path.removeprefix("file://") if path.startswith("file://") else path
+
+
 def _open_group(path, mode: str) -> zarr.Group:
     try:
-        return zarr.open_group(str(path), mode=mode)
+        return zarr.open_group(_location(path), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
         raise StoreError(f"no feature store at {path} ({type(error).__name__})") from None
 
@@ -97,7 +106,7 @@ class FeatureStore:
         """A new store holding `dataset`'s table. Refuses to overwrite an existing store."""
         if _exists(path):
             raise StoreError(f"a store already exists at {path}; open it, or choose another path")
-        group = zarr.open_group(str(path), mode="w-")
+        group = zarr.open_group(_location(path), mode="w-")
         _write_table(group, dataset)
         return cls(group, str(path))
 
@@ -288,7 +297,7 @@ class BackboneWriter:
 # -- helpers -----------------------------------------------------------------------------------------
 def _exists(path) -> bool:
     try:
-        zarr.open_group(str(path), mode="r")
+        zarr.open_group(_location(path), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return False
     return True

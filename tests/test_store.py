@@ -122,6 +122,18 @@ def test_processes_write_disjoint_units_of_one_store(store):
     np.testing.assert_array_equal(store.read("bb").x, np.arange(20.0).reshape(10, 2))
 
 
+@pytest.mark.parametrize("url", ["memory://{name}/features.zarr", "file://{tmp}/features.zarr"])
+def test_store_on_an_fsspec_url_round_trips(url, tmp_path):
+    url = url.format(tmp=tmp_path, name=tmp_path.name)  # memory:// is per process: a fresh name
+    writer = FeatureStore.create(url, make_table()).add_backbone(
+        "bb", dim=2, unit_rows=4, metadata={"weights": "random"})
+    emb = np.arange(20.0).reshape(10, 2)
+    fill(writer, emb, np.full(10, Status.OK, np.uint8))
+    np.testing.assert_array_equal(FeatureStore.open(url).read("bb").x, emb)
+    with pytest.raises(StoreError, match="already exists"):
+        FeatureStore.create(url, make_table())
+
+
 def test_open_or_create_refuses_another_dataset(store):
     with pytest.raises(StoreError, match="another dataset"):
         FeatureStore.open_or_create(store.path, make_table(name="other"))
