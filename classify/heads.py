@@ -190,7 +190,7 @@ class LogRegHead(Head):
     (the chosen C and the path, for results files).
     """
 
-    def __init__(self, *, Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), max_iter: int = 200,
+    def __init__(self, *, Cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), max_iter: int = 200,
                  tol: float = 1e-6):
         self.Cs = Cs
         self.max_iter = max_iter
