@@ -16,6 +16,8 @@ import sys
 from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
+
 from extract import distributed
 from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, describe_backbones,
                                load_backbone)
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unit-rows", type=int, default=1024,
                         help="rows per store unit (the unit of resume and of work per rank)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N images (a quick try; the store holds that table)")
+                        help="only N images: the first of each split, in proportion to its size and at "
+                        "least one per split (a quick try; the store holds that smaller table)")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated splits")
     _add_common(parser)
     return parser
@@ -179,12 +182,30 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def limit_rows(dataset: Dataset, limit: int | None) -> Dataset:
-    """The first `limit` rows of the table (all of it when None or larger)."""
+    """`limit` rows, each split keeping its share (in table order); all of it when None or larger.
+
+    Not simply the first rows: CelebA's table is in split order, so its first rows are all train and
+    the classify step would have no val or test rows.
+    """
     if limit is None or limit >= len(dataset):
         return dataset
-    return replace(dataset, ids=dataset.ids[:limit], paths=dataset.paths[:limit],
-                   gender=dataset.gender[:limit], split=dataset.split[:limit],
-                   attributes={name: values[:limit] for name, values in dataset.attributes.items()})
+    keep = np.sort(np.concatenate([rows[:k] for rows, k in _rows_per_split(dataset.split, limit)]))
+    return replace(dataset, ids=dataset.ids[keep], paths=dataset.paths[keep],
+                   gender=dataset.gender[keep], split=dataset.split[keep],
+                   attributes={name: values[keep] for name, values in dataset.attributes.items()})
+
+
+def _rows_per_split(split: np.ndarray, limit: int) -> list[tuple[np.ndarray, int]]:
+    """(rows of each split, how many to keep): limit * share rounded, at least 1 when limit allows."""
+    groups = [np.flatnonzero(split == code) for code in np.unique(split)]
+    sizes = np.array([len(rows) for rows in groups])
+    # Rounding the cumulative shares keeps every split within a row of its share and the total at limit.
+    keep = np.diff(np.round(limit * np.cumsum(sizes) / sizes.sum()).astype(int), prepend=0)
+    if limit >= len(groups):
+        for empty in np.flatnonzero(keep == 0):  # a small split rounded to nothing: one row from the largest
+            keep[np.argmax(keep)] -= 1
+            keep[empty] = 1
+    return list(zip(groups, keep))
 
 
 def image_paths(dataset: Dataset) -> list[str]:

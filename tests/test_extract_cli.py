@@ -128,14 +128,27 @@ def test_extracts_every_unit_with_the_right_statuses(celeba, tmp_path, capsys):
     assert not np.array_equal(arrays(store_path, "tiny_test_b")[0], before, equal_nan=True)
 
 
-def test_limit_stores_only_the_first_rows(celeba, tmp_path):
+def test_limit_keeps_the_first_rows_of_every_split(celeba, tmp_path):
+    # the table is in split order (12 train, 4 val, 4 test): the first 6 rows would all be train
     store_path = tmp_path / "limited.zarr"
     assert main(cli_args(celeba, store_path, "--limit", "6", "--dtype", "float16", "--workers", "0")) == 0
     store = FeatureStore.open(store_path)
-    assert store.n_rows == 6 and store.ids.tolist() == [f"{i:06d}.jpg" for i in range(1, 7)]
+    kept = [0, 1, 2, 3, 12, 16]  # round(6 * share): 4 train, 1 val, 1 test
+    assert store.n_rows == 6 and store.ids.tolist() == [f"{i + 1:06d}.jpg" for i in kept]
     assert store.backbone_info("tiny_test")["n_units"] == 2 and store.is_complete("tiny_test")
     embeddings, status = arrays(store_path)
-    assert embeddings.dtype == np.float16 and status.tolist() == EXPECTED[:6].tolist()
+    assert embeddings.dtype == np.float16 and status.tolist() == EXPECTED[kept].tolist()
+
+
+def test_limit_rows_keeps_one_row_of_each_small_split(tmp_path):
+    from extract.cli import limit_rows
+    from features.datasets import load_dataset
+    dataset = load_dataset("celeba", str(make_celeba(tmp_path, n=40)))  # 24 train, 8 val, 8 test
+    assert limit_rows(dataset, 3).split.tolist() == [0, 1, 2]  # round(3 * 0.2) = 1, not 0
+    limited = limit_rows(dataset, 10)
+    assert limited.split.tolist() == [0] * 6 + [1] * 2 + [2] * 2
+    assert limited.ids.tolist() == [f"{i:06d}.jpg" for i in (1, 2, 3, 4, 5, 6, 25, 26, 33, 34)]
+    assert limit_rows(dataset, None) is dataset and limit_rows(dataset, 40) is dataset
 
 
 def test_a_store_of_another_dataset_is_refused(celeba, tmp_path, capsys):
