@@ -25,7 +25,6 @@ from features.store import FeatureStore, StoreError
 log = logging.getLogger(__name__)
 
 
-
 class UsageError(ValueError):
     """A command-line value that names nothing valid (unknown head, malformed backbone spec)."""
 
@@ -78,6 +77,8 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.bootstrap < 1:
+        raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
     store = FeatureStore.open(args.store)
     heads = list(dict.fromkeys(args.heads or head_names()))
     for name in heads:

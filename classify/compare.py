@@ -1,6 +1,8 @@
 """Merge the results files of a directory into a leaderboard (markdown, CSV) and plots (PNG).
 
-One row per (backbone(s), head) run, best test accuracy first. Plots use matplotlib's Agg backend:
+One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
+best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
+test numbers are reported, never used to pick. Plots use matplotlib's Agg backend:
 ROC curves of every run, the confusion matrices, and test accuracy with its 95% bootstrap CI.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from classify.results import load_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("rank", "backbones", "head", "dataset", "accuracy", "accuracy_ci95", "f1", "f1_ci95", "roc_auc",
+COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_ci95", "f1", "f1_ci95", "roc_auc",
            "macro_f1", "n_test", "invalid_test", "selected", "fit_s")
 
 
@@ -21,10 +23,20 @@ class CompareError(ValueError):
     """Nothing to compare."""
 
 
+def rank_key(run: dict) -> tuple:
+    """Sort key: best val accuracy first, then val ROC-AUC, then run name (test is never looked at)."""
+    val = run["metrics"]["val"]
+    return -val["accuracy"], -(val["roc_auc"] or 0.0), run["run"]
+
+
+def best_run(runs: list[dict]) -> dict:
+    """The run chosen on val."""
+    return min(runs, key=rank_key)
+
+
 def leaderboard(runs: list[dict]) -> list[dict]:
-    """Rows of `COLUMNS`, sorted by test accuracy (descending), then run name."""
-    ordered = sorted(runs, key=lambda r: (-r["metrics"]["test"]["accuracy"], r["run"]))
-    return [_row(rank, run) for rank, run in enumerate(ordered, start=1)]
+    """Rows of `COLUMNS`, ranked by `rank_key`."""
+    return [_row(rank, run) for rank, run in enumerate(sorted(runs, key=rank_key), start=1)]
 
 
 def _row(rank: int, run: dict) -> dict:
@@ -33,15 +45,16 @@ def _row(rank: int, run: dict) -> dict:
     selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
                 for key, value in run["selection"].items() if key not in ("grid", "path")}
     return {"rank": rank, "backbones": "+".join(run["config"]["backbones"]), "head": run["config"]["head"],
-            "dataset": run["store"]["dataset"], "accuracy": _fmt(test["accuracy"]),
-            "accuracy_ci95": f"{_fmt(ci['accuracy'][0])}-{_fmt(ci['accuracy'][1])}",
-            "f1": _fmt(test["f1"]), "f1_ci95": f"{_fmt(ci['f1'][0])}-{_fmt(ci['f1'][1])}",
-            "roc_auc": _fmt(test["roc_auc"]), "macro_f1": _fmt(test["macro_f1"]), "n_test": test["n"],
+            "dataset": run["store"]["dataset"], "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
+            "accuracy": fmt(test["accuracy"]),
+            "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}",
+            "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
+            "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
             "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
             "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
@@ -86,7 +99,7 @@ def plot_all(runs: list[dict], directory: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(runs, key=lambda r: (-r["metrics"]["test"]["accuracy"], r["run"]))
+    runs = sorted(runs, key=rank_key)
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
@@ -101,7 +114,7 @@ def _plot_roc(plt, runs):
     fig, ax = plt.subplots(figsize=(6, 6))
     for run in runs:
         test = run["metrics"]["test"]
-        auc = _fmt(test["roc_auc"])
+        auc = fmt(test["roc_auc"])
         ax.plot(test["roc"]["fpr"], test["roc"]["tpr"], label=f"{run['run']} (AUC {auc})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.results import load_head
+from classify.results import load_head, sha256_file
 from features.store import Status
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ def weights_argument(name: str, metadata: dict) -> str | None:
     if not Path(source).is_file():
         raise PredictError(f"backbone {name}: the weight file it was extracted with ({source}, "
                            f"{metadata.get('weights')}) is not on this machine")
+    found = f"sha256:{sha256_file(Path(source))}"
+    if found != metadata.get("weights"):
+        raise PredictError(f"backbone {name}: {source} is not the weight file the head was trained on "
+                           f"(it is {found[:19]}..., the store recorded {str(metadata.get('weights'))[:19]}...)")
     return source
 
 

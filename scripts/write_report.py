@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classify.compare import best_run, fmt  # noqa: E402
 from classify.results import library_versions, load_runs  # noqa: E402
 from features.dataset import SPLITS  # noqa: E402
 from features.store import FeatureStore, Status  # noqa: E402
@@ -48,14 +49,15 @@ def extraction_section(store: FeatureStore) -> list[str]:
 
 
 def results_section(results: Path, report_dir: Path) -> list[str]:
-    runs = load_runs(results)
-    best = max(runs, key=lambda run: run["metrics"]["test"]["accuracy"])
+    best = best_run(load_runs(results))
     test = best["metrics"]["test"]
     low, high = test["ci95"]["accuracy"]
-    lines = ["## Leaderboard (test split; hyperparameters chosen on val)", "",
-             f"Best: **{'+'.join(best['config']['backbones'])} + {best['config']['head']}**, test accuracy "
-             f"**{test['accuracy']:.4f}** (95% bootstrap CI {low:.4f}-{high:.4f}), F1 (male) {test['f1']:.4f}, "
-             f"ROC-AUC {test['roc_auc']:.4f}, on {test['n']:,} test images.", "",
+    lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
+             f"Chosen on val: **{'+'.join(best['config']['backbones'])} + {best['config']['head']}** (val "
+             f"accuracy {fmt(best['metrics']['val']['accuracy'])}): test accuracy **{fmt(test['accuracy'])}** "
+             f"(95% bootstrap CI {fmt(low)}-{fmt(high)}), F1 (male) {fmt(test['f1'])}, ROC-AUC "
+             f"{fmt(test['roc_auc'])}, on {test['n']:,} test images. Rows invalid for a backbone (no face "
+             "found) are excluded from its runs and counted in `invalid_test`.", "",
              (results / "leaderboard.md").read_text(), ""]
     for title, name in PLOTS:
         if (results / name).exists():

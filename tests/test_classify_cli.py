@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from classify import cli
+from classify.compare import best_run, leaderboard
 from classify.predict import PredictError, weights_argument
 from classify.results import HeadFileError, load_head
 from features.dataset import Dataset
@@ -84,10 +86,24 @@ def test_compare_writes_leaderboard_and_plots(trained):
     with open(out / "leaderboard.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4
-    accuracies = [float(r["accuracy"]) for r in rows]
-    assert accuracies == sorted(accuracies, reverse=True)
+    val_accuracies = [float(r["val_accuracy"]) for r in rows]
+    assert val_accuracies == sorted(val_accuracies, reverse=True)
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["compare", str(out)]) == 0
+
+
+def _fake_run(name: str, val: float, test: float) -> dict:
+    scores = {"accuracy": test, "roc_auc": 0.9, "f1": test, "macro_f1": test, "n": 10,
+              "ci95": {"accuracy": [test - 0.1, test], "f1": [test - 0.1, test]}}
+    return {"run": name, "metrics": {"val": {"accuracy": val, "roc_auc": 0.9}, "test": scores},
+            "config": {"backbones": [name], "head": "logreg"}, "store": {"dataset": "toy"},
+            "counts": {"test": {"invalid": {}}}, "selection": {}, "timings": {"fit_s": 1.0}}
+
+
+def test_leaderboard_ranks_on_val_never_on_test():
+    runs = [_fake_run("a", val=0.90, test=0.99), _fake_run("b", val=0.95, test=0.80)]
+    assert [row["backbones"] for row in leaderboard(runs)] == ["b", "a"]
+    assert best_run(runs)["run"] == "b"
 
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):
@@ -156,6 +172,7 @@ def test_seeded_rerun_gives_identical_results(trained, tmp_path):
     (["train", "--store", "{store}", "--backbones", "nope", "--out", "{tmp}/o"], "no backbone 'nope'"),
     (["train", "--store", "{store}", "--backbones", "bb_a++bb_b", "--out", "{tmp}/o"], "bad backbone spec"),
     (["train", "--store", "{store}", "--heads", "svm", "--out", "{tmp}/o"], "unknown head 'svm'; valid: logreg, mlp"),
+    (["train", "--store", "{store}", "--bootstrap", "0", "--out", "{tmp}/o"], "--bootstrap must be a positive"),
     (["compare", "{tmp}/empty"], "no classify results"),
     (["predict", "--head", "{tmp}/none.joblib", "x.jpg"], "no head file"),
     (["predict", "--head", "{tmp}/run.json", "x.jpg"], "is not a head file"),
@@ -197,10 +214,14 @@ def test_classify_never_imports_torch(tmp_path):
     assert (tmp_path / "o" / "bb__logreg.json").is_file()
 
 
-def test_predict_passes_the_recorded_weight_file(tmp_path):
+def test_predict_passes_the_recorded_weight_file_and_checks_it(tmp_path):
     weights = tmp_path / "net.pth"
     weights.write_bytes(b"w")
-    assert weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(weights)}) == str(weights)
+    recorded = "sha256:" + hashlib.sha256(b"w").hexdigest()
+    assert weights_argument("bb", {"weights": recorded, "weights_source": str(weights)}) == str(weights)
+    weights.write_bytes(b"other weights at the same path")
+    with pytest.raises(PredictError, match="is not the weight file the head was trained on"):
+        weights_argument("bb", {"weights": recorded, "weights_source": str(weights)})
     assert weights_argument("bb", {"weights": "random", "weights_source": "torch.manual_seed(0)"}) == "random"
     with pytest.raises(PredictError, match="is not on this machine"):
         weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(tmp_path / "gone.pth")})
