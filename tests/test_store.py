@@ -193,3 +193,24 @@ def test_unknown_split_lists_valid_ones(store):
     store.add_backbone("bb", dim=2, metadata={"weights": "random"})
     with pytest.raises(ValueError, match="train, val, test"):
         store.read("bb", "dev", allow_incomplete=True)
+
+
+def test_reads_span_blocks_and_gaps_exactly(tmp_path, monkeypatch):
+    """Several read blocks, gaps of invalid rows, a float16 backbone beside a float32 one."""
+    import features.store as store_module
+
+    monkeypatch.setattr(store_module, "READ_BLOCK_BYTES", 64)  # a block of one chunk (4 rows) per read
+    rng = np.random.default_rng(3)
+    n = 50
+    table = make_table(n)
+    store = FeatureStore.create(tmp_path / "f.zarr", table)
+    a, b = rng.standard_normal((n, 3)), rng.standard_normal((n, 2))
+    status = np.where(rng.random(n) < 0.3, Status.NO_FACE, Status.OK).astype(np.uint8)
+    fill(store.add_backbone("a", dim=3, unit_rows=4, metadata={"weights": "random"}), a, status)
+    fill(store.add_backbone("b", dim=2, dtype="float16", unit_rows=4, metadata={"weights": "random"}),
+         b, np.full(n, Status.OK, np.uint8))
+    feats = store.read(["a", "b"], "train")
+    expected = np.flatnonzero((table.split == 0) & (status == Status.OK))
+    np.testing.assert_array_equal(feats.index, expected)
+    np.testing.assert_array_equal(feats.x[:, :3], a[expected].astype(np.float32))
+    np.testing.assert_array_equal(feats.x[:, 3:], b[expected].astype(np.float16).astype(np.float32))
