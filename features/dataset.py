@@ -21,6 +21,13 @@ class DatasetError(ValueError):
     """A dataset on disk is missing, malformed or inconsistent. The message is meant for the user."""
 
 
+def split_code(split: str) -> int:
+    """The int8 code of a split name; ValueError naming the valid ones."""
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return SPLIT_CODES[split]
+
+
 def describe_examples(items, *, limit: int = 5) -> str:
     """'N (first: a, b, c)' for error messages that must say how many and show the first few."""
     items = list(items)
@@ -63,9 +70,7 @@ class Dataset:
             yield index, str(image_id), str(path)
 
     def split_mask(self, split: str) -> np.ndarray:
-        if split not in SPLIT_CODES:
-            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-        return self.split == SPLIT_CODES[split]
+        return self.split == split_code(split)
 
     def fingerprint(self) -> str:
         """sha256 over ids, labels and split: two stores of the same table share it."""

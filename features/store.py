@@ -37,7 +37,7 @@ import numpy as np
 import zarr
 from zarr.core.buffer.cpu import NDBuffer
 
-from features.dataset import SPLIT_CODES, SPLITS, Dataset
+from features.dataset import Dataset, split_code
 
 SCHEMA_VERSION = 1
 STORE_KIND = "face-gender-features"
@@ -259,9 +259,7 @@ class FeatureStore:
     def _split_mask(self, split: str | None) -> np.ndarray:
         if split is None:
             return np.ones(self.n_rows, dtype=bool)
-        if split not in SPLIT_CODES:
-            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-        return self.split == SPLIT_CODES[split]
+        return self.split == split_code(split)
 
 
 class BackboneWriter:
