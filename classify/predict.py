@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from classify.results import load_head, sha256_file
+from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import Status
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STATUS_TEXT = {Status.OK: "ok", Status.UNREADABLE: "unreadable", Status.NO_FACE: "no face found"}
 
 
@@ -40,13 +40,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         elif item.is_file():
             paths.append(item)
         else:
             raise PredictError(f"no such image or folder: {item}")
     if not paths:
-        raise PredictError(f"no images found in {', '.join(inputs)} (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise PredictError(f"no images found in {', '.join(inputs)} (suffixes: {', '.join(IMAGE_EXTENSIONS)})")
     return paths
 
 

@@ -34,14 +34,14 @@ from extract.backbones import Backbone, load_backbone  # noqa: E402
 from extract.images import ImageRows, read_bgr  # noqa: E402
 from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding  # noqa: E402
 from features.dataset import Dataset  # noqa: E402
+from features.datasets.folder import IMAGE_EXTENSIONS  # noqa: E402
 from features.store import FeatureStore, Status  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def image_files(folder: Path, count: int) -> list[str]:
-    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise SystemExit(f"no images in {folder}; pass --image-dir")
     return [files[i % len(files)] for i in range(count)]  # repeat a small folder to reach count

@@ -19,7 +19,7 @@ from features.datasets.splits import stratified_split
 log = logging.getLogger(__name__)
 
 CLASS_FOLDERS = {"male": MALE, "female": FEMALE}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what cv2.imread decodes
 
 
 def load_folder(root, *, seed: int = 0) -> Dataset:
