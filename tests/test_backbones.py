@@ -324,7 +324,39 @@ def test_vggface2_rejects_a_state_dict_with_missing_keys(tmp_path):
     del state["block8.conv2d.weight"]
     path = tmp_path / "partial.pt"
     torch.save(state, path)
-    with pytest.raises(RuntimeError, match="block8.conv2d.weight"):
+    with pytest.raises(WeightsUnavailable, match=r"not a usable vggface2 checkpoint \(missing keys 1 "
+                       r"\(first: block8.conv2d.weight\)\)"):
+        load_backbone("vggface2", weights=str(path))
+
+
+@pytest.mark.parametrize("content", [b"not a torch file", b"PK\x03\x04 truncated zip"])
+def test_a_file_torch_cannot_read_is_weights_unavailable(content, tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsUnavailable) as error:
+        load_backbone("resnet50", weights=str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: not a usable resnet50 checkpoint (torch.load: ")
+    assert "\n" not in message and len(message) < 300
+
+
+def test_a_state_dict_of_another_model_is_weights_unavailable(tmp_path):
+    path = tmp_path / "facenet.pt"  # a few facenet keys: nothing resnet50 expects
+    torch.save({key: torch.zeros(shape) for key, shape in list(FACENET_KEYS.items())[:4]}, path)
+    with pytest.raises(WeightsUnavailable) as error:
+        load_backbone("resnet50", weights=str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: not a usable resnet50 checkpoint (missing keys 320 (first: "
+                              "conv1.weight")
+    assert "unexpected keys 4 (first: conv2d_1a.conv.weight" in message and "\n" not in message
+
+
+def test_a_state_dict_with_wrong_shapes_is_weights_unavailable(tmp_path):
+    state = InceptionResnetV1().state_dict()
+    state["last_linear.weight"] = torch.zeros(128, 1792)
+    path = tmp_path / "wrong_dim.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsUnavailable, match=r"\(wrong shapes 1 \(first: last_linear.weight\)\)"):
         load_backbone("vggface2", weights=str(path))
 
 

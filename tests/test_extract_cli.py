@@ -183,6 +183,17 @@ def test_bad_input_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, extra,
     assert not any("Traceback" in line for line in lines)
 
 
+def test_an_unusable_weights_file_is_one_error_line_and_exit_2(celeba, tmp_path, capsys):
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"not a torch file")
+    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"resnet50={weights}",
+                    backbones=("resnet50",))
+    assert main(args) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith(f"error: {weights}: not a usable resnet50 checkpoint (torch.load: "), lines
+    assert not any("Traceback" in line for line in lines)
+
+
 def test_list_shows_registered_backbones(capsys):
     assert main(["list", "--plugin", "tests.extract_tiny"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -35,6 +35,6 @@ def resolve_state_dict(
         )
         digest = check_hash_prefix(path)
         meta = {**weights_identity(path, digest), "weights_name": str(default), "weights_url": default.url}
-        return load_state_dict(path), meta
+        return load_state_dict(path, name=name), meta
     path = Path(weights)
-    return load_state_dict(path), weights_identity(path)
+    return load_state_dict(path, name=name), weights_identity(path)

@@ -91,19 +91,53 @@ def check_hash_prefix(path: Path) -> str:
     return digest
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, *, name: str) -> dict[str, torch.Tensor]:
     """Load a state dict from a plain state-dict file or a checkpoint holding one under "model"
-    or "state_dict"; a DataParallel "module." prefix is removed."""
+    or "state_dict"; a DataParallel "module." prefix is removed. A file torch cannot read, or
+    that holds no state dict, raises `WeightsUnavailable` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError...: all unusable
+        raise unusable(path, name, f"torch.load: {_load_error(error)}") from error
     for key in ("model", "state_dict"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
-    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+        raise unusable(path, name, f"it holds a {type(checkpoint).__name__}, not a state dict")
+    return {str(key).removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def load_into(model: torch.nn.Module, state_dict: dict, *, path: str | os.PathLike, name: str) -> None:
+    """``model.load_state_dict(state_dict)`` (strict), but keys or shapes that do not match raise a
+    one-line `WeightsUnavailable` instead of torch's RuntimeError listing every key."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [key for key in expected if key in state_dict
+                and tuple(getattr(state_dict[key], "shape", ())) != tuple(expected[key].shape)]
+    problems = [f"{label} {len(keys)} (first: {', '.join(keys[:3])})" for label, keys in (
+        ("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", reshaped)) if keys]
+    if problems:
+        raise unusable(path, name, "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def unusable(path: str | os.PathLike, name: str, reason: str) -> WeightsUnavailable:
+    """The one-line error for a weight file that exists but cannot serve as ``name``'s weights."""
+    return WeightsUnavailable(f"{path}: not a usable {name} checkpoint ({reason})")
+
+
+def _load_error(error: Exception) -> str:
+    # torch's errors run to a dozen lines of advice (such as weights_only=False, which would run
+    # code from the file) that do not apply to a wrong file: keep the line that says what failed.
+    text = str(error)
+    marker = "WeightsUnpickler error:"  # after it: not a pickle at all, or objects other than tensors
+    text = text.split(marker, 1)[1] if marker in text else text
+    first = (text.strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(error).__name__}: {first[:150]}".rstrip(": ")  # EOFError of an empty file has no text
 
 
 def library_versions(*distributions: str) -> dict[str, str]:

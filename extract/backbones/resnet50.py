@@ -10,6 +10,7 @@ from ._image import ResizeCropNormalize
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._torchvision import cached_file_available, resolve_state_dict
+from ._weights import load_into
 
 DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
 # Matches DEFAULT_WEIGHTS.transforms(): resize 232, crop 224, ImageNet mean/std, bilinear.
@@ -26,7 +27,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     else:
         state_dict, meta = resolve_state_dict(name="resnet50", default=DEFAULT_WEIGHTS, weights=weights)
         model = resnet50(weights=None)
-        model.load_state_dict(state_dict)
+        load_into(model, state_dict, path=meta["weights_source"], name="resnet50")
     model.fc = nn.Identity()
     return model, meta
 

@@ -17,7 +17,7 @@ from torch import nn
 from ._image import FixedFaceCrop
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
-from ._weights import fetch_cached, load_state_dict, torch_home, weights_identity
+from ._weights import fetch_cached, load_into, load_state_dict, torch_home, weights_identity
 from .inception_resnet_v1 import InceptionResnetV1
 
 WEIGHTS_FILE = "20180402-114759-vggface2.pt"
@@ -39,7 +39,7 @@ def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     else:
         path = Path(weights)
         meta = weights_identity(path)
-    state_dict = load_state_dict(path)
+    state_dict = load_state_dict(path, name="vggface2")
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
     return state_dict, {**meta, "ignored_keys": dropped}
 
@@ -50,7 +50,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         return build_random(InceptionResnetV1), random_meta()
     state_dict, meta = _state_dict(weights)
     model = InceptionResnetV1()
-    model.load_state_dict(state_dict, strict=True)
+    load_into(model, state_dict, path=meta["weights_source"], name="vggface2")
     return model, meta
 
 
