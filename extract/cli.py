@@ -5,7 +5,8 @@
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Rerunning the same command resumes: units already marked done in the store are skipped. Exit codes:
-0 done, 2 bad input (one line on stderr says what), 130 interrupted (finished units are kept).
+0 done, 1 unexpected error, 2 bad input (one line on stderr says what), 130 interrupted (finished units
+are kept).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 EXPECTED_ERRORS = (DatasetError, StoreError, WeightsUnavailable, ValueError, FileNotFoundError)
 CPU_BATCH, CUDA_BATCH = 8, 256  # measured: efficientnet_lite0 on 2 CPU cores runs ~2x faster at 8 than 32
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return extract(_parse(build_parser(), argv), ranks)
     except _ParseExit as stop:
         return stop.code
-    except distributed.SetupFailed:
-        return EXIT_BAD_INPUT  # rank 0 reported the error
+    except distributed.SetupFailed as failure:
+        if failure.expected:
+            return EXIT_BAD_INPUT  # rank 0 reported the error
+        log.error("error: %s", failure)
+        return EXIT_FAILED
     except EXPECTED_ERRORS as error:
         log.error("error: %s", error)
         return EXIT_BAD_INPUT

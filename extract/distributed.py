@@ -18,7 +18,12 @@ T = TypeVar("T")
 
 
 class SetupFailed(RuntimeError):
-    """Rank 0's setup failed (rank 0 reports why); the other ranks stop too."""
+    """Rank 0's setup failed; the other ranks stop too. `expected`: an error rank 0 reports itself
+    in one line (bad input); otherwise rank 0 shows a traceback and the message here says what."""
+
+    def __init__(self, message: str, *, expected: bool = True):
+        super().__init__(message)
+        self.expected = expected
 
 
 @dataclass(frozen=True)
@@ -76,22 +81,24 @@ def barrier(ranks: Ranks) -> None:
 
 def main_first(ranks: Ranks, setup: Callable[[], T], follow: Callable[[], T], *,
                expected: tuple[type[BaseException], ...]) -> T:
-    """Rank 0 runs `setup`; then the others run `follow`. An expected error on rank 0 re-raises
-    there and becomes `SetupFailed` on the other ranks."""
+    """Rank 0 runs `setup`; then the others run `follow`. Any exception on rank 0 (Ctrl-C included)
+    re-raises there and becomes `SetupFailed` on the other ranks, which would otherwise wait in
+    the broadcast forever; its `expected` says whether it was one of `expected`."""
     if not ranks.distributed:
         return setup()
-    message: list[str | None] = [None]
+    failure: list[tuple[str, bool] | None] = [None]
     result = None
     if ranks.is_main:
         try:
             result = setup()
-        except expected as error:
-            message = [str(error)]
-            dist.broadcast_object_list(message, src=0)
+        except BaseException as error:
+            is_expected = isinstance(error, expected)
+            text = str(error) if is_expected else f"rank 0 failed in setup: {type(error).__name__}: {error}"
+            dist.broadcast_object_list([(text, is_expected)], src=0)
             raise
-    dist.broadcast_object_list(message, src=0)
-    if message[0] is not None:
-        raise SetupFailed(message[0])
+    dist.broadcast_object_list(failure, src=0)
+    if failure[0] is not None:
+        raise SetupFailed(failure[0][0], expected=failure[0][1])
     return result if ranks.is_main else follow()
 
 
