@@ -16,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import signal
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -169,8 +168,7 @@ class UnitSink:
             buffer.status[local] = status[units == unit]
             buffer.missing -= len(local)
             if buffer.missing == 0:
-                with _sigint_deferred():  # Ctrl-C while writing: finish this unit, then stop
-                    self.writer.write_unit(int(unit), buffer.embeddings, buffer.status)
+                self.writer.write_unit(int(unit), buffer.embeddings, buffer.status)
                 del self._buffers[int(unit)]
                 completed.append(int(unit))
         self.written.extend(completed)
@@ -186,7 +184,8 @@ class UnitSink:
 class BackgroundSink:
     """Runs `UnitSink.add` (and so the store writes) in a thread, overlapping the next batches.
 
-    An error in the thread is raised again in the caller at its next `add` or at `close`.
+    An error in the thread is raised again in the caller at its next `add` or at `close`. Ctrl-C
+    raises KeyboardInterrupt in the main thread only, so it cannot stop a store write half-way.
     """
 
     def __init__(self, sink: UnitSink, *, depth: int = 8):
@@ -227,22 +226,6 @@ class BackgroundSink:
         self.sink.check_complete()
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C until the block ends, then raise it (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 # -- the loop -------------------------------------------------------------------------------------
 def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[str],
                   units: Sequence[int], *, batch_size: int = 64, workers: int | None = None,
@@ -277,15 +260,24 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
             _finish(in_flight, sink, stats, paths, bar)
         sink.close()
     except KeyboardInterrupt:
-        sink.close()  # the units whose rows all arrived are written and kept
         raise ExtractionInterrupted(backbone.name) from None
     finally:
-        bar.close()
-        _shutdown(batches)
+        _stop(sink, bar, batches)
     sink.check_complete()
     stats.units = len(sink.written)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _stop(sink: BackgroundSink, bar, batches) -> None:
+    """Write what is queued, then stop the progress bar and the reader workers (also after errors)."""
+    try:
+        # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
+        with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
+            sink.close()
+    finally:
+        bar.close()
+        _shutdown(batches)
 
 
 def _finish(batch: tuple, sink: BackgroundSink, stats: RunStats, paths: Sequence[str], bar) -> None:
@@ -314,7 +306,8 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
                 precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
 
-    workers: DataLoader workers (0 decodes in this process; None = min(4, CPUs)).
+    workers: DataLoader workers (0 decodes in this process; None = `default_workers`: min(4, CPUs),
+    or half the CPUs when the model runs on a GPU).
     """
     paths = [str(p) for p in paths]
     model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision)

@@ -1,6 +1,9 @@
 """The extraction loop's pieces alone (reader, writer sink, batching) and together, in-process."""
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +173,33 @@ def test_extract_units_only_touches_the_units_given(tmp_path):
     assert writer.pending_units() == [1]
     status = store.status("tiny_test")
     assert (status[4:8] == Status.PENDING).all() and (status[[0, 1, 8, 9]] != Status.PENDING).all()
+
+
+class SlowWriter(RecordingWriter):
+    """Writes take a while, so batches queue up in the writer thread behind them."""
+
+    def write_unit(self, unit, embeddings, status) -> None:
+        time.sleep(0.2)
+        super().write_unit(unit, embeddings, status)
+
+
+def test_an_error_in_the_loop_still_writes_the_units_queued_before_it(tmp_path):
+    paths, _ = make_images(tmp_path / "img", 12)
+    backbone = load_backbone("tiny_test")
+    calls = []
+
+    def embed(batch):  # batch 5 fails: batches 1-3 (units 0-2) were handed to the sink, 4 in flight
+        calls.append(len(batch))
+        if len(calls) == 5:
+            raise RuntimeError("model failed")
+        return backbone.embed(batch)
+
+    writer = SlowWriter(n_rows=12, unit_rows=2, dim=8)
+    with pytest.raises(RuntimeError, match="model failed"):
+        extract_units(writer, replace(backbone, embed=embed), paths, range(6), batch_size=2, workers=0,
+                      progress=False)
+    assert [unit for unit, _, _ in writer.calls] == [0, 1, 2]  # written before the error came out
+    assert not any(thread.name == "unit-writer" for thread in threading.enumerate())
 
 
 def test_embed_paths_of_nothing_but_invalid_images(tmp_path):
