@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m extract", description="Embed face images into a feature store "
         "(rerun the same command to resume). `python -m extract list` shows the backbones.")
-    parser.add_argument("--dataset", required=True, choices=("celeba", "utkface", "folder"))
+    # No argparse choices: a --plugin may register more kinds (features.datasets.register), and
+    # load_dataset names the valid ones when the kind is unknown.
+    parser.add_argument("--dataset", required=True, metavar="KIND",
+                        help="dataset kind: celeba, utkface, folder, or one a --plugin registers")
     parser.add_argument("--root", required=True, help="dataset folder")
     parser.add_argument("--backbones", required=True, nargs="+", metavar="NAME")
     parser.add_argument("--store", required=True, help="feature store path or fsspec URL (*.zarr)")

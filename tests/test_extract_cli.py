@@ -170,6 +170,7 @@ def test_a_store_of_another_dataset_is_refused(celeba, tmp_path, capsys):
     (["--weights", "bogus"], "expected NAME=PATH, NAME=random, or 'random' alone"),
     (["--weights", "other=random"], "'other' is not among --backbones"),
     (["--root", "/no/such/folder"], "celeba dataset root /no/such/folder does not exist"),
+    (["--dataset", "nope"], "unknown dataset kind 'nope'; valid: celeba"),
     (["--batch-size", "0"], "--batch-size must be a positive integer, not 0"),
     (["--device", "tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
     (["--plugin", "no_such_plugin_module"], "--plugin no_such_plugin_module: cannot import it"),
@@ -192,6 +193,16 @@ def test_an_unusable_weights_file_is_one_error_line_and_exit_2(celeba, tmp_path,
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith(f"error: {weights}: not a usable resnet50 checkpoint (torch.load: "), lines
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_dataset_kind_registered_by_a_plugin_is_accepted(celeba, tmp_path):
+    from features.datasets import dataset_kinds, load_dataset, register
+    if "celeba_alias" not in dataset_kinds():  # what a --plugin module would do on import
+        register("celeba_alias")(lambda root, *, seed: load_dataset("celeba", root, seed=seed))
+    store_path = tmp_path / "features.zarr"
+    args = cli_args(celeba, store_path, "--workers", "0", "--limit", "5", "--dataset", "celeba_alias")
+    assert main(args) == 0
+    assert FeatureStore.open(store_path).n_rows == 5
 
 
 def test_list_shows_registered_backbones(capsys):
