@@ -279,9 +279,9 @@ def test_utkface_split_is_seeded_and_stratified(tmp_path):
 
 
 def test_utkface_malformed_names_are_counted_and_listed(tmp_path):
-    bad = ["39_1_20170116174525125.jpg.chip.jpg", "61_3_0_20170109150557335.jpg.chip.jpg", "face.jpg"]
+    bad = ["39_1_5_20170116174525125.jpg.chip.jpg", "61_3_0_20170109150557335.jpg.chip.jpg", "face.jpg"]
     root = make_utkface(tmp_path, n=5, extra_names=bad)
-    listed = r"3 \(first: 39_1_2017.*, 61_3_0_.*, face.jpg\) file names do not follow"
+    listed = r"3 \(first: 39_1_5_2017.*, 61_3_0_.*, face.jpg\) file names do not follow"
     with pytest.raises(DatasetError, match=listed):
         load_dataset("utkface", root)
 
@@ -292,6 +292,16 @@ def test_utkface_accepts_the_known_name_variant_and_ignores_other_files(tmp_path
     (root / "UTKFace" / ".hidden.jpg").write_bytes(b"")
     data = load_dataset("utkface", root)
     assert len(data) == 5 and "55_0_0_20170116232725357jpg.chip.jpg" in data.ids
+
+
+def test_utkface_names_without_a_race_are_kept_with_race_unknown(tmp_path):
+    no_race = ["39_1_20170116174525125.jpg.chip.jpg", "61_0_20170109150557335.jpg.chip.jpg"]
+    root = make_utkface(tmp_path, n=4, extra_names=no_race)  # as the 3 such files of the full release
+    data = load_dataset("utkface", root)
+    rows = [data.ids.tolist().index(name) for name in no_race]
+    assert data.attributes["race"][rows].tolist() == [-1, -1]
+    assert data.attributes["age"][rows].tolist() == [39, 61] and data.gender[rows].tolist() == [FEMALE, MALE]
+    assert (data.attributes["race"] >= 0).sum() == 4
 
 
 def test_utkface_without_images(tmp_path):

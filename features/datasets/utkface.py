@@ -1,10 +1,11 @@
 """UTKFace: labels come from file names `[age]_[gender]_[race]_[datetime].jpg.chip.jpg`.
 
 In the names gender is 0 male / 1 female; the Dataset stores 1 male / 0 female like every reader.
-Race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others. There is no official split, so a seeded split
-stratified by gender is made (`splits.stratified_split`). A `.jpg` whose name does not carry all
-four fields is an error: its labels are unknown, and silently dropping images would change the
-dataset behind the user's back.
+Race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others, and -1 (`RACE_UNKNOWN`) for the 3 files of
+the full release whose names have no race field (`39_1_20170116174525125.jpg.chip.jpg`): their
+gender is known, so they stay. There is no official split, so a seeded split stratified by gender
+is made (`splits.stratified_split`). A `.jpg` whose name lacks age, gender or datetime is an error:
+its labels are unknown, and silently dropping images would change the dataset behind the user's back.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from features.dataset import Dataset, DatasetError, describe_examples
 from features.datasets.files import absolute_paths, dataset_root, file_names
 from features.datasets.splits import stratified_split
 
-# The datetime field is digits; what follows varies in the release (".jpg.chip.jpg", and one
-# known file with "jpg.chip.jpg"), so only the final ".jpg" is required after it.
-NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_([0-4])_(\d+)\D.*\.jpg", re.IGNORECASE)
+# The race field is optional (3 names lack it). The datetime field is digits; what follows varies
+# in the release (".jpg.chip.jpg", and one known file with "jpg.chip.jpg"), so only the final ".jpg"
+# is required after it, but not "_": "39_1_5_2017..." (race 5) must not pass as datetime 5.
+NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_(?:([0-4])_)?(\d+)[^\d_].*\.jpg", re.IGNORECASE)
+RACE_UNKNOWN = -1
 SUBFOLDER = "UTKFace"
 
 
@@ -43,11 +46,12 @@ def image_folder(root: Path) -> Path:
 
 
 def parse_names(names: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(age int16, gender int8 1 male/0 female, race int8) from the file names; bad names raise."""
+    """(age int16, gender int8 1 male/0 female, race int8, -1 if absent) from the names; bad names raise."""
     matches = [NAME_PATTERN.fullmatch(name) for name in names]
     bad = [name for name, match in zip(names, matches) if match is None]
     if bad:
         raise DatasetError(f"{folder}: {describe_examples(bad)} file names do not follow "
-                           f"[age]_[gender 0/1]_[race 0-4]_[datetime].jpg.chip.jpg")
-    fields = np.array([match.groups()[:3] for match in matches], dtype=np.int64).reshape(-1, 3)
+                           f"[age]_[gender 0/1]_[race 0-4, or none]_[datetime].jpg.chip.jpg")
+    fields = np.array([match.groups(default=str(RACE_UNKNOWN))[:3] for match in matches],
+                      dtype=np.int64).reshape(-1, 3)
     return fields[:, 0].astype(np.int16), (1 - fields[:, 1]).astype(np.int8), fields[:, 2].astype(np.int8)
