@@ -51,17 +51,20 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def weights_argument(name: str, metadata: dict) -> str | None:
-    """What to pass as ``embed_paths(weights=...)`` to rebuild the weights recorded in ``metadata``."""
+    """What to pass as ``embed_paths(weights=...)`` to rebuild the weights recorded in ``metadata``.
+
+    The recorded weight file when it is here (its sha256 must match); else None, the backbone's default
+    weights (a pip package's file on another machine, say), which `embed_paths` checks against the
+    recorded identity through ``expect_weights``.
+    """
     if metadata.get("weights") == "random":
         log.warning("backbone %s was extracted with extract's seeded random weights (a baseline, "
                     "not a trained network)", name)
         return "random"
     source = metadata.get("weights_source")
-    if source is None:
+    if source is None or not Path(source).is_file():
+        log.info("backbone %s: %s is not here; trying its default weights", name, source)
         return None
-    if not Path(source).is_file():
-        raise PredictError(f"backbone {name}: the weight file it was extracted with ({source}, "
-                           f"{metadata.get('weights')}) is not on this machine")
     found = f"sha256:{sha256_file(Path(source))}"
     if found != metadata.get("weights"):
         raise PredictError(f"backbone {name}: {source} is not the weight file the head was trained on "
@@ -76,10 +79,13 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
     parts, status = [], np.full(len(paths), Status.OK, dtype=np.uint8)
     for name in record["config"]["backbones"]:  # the column order the head was trained on
         info = record["store"]["backbones"][name]
-        weights = weights_argument(name, info.get("metadata", {}))
+        metadata = info.get("metadata", {})
+        weights = weights_argument(name, metadata)
         try:
-            x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device)
-        except ValueError as error:  # extract's expected errors: unknown backbone, device not available
+            x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device,
+                                           precision=metadata.get("precision", "fp32"),
+                                           expect_weights=metadata.get("weights"))
+        except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
             raise PredictError(f"backbone {name}: {error}") from None
         x, codes = np.asarray(x, dtype=np.float32), np.asarray(codes, dtype=np.uint8)
         if x.shape != (len(paths), info["dim"]) or codes.shape != (len(paths),):

@@ -303,14 +303,18 @@ def _shutdown(batches) -> None:
 # -- store-less embedding -------------------------------------------------------------------------
 def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = None,
                 device: str = "auto", batch_size: int = 32, workers: int | None = 0,
-                precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+                precision: str = "fp32", expect_weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
 
     workers: DataLoader workers (0 decodes in this process; None = `default_workers`: min(4, CPUs),
-    or half the CPUs when the model runs on a GPU).
+    or half the CPUs when the model runs on a GPU). expect_weights: the weights identity the caller
+    needs ("sha256:..." or "random"); a backbone loaded with other weights raises ValueError.
     """
     paths = [str(p) for p in paths]
     model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision)
+    if expect_weights is not None and model.metadata["weights"] != expect_weights:
+        raise ValueError(f"{backbone} loaded weights {model.metadata['weights'][:19]}..., not the "
+                         f"{expect_weights[:19]}... the caller needs")
     reader = ImageRows(paths, model.preprocessor, input_shape=model.input_shape,
                        input_dtype=model.input_dtype)
     embeddings = np.full((len(paths), model.dim), np.nan, dtype=np.float32)

@@ -210,6 +210,14 @@ def test_embed_paths_of_nothing_but_invalid_images(tmp_path):
     assert status.dtype == np.uint8 and status.tolist() == [UNREADABLE] * 3 + [NO_FACE]
 
 
+def test_embed_paths_refuses_weights_other_than_expected(tmp_path):
+    paths, _ = make_images(tmp_path / "img", 2)
+    with pytest.raises(ValueError, match="not the sha256:0123"):
+        embed_paths(paths, "tiny_test", device="cpu", expect_weights="sha256:0123456789abcdef")
+    _, status = embed_paths(paths, "tiny_test", device="cpu", expect_weights="random")
+    assert status.tolist() == [OK, OK]
+
+
 FORK_AFTER_OPENCV_THREADS = """
 import sys, cv2, numpy as np
 import tests.extract_tiny
