@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from extract.backbones import Backbone, load_backbone
-from extract.images import ImageRows, default_workers, make_loader, start_workers, unit_batches
+from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
+                            unit_batches)
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,7 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
     needs ("sha256:..." or "random"); a backbone loaded with other weights raises ValueError.
     """
     paths = [str(p) for p in paths]
+    quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
     model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision)
     if expect_weights is not None and model.metadata["weights"] != expect_weights:
         raise ValueError(f"{backbone} loaded weights {model.metadata['weights'][:19]}..., not the "
