@@ -57,7 +57,8 @@ def results_section(results: Path, report_dir: Path) -> list[str]:
              f"accuracy {fmt(best['metrics']['val']['accuracy'])}): test accuracy **{fmt(test['accuracy'])}** "
              f"(95% bootstrap CI {fmt(low)}-{fmt(high)}), F1 (male) {fmt(test['f1'])}, ROC-AUC "
              f"{fmt(test['roc_auc'])}, on {test['n']:,} test images. Rows invalid for a backbone (no face "
-             "found) are excluded from its runs and counted in `invalid_test`.", "",
+             "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
+             "errors, to compare runs on the same test images.", "",
              (results / "leaderboard.md").read_text(), ""]
     for title, name in PLOTS:
         if (results / name).exists():
