@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from extract.backbones import Backbone, load_backbone
+from extract.backbones import Backbone, NoFaceFound, load_backbone
 from extract.faces import ImageTooLarge, Unreadable, decode, scaled
 from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
                             unit_batches, worker_init)
@@ -342,7 +342,10 @@ class _ImageFaces(torch.utils.data.Dataset):
             return [(index, no_box, int(Status.UNREADABLE), {})]
         except ImageTooLarge:
             return [(index, no_box, int(Status.TOO_LARGE), {})]
-        whole = {name: p(decoded.image) for name, p in self.preprocessors.items() if not hasattr(p, "align")}
+        try:  # backbones that take the whole image (and may have their own aligner)
+            whole = {name: p(decoded.image) for name, p in self.preprocessors.items() if not hasattr(p, "align")}
+        except NoFaceFound:
+            return [(index, no_box, int(Status.NO_FACE), {})]
         if self.detector is None:
             return [(index, no_box, int(Status.OK), whole)]
         faces = self.detector.faces(decoded.image)
