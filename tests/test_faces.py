@@ -169,3 +169,17 @@ def test_backbones_of_a_run_share_one_detection(tmp_path):
     assert store.dataset_info["alignment"]["kind"] == "celeba_aligned"
     assert store.backbone_info(FACES)["metadata"]["role"] == "faces"
     assert store.backbone_info("sface")["metadata"]["normalisation"] == "l2"
+
+
+@needs_celeba
+def test_tta_flip_averages_the_face_and_its_mirror():
+    from extract.backbones import load_backbone
+
+    plain, flipped = load_backbone("sface"), load_backbone("sface", tta="flip")
+    assert plain.metadata["tta"] == "none" and flipped.metadata["tta"] == "flip"
+    import torch
+    chip = torch.from_numpy(plain.preprocessor(cv2.imread(str(_aligned())))[None])
+    expected = (plain.embed(chip) + plain.embed(chip.flip(2))) / 2
+    torch.testing.assert_close(flipped.embed(chip), expected)
+    with pytest.raises(ValueError, match="tta|test-time"):
+        load_backbone("sface", tta="rotate")
