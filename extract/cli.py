@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from dataclasses import replace
@@ -25,7 +26,7 @@ from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, des
 from extract.images import quiet_opencv
 from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, resolve_device
 from features.dataset import Dataset, DatasetError
-from features.store import FeatureStore, StoreError
+from features.store import FACES, FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only N images: the first of each split, in proportion to its size and at "
                         "least one per split (a quick try; the store holds that smaller table)")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated splits")
+    parser.add_argument("--tta", default="none", choices=("none", "flip"),
+                        help="test-time augmentation: flip averages the embeddings of each face and its "
+                        "mirror image (recorded in the store)")
     _add_common(parser)
     return parser
 
@@ -237,17 +241,55 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
             lambda: FeatureStore.open(args.store, mode="r+"), expected=EXPECTED_ERRORS)
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", args.store, store.dataset_name, store.n_rows)
+        faces = None
         for name in args.backbones:
             backbone = load_backbone(name, weights=weights.get(name), device=device,
-                                     precision=args.precision)
-            code = _extract_backbone(store, backbone, paths, args, ranks)
+                                     precision=args.precision, tta=args.tta)
+            if backbone.uses_faces and faces is None:
+                faces = detect_faces(store, dataset, paths, args, ranks)
+                if faces is None:
+                    return EXIT_INTERRUPTED
+            code = _extract_backbone(store, backbone, paths, args, ranks,
+                                     faces=faces if backbone.uses_faces else None)
             if code != EXIT_OK:
                 return code
     return EXIT_OK
 
 
+def face_pass(dataset: Dataset) -> Backbone:
+    """The detection pass written like a backbone under the store's reserved FACES entry: one face row
+    per image (`extract.faces`), shared by every face backbone of the run and of later runs."""
+    import torch
+
+    from extract.backbones._weights import sha256_file
+    from extract.faces import FACE_DIM, Alignment, FaceDetector, FaceLocator, detector_path
+
+    alignment = Alignment.from_info(dataset.alignment)
+    locator = FaceLocator(FaceDetector(detector_path()), alignment)
+    metadata = {"role": "faces", "weights": f"sha256:{sha256_file(detector_path())}",
+                "weights_source": str(detector_path()), "preprocessing": locator.describe(),
+                "columns": "box x, y, w, h; landmarks x0, y0 .. x4, y4 (right eye, left eye, nose, right "
+                "and left mouth corner); score; source (1 detected, 2 dataset template); original pixels"}
+    return Backbone(name=FACES, dim=FACE_DIM, input_shape=(FACE_DIM,), preprocessor=locator,
+                    embed=lambda batch: batch.float(), device=torch.device("cpu"), uses_torch_device=False,
+                    metadata=metadata, input_dtype="float32")
+
+
+def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], args: argparse.Namespace,
+                 ranks: distributed.Ranks) -> tuple[np.ndarray, np.ndarray] | None:
+    """Run (or resume) the detection pass; (face rows, status) of every row, None if interrupted."""
+    if store.faces() is not None and store.is_complete(FACES):
+        return store.faces()
+    code = _extract_backbone(store, face_pass(dataset), paths, args, ranks)
+    if code != EXIT_OK:
+        return None
+    distributed.barrier(ranks)
+    return store.faces()
+
+
 def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
-                      args: argparse.Namespace, ranks: distributed.Ranks) -> int:
+                      args: argparse.Namespace, ranks: distributed.Ranks, *,
+                      faces: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """One backbone: add it (rank 0), embed this rank's pending units, summarise (rank 0)."""
     writer = distributed.main_first(
         ranks, lambda: _add_backbone(store, backbone, args),
@@ -259,7 +301,8 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
                  writer.n_units, writer.n_units - len(pending))
     try:
         stats = extract_units(writer, backbone, paths, units, batch_size=default_batch_size(args, backbone),
-                              workers=args.workers, progress=ranks.is_main and not args.no_progress)
+                              workers=args.workers, progress=ranks.is_main and not args.no_progress,
+                              faces=faces)
     except ExtractionInterrupted:
         info = store.backbone_info(backbone.name)
         log.warning("interrupted: %s has %d of %d units done (kept); rerun the same command to resume",
@@ -275,10 +318,15 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
 def _add_backbone(store: FeatureStore, backbone: Backbone, args: argparse.Namespace):
     """Room for the backbone in the store, or its existing entry when resuming with the same setup."""
     metadata = {"precision": args.precision, **backbone.metadata}
-    writer = store.add_backbone(backbone.name, dim=backbone.dim, dtype=args.dtype,
+    dtype = "float32" if backbone.name == FACES else args.dtype  # face rows are pixel coordinates
+    writer = store.add_backbone(backbone.name, dim=backbone.dim, dtype=dtype,
                                 unit_rows=args.unit_rows, metadata=metadata)
     held = store.backbone_info(backbone.name)
-    if held["metadata"].get("precision") != metadata["precision"]:
+    for key, option in (("preprocessing", "the face front end or preprocessing"), ("tta", "--tta")):
+        if held["metadata"].get(key) != json.loads(json.dumps(metadata.get(key))) and writer.pending_units():
+            raise StoreError(f"{args.store} holds {backbone.name!r} made with another {option} "
+                             f"({key} differs from this version's); use a new store to re-extract it")
+    if held["metadata"].get("precision") != metadata["precision"] and backbone.name != FACES:
         raise StoreError(f"{args.store} holds {backbone.name!r} embedded at precision "
                          f"{held['metadata'].get('precision')}, not {metadata['precision']}; resume "
                          "with the same --precision or use another store")

@@ -2,8 +2,12 @@
 
 Each item is ``(row, array, status)``: the row of the dataset table, the preprocessed array (a zero
 placeholder of the right shape and dtype when the image is invalid, so batches stay rectangular)
-and a `Status` code. Invalid images never stop a run: an image OpenCV cannot decode (missing,
-truncated, not an image) is UNREADABLE, one where the backbone's aligner finds no face is NO_FACE.
+and a `Status` code. Images are decoded by the face front end (`extract.faces.decode`: strict, reduced
+when huge). Invalid images never stop a run: an image that cannot be decoded completely (missing,
+truncated, not an image) is UNREADABLE, one over the pixel limit TOO_LARGE, one where no face is found
+NO_FACE. With `faces` (the run's one detection per image, from the store), a face backbone aligns
+from the stored face row and a row whose detection failed takes that status without being decoded,
+so every backbone of a run drops the same images.
 Batches never straddle two store units, so a resumed run feeds the model exactly the same batches
 as an uninterrupted one (which keeps the CPU results bitwise equal).
 """
@@ -18,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from extract.backbones import NoFaceFound
+from extract.faces import FaceLocator, ImageTooLarge, Unreadable, decode, scaled
 from features.store import Status
 
 Preprocessor = Callable[[np.ndarray], np.ndarray]
@@ -37,8 +42,12 @@ def default_workers(*, gpu: bool = False) -> int:
 
 
 def read_bgr(path: str) -> np.ndarray | None:
-    """The image as BGR uint8 HxWx3, or None when it is missing, truncated or not an image."""
-    return cv2.imread(path, cv2.IMREAD_COLOR)
+    """The image as BGR uint8 HxWx3 (reduced when huge), or None when it is missing, truncated, not an
+    image or too large (`extract.faces.decode` says which)."""
+    try:
+        return decode(path).image
+    except (Unreadable, ImageTooLarge):
+        return None
 
 
 def quiet_opencv() -> None:
@@ -56,21 +65,34 @@ class ImageRows(Dataset):
     """Rows of the dataset table -> (row, preprocessed array, status)."""
 
     def __init__(self, paths: Sequence[str], preprocessor: Preprocessor, *,
-                 input_shape: tuple[int, ...], input_dtype: str = "float32"):
+                 input_shape: tuple[int, ...], input_dtype: str = "float32",
+                 faces: np.ndarray | None = None, face_status: np.ndarray | None = None):
         self.paths = list(paths)
         self.preprocessor = preprocessor
         self.input_shape = tuple(input_shape)
         self.input_dtype = np.dtype(input_dtype)
+        self.faces, self.face_status = faces, face_status
+        # the detection pass itself: its rows go back to original-image coordinates
+        self.locates_faces = isinstance(preprocessor, FaceLocator)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, row: int) -> tuple[int, np.ndarray, int]:
-        image = read_bgr(self.paths[row])
-        if image is None:
-            return row, self._placeholder(), int(Status.UNREADABLE)
+        if self.faces is not None and self.face_status[row] != Status.OK:
+            return row, self._placeholder(), int(self.face_status[row])
         try:
-            array = self.preprocessor(image)
+            decoded = decode(self.paths[row])
+            if self.faces is not None:
+                array = self.preprocessor.align(decoded.image, scaled(self.faces[row], decoded.scale))
+            else:
+                array = self.preprocessor(decoded.image)
+                if self.locates_faces:
+                    array = scaled(array, 1.0 / decoded.scale)
+        except Unreadable:
+            return row, self._placeholder(), int(Status.UNREADABLE)
+        except ImageTooLarge:
+            return row, self._placeholder(), int(Status.TOO_LARGE)
         except NoFaceFound:
             return row, self._placeholder(), int(Status.NO_FACE)
         if array.shape != self.input_shape or array.dtype != self.input_dtype:

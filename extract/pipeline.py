@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from extract.backbones import Backbone, load_backbone
+from extract.backbones import Backbone, NoFaceFound, load_backbone
+from extract.faces import ImageTooLarge, Unreadable, decode, scaled
 from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
-                            unit_batches)
+                            unit_batches, worker_init)
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class RunStats:
         if not self.rows:
             return f"{backbone}: nothing left to embed"
         invalid = ", ".join(f"{self.status[s.name]} {s.name.lower().replace('_', ' ')}"
-                            for s in (Status.UNREADABLE, Status.NO_FACE))
+                            for s in (Status.UNREADABLE, Status.NO_FACE, Status.TOO_LARGE))
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
         examples = f" (first invalid: {', '.join(self.invalid_examples)})" if self.invalid_examples else ""
         return (f"{backbone}: {self.rows} rows in {self.units} units, {self.status[Status.OK.name]} valid, "
@@ -230,8 +231,10 @@ class BackgroundSink:
 # -- the loop -------------------------------------------------------------------------------------
 def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[str],
                   units: Sequence[int], *, batch_size: int = 64, workers: int | None = None,
-                  progress: bool = True) -> RunStats:
+                  progress: bool = True, faces: tuple[np.ndarray, np.ndarray] | None = None) -> RunStats:
     """Embed the rows of `units` (in unit order) with `backbone` and write them through `writer`.
+
+    faces: (face rows, status) of every row from the run's detection pass, for a face backbone.
 
     Raises `ExtractionInterrupted` on Ctrl-C after shutting the reader workers down; every unit
     written before that stays done.
@@ -240,8 +243,9 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     if not units:
         return RunStats()
     spans = [writer.unit_rows(u) for u in units]
+    face_rows, face_status = faces if faces is not None else (None, None)
     reader = ImageRows(paths, backbone.preprocessor, input_shape=backbone.input_shape,
-                       input_dtype=backbone.input_dtype)
+                       input_dtype=backbone.input_dtype, faces=face_rows, face_status=face_status)
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
     loader = make_loader(reader, unit_batches(spans, batch_size),
                          workers=default_workers(gpu=pin) if workers is None else workers, pin_memory=pin)
@@ -302,30 +306,114 @@ def _shutdown(batches) -> None:
 
 
 # -- store-less embedding -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaceRows:
+    """Per-face results of `embed_faces`: one row per face found (all faces, or the largest), and one
+    row with the reason for an image without a usable face (status not OK, NaN box and embeddings).
+
+    image: (K,) int64 index into the paths; box: (K, 4) float32 x, y, w, h in original-image pixels
+    (NaN for backbones without a face detector, or none found); status: (K,) uint8 `Status`;
+    embeddings: backbone name -> (K, dim) float32.
+    """
+
+    image: np.ndarray
+    box: np.ndarray
+    status: np.ndarray
+    embeddings: dict[str, np.ndarray]
+
+
+class _ImageFaces(torch.utils.data.Dataset):
+    """Path i -> [(i, box, status, {backbone: input array})], one tuple per face: decoded and
+    detected once, then cut for every backbone."""
+
+    def __init__(self, paths: Sequence[str], backbones: Sequence[Backbone], *, all_faces: bool):
+        self.paths, self.all_faces = list(paths), all_faces
+        self.preprocessors = {b.name: b.preprocessor for b in backbones}
+        self.detector = next((b.preprocessor.detector for b in backbones if b.uses_faces), None)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> list:
+        no_box = np.full(4, np.nan, dtype=np.float32)
+        try:
+            decoded = decode(self.paths[index])
+        except Unreadable:
+            return [(index, no_box, int(Status.UNREADABLE), {})]
+        except ImageTooLarge:
+            return [(index, no_box, int(Status.TOO_LARGE), {})]
+        try:  # backbones that take the whole image (and may have their own aligner)
+            whole = {name: p(decoded.image) for name, p in self.preprocessors.items() if not hasattr(p, "align")}
+        except NoFaceFound:
+            return [(index, no_box, int(Status.NO_FACE), {})]
+        if self.detector is None:
+            return [(index, no_box, int(Status.OK), whole)]
+        faces = self.detector.faces(decoded.image)
+        if not len(faces):
+            return [(index, no_box, int(Status.NO_FACE), {})]
+        return [(index, scaled(face, 1.0 / decoded.scale)[:4], int(Status.OK),
+                 {**whole, **{name: p.align(decoded.image, face) for name, p in self.preprocessors.items()
+                              if hasattr(p, "align")}})
+                for face in (faces if self.all_faces else faces[:1])]
+
+
+def _flatten(items: list[list]) -> list:
+    return [face for image in items for face in image]
+
+
+def embed_faces(paths: Sequence[str], backbones: Sequence[Backbone], *, all_faces: bool = False,
+                batch_size: int = 32, workers: int | None = None) -> FaceRows:
+    """Embed image files without a store, with loaded `backbones`: one face detection per image serves
+    every backbone (the largest face, or each face with `all_faces`).
+
+    workers: decoding/detection processes (None = `default_workers`; 0 = this process).
+    """
+    paths = [str(p) for p in paths]
+    gpu = any(b.uses_torch_device and b.device.type == "cuda" for b in backbones)
+    loader = torch.utils.data.DataLoader(
+        _ImageFaces(paths, backbones, all_faces=all_faces),
+        batch_sampler=unit_batches([(0, len(paths))], batch_size), collate_fn=_flatten,
+        num_workers=default_workers(gpu=gpu) if workers is None else workers,
+        **({"worker_init_fn": worker_init, "prefetch_factor": 4} if (workers is None or workers) else {}))
+    image, box, status, parts = [], [], [], {b.name: [] for b in backbones}
+    for faces in start_workers(loader):
+        codes = np.array([face[2] for face in faces], dtype=np.uint8)
+        image += [face[0] for face in faces]
+        box += [face[1] for face in faces]
+        status.append(codes)
+        for backbone in backbones:
+            parts[backbone.name].append(_embed_faces_of(backbone, faces, codes))
+    if not paths:
+        return FaceRows(np.empty(0, np.int64), np.empty((0, 4), np.float32), np.empty(0, np.uint8),
+                        {b.name: np.empty((0, b.dim), np.float32) for b in backbones})
+    return FaceRows(np.asarray(image, dtype=np.int64), np.stack(box).astype(np.float32),
+                    np.concatenate(status), {name: np.concatenate(rows) for name, rows in parts.items()})
+
+
+def _embed_faces_of(backbone: Backbone, faces: list, codes: np.ndarray) -> np.ndarray:
+    placeholder = np.zeros(backbone.input_shape, dtype=backbone.input_dtype)
+    batch = np.stack([face[3].get(backbone.name, placeholder) for face in faces])
+    return embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes))
+
+
 def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = None,
-                device: str = "auto", batch_size: int = 32, workers: int | None = 0,
-                precision: str = "fp32", expect_weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                device: str = "auto", batch_size: int = 32, workers: int | None = None,
+                precision: str = "fp32", expect_weights: str | None = None,
+                tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
 
-    workers: DataLoader workers (0 decodes in this process; None = `default_workers`: min(4, CPUs),
-    or half the CPUs when the model runs on a GPU). expect_weights: the weights identity the caller
-    needs ("sha256:..." or "random"); a backbone loaded with other weights raises ValueError.
+    The same face front end as extract (largest face). workers: DataLoader workers (None =
+    `default_workers`: min(4, CPUs), or half the CPUs when the model runs on a GPU; 0 decodes in this
+    process). expect_weights: the weights identity the caller needs ("sha256:..." or "random"); a
+    backbone loaded with other weights raises ValueError. tta: as recorded in the store ("none", "flip").
     """
     paths = [str(p) for p in paths]
     quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
-    model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision)
+    model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision,
+                          tta=tta)
     if expect_weights is not None and model.metadata["weights"] != expect_weights:
         raise ValueError(f"{backbone} loaded weights {model.metadata['weights'][:19]}..., not the "
                          f"{expect_weights[:19]}... the caller needs")
-    reader = ImageRows(paths, model.preprocessor, input_shape=model.input_shape,
-                       input_dtype=model.input_dtype)
-    embeddings = np.full((len(paths), model.dim), np.nan, dtype=np.float32)
-    status = np.zeros(len(paths), dtype=np.uint8)
-    pin = model.uses_torch_device and model.device.type == "cuda"
-    loader = make_loader(reader, unit_batches([(0, len(paths))], batch_size),
-                         workers=default_workers(gpu=pin) if workers is None else workers, pin_memory=pin)
-    for rows, batch, batch_status in start_workers(loader):
-        embeddings[rows.numpy()] = embed_batch(model, batch, batch_status)
-        status[rows.numpy()] = batch_status.numpy()
-    assert (status != Status.PENDING).all(), "every path must have been read"
-    return embeddings, status
+    rows = embed_faces(paths, [model], batch_size=batch_size, workers=workers)
+    assert np.array_equal(rows.image, np.arange(len(paths))), "one row per path"
+    return rows.embeddings[model.name], rows.status

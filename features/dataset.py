@@ -43,6 +43,10 @@ class Dataset:
     gender: int8, 1 male / 0 female. split: int8 codes of `SPLITS` (0 train, 1 val, 2 test).
     attributes: name -> (N,) integer array (CelebA attributes as 1/0, identity; UTKFace age, race).
     split_seed: the seed of a generated split, None for an official one.
+    images: which image release the paths point at when a dataset has several (CelebA:
+    "img_align_celeba" or "img_celeba"); alignment: where the faces are, {"kind": "wild"} (detect
+    them) or an aligned release's known landmarks ({"kind", "size", "landmarks"}); both are recorded
+    in the store's dataset info.
     """
 
     name: str
@@ -53,6 +57,8 @@ class Dataset:
     split: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     split_seed: int | None = None
+    images: str | None = None
+    alignment: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -78,4 +84,8 @@ class Dataset:
         digest.update("\n".join(map(str, self.ids)).encode())
         digest.update(np.ascontiguousarray(self.gender, dtype=np.int8).tobytes())
         digest.update(np.ascontiguousarray(self.split, dtype=np.int8).tobytes())
+        if self.images not in (None, "img_align_celeba"):
+            # another release of the same ids (CelebA's in-the-wild photos) is another dataset; the
+            # aligned release adds nothing, so stores made before this field keep their fingerprint
+            digest.update(f"images={self.images}".encode())
         return digest.hexdigest()

@@ -3,7 +3,9 @@
 One Zarr v3 group per dataset. Schema, version 1 (`schema_version` in the root attributes):
 
     /                         attrs: schema_version, kind="face-gender-features", dataset {name, root,
-                                     fingerprint, n_rows, split_seed}, created, library_versions
+                                     fingerprint, n_rows, split_seed, images (release folder, e.g.
+                                     img_celeba), alignment {kind: wild | celeba_aligned, size,
+                                     landmarks}}, created, library_versions
     /table/ids                (N,) string     image id (CelebA file name, UTKFace/folder relative path)
     /table/gender             (N,) int8       1 male, 0 female
     /table/split              (N,) int8       0 train, 1 val, 2 test
@@ -14,7 +16,10 @@ One Zarr v3 group per dataset. Schema, version 1 (`schema_version` in the root a
     /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D), uncompressed (float
                                   embeddings barely compress; raw chunks read fastest); NaN in invalid rows
     /backbones/<name>/status      (N,) uint8 `Status`: PENDING until written, then OK or the reason a row
-                                  is invalid (UNREADABLE image, NO_FACE found by the aligner)
+                                  is invalid (UNREADABLE image, NO_FACE found by the aligner,
+                                  TOO_LARGE: over the decoder's pixel limit)
+    /backbones/_faces/        the face detection pass (same arrays; metadata role "faces", detector,
+                              thresholds, alignment): every face backbone warps from these rows
     /backbones/<name>/done        (n_units,) bool, one chunk per unit: the completion markers
 
 Row i of every array is image `ids[i]`. A *unit* is the rows [u * unit_rows, (u + 1) * unit_rows): exactly
@@ -42,6 +47,9 @@ from features.dataset import Dataset, split_code
 SCHEMA_VERSION = 1
 STORE_KIND = "face-gender-features"
 DEFAULT_UNIT_ROWS = 1024
+# Reserved entry under /backbones holding one face detection per image (box, 5 landmarks, score,
+# source; metadata role "faces"), written unit by unit like a backbone; `backbones()` leaves it out.
+FACES = "_faces"
 READ_BLOCK_BYTES = 64 << 20  # rows read per call: several chunks decode concurrently, memory stays bounded
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,7 @@ class Status(enum.IntEnum):
     OK = 1
     UNREADABLE = 2
     NO_FACE = 3
+    TOO_LARGE = 4  # more pixels than the face front end's hard limit
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,19 @@ class FeatureStore:
 
     # -- backbones -------------------------------------------------------------------------------------
     def backbones(self) -> list[str]:
+        """The embedding backbones (the reserved faces entry is not one)."""
+        return [name for name in self._entries() if name != FACES]
+
+    def _entries(self) -> list[str]:
         return sorted(name for name, _ in self._group["backbones"].groups())
+
+    def faces(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The detection pass (FACES entry, written like a backbone): ((N, D) face rows, (N,) status),
+        or None when the store has none. Layout of a row: `extract.faces` (box, landmarks, score, source)."""
+        if FACES not in self._entries():
+            return None
+        group = self._group["backbones"][FACES]
+        return group["embeddings"][:], group["status"][:]
 
     def add_backbone(self, name: str, *, dim: int, dtype: str = "float32",
                      unit_rows: int = DEFAULT_UNIT_ROWS, metadata: dict) -> BackboneWriter:
@@ -187,7 +208,7 @@ class FeatureStore:
             raise ValueError("backbone metadata must say which weights made it ('random' or 'sha256:...')")
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise ValueError(f"embedding dtype must be float32 or float16, not {dtype!r}")
-        if name in self.backbones():
+        if name in self._entries():
             self._check_same_backbone(name, dim=dim, dtype=dtype, metadata=metadata)
             return self.backbone_writer(name)
         _create_backbone(self._group["backbones"], name, n_rows=self.n_rows, dim=dim, dtype=dtype,
@@ -219,7 +240,7 @@ class FeatureStore:
         return self._backbone_group(name)["status"][:]
 
     def _backbone_group(self, name: str) -> zarr.Group:
-        if name not in self.backbones():
+        if name not in self._entries():
             held = ", ".join(self.backbones()) or "none"
             raise StoreError(f"{self.path} has no backbone {name!r}; it holds: {held}")
         return self._group["backbones"][name]
@@ -309,7 +330,8 @@ def _write_table(group: zarr.Group, dataset: Dataset) -> None:
         "kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": _now(),
         "library_versions": _library_versions(),
         "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
-                    "n_rows": n, "split_seed": dataset.split_seed},
+                    "n_rows": n, "split_seed": dataset.split_seed, "images": dataset.images,
+                    "alignment": dataset.alignment or {"kind": "wild"}},
     })
     table = group.create_group("table")
     # variable-length UTF-8 strings: the Zarr v3 string type with a specification

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from extract.faces import DETECTOR_FILE, SCORE_THRESHOLD, FaceDetector, FaceTemplate, landmarks_of
+
 _INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
@@ -141,3 +143,81 @@ class FixedFaceCrop:
             "layout": "uint8 HWC crop in the workers; standardised to float on the model's device",
             "aligner": None,
         }
+
+
+@dataclass(frozen=True)
+class AlignedCrop:
+    """A face backbone's input from one face row: the image warped so the 5 landmarks land on
+    ``template`` (`extract.faces.FaceTemplate`), in RGB (or BGR for OpenCV nets), uint8; the
+    normalisation (x / 255 - mean) / std (mean, std in [0, 1] units) runs on the model's device."""
+
+    template: FaceTemplate
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rgb: bool = True
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (self.template.size, self.template.size, 3)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel on 0..255 values."""
+        return tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std)
+
+    def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        chip = self.template.warp(image, landmarks_of(face))
+        return np.ascontiguousarray(cv2.cvtColor(chip, cv2.COLOR_BGR2RGB) if self.rgb else chip)
+
+    def describe(self) -> dict:
+        return {"colour_order": "RGB (converted from cv2's BGR)" if self.rgb else "BGR",
+                "face_template": self.template.describe(), "scale": "1/255", "mean_rgb": list(self.mean),
+                "std_rgb": list(self.std),
+                "layout": "uint8 HWC chip in the workers; normalised to float on the model's device"}
+
+
+class FacePreprocessor:
+    """Picklable preprocessor of a face backbone.
+
+    ``preprocessor(image)``: detect (YuNet, largest face) then align, for a lone image;
+    ``preprocessor.align(image, face)``: align from a face row already found (the extract run's one
+    detection per image, in the coordinates of ``image``). The detector is made lazily per process.
+    """
+
+    def __init__(self, aligner, *, detector: FaceDetector | None = None) -> None:
+        self.aligner = aligner
+        self._detector = detector
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector()
+        return self._detector
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        check_bgr(image)
+        return self.aligner(image, self.detector.largest(image))
+
+    def align(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        check_bgr(image)
+        return self.aligner(image, face)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.aligner.normalisation()
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.aligner.output_shape
+
+    def with_flip(self) -> FacePreprocessor | None:
+        """The same preprocessor averaging over a mirrored chip when the aligner computes the
+        embedding itself (dlib), else None (the embed step then averages)."""
+        flipped = getattr(self.aligner, "with_flip", None)
+        return FacePreprocessor(flipped(), detector=self._detector) if flipped else None
+
+    def describe(self) -> dict:
+        return {"face_detection": "one YuNet detection per image (see the store's faces entry; "
+                f"alone: {DETECTOR_FILE}, score >= {SCORE_THRESHOLD}, largest face)",
+                **self.aligner.describe()}

@@ -8,24 +8,23 @@ raise ``ValueError`` listing the valid ones).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from extract.faces import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+TTAS = ("none", "flip")
 
 
 class WeightsUnavailable(RuntimeError):
     """Pre-trained weights are not on disk and could not be fetched; the message says which file
     to put where, or to pass ``--weights PATH``."""
-
-
-class NoFaceFound(Exception):
-    """Raised by a preprocessor when its face aligner finds no face in the image."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,39 @@ class Backbone:
     # and the frozen torch module (None for OpenCV-DNN / dlib nets).
     input_dtype: str = "float32"
     module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def uses_faces(self) -> bool:
+        """Whether the input is cut from a detected face (`extract.faces`): then the extract run's
+        one detection per image feeds ``preprocessor.align(image, face)``."""
+        return callable(getattr(self.preprocessor, "align", None))
+
+
+class FlipAveraged:
+    """embed of a batch of HWC chips averaged with embed of their mirror images (``--tta flip``)."""
+
+    def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.embed = embed
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return (self.embed(batch) + self.embed(batch.flip(2))) / 2
+
+
+def with_tta(backbone: Backbone, tta: str) -> Backbone:
+    """The backbone with test-time augmentation ``tta`` ("none" or "flip"), recorded in its metadata."""
+    if tta not in TTAS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTAS)}")
+    metadata = {**backbone.metadata, "tta": tta}
+    if tta == "none":
+        return replace(backbone, metadata=metadata)
+    flipped = getattr(backbone.preprocessor, "with_flip", lambda: None)()
+    if flipped is not None:  # the embedding is computed in the preprocessor (dlib)
+        return replace(backbone, preprocessor=flipped,
+                       metadata={**metadata, "preprocessing": flipped.describe()})
+    if len(backbone.input_shape) != 3 or backbone.input_shape[2] != 3:
+        raise ValueError(f"backbone {backbone.name!r} takes {backbone.input_shape} inputs, not HxWx3 "
+                         "images: it cannot average over mirrored inputs (--tta flip)")
+    return replace(backbone, embed=FlipAveraged(backbone.embed), metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -122,17 +154,19 @@ def load_backbone(
     weights: str | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    tta: str = "none",
 ) -> Backbone:
     """Build backbone ``name``, frozen and in eval mode.
 
     ``weights``: None = the default pre-trained weights, "random" = seeded random init (torch
     backbones only), otherwise a path to a local weight file. ``precision``: fp32, bf16 or fp16
-    (half precisions are applied with autocast on CUDA only).
+    (half precisions are applied with autocast on CUDA only). ``tta``: "none", or "flip" to average
+    the embeddings of the face and its mirror image (recorded as metadata "tta").
     """
     entry = _entry(name)
     torch_device = _check_device(device)
     precision = _check_precision(precision, torch_device)
-    backbone = entry.factory(weights=weights, device=torch_device, precision=precision)
+    backbone = with_tta(entry.factory(weights=weights, device=torch_device, precision=precision), tta)
     log.info("loaded backbone %s (%s) on %s", name, backbone.metadata.get("weights"),
              backbone.device)
     return backbone

@@ -66,6 +66,7 @@ def torch_backbone(
     precision: str,
     weights_meta: dict,
     extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless"),
+    normalisation: str = "none",
 ) -> Backbone:
     """Freeze ``module`` and wrap it with its preprocessor and metadata into a `Backbone`."""
     module = freeze(module, device)
@@ -77,6 +78,7 @@ def torch_backbone(
         "input_shape": list(input_shape),
         "dim": dim,
         "precision": precision,
+        "normalisation": normalisation,  # hint for classify: "l2" for face-recognition embeddings
         "library_versions": library_versions(*extra_versions),
     }
     return Backbone(

@@ -1,11 +1,11 @@
 """dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat`` from pip package
 face-recognition-models, run by dlib-bin): 128-d.
 
-Alignment as dlib's own examples and the face_recognition package: HOG frontal face detector (no
-upsampling first, one upsampling when that finds nothing: aligned faces are large, and upsampling
-costs 5x), the largest face, ``shape_predictor_5_face_landmarks``, then
-``dlib.get_face_chip(rgb, shape, size=150, padding=0.25)``, an RGB uint8 chip, and
-``compute_face_descriptor(chip)``.
+Alignment: the face front end's YuNet box (`extract.faces`, one detection per image shared by every
+backbone) stands in for dlib's HOG detector, whose pass cost most of the time: the box is converted to
+the box HOG would give (DLIB_BOX, calibrated on CelebA by scripts/calibrate_faces.py), then
+``shape_predictor_5_face_landmarks`` (trained on HOG boxes), ``dlib.get_face_chip(rgb, shape,
+size=150, padding=0.25)``, an RGB uint8 chip, and ``compute_face_descriptor(chip)``.
 
 The whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net holds
 the GIL and runs on one thread, so in the main process it would use one core however many there
@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from ._image import check_bgr
-from ._registry import Backbone, NoFaceFound, register
+from ._image import FacePreprocessor
+from ._registry import Backbone, register
 from ._weights import (check_packaged_load, package_file_available, package_model_file,
                        packaged_metadata)
 
@@ -31,22 +31,32 @@ RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP = 150
 PADDING = 0.25
-UPSAMPLES = (0, 1)  # tried in turn until a face is found
+# HOG box relative to YuNet's (x, y, w, h): centre shifted by (dx * w, dy * h), size (sw * w, sh * h).
+# Medians over 296 CelebA aligned images (MAD 0.03-0.06): scripts/calibrate_faces.py.
+DLIB_BOX = {"dx": -0.0142, "dy": 0.0646, "sw": 1.0406, "sh": 0.7717}
+
+
+def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the box dlib's HOG detector would give for a YuNet face row."""
+    x, y, w, h = (float(v) for v in face[:4])
+    cx, cy = x + w / 2 + DLIB_BOX["dx"] * w, y + h / 2 + DLIB_BOX["dy"] * h
+    half_w, half_h = DLIB_BOX["sw"] * w / 2, DLIB_BOX["sh"] * h / 2
+    return round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h)
 
 
 class DlibFaceNet:
-    """Picklable preprocessor: BGR image -> 128-d float32 descriptor, or NoFaceFound.
+    """Picklable aligner of a `FacePreprocessor`: (BGR image, face row) -> 128-d float32 descriptor.
 
-    The detector, shape predictor and recognition net are created lazily in each process and never
-    pickled.
+    The shape predictor and recognition net are created lazily in each process and never pickled.
+    ``flip``: average the descriptors of the chip and its mirror image (``--tta flip``).
     """
 
-    def __init__(self, recognizer_path: str, landmarks_path: str, *,
-                 upsamples: tuple[int, ...] = UPSAMPLES) -> None:
+    def __init__(self, recognizer_path: str, landmarks_path: str, *, flip: bool = False) -> None:
         self.recognizer_path = recognizer_path
         self.landmarks_path = landmarks_path
-        self.upsamples = upsamples
+        self.flip = flip
         self._models = None
+        self.output_shape = (128,)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_models": None}
@@ -55,40 +65,39 @@ class DlibFaceNet:
         import dlib
 
         if self._models is None:
-            self._models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(self.landmarks_path),
+            self._models = (dlib.shape_predictor(self.landmarks_path),
                             dlib.face_recognition_model_v1(self.recognizer_path))
         return self._models
 
-    def chip(self, image: np.ndarray) -> np.ndarray:
-        """The aligned 150x150x3 RGB uint8 face chip of the largest face."""
+    def chip(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """The aligned 150x150x3 RGB uint8 face chip of the face."""
         import dlib
 
-        check_bgr(image)
-        detector, predictor, _ = self._load()
+        predictor, _ = self._load()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # dlib's nets were trained on RGB
-        for upsample in self.upsamples:
-            boxes = detector(rgb, upsample)
-            if len(boxes):
-                break
-        else:
-            raise NoFaceFound(f"dlib HOG detector found no face (upsample {self.upsamples})")
-        box = max(boxes, key=lambda rect: rect.area())
-        return dlib.get_face_chip(rgb, predictor(rgb, box), size=CHIP, padding=PADDING)
+        return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=CHIP,
+                                  padding=PADDING)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        chip = self.chip(image)
-        descriptor = self._load()[2].compute_face_descriptor(chip)
-        return np.asarray(descriptor, dtype=np.float32)
+    def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        chip = self.chip(image, face)
+        net = self._load()[1]
+        descriptor = np.asarray(net.compute_face_descriptor(chip), dtype=np.float32)
+        if self.flip:
+            mirrored = np.ascontiguousarray(chip[:, ::-1])
+            descriptor = (descriptor + np.asarray(net.compute_face_descriptor(mirrored), dtype=np.float32)) / 2
+        return descriptor
+
+    def with_flip(self) -> DlibFaceNet:
+        return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
 
     def describe(self) -> dict:
         return {
             "colour_order": "RGB (converted from cv2's BGR)",
-            "aligner": f"dlib.get_frontal_face_detector (HOG, upsample {self.upsamples[0]}, then "
-            f"{self.upsamples[1:]} if no face), largest face, {Path(self.landmarks_path).name}, "
-            f"dlib.get_face_chip(size={CHIP}, padding={PADDING})",
+            "aligner": f"YuNet face box -> dlib HOG-style box (DLIB_BOX {DLIB_BOX}), "
+            f"{Path(self.landmarks_path).name}, dlib.get_face_chip(size={CHIP}, padding={PADDING})",
             "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
             "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
-            "run in the reader workers",
+            "run in the reader workers" + (", averaged with the mirrored chip's" if self.flip else ""),
         }
 
 
@@ -108,12 +117,13 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
     check_packaged_load("dlib_resnet", "dlib", weights=weights, device=device, precision=precision)
     recognizer = Path(weights) if weights is not None else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE)
     landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
-    net = DlibFaceNet(str(recognizer), str(landmarks))
+    preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(
-        name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=net, embed=pass_through,
+        name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=preprocessor, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False,
-        metadata=packaged_metadata(recognizer=recognizer, aligner=landmarks, preprocessing=net.describe(),
-                                   input_shape=(128,), packages=("dlib-bin", "face-recognition-models",
-                                                                 "opencv-python-headless")),
+        metadata={**packaged_metadata(recognizer=recognizer, aligner=landmarks,
+                                      preprocessing=preprocessor.describe(), input_shape=(128,),
+                                      packages=("dlib-bin", "face-recognition-models", "opencv-python-headless")),
+                  "normalisation": "l2"},
         input_dtype="float32",
     )

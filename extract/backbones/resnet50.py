@@ -6,17 +6,18 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
-from ._image import ResizeCropNormalize
+from extract.faces import FaceTemplate
+
+from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._torchvision import cached_file_available, resolve_state_dict
 from ._weights import load_into
 
 DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
-# Matches DEFAULT_WEIGHTS.transforms(): resize 232, crop 224, ImageNet mean/std, bilinear.
-PREPROCESS = ResizeCropNormalize(
-    resize=232, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-)
+# The aligned face (margin 0.25, as efficientnet_lite0) at 224, ImageNet mean/std as DEFAULT_WEIGHTS.
+PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(224, margin=0.25), mean=(0.485, 0.456, 0.406),
+                                          std=(0.229, 0.224, 0.225)))
 
 
 def build(weights: str | None) -> tuple[nn.Module, dict]:

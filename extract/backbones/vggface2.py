@@ -4,7 +4,7 @@ Weights: ``20180402-114759-vggface2.pt`` (facenet-pytorch's state-dict format), 
 ``$TORCH_HOME/checkpoints/`` (where facenet-pytorch caches it), downloaded there when online, or
 given with ``--weights PATH``. Its ``logits.*`` entries (VGGFace2 identity classifier) are dropped;
 every other key must match exactly. The embedding is facenet-pytorch's ``classify=False`` output:
-last_linear -> last_bn -> L2 normalisation.
+last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.faces`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._image import FixedFaceCrop
+from extract.faces import FaceTemplate
+
+from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import build_random, random_meta, torch_backbone
 from ._weights import fetch_cached, load_into, load_state_dict, torch_home, weights_identity
@@ -23,7 +25,10 @@ from .inception_resnet_v1 import InceptionResnetV1
 WEIGHTS_FILE = "20180402-114759-vggface2.pt"
 WEIGHTS_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{WEIGHTS_FILE}"
 CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
-PREPROCESS = FixedFaceCrop()
+# The aligned face at 160 with a small margin (0.05: close to facenet's MTCNN box crops),
+# standardised as facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128.
+PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(160, margin=0.05), mean=(127.5 / 255,) * 3,
+                                          std=(128 / 255,) * 3))
 
 
 def weights_dir() -> Path:
@@ -66,5 +71,5 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
     return torch_backbone(
         name="vggface2", module=model, dim=512, preprocessor=PREPROCESS,
         device=device, precision=precision, weights_meta=meta,
-        extra_versions=("opencv-python-headless",),
+        extra_versions=("opencv-python-headless",), normalisation="l2",
     )

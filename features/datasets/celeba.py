@@ -7,6 +7,10 @@ Three on-disk layouts are recognised, tried in this order:
   `Eval/list_eval_partition.txt`, optional `Anno/identity_CelebA.txt`;
 - csv (the Kaggle copy): `list_attr_celeba.csv`, `list_eval_partition.csv`, optional
   `identity_CelebA.csv`, images in `img_align_celeba/` (Kaggle nests it once more inside itself).
+Images: the aligned release `img_align_celeba/` (178x218, faces at a known place, recorded as alignment
+"celeba_aligned"), or else the in-the-wild originals `img_celeba/` (un-cropped photos, same file names,
+alignment "wild": the extractor detects the face); where a layout puts `img_align_celeba`, `img_celeba`
+is looked for. The release used is recorded in the store (dataset info `images`).
 Rows come in the partition file's order. Attributes are stored 1/0 by name (`Male` included),
 plus `identity` (int32) when the identity file is there.
 """
@@ -26,6 +30,8 @@ __all__ = ["LAYOUTS", "CelebaLayout", "find_layout", "load_celeba", "read_attrib
            "read_identity_file", "read_male_partition_csv", "read_partition_file"]
 
 IMAGE_FOLDER = "img_align_celeba"
+WILD_IMAGE_FOLDER = "img_celeba"
+ALIGNMENTS = {IMAGE_FOLDER: {"kind": "celeba_aligned", "size": [178, 218]}, WILD_IMAGE_FOLDER: {"kind": "wild"}}
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ def load_celeba(root, *, seed: int = 0) -> Dataset:
     images = image_folder(root, layout)
     require_files(images, ids)
     return Dataset(name="celeba", root=str(root), ids=ids, paths=absolute_paths(images, ids),
-                   gender=attributes["Male"].copy(), split=split, attributes=attributes)
+                   gender=attributes["Male"].copy(), split=split, attributes=attributes,
+                   images=images.name, alignment=dict(ALIGNMENTS[images.name]))
 
 
 def find_layout(root: Path) -> CelebaLayout:
@@ -79,13 +86,16 @@ def find_layout(root: Path) -> CelebaLayout:
 
 
 def image_folder(root: Path, layout: CelebaLayout) -> Path:
-    """The layout's image folder, descending into Kaggle's doubled `img_align_celeba/img_align_celeba`."""
-    folder = root / layout.images
-    if (folder / IMAGE_FOLDER).is_dir():
-        folder = folder / IMAGE_FOLDER
-    if not folder.is_dir():
-        raise DatasetError(f"CelebA image folder {folder} does not exist ({layout.name} layout)")
-    return folder
+    """The layout's image folder (aligned release first, else `img_celeba` in its place), descending
+    into Kaggle's doubled `img_align_celeba/img_align_celeba`."""
+    aligned = root / layout.images
+    for folder in (aligned, aligned.with_name(WILD_IMAGE_FOLDER)):
+        if (folder / folder.name).is_dir():
+            folder = folder / folder.name
+        if folder.is_dir():
+            return folder
+    raise DatasetError(f"CelebA image folder {aligned} does not exist ({layout.name} layout; nor does "
+                       f"{aligned.with_name(WILD_IMAGE_FOLDER).name}, the in-the-wild release, beside it)")
 
 
 def align_ids(reference: np.ndarray, ids: np.ndarray, reference_path: Path, path: Path) -> np.ndarray:
