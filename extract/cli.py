@@ -2,6 +2,7 @@
 
     python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
     python -m extract list                      # registered backbones, dims, offline weights
+    python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Rerunning the same command resumes: units already marked done in the store are skipped. Exit codes:
@@ -11,6 +12,7 @@ are kept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -19,13 +21,13 @@ from typing import Sequence
 
 import numpy as np
 
-from extract import distributed
+from extract import distributed, verify
 from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, describe_backbones,
                                load_backbone)
 from extract.images import quiet_opencv
 from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, resolve_device
 from features.dataset import Dataset, DatasetError
-from features.store import FeatureStore, StoreError
+from features.store import FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only N images: the first of each split, in proportion to its size and at "
                         "least one per split (a quick try; the store holds that smaller table)")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated splits")
+    parser.add_argument("--wait-lock", action="store_true", help="when another process is writing a "
+                        "backbone into this store, wait for it (default: stop with a message)")
     _add_common(parser)
     return parser
 
@@ -81,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["list"]:
             return list_backbones(_parse(_list_parser(), argv[1:]))
+        if argv[:1] == ["verify"]:
+            return verify.main(argv[1:])
         return extract(_parse(build_parser(), argv), ranks)
     except _ParseExit as stop:
         return stop.code
@@ -238,9 +244,12 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", args.store, store.dataset_name, store.n_rows)
         for name in args.backbones:
-            backbone = load_backbone(name, weights=weights.get(name), device=device,
-                                     precision=args.precision)
-            code = _extract_backbone(store, backbone, paths, args, ranks)
+            # one writer per backbone; torchrun ranks write disjoint units and take no lock
+            with contextlib.nullcontext() if ranks.distributed else \
+                    writer_lock(args.store, name, wait=args.wait_lock):
+                backbone = load_backbone(name, weights=weights.get(name), device=device,
+                                         precision=args.precision)
+                code = _extract_backbone(store, backbone, paths, args, ranks)
             if code != EXIT_OK:
                 return code
     return EXIT_OK
