@@ -12,10 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import features.store
@@ -80,17 +82,34 @@ def contents(path: Path) -> dict:
     return held
 
 
-def killed_run(command: list[str], point: str) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the forked children: OpenMP thread teams do not survive a fork, and
+    one thread makes every run's embeddings bitwise equal (the subprocess runs with OMP_NUM_THREADS=1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def killed_run(command: list[str], point: str, *, timeout: float = 60) -> None:
     """Run `main(command)` in a forked child that SIGKILLs itself at `point`."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
-        os.environ[CRASH_HOOK] = point
+        code = 99
         try:
+            os.environ[CRASH_HOOK] = point
             code = main(command)
         finally:
-            os._exit(99)
-        os._exit(code)  # pragma: no cover
-    _, status = os.waitpid(pid, 0)
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the run to be killed at {point} hung")
+        time.sleep(0.02)
+    status = waited[1]
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed at {point}"
 
 
