@@ -2,6 +2,7 @@
 
     python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
     python -m extract list                      # registered backbones, dims, offline weights
+    python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Rerunning the same command resumes: units already marked done in the store are skipped. Exit codes:
@@ -11,6 +12,7 @@ are kept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -20,13 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
-from extract import distributed
+from extract import distributed, verify
 from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, describe_backbones,
                                load_backbone)
 from extract.images import quiet_opencv
 from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, resolve_device
 from features.dataset import Dataset, DatasetError
-from features.store import FACES, FeatureStore, StoreError
+from features.store import FACES, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", default="none", choices=("none", "flip"),
                         help="test-time augmentation: flip averages the embeddings of each face and its "
                         "mirror image (recorded in the store)")
+    parser.add_argument("--wait-lock", action="store_true", help="when another process is writing a "
+                        "backbone into this store, wait for it (default: stop with a message)")
     _add_common(parser)
     return parser
 
@@ -85,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["list"]:
             return list_backbones(_parse(_list_parser(), argv[1:]))
+        if argv[:1] == ["verify"]:
+            return verify.main(argv[1:])
         return extract(_parse(build_parser(), argv), ranks)
     except _ParseExit as stop:
         return stop.code
@@ -246,11 +252,13 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
             backbone = load_backbone(name, weights=weights.get(name), device=device,
                                      precision=args.precision, tta=args.tta)
             if backbone.uses_faces and faces is None:
-                faces = detect_faces(store, dataset, paths, args, ranks)
+                with _writer_lock(args, ranks, FACES):
+                    faces = detect_faces(store, dataset, paths, args, ranks)
                 if faces is None:
                     return EXIT_INTERRUPTED
-            code = _extract_backbone(store, backbone, paths, args, ranks,
-                                     faces=faces if backbone.uses_faces else None)
+            with _writer_lock(args, ranks, name):
+                code = _extract_backbone(store, backbone, paths, args, ranks,
+                                         faces=faces if backbone.uses_faces else None)
             if code != EXIT_OK:
                 return code
     return EXIT_OK
@@ -273,6 +281,11 @@ def face_pass(dataset: Dataset) -> Backbone:
     return Backbone(name=FACES, dim=FACE_DIM, input_shape=(FACE_DIM,), preprocessor=locator,
                     embed=lambda batch: batch.float(), device=torch.device("cpu"), uses_torch_device=False,
                     metadata=metadata, input_dtype="float32")
+
+
+def _writer_lock(args: argparse.Namespace, ranks: distributed.Ranks, name: str):
+    """One writer per backbone (and per detection pass); torchrun ranks write disjoint units, no lock."""
+    return contextlib.nullcontext() if ranks.distributed else writer_lock(args.store, name, wait=args.wait_lock)
 
 
 def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], args: argparse.Namespace,

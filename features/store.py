@@ -1,50 +1,76 @@
 """The feature store: the one contract between `extract` (writes) and `classify` (reads).
 
-One Zarr v3 group per dataset. Schema, version 1 (`schema_version` in the root attributes):
+One Zarr v3 group per dataset. Schema, version 2 (`schema_version` in the root attributes):
 
-    /                         attrs: schema_version, kind="face-gender-features", dataset {name, root,
-                                     fingerprint, n_rows, split_seed, images (release folder, e.g.
-                                     img_celeba), alignment {kind: wild | celeba_aligned, size,
-                                     landmarks}}, created, library_versions
+    /                         attrs: schema_version, kind="face-gender-features", created, library_versions,
+                                     and last, dataset {name, root, fingerprint, n_rows, split_seed, images
+                                     (release folder, e.g. img_celeba), alignment {kind: wild |
+                                     celeba_aligned, size, landmarks}}
     /table/ids                (N,) string     image id (CelebA file name, UTKFace/folder relative path)
     /table/gender             (N,) int8       1 male, 0 female
     /table/split              (N,) int8       0 train, 1 val, 2 test
     /table/attributes/<name>  (N,) int        per-image attributes and groups (CelebA attributes as 1/0,
                                               identity; UTKFace age and race), for per-group evaluation
-    /backbones/<name>/        attrs: metadata {weights ("random" | "sha256:<hex>"), weights_source,
-                                     preprocessing, library_versions, ...}, dim, dtype, unit_rows, created
-    /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D), uncompressed (float
-                                  embeddings barely compress; raw chunks read fastest); NaN in invalid rows
-    /backbones/<name>/status      (N,) uint8 `Status`: PENDING until written, then OK or the reason a row
-                                  is invalid (UNREADABLE image, NO_FACE found by the aligner,
+    /backbones/<name>/        attrs, written last: name, metadata {weights ("random" | "sha256:<hex>"),
+                                     weights_source, preprocessing, library_versions, ...}, dim, dtype,
+                                     unit_rows, created
+    /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D), no compression (float
+                                  embeddings barely compress) but a crc32c checksum per chunk; NaN in
+                                  invalid rows
+    /backbones/<name>/status      (N,) uint8 `Status`, crc32c: PENDING until written, then OK or the reason
+                                  a row is invalid (UNREADABLE image, NO_FACE found by the aligner,
                                   TOO_LARGE: over the decoder's pixel limit)
+    /backbones/<name>/done        (n_units,) bool, one chunk per unit, crc32c: the completion markers
     /backbones/_faces/        the face detection pass (same arrays; metadata role "faces", detector,
                               thresholds, alignment): every face backbone warps from these rows
-    /backbones/<name>/done        (n_units,) bool, one chunk per unit: the completion markers
 
 Row i of every array is image `ids[i]`. A *unit* is the rows [u * unit_rows, (u + 1) * unit_rows): exactly
 one chunk of `embeddings` and `status`, and one chunk of `done`. A writer writes a unit's rows first and
 its marker last, so an interrupted run leaves only whole units marked, a rerun skips them, and several
 processes (torchrun ranks, machines on an fsspec URL) can write disjoint units of one store without
 touching each other's chunks. Readers refuse a backbone with pending units unless told to allow them.
+
+Creation is crash-safe the same way: every Zarr file is written whole or not at all (zarr writes local
+files through a temporary name and a rename; object stores put whole objects), and the attributes that
+declare a node are written after everything they declare. A root without `dataset`, or a backbone
+group without `dim`, was interrupted while being created: `open_or_create` and `add_backbone` build it
+again, readers do not list it. Only nodes marked as ours (`kind`, or inside our `backbones/`) are rebuilt;
+a foreign folder or file is never touched.
+
+Integrity on read: every chunk carries a crc32c checksum; reads check that rows marked OK are finite and
+that done units have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk;
+`python -m extract verify --store S [--repair]` lists every damaged unit and un-marks them, so rerunning
+the extract command re-embeds exactly those.
+
+Writers on a local store hold a lock per backbone (`filelock`, in the folder `<store>.locks/` beside
+the store; another holds `create.lock` while the store is created), so two extract processes never write
+one backbone at once; torchrun ranks write disjoint units and take no lock.
+
+Version 1 stores (no checksums, creation not crash-safe) are refused with a message to re-extract.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
+import os
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import filelock
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 from zarr.core.buffer.cpu import NDBuffer
 
 from features.dataset import Dataset, split_code
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CRASH_HOOK = "FEATURES_STORE_CRASH_AT"  # tests: SIGKILL this process at a write step (see `_checkpoint`)
 STORE_KIND = "face-gender-features"
 DEFAULT_UNIT_ROWS = 1024
 # Reserved entry under /backbones holding one face detection per image (box, 5 landmarks, score,
@@ -94,11 +120,66 @@ def _location(path) -> str:
     return path.removeprefix("file://") if path.startswith("file://") else path
 
 
+def _is_local(path) -> bool:
+    return "://" not in _location(path)
+
+
+def _checkpoint(step: str) -> None:
+    """A write step passed. Tests set CRASH_HOOK to a step name, or to k for the k-th step of the process,
+    and the process SIGKILLs itself there: the crash-safety tests stop a run at every step that way."""
+    target = os.environ.get(CRASH_HOOK)
+    if not target:
+        return
+    _checkpoint.count = getattr(_checkpoint, "count", 0) + 1
+    if target == step or target == str(_checkpoint.count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _open_group(path, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(_location(path), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
         raise StoreError(f"no feature store at {path} ({type(error).__name__})") from None
+    except (ValueError, TypeError, KeyError) as error:  # zarr.json that is not JSON or not Zarr metadata
+        raise StoreError(f"{path}/zarr.json is not readable Zarr metadata ({type(error).__name__}: "
+                         f"{error}); the store is damaged: move it away and extract into a new store") from None
+
+
+def _refuse_foreign(path) -> None:
+    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it."""
+    if not _is_local(path):
+        return
+    location = Path(_location(path))
+    if location.is_file():
+        raise StoreError(f"--store {path} is an existing file, not a feature store; choose a new path")
+    if location.is_dir() and not (location / "zarr.json").exists() and any(location.iterdir()):
+        raise StoreError(f"--store {path} is an existing folder that is not a Zarr store (no zarr.json); "
+                         "choose a new path (nothing in it was touched)")
+
+
+@contextlib.contextmanager
+def writer_lock(path, name: str, *, wait: bool = False):
+    """Hold the lock that lets one process at a time write `name` (a backbone, or "create") in the local
+    store at `path`; a no-op on fsspec URLs. Not waiting, a held lock is a StoreError saying who holds it."""
+    if not _is_local(path):
+        yield
+        return
+    folder = Path(str(Path(_location(path))).rstrip("/") + ".locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(folder / f"{name}.lock")
+    what = "the store" if name == "create" else f"backbone {name!r}"
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if not wait:
+            raise StoreError(f"another process is writing {what} in {path} (lock {lock.lock_file}); wait "
+                             "for it to finish, or pass --wait-lock to wait for it") from None
+        log.info("another process is writing %s in %s; waiting for it to finish", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class FeatureStore:
@@ -113,10 +194,26 @@ class FeatureStore:
     @classmethod
     def create(cls, path, dataset: Dataset) -> FeatureStore:
         """A new store holding `dataset`'s table. Refuses to overwrite an existing store."""
+        _refuse_foreign(path)
         if _exists(path):
             raise StoreError(f"a store already exists at {path}; open it, or choose another path")
-        group = zarr.open_group(_location(path), mode="w-")
+        return cls._build(path, dataset, mode="w-")
+
+    @classmethod
+    def _build(cls, path, dataset: Dataset, *, mode: str) -> FeatureStore:
+        """The root (marked as ours), the table, then the `dataset` attribute that declares it complete."""
+        if len(dataset) == 0:
+            raise StoreError(f"dataset {dataset.name!r} has no rows; nothing to store")
+        group = zarr.open_group(_location(path), mode=mode, attributes={
+            "kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": _now(),
+            "library_versions": _library_versions()})
+        _checkpoint("store:root")
         _write_table(group, dataset)
+        group.attrs.update({"dataset": {
+            "name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+            "n_rows": len(dataset), "split_seed": dataset.split_seed, "images": dataset.images,
+            "alignment": dataset.alignment or {"kind": "wild"}}})
+        _checkpoint("store:declared")
         return cls(group, str(path))
 
     @classmethod
@@ -124,6 +221,7 @@ class FeatureStore:
         """Open an existing store ("r" or "r+"); `dataset_name` additionally checks which dataset it holds."""
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
+        _refuse_foreign(path)
         store = cls(_open_group(path, mode), str(path))
         if dataset_name is not None and store.dataset_name != dataset_name:
             raise StoreError(f"{path} holds dataset {store.dataset_name!r}, not {dataset_name!r}")
@@ -131,9 +229,15 @@ class FeatureStore:
 
     @classmethod
     def open_or_create(cls, path, dataset: Dataset) -> FeatureStore:
-        """Open the store at `path` for writing if it holds exactly `dataset`, else create it."""
-        if not _exists(path):
-            return cls.create(path, dataset)
+        """Open the store at `path` for writing if it holds exactly `dataset`, else create it (again, when
+        an earlier creation was interrupted)."""
+        with writer_lock(path, "create", wait=True):  # creation takes seconds: waiting is right
+            _refuse_foreign(path)
+            if not _exists(path):
+                return cls._build(path, dataset, mode="w-")
+            if _half_created(path):
+                log.info("%s: its creation was interrupted; creating it again", path)
+                return cls._build(path, dataset, mode="w")
         store = cls.open(path, mode="r+")
         if store.fingerprint != dataset.fingerprint():
             raise StoreError(
@@ -149,7 +253,22 @@ class FeatureStore:
         version = attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema_version {version}; this version of the tool reads "
-                             f"schema_version {SCHEMA_VERSION} only: re-extract into a new store")
+                             f"schema_version {SCHEMA_VERSION} only (checksummed chunks, crash-safe "
+                             "creation): re-extract into a new store")
+        if "dataset" not in attrs:
+            raise StoreError(f"{self.path}: its creation was interrupted (no dataset table declared); rerun "
+                             "the extract command to create it again")
+
+    def _node(self, key: str):
+        """A node of the store; unreadable metadata is a StoreError naming it."""
+        try:
+            return self._group[key]
+        except KeyError:
+            raise StoreError(f"{self.path} has no {key}: the store is damaged; extract into a new "
+                             "store") from None
+        except (ValueError, TypeError) as error:
+            raise StoreError(f"{self.path}/{key}/zarr.json is not readable Zarr metadata "
+                             f"({type(error).__name__}: {error}); the store is damaged") from None
 
     # -- the dataset table -----------------------------------------------------------------------------
     @property
@@ -170,40 +289,62 @@ class FeatureStore:
 
     @property
     def ids(self) -> np.ndarray:
-        return self._group["table/ids"][:].astype(object).astype(str)  # plain fixed-width strings
+        return self._table_array("ids").astype(object).astype(str)  # plain fixed-width strings
 
     @property
     def gender(self) -> np.ndarray:
-        return self._group["table/gender"][:]
+        return self._table_array("gender")
 
     @property
     def split(self) -> np.ndarray:
-        return self._group["table/split"][:]
+        return self._table_array("split")
 
     @property
     def attributes(self) -> dict[str, np.ndarray]:
-        group = self._group["table/attributes"]
-        return {name: array[:] for name, array in sorted(group.arrays())}
+        group = self._node("table/attributes")
+        return {name: self._table_array(f"attributes/{name}") for name, _ in sorted(group.arrays())}
+
+    def _table_array(self, key: str) -> np.ndarray:
+        try:
+            return self._node(f"table/{key}")[:]
+        except StoreError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
+            raise StoreError(f"{self.path}: table/{key} is damaged ({type(error).__name__}: {error}); "
+                             "extract into a new store") from None
 
     # -- backbones -------------------------------------------------------------------------------------
     def backbones(self) -> list[str]:
-        """The embedding backbones (the reserved faces entry is not one)."""
+        """The embedding backbones whose creation finished (the reserved faces entry is not one; an
+        interrupted one is rebuilt by `add_backbone`)."""
         return [name for name in self._entries() if name != FACES]
 
     def _entries(self) -> list[str]:
-        return sorted(name for name, _ in self._group["backbones"].groups())
+        """Every finished entry under /backbones, the faces entry included."""
+        return sorted(name for name, group in self._backbone_groups() if "dim" in group.attrs)
+
+    def _backbone_groups(self) -> list[tuple[str, zarr.Group]]:
+        try:
+            return list(self._node("backbones").groups())
+        except (ValueError, TypeError) as error:
+            raise StoreError(f"{self.path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
+                             f"({type(error).__name__}: {error}); the store is damaged") from None
 
     def faces(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The detection pass (FACES entry, written like a backbone): ((N, D) face rows, (N,) status),
         or None when the store has none. Layout of a row: `extract.faces` (box, landmarks, score, source)."""
         if FACES not in self._entries():
             return None
-        group = self._group["backbones"][FACES]
-        return group["embeddings"][:], group["status"][:]
+        group = self._backbone_group(FACES)
+        return _read_checked(self, FACES, group, "embeddings"), self._checked_status(FACES, group)
 
     def add_backbone(self, name: str, *, dim: int, dtype: str = "float32",
                      unit_rows: int = DEFAULT_UNIT_ROWS, metadata: dict) -> BackboneWriter:
-        """Room for one backbone's embeddings; returns the existing one when it matches (resume)."""
+        """Room for one backbone's embeddings; returns the existing one when it matches (resume).
+
+        Callers make sure no other process adds `name` at the same time (`writer_lock`, or torchrun's
+        rank 0 alone): a group left half-created by an interrupted run is deleted and built again.
+        """
         if "weights" not in metadata:
             raise ValueError("backbone metadata must say which weights made it ('random' or 'sha256:...')")
         if np.dtype(dtype) not in (np.float32, np.float16):
@@ -211,7 +352,12 @@ class FeatureStore:
         if name in self._entries():
             self._check_same_backbone(name, dim=dim, dtype=dtype, metadata=metadata)
             return self.backbone_writer(name)
-        _create_backbone(self._group["backbones"], name, n_rows=self.n_rows, dim=dim, dtype=dtype,
+        parent = self._node("backbones")
+        if name in dict(self._backbone_groups()):
+            log.info("%s: backbone %r was left half-created by an interrupted run; creating it again",
+                     self.path, name)
+            del parent[name]
+        _create_backbone(parent, name, n_rows=self.n_rows, dim=dim, dtype=dtype,
                          unit_rows=unit_rows, metadata=metadata)
         return self.backbone_writer(name)
 
@@ -224,53 +370,100 @@ class FeatureStore:
                              "use another store, or the same weights and dtype to resume")
 
     def backbone_writer(self, name: str) -> BackboneWriter:
-        return BackboneWriter(self._backbone_group(name))
+        return BackboneWriter(self._backbone_group(name), store_path=self.path)
 
     def backbone_info(self, name: str) -> dict:
         """Metadata, dim, dtype, unit_rows and progress of one backbone."""
         group = self._backbone_group(name)
-        done = group["done"][:]
+        done = self._done(name, group)
         return {**dict(group.attrs), "units_done": int(done.sum()), "n_units": len(done),
                 "complete": bool(done.all())}
 
     def is_complete(self, name: str) -> bool:
-        return bool(self._backbone_group(name)["done"][:].all())
+        return bool(self._done(name, self._backbone_group(name)).all())
 
     def status(self, name: str) -> np.ndarray:
-        return self._backbone_group(name)["status"][:]
+        return self._checked_status(name, self._backbone_group(name))
 
     def _backbone_group(self, name: str) -> zarr.Group:
         if name not in self._entries():
             held = ", ".join(self.backbones()) or "none"
             raise StoreError(f"{self.path} has no backbone {name!r}; it holds: {held}")
-        return self._group["backbones"][name]
+        return self._node(f"backbones/{name}")
+
+    def _done(self, name: str, group: zarr.Group) -> np.ndarray:
+        return _read_checked(self, name, group, "done")
+
+    def _checked_status(self, name: str, group: zarr.Group) -> np.ndarray:
+        """The status array, after checking that no done unit has a pending row (a lost status chunk)."""
+        status = _read_checked(self, name, group, "status")
+        done = self._done(name, group)
+        unit_rows = int(group.attrs["unit_rows"])
+        pending_units = np.unique(np.flatnonzero(status == Status.PENDING) // unit_rows)
+        damaged = [int(u) for u in pending_units if done[u]]
+        if damaged:
+            raise self.damage(name, damaged[0], "status", "a unit marked done has pending rows "
+                              "(its status chunk is missing or was overwritten)", more=len(damaged) - 1)
+        return status
+
+    def damage(self, name: str, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
+        """The one-line error for a damaged unit: backbone, unit, chunk, and what to do."""
+        chunk = f"backbones/{name}/{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
+        others = f" (and {more} more damaged units)" if more else ""
+        return StoreError(f"{self.path}: backbone {name!r} unit {unit}, chunk {chunk}: {what}{others}; "
+                          f"run `python -m extract verify --store {self.path} --repair`, then the same "
+                          "extract command to re-embed the damaged units")
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, backbones: str | Sequence[str], split: str | None = None, *,
              allow_incomplete: bool = False) -> SplitFeatures:
         """The valid rows of `split` (None: all rows) as float32, backbones concatenated column-wise.
 
-        A row is valid only when every backbone has it OK; the others are counted by reason.
+        A row is valid only when every backbone has it OK; the others are counted by reason. Damage
+        found on the way (a chunk that fails its checksum, a lost status chunk, a non-finite row marked
+        OK) is a StoreError naming the backbone, unit and chunk.
         """
         names = [backbones] if isinstance(backbones, str) else list(backbones)
         if not names:
             raise ValueError("read needs at least one backbone")
         groups = [self._readable_group(name, allow_incomplete) for name in names]
         in_split = self._split_mask(split)
-        statuses = [group["status"][:] for group in groups]
+        statuses = [self._checked_status(name, group) for name, group in zip(names, groups)]
         valid = in_split & np.logical_and.reduce([status == Status.OK for status in statuses])
         index = np.flatnonzero(valid)
         dims = [group.attrs["dim"] for group in groups]
         x = np.empty((len(index), sum(dims)), dtype=np.float32)
         offsets = np.cumsum([0] + dims)
-        for group, start in zip(groups, offsets):
-            _read_rows_into(group["embeddings"], index, x, column=int(start))
+        for name, group, start, dim in zip(names, groups, offsets, dims):
+            columns = slice(int(start), int(start + dim))
+            try:
+                _read_rows_into(group["embeddings"], index, x, column=int(start))
+            except Exception as error:  # noqa: BLE001 - locate the chunk that does not decode
+                raise self._locate_damage(name, group, index, error) from None
+            self._check_finite(name, group, index, x[:, columns])
         return SplitFeatures(x=x, gender=self.gender[index], index=index,
                              n_invalid=_count_invalid(statuses, in_split))
 
+    def _check_finite(self, name: str, group: zarr.Group, index: np.ndarray, x: np.ndarray) -> None:
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            units = np.unique(index[bad] // int(group.attrs["unit_rows"]))
+            raise self.damage(name, int(units[0]), "embeddings", f"{int(bad.sum())} rows marked OK are not "
+                              "finite (the chunk is missing or was overwritten)", more=len(units) - 1)
+
+    def _locate_damage(self, name: str, group: zarr.Group, index: np.ndarray, error: Exception) -> Exception:
+        unit_rows = int(group.attrs["unit_rows"])
+        for unit in np.unique(index // unit_rows).tolist():
+            try:
+                group["embeddings"][unit * unit_rows:(unit + 1) * unit_rows]
+            except Exception as chunk_error:  # noqa: BLE001 - any decode failure is damage
+                return self.damage(name, unit, "embeddings", f"does not decode "
+                                   f"({type(chunk_error).__name__}: {chunk_error})")
+        return error
+
     def _readable_group(self, name: str, allow_incomplete: bool) -> zarr.Group:
         group = self._backbone_group(name)
-        done = group["done"][:]
+        done = self._done(name, group)
         if not done.all() and not allow_incomplete:
             raise StoreError(f"backbone {name!r} in {self.path} is incomplete ({int(done.sum())} of "
                              f"{len(done)} units done): finish extraction (rerun the same extract "
@@ -282,17 +475,40 @@ class FeatureStore:
             return np.ones(self.n_rows, dtype=bool)
         return self.split == split_code(split)
 
+    # -- checking every unit (python -m extract verify) ------------------------------------------------
+    def damaged_units(self, name: str) -> dict[int, str]:
+        """Every damaged unit of backbone `name` -> what is wrong, reading the whole backbone unit by unit.
+
+        Damaged: a chunk that does not decode (checksum, size), a done unit with pending rows or status
+        codes that do not exist, rows marked OK that are not finite, invalid rows that are not NaN, a
+        done marker that does not decode.
+        """
+        group = self._backbone_group(name)
+        unit_rows, n_units = int(group.attrs["unit_rows"]), group["done"].shape[0]
+        return {unit: problem for unit in range(n_units)
+                if (problem := _unit_problem(group, unit, unit_rows)) is not None}
+
+    def n_units(self, name: str) -> int:
+        return self._backbone_group(name)["done"].shape[0]
+
+    def unmark_units(self, name: str, units: Sequence[int]) -> None:
+        """Mark `units` not done, so that the extract command embeds them again (and only them)."""
+        done = self._node(f"backbones/{name}/done")
+        for unit in units:
+            done[int(unit)] = False
+
 
 class BackboneWriter:
     """Writes one backbone's embeddings unit by unit; a unit is marked done only after its rows."""
 
-    def __init__(self, group: zarr.Group):
+    def __init__(self, group: zarr.Group, *, store_path: str = ""):
         self._group = group
         self.name = group.attrs["name"]
         self.dim = int(group.attrs["dim"])
         self.rows_per_unit = int(group.attrs["unit_rows"])
         self.n_rows = group["status"].shape[0]
         self.n_units = math.ceil(self.n_rows / self.rows_per_unit)
+        self._store_path = store_path
 
     def unit_rows(self, unit: int) -> tuple[int, int]:
         if not 0 <= unit < self.n_units:
@@ -301,7 +517,14 @@ class BackboneWriter:
         return start, min(start + self.rows_per_unit, self.n_rows)
 
     def pending_units(self) -> list[int]:
-        return np.flatnonzero(~self._group["done"][:]).tolist()
+        """Units not marked done; a done marker whose chunk does not decode is a StoreError."""
+        try:
+            done = self._group["done"][:]
+        except Exception as error:  # noqa: BLE001 - damage, named
+            raise StoreError(f"{self._store_path}: backbone {self.name!r}: the done markers do not decode "
+                             f"({type(error).__name__}: {error}); run `python -m extract verify --store "
+                             f"{self._store_path} --repair`") from None
+        return np.flatnonzero(~done).tolist()
 
     def write_unit(self, unit: int, embeddings: np.ndarray, status: np.ndarray) -> None:
         """Write the unit's rows (NaN where status is not OK), then its completion marker."""
@@ -309,8 +532,11 @@ class BackboneWriter:
         status = np.asarray(status, dtype=np.uint8)
         rows = _checked_unit_rows(self.name, unit, embeddings, status, (stop - start, self.dim))
         self._group["embeddings"][start:stop] = rows.astype(self._group["embeddings"].dtype)
+        _checkpoint("unit:embeddings")
         self._group["status"][start:stop] = status
+        _checkpoint("unit:status")
         self._group["done"][unit] = True
+        _checkpoint("unit:done")
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -319,45 +545,110 @@ def _exists(path) -> bool:
         zarr.open_group(_location(path), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return False
+    except (ValueError, TypeError, KeyError):
+        _open_group(path, "r")  # raises the one-line StoreError for unreadable metadata
     return True
+
+
+def _half_created(path) -> bool:
+    """A root marked as a feature store whose `dataset` (written last) never came: ours, interrupted."""
+    attrs = _open_group(path, "r").attrs
+    return attrs.get("kind") == STORE_KIND and attrs.get("schema_version") == SCHEMA_VERSION \
+        and "dataset" not in attrs
+
+
+def _read_checked(store: FeatureStore, name: str, group: zarr.Group, array: str) -> np.ndarray:
+    """A whole per-unit array (status, done); a chunk that does not decode is named."""
+    try:
+        return group[array][:]
+    except Exception as error:  # noqa: BLE001 - locate the chunk
+        chunk_rows = group[array].chunks[0]
+        for unit in range(group[array].shape[0] // chunk_rows + 1):
+            try:
+                group[array][unit * chunk_rows:(unit + 1) * chunk_rows]
+            except Exception as chunk_error:  # noqa: BLE001
+                unit_rows = int(group.attrs["unit_rows"])
+                unit = unit if array == "done" else unit * chunk_rows // unit_rows
+                raise store.damage(name, unit, array, f"does not decode ({type(chunk_error).__name__}: "
+                                   f"{chunk_error})") from None
+        raise error
+
+
+def _unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
+    """What is wrong with one unit (None: nothing, or not done yet and so to be written anyway)."""
+    rows = slice(unit * unit_rows, (unit + 1) * unit_rows)
+    try:
+        done = bool(group["done"][unit])
+    except Exception as error:  # noqa: BLE001
+        return f"done/c/{unit}: does not decode ({type(error).__name__})"
+    if not done:
+        return None
+    for array in ("status", "embeddings"):
+        try:
+            values = group[array][rows]
+        except Exception as error:  # noqa: BLE001
+            chunk = f"{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
+            return f"{chunk}: does not decode ({type(error).__name__}: {error})"
+        if array == "status":
+            status = values
+            continue
+        known = np.isin(status, [s.value for s in Status if s != Status.PENDING])
+        if not known.all():
+            return f"status/c/{unit}: {int((~known).sum())} rows pending or of unknown status in a done unit"
+        ok = status == Status.OK
+        if not np.isfinite(values[ok]).all():
+            return f"embeddings/c/{unit}/0: {int((~np.isfinite(values[ok]).all(axis=1)).sum())} rows " \
+                   "marked OK are not finite"
+        if not np.isnan(values[~ok]).all():
+            return f"embeddings/c/{unit}/0: invalid rows are not NaN"
+    return None
 
 
 def _write_table(group: zarr.Group, dataset: Dataset) -> None:
     n = len(dataset)
-    if n == 0:
-        raise StoreError(f"dataset {dataset.name!r} has no rows; nothing to store")
-    group.attrs.update({
-        "kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": _now(),
-        "library_versions": _library_versions(),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
-                    "n_rows": n, "split_seed": dataset.split_seed, "images": dataset.images,
-                    "alignment": dataset.alignment or {"kind": "wild"}},
-    })
     table = group.create_group("table")
     # variable-length UTF-8 strings: the Zarr v3 string type with a specification
-    ids = table.create_array("ids", shape=(n,), dtype=str, chunks=(n,))
+    ids = table.create_array("ids", shape=(n,), dtype=str, chunks=(n,), compressors=_checksum())
     ids[:] = np.asarray(dataset.ids, dtype=str)
-    table.create_array("gender", data=np.asarray(dataset.gender, dtype=np.int8), chunks=(n,))
-    table.create_array("split", data=np.asarray(dataset.split, dtype=np.int8), chunks=(n,))
+    _checkpoint("store:table/ids")
+    for name in ("gender", "split"):
+        table.create_array(name, data=np.asarray(getattr(dataset, name), dtype=np.int8), chunks=(n,),
+                           compressors=_checksum())
+        _checkpoint(f"store:table/{name}")
     attributes = table.create_group("attributes")
     for name, values in dataset.attributes.items():
-        attributes.create_array(name, data=np.asarray(values), chunks=(n,))
+        attributes.create_array(name, data=np.asarray(values), chunks=(n,), compressors=_checksum())
+        _checkpoint(f"store:table/attributes/{name}")
     group.create_group("backbones")
+    _checkpoint("store:backbones")
+
+
+def _checksum() -> list:
+    """The bytes codecs of every array: a crc32c checksum per chunk, no compression."""
+    return [Crc32cCodec()]
 
 
 def _create_backbone(parent: zarr.Group, name: str, *, n_rows: int, dim: int, dtype: str,
                      unit_rows: int, metadata: dict) -> None:
+    """The group, its three arrays, then the attributes that declare it (a kill before them leaves a
+    group `backbones()` does not list and `add_backbone` builds again)."""
     if unit_rows < 1:
         raise ValueError(f"unit_rows must be positive, not {unit_rows}")
     group = parent.create_group(name)
+    _checkpoint("backbone:group")
+    group.create_array("embeddings", shape=(n_rows, dim), chunks=(unit_rows, dim), dtype=dtype,
+                       compressors=_checksum(), fill_value=np.nan)
+    _checkpoint("backbone:embeddings")
+    group.create_array("status", shape=(n_rows,), chunks=(unit_rows,), dtype=np.uint8,
+                       fill_value=int(Status.PENDING), compressors=_checksum())
+    _checkpoint("backbone:status")
+    n_units = math.ceil(n_rows / unit_rows)
+    group.create_array("done", shape=(n_units,), chunks=(1,), dtype=bool, fill_value=False,
+                       compressors=_checksum())
+    _checkpoint("backbone:done")
     group.attrs.update({"name": name, "dim": int(dim), "dtype": np.dtype(dtype).name,
                         "unit_rows": int(unit_rows), "created": _now(), "metadata": metadata})
-    group.create_array("embeddings", shape=(n_rows, dim), chunks=(unit_rows, dim), dtype=dtype,
-                       compressors=None, fill_value=np.nan)
-    group.create_array("status", shape=(n_rows,), chunks=(unit_rows,), dtype=np.uint8,
-                       fill_value=int(Status.PENDING))
-    n_units = math.ceil(n_rows / unit_rows)
-    group.create_array("done", shape=(n_units,), chunks=(1,), dtype=bool, fill_value=False)
+    _checkpoint("backbone:declared")
 
 
 def _checked_unit_rows(name: str, unit: int, embeddings, status: np.ndarray, shape: tuple) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Dataset readers on tiny generated folders: every layout parses right, every bad input says why."""
+import os
 import re
 import shutil
 import time
@@ -369,3 +370,43 @@ def test_stratified_split_keeps_class_shares_and_is_reproducible():
 def test_stratified_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="fractions must be 3 non-negative numbers summing to 1"):
         stratified_split(np.zeros(4), seed=0, fractions=(0.8, 0.3, 0.1))
+
+
+def test_utkface_names_must_carry_a_datetime_and_an_age_in_range(tmp_path):
+    bad = ["25_0_3.jpg.chip.jpg", "0_1_0_20170116174525125.jpg.chip.jpg",
+           "999_0_1_20170116174525126.jpg.chip.jpg", "117_0_1_20170116174525127.jpg.chip.jpg"]
+    root = make_utkface(tmp_path, n=4, extra_names=bad)
+    with pytest.raises(DatasetError) as raised:
+        load_dataset("utkface", root)
+    message = str(raised.value)
+    assert "\n" not in message and "4 (first: " in message
+    for name in bad:
+        assert name in message
+    assert "1..116" in message
+
+
+def test_utkface_ages_at_the_bounds_are_kept(tmp_path):
+    names = ["1_0_0_20170116174525125.jpg.chip.jpg", "116_1_2_20170116174525126.jpg.chip.jpg"]
+    data = load_dataset("utkface", make_utkface(tmp_path, n=4, extra_names=names))
+    rows = [data.ids.tolist().index(name) for name in names]
+    assert data.attributes["age"][rows].tolist() == [1, 116]
+
+
+def test_utkface_a_name_that_is_not_utf8_is_named(tmp_path):
+    root = make_utkface(tmp_path, n=4)
+    folder = os.fsencode(root / "UTKFace")
+    bad = b"30_0_1_20170116174525125\xff.jpg.chip.jpg"
+    with open(os.path.join(folder, bad), "wb") as handle:
+        handle.write(b"\xff\xd8\xff")
+    with pytest.raises(DatasetError) as raised:
+        load_dataset("utkface", root)
+    message = str(raised.value)
+    assert "not valid UTF-8" in message and "30_0_1_20170116174525125" in message and "1 " in message
+
+
+@pytest.mark.skipif(not (REAL_UTKFACE := Path(__file__).resolve().parents[1] / "../shared/data/utkface").is_dir(),
+                    reason="../shared/data/utkface is absent")
+def test_utkface_real_subset_loads_all_5000_rows():
+    data = load_dataset("utkface", REAL_UTKFACE)
+    assert len(data) == 5000
+    assert data.attributes["age"].min() >= 1 and data.attributes["age"].max() <= 116

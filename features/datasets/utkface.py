@@ -4,8 +4,16 @@ In the names gender is 0 male / 1 female; the Dataset stores 1 male / 0 female l
 Race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others, and -1 (`RACE_UNKNOWN`) for the 3 files of
 the full release whose names have no race field (`39_1_20170116174525125.jpg.chip.jpg`): their
 gender is known, so they stay. There is no official split, so a seeded split stratified by gender
-is made (`splits.stratified_split`). A `.jpg` whose name lacks age, gender or datetime is an error:
-its labels are unknown, and silently dropping images would change the dataset behind the user's back.
+is made (`splits.stratified_split`).
+
+The rules for a `.jpg` name (every other name is an error, listed with how many and the first few: its
+labels are unknown, and silently dropping images would change the dataset behind the user's back):
+- age: 1 to 116 (`AGE_RANGE`, the release's range);
+- gender: 0 or 1; race: 0 to 4, or absent (race -1);
+- datetime: 17 digits, yyyymmddHHMMSSfff as in every name of the release, then ".jpg.chip.jpg" (or the one
+  known variant "jpg.chip.jpg": only the final ".jpg" is required). So `25_0_3.jpg.chip.jpg` (no datetime)
+  is refused rather than read as race absent, datetime 3;
+- the name is valid UTF-8 (a name that is not cannot be stored as an id).
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from features.datasets.splits import stratified_split
 # The race field is optional (3 names lack it). The datetime field is digits; what follows varies
 # in the release (".jpg.chip.jpg", and one known file with "jpg.chip.jpg"), so only the final ".jpg"
 # is required after it, but not "_": "39_1_5_2017..." (race 5) must not pass as datetime 5.
-NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_(?:([0-4])_)?(\d+)[^\d_].*\.jpg", re.IGNORECASE)
+NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_(?:([0-4])_)?(\d{17})[^\d_].*\.jpg", re.IGNORECASE)
+AGE_RANGE = (1, 116)
 RACE_UNKNOWN = -1
 SUBFOLDER = "UTKFace"
 
@@ -32,6 +41,7 @@ def load_utkface(root, *, seed: int = 0) -> Dataset:
     folder = image_folder(root)
     names = np.array(sorted(name for name in file_names(folder)
                             if name.lower().endswith(".jpg") and not name.startswith(".")), dtype=str)
+    _refuse_undecodable(names, folder)
     if names.size == 0:
         raise DatasetError(f"no UTKFace images (*.jpg) in {folder}")
     age, gender, race = parse_names(names, folder)
@@ -48,10 +58,30 @@ def image_folder(root: Path) -> Path:
 def parse_names(names: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(age int16, gender int8 1 male/0 female, race int8, -1 if absent) from the names; bad names raise."""
     matches = [NAME_PATTERN.fullmatch(name) for name in names]
-    bad = [name for name, match in zip(names, matches) if match is None]
+    low, high = AGE_RANGE
+    bad = [name for name, match in zip(names, matches)
+           if match is None or not low <= int(match.group(1)) <= high]
     if bad:
         raise DatasetError(f"{folder}: {describe_examples(bad)} file names do not follow "
-                           f"[age]_[gender 0/1]_[race 0-4, or none]_[datetime].jpg.chip.jpg")
+                           f"[age {low}..{high}]_[gender 0/1]_[race 0-4, or none]_[datetime, 17 digits]"
+                           ".jpg.chip.jpg; rename or remove those files")
     fields = np.array([match.groups(default=str(RACE_UNKNOWN))[:3] for match in matches],
                       dtype=np.int64).reshape(-1, 3)
     return fields[:, 0].astype(np.int16), (1 - fields[:, 1]).astype(np.int8), fields[:, 2].astype(np.int8)
+
+
+def _refuse_undecodable(names: np.ndarray, folder: Path) -> None:
+    """Names the OS gave back with undecodable bytes (os.fsdecode's surrogate escapes) are refused."""
+    bad = [name for name in names if not _is_utf8(name)]
+    if bad:
+        shown = [name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for name in bad]
+        raise DatasetError(f"{folder}: {describe_examples(shown)} file names are not valid UTF-8 "
+                           "(shown with \ufffd); rename those files")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,66 @@
+"""`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
+
+Reads every backbone unit by unit (`FeatureStore.damaged_units`: chunks that fail their crc32c checksum
+or have the wrong size, done units with pending rows, rows marked OK that are not finite) and prints one
+line per damaged unit. `--repair` marks those units not done, holding each backbone's writer lock, so the
+same extract command re-embeds exactly them and nothing else. Exit codes: 0 no damage (or all of it
+un-marked), 2 damage found and not repaired, or the store cannot be read at all.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+from features.store import FeatureStore, writer_lock
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_DAMAGED = 0, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m extract verify", description="Check every unit of every backbone of a store; "
+        "--repair marks the damaged ones for re-embedding (rerun the extract command afterwards).")
+    parser.add_argument("--store", required=True, help="feature store path or fsspec URL")
+    parser.add_argument("--repair", action="store_true", help="mark damaged units not done")
+    parser.add_argument("--wait-lock", action="store_true",
+                        help="with --repair, wait for a process writing a backbone instead of stopping")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse, verify, maybe repair; StoreError propagates to the extract CLI (one line, exit 2)."""
+    try:
+        args = build_parser().parse_args(list(argv))
+    except SystemExit as stop:
+        return EXIT_OK if stop.code in (0, None) else EXIT_DAMAGED
+    store = FeatureStore.open(args.store, mode="r+" if args.repair else "r")
+    store.ids, store.gender, store.split, store.attributes  # noqa: B018 - a damaged table raises here
+    damaged = {name: store.damaged_units(name) for name in store.backbones()}
+    for name, units in damaged.items():
+        for unit, problem in units.items():
+            print(f"{name} unit {unit}: {problem}")
+        log.info("%s: %d of %d units damaged", name, len(units), store.n_units(name))
+    total = sum(len(units) for units in damaged.values())
+    if not total:
+        log.info("%s: no damage found in %d backbones", args.store, len(damaged))
+        return EXIT_OK
+    if not args.repair:
+        log.error("error: %s has %d damaged units; run `python -m extract verify --store %s --repair`, then "
+                  "the same extract command to re-embed them", args.store, total, args.store)
+        return EXIT_DAMAGED
+    repair(store, damaged, wait=args.wait_lock)
+    log.info("%d damaged units marked not done; rerun the same extract command to re-embed exactly them",
+             total)
+    return EXIT_OK
+
+
+def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: bool) -> None:
+    """Un-mark the damaged units of each backbone under its writer lock."""
+    for name, units in damaged.items():
+        if units:
+            with writer_lock(store.path, name, wait=wait):
+                store.unmark_units(name, sorted(units))
+
