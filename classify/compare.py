@@ -15,8 +15,9 @@ from classify.results import load_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test", "accuracy_ci95", "f1", "f1_ci95", "roc_auc",
-           "macro_f1", "n_test", "invalid_test", "selected", "fit_s")
+COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
+           "accuracy_ci95", "f1", "f1_ci95", "roc_auc", "macro_f1", "n_test", "invalid_test", "selected",
+           "fit_s")
 
 
 class CompareError(ValueError):

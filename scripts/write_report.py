@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from classify.compare import best_run, fmt  # noqa: E402
-from classify.results import library_versions, load_runs  # noqa: E402
-from features.dataset import SPLITS  # noqa: E402
-from features.store import FeatureStore, Status  # noqa: E402
+from classify.compare import best_run, fmt
+from classify.results import library_versions, load_runs
+from features.dataset import SPLITS
+from features.store import FeatureStore, Status
 
 PLOTS = (("Test accuracy with 95% bootstrap intervals", "accuracy.png"), ("ROC curves (test)", "roc.png"),
          ("Confusion matrices (test)", "confusion_matrices.png"))

@@ -106,7 +106,8 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     check_packaged_load("dlib_resnet", "dlib", weights=weights, device=device, precision=precision)
-    recognizer = Path(weights) if weights is not None else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE)
+    recognizer = (Path(weights) if weights is not None
+                  else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE))
     landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
     net = DlibFaceNet(str(recognizer), str(landmarks))
     return Backbone(
