@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b in this process)
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError
 from tests.fixtures import make_celeba
@@ -27,6 +26,7 @@ N, UNIT_ROWS = 20, 4  # 5 units
 EXPECTED = np.full(N, Status.OK, dtype=np.uint8)
 EXPECTED[[3, 10]] = Status.UNREADABLE
 EXPECTED[14] = Status.NO_FACE
+pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +256,29 @@ def test_torchrun_two_processes_equal_one(celeba, reference, tmp_path):
     assert "[rank 1] loaded backbone tiny_test" in result.stderr
     assert "[rank 1] tiny_test: 20 rows" not in result.stderr  # rank 0 alone summarises
     assert_bitwise_equal(store, reference)
+
+
+TORCH_FREE = """
+import sys
+from extract.cli import main
+codes = [main(["--help"]), main(["list"]), main(["--dataset", "celeba"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "nope", "--store", "s.zarr"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "sface", "--store", "s.zarr",
+               "--limit", "0"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "sface", "--store", "s.zarr",
+               "--weights", "resnet50=w.pth"])]
+heavy = sorted(name for name in ("torch", "torchvision", "zarr", "dlib") if name in sys.modules)
+print(codes, heavy)
+"""
+
+
+def test_help_list_and_argument_errors_answer_without_importing_torch():
+    """They answer in well under a second because torch (seconds to import) is never imported."""
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE], cwd=REPO, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[0, 0, 2, 2, 2, 2] []"
+    assert "examples:" in result.stdout and "dlib_resnet         128   150x150x3" in result.stdout
+    errors = result.stderr
+    assert "unknown backbone(s) 'nope'" in errors and "--limit must be a positive integer, not 0" in errors
+    assert "'resnet50' is not among --backbones" in errors and "Traceback" not in errors

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b)
 from extract import embed_paths
 from extract.backbones import load_backbone
 from extract.images import ImageRows, collate_rows, unit_batches
@@ -19,6 +18,7 @@ from features.store import FeatureStore, Status
 from tests.fixtures import write_face
 
 OK, UNREADABLE, NO_FACE = Status.OK, Status.UNREADABLE, Status.NO_FACE
+pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
 def make_images(folder: Path, n: int) -> tuple[list[str], np.ndarray]:

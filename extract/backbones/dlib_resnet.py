@@ -100,7 +100,7 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
 @register(
     "dlib_resnet",
     dim=128,
-    input_shape=(128,),
+    input_shape=(CHIP, CHIP, 3),  # the aligned chip the net sees (the record's (128,) is what embed gets)
     default_weights=f"pip package face-recognition-models ({RECOGNIZER_FILE})",
     available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
