@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may register extra backbones); repeatable")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (a line with rows done, rate and time left is still "
+                        "logged every 10 s, as it is whenever stderr is not a terminal)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

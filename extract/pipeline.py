@@ -24,11 +24,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract.backbones import Backbone, load_backbone
 from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
                             unit_batches)
+from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
-    bar = tqdm(total=sum(stop - start for start, stop in spans), unit="img", desc=backbone.name,
-               disable=not progress, smoothing=0.1)
+    bar = Progress(sum(stop - start for start, stop in spans), name=backbone.name, bar=progress)
     in_flight = None
     try:
         for rows, batch, status in batches:

@@ -34,7 +34,7 @@ fi
 mkdir -p "$out"
 store="$out/features.zarr"
 # shellcheck disable=SC2086  # BACKBONES is a space-separated list
-"$py" -m extract --dataset celeba --root "$root" --backbones $backbones --store "$store" --no-progress
+"$py" -m extract --dataset celeba --root "$root" --backbones $backbones --store "$store"
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated

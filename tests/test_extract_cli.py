@@ -128,6 +128,16 @@ def test_extracts_every_unit_with_the_right_statuses(celeba, tmp_path, capsys):
     assert not np.array_equal(arrays(store_path, "tiny_test_b")[0], before, equal_nan=True)
 
 
+def test_without_a_terminal_progress_is_logged_as_lines(celeba, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("extract.progress.PROGRESS_EVERY_S", 0.0)  # a line per batch, not per 10 s
+    assert main(cli_args(celeba, tmp_path / "features.zarr", "--workers", "0")) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " of 20 rows (" in line]
+    # batches of 3 never cross the 4-row units: 3, 4, 7, 8, ... rows done
+    assert [int(line.split()[1]) for line in lines] == [3, 4, 7, 8, 11, 12, 15, 16, 19, 20]
+    assert lines[0].startswith("tiny_test: 3 of 20 rows (15%), ") and " images/s, about " in lines[0]
+    assert lines[-1].endswith("images/s, done")
+
+
 def test_limit_keeps_the_first_rows_of_every_split(celeba, tmp_path):
     # the table is in split order (12 train, 4 val, 4 test): the first 6 rows would all be train
     store_path = tmp_path / "limited.zarr"
