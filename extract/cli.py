@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rows per store unit (the unit of resume and of work per rank)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only N images: the first of each split, in proportion to its size and at "
-                        "least one per split (a quick try; the store holds that smaller table)")
+                        "least one per split (a quick try; the store holds that smaller table: resume it with the same "
+                        "--limit, give another --limit a new --store)")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated splits")
     _add_common(parser)
     return parser
@@ -264,6 +265,41 @@ def image_paths(dataset: Dataset) -> list[str]:
     return [str(root / path) for path in dataset.paths]
 
 
+def open_store(path: str, full: Dataset, limit: int | None) -> FeatureStore:
+    """The store for `full` limited to `limit` rows; a store of the same dataset under another
+    --limit is refused with a line that says so (a store holds one table, and its rows are indexed
+    by it)."""
+    from features.store import FeatureStore, StoreError
+
+    wanted = limit_rows(full, limit)
+    try:
+        return FeatureStore.open_or_create(path, wanted)
+    except StoreError:
+        held = _rows_held(path, full)
+        if held is None or held == len(wanted):
+            raise
+        raise StoreError(f"{path} holds this dataset {_limited(held, len(full))}, but this run asks for it "
+                         f"{_limited(len(wanted), len(full))}: rerun with "
+                         f"{'--limit ' + str(held) if held < len(full) else 'no --limit'} to resume that "
+                         "store, or give this run a new --store path") from None
+
+
+def _rows_held(path: str, full: Dataset) -> int | None:
+    """How many rows of `full` the store at `path` holds, when it holds `full` under some --limit."""
+    from features.store import FeatureStore, StoreError
+
+    try:
+        store = FeatureStore.open(path)
+    except StoreError:
+        return None
+    return store.n_rows if store.fingerprint == limit_rows(full, store.n_rows).fingerprint() else None
+
+
+def _limited(rows: int, total: int) -> str:
+    return f"limited to {rows} of its {total} images (--limit {rows})" if rows < total else \
+        f"whole ({total} images, no --limit)"
+
+
 def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     """Open (or create) the store, then embed every backbone's pending units."""
     from extract import distributed
@@ -274,11 +310,12 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
 
     weights = parse_weights(args.weights, args.backbones)
     device = resolve_device(args.device, local_rank=ranks.local_rank if ranks.distributed else None)
-    dataset = limit_rows(load_dataset(args.dataset, args.root, seed=args.seed), args.limit)
+    full = load_dataset(args.dataset, args.root, seed=args.seed)
+    dataset = limit_rows(full, args.limit)
     paths = image_paths(dataset)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
-            ranks, lambda: FeatureStore.open_or_create(args.store, dataset),
+            ranks, lambda: open_store(args.store, full, args.limit),
             lambda: FeatureStore.open(args.store, mode="r+"), expected=expected_errors())
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", args.store, store.dataset_name, store.n_rows)

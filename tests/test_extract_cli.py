@@ -161,12 +161,33 @@ def test_limit_rows_keeps_one_row_of_each_small_split(tmp_path):
     assert limit_rows(dataset, None) is dataset and limit_rows(dataset, 40) is dataset
 
 
+@pytest.mark.parametrize("first, then, says", [
+    (["--limit", "8"], [], "holds this dataset limited to 8 of its 20 images (--limit 8), but this run asks "
+     "for it whole (20 images, no --limit): rerun with --limit 8 to resume that store, or give this run a "
+     "new --store path"),
+    ([], ["--limit", "8"], "holds this dataset whole (20 images, no --limit), but this run asks for it "
+     "limited to 8 of its 20 images (--limit 8): rerun with no --limit to resume"),
+    (["--limit", "8"], ["--limit", "12"], "limited to 8 of its 20 images (--limit 8), but this run asks for "
+     "it limited to 12 of its 20 images (--limit 12): rerun with --limit 8"),
+])
+def test_another_limit_is_named_as_such(celeba, tmp_path, capsys, first, then, says):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0", *first)) == 0
+    before = arrays(store_path)[0]
+    capsys.readouterr()
+    assert main(cli_args(celeba, store_path, "--workers", "0", *then)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {store_path} ") and says in err
+    assert arrays(store_path)[0].tobytes() == before.tobytes()
+
+
 def test_a_store_of_another_dataset_is_refused(celeba, tmp_path, capsys):
     store_path = tmp_path / "features.zarr"
     assert main(cli_args(celeba, store_path, "--limit", "8", "--workers", "0")) == 0
     before = arrays(store_path)[0]
     capsys.readouterr()
-    assert main(cli_args(celeba, store_path, "--workers", "0", backbones=("tiny_test_b",))) == 2
+    other = make_celeba(tmp_path / "other", n=9)  # other rows: another dataset, not another limit
+    assert main(cli_args(other, store_path, "--workers", "0", backbones=("tiny_test_b",))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "holds another dataset" in err
     store = FeatureStore.open(store_path)
