@@ -39,6 +39,6 @@ all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
 # shellcheck disable=SC2086
-"$py" -m classify train --store "$store" --backbones $specs --out "$out/heads"
+"$py" -m classify train --store "$store" --backbones $specs --out "$out/heads" $demo
 "$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
 echo "report: $out/report.md" >&2
