@@ -33,6 +33,9 @@ class UsageError(ValueError):
 EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, UsageError, OSError)
 
 
+DEMO_HELP = "the store holds generated demo data: mark the results folder and everything compare writes"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m classify", description="Train gender heads on stored "
                                      "backbone features, compare them, and predict new images.")
@@ -46,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="results directory")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    train.add_argument("--demo", action="store_true", help=DEMO_HELP)
     comp = sub.add_parser("compare", help="merge a results directory into a leaderboard and plots")
     comp.add_argument("directory", type=Path)
+    comp.add_argument("--demo", action="store_true", help=DEMO_HELP)
     pred = sub.add_parser("predict", help="gender of images with a saved head")
     pred.add_argument("--head", required=True, type=Path, help="a <run>.joblib written by train")
     pred.add_argument("images", nargs="+", help="image files or folders")
@@ -100,11 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             results["timings"]["read_s"] = read_s
             path = write_run(args.out, config, head, results, store_info=store_identity(store, backbones))
             log.info("wrote %s (test accuracy %.4f)", path, results["metrics"]["test"]["accuracy"])
-    return cmd_compare(argparse.Namespace(directory=args.out))
+    return cmd_compare(argparse.Namespace(directory=args.out, demo=args.demo))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    markdown, paths = compare(args.directory)
+    markdown, paths = compare(args.directory, demo=args.demo)
     print(markdown, end="")
     log.info("wrote %s", ", ".join(str(p) for p in paths))
     return 0

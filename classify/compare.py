@@ -3,7 +3,8 @@
 One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
 best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
 test numbers are reported, never used to pick. Plots use matplotlib's Agg backend:
-ROC curves of every run, the confusion matrices, and test accuracy with its 95% bootstrap CI.
+ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
+bootstrap interval (dots and lines, in val-ranking order).
 """
 from __future__ import annotations
 
@@ -15,8 +16,17 @@ from classify.results import load_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test", "accuracy_ci95", "f1", "f1_ci95", "roc_auc",
-           "macro_f1", "n_test", "invalid_test", "selected", "fit_s")
+COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
+           "accuracy_ci95", "f1", "f1_ci95", "roc_auc", "macro_f1", "n_test", "invalid_test", "selected",
+           "fit_s")
+
+
+# A results folder of a run on generated demo data holds this file (`train --demo` writes it), and
+# everything compare writes from that folder says so.
+DEMO_MARKER = "DEMO_DATA.txt"
+DEMO_TITLE = "DEMO DATA: THESE NUMBERS MEAN NOTHING"
+DEMO_NOTE = (f"> **{DEMO_TITLE}.** Generated cartoon faces with random labels, not a face dataset; set "
+             "`CELEBA_ROOT` to a CelebA folder for real results.\n\n")
 
 
 class CompareError(ValueError):
@@ -80,11 +90,18 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def compare(directory: Path) -> tuple[str, list[Path]]:
-    """Write leaderboard.md/.csv and the plots into ``directory``; returns (markdown, written paths)."""
+def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
+    """Write leaderboard.md/.csv and the plots into ``directory``; returns (markdown, written paths).
+
+    demo: the results come from generated demo data; marks the folder (`DEMO_MARKER`), and every
+    file written from a marked folder carries the mark.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CompareError(f"results directory {directory} does not exist")
+    if demo:
+        (directory / DEMO_MARKER).write_text(DEMO_NOTE)
+    demo = (directory / DEMO_MARKER).exists()
     runs = load_runs(directory)
     if not runs:
         raise CompareError(f"no classify results files (*.json) in {directory}")
@@ -93,15 +110,17 @@ def compare(directory: Path) -> tuple[str, list[Path]]:
         log.warning("%s mixes results from %d different datasets/splits: compare rows within a dataset",
                     directory, len(fingerprints))
     rows = leaderboard(runs)
-    markdown = to_markdown(rows)
+    if demo:
+        rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
+    markdown = (DEMO_NOTE if demo else "") + to_markdown(rows)
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     paths[0].write_text(markdown)
     write_csv(rows, paths[1])
-    paths += plot_all(runs, directory)
+    paths += plot_all(runs, directory, demo=demo)
     return markdown, paths
 
 
-def plot_all(runs: list[dict], directory: Path) -> list[Path]:
+def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:
     """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
     import matplotlib
 
@@ -112,14 +131,14 @@ def plot_all(runs: list[dict], directory: Path) -> list[Path]:
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
-        fig = draw(plt, runs)
+        fig = draw(plt, runs, demo=demo)
         fig.savefig(directory / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(directory / name)
     return written
 
 
-def _plot_roc(plt, runs):
+def _plot_roc(plt, runs, *, demo: bool = False):
     fig, ax = plt.subplots(figsize=(6, 6))
     for run in runs:
         test = run["metrics"]["test"]
@@ -127,12 +146,13 @@ def _plot_roc(plt, runs):
         ax.plot(test["roc"]["fpr"], test["roc"]["tpr"], label=f"{run['run']} (AUC {auc})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)",
-           title="ROC on test, male = positive", xlim=(0, 1), ylim=(0, 1.01))
+           title=(DEMO_TITLE + "\n" if demo else "") + "ROC on test, male = positive", xlim=(0, 1),
+           ylim=(0, 1.01))
     ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
-def _plot_confusions(plt, runs):
+def _plot_confusions(plt, runs, *, demo: bool = False):
     cols = min(4, len(runs))
     nrows = -(-len(runs) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.0 * nrows), squeeze=False)
@@ -140,25 +160,51 @@ def _plot_confusions(plt, runs):
         ax.axis("off")
     for ax, run in zip(axes.flat, runs):
         cm = run["metrics"]["test"]["confusion_matrix"]
-        ax.imshow(cm, cmap="Blues")
-        darkest = max(max(row) for row in cm)
+        image = ax.imshow(cm, cmap="Blues", vmin=0)  # from 0: a colour says how many, not how few
         for i in range(2):
             for j in range(2):
                 ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
-                        color="white" if cm[i][j] > darkest / 2 else "black")
+                        color=text_colour(image.cmap(image.norm(cm[i][j]))))
         ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"],
                xlabel="predicted", ylabel="true")
         ax.set_title(run["run"], fontsize=8)
+    if demo:
+        fig.suptitle(DEMO_TITLE, color="tab:red", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def _plot_accuracy(plt, runs):
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(runs) + 2), 4))
-    acc = [run["metrics"]["test"]["accuracy"] for run in runs]
-    low = [a - run["metrics"]["test"]["ci95"]["accuracy"][0] for a, run in zip(acc, runs)]
-    high = [run["metrics"]["test"]["ci95"]["accuracy"][1] - a for a, run in zip(acc, runs)]
-    ax.bar(range(len(runs)), acc, yerr=[low, high], capsize=4, color="tab:blue")
-    ax.set_xticks(range(len(runs)), [run["run"] for run in runs], rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel="test accuracy (95% bootstrap CI)", ylim=(max(0.0, min(acc) - 0.1), 1.0))
+def text_colour(rgba) -> str:
+    """Black on a light cell, white on a dark one, by the cell colour's relative luminance (WCAG)."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    red, green, blue = (linear(c) for c in rgba[:3])
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    # the contrast ratios against black, (L + 0.05) / 0.05, and white, 1.05 / (L + 0.05), cross at 0.179
+    return "black" if luminance > 0.179 else "white"
+
+
+def _plot_accuracy(plt, runs, *, demo: bool = False):
+    """Dots and 95% intervals, one line per run in val-ranking order (best on top); no bars, so no
+    axis has to start at 0 and nothing is cut off."""
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(runs)))
+    y = list(range(len(runs)))[::-1]  # rank 1 on top
+    for row, run in zip(y, runs):
+        test = run["metrics"]["test"]
+        share = test["n"] / (test["n"] + sum(run["counts"]["test"]["invalid"].values()))
+        low, high = (bound * share for bound in test["ci95"]["accuracy"])
+        ax.plot([low, high], [row, row], color="tab:blue", linewidth=2, solid_capstyle="butt")
+        ax.plot(test["accuracy"] * share, row, "o", color="tab:blue", markersize=7)
+        if share < 1:
+            ax.plot(test["accuracy"], row, "o", markerfacecolor="none", color="grey", markersize=6)
+    ax.set_yticks(y, [f"{rank}. {run['run']} (val {fmt(run['metrics']['val']['accuracy'])})"
+                      for rank, run in enumerate(runs, start=1)], fontsize=8)
+    ax.set_ylim(-0.7, len(runs) - 0.3)
+    ax.grid(axis="x", color="0.9")
+    ax.set_xlabel("test accuracy on all test images (images a backbone could not use count as errors);\n"
+                  "line: 95% bootstrap interval; hollow grey dot: accuracy on the images the run could use",
+                  fontsize=8)
+    ax.set_title(("DEMO DATA: THESE NUMBERS MEAN NOTHING\n" if demo else "")
+                 + "Runs in val ranking order, best first (ties: val ROC-AUC, then name); test reported",
+                 fontsize=9, color="tab:red" if demo else "black")
     return fig

@@ -185,7 +185,8 @@ class LogRegHead(Head):
     The path runs from the strongest to the weakest regularisation, each fit (L-BFGS) starting from the
     previous solution. It stops when the largest gradient entry of the mean loss is below ``tol``, as
     scikit-learn's ``lbfgs`` does, but tighter by default: with 160k rows, scikit-learn's 1e-4 ends the
-    large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics), ``coef_``/``intercept_`` in
+    large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics),
+    ``coef_``/``intercept_`` in
     standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step), ``selection_``
     (the chosen C and the path, for results files).
     """

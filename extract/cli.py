@@ -20,33 +20,53 @@ import sys
 from dataclasses import replace
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from extract import distributed, verify
-from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, describe_backbones,
-                               load_backbone)
-from extract.images import quiet_opencv
-from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, resolve_device
-from features.dataset import Dataset, DatasetError
-from features.store import FACES, FeatureStore, StoreError, writer_lock
+from extract import catalog
+from features.dataset import Dataset
+
+if TYPE_CHECKING:  # torch and zarr take seconds to import: parsing and checking the arguments come first
+    from extract import distributed
+    from extract.backbones import Backbone
+    from extract.pipeline import RunStats
+    from features.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
-EXPECTED_ERRORS = (DatasetError, StoreError, WeightsUnavailable, ValueError, FileNotFoundError)
+# Error types that mean bad input (one line, exit 2), by module: looked up when an error is caught, in
+# the modules imported by then (an error type whose module was never imported cannot have been raised).
+_EXPECTED = {"features.dataset": ("DatasetError",), "features.store": ("StoreError",),
+             "extract.backbones._registry": ("WeightsUnavailable",), "builtins": ("ValueError",
+                                                                                  "FileNotFoundError")}
 CPU_BATCH, CUDA_BATCH = 8, 256  # measured: efficientnet_lite0 on 2 CPU cores runs ~2x faster at 8 than 32
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXAMPLES = """examples:
+  python -m extract list
+  python -m extract --dataset celeba --root data/celeba --backbones sface dlib_resnet \\
+      --store runs/celeba/features.zarr
+  python -m extract --dataset folder --root my_faces --backbones efficientnet_lite0 \\
+      --store runs/mine/features.zarr --limit 300            # a quick try on 300 images
+  python -m extract --dataset utkface --root data/utkface --backbones resnet50 \\
+      --weights resnet50=resnet50.pth --store runs/utk/features.zarr --device cuda --precision bf16
+  torchrun --nproc-per-node 4 -m extract ...                   # the same, split over 4 processes
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m extract", description="Embed face images into a feature store "
-        "(rerun the same command to resume). `python -m extract list` shows the backbones.")
+        "(rerun the same command to resume). `python -m extract list` shows the backbones.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     # No argparse choices: a --plugin may register more kinds (features.datasets.register), and
     # load_dataset names the valid ones when the kind is unknown.
     parser.add_argument("--dataset", required=True, metavar="KIND",
                         help="dataset kind: celeba, utkface, folder, or one a --plugin registers")
     parser.add_argument("--root", required=True, help="dataset folder")
-    parser.add_argument("--backbones", required=True, nargs="+", metavar="NAME")
+    parser.add_argument("--backbones", required=True, nargs="+", metavar="NAME",
+                        help="backbones to run, one after the other, each into its own array of the store: "
+                        f"{', '.join(sorted(catalog.BUILTIN))}, or one a --plugin registers")
     parser.add_argument("--store", required=True, help="feature store path or fsspec URL (*.zarr)")
     parser.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH",
                         help="per-backbone weight files (NAME=PATH or NAME=random), or 'random' for all")
@@ -63,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rows per store unit (the unit of resume and of work per rank)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only N images: the first of each split, in proportion to its size and at "
-                        "least one per split (a quick try; the store holds that smaller table)")
+                        "least one per split (a quick try; the store holds that smaller table: resume it with the same "
+                        "--limit, give another --limit a new --store)")
     parser.add_argument("--seed", type=int, default=0, help="seed of generated splits")
     parser.add_argument("--tta", default="none", choices=("none", "flip"),
                         help="test-time augmentation: flip averages the embeddings of each face and its "
@@ -77,34 +98,55 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may register extra backbones); repeatable")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (a line with rows done, rate and time left is still "
+                        "logged every 10 s, as it is whenever stderr is not a terminal)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code. Parses and checks the arguments before importing torch."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    ranks = distributed.ranks_from_env()
-    _configure_logging(ranks)
-    quiet_opencv()
+    _configure_logging()
     try:
         if argv[:1] == ["list"]:
             return list_backbones(_parse(_list_parser(), argv[1:]))
         if argv[:1] == ["verify"]:
+            from extract import verify  # zarr only, no torch
             return verify.main(argv[1:])
-        return extract(_parse(build_parser(), argv), ranks)
+        args = _parse(build_parser(), argv)
+        _check_args(args)
+        return _run(args)
     except _ParseExit as stop:
         return stop.code
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished units are kept; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    except expected_errors() as error:
+        log.error("error: %s", error)
+        return EXIT_BAD_INPUT
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The error types that mean bad input, among the modules imported so far (see `_EXPECTED`)."""
+    return tuple(getattr(sys.modules[module], name) for module, names in _EXPECTED.items()
+                 if module in sys.modules for name in names)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Import the torch side, then extract (one process, or this rank's share under torchrun)."""
+    from extract import distributed
+    from extract.images import quiet_opencv
+
+    ranks = distributed.ranks_from_env()
+    _configure_logging(ranks)
+    quiet_opencv()
+    try:
+        return extract(args, ranks)
     except distributed.SetupFailed as failure:
         if failure.expected:
             return EXIT_BAD_INPUT  # rank 0 reported the error
         log.error("error: %s", failure)
         return EXIT_FAILED
-    except EXPECTED_ERRORS as error:
-        log.error("error: %s", error)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        log.warning("interrupted; finished units are kept; rerun the same command to resume")
-        return EXIT_INTERRUPTED
 
 
 class _ParseExit(Exception):
@@ -126,14 +168,14 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def _configure_logging(ranks: distributed.Ranks) -> None:
+def _configure_logging(ranks: distributed.Ranks | None = None) -> None:
     """One stderr handler on the root logger (replaced on each call, so tests may call main again)."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "extract_cli", False)]:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.extract_cli = True
-    prefix = f"[rank {ranks.rank}] " if ranks.distributed else ""
+    prefix = f"[rank {ranks.rank}] " if ranks is not None and ranks.distributed else ""
     handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -150,7 +192,7 @@ def _list_parser() -> argparse.ArgumentParser:
 def list_backbones(args: argparse.Namespace) -> int:
     """Print name, dim, input shape and offline availability of every registered backbone."""
     rows = [("name", "dim", "input", "weights offline")]
-    for info in describe_backbones():
+    for info in catalog.describe_backbones():
         available = {True: "yes", False: "no (pass --weights)", None: "unknown"}[info["available_offline"]]
         shape = "x".join(map(str, info["input_shape"])) if info["input_shape"] else "?"
         rows.append((info["name"], str(info["dim"] or "?"), shape, available))
@@ -190,10 +232,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{option.replace('_', '-')} must be a positive integer, not {value}")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, not {args.workers}")
-    unknown = [name for name in args.backbones if name not in backbone_names()]
+    known = catalog.backbone_names()
+    unknown = [name for name in args.backbones if name not in known]
     if unknown:
         raise ValueError(f"unknown backbone(s) {', '.join(map(repr, unknown))}; valid names: "
-                         f"{', '.join(backbone_names())}")
+                         f"{', '.join(known)}")
+    parse_weights(args.weights, args.backbones)
     if len(set(args.backbones)) != len(args.backbones):
         raise ValueError(f"--backbones names a backbone twice: {' '.join(args.backbones)}")
 
@@ -232,19 +276,58 @@ def image_paths(dataset: Dataset) -> list[str]:
     return [str(root / path) for path in dataset.paths]
 
 
+def open_store(path: str, full: Dataset, limit: int | None) -> FeatureStore:
+    """The store for `full` limited to `limit` rows; a store of the same dataset under another
+    --limit is refused with a line that says so (a store holds one table, and its rows are indexed
+    by it)."""
+    from features.store import FeatureStore, StoreError
+
+    wanted = limit_rows(full, limit)
+    try:
+        return FeatureStore.open_or_create(path, wanted)
+    except StoreError:
+        held = _rows_held(path, full)
+        if held is None or held == len(wanted):
+            raise
+        raise StoreError(f"{path} holds this dataset {_limited(held, len(full))}, but this run asks for it "
+                         f"{_limited(len(wanted), len(full))}: rerun with "
+                         f"{'--limit ' + str(held) if held < len(full) else 'no --limit'} to resume that "
+                         "store, or give this run a new --store path") from None
+
+
+def _rows_held(path: str, full: Dataset) -> int | None:
+    """How many rows of `full` the store at `path` holds, when it holds `full` under some --limit."""
+    from features.store import FeatureStore, StoreError
+
+    try:
+        store = FeatureStore.open(path)
+    except StoreError:
+        return None
+    return store.n_rows if store.fingerprint == limit_rows(full, store.n_rows).fingerprint() else None
+
+
+def _limited(rows: int, total: int) -> str:
+    return f"limited to {rows} of its {total} images (--limit {rows})" if rows < total else \
+        f"whole ({total} images, no --limit)"
+
+
 def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     """Open (or create) the store, then embed every backbone's pending units."""
+    from extract import distributed
+    from extract.backbones import load_backbone
+    from extract.pipeline import resolve_device
     from features.datasets import load_dataset
+    from features.store import FACES, FeatureStore
 
-    _check_args(args)
     weights = parse_weights(args.weights, args.backbones)
     device = resolve_device(args.device, local_rank=ranks.local_rank if ranks.distributed else None)
-    dataset = limit_rows(load_dataset(args.dataset, args.root, seed=args.seed), args.limit)
+    full = load_dataset(args.dataset, args.root, seed=args.seed)
+    dataset = limit_rows(full, args.limit)
     paths = image_paths(dataset)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
-            ranks, lambda: FeatureStore.open_or_create(args.store, dataset),
-            lambda: FeatureStore.open(args.store, mode="r+"), expected=EXPECTED_ERRORS)
+            ranks, lambda: open_store(args.store, full, args.limit),
+            lambda: FeatureStore.open(args.store, mode="r+"), expected=expected_errors())
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", args.store, store.dataset_name, store.n_rows)
         faces = None
@@ -271,6 +354,7 @@ def face_pass(dataset: Dataset) -> Backbone:
 
     from extract.backbones._weights import sha256_file
     from extract.faces import FACE_DIM, Alignment, FaceDetector, FaceLocator, detector_path
+    from features.store import FACES
 
     alignment = Alignment.from_info(dataset.alignment)
     locator = FaceLocator(FaceDetector(detector_path()), alignment)
@@ -285,12 +369,17 @@ def face_pass(dataset: Dataset) -> Backbone:
 
 def _writer_lock(args: argparse.Namespace, ranks: distributed.Ranks, name: str):
     """One writer per backbone (and per detection pass); torchrun ranks write disjoint units, no lock."""
+    from features.store import writer_lock
+
     return contextlib.nullcontext() if ranks.distributed else writer_lock(args.store, name, wait=args.wait_lock)
 
 
 def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], args: argparse.Namespace,
                  ranks: distributed.Ranks) -> tuple[np.ndarray, np.ndarray] | None:
     """Run (or resume) the detection pass; (face rows, status) of every row, None if interrupted."""
+    from extract import distributed
+    from features.store import FACES
+
     if store.faces() is not None and store.is_complete(FACES):
         return store.faces()
     code = _extract_backbone(store, face_pass(dataset), paths, args, ranks)
@@ -304,9 +393,12 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
                       args: argparse.Namespace, ranks: distributed.Ranks, *,
                       faces: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """One backbone: add it (rank 0), embed this rank's pending units, summarise (rank 0)."""
+    from extract import distributed
+    from extract.pipeline import ExtractionInterrupted, extract_units
+
     writer = distributed.main_first(
         ranks, lambda: _add_backbone(store, backbone, args),
-        lambda: store.backbone_writer(backbone.name), expected=EXPECTED_ERRORS)
+        lambda: store.backbone_writer(backbone.name), expected=expected_errors())
     pending = writer.pending_units()
     units = [unit for unit in pending if ranks.owns(unit)]
     if ranks.is_main:
@@ -330,6 +422,8 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
 
 def _add_backbone(store: FeatureStore, backbone: Backbone, args: argparse.Namespace):
     """Room for the backbone in the store, or its existing entry when resuming with the same setup."""
+    from features.store import FACES, StoreError
+
     metadata = {"precision": args.precision, **backbone.metadata}
     dtype = "float32" if backbone.name == FACES else args.dtype  # face rows are pixel coordinates
     writer = store.add_backbone(backbone.name, dim=backbone.dim, dtype=dtype,

@@ -24,12 +24,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract.backbones import Backbone, NoFaceFound, load_backbone
 from extract.faces import ImageTooLarge, Unreadable, decode, scaled
 from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
                             unit_batches, worker_init)
+from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,28 @@ class UnitSink:
         self.writer = writer
         spans = [writer.unit_rows(u) for u in units]
         self._buffers = {u: _UnitBuffer(start, stop, writer.dim) for u, (start, stop) in zip(units, spans)}
-        self._starts = np.array([start for start, _ in spans], dtype=np.int64)
-        self._units = np.asarray(units, dtype=np.int64)
-        order = np.argsort(self._starts)
-        self._starts, self._units = self._starts[order], self._units[order]
+        order = np.argsort([start for start, _ in spans])
+        self._starts, self._stops = (np.array([spans[i][k] for i in order], dtype=np.int64) for k in (0, 1))
+        self._units = np.asarray(units, dtype=np.int64)[order]
         self.written: list[int] = []
+
+    def _units_of(self, rows: np.ndarray) -> np.ndarray:
+        """The unit of each row; a RuntimeError for rows outside the units handed in or already written."""
+        index = np.searchsorted(self._starts, rows, side="right") - 1
+        outside = (index < 0) | (rows >= self._stops[np.maximum(index, 0)])
+        if outside.any():
+            raise RuntimeError(f"rows {rows[outside].tolist()} lie outside the units being embedded "
+                               f"({self._units.tolist()})")
+        units = self._units[index]
+        late = [int(unit) for unit in np.unique(units) if int(unit) not in self._buffers]
+        if late:
+            raise RuntimeError(f"units {late} were already written; rows {rows[np.isin(units, late)].tolist()} "
+                               "arrived after them")
+        return units
 
     def add(self, rows: np.ndarray, embeddings: np.ndarray, status: np.ndarray) -> list[int]:
         """Place rows by index; write (rows, then done marker) every unit this completes."""
-        units = self._units[np.searchsorted(self._starts, rows, side="right") - 1]
+        units = self._units_of(np.asarray(rows, dtype=np.int64))
         completed = []
         for unit in np.unique(units):
             buffer = self._buffers[int(unit)]
@@ -252,8 +265,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
-    bar = tqdm(total=sum(stop - start for start, stop in spans), unit="img", desc=backbone.name,
-               disable=not progress, smoothing=0.1)
+    bar = Progress(sum(stop - start for start, stop in spans), name=backbone.name, bar=progress)
     in_flight = None
     try:
         for rows, batch, status in batches:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -69,11 +68,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def rows(self) -> Iterator[tuple[int, str, str]]:
-        """(index, id, image path) for every image, in store order."""
-        for index, (image_id, path) in enumerate(zip(self.ids, self.paths)):
-            yield index, str(image_id), str(path)
 
     def split_mask(self, split: str) -> np.ndarray:
         return self.split == split_code(split)

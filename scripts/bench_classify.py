@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classify.heads import head_names  # noqa: E402
-from classify.protocol import RunConfig, read_splits, run  # noqa: E402
-from features.dataset import Dataset  # noqa: E402
-from features.store import FeatureStore, StoreError  # noqa: E402
+from classify.heads import head_names
+from classify.protocol import RunConfig, read_splits, run
+from features.dataset import Dataset
+from features.store import FeatureStore, StoreError
 
 log = logging.getLogger("bench_classify")
 CELEBA_SPLIT = (162_770, 19_867, 19_962)
@@ -143,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="total rows (default: CelebA's 202,599)")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--heads", nargs="+", default=head_names())
-    parser.add_argument("--store", type=Path, default=None, help="store to (re)use; default /tmp/bench_classify_<rows>x<dim>.zarr")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="store to (re)use; default /tmp/bench_classify_<rows>x<dim>.zarr")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)

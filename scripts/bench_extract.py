@@ -20,22 +20,20 @@ import argparse
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
+import torch
 
-from extract.backbones import Backbone, load_backbone  # noqa: E402
-from extract.images import ImageRows, read_bgr  # noqa: E402
-from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding  # noqa: E402
-from features.dataset import Dataset  # noqa: E402
-from features.datasets.folder import IMAGE_EXTENSIONS  # noqa: E402
-from features.store import FeatureStore, Status  # noqa: E402
+from extract.backbones import Backbone, load_backbone
+from extract.images import ImageRows
+from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding
+from features.dataset import Dataset
+from features.datasets.folder import IMAGE_EXTENSIONS
+from features.store import FeatureStore
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
 

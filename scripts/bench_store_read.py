@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from features.dataset import Dataset  # noqa: E402
-from features.store import FeatureStore, Status  # noqa: E402
+from features.dataset import Dataset
+from features.store import FeatureStore, Status
 
 CELEBA_SPLIT_SIZES = (162_770, 19_867, 19_962)
 

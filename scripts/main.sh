@@ -34,11 +34,11 @@ fi
 mkdir -p "$out"
 store="$out/features.zarr"
 # shellcheck disable=SC2086  # BACKBONES is a space-separated list
-"$py" -m extract --dataset celeba --root "$root" --backbones $backbones --store "$store" --no-progress
+"$py" -m extract --dataset celeba --root "$root" --backbones $backbones --store "$store"
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
 # shellcheck disable=SC2086
-"$py" -m classify train --store "$store" --backbones $specs --out "$out/heads"
+"$py" -m classify train --store "$store" --backbones $specs --out "$out/heads" $demo
 "$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
 echo "report: $out/report.md" >&2

@@ -1,18 +1,16 @@
 """Write a small generated demo dataset in the official CelebA layout and print its folder.
 
-Drawn cartoon faces with random labels (the test suite's builder): enough to run the main job end to
-end on a machine without CelebA, and nothing to learn from. Deterministic for a given --seed.
+Drawn cartoon faces with random labels (`extract.demo`, also the test suite's builder): enough to run the main
+job end to end on a machine without CelebA, and nothing to learn from. Deterministic for a given --seed.
 
     .venv/bin/python scripts/make_demo_celeba.py OUT_PARENT [--images 300]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fixtures import make_celeba  # noqa: E402
+from extract.demo import make_celeba
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up the project's virtual environment (.venv) with the pinned requirements. Idempotent: a second run
-# with unchanged requirements.txt does nothing. PYTHON picks the interpreter (default python3, 3.11 here).
+# with unchanged requirements.txt and pyproject.toml does nothing. PYTHON picks the interpreter
+# (default python3, 3.11 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
-wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+# The stamp covers the folder too: the editable install points at this checkout.
+wanted=$( (cat requirements.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
   exit 0
 fi
@@ -13,6 +15,9 @@ fi
 echo "installing requirements into .venv (torch is large: a few minutes on a fresh machine)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
   | grep -v "^WARNING: Location" >&2 || true
+# The project itself, editable: `python -m extract` / `python -m classify` work from any folder, and the
+# scripts import the packages without path tricks.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . >&2
 .venv/bin/python -c "import torch, torchvision, cv2, zarr, sklearn, dlib" \
   || { echo "setup failed: the requirements did not install" >&2; exit 1; }
 echo "$wanted" > "$stamp"

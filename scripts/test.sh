@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the test suite. Extra arguments go to pytest.
+# Set up .venv if needed, lint (ruff, configured in pyproject.toml), then run the test suite. Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest "$@"

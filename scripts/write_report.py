@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from classify.compare import best_run, fmt  # noqa: E402
-from classify.results import library_versions, load_runs  # noqa: E402
-from features.dataset import SPLITS  # noqa: E402
-from features.store import FeatureStore, Status  # noqa: E402
+from classify.compare import DEMO_MARKER, best_run, fmt
+from classify.results import library_versions, load_runs
+from features.dataset import SPLITS
+from features.store import FeatureStore, Status
 
-PLOTS = (("Test accuracy with 95% bootstrap intervals", "accuracy.png"), ("ROC curves (test)", "roc.png"),
+PLOTS = (("Accuracy on all test images with 95% bootstrap intervals, in val-ranking order", "accuracy.png"),
+         ("ROC curves (test)", "roc.png"),
          ("Confusion matrices (test)", "confusion_matrices.png"))
 DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was found, so the job ran on generated "
                 "cartoon faces with random labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     store = FeatureStore.open(args.store)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", ""]
-    lines += [DEMO_WARNING] if args.demo else []
+    lines += [DEMO_WARNING] if args.demo or (args.results / DEMO_MARKER).exists() else []
     lines += dataset_section(store) + extraction_section(store)
     lines += results_section(args.results, args.out.resolve().parent) + environment_section()
     args.out.write_text("\n".join(lines))

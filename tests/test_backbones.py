@@ -29,6 +29,7 @@ from extract.backbones import (
     load_backbone,
     register,
 )
+from extract import catalog
 from extract.backbones import _weights
 from extract.backbones.inception_resnet_v1 import InceptionResnetV1
 
@@ -41,9 +42,7 @@ TORCHVISION_FILES = {
 }
 ALL_MISSING_FILES = {**TORCHVISION_FILES, "vggface2": "20180402-114759-vggface2.pt"}
 
-# The registry, less tests/extract_tiny.py's stand-ins: registered when a test_extract_* module is
-# collected first, they take float input and record no weight file, unlike the real backbones.
-REGISTERED = [name for name in backbone_names() if not name.startswith("tiny_test")]
+REGISTERED = backbone_names()  # the built-ins: test modules register their stand-ins only for themselves
 
 needs_celeba = pytest.mark.skipif(not (CELEBA / "img_align_celeba").is_dir(), reason="no CelebA images")
 
@@ -82,10 +81,9 @@ def _offline(monkeypatch, tmp_path: Path) -> list[str]:
 # --- registry ---------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_six_backbones():
-    assert set(backbone_names()) >= {
-        "resnet50", "inception_v3", "vggface2", "efficientnet_lite0", "sface", "dlib_resnet"
-    }
+def test_registry_holds_the_six_backbones_and_nothing_other_tests_registered():
+    assert backbone_names() == sorted(catalog.BUILTIN) == [
+        "dlib_resnet", "efficientnet_lite0", "inception_v3", "resnet50", "sface", "vggface2"]
 
 
 def test_unknown_name_raises_value_error_listing_names():
@@ -120,6 +118,28 @@ def test_describe_backbones_matches_loaded_records():
         assert rows[name]["dim"] == backbone.dim
         assert tuple(rows[name]["input_shape"]) == backbone.input_shape
         assert rows[name]["available_offline"] is True
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_the_torch_free_catalog_says_what_the_registry_says(name):
+    """`extract list` and argument checks read extract/catalog.py (no torch): it must match."""
+    rows = {row["name"]: row for row in describe_backbones()}
+    assert catalog.BUILTIN[name].describe() == rows[name]
+
+
+def test_the_catalog_sees_missing_weights_as_the_registry_does(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    for cached in (tmp_path / "hub" / "checkpoints" / TORCHVISION_FILES["resnet50"],
+                   tmp_path / "checkpoints" / ALL_MISSING_FILES["vggface2"]):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(b"present")  # found, whatever it holds (loading checks it)
+    registry = {row["name"]: row["available_offline"] for row in describe_backbones()}
+    assert registry["resnet50"] and registry["vggface2"] and not registry["inception_v3"]
+    assert {name: facts.available_offline() for name, facts in catalog.BUILTIN.items()} == registry
+
+
+def test_dlib_resnet_input_is_its_face_chip():
+    assert catalog.BUILTIN["dlib_resnet"].input_shape == (150, 150, 3)
 
 
 # --- every backbone ---------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import cv2
@@ -11,12 +10,12 @@ import pytest
 
 from features.dataset import FEMALE, MALE, DatasetError
 from features.datasets import dataset_kinds, load_dataset
-from features.datasets.celeba import (read_attribute_file, read_male_partition_csv,
-                                      read_partition_file)
+from features.datasets.celeba import read_attribute_file, read_partition_file
 from features.datasets.splits import stratified_split
+from extract.demo import write_full_size_attribute_file
 from tests.fixtures import (CELEBA_FILES, attribute_lines, celeba_labels, make_celeba,
-                            make_folder_dataset, make_male_partition_csv, make_utkface,
-                            utkface_name, write_lines)
+                            make_folder_dataset, make_utkface,
+                            write_lines)
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -203,10 +202,6 @@ def test_label_only_readers_agree_with_the_labels(tmp_path):
     ids, names, values = read_attribute_file(root / "list_attr_celeba.txt")
     assert names == list(labels.names) and values.dtype == np.int8
     np.testing.assert_array_equal(values, labels.attributes)
-    ids, male, split = read_male_partition_csv(make_male_partition_csv(tmp_path / "m.csv", labels))
-    assert ids.tolist() == labels.ids
-    np.testing.assert_array_equal(male, labels.male)
-    np.testing.assert_array_equal(split, labels.split)
 
 
 def test_attribute_file_cut_short_parses_without_the_count_check(tmp_path):
@@ -219,37 +214,12 @@ def test_attribute_file_cut_short_parses_without_the_count_check(tmp_path):
     np.testing.assert_array_equal(values, labels.attributes)
 
 
-def test_male_partition_csv_validation(tmp_path):
-    path = make_male_partition_csv(tmp_path / "m.csv", celeba_labels(5))
-    edit(path, r"000003.jpg,(\d),0,0", r"000003.jpg,\1,0,-1")
-    bad_male = r"Male values must be one of 0, 1; bad values in 1 \(first: 000003.jpg \('-1'\)\)"
-    with pytest.raises(DatasetError, match=bad_male):
-        read_male_partition_csv(path)
-    write_lines(path, [",Attractive,Partition", "000001.jpg,1,0"])
-    with pytest.raises(DatasetError, match="no 'Male' column; columns are , Attractive, Partition"):
-        read_male_partition_csv(path)
-
-
-def test_full_size_attribute_file_parses_fast(tmp_path):
-    """202,599 rows x 40 attributes, like the real list_attr_celeba.txt, in well under 2 s."""
-    rows, names = 202_599, 40
-    rng = np.random.default_rng(0)
-    numbers = np.arange(1, rows + 1)[:, None]
-    digits = (numbers // 10 ** np.arange(5, -1, -1) % 10 + ord("0")).astype(np.uint8)
-    signs = rng.integers(0, 2, size=(rows, names), dtype=np.uint8)
-    values = np.stack([np.full_like(signs, ord(" ")), np.where(signs, ord(" "), ord("-")),
-                       np.full_like(signs, ord("1"))], axis=-1).astype(np.uint8).reshape(rows, -1)
-    body = np.concatenate([digits, np.tile(np.frombuffer(b".jpg", np.uint8), (rows, 1)),
-                           values, np.tile(np.frombuffer(b"\r\n", np.uint8), (rows, 1))], axis=1)
-    path = tmp_path / "list_attr_celeba.txt"
-    header = f"{rows}\r\n" + " ".join(f"A{i}" for i in range(names)) + "\r\n"
-    path.write_bytes(header.encode() + body.tobytes())
-    start = time.perf_counter()
+def test_full_size_attribute_file_parses(tmp_path):
+    """202,599 rows x 40 attributes, like the real list_attr_celeba.txt (speed: scripts/bench_labels.py)."""
+    path, signs = write_full_size_attribute_file(tmp_path / "list_attr_celeba.txt")
     ids, parsed_names, parsed = read_attribute_file(path)
-    elapsed = time.perf_counter() - start
-    assert ids[0] == "000001.jpg" and ids[-1] == "202599.jpg" and len(parsed_names) == names
+    assert ids[0] == "000001.jpg" and ids[-1] == "202599.jpg" and len(parsed_names) == signs.shape[1]
     np.testing.assert_array_equal(parsed, signs)
-    assert elapsed < 2.0, f"parsing took {elapsed:.2f} s"
 
 
 # --- UTKFace ----------------------------------------------------------------------------------

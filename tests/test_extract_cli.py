@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b in this process)
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError
 from tests.fixtures import make_celeba
@@ -27,6 +26,7 @@ N, UNIT_ROWS = 20, 4  # 5 units
 EXPECTED = np.full(N, Status.OK, dtype=np.uint8)
 EXPECTED[[3, 10]] = Status.UNREADABLE
 EXPECTED[14] = Status.NO_FACE
+pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,16 @@ def test_extracts_every_unit_with_the_right_statuses(celeba, tmp_path, capsys):
     assert not np.array_equal(arrays(store_path, "tiny_test_b")[0], before, equal_nan=True)
 
 
+def test_without_a_terminal_progress_is_logged_as_lines(celeba, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("extract.progress.PROGRESS_EVERY_S", 0.0)  # a line per batch, not per 10 s
+    assert main(cli_args(celeba, tmp_path / "features.zarr", "--workers", "0")) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " of 20 rows (" in line]
+    # batches of 3 never cross the 4-row units: 3, 4, 7, 8, ... rows done
+    assert [int(line.split()[1]) for line in lines] == [3, 4, 7, 8, 11, 12, 15, 16, 19, 20]
+    assert lines[0].startswith("tiny_test: 3 of 20 rows (15%), ") and " images/s, about " in lines[0]
+    assert lines[-1].endswith("images/s, done")
+
+
 def test_limit_keeps_the_first_rows_of_every_split(celeba, tmp_path):
     # the table is in split order (12 train, 4 val, 4 test): the first 6 rows would all be train
     store_path = tmp_path / "limited.zarr"
@@ -151,12 +161,33 @@ def test_limit_rows_keeps_one_row_of_each_small_split(tmp_path):
     assert limit_rows(dataset, None) is dataset and limit_rows(dataset, 40) is dataset
 
 
+@pytest.mark.parametrize("first, then, says", [
+    (["--limit", "8"], [], "holds this dataset limited to 8 of its 20 images (--limit 8), but this run asks "
+     "for it whole (20 images, no --limit): rerun with --limit 8 to resume that store, or give this run a "
+     "new --store path"),
+    ([], ["--limit", "8"], "holds this dataset whole (20 images, no --limit), but this run asks for it "
+     "limited to 8 of its 20 images (--limit 8): rerun with no --limit to resume"),
+    (["--limit", "8"], ["--limit", "12"], "limited to 8 of its 20 images (--limit 8), but this run asks for "
+     "it limited to 12 of its 20 images (--limit 12): rerun with --limit 8"),
+])
+def test_another_limit_is_named_as_such(celeba, tmp_path, capsys, first, then, says):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0", *first)) == 0
+    before = arrays(store_path)[0]
+    capsys.readouterr()
+    assert main(cli_args(celeba, store_path, "--workers", "0", *then)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {store_path} ") and says in err
+    assert arrays(store_path)[0].tobytes() == before.tobytes()
+
+
 def test_a_store_of_another_dataset_is_refused(celeba, tmp_path, capsys):
     store_path = tmp_path / "features.zarr"
     assert main(cli_args(celeba, store_path, "--limit", "8", "--workers", "0")) == 0
     before = arrays(store_path)[0]
     capsys.readouterr()
-    assert main(cli_args(celeba, store_path, "--workers", "0", backbones=("tiny_test_b",))) == 2
+    other = make_celeba(tmp_path / "other", n=9)  # other rows: another dataset, not another limit
+    assert main(cli_args(other, store_path, "--workers", "0", backbones=("tiny_test_b",))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "holds another dataset" in err
     store = FeatureStore.open(store_path)
@@ -256,3 +287,29 @@ def test_torchrun_two_processes_equal_one(celeba, reference, tmp_path):
     assert "[rank 1] loaded backbone tiny_test" in result.stderr
     assert "[rank 1] tiny_test: 20 rows" not in result.stderr  # rank 0 alone summarises
     assert_bitwise_equal(store, reference)
+
+
+TORCH_FREE = """
+import sys
+from extract.cli import main
+codes = [main(["--help"]), main(["list"]), main(["--dataset", "celeba"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "nope", "--store", "s.zarr"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "sface", "--store", "s.zarr",
+               "--limit", "0"]),
+         main(["--dataset", "celeba", "--root", "x", "--backbones", "sface", "--store", "s.zarr",
+               "--weights", "resnet50=w.pth"])]
+heavy = sorted(name for name in ("torch", "torchvision", "zarr", "dlib") if name in sys.modules)
+print(codes, heavy)
+"""
+
+
+def test_help_list_and_argument_errors_answer_without_importing_torch():
+    """They answer in well under a second because torch (seconds to import) is never imported."""
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE], cwd=REPO, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[0, 0, 2, 2, 2, 2] []"
+    assert "examples:" in result.stdout and "dlib_resnet         128   150x150x3" in result.stdout
+    errors = result.stderr
+    assert "unknown backbone(s) 'nope'" in errors and "--limit must be a positive integer, not 0" in errors
+    assert "'resnet50' is not among --backbones" in errors and "Traceback" not in errors

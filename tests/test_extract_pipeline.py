@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b)
 from extract import embed_paths
 from extract.backbones import load_backbone
 from extract.images import ImageRows, collate_rows, unit_batches
@@ -19,6 +18,7 @@ from features.store import FeatureStore, Status
 from tests.fixtures import write_face
 
 OK, UNREADABLE, NO_FACE = Status.OK, Status.UNREADABLE, Status.NO_FACE
+pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
 def make_images(folder: Path, n: int) -> tuple[list[str], np.ndarray]:
@@ -108,8 +108,17 @@ def test_sink_writes_each_unit_once_complete_whatever_the_arrival_order():
     assert unit == 0 and written[:, 0].tolist() == [0, 1, 2, 3]
     assert written_status.tolist() == [OK, OK, OK, UNREADABLE]
     sink.check_complete()
-    with pytest.raises(KeyError):
-        sink.add(np.array([0]), embeddings[:1], status[:1])  # unit 0 already written
+    with pytest.raises(RuntimeError, match=r"units \[0\] were already written; rows \[0\] arrived after"):
+        sink.add(np.array([0]), embeddings[:1], status[:1])
+
+
+@pytest.mark.parametrize("row", [-2, 5, 10, 99])  # before unit 0, in unit 1 (not ours), past the end
+def test_sink_refuses_rows_outside_its_units(row):
+    writer = RecordingWriter(n_rows=10, unit_rows=4)
+    sink = UnitSink(writer, [0, 2])
+    with pytest.raises(RuntimeError, match=rf"rows \[{row}\] lie outside the units being embedded \(\[0, 2\]\)"):
+        sink.add(np.array([row]), np.zeros((1, 2), np.float32), np.array([OK], np.uint8))
+    assert writer.calls == []
 
 
 def test_sink_refuses_a_row_twice():

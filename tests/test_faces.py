@@ -153,8 +153,8 @@ def test_backbones_of_a_run_share_one_detection(tmp_path):
     cv2.imwrite(str(images / names[2]), np.full((218, 178, 3), 128, np.uint8))  # no face: template
     lines = "\r\n".join(f"{name} {0}" for name in names)
     (tmp_path / "list_eval_partition.txt").write_text(lines + "\r\n")
-    (tmp_path / "list_attr_celeba.txt").write_text(
-        f"{len(names)}\r\nMale\r\n" + "\r\n".join(f"{name} {1 if i % 2 else -1}" for i, name in enumerate(names)) + "\r\n")
+    male = "\r\n".join(f"{name} {1 if i % 2 else -1}" for i, name in enumerate(names))
+    (tmp_path / "list_attr_celeba.txt").write_text(f"{len(names)}\r\nMale\r\n{male}\r\n")
     store_path = tmp_path / "f.zarr"
     code = cli.main(["--dataset", "celeba", "--root", str(tmp_path), "--backbones", "sface", "dlib_resnet",
                      "--store", str(store_path), "--no-progress", "--workers", "0"])

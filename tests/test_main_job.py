@@ -1,5 +1,6 @@
 """The README's main command, end to end, on the generated demo data (no CelebA at CELEBA_ROOT)."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,12 @@ def test_main_job_without_celeba_runs_the_demo_and_says_so(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "No CelebA at" in result.stderr and "THE NUMBERS BELOW MEAN NOTHING" in result.stderr
     assert "| rank | backbones | head |" in result.stdout  # the leaderboard is printed
+    # not a terminal: extraction progress comes as lines (rows done, rate, time left)
+    assert re.search(r"efficientnet_lite0: \d+ of 300 rows \(\d+%\), [\d.]+ images/s, ", result.stderr)
+    # the demo mark is on what is printed last and on every file
+    assert result.stdout.startswith("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.**")
+    assert "| celeba (DEMO DATA) |" in result.stdout
+    assert "celeba (DEMO DATA)" in (tmp_path / "out" / "heads" / "leaderboard.csv").read_text()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "DEMO DATA: THESE NUMBERS MEAN NOTHING" in report
     assert "| efficientnet_lite0 | 1280 | sha256:" in report

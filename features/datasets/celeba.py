@@ -23,11 +23,11 @@ import numpy as np
 
 from features.dataset import Dataset, DatasetError, describe_examples
 from features.datasets.celeba_labels import (read_attribute_file, read_identity_file,
-                                             read_male_partition_csv, read_partition_file)
+                                             read_partition_file)
 from features.datasets.files import absolute_paths, dataset_root, require_files
 
 __all__ = ["LAYOUTS", "CelebaLayout", "find_layout", "load_celeba", "read_attribute_file",
-           "read_identity_file", "read_male_partition_csv", "read_partition_file"]
+           "read_identity_file", "read_partition_file"]
 
 IMAGE_FOLDER = "img_align_celeba"
 WILD_IMAGE_FOLDER = "img_celeba"

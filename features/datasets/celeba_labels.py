@@ -16,7 +16,6 @@ from features.dataset import DatasetError
 from features.datasets.table import check_unique, decode_codes, decode_ints, read_table
 
 PLUS_MINUS_ONE = {b"1": 1, b"-1": 0, b"+1": 1}
-ZERO_ONE = {b"0": 0, b"1": 1}
 SPLIT_VALUES = {b"0": 0, b"1": 1, b"2": 2}
 
 
@@ -54,18 +53,6 @@ def read_attribute_file(path, *, check_count: bool = True) -> tuple[np.ndarray, 
     return ids, names, values
 
 
-def read_male_partition_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, male, split) from `celeba-att-male-partitions.csv` (id, Attractive, Partition, Male; 0/1)."""
-    path = Path(path)
-    header, table = _read_csv_with_header(path)
-    male_column, split_column = _column_index(header, "Male", path), _column_index(header, "Partition", path)
-    ids = _ids(table, path)
-    male = decode_codes(table.columns(male_column), ZERO_ONE, what="Male values", ids=ids, path=path)
-    split = decode_codes(table.columns(split_column), SPLIT_VALUES, what="Partition values", ids=ids,
-                         path=path)
-    return ids, male, split
-
-
 def _format(path: Path) -> dict:
     return {"header_lines": 1, "sep": ","} if path.suffix.lower() == ".csv" else {"header_lines": 0}
 
@@ -91,12 +78,6 @@ def _attribute_header(path: Path) -> tuple[list[str], int | None]:
     return names.split(), int(count)
 
 
-def _read_csv_with_header(path: Path):
-    header = [name.strip() for name in _head(path, 1)[0].split(",")]
-    _, table = read_table(path, header_lines=1, width=len(header), sep=",")
-    return header, table
-
-
 def _head(path: Path, lines: int) -> list[str]:
     """The first `lines` lines of a file, stripped ("" past its end), without reading the rest."""
     try:
@@ -105,8 +86,3 @@ def _head(path: Path, lines: int) -> list[str]:
     except OSError as error:
         raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
 
-
-def _column_index(header: list[str], name: str, path: Path) -> int:
-    if name not in header:
-        raise DatasetError(f"{path}: no {name!r} column; columns are {', '.join(header)}")
-    return header.index(name)

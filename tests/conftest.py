@@ -1,0 +1,21 @@
+"""Fixtures shared by the test modules."""
+import importlib
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_backbones():
+    """tests/extract_tiny.py's backbones, registered for one test module and removed after it.
+
+    The registry is swapped for a copy, and the module imported again so that it registers into
+    that copy; the original registry comes back afterwards, so no other module sees them (test order
+    does not matter). `--plugin tests.extract_tiny` inside a test finds the module already imported.
+    """
+    from extract.backbones import _registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+        patch.delitem(sys.modules, "tests.extract_tiny", raising=False)
+        yield importlib.import_module("tests.extract_tiny")

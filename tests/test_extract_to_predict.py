@@ -1,0 +1,41 @@
+"""The whole chain on the tiny test backbone, with nothing faked: `extract` embeds a generated CelebA
+folder into a store, `classify train` fits a head on it, `classify predict` runs the same backbone on
+image files and must give, for images of the dataset, the probabilities the head gives on their
+stored embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classify import cli as classify_cli
+from classify.predict import predict_images
+from classify.results import load_head
+from extract.cli import main as extract_main
+from features.store import FeatureStore
+from tests.fixtures import make_celeba
+
+pytestmark = pytest.mark.usefixtures("tiny_backbones")
+
+
+def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
+    root = make_celeba(tmp_path, n=40)
+    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
+    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
+                         "--store", str(store_path), "--workers", "0", "--unit-rows", "16",
+                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
+    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
+                              "--out", str(out)]) == 0
+    head_path = out / "tiny_test__logreg.joblib"
+
+    test = FeatureStore.open(store_path).read("tiny_test", "test")
+    images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert len(images) == 8  # 20% of 40
+    predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
+
+    head, _ = load_head(head_path)
+    male = head.predict_proba(test.x)[:, 1]
+    assert [p.status for p in predictions] == ["ok"] * len(images) + ["unreadable"]
+    assert [p.gender for p in predictions[:-1]] == ["male" if p > 0.5 else "female" for p in male]
+    np.testing.assert_allclose([p.probability for p in predictions[:-1]], np.maximum(male, 1 - male),
+                               rtol=1e-5)
