@@ -111,10 +111,10 @@ def test_leaderboard_ranks_on_val_never_on_test():
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):
     _, out = trained
-    head, record = load_head(out / "bb_a__logreg.joblib")
+    head, record = load_head(out / "bb_a__logreg.npz")
     assert record["run"] == "bb_a__logreg" and head.C_ in head.Cs
-    bad = tmp_path / "bb_a__logreg.joblib"
-    bad.write_bytes((out / "bb_a__logreg.joblib").read_bytes() + b"\0")
+    bad = tmp_path / "bb_a__logreg.npz"
+    bad.write_bytes((out / "bb_a__logreg.npz").read_bytes() + b"\0")
     (tmp_path / "bb_a__logreg.json").write_bytes((out / "bb_a__logreg.json").read_bytes())
     with pytest.raises(HeadFileError, match="does not match"):
         load_head(bad)
@@ -148,7 +148,7 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     # a stand-in `extract` module: predict imports it lazily and calls only embed_paths
     monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_paths=fake_embed_paths))
     preds = tmp_path / "preds.csv"
-    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.joblib"), str(images),
+    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.npz"), str(images),
                      "--out", str(preds)]) == 0
     assert calls == [("bb_a", "random"), ("bb_b", "random")]  # extract's seeded random init
     with open(preds) as handle:
@@ -178,7 +178,7 @@ def test_seeded_rerun_gives_identical_results(trained, tmp_path):
     (["train", "--store", "{store}", "--heads", "svm", "--out", "{tmp}/o"], "unknown head 'svm'; valid: logreg, mlp"),
     (["train", "--store", "{store}", "--bootstrap", "0", "--out", "{tmp}/o"], "--bootstrap must be a positive"),
     (["compare", "{tmp}/empty"], "no classify results"),
-    (["predict", "--head", "{tmp}/none.joblib", "x.jpg"], "no head file"),
+    (["predict", "--head", "{tmp}/none.npz", "x.jpg"], "no head file"),
     (["predict", "--head", "{tmp}/run.json", "x.jpg"], "is not a head file"),
 ])
 def test_expected_errors_are_one_line_exit_2(trained, tmp_path, capsys, argv, message):
