@@ -25,7 +25,8 @@ FAST_HEADS = {"mlp": {"max_epochs": 5}}
 
 def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, seed: int = 0,
                invalid: dict[int, int] | None = None, complete: bool = True,
-               gender: np.ndarray | None = None) -> FeatureStore:
+               gender: np.ndarray | None = None, weights: str = "random", shift: float = 3.0,
+               metadata: dict | None = None) -> FeatureStore:
     """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status."""
     dims = dims or {"bb_a": 12, "bb_b": 6}
     rng = np.random.default_rng(seed)
@@ -40,9 +41,9 @@ def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, 
         status[row] = code
     for name, dim in dims.items():
         emb = rng.standard_normal((n, dim)).astype(np.float32)
-        emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
-        writer = store.add_backbone(name, dim=dim, unit_rows=128,
-                                    metadata={"weights": "random", "weights_source": f"seed:{seed}"})
+        emb[:, :3] += shift * (2 * gender[:, None] - 1)
+        writer = store.add_backbone(name, dim=dim, unit_rows=128, metadata={
+            "weights": weights, "weights_source": f"seed:{seed}", **(metadata or {})})
         units = range(writer.n_units) if complete else range(writer.n_units - 1)
         for unit in units:
             s, e = writer.unit_rows(unit)
@@ -128,9 +129,9 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     images = tmp_path / "imgs"
     images.mkdir()
     wanted = {"m.jpg": (1, Status.OK), "f.png": (0, Status.OK), "noface.jpg": (1, Status.NO_FACE),
-              "broken.jpg": (0, Status.UNREADABLE)}
+              "broken.jpg": (0, Status.UNREADABLE), "empty.jpg": (0, Status.UNREADABLE)}
     for name in wanted:
-        (images / name).write_bytes(b"x")
+        (images / name).write_bytes(b"" if name == "empty.jpg" else b"x")
     (images / "notes.txt").write_text("not an image")
     calls = []
 
@@ -158,7 +159,11 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     assert float(rows["m.jpg"]["probability"]) > 0.5
     assert rows["noface.jpg"]["status"] == "no face found" and rows["noface.jpg"]["gender"] == ""
     assert rows["broken.jpg"]["status"] == "unreadable" and rows["broken.jpg"]["probability"] == ""
-    assert "no face found" in capsys.readouterr().out
+    assert rows["broken.jpg"]["reason"].startswith("not an image") and rows["empty.jpg"]["reason"] == "empty file"
+    out = capsys.readouterr().out.splitlines()
+    assert "probability of that gender" in out[0]  # a header that says what the number is
+    assert out[-1] == "5 images: 1 male, 1 female, 1 no face found, 2 unreadable"
+    assert any(line.endswith("unreadable: empty file") for line in out)
 
 
 def test_seeded_rerun_gives_identical_results(trained, tmp_path):
