@@ -26,12 +26,13 @@ FAST_HEADS = {"mlp": {"max_epochs": 5}}
 def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, seed: int = 0,
                invalid: dict[int, int] | None = None, complete: bool = True,
                gender: np.ndarray | None = None, weights: str = "random", shift: float = 3.0,
-               metadata: dict | None = None) -> FeatureStore:
+               metadata: dict | None = None, split: np.ndarray | None = None) -> FeatureStore:
     """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status."""
     dims = dims or {"bb_a": 12, "bb_b": 6}
     rng = np.random.default_rng(seed)
     gender = rng.integers(0, 2, n).astype(np.int8) if gender is None else gender
-    split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
+    if split is None:
+        split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
     dataset = Dataset(name="synthetic", root=str(path.parent), ids=np.array([f"{i:06d}.jpg" for i in range(n)]),
                       paths=np.array([f"img/{i:06d}.jpg" for i in range(n)]), gender=gender, split=split,
                       attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)}, split_seed=seed)

@@ -59,6 +59,19 @@ def test_eval_store_metrics_equal_an_independent_computation(crossed):
     assert report["accuracy_all"] == pytest.approx(report["accuracy"] * 147 / n_test)
 
 
+def test_a_one_split_eval_store_is_reported_on_all_rows_and_chooses_nothing(crossed, tmp_path):
+    a, _, _ = crossed
+    wild = make_store(tmp_path / "wild.zarr", n=100, dims={"bb_a": 8}, seed=5, split=np.full(100, 2, np.int8),
+                      invalid={3: Status.NO_FACE})
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--eval-store", wild.path, "--backbones", "bb_a", "--heads",
+                     "logreg", "--out", str(out), "--bootstrap", "20"]) == 0
+    record = json.loads((out / "bb_a__logreg.json").read_text())
+    cross = record["cross_dataset"]["synthetic"]
+    assert cross["rows"] == "all" and cross["val"] is None and cross["report"]["n"] == 99
+    assert all(t["cross_val_accuracy"] is None for t in record["treatment"]["tried"])  # chosen on val alone
+
+
 def test_leaderboard_shows_in_domain_and_cross_dataset_side_by_side(crossed):
     _, _, out = crossed
     text = (out / "leaderboard.md").read_text()
