@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.headfile import sha256_file
 from classify import treatment
+from classify.headfile import sha256_file
 from classify.results import load_head
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import Status

@@ -16,7 +16,7 @@ from classify import cli
 from classify.compare import disagreements, leaderboard, recommend
 from classify.results import load_head
 from classify.treatment import apply as apply_treatment
-from features.store import FeatureStore, Status
+from features.store import Status
 from tests.test_classify_cli import make_store
 
 TEST_INVALID = {460: Status.NO_FACE, 470: Status.NO_FACE, 480: Status.UNREADABLE}  # test rows of the eval store
@@ -128,7 +128,7 @@ def test_l2_treatment_follows_the_store_hint_and_is_applied_at_predict(tmp_path)
                      "--bootstrap", "50"]) == 0
     record = json.loads((out / "bb__logreg.json").read_text())
     assert record["treatment"]["chosen"] == {"name": "l2", "per_backbone": {"bb": "l2"}}
-    head, loaded = load_head(out / "bb__logreg.npz")
+    head, _ = load_head(out / "bb__logreg.npz")
     test = store.read("bb", "test")
     normed = test.x / np.linalg.norm(test.x, axis=1, keepdims=True)
     accuracy = np.mean(head.predict(normed) == test.gender)
