@@ -269,3 +269,15 @@ def test_train_logs_one_line_per_run_and_steps_only_with_v(crossed, tmp_path, ca
                          "--out", str(tmp_path / "o2"), "--bootstrap", "20"]) == 0
     epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
     assert epochs and all("val log loss" in m and "early-stopping criterion" in m for m in epochs)
+
+
+def test_evaluate_never_imports_torch(crossed, tmp_path):
+    import subprocess
+
+    _, b, out = crossed
+    code = ("import classify.cli, sys; "
+            f"rc = classify.cli.main(['evaluate', '--head', {str(out / 'bb_a__logreg.npz')!r}, '--store', {b.path!r}, "
+            "'--bootstrap', '20']); assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
