@@ -141,7 +141,10 @@ def run_line(config: RunConfig, results: dict) -> str:
     line = (f"{config.backbone_spec} + {config.head}: treatment {results['treatment']['chosen']['name']}, "
             f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f}")
     for label, cross in results["cross_dataset"].items():
-        line += f"; {label} {cross['rows']} accuracy {cross['report']['accuracy']:.4f}"
+        report = cross["report"]
+        line += f"; {label} {cross['rows']} accuracy {report['accuracy']:.4f}"
+        if "adults" in report:
+            line += f" (aged >= {report['adults']['min_age']}: {report['adults']['accuracy']:.4f})"
     return line
 
 
