@@ -21,7 +21,7 @@ def recorded_reference(record: dict) -> dict[str, dict]:
         metadata = info.get("metadata", {})
         out[name] = {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
                      "preprocessing": metadata.get("preprocessing"),
-                     "aligner_weights": metadata.get("aligner_weights")}
+                     "aligner_weights": metadata.get("aligner_weights"), "tta": metadata.get("tta", "none")}
     return out
 
 

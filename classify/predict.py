@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 STATUS_TEXT = {Status.OK: "ok", Status.UNREADABLE: "unreadable", Status.NO_FACE: "no face found"}
 
 
+def status_text(code: int) -> str:
+    """'no face found', 'unreadable', or the status's name for others (e.g. 'too large')."""
+    if code in STATUS_TEXT:
+        return STATUS_TEXT[code]
+    try:
+        return Status(code).name.lower().replace("_", " ")
+    except ValueError:
+        return f"status {code}"
+
+
 class PredictError(ValueError):
     """Inputs or backbone outputs that cannot be used for prediction."""
 
@@ -107,10 +117,12 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
         info = record["store"]["backbones"][name]
         metadata = info.get("metadata", {})
         weights = weights_argument(name, metadata)
+        # test-time augmentation as recorded (stores of extract --tta); passed only when used
+        tta = {"tta": metadata["tta"]} if metadata.get("tta", "none") != "none" else {}
         try:
             x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device,
                                            precision=metadata.get("precision", "fp32"),
-                                           expect_weights=metadata.get("weights"))
+                                           expect_weights=metadata.get("weights"), **tta)
         except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
             raise PredictError(f"backbone {name}: {error}") from None
         x, codes = np.asarray(x, dtype=np.float32), np.asarray(codes, dtype=np.uint8)
@@ -137,7 +149,7 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto") 
     for path, code in zip(paths, status):
         if code != Status.OK:
             reason = unreadable_reason(path) if code == Status.UNREADABLE else ""
-            out.append(Prediction(str(path), STATUS_TEXT.get(int(code), f"status {int(code)}"), reason=reason))
+            out.append(Prediction(str(path), status_text(int(code)), reason=reason))
             continue
         p = float(next(male))
         out.append(Prediction(str(path), "ok", "male" if p > 0.5 else "female", max(p, 1 - p)))

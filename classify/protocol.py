@@ -109,7 +109,8 @@ def compatibility(store: FeatureStore, name: str) -> dict:
     info = store.backbone_info(name)
     metadata = info.get("metadata", {})
     return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
-            "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights")}
+            "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),
+            "tta": metadata.get("tta", "none")}
 
 
 def check_compatible(reference: dict[str, dict], store: FeatureStore, backbones: tuple[str, ...]) -> None:
