@@ -8,7 +8,7 @@ get cross-dataset columns beside the in-domain ones: ``<dataset>_accuracy`` (val
 
 The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
-when eval stores gave one, else the simplest (fewest backbones), then the val ranking. `disagreements`
+when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
 Plots use matplotlib's Agg backend:
 ROC curves of every run, the confusion matrices, and test accuracy with its 95% bootstrap CI.
@@ -61,7 +61,8 @@ def recommend(runs: list[dict]) -> dict:
     """Best on val; near-ties broken by cross-dataset val when there is one, else by fewer backbones."""
     tied = near_ties(runs)
     if any(cross_val_accuracy(run) is not None for run in tied):
-        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0),) + rank_key(run))
+        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), len(run["config"]["backbones"]))
+                   + rank_key(run))
     return min(tied, key=lambda run: (len(run["config"]["backbones"]),) + rank_key(run))
 
 

@@ -239,6 +239,8 @@ def test_near_tie_with_eval_stores_goes_to_the_better_cross_dataset_val():
     assert recommend(runs)["run"] == "small"
     runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.80
     assert recommend(runs)["run"] == "big"
+    runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.90  # equal on cross val too: the simpler run
+    assert recommend(runs)["run"] == "small"
 
 
 def test_a_clear_val_winner_is_kept_and_the_disagreement_is_warned():
