@@ -1,8 +1,14 @@
-"""Command line: ``python -m classify {train,compare,predict}``.
+"""Command line: ``python -m classify {train,compare,predict,evaluate}``.
 
-    python -m classify train --store S.zarr [--backbones a b a+b] [--heads logreg mlp] --out DIR [--seed 0]
+    python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
+                             [--heads logreg mlp] [--treatments none l2] --out DIR [--seed 0] [-v]
     python -m classify compare DIR
-    python -m classify predict --head DIR/<run>.joblib IMAGE_OR_FOLDER... [--out preds.csv]
+    python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv]
+    python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--out result.json]
+
+Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
+run is also evaluated on that store (step 8). ``train`` prints one line per run; ``-v`` adds the per-C
+and per-epoch lines with the criterion each choice is made on.
 
 Expected errors (bad store, unknown backbone or head, missing files, a modified head file) end with one
 line on stderr and exit code 2.
@@ -10,16 +16,19 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from pathlib import Path
 
+from classify import evaluate, protocol
 from classify.compare import CompareError, compare
 from classify.heads import get_head_class, head_names
 from classify.predict import PredictError, format_predictions, predict_images, write_predictions
-from classify.protocol import ProtocolError, RunConfig, parse_backbone_spec, read_splits, run
-from classify.results import HeadFileError, store_identity, write_run
+from classify.protocol import ProtocolError, RunConfig, parse_backbone_spec, read_eval_set, read_training, run
+from classify.results import HeadFileError, jsonable, store_identity, write_run
+from classify.treatment import TREATMENTS
 from features.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -42,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fit heads on a feature store, one results file per run")
-    train.add_argument("--store", required=True, help="feature store (.zarr)")
+    train.add_argument("--store", required=True, action="append", dest="stores", metavar="STORE",
+                       help="feature store (.zarr); repeat to pool the train splits of several stores")
+    train.add_argument("--eval-store", action="append", default=[], dest="eval_stores", metavar="STORE",
+                       help="also evaluate every run on this store's rows (cross-dataset); repeatable")
+    train.add_argument("--treatments", nargs="+", choices=TREATMENTS, default=list(TREATMENTS),
+                       help="feature treatments tried like a hyperparameter (default: all)")
     train.add_argument("--backbones", nargs="+", metavar="SPEC",
                        help="backbones, or several joined by '+' (default: every complete backbone)")
     train.add_argument("--heads", nargs="+", default=None, help=f"heads (default: all of {', '.join(head_names())})")
@@ -54,10 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("directory", type=Path)
     comp.add_argument("--demo", action="store_true", help=DEMO_HELP)
     pred = sub.add_parser("predict", help="gender of images with a saved head")
-    pred.add_argument("--head", required=True, type=Path, help="a <run>.joblib written by train")
+    pred.add_argument("--head", required=True, type=Path, help="a <run>.npz written by train")
     pred.add_argument("images", nargs="+", help="image files or folders")
     pred.add_argument("--out", type=Path, help="CSV file for the predictions")
     pred.add_argument("--device", default="auto", help="device for the backbone (auto, cpu, cuda)")
+    ev = sub.add_parser("evaluate", help="a saved head on another store's features (no backbone runs)")
+    ev.add_argument("--head", required=True, type=Path, help="a <run>.npz written by train")
+    ev.add_argument("--store", required=True, help="feature store (.zarr) with the head's backbones")
+    ev.add_argument("--out", type=Path, help="JSON file for the full metrics")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    ev.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -84,28 +104,53 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
 def cmd_train(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
-    store = FeatureStore.open(args.store)
+    stores = [FeatureStore.open(path) for path in dict.fromkeys(args.stores)]
+    eval_stores = [FeatureStore.open(path) for path in dict.fromkeys(args.eval_stores)]
     heads = list(dict.fromkeys(args.heads or head_names()))
     for name in heads:
         try:
             get_head_class(name)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    attributes = store.attributes
-    for backbones in resolve_backbones(store, args.backbones):
+    training = [store_identity(store) for store in stores]
+    for backbones in resolve_backbones(stores[0], args.backbones):
         started = time.perf_counter()
-        splits = read_splits(store, backbones)
+        data = read_training(stores, backbones)
+        reference = {name: protocol.compatibility(stores[0], name) for name in backbones}
+        evals = [read_eval_set(store, backbones, reference, label=label, identity=store_identity(store))
+                 for store, label in zip(eval_stores, eval_labels(eval_stores))]
         read_s = round(time.perf_counter() - started, 3)
-        log.info("%s: read %s rows in %.1f s", "+".join(backbones),
-                 {s: len(d.gender) for s, d in splits.items()}, read_s)
+        log.debug("%s: read %s rows in %.1f s", "+".join(backbones),
+                  {s: len(d.gender) for s, d in data.splits.items()}, read_s)
         for head_name in heads:
-            config = RunConfig(store=str(store.path), backbones=backbones, head=head_name, seed=args.seed,
-                               n_resamples=args.bootstrap)
-            head, results = run(config, splits, attributes=attributes)
+            config = RunConfig(stores=tuple(s.path for s in stores), backbones=backbones, head=head_name,
+                               seed=args.seed, n_resamples=args.bootstrap, treatments=tuple(args.treatments),
+                               eval_stores=tuple(s.path for s in eval_stores))
+            head, results = run(config, data, evals)
             results["timings"]["read_s"] = read_s
-            path = write_run(args.out, config, head, results, store_info=store_identity(store, backbones))
-            log.info("wrote %s (test accuracy %.4f)", path, results["metrics"]["test"]["accuracy"])
+            write_run(args.out, config, head, results, store_info=store_identity(stores[0], backbones),
+                      training_stores=training)
+            log.info("%s", run_line(config, results))
     return cmd_compare(argparse.Namespace(directory=args.out, demo=args.demo))
+
+
+def eval_labels(stores: list[FeatureStore]) -> list[str]:
+    """A label per eval store: its dataset name, made unique with the store's file name."""
+    names = [store.dataset_name for store in stores]
+    return [name if names.count(name) == 1 else f"{name}:{Path(store.path).stem}" for name, store in zip(names, stores)]
+
+
+def run_line(config: RunConfig, results: dict) -> str:
+    """One line per run: the choice made, on what, and the numbers reported."""
+    val, test = results["metrics"]["val"], results["metrics"]["test"]
+    line = (f"{config.backbone_spec} + {config.head}: treatment {results['treatment']['chosen']['name']}, "
+            f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f}")
+    for label, cross in results["cross_dataset"].items():
+        report = cross["report"]
+        line += f"; {label} {cross['rows']} accuracy {report['accuracy']:.4f}"
+        if "adults" in report:
+            line += f" (aged >= {report['adults']['min_age']}: {report['adults']['accuracy']:.4f})"
+    return line
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -124,7 +169,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_compare, "predict": cmd_predict}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.bootstrap < 1:
+        raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
+    result = evaluate.evaluate_head(args.head, args.store, n_resamples=args.bootstrap, seed=args.seed)
+    print(evaluate.summary(result))
+    if args.out:
+        args.out.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
+        log.info("wrote %s", args.out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "predict": cmd_predict, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

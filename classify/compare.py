@@ -2,7 +2,15 @@
 
 One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
 best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
-test numbers are reported, never used to pick. Plots use matplotlib's Agg backend:
+test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
+get cross-dataset columns beside the in-domain ones: ``<dataset>_accuracy`` (valid rows),
+``<dataset>_accuracy_all`` (invalid rows counted as errors), its CI and per-sex recall.
+
+The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
+interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
+when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
+names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
+Plots use matplotlib's Agg backend:
 ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
 bootstrap interval (dots and lines, in val-ranking order).
 """
@@ -17,8 +25,9 @@ from classify.results import load_runs
 log = logging.getLogger(__name__)
 
 COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
-           "accuracy_ci95", "f1", "f1_ci95", "roc_auc", "macro_f1", "n_test", "invalid_test", "selected",
-           "fit_s")
+           "accuracy_ci95", "f1", "f1_ci95", "roc_auc", "macro_f1", "n_test", "invalid_test", "treatment",
+           "selected", "fit_s", "choice")
+CROSS_COLUMNS = ("accuracy", "accuracy_all", "accuracy_ci95", "male_recall", "female_recall", "n")
 
 
 # A results folder of a run on generated demo data holds this file (`train --demo` writes it), and
@@ -40,13 +49,107 @@ def rank_key(run: dict) -> tuple:
 
 
 def best_run(runs: list[dict]) -> dict:
-    """The run chosen on val."""
-    return min(runs, key=rank_key)
+    """The recommended run (see `recommend`)."""
+    return recommend(runs)
+
+
+def cross_val_accuracy(run: dict) -> float | None:
+    """Mean val accuracy over the run's eval stores that have a val split (None if none has)."""
+    values = [c["val"]["accuracy"] for c in run.get("cross_dataset", {}).values() if c.get("val")]
+    return sum(values) / len(values) if values else None
+
+
+def near_ties(runs: list[dict]) -> list[dict]:
+    """Runs whose val accuracy reaches the lower end of the val-best run's bootstrap interval."""
+    best = min(runs, key=rank_key)
+    ci = best["metrics"]["val"].get("ci95")
+    low = ci["accuracy"][0] if ci else best["metrics"]["val"]["accuracy"]
+    return [run for run in runs if run["metrics"]["val"]["accuracy"] >= low]
+
+
+def recommend(runs: list[dict]) -> dict:
+    """Best on val; near-ties broken by cross-dataset val when there is one, else by fewer backbones."""
+    tied = near_ties(runs)
+    if any(cross_val_accuracy(run) is not None for run in tied):
+        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), len(run["config"]["backbones"]))
+                   + rank_key(run))
+    return min(tied, key=lambda run: (len(run["config"]["backbones"]),) + rank_key(run))
+
+
+def eval_datasets(runs: list[dict]) -> list[str]:
+    """Labels of the eval stores any run was evaluated on, in first-seen order."""
+    return list(dict.fromkeys(label for run in runs for label in run.get("cross_dataset", {})))
+
+
+def best_out_of_domain(runs: list[dict], label: str) -> dict | None:
+    """The run with the best reported accuracy on eval dataset ``label`` (None if no run has it)."""
+    scored = [run for run in runs if label in run.get("cross_dataset", {})]
+    return max(scored, key=lambda run: run["cross_dataset"][label]["report"]["accuracy"]) if scored else None
+
+
+def disagreements(runs: list[dict]) -> list[str]:
+    """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
+    chosen, out = recommend(runs), []
+    for label in eval_datasets(runs):
+        best = best_out_of_domain(runs, label)
+        mine = chosen.get("cross_dataset", {}).get(label)
+        if best is None or best is chosen or mine is None:
+            continue
+        theirs = best["cross_dataset"][label]["report"]
+        if theirs["ci95"]["accuracy"][0] > mine["report"]["ci95"]["accuracy"][1]:
+            out.append(f"WARNING: on {label} the recommended {run_title(chosen)} scores "
+                       f"{fmt(mine['report']['accuracy'])}, and {run_title(best)} scores "
+                       f"{fmt(theirs['accuracy'])}, beyond both 95% intervals: the in-domain choice does not "
+                       f"transfer best to {label}.")
+    return out
+
+
+def run_title(run: dict) -> str:
+    return f"{'+'.join(run['config']['backbones'])} + {run['config']['head']}"
+
+
+def recommendation_text(runs: list[dict]) -> str:
+    """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
+    chosen, tied = recommend(runs), near_ties(runs)
+    if len(tied) == 1:
+        why = "best val accuracy"
+    elif cross_val_accuracy(chosen) is not None:
+        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by cross-dataset val "
+               f"accuracy ({fmt(cross_val_accuracy(chosen))})")
+    else:
+        why = f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones"
+    lines = [f"Recommended: {run_title(chosen)} (val accuracy {fmt(chosen['metrics']['val']['accuracy'])}; {why})."]
+    for label in eval_datasets(runs):
+        best = best_out_of_domain(runs, label)
+        lines.append(f"Best out of domain on {label}: {run_title(best)} "
+                     f"({fmt(best['cross_dataset'][label]['report']['accuracy'])}).")
+    return "\n".join(lines + disagreements(runs)) + "\n"
 
 
 def leaderboard(runs: list[dict]) -> list[dict]:
-    """Rows of `COLUMNS`, ranked by `rank_key`."""
-    return [_row(rank, run) for rank, run in enumerate(sorted(runs, key=rank_key), start=1)]
+    """Rows of `COLUMNS` (and the cross-dataset columns), ranked by `rank_key`."""
+    labels, chosen = eval_datasets(runs), recommend(runs)
+    best_out = {label: best_out_of_domain(runs, label) for label in labels}
+    rows = []
+    for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
+        row = _row(rank, run)
+        marks = (["recommended"] if run is chosen else []) + [
+            f"best on {label}" for label, best in best_out.items() if best is run]
+        row["choice"] = ", ".join(marks)
+        for label in labels:
+            row.update(_cross_cells(label, run.get("cross_dataset", {}).get(label)))
+        rows.append(row)
+    return rows
+
+
+def _cross_cells(label: str, cross: dict | None) -> dict:
+    if cross is None:
+        return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
+    report = cross["report"]
+    low, high = report["ci95"]["accuracy"]
+    return {f"{label}_accuracy": fmt(report["accuracy"]), f"{label}_accuracy_all": fmt(report["accuracy_all"]),
+            f"{label}_accuracy_ci95": f"{fmt(low)}-{fmt(high)}", f"{label}_male_recall": fmt(report["recall"]),
+            f"{label}_female_recall": fmt(report.get("female_recall")), f"{label}_n": report["n"]}
 
 
 def _row(rank: int, run: dict) -> dict:
@@ -55,12 +158,14 @@ def _row(rank: int, run: dict) -> dict:
     selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
                 for key, value in run["selection"].items() if key not in ("grid", "path")}
     return {"rank": rank, "backbones": "+".join(run["config"]["backbones"]), "head": run["config"]["head"],
-            "dataset": run["store"]["dataset"], "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
+            "dataset": "+".join(s["dataset"] for s in run.get("training_stores", [run["store"]])),
+            "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
             "accuracy": fmt(test["accuracy"]), "accuracy_all_test": fmt(_accuracy_all(test, run)),
             "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}",
             "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
             "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
             "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
+            "treatment": run.get("treatment", {}).get("chosen", {}).get("name", "none"),
             "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
 
 
@@ -78,14 +183,15 @@ def fmt(value) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
@@ -112,7 +218,7 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    markdown = (DEMO_NOTE if demo else "") + to_markdown(rows)
+    markdown = (DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     paths[0].write_text(markdown)
     write_csv(rows, paths[1])

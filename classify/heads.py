@@ -17,7 +17,12 @@ Adding a head::
         def __init__(self, *, random_state=0): ...
         def fit(self, x_train, y_train, x_val, y_val): ...; return self
         def decision_function(self, x): ...   # male logit per row
+        def to_arrays(self): ...              # (JSON-ready scalars, {name: ndarray}) of the fitted state
+        @classmethod
+        def from_arrays(cls, fitted, arrays): ...  # the fitted head back, from what to_arrays gave
         # and set ``selection_``: a JSON-ready record of what was chosen on val
+
+``to_arrays``/``from_arrays`` are how `classify.headfile` saves a head without pickle.
 """
 from __future__ import annotations
 
@@ -216,7 +221,8 @@ class LogRegHead(Head):
             self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
             step = {"C": c, "n_iter": int(res.nit), "converged": bool(res.success),
                     **_val_scores(y_val, self.decision_function(x_val))}
-            log.info("logreg C=%g: %d iterations, val accuracy %.4f", c, res.nit, step["val_accuracy"])
+            log.debug("logreg C=%g: %d iterations, val accuracy %.4f (selection criterion; ties: val log "
+                      "loss %.4f)", c, res.nit, step["val_accuracy"], step["val_log_loss"])
             self.path_.append(step)
             solutions.append(theta)
         best = _best(self.path_)
@@ -230,6 +236,19 @@ class LogRegHead(Head):
         self._check_fitted_x(x)
         v = self.coef_ / self.scale_.astype(np.float64)
         return _affine_logits(x, v.astype(np.float32), np.float32(self.intercept_ - float(self.mean_ @ v)))
+
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        fitted = {"C": float(self.C_), "intercept": float(self.intercept_)}
+        return fitted, {"mean": self.mean_, "scale": self.scale_, "coef": np.asarray(self.coef_, np.float64)}
+
+    @classmethod
+    def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "LogRegHead":
+        head = cls()
+        _set_standardisation(head, arrays)
+        head.coef_ = _vector(arrays, "coef", head.n_features_in_, np.float64)
+        head.intercept_, head.C_ = float(fitted["intercept"]), float(fitted["C"])
+        head.selection_ = {"C": head.C_}
+        return head
 
 
 # ---------------------------------------------------------------------------------------------- mlp
@@ -349,7 +368,8 @@ class MLPHead(Head):
                 best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
             else:
                 stale += 1
-            log.info("mlp %s lr=%g epoch %d: val accuracy %.4f", hidden, lr, epoch, scores["val_accuracy"])
+            log.debug("mlp %s lr=%g epoch %d: val log loss %.4f (early-stopping criterion), val accuracy %.4f",
+                      hidden, lr, epoch, scores["val_log_loss"], scores["val_accuracy"])
             if stale >= self.patience:
                 break
         record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
@@ -375,3 +395,50 @@ class MLPHead(Head):
         """Male logit per row."""
         self._check_fitted_x(x)
         return self._logits(self.params_, x)
+
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        fitted = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": float(self.learning_rate_),
+                  "best_epoch": int(self.best_epoch_)}
+        arrays = {"mean": self.mean_, "scale": self.scale_}
+        arrays.update({f"layer{i // 2}_{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params_)})
+        return fitted, arrays
+
+    @classmethod
+    def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "MLPHead":
+        head = cls()
+        _set_standardisation(head, arrays)
+        hidden = tuple(int(h) for h in fitted["hidden_sizes"])
+        sizes = [head.n_features_in_, *hidden, 1]
+        head.params_ = []
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            weight = arrays.get(f"layer{layer}_weight")
+            if weight is None or weight.shape != (fan_in, fan_out) or weight.dtype != np.float32:
+                raise ValueError(f"mlp layer {layer}: expected a float32 ({fan_in}, {fan_out}) weight array")
+            head.params_ += [weight, _vector(arrays, f"layer{layer}_bias", fan_out, np.float32)]
+        if len(arrays) != 2 + 2 * (len(sizes) - 1):
+            raise ValueError(f"mlp with hidden sizes {list(hidden)}: unexpected arrays {sorted(arrays)}")
+        head.hidden_sizes_, head.learning_rate_ = hidden, float(fitted["learning_rate"])
+        head.best_epoch_ = int(fitted["best_epoch"])
+        head.selection_ = {"hidden_sizes": list(hidden), "learning_rate": head.learning_rate_,
+                           "best_epoch": head.best_epoch_}
+        return head
+
+
+def _vector(arrays: dict[str, np.ndarray], name: str, size: int, dtype) -> np.ndarray:
+    """``arrays[name]``, checked to be a finite 1-D vector of ``size`` values of ``dtype``."""
+    value = arrays.get(name)
+    if value is None or value.shape != (size,) or value.dtype != dtype or not np.isfinite(value).all():
+        raise ValueError(f"array {name!r}: expected {size} finite {np.dtype(dtype).name} values, got "
+                         f"{None if value is None else (value.shape, value.dtype.name)}")
+    return value
+
+
+def _set_standardisation(head: Head, arrays: dict[str, np.ndarray]) -> None:
+    """``mean_``/``scale_`` and the fitted markers of a head rebuilt from arrays."""
+    mean = arrays.get("mean")
+    if mean is None or mean.ndim != 1:
+        raise ValueError("array 'mean': expected a 1-D vector")
+    head.n_features_in_ = mean.shape[0]
+    head.classes_ = np.array([0, 1])
+    head.mean_ = _vector(arrays, "mean", head.n_features_in_, np.float32)
+    head.scale_ = _vector(arrays, "scale", head.n_features_in_, np.float32)

@@ -1,6 +1,7 @@
 """Binary gender-classification metrics, male = positive class (label 1), female = 0.
 
-`evaluate` returns a JSON-ready dict: accuracy, precision/recall/F1 of the male class, macro
+`evaluate` returns a JSON-ready dict: accuracy, precision/recall/F1 of the male class, the female
+class's recall (``female_recall``; ``recall`` is the male one), macro
 precision/recall/F1 over both classes, ROC-AUC, the confusion matrix (rows true, columns predicted,
 order [female, male]), percentile bootstrap 95% CIs for accuracy and F1, and an ROC curve thinned for
 plotting. Undefined ratios (0/0, e.g. precision with no male prediction) are 0, like scikit-learn's
@@ -42,6 +43,7 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     f1 = _ratio(2 * precision * recall, precision + recall)
     return {"accuracy": float(_ratio(tn + tp, cm.sum())),
             "precision": float(precision[1]), "recall": float(recall[1]), "f1": float(f1[1]),
+            "female_recall": float(recall[0]),
             "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
             "macro_f1": float(f1.mean())}
 

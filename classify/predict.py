@@ -3,7 +3,13 @@
 The head's sidecar names the backbone(s) and the weights each was extracted with; the same weights go
 to `extract.embed_paths` ("random" for extract's seeded random init, else the recorded weight file,
 which must exist here), and the embedding width must match the store's. An image
-whose face the aligner cannot find, or that cannot be read, is reported as such and never guessed.
+whose face the aligner cannot find, or that cannot be read, is reported as such (with the reason:
+empty file, not an image, damaged image) and never guessed. The head's feature treatment
+(`classify.treatment`) is applied to the features as in training.
+
+Seam for several faces per image: `predict_images` gets features from `embed` (one row per image,
+today through `extract.embed_paths`, the largest face). A front end that returns every face with its
+box plugs in there: one `Prediction` per face, ``face`` its index and ``box`` (x, y, w, h).
 """
 from __future__ import annotations
 
@@ -14,13 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.results import load_head, sha256_file
+from classify import treatment
+from classify.headfile import sha256_file
+from classify.results import load_head
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import Status
 
 log = logging.getLogger(__name__)
 
 STATUS_TEXT = {Status.OK: "ok", Status.UNREADABLE: "unreadable", Status.NO_FACE: "no face found"}
+
+
+def status_text(code: int) -> str:
+    """'no face found', 'unreadable', or the status's name for others (e.g. 'too large')."""
+    if code in STATUS_TEXT:
+        return STATUS_TEXT[code]
+    try:
+        return Status(code).name.lower().replace("_", " ")
+    except ValueError:
+        return f"status {code}"
 
 
 class PredictError(ValueError):
@@ -32,7 +50,25 @@ class Prediction:
     path: str
     status: str
     gender: str = ""
-    probability: float | None = None
+    probability: float | None = None  # of the predicted gender (>= 0.5), not of "male"
+    reason: str = ""  # why an image has no prediction
+
+
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", b"II*\0", b"MM\0*", b"RIFF")
+
+
+def unreadable_reason(path: Path) -> str:
+    """Why an image could not be read, from its first bytes: empty, not an image, or damaged."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as error:
+        return f"cannot open ({error.strerror})"
+    if not head:
+        return "empty file"
+    if not head.startswith(_SIGNATURES):
+        return "not an image (unknown file content)"
+    return "damaged image (cannot be decoded)"
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -81,10 +117,12 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
         info = record["store"]["backbones"][name]
         metadata = info.get("metadata", {})
         weights = weights_argument(name, metadata)
+        # test-time augmentation as recorded (stores of extract --tta); passed only when used
+        tta = {"tta": metadata["tta"]} if metadata.get("tta", "none") != "none" else {}
         try:
             x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device,
                                            precision=metadata.get("precision", "fp32"),
-                                           expect_weights=metadata.get("weights"))
+                                           expect_weights=metadata.get("weights"), **tta)
         except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
             raise PredictError(f"backbone {name}: {error}") from None
         x, codes = np.asarray(x, dtype=np.float32), np.asarray(codes, dtype=np.uint8)
@@ -98,16 +136,20 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.
 
 def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto") -> list[Prediction]:
     """One `Prediction` per image, in input order."""
-    head, record = load_head(head_path)
+    head, record = load_head(head_path)  # every check of the head and its sidecar, before any backbone
     paths = expand_inputs(inputs)
     x, status = embed(paths, record, device=device)
     ok = status == Status.OK
-    proba = head.predict_proba(x[ok])[:, 1] if ok.any() else np.empty(0)
+    backbones = tuple(record["config"]["backbones"])
+    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+    x = treatment.apply(x[ok], record["treatment"]["chosen"], backbones, dims)
+    proba = head.predict_proba(x)[:, 1] if ok.any() else np.empty(0)
     male = iter(proba)
     out = []
     for path, code in zip(paths, status):
         if code != Status.OK:
-            out.append(Prediction(str(path), STATUS_TEXT.get(int(code), f"status {int(code)}")))
+            reason = unreadable_reason(path) if code == Status.UNREADABLE else ""
+            out.append(Prediction(str(path), status_text(int(code)), reason=reason))
             continue
         p = float(next(male))
         out.append(Prediction(str(path), "ok", "male" if p > 0.5 else "female", max(p, 1 - p)))
@@ -115,15 +157,33 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto") 
 
 
 def write_predictions(predictions: list[Prediction], path: Path) -> None:
+    """CSV: path, gender, probability (of that gender), status, reason."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "gender", "probability", "status"])
+        writer.writerow(["path", "gender", "probability", "status", "reason"])
         for p in predictions:
-            writer.writerow([p.path, p.gender, "" if p.probability is None else f"{p.probability:.4f}", p.status])
+            writer.writerow([p.path, p.gender, "" if p.probability is None else f"{p.probability:.4f}", p.status,
+                             p.reason])
 
 
 def format_predictions(predictions: list[Prediction]) -> str:
-    """Human-readable lines: 'path  male  0.97' or 'path  no face found'."""
-    width = max(len(p.path) for p in predictions)
-    return "\n".join(f"{p.path:<{width}}  {p.gender} {p.probability:.4f}" if p.status == "ok"
-                     else f"{p.path:<{width}}  {p.status}" for p in predictions)
+    """A header, one line per image ('path  male  0.97' or 'path  unreadable: empty file'), totals."""
+    width = max(len(p.path) for p in predictions + [Prediction("image", "")])
+    lines = [f"{'image':<{width}}  gender  probability of that gender"]
+    for p in predictions:
+        if p.status == "ok":
+            lines.append(f"{p.path:<{width}}  {p.gender:<6}  {p.probability:.4f}")
+        else:
+            lines.append(f"{p.path:<{width}}  {p.status}{': ' + p.reason if p.reason else ''}")
+    return "\n".join(lines + [totals(predictions)])
+
+
+def totals(predictions: list[Prediction]) -> str:
+    """'12 images: 5 male, 4 female, 2 no face found, 1 unreadable'."""
+    counts: dict[str, int] = {}
+    for p in predictions:
+        key = p.gender if p.status == "ok" else p.status
+        counts[key] = counts.get(key, 0) + 1
+    order = ["male", "female"] + sorted(set(counts) - {"male", "female"})
+    parts = [f"{counts.get(key, 0)} {key}" for key in order if key in counts or key in ("male", "female")]
+    return f"{len(predictions)} images: " + ", ".join(parts)

@@ -15,8 +15,22 @@ Protocol
    macro P/R/F1, ROC-AUC, confusion matrix, 95% percentile bootstrap CIs (accuracy, F1; test rows
    resampled ``n_resamples`` times) and accuracy per group of the store's attributes. Male is the positive
    class; the decision threshold is fixed at p(male) = 0.5, not tuned on test.
-6. One seed (``RunConfig.seed``) drives the head's initialisation and minibatch order and the
-   bootstrap, so a rerun on the same store gives the same numbers. The config, the store's identity
+6. Feature treatment (`classify.treatment`: per-backbone L2 normalisation or none) is one more
+   hyperparameter: every candidate is fitted as in 4, and the chosen one is the best on cross-dataset
+   val when eval stores give one (mean val accuracy over them; ties to the in-domain val accuracy), else
+   the best on val (accuracy, then log loss). Remaining ties go to "none", the simpler treatment.
+7. Pooled training (several training stores): their train splits are concatenated, and so are their
+   val splits (the pooled val every choice above is made on) and test splits. The stores must hold the
+   run's backbones with the same dim, weights identity and preprocessing (`check_compatible`).
+8. Cross-dataset evaluation (eval stores, same compatibility check): the head trained above, never
+   refitted, is applied to another dataset's rows. A store with rows in more than one split gives its
+   val split for choosing (step 6) and its test split for reporting; its train split is never used. A
+   store whose rows are all in one split (a held-out set such as celeba_wild) is reported on all rows
+   and used for no choice. Reported: the metrics of 5, the invalid rows by reason, the accuracy over
+   all rows with invalid rows counted as errors (``accuracy_all``), and, when the store records ages,
+   the same metrics on faces aged >= ``ADULT_AGE`` (``adults``).
+9. One seed (``RunConfig.seed``) drives the head's initialisation and minibatch order and the
+   bootstrap, so a rerun on the same stores gives the same numbers. The config, the stores' identity
    (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions are saved
    with every result.
 """
@@ -28,10 +42,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from classify import metrics
+from classify import metrics, treatment
 from classify.heads import Head, make_head
-from features.dataset import SPLITS
+from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
+
+ADULT_AGE = 15
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +60,14 @@ class ProtocolError(ValueError):
 class RunConfig:
     """Everything that defines one run; saved in its results file."""
 
-    store: str
+    stores: tuple[str, ...]
     backbones: tuple[str, ...]
     head: str
     seed: int = 0
     head_params: dict = field(default_factory=dict)
     n_resamples: int = 1000
+    treatments: tuple[str, ...] = treatment.TREATMENTS
+    eval_stores: tuple[str, ...] = ()
 
     @property
     def backbone_spec(self) -> str:
@@ -64,6 +82,96 @@ def parse_backbone_spec(spec: str) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """The pooled train/val/test rows of a run, each backbone's dim and normalisation hint."""
+
+    splits: dict[str, SplitFeatures]
+    dims: dict[str, int]
+    hints: dict[str, str | None]
+    attributes: dict[str, np.ndarray] | None = None  # one training store only: per-group test accuracy
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One eval store's rows under step 8: ``choose`` (its val, or None) and ``report`` (test or all)."""
+
+    label: str
+    identity: dict
+    choose: SplitFeatures | None
+    report: SplitFeatures
+    report_rows: str
+    age: np.ndarray | None = None  # of the report rows, when the store records ages
+
+
+def compatibility(store: FeatureStore, name: str) -> dict:
+    """What must match between stores for one backbone's features to mean the same thing."""
+    info = store.backbone_info(name)
+    metadata = info.get("metadata", {})
+    return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
+            "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),
+            "tta": metadata.get("tta", "none")}
+
+
+def check_compatible(reference: dict[str, dict], store: FeatureStore, backbones: tuple[str, ...]) -> None:
+    """ProtocolError unless ``store``'s backbones match ``reference`` (name -> `compatibility`)."""
+    for name in backbones:
+        found, expected = compatibility(store, name), reference[name]
+        for key in found:
+            if found[key] != expected[key]:
+                raise ProtocolError(
+                    f"{store.path}: backbone {name} has another {key} ({_short(found[key])}) than the training "
+                    f"store ({_short(expected[key])}); only stores extracted with the same weights and "
+                    "preprocessing can be pooled or compared: re-extract one of them")
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_training(stores: list[FeatureStore], backbones: tuple[str, ...]) -> TrainingData:
+    """The run's rows from one store, or several pooled (step 7)."""
+    reference = {name: compatibility(stores[0], name) for name in backbones}
+    for store in stores[1:]:
+        check_compatible(reference, store, backbones)
+    per_store = [read_splits(store, backbones) for store in stores]
+    splits = {split: _concat([parts[split] for parts in per_store]) for split in SPLITS}
+    hints = {name: stores[0].backbone_info(name).get("metadata", {}).get("normalisation") for name in backbones}
+    return TrainingData(splits=splits, dims={name: reference[name]["dim"] for name in backbones}, hints=hints,
+                        attributes=stores[0].attributes if len(stores) == 1 else None)
+
+
+def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
+    if len(parts) == 1:
+        return parts[0]
+    invalid: dict[str, int] = {}
+    for part in parts:
+        for reason, count in part.n_invalid.items():
+            invalid[reason] = invalid.get(reason, 0) + count
+    return SplitFeatures(x=np.concatenate([p.x for p in parts]), gender=np.concatenate([p.gender for p in parts]),
+                         index=np.concatenate([p.index for p in parts]), n_invalid=invalid)
+
+
+def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
+                  label: str, identity: dict) -> EvalSet:
+    """An eval store's rows under step 8, after checking it against the training backbones."""
+    check_compatible(reference, store, backbones)
+    present = set(np.unique(store.split).tolist())
+    if len(present) == 1:
+        choose, report, rows = None, store.read(list(backbones)), "all"
+    else:
+        val = store.read(list(backbones), "val") if split_code("val") in present else None
+        usable = val is not None and len(np.unique(val.gender)) == 2
+        choose, report, rows = (val if usable else None), store.read(list(backbones), "test"), "test"
+    if len(report.gender) == 0:
+        raise ProtocolError(f"{store.path}: no valid {rows} rows to evaluate {'+'.join(backbones)} on "
+                            f"(invalid: {report.n_invalid or 'none'})")
+    ages = store.attributes.get("age")
+    return EvalSet(label=label, identity=identity, choose=choose, report=report, report_rows=rows,
+                   age=None if ages is None else np.asarray(ages)[report.index])
+
+
 def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, SplitFeatures]:
     """The valid rows of train, val and test; each split must have rows, train and val both classes."""
     splits = {split: store.read(list(backbones), split) for split in SPLITS}
@@ -76,30 +184,81 @@ def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, Sp
     return splits
 
 
-def run(config: RunConfig, splits: dict[str, SplitFeatures], *,
-        attributes: dict[str, np.ndarray] | None = None) -> tuple[Head, dict]:
-    """Fit ``config.head`` on train, select on val, evaluate on test: (fitted head, results)."""
-    head = make_head(config.head, seed=config.seed, **config.head_params)
-    train, val, test = (splits[s] for s in SPLITS)
+def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tuple[Head, dict]:
+    """Fit ``config.head`` per candidate treatment on train, select on val (step 6), evaluate test and
+    the eval sets: (fitted head, results)."""
+    train, val, test = (data.splits[s] for s in SPLITS)
     started = time.perf_counter()
-    head.fit(train.x, train.gender, val.x, val.gender)
+    tried = []
+    for candidate in treatment.candidates(config.treatments, config.backbones, data.hints):
+        prepare = _preparer(candidate, config.backbones, data.dims)
+        head = make_head(config.head, seed=config.seed, **config.head_params)
+        head.fit(prepare(train.x), train.gender, prepare(val.x), val.gender)
+        tried.append((candidate, head, prepare, _choice_scores(head, prepare, val, evals)))
+        log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], tried[-1][3])
+    chosen, head, prepare, _ = tried[_best_treatment([t[3] for t in tried])]
     fit_s = time.perf_counter() - started
-    log.info("%s %s: fitted in %.1f s", config.backbone_spec, config.head, fit_s)
     started = time.perf_counter()
-    evaluation = {name: _evaluate(head, data, config) for name, data in (("val", val), ("test", test))}
-    if attributes:
-        test_pred = head.predict(test.x)
-        groups = {name: values[test.index] for name, values in attributes.items()}
+    evaluation = {name: _evaluate(head, prepare(part.x), part.gender, config)
+                  for name, part in (("val", val), ("test", test))}
+    if data.attributes:
+        test_pred = head.predict(prepare(test.x))
+        groups = {name: values[test.index] for name, values in data.attributes.items()}
         evaluation["test"]["groups"] = metrics.group_accuracy(test.gender, test_pred, groups)
-    results = {"metrics": evaluation, "selection": head.selection_, "head_params": head.get_params(),
-               "counts": _counts(splits),
+    cross = {e.label: evaluate_set(head, prepare, e, n_resamples=config.n_resamples, seed=config.seed)
+             for e in evals}
+    results = {"metrics": evaluation, "cross_dataset": cross, "selection": head.selection_,
+               "head_params": head.get_params(), "counts": _counts(data.splits),
+               "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
     return head, results
 
 
-def _evaluate(head: Head, data: SplitFeatures, config: RunConfig) -> dict:
-    proba = head.predict_proba(data.x)[:, 1]
-    return metrics.evaluate(data.gender, proba, n_resamples=config.n_resamples, seed=config.seed)
+def _preparer(candidate: dict, backbones: tuple[str, ...], dims: dict[str, int]):
+    return lambda x: treatment.apply(x, candidate, backbones, dims)
+
+
+def _choice_scores(head: Head, prepare, val: SplitFeatures, evals) -> dict:
+    logits = head.decision_function(prepare(val.x)).astype(np.float64)
+    scores = {"val_accuracy": float(np.mean((logits > 0) == (val.gender == 1))),
+              "val_log_loss": float(np.mean(np.logaddexp(0.0, logits) - (val.gender == 1) * logits))}
+    cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
+             if e.choose is not None]
+    scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
+    return scores
+
+
+def _best_treatment(scores: list[dict]) -> int:
+    """Step 6: cross-dataset val when there is one, else val; ties to the earlier (simpler) candidate."""
+    if scores and scores[0]["cross_val_accuracy"] is not None:
+        keys = [(-s["cross_val_accuracy"], -s["val_accuracy"], i) for i, s in enumerate(scores)]
+    else:
+        keys = [(-s["val_accuracy"], s["val_log_loss"], i) for i, s in enumerate(scores)]
+    return min(keys)[2]
+
+
+def evaluate_set(head: Head, prepare, data: EvalSet, *, n_resamples: int, seed: int) -> dict:
+    """Step 8's record for one eval set: identity, rows used, val (choosing) and report metrics."""
+    def scored(part: SplitFeatures, mask=None) -> dict:
+        x, y = (part.x, part.gender) if mask is None else (part.x[mask], part.gender[mask])
+        out = metrics.evaluate(y, head.predict_proba(prepare(x))[:, 1], n_resamples=n_resamples, seed=seed)
+        return out
+
+    report = scored(data.report)
+    n_invalid = sum(data.report.n_invalid.values())
+    report.update(invalid=dict(data.report.n_invalid),
+                  accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
+    if data.age is not None and np.any(data.age >= ADULT_AGE):
+        adults = scored(data.report, data.age >= ADULT_AGE)
+        report["adults"] = {key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")}
+        report["adults"]["min_age"] = ADULT_AGE
+    return {**data.identity, "rows": data.report_rows, "report": report,
+            "val": None if data.choose is None else scored(data.choose)}
+
+
+def _evaluate(head: Head, x: np.ndarray, y: np.ndarray, config: RunConfig) -> dict:
+    proba = head.predict_proba(x)[:, 1]
+    return metrics.evaluate(y, proba, n_resamples=config.n_resamples, seed=config.seed)
 
 
 def _counts(splits: dict[str, SplitFeatures]) -> dict:

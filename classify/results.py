@@ -1,14 +1,16 @@
 """Results files: one ``<run>.json`` per (backbone(s), head) run, and the fitted head beside it.
 
-``<run>.json`` holds the metrics, the full `RunConfig`, the store's identity (path, dataset fingerprint,
-each backbone's metadata incl. its weights identity and source), library versions and timings. It is
-also the sidecar of ``<run>.joblib``, the fitted head: ``head_file.sha256`` is checked before the joblib
-file is unpickled, and a file that does not match is refused (unpickling runs code: never load a file
-that was changed after training).
+``<run>.json`` (kind "classify-run", version 2) holds the metrics (``metrics`` val/test in domain,
+``cross_dataset`` per eval store), the full `RunConfig`, ``store`` (the first training store's identity:
+path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
+``training_stores`` (path, dataset, fingerprint, n_rows of each pooled store), ``treatment`` (chosen and
+tried), library versions and timings. It is also the sidecar of ``<run>.npz``, the fitted head
+(`classify.headfile`): before anything runs, `load_head` checks the sidecar's fields, the file's sha256,
+and that the head file's header and arrays agree with the sidecar's backbones, dims, head and treatment.
+Nothing is unpickled; version-1 heads (``.joblib``) are refused with a request to retrain.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,15 +20,15 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import joblib
-
-from classify.heads import Head
+from classify import treatment
+from classify.headfile import SUFFIX, HeadFormatError, read_head_file, sha256_file, write_head_file
+from classify.heads import Head, get_head_class
 from classify.protocol import RunConfig
 
 log = logging.getLogger(__name__)
 
 RESULTS_KIND = "classify-run"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -51,46 +53,47 @@ def library_versions() -> dict[str, str]:
     import zarr
 
     return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "joblib": joblib.__version__, "zarr": zarr.__version__,
+            "scikit-learn": sklearn.__version__, "zarr": zarr.__version__,
             "matplotlib": matplotlib.__version__}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def store_identity(store, backbones: tuple[str, ...]) -> dict:
+def store_identity(store, backbones: tuple[str, ...] = ()) -> dict:
     """Path, dataset and fingerprint of the store, and the metadata of each backbone used."""
-    return {"path": str(store.path), "dataset": store.dataset_name, "fingerprint": store.fingerprint,
-            "n_rows": store.n_rows, "backbones": {name: store.backbone_info(name) for name in backbones}}
+    identity = {"path": str(store.path), "dataset": store.dataset_name, "fingerprint": store.fingerprint,
+                "n_rows": store.n_rows}
+    return {**identity, "backbones": {name: store.backbone_info(name) for name in backbones}} if backbones \
+        else identity
 
 
-def write_run(out_dir: Path, config: RunConfig, head: Head, results: dict, *, store_info: dict) -> Path:
-    """Save the head (joblib) and its results/sidecar JSON; returns the JSON path."""
+def write_run(out_dir: Path, config: RunConfig, head: Head, results: dict, *, store_info: dict,
+              training_stores: list[dict]) -> Path:
+    """Save the head (.npz, `classify.headfile`) and its results/sidecar JSON; returns the JSON path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(config)
-    head_path = out_dir / f"{name}.joblib"
-    joblib.dump(head, head_path)
+    head_path = out_dir / f"{name}{SUFFIX}"
+    chosen = results["treatment"]["chosen"]
+    fitted, arrays = head.to_arrays()
+    backbones = [{"name": b, "dim": store_info["backbones"][b]["dim"],
+                  "weights": store_info["backbones"][b].get("metadata", {}).get("weights")} for b in config.backbones]
+    write_head_file(head_path, jsonable({"head": config.head, "fitted": fitted, "backbones": backbones,
+                                          "n_features": head.n_features_in_, "treatment": chosen,
+                                          "training_stores": training_stores}), arrays)
     record = {"kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": name,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "config": asdict(config), "store": store_info, **results,
+              "config": asdict(config), "store": store_info, "training_stores": training_stores, **results,
               "library_versions": library_versions(),
               "head_file": {"name": head_path.name, "sha256": sha256_file(head_path)}}
     json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False))
+    json_path.write_text(json.dumps(jsonable(record), indent=1, allow_nan=False))
     return json_path
 
 
-def _jsonable(value):
+def jsonable(value):
     """NaN/inf -> None (strict JSON), tuples -> lists, numpy scalars -> Python."""
     if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -124,22 +127,78 @@ def load_runs(directory: Path) -> list[dict]:
 
 
 def load_head(head_path: Path) -> tuple[Head, dict]:
-    """The fitted head and its sidecar record, after checking the file's sha256 against the sidecar."""
+    """The fitted head and its sidecar record, every check made before any backbone could run."""
     head_path = Path(head_path)
-    if head_path.suffix != ".joblib":
-        raise HeadFileError(f"{head_path} is not a head file: pass the <run>.joblib written by train")
+    if head_path.suffix == ".joblib":
+        raise HeadFileError(f"{head_path} is a head of the old pickle format, which this version never loads "
+                            "(a pickle can run code): retrain with `python -m classify train`")
+    if head_path.suffix != SUFFIX:
+        raise HeadFileError(f"{head_path} is not a head file: pass the <run>{SUFFIX} written by train")
     if not head_path.is_file():
         raise HeadFileError(f"no head file at {head_path}")
     sidecar = head_path.with_suffix(".json")
     if not sidecar.is_file():
         raise HeadFileError(f"head {head_path} has no sidecar {sidecar.name} beside it; cannot verify it")
     record = read_run(sidecar)
-    expected = record.get("head_file", {}).get("sha256")
-    actual = sha256_file(head_path)
+    problem = sidecar_problem(record, head_path.name)
+    if problem:
+        raise HeadFileError(f"{sidecar}: {problem}; this sidecar does not describe a head train wrote: retrain")
+    expected, actual = record["head_file"]["sha256"], sha256_file(head_path)
     if actual != expected:
         raise HeadFileError(f"head file {head_path} does not match its sidecar (sha256 {actual[:16]}... "
-                            f"expected {str(expected)[:16]}...): refusing to load a modified file")
-    head = joblib.load(head_path)
-    if not isinstance(head, Head):
-        raise HeadFileError(f"{head_path} holds a {type(head).__name__}, not a classify head")
+                            f"expected {str(expected)[:16]}...): refusing a modified file")
+    try:
+        header, arrays = read_head_file(head_path)
+        head = _rebuild(header, arrays, record)
+    except (HeadFormatError, ValueError, KeyError, TypeError) as error:
+        raise HeadFileError(f"{head_path}: {error}: retrain") from None
     return head, record
+
+
+def sidecar_problem(record: dict, file_name: str) -> str | None:
+    """What makes a sidecar unusable (None when it is sound): fields, names and dims, checked as data."""
+    config, store = record.get("config"), record.get("store")
+    if not isinstance(config, dict) or not isinstance(store, dict) or not isinstance(store.get("backbones"), dict):
+        return "no config or store record"
+    head_name, backbones = config.get("head"), config.get("backbones")
+    if not isinstance(head_name, str):
+        return "no head kind"
+    try:
+        get_head_class(head_name)
+    except ValueError as error:
+        return str(error)
+    if (not isinstance(backbones, list) or not backbones
+            or not all(isinstance(b, str) and _SAFE_NAME.match(b) for b in backbones)):
+        return "config.backbones must be a non-empty list of backbone names"
+    for name in backbones:
+        info = store["backbones"].get(name)
+        if not isinstance(info, dict) or not isinstance(info.get("dim"), int) or info["dim"] < 1:
+            return f"no positive dim recorded for backbone {name!r}"
+    problem = treatment.check(record.get("treatment", {}).get("chosen"), tuple(backbones))
+    if problem:
+        return problem
+    head_file = record.get("head_file")
+    if not isinstance(head_file, dict) or head_file.get("name") != file_name or not head_file.get("sha256"):
+        return f"head_file must name {file_name} and its sha256"
+    return None
+
+
+def _rebuild(header: dict, arrays: dict, record: dict) -> Head:
+    """The head from its file, after checking the file says what the sidecar says."""
+    config = record["config"]
+    backbones = record["store"]["backbones"]
+    recorded = [{"name": b, "dim": backbones[b]["dim"], "weights": backbones[b].get("metadata", {}).get("weights")}
+                for b in config["backbones"]]
+    in_file = [{key: b.get(key) for key in ("name", "dim", "weights")} for b in header.get("backbones", [])]
+    if in_file != recorded:
+        raise HeadFormatError(f"the head file was fitted on backbones {in_file}, the sidecar names {recorded}")
+    if header.get("head") != config["head"]:
+        raise HeadFormatError(f"the head file holds a {header.get('head')!r} head, the sidecar says "
+                              f"{config['head']!r}")
+    if header.get("treatment") != record["treatment"]["chosen"]:
+        raise HeadFormatError("the head file's feature treatment differs from the sidecar's")
+    head = get_head_class(config["head"]).from_arrays(header["fitted"], arrays)
+    if head.n_features_in_ != sum(b["dim"] for b in recorded) or header.get("n_features") != head.n_features_in_:
+        raise HeadFormatError(f"the head's arrays take {head.n_features_in_} features, the backbones give "
+                              f"{sum(b['dim'] for b in recorded)}")
+    return head

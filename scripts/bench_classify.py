@@ -29,7 +29,7 @@ import numpy as np
 
 
 from classify.heads import head_names
-from classify.protocol import RunConfig, read_splits, run
+from classify.protocol import RunConfig, read_training, run
 from features.dataset import Dataset
 from features.store import FeatureStore, StoreError
 
@@ -111,7 +111,8 @@ def bench(store: FeatureStore, heads: list[str], *, seed: int) -> dict:
     """Read the splits, run each head; timings, accuracy and peak RSS after each phase."""
     baseline = peak_rss_bytes()
     started = time.perf_counter()
-    splits = read_splits(store, (BACKBONE,))
+    data = read_training([store], (BACKBONE,))
+    splits = data.splits
     report = {"read_s": round(time.perf_counter() - started, 1), "rss_before_read_gb": baseline / 1e9,
               "rows": {s: int(len(d.gender)) for s, d in splits.items()},
               "invalid": {s: d.n_invalid for s, d in splits.items()},
@@ -119,8 +120,8 @@ def bench(store: FeatureStore, heads: list[str], *, seed: int) -> dict:
               "all_splits_gb": sum(d.x.nbytes for d in splits.values()) / 1e9,
               "peak_rss_after_read_gb": peak_rss_bytes() / 1e9, "heads": {}}
     for name in heads:
-        config = RunConfig(store=store.path, backbones=(BACKBONE,), head=name, seed=seed)
-        head, results = run(config, splits, attributes=store.attributes)
+        config = RunConfig(stores=(store.path,), backbones=(BACKBONE,), head=name, seed=seed, treatments=("none",))
+        head, results = run(config, data)
         test = results["metrics"]["test"]
         report["heads"][name] = {**results["timings"], "test_accuracy": round(test["accuracy"], 4),
                                  "test_accuracy_ci95": [round(v, 4) for v in test["ci95"]["accuracy"]],

@@ -8,14 +8,12 @@
 
     .venv/bin/python scripts/calibrate_faces.py [CELEBA_ROOT]
 """
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from extract.faces import FaceDetector  # noqa: E402
+from extract.faces import FaceDetector
 
 
 def main() -> None:

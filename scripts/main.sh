@@ -4,6 +4,8 @@
 #   CELEBA_ROOT  CelebA folder (default data/celeba; any layout `python -m extract` reads)
 #   OUT          output folder (default runs/celeba, or runs/demo on the demo data)
 #   BACKBONES    backbones to extract (default: the three whose weights ship in pip packages)
+#   UTKFACE_ROOT UTKFace folder (default ../shared/data/utkface); when present (and not on demo data) it is
+#                extracted into its own store and every head is also evaluated on it (CelebA -> UTKFace)
 # Rerunning resumes: finished extraction units are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +37,17 @@ mkdir -p "$out"
 store="$out/features.zarr"
 # shellcheck disable=SC2086  # BACKBONES is a space-separated list
 "$py" -m extract --dataset celeba --root "$root" --backbones $backbones --store "$store"
+eval_args=""
+utk_root=${UTKFACE_ROOT:-../shared/data/utkface}
+if [ -z "$demo" ] && [ -e "$utk_root" ]; then
+  # shellcheck disable=SC2086
+  "$py" -m extract --dataset utkface --root "$utk_root" --backbones $backbones --store "$out/utkface.zarr"
+  eval_args="--eval-store $out/utkface.zarr"
+fi
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
 # shellcheck disable=SC2086
-"$py" -m classify train --store "$store" --backbones $specs --out "$out/heads" $demo
+"$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $demo
 "$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
 echo "report: $out/report.md" >&2

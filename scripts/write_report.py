@@ -48,18 +48,38 @@ def extraction_section(store: FeatureStore) -> list[str]:
     return lines + [""]
 
 
+def cross_dataset_lines(run: dict) -> list[str]:
+    """The recommended run's numbers on each eval store (trained on one dataset, applied to another)."""
+    lines = []
+    for label, cross in run.get("cross_dataset", {}).items():
+        report = cross["report"]
+        low, high = report["ci95"]["accuracy"]
+        line = (f"- **{run['store']['dataset']} -> {label}** ({cross['rows']} rows of `{cross['path']}`): accuracy "
+                f"{fmt(report['accuracy'])} (95% CI {fmt(low)}-{fmt(high)}) on {report['n']:,} faces, "
+                f"{fmt(report['accuracy_all'])} counting {sum(report['invalid'].values())} invalid rows as errors; "
+                f"male recall {fmt(report['recall'])}, female recall {fmt(report['female_recall'])}")
+        if "adults" in report:
+            adults = report["adults"]
+            line += (f"; aged >= {adults['min_age']}: {fmt(adults['accuracy'])} on {adults['n']:,} faces (male "
+                     f"recall {fmt(adults['recall'])}, female {fmt(adults['female_recall'])})")
+        lines.append(line + ".")
+    return ["### Cross-dataset (the recommended head on other datasets)", "", *lines, ""] if lines else []
+
+
 def results_section(results: Path, report_dir: Path) -> list[str]:
-    best = best_run(load_runs(results))
+    runs = load_runs(results)
+    best = best_run(runs)
     test = best["metrics"]["test"]
     low, high = test["ci95"]["accuracy"]
     lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
-             f"Chosen on val: **{'+'.join(best['config']['backbones'])} + {best['config']['head']}** (val "
+             "Recommended (val, near-ties broken as the leaderboard says): "
+             f"**{'+'.join(best['config']['backbones'])} + {best['config']['head']}** (val "
              f"accuracy {fmt(best['metrics']['val']['accuracy'])}): test accuracy **{fmt(test['accuracy'])}** "
              f"(95% bootstrap CI {fmt(low)}-{fmt(high)}), F1 (male) {fmt(test['f1'])}, ROC-AUC "
              f"{fmt(test['roc_auc'])}, on {test['n']:,} test images. Rows invalid for a backbone (no face "
              "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
              "errors, to compare runs on the same test images.", "",
-             (results / "leaderboard.md").read_text(), ""]
+             (results / "leaderboard.md").read_text(), "", *cross_dataset_lines(best)]
     for title, name in PLOTS:
         if (results / name).exists():
             lines += [f"### {title}", "", f"![{title}]({os.path.relpath(results / name, report_dir)})", ""]

@@ -25,12 +25,14 @@ FAST_HEADS = {"mlp": {"max_epochs": 5}}
 
 def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, seed: int = 0,
                invalid: dict[int, int] | None = None, complete: bool = True,
-               gender: np.ndarray | None = None) -> FeatureStore:
+               gender: np.ndarray | None = None, weights: str = "random", shift: float = 3.0,
+               metadata: dict | None = None, split: np.ndarray | None = None) -> FeatureStore:
     """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status."""
     dims = dims or {"bb_a": 12, "bb_b": 6}
     rng = np.random.default_rng(seed)
     gender = rng.integers(0, 2, n).astype(np.int8) if gender is None else gender
-    split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
+    if split is None:
+        split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
     dataset = Dataset(name="synthetic", root=str(path.parent), ids=np.array([f"{i:06d}.jpg" for i in range(n)]),
                       paths=np.array([f"img/{i:06d}.jpg" for i in range(n)]), gender=gender, split=split,
                       attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)}, split_seed=seed)
@@ -40,9 +42,9 @@ def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, 
         status[row] = code
     for name, dim in dims.items():
         emb = rng.standard_normal((n, dim)).astype(np.float32)
-        emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
-        writer = store.add_backbone(name, dim=dim, unit_rows=128,
-                                    metadata={"weights": "random", "weights_source": f"seed:{seed}"})
+        emb[:, :3] += shift * (2 * gender[:, None] - 1)
+        writer = store.add_backbone(name, dim=dim, unit_rows=128, metadata={
+            "weights": weights, "weights_source": f"seed:{seed}", **(metadata or {})})
         units = range(writer.n_units) if complete else range(writer.n_units - 1)
         for unit in units:
             s, e = writer.unit_rows(unit)
@@ -111,10 +113,10 @@ def test_leaderboard_ranks_on_val_never_on_test():
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):
     _, out = trained
-    head, record = load_head(out / "bb_a__logreg.joblib")
+    head, record = load_head(out / "bb_a__logreg.npz")
     assert record["run"] == "bb_a__logreg" and head.C_ in head.Cs
-    bad = tmp_path / "bb_a__logreg.joblib"
-    bad.write_bytes((out / "bb_a__logreg.joblib").read_bytes() + b"\0")
+    bad = tmp_path / "bb_a__logreg.npz"
+    bad.write_bytes((out / "bb_a__logreg.npz").read_bytes() + b"\0")
     (tmp_path / "bb_a__logreg.json").write_bytes((out / "bb_a__logreg.json").read_bytes())
     with pytest.raises(HeadFileError, match="does not match"):
         load_head(bad)
@@ -128,9 +130,9 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     images = tmp_path / "imgs"
     images.mkdir()
     wanted = {"m.jpg": (1, Status.OK), "f.png": (0, Status.OK), "noface.jpg": (1, Status.NO_FACE),
-              "broken.jpg": (0, Status.UNREADABLE)}
+              "broken.jpg": (0, Status.UNREADABLE), "empty.jpg": (0, Status.UNREADABLE)}
     for name in wanted:
-        (images / name).write_bytes(b"x")
+        (images / name).write_bytes(b"" if name == "empty.jpg" else b"x")
     (images / "notes.txt").write_text("not an image")
     calls = []
 
@@ -148,7 +150,7 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     # a stand-in `extract` module: predict imports it lazily and calls only embed_paths
     monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_paths=fake_embed_paths))
     preds = tmp_path / "preds.csv"
-    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.joblib"), str(images),
+    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.npz"), str(images),
                      "--out", str(preds)]) == 0
     assert calls == [("bb_a", "random"), ("bb_b", "random")]  # extract's seeded random init
     with open(preds) as handle:
@@ -158,7 +160,11 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     assert float(rows["m.jpg"]["probability"]) > 0.5
     assert rows["noface.jpg"]["status"] == "no face found" and rows["noface.jpg"]["gender"] == ""
     assert rows["broken.jpg"]["status"] == "unreadable" and rows["broken.jpg"]["probability"] == ""
-    assert "no face found" in capsys.readouterr().out
+    assert rows["broken.jpg"]["reason"].startswith("not an image") and rows["empty.jpg"]["reason"] == "empty file"
+    out = capsys.readouterr().out.splitlines()
+    assert "probability of that gender" in out[0]  # a header that says what the number is
+    assert out[-1] == "5 images: 1 male, 1 female, 1 no face found, 2 unreadable"
+    assert any(line.endswith("unreadable: empty file") for line in out)
 
 
 def test_seeded_rerun_gives_identical_results(trained, tmp_path):
@@ -178,7 +184,7 @@ def test_seeded_rerun_gives_identical_results(trained, tmp_path):
     (["train", "--store", "{store}", "--heads", "svm", "--out", "{tmp}/o"], "unknown head 'svm'; valid: logreg, mlp"),
     (["train", "--store", "{store}", "--bootstrap", "0", "--out", "{tmp}/o"], "--bootstrap must be a positive"),
     (["compare", "{tmp}/empty"], "no classify results"),
-    (["predict", "--head", "{tmp}/none.joblib", "x.jpg"], "no head file"),
+    (["predict", "--head", "{tmp}/none.npz", "x.jpg"], "no head file"),
     (["predict", "--head", "{tmp}/run.json", "x.jpg"], "is not a head file"),
 ])
 def test_expected_errors_are_one_line_exit_2(trained, tmp_path, capsys, argv, message):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from classify import cli as classify_cli
+from classify import treatment
 from classify.predict import predict_images
 from classify.results import load_head
 from extract.cli import main as extract_main
@@ -25,7 +26,7 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
                          "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
     assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
                               "--out", str(out)]) == 0
-    head_path = out / "tiny_test__logreg.joblib"
+    head_path = out / "tiny_test__logreg.npz"
 
     test = FeatureStore.open(store_path).read("tiny_test", "test")
     images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
@@ -33,8 +34,10 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
     assert len(images) == 8  # 20% of 40
     predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
 
-    head, _ = load_head(head_path)
-    male = head.predict_proba(test.x)[:, 1]
+    head, record = load_head(head_path)
+    x = treatment.apply(test.x, record["treatment"]["chosen"], ("tiny_test",),
+                        {"tiny_test": test.x.shape[1]})
+    male = head.predict_proba(x)[:, 1]
     assert [p.status for p in predictions] == ["ok"] * len(images) + ["unreadable"]
     assert [p.gender for p in predictions[:-1]] == ["male" if p > 0.5 else "female" for p in male]
     np.testing.assert_allclose([p.probability for p in predictions[:-1]], np.maximum(male, 1 - male),

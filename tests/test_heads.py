@@ -165,3 +165,20 @@ def test_bad_input_is_a_clear_error():
         head.predict(xv[:, :5])
     with pytest.raises(ValueError, match="not fitted"):
         MLPHead().predict(xv)
+
+
+@pytest.mark.parametrize("name", heads.head_names())
+def test_head_round_trips_through_arrays_and_a_head_file(name, tmp_path):
+    from classify.headfile import read_head_file, write_head_file
+
+    data = problem(d=10)
+    head = fit(name, data, **({"hidden_grid": ((8, 4),)} if name == "mlp" else {}))
+    fitted, arrays = head.to_arrays()
+    write_head_file(tmp_path / "h.npz", {"head": name, "fitted": fitted}, arrays)
+    header, loaded = read_head_file(tmp_path / "h.npz")
+    again = heads.get_head_class(name).from_arrays(header["fitted"], loaded)
+    x_test = data[2][0]
+    assert np.array_equal(again.decision_function(x_test), head.decision_function(x_test))
+    broken = dict(loaded, scale=loaded["scale"][:-1])
+    with pytest.raises(ValueError, match="scale"):
+        heads.get_head_class(name).from_arrays(header["fitted"], broken)

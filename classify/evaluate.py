@@ -1,0 +1,64 @@
+"""A saved head on another feature store: ``python -m classify evaluate --head H --store S``.
+
+No backbone runs (and torch is never imported): the features come from the store, which must hold the
+head's backbones with the same dim, weights identity and preprocessing as the head's training store.
+The rows used and the metrics are those of `classify.protocol` step 8 (cross-dataset evaluation).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from classify import protocol, treatment
+from classify.results import load_head, store_identity
+from features.store import FeatureStore
+
+
+def recorded_reference(record: dict) -> dict[str, dict]:
+    """`protocol.compatibility` of each backbone as the head's sidecar recorded it."""
+    out = {}
+    for name in record["config"]["backbones"]:
+        info = record["store"]["backbones"][name]
+        metadata = info.get("metadata", {})
+        out[name] = {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
+                     "preprocessing": metadata.get("preprocessing"),
+                     "aligner_weights": metadata.get("aligner_weights"), "tta": metadata.get("tta", "none")}
+    return out
+
+
+def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store."""
+    head, record = load_head(head_path)
+    backbones = tuple(record["config"]["backbones"])
+    store = FeatureStore.open(store_path)
+    data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
+                                  identity=store_identity(store))
+    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+    chosen = record["treatment"]["chosen"]
+    result = protocol.evaluate_set(head, lambda x: treatment.apply(x, chosen, backbones, dims), data,
+                                   n_resamples=n_resamples, seed=seed)
+    return {"run": record["run"], "head": str(head_path), **result}
+
+
+def summary(result: dict) -> str:
+    """A few lines a person reads: accuracy with CI, per-sex recall, counts."""
+    lines = [f"{result['run']} on {result['dataset']} ({result['path']}), {result['rows']} rows:"]
+    for name, scores in (("report", result["report"]), ("val", result["val"])):
+        if scores is None:
+            continue
+        low, high = scores["ci95"]["accuracy"]
+        lines.append(f"  {'val (choosing)' if name == 'val' else result['rows']}: accuracy {scores['accuracy']:.4f} "
+                     f"(95% CI {low:.4f}-{high:.4f}) on {scores['n']} faces; male recall {scores['recall']:.4f}, "
+                     f"female recall {scores['female_recall']:.4f}, F1 {scores['f1']:.4f}, ROC-AUC "
+                     f"{_fmt(scores['roc_auc'])}")
+    report = result["report"]
+    lines.append(f"  all {result['rows']} rows (invalid counted as errors): accuracy {report['accuracy_all']:.4f}; "
+                 f"invalid: {report['invalid'] or 'none'}")
+    if "adults" in report:
+        adults = report["adults"]
+        lines.append(f"  aged >= {adults['min_age']}: accuracy {adults['accuracy']:.4f} on {adults['n']} faces; "
+                     f"male recall {adults['recall']:.4f}, female recall {adults['female_recall']:.4f}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

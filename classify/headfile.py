@@ -1,0 +1,80 @@
+"""The head file: a fitted head as arrays plus JSON, loadable without running any code.
+
+``<run>.npz`` (numpy's zip of ``.npy`` arrays), format version 1, read with ``allow_pickle=False`` so
+an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
+
+    header          0-d unicode array: a JSON object
+                      kind            "classify-head"
+                      version         1
+                      head            registered head name ("logreg", "mlp")
+                      fitted          JSON scalars of the fitted state (logreg: C, intercept; mlp:
+                                      hidden_sizes, learning_rate, best_epoch)
+                      backbones       [{name, dim, weights}] in column order; dims sum to n_features
+                      n_features      int
+                      treatment       the feature treatment (`classify.treatment`): {name, per_backbone}
+                      training_stores [{path, dataset, fingerprint, n_rows}] the train/val rows came from
+    a/<name>        the head's arrays (`Head.to_arrays`): logreg mean, scale (float32, n_features),
+                    coef (float64, n_features); mlp mean, scale, layer<i>_weight, layer<i>_bias (float32)
+
+The run's results file ``<run>.json`` (`classify.results`) is the head's sidecar: it records the
+file's sha256 and the same backbones, dims, head and treatment, and is checked against this header and
+the arrays before any backbone runs. Old heads (``.joblib``, a pickle) are never loaded: retrain.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+HEAD_KIND = "classify-head"
+HEAD_VERSION = 1
+SUFFIX = ".npz"
+
+
+class HeadFormatError(ValueError):
+    """A head file that is not a valid head of this format."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Save ``header`` (kind and version added) and ``arrays`` to ``path`` (an .npz)."""
+    header = {"kind": HEAD_KIND, "version": HEAD_VERSION, **header}
+    payload = {f"a/{name}": np.asarray(value) for name, value in arrays.items()}
+    with open(path, "wb") as handle:  # a file object: np.savez would append .npz to another suffix
+        np.savez(handle, header=np.array(json.dumps(header)), **payload)
+
+
+def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of a head file; HeadFormatError for anything else, nothing is unpickled."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise HeadFormatError(f"{path} is a single array, not a head file")
+            contents = {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # pickles raise ValueError here
+        raise HeadFormatError(f"{path} is not a head file ({error})") from None
+    header_array = contents.pop("header", None)
+    if header_array is None or header_array.shape != () or header_array.dtype.kind != "U":
+        raise HeadFormatError(f"{path} has no JSON header")
+    try:
+        header = json.loads(str(header_array))
+    except json.JSONDecodeError as error:
+        raise HeadFormatError(f"{path}: the header is not JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("kind") != HEAD_KIND:
+        raise HeadFormatError(f"{path} is not a head file (no kind={HEAD_KIND!r})")
+    if header.get("version") != HEAD_VERSION:
+        raise HeadFormatError(f"{path} is a head file of version {header.get('version')}; this tool reads "
+                              f"version {HEAD_VERSION}: retrain")
+    if any(not name.startswith("a/") for name in contents):
+        raise HeadFormatError(f"{path} holds unexpected entries {sorted(contents)}")
+    return header, {name[2:]: value for name, value in contents.items()}

@@ -1,0 +1,285 @@
+"""Cross-dataset evaluation, pooled training, feature treatment, the safe head file and the recommendation."""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from classify import cli
+from classify.compare import disagreements, leaderboard, recommend
+from classify.results import load_head
+from classify.treatment import apply as apply_treatment
+from features.store import Status
+from tests.test_classify_cli import make_store
+
+TEST_INVALID = {460: Status.NO_FACE, 470: Status.NO_FACE, 480: Status.UNREADABLE}  # test rows of the eval store
+
+
+@pytest.fixture(scope="module")
+def crossed(tmp_path_factory):
+    """Train on store a, evaluated on store b (another seed, a weaker signal, 3 invalid test rows)."""
+    tmp = tmp_path_factory.mktemp("cross")
+    a = make_store(tmp / "a.zarr", dims={"bb_a": 8, "bb_b": 4}, seed=0)
+    b = make_store(tmp / "b.zarr", dims={"bb_a": 8, "bb_b": 4}, seed=1, shift=1.0, invalid=TEST_INVALID)
+    out = tmp / "runs"
+    assert cli.main(["train", "--store", a.path, "--eval-store", b.path, "--backbones", "bb_a", "bb_a+bb_b",
+                     "--heads", "logreg", "--out", str(out), "--bootstrap", "100"]) == 0
+    return a, b, out
+
+
+def test_eval_store_metrics_equal_an_independent_computation(crossed):
+    _, b, out = crossed
+    record = json.loads((out / "bb_a+bb_b__logreg.json").read_text())
+    cross = record["cross_dataset"]["synthetic"]
+    assert cross["rows"] == "test" and cross["fingerprint"] == b.fingerprint
+    head, _ = load_head(out / "bb_a+bb_b__logreg.npz")
+    for split, got in (("test", cross["report"]), ("val", cross["val"])):
+        rows = b.read(["bb_a", "bb_b"], split)
+        x = apply_treatment(rows.x, record["treatment"]["chosen"], ("bb_a", "bb_b"), {"bb_a": 8, "bb_b": 4})
+        proba = head.predict_proba(x)[:, 1]
+        pred = (proba > 0.5).astype(int)
+        assert got["n"] == len(rows.gender)
+        assert got["accuracy"] == pytest.approx(accuracy_score(rows.gender, pred))
+        assert got["recall"] == pytest.approx(recall_score(rows.gender, pred))
+        assert got["female_recall"] == pytest.approx(recall_score(rows.gender, pred, pos_label=0))
+        assert got["precision"] == pytest.approx(precision_score(rows.gender, pred))
+        assert got["f1"] == pytest.approx(f1_score(rows.gender, pred))
+        assert got["roc_auc"] == pytest.approx(roc_auc_score(rows.gender, proba))
+        assert got["ci95"]["accuracy"][0] <= got["accuracy"] <= got["ci95"]["accuracy"][1]
+    report = cross["report"]
+    assert report["n"] == 147 and report["invalid"] == {"no_face": 2, "unreadable": 1}
+    n_test = int(np.sum(b.split == 2))
+    assert report["accuracy_all"] == pytest.approx(report["accuracy"] * 147 / n_test)
+
+
+def test_a_one_split_eval_store_is_reported_on_all_rows_and_chooses_nothing(crossed, tmp_path):
+    a, _, _ = crossed
+    wild = make_store(tmp_path / "wild.zarr", n=100, dims={"bb_a": 8}, seed=5, split=np.full(100, 2, np.int8),
+                      invalid={3: Status.NO_FACE})
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--eval-store", wild.path, "--backbones", "bb_a", "--heads",
+                     "logreg", "--out", str(out), "--bootstrap", "20"]) == 0
+    record = json.loads((out / "bb_a__logreg.json").read_text())
+    cross = record["cross_dataset"]["synthetic"]
+    assert cross["rows"] == "all" and cross["val"] is None and cross["report"]["n"] == 99
+    assert all(t["cross_val_accuracy"] is None for t in record["treatment"]["tried"])  # chosen on val alone
+
+
+def test_leaderboard_shows_in_domain_and_cross_dataset_side_by_side(crossed):
+    _, _, out = crossed
+    text = (out / "leaderboard.md").read_text()
+    header = text.splitlines()[0]
+    assert "| accuracy |" in header and "| synthetic_accuracy |" in header and "synthetic_female_recall" in header
+    assert "Recommended:" in text and "Best out of domain on synthetic:" in text
+
+
+def test_evaluate_cli_reproduces_the_train_time_cross_dataset_record(crossed, tmp_path, capsys):
+    _, b, out = crossed
+    result = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", b.path,
+                     "--bootstrap", "100", "--out", str(result)]) == 0
+    printed = capsys.readouterr().out
+    assert "male recall" in printed and "female recall" in printed and "invalid counted as errors" in printed
+    got = json.loads(result.read_text())
+    recorded = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]["synthetic"]
+    assert got["report"] == recorded["report"] and got["val"] == recorded["val"]
+
+
+def test_evaluate_refuses_a_store_with_other_weights(crossed, tmp_path, capsys):
+    _, _, out = crossed
+    other = make_store(tmp_path / "o.zarr", dims={"bb_a": 8}, weights="sha256:" + "ab" * 32)
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", other.path]) == 2
+    err = capsys.readouterr().err
+    assert "backbone bb_a has another weights" in err and err.count("\n") == 1
+
+
+def test_pooled_training_uses_both_train_splits(tmp_path):
+    a = make_store(tmp_path / "a.zarr", n=400, dims={"bb": 6}, seed=0)
+    b = make_store(tmp_path / "b.zarr", n=200, dims={"bb": 6}, seed=1)
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--store", b.path, "--heads", "logreg", "--out", str(out),
+                     "--bootstrap", "50"]) == 0
+    record = json.loads((out / "bb__logreg.json").read_text())
+    assert record["counts"]["train"]["n"] == 200 + 100 and record["counts"]["val"]["n"] == 100 + 50
+    assert [s["fingerprint"] for s in record["training_stores"]] == [a.fingerprint, b.fingerprint]
+    assert record["config"]["stores"] == [a.path, b.path]
+
+
+def test_pooled_training_refuses_stores_with_different_weights(tmp_path, capsys):
+    a = make_store(tmp_path / "a.zarr", n=200, dims={"bb": 6})
+    b = make_store(tmp_path / "b.zarr", n=200, dims={"bb": 6}, weights="sha256:" + "cd" * 32)
+    assert cli.main(["train", "--store", a.path, "--store", b.path, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "backbone bb has another weights" in err and "re-extract" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_l2_treatment_follows_the_store_hint_and_is_applied_at_predict(tmp_path):
+    store = make_store(tmp_path / "s.zarr", n=300, dims={"bb": 6}, metadata={"normalisation": "l2"})
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", store.path, "--heads", "logreg", "--treatments", "l2", "--out", str(out),
+                     "--bootstrap", "50"]) == 0
+    record = json.loads((out / "bb__logreg.json").read_text())
+    assert record["treatment"]["chosen"] == {"name": "l2", "per_backbone": {"bb": "l2"}}
+    head, _ = load_head(out / "bb__logreg.npz")
+    test = store.read("bb", "test")
+    normed = test.x / np.linalg.norm(test.x, axis=1, keepdims=True)
+    accuracy = np.mean(head.predict(normed) == test.gender)
+    assert accuracy == pytest.approx(record["metrics"]["test"]["accuracy"])
+
+
+# ---------------------------------------------------------------------------------------- forged heads
+
+
+class _Payload:
+    """A pickle that creates a file when unpickled: what an attacker would send as a head."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _copy_run(out: Path, dest: Path, name: str = "bb_a__logreg") -> tuple[Path, dict]:
+    dest.mkdir(exist_ok=True)
+    (dest / f"{name}.npz").write_bytes((out / f"{name}.npz").read_bytes())
+    return dest / f"{name}.npz", json.loads((out / f"{name}.json").read_text())
+
+
+def _rehash(head: Path, record: dict) -> None:
+    import hashlib
+
+    record["head_file"]["sha256"] = hashlib.sha256(head.read_bytes()).hexdigest()
+    head.with_suffix(".json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def no_backbone(monkeypatch):
+    """A stand-in `extract` whose embed_paths records any call: a refused head must cause none."""
+    calls = []
+    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(
+        embed_paths=lambda *args, **kwargs: calls.append(args) or pytest.fail("a backbone ran")))
+    return calls
+
+
+def test_a_pickle_renamed_npz_is_refused_and_never_run(crossed, tmp_path, capsys, no_backbone):
+    _, _, out = crossed
+    head, record = _copy_run(out, tmp_path / "h")
+    marker = tmp_path / "pwned"
+    head.write_bytes(pickle.dumps(_Payload(marker)))
+    _rehash(head, record)  # whoever sends a head sends its sidecar too
+    assert cli.main(["predict", "--head", str(head), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a head file" in err and err.count("\n") == 1
+    assert not marker.exists() and no_backbone == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["config"].update(backbones=["bb_b"]) or r["store"]["backbones"].update(
+        bb_b={**r["store"]["backbones"]["bb_a"], "dim": 4}), "bb_b"),
+    (lambda r: r["store"]["backbones"]["bb_a"].update(dim=9), "sidecar names"),
+    (lambda r: r["config"].update(backbones=["../../etc"]), "list of backbone names"),
+    (lambda r: r["config"].update(head="svm"), "unknown head 'svm'"),
+    (lambda r: r["store"]["backbones"]["bb_a"]["metadata"].update(weights="sha256:" + "ee" * 32), "sidecar names"),
+    (lambda r: r.update(version=1), "retrain"),
+])
+def test_an_edited_sidecar_is_one_line_before_any_backbone(crossed, tmp_path, capsys, no_backbone, edit, message):
+    _, _, out = crossed
+    head, record = _copy_run(out, tmp_path / "h")
+    edit(record)
+    head.with_suffix(".json").write_text(json.dumps(record))
+    assert cli.main(["predict", "--head", str(head), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert no_backbone == []
+
+
+def test_an_old_joblib_head_is_refused_with_retrain(tmp_path, capsys):
+    old = tmp_path / "bb__logreg.joblib"
+    old.write_bytes(b"old pickle")
+    assert cli.main(["predict", "--head", str(old), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "old pickle format" in err and "retrain" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------- recommendation
+
+
+def _run(name: str, val: float, *, backbones: int = 1, ci: float = 0.01, cross_val=None, cross=None) -> dict:
+    scores = {"accuracy": val, "roc_auc": 0.9, "f1": val, "macro_f1": val, "n": 100,
+              "ci95": {"accuracy": [val - ci, val + ci], "f1": [val - ci, val + ci]}}
+    run = {"run": name, "metrics": {"val": scores, "test": scores},
+           "config": {"backbones": [f"{name}{i}" for i in range(backbones)], "head": "logreg"},
+           "store": {"dataset": "toy"}, "counts": {"test": {"invalid": {}}}, "selection": {},
+           "timings": {"fit_s": 1.0}, "cross_dataset": {}}
+    if cross is not None:
+        report = {**scores, "accuracy": cross, "accuracy_all": cross, "recall": cross, "female_recall": cross,
+                  "ci95": {"accuracy": [cross - 0.01, cross + 0.01]}}
+        run["cross_dataset"]["utk"] = {"rows": "test", "report": report,
+                                       "val": None if cross_val is None else {"accuracy": cross_val}}
+    return run
+
+
+def test_near_tie_without_eval_stores_goes_to_the_simpler_run():
+    runs = [_run("big", 0.990, backbones=3), _run("small", 0.985, backbones=1)]
+    assert recommend(runs)["run"] == "small"
+
+
+def test_near_tie_with_eval_stores_goes_to_the_better_cross_dataset_val():
+    runs = [_run("big", 0.990, backbones=3, cross_val=0.90, cross=0.90),
+            _run("small", 0.985, backbones=1, cross_val=0.96, cross=0.96)]
+    assert recommend(runs)["run"] == "small"
+    runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.80
+    assert recommend(runs)["run"] == "big"
+    runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.90  # equal on cross val too: the simpler run
+    assert recommend(runs)["run"] == "small"
+
+
+def test_a_clear_val_winner_is_kept_and_the_disagreement_is_warned():
+    runs = [_run("best", 0.99, ci=0.002, cross_val=0.80, cross=0.80),
+            _run("other", 0.95, ci=0.002, cross_val=0.97, cross=0.97)]
+    assert recommend(runs)["run"] == "best"
+    warnings = disagreements(runs)
+    assert len(warnings) == 1 and "WARNING: on utk" in warnings[0] and "other0 + logreg" in warnings[0]
+    rows = leaderboard(runs)
+    assert rows[0]["choice"] == "recommended" and rows[1]["choice"] == "best on utk"
+    assert rows[1]["utk_accuracy"] == "0.9700"
+
+
+# ---------------------------------------------------------------------------------------- train log
+
+
+def test_train_logs_one_line_per_run_and_steps_only_with_v(crossed, tmp_path, caplog):
+    a, _, _ = crossed
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["train", "--store", a.path, "--backbones", "bb_a", "--heads", "logreg", "mlp",
+                         "--out", str(tmp_path / "o"), "--bootstrap", "20"]) == 0
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("classify")]
+    runs = [m for m in info if "(the selection criterion)" in m]
+    assert len(runs) == 2 and not any("epoch" in m or "C=" in m for m in info)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        assert cli.main(["-v", "train", "--store", a.path, "--backbones", "bb_a", "--heads", "mlp",
+                         "--out", str(tmp_path / "o2"), "--bootstrap", "20"]) == 0
+    epochs = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
+    assert epochs and all("val log loss" in m and "early-stopping criterion" in m for m in epochs)
+
+
+def test_evaluate_never_imports_torch(crossed, tmp_path):
+    import subprocess
+
+    _, b, out = crossed
+    code = ("import classify.cli, sys; "
+            f"rc = classify.cli.main(['evaluate', '--head', {str(out / 'bb_a__logreg.npz')!r}, '--store', {b.path!r}, "
+            "'--bootstrap', '20']); assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
