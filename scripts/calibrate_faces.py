@@ -8,6 +8,7 @@
 
     .venv/bin/python scripts/calibrate_faces.py [CELEBA_ROOT]
 """
+import sys
 from pathlib import Path
 
 import cv2
