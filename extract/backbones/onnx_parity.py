@@ -1,0 +1,82 @@
+"""Compare the torch SFace/YuNet (`onnx_nets`) with OpenCV's DNN on the same inputs.
+
+Used by tests/test_onnx_nets.py (64 images, CI) and scripts/check_parity.py (all 6,000 CelebA images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .onnx_nets import YuNet, sface_module
+from .sface import CHIP
+
+
+@dataclass
+class DetectionParity:
+    images: int
+    faces: int
+    count_mismatches: int  # images where the two detectors return a different number of faces
+    max_landmark_error_px: float
+    max_box_error_px: float
+    max_score_error: float
+
+
+def bgr_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """Same-size BGR uint8 HxWx3 images -> (B, 3, H, W) float 0..255 (FaceDetectorYN's blob)."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+
+
+def yunet_parity(images: list[np.ndarray], detector_path: str, *, score_threshold: float,
+                 batch_size: int = 64) -> DetectionParity:
+    """Torch YuNet (batched by image size) vs cv2.FaceDetectorYN (one image at a time)."""
+    torch_net = YuNet(detector_path, score_threshold=score_threshold)
+    theirs = [_opencv_detect(image, detector_path, score_threshold) for image in images]
+    ours: list[np.ndarray | None] = [None] * len(images)
+    for indices in _same_size_batches(images, batch_size):
+        for index, faces in zip(indices, torch_net.detect(bgr_batch([images[i] for i in indices]))):
+            ours[index] = faces
+    mismatches, landmark, box, score, faces = 0, 0.0, 0.0, 0.0, 0
+    for a, b in zip(ours, theirs):
+        if len(a) != len(b):
+            mismatches += 1
+            continue
+        faces += len(a)
+        if len(a):
+            landmark = max(landmark, float(np.abs(a[:, 4:14] - b[:, 4:14]).max()))
+            box = max(box, float(np.abs(a[:, :4] - b[:, :4]).max()))
+            score = max(score, float(np.abs(a[:, 14] - b[:, 14]).max()))
+    return DetectionParity(len(images), faces, mismatches, landmark, box, score)
+
+
+def _opencv_detect(image: np.ndarray, detector_path: str, score_threshold: float) -> np.ndarray:
+    detector = cv2.FaceDetectorYN.create(detector_path, "", (image.shape[1], image.shape[0]), score_threshold)
+    faces = detector.detect(image)[1]
+    return np.zeros((0, 15), np.float32) if faces is None else faces
+
+
+def _same_size_batches(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    by_size: dict[tuple, list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.shape, []).append(index)
+    return [indices[i:i + batch_size] for indices in by_size.values()
+            for i in range(0, len(indices), batch_size)]
+
+
+def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: int = 64) -> np.ndarray:
+    """Per chip, the cosine between torch SFace's and OpenCV DNN's embedding of the same blob."""
+    module = sface_module(recognizer_path)
+    net = cv2.dnn.readNetFromONNX(recognizer_path)
+    cosines = []
+    for start in range(0, len(chips), batch_size):
+        blob = cv2.dnn.blobFromImages(chips[start:start + batch_size], 1.0, (CHIP, CHIP), (0, 0, 0),
+                                      swapRB=True, crop=False)
+        net.setInput(blob, "data")
+        reference = np.asarray(net.forward()).reshape(len(blob), -1)
+        with torch.inference_mode():
+            ours = module(torch.from_numpy(blob)).numpy()
+        cosines.append((ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1))
+    return np.concatenate(cosines)
