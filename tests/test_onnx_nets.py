@@ -90,3 +90,32 @@ def test_yunet_detect_returns_empty_for_a_faceless_image():
     blank = np.full((218, 178, 3), 127, np.uint8)
     (faces,) = detector.detect(bgr_batch([blank]))
     assert faces.shape == (0, 15)
+
+
+@needs_celeba
+def test_sface_backbone_torch_engine_stores_the_opencv_embeddings(monkeypatch):
+    from extract.backbones import load_backbone
+    from extract.pipeline import embed_paths
+
+    paths = [str(p) for p in sorted(CELEBA.glob("*.jpg"))[:8]]
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "opencv")
+    reference, status = embed_paths(paths, "sface", device="cpu")
+    assert load_backbone("sface", device="cpu").metadata["implementation"] == "OpenCV-DNN"
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "torch")
+    model = load_backbone("sface", device="cpu")
+    assert model.metadata["implementation"].startswith("torch") and model.uses_torch_device
+    ours, torch_status = embed_paths(paths, "sface", device="cpu")
+    np.testing.assert_array_equal(status, torch_status)
+    ok = ~np.isnan(reference).any(1)
+    cosine = (ours[ok] * reference[ok]).sum(1) / np.linalg.norm(ours[ok], axis=1) / np.linalg.norm(reference[ok], axis=1)
+    assert ok.sum() >= 6 and cosine.min() >= 0.999
+
+
+def test_sface_engine_rejects_an_unknown_name(monkeypatch):
+    from extract.backbones.onnx_nets import sface_engine
+
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "tensorrt")
+    with pytest.raises(ValueError, match="auto, torch, opencv"):
+        sface_engine(torch.device("cpu"))
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "auto")
+    assert sface_engine(torch.device("cpu")) == "opencv" and sface_engine(torch.device("cuda")) == "torch"

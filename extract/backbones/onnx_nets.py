@@ -290,3 +290,60 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = (x2 - x1) * (y2 - y1) if x2 > x1 and y2 > y1 else 0
     union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+ENGINE_VARIABLE = "EXTRACT_SFACE_ENGINE"
+ENGINES = ("auto", "torch", "opencv")
+
+
+def sface_engine(device: torch.device) -> str:
+    """Which SFace implementation to run: ``$EXTRACT_SFACE_ENGINE`` (auto, torch, opencv); auto is
+    torch on CUDA and OpenCV's DNN on CPU (faster there: see PERFORMANCE.md)."""
+    import os
+
+    asked = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
+    if asked not in ENGINES:
+        raise ValueError(f"{ENGINE_VARIABLE}={asked!r} is not one of {', '.join(ENGINES)}")
+    if asked == "auto":
+        return "torch" if device.type == "cuda" else "opencv"
+    return asked
+
+
+class TorchSFaceEmbed:
+    """(B, 112, 112, 3) uint8 BGR chips on ``device`` -> (B, 128) float32 with the torch SFace:
+    the blob OpenCV would build (RGB, raw 0..255) is made on the device; bf16/fp16 under autocast."""
+
+    def __init__(self, module: SFace, *, device: torch.device, precision: str) -> None:
+        self.module = module.to(device)
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            blob = batch.to(self.device).flip(-1).permute(0, 3, 1, 2).float()
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                return self.module(blob).float()
+
+
+class BatchFaceDetector:
+    """Callable for a face front end: list of BGR uint8 HxWx3 images -> per image the (N, 15) faces
+    ``cv2.FaceDetectorYN`` would return, run batched (images grouped by size) on ``device``."""
+
+    def __init__(self, path: str | Path, *, device: torch.device, score_threshold: float = 0.6,
+                 batch_size: int = 64) -> None:
+        self.net = YuNet(path, score_threshold=score_threshold).to(device)
+        self.device = device
+        self.batch_size = batch_size
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        by_size: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(image.shape, []).append(index)
+        faces: list[np.ndarray] = [np.zeros((0, 15), np.float32)] * len(images)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                batch = torch.from_numpy(np.stack([images[i] for i in chunk])).to(self.device)
+                for index, found in zip(chunk, self.net.detect(batch.permute(0, 3, 1, 2).float())):
+                    faces[index] = found
+        return faces
