@@ -22,7 +22,7 @@ import numpy as np
 from extract import distributed
 from extract.backbones import (Backbone, WeightsUnavailable, backbone_names, describe_backbones,
                                load_backbone)
-from extract.images import quiet_opencv
+from extract.images import configure_threads, quiet_opencv
 from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, resolve_device
 from features.dataset import Dataset, DatasetError
 from features.store import FeatureStore, StoreError
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images per forward pass (default {CPU_BATCH} on CPU, where small batches "
                         f"stay in cache and run fastest; {CUDA_BATCH} on CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="image decoding processes "
-                        "(default min(4, CPUs), or half the CPUs with a GPU; 0 decodes in the main process)")
+                        "(default half the CPUs, at most 4 without a GPU; torch then uses the CPUs left; "
+                        "0 decodes in the main process)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
@@ -229,6 +230,7 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     _check_args(args)
     weights = parse_weights(args.weights, args.backbones)
     device = resolve_device(args.device, local_rank=ranks.local_rank if ranks.distributed else None)
+    configure_threads(gpu=device.type == "cuda", workers=args.workers)  # workers + threads <= CPUs
     dataset = limit_rows(load_dataset(args.dataset, args.root, seed=args.seed), args.limit)
     paths = image_paths(dataset)
     with distributed.process_group(ranks, device):
