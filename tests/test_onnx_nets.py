@@ -119,3 +119,28 @@ def test_sface_engine_rejects_an_unknown_name(monkeypatch):
         sface_engine(torch.device("cpu"))
     monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "auto")
     assert sface_engine(torch.device("cpu")) == "opencv" and sface_engine(torch.device("cuda")) == "torch"
+
+
+@needs_celeba
+def test_warp_chips_matches_cv2_warp_affine_and_its_embeddings():
+    from extract.backbones.onnx_nets import warp_chips
+
+    images = celeba_images(16)
+    detector = YuNet(model_path(sface.DETECTOR_FILE), score_threshold=SCORE)
+    faces = detector.detect(bgr_batch(images))
+    kept = [i for i, found in enumerate(faces) if len(found)]
+    matrices = np.stack([sface.similarity_transform(
+        faces[i][np.argmax(faces[i][:, 2] * faces[i][:, 3])][4:14].reshape(5, 2).astype(np.float64)) for i in kept])
+    reference = np.stack([cv2.warpAffine(images[i], m, (112, 112), flags=cv2.INTER_LINEAR)
+                          for i, m in zip(kept, matrices)])
+    ours = warp_chips(bgr_batch([images[i] for i in kept]), torch.from_numpy(matrices))
+    ours = ours.permute(0, 2, 3, 1).numpy()
+    assert len(kept) >= 14
+    assert np.abs(ours - reference).mean() < 0.5 and np.abs(ours - reference).max() < 3
+    chips = list(np.clip(np.rint(ours), 0, 255).astype(np.uint8))
+    reference_blob = cv2.dnn.blobFromImages(list(reference), 1.0, (112, 112), (0, 0, 0), swapRB=True)
+    module = sface_module(model_path(sface.RECOGNIZER_FILE))
+    with torch.inference_mode():
+        a = module(torch.from_numpy(reference_blob))
+        b = module(torch.from_numpy(cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True)))
+    assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.999

@@ -31,13 +31,13 @@ def bgr_batch(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def yunet_parity(images: list[np.ndarray], detector_path: str, *, score_threshold: float,
-                 batch_size: int = 64) -> DetectionParity:
-    """Torch YuNet (batched by image size) vs cv2.FaceDetectorYN (one image at a time)."""
-    torch_net = YuNet(detector_path, score_threshold=score_threshold)
+                 batch_size: int = 64, device: str = "cpu") -> DetectionParity:
+    """Torch YuNet (batched by image size, on ``device``) vs cv2.FaceDetectorYN (one image at a time)."""
+    torch_net = YuNet(detector_path, score_threshold=score_threshold).to(device)
     theirs = [_opencv_detect(image, detector_path, score_threshold) for image in images]
     ours: list[np.ndarray | None] = [None] * len(images)
     for indices in _same_size_batches(images, batch_size):
-        for index, faces in zip(indices, torch_net.detect(bgr_batch([images[i] for i in indices]))):
+        for index, faces in zip(indices, torch_net.detect(bgr_batch([images[i] for i in indices]).to(device))):
             ours[index] = faces
     mismatches, landmark, box, score, faces = 0, 0.0, 0.0, 0.0, 0
     for a, b in zip(ours, theirs):
@@ -66,9 +66,10 @@ def _same_size_batches(images: list[np.ndarray], batch_size: int) -> list[list[i
             for i in range(0, len(indices), batch_size)]
 
 
-def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: int = 64) -> np.ndarray:
-    """Per chip, the cosine between torch SFace's and OpenCV DNN's embedding of the same blob."""
-    module = sface_module(recognizer_path)
+def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: int = 64,
+                  device: str = "cpu") -> np.ndarray:
+    """Per chip, the cosine between torch SFace's (on ``device``) and OpenCV DNN's embedding of one blob."""
+    module = sface_module(recognizer_path).to(device)
     net = cv2.dnn.readNetFromONNX(recognizer_path)
     cosines = []
     for start in range(0, len(chips), batch_size):
@@ -77,6 +78,6 @@ def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: 
         net.setInput(blob, "data")
         reference = np.asarray(net.forward()).reshape(len(blob), -1)
         with torch.inference_mode():
-            ours = module(torch.from_numpy(blob)).numpy()
+            ours = module(torch.from_numpy(blob).to(device)).cpu().numpy()
         cosines.append((ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1))
     return np.concatenate(cosines)
