@@ -19,7 +19,7 @@ out=${OUT:-bench_out}
 mkdir -p "$out"
 exec > >(tee -a "$out/bench_gpu.txt") 2>&1
 if [ "${TINY:-0}" = 1 ]; then
-  device=cpu; n=32; batch=16; face_batch=16; parity=${PARITY_IMAGES:-16}; workers=1
+  device=cpu; n=32; batch=4; face_batch=16; parity=${PARITY_IMAGES:-16}; workers=1
 else
   device=cuda; n=8192; batch=256; face_batch=512; parity=${PARITY_IMAGES:-2000}; workers=$(( $(nproc) / 2 ))
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -44,7 +44,7 @@ for precision in bf16 fp32; do
 done
 step "3b. sface through the extract pipeline (EXTRACT_SFACE_ENGINE=auto: torch SFace on cuda)"
 "$python" scripts/bench_extract.py --backbone sface --device "$device" --precision bf16 \
-  --batch-size "$batch" --workers "$workers" --images "$(( n / 2 ))" --image-dir "$images" --skip-naive
+  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
 step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
 "$python" scripts/check_parity.py --device "$device" --limit "$parity" --image-dir "$images" || echo "PARITY FAILED"

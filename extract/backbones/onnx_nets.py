@@ -16,7 +16,8 @@ score threshold are dropped, then NMS on the boxes truncated to integers (as ``c
 5 landmarks (x, y), score.
 
 Both modules are device-agnostic and autocast-safe: constants are cast to the activation dtype where
-they meet it.
+they meet it. Measured on CelebA chips: SFace under bf16 autocast keeps cosine >= 0.9998 to fp32
+(fp16: 0.99999); YuNet should run in fp32, as bf16 moves landmarks enough to change the aligned chip.
 """
 
 from __future__ import annotations
