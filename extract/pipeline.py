@@ -307,7 +307,7 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
                 precision: str = "fp32", expect_weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
 
-    workers: DataLoader workers (0 decodes in this process; None = `default_workers`: half the CPUs, at most 4,
+    workers: DataLoader workers (0 decodes in this process; None = `default_workers`: min(4, CPUs),
     or half the CPUs when the model runs on a GPU). expect_weights: the weights identity the caller
     needs ("sha256:..." or "random"); a backbone loaded with other weights raises ValueError.
     """

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from extract.backbones import sface  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
+from extract.backbones.onnx_parity import largest_face_matrix  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,8 +43,7 @@ def load_images(folder: Path, count: int) -> tuple[list[str], torch.Tensor]:
 def largest_face_matrices(faces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(indices with a face, (K, 2, 3) similarity matrices onto the ArcFace template)."""
     found = [i for i, f in enumerate(faces) if len(f)]
-    matrices = [sface.similarity_transform(
-        faces[i][np.argmax(faces[i][:, 2] * faces[i][:, 3])][4:14].reshape(5, 2).astype(np.float64)) for i in found]
+    matrices = [largest_face_matrix(faces[i]) for i in found]
     return np.array(found, dtype=np.int64), np.array(matrices).reshape(-1, 2, 3)
 
 

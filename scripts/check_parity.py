@@ -1,7 +1,7 @@
 """Parity of the torch SFace/YuNet (extract/backbones/onnx_nets.py) with OpenCV's DNN on CelebA.
 
 YuNet: torch (batched) vs cv2.FaceDetectorYN on every image: images with a different face count,
-max landmark / box error in px, max score difference. SFace: on the chips sface's aligner makes
+max landmark / box error in px, max score difference. SFace: on the chips OpenCV's own path makes
 (OpenCV YuNet + warpAffine), the cosine between the torch and the OpenCV embedding: min / median.
 
     .venv/bin/python scripts/check_parity.py                 # all 6,000 shared CelebA images
@@ -18,22 +18,17 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from extract.backbones import NoFaceFound, sface  # noqa: E402
+from extract.backbones import sface  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
-from extract.backbones.onnx_parity import sface_cosines, yunet_parity  # noqa: E402
+from extract.backbones.onnx_parity import opencv_chip, sface_cosines, yunet_parity  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
 def aligned_chips(images: list[np.ndarray], detector: str) -> list[np.ndarray]:
-    aligner = sface.YuNetAligner(detector)
-    chips = []
-    for image in images:
-        try:
-            chips.append(aligner(image))
-        except NoFaceFound:
-            pass
-    return chips
+    """OpenCV's own chips (FaceDetectorYN + alignCrop's warp) of the images with a face."""
+    chips = (opencv_chip(image, detector) for image in images)
+    return [chip for chip in chips if chip is not None]
 
 
 def main(argv=None) -> int:

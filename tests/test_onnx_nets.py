@@ -17,7 +17,8 @@ import torch
 from extract.backbones import sface
 from extract.backbones._weights import package_file_available, package_model_file
 from extract.backbones.onnx_nets import YuNet, sface_module
-from extract.backbones.onnx_parity import bgr_batch, sface_cosines, yunet_parity
+from extract.backbones.onnx_parity import (bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
+                                           yunet_parity)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CELEBA = DATA / "celeba" / "img_align_celeba"
@@ -62,16 +63,16 @@ def test_yunet_detections_equal_opencv_on_other_sizes_and_several_faces():
 
 @needs_celeba
 def test_sface_embeddings_match_opencv_on_aligned_chips():
-    aligner = sface.YuNetAligner(model_path(sface.DETECTOR_FILE))
-    chips = [aligner(image) for image in celeba_images(64)]
+    chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(64)]
+    chips = [chip for chip in chips if chip is not None]
     cosines = sface_cosines(chips, model_path(sface.RECOGNIZER_FILE))
-    assert len(cosines) == 64 and cosines.min() >= 0.999
+    assert len(cosines) >= 60 and cosines.min() >= 0.999
 
 
 @needs_celeba
 def test_sface_module_batches_and_runs_under_bf16_autocast():
-    aligner = sface.YuNetAligner(model_path(sface.DETECTOR_FILE))
-    chips = [aligner(image) for image in celeba_images(8)]
+    chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(8)]
+    assert all(chip is not None for chip in chips)
     blob = torch.from_numpy(cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True))
     module = sface_module(model_path(sface.RECOGNIZER_FILE))
     with torch.inference_mode():
@@ -129,8 +130,7 @@ def test_warp_chips_matches_cv2_warp_affine_and_its_embeddings():
     detector = YuNet(model_path(sface.DETECTOR_FILE), score_threshold=SCORE)
     faces = detector.detect(bgr_batch(images))
     kept = [i for i, found in enumerate(faces) if len(found)]
-    matrices = np.stack([sface.similarity_transform(
-        faces[i][np.argmax(faces[i][:, 2] * faces[i][:, 3])][4:14].reshape(5, 2).astype(np.float64)) for i in kept])
+    matrices = np.stack([largest_face_matrix(faces[i]) for i in kept])
     reference = np.stack([cv2.warpAffine(images[i], m, (112, 112), flags=cv2.INTER_LINEAR)
                           for i, m in zip(kept, matrices)])
     ours = warp_chips(bgr_batch([images[i] for i in kept]), torch.from_numpy(matrices))

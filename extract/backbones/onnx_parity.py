@@ -81,3 +81,20 @@ def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: 
             ours = module(torch.from_numpy(blob).to(device)).cpu().numpy()
         cosines.append((ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1))
     return np.concatenate(cosines)
+
+
+def largest_face_matrix(faces: np.ndarray) -> np.ndarray | None:
+    """The 2x3 similarity taking the largest face's 5 landmarks onto the 112x112 ArcFace template
+    (FaceRecognizerSF's alignCrop); None when there is no face."""
+    from . import sface
+
+    if faces is None or len(faces) == 0:
+        return None
+    largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
+    return sface.similarity_transform(largest[4:14].reshape(5, 2).astype(np.float64), sface.ARCFACE_TEMPLATE)
+
+
+def opencv_chip(image: np.ndarray, detector_path: str, *, score_threshold: float = 0.6) -> np.ndarray | None:
+    """OpenCV's own path: cv2.FaceDetectorYN, largest face, cv2.warpAffine -> 112x112 BGR chip (None: no face)."""
+    matrix = largest_face_matrix(_opencv_detect(image, detector_path, score_threshold))
+    return None if matrix is None else cv2.warpAffine(image, matrix, (CHIP, CHIP), flags=cv2.INTER_LINEAR)
