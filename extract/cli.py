@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images per forward pass (default {CPU_BATCH} on CPU, where small batches "
                         f"stay in cache and run fastest; {CUDA_BATCH} on CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="image decoding processes "
-                        "(default min(4, CPUs), or half the CPUs with a GPU; 0 decodes in the main process)")
+                        "(default half the CPUs, at most 4 without a GPU; torch then uses the CPUs left; "
+                        "0 decodes in the main process)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
@@ -315,6 +316,7 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     """Open (or create) the store, then embed every backbone's pending units."""
     from extract import distributed
     from extract.backbones import load_backbone
+    from extract.images import configure_threads
     from extract.pipeline import resolve_device
     from features.datasets import load_dataset
     from features.store import FACES, FeatureStore
@@ -323,6 +325,7 @@ def extract(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     device = resolve_device(args.device, local_rank=ranks.local_rank if ranks.distributed else None)
     full = load_dataset(args.dataset, args.root, seed=args.seed)
     dataset = limit_rows(full, args.limit)
+    configure_threads(gpu=device.type == "cuda", workers=args.workers)  # workers + threads <= CPUs
     paths = image_paths(dataset)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(

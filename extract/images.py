@@ -28,17 +28,42 @@ from features.store import Status
 Preprocessor = Callable[[np.ndarray], np.ndarray]
 
 
-def default_workers(*, gpu: bool = False) -> int:
-    """Reader processes: min(4, CPUs) for a CPU model; half the CPUs when a GPU runs the model.
-
-    Measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360 images/s,
-    14 only 3,340, as the workers then starve the main process that collects their batches.
-    """
+def available_cpus() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // 2) if gpu else min(4, cpus)
+        return os.cpu_count() or 1
+
+
+def default_workers(*, gpu: bool = False) -> int:
+    """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's
+    threads (`default_threads`) never ask for more cores than there are.
+
+    With a GPU, measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360
+    images/s, 14 only 3,340, as the workers then starve the main process that collects their batches.
+    On CPU the old min(4, CPUs) plus torch's one thread per core oversubscribed a 2-core machine, and
+    any competing process then stalled torch's OpenMP barriers (issue 12, PERFORMANCE.md).
+    """
+    cpus = available_cpus()
+    return max(1, cpus // 2) if gpu else max(1, min(4, cpus // 2))
+
+
+def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
+    """torch intra-op threads: the CPUs the reader workers leave free (at least one).
+
+    An OpenMP parallel region waits for its slowest thread; with more busy threads than cores, a
+    descheduled thread stalls every operator, which is what made efficientnet_lite0 10x slower with
+    one competing process. With a GPU the main process only launches kernels: 2 threads are enough.
+    """
+    workers = default_workers(gpu=gpu) if workers is None else workers
+    spare = max(1, available_cpus() - workers)
+    return min(2, spare) if gpu else spare
+
+
+def configure_threads(*, gpu: bool = False, workers: int | None = None, threads: int | None = None) -> int:
+    """Set torch's intra-op threads for extraction (``threads``, else `default_threads`); returns it."""
+    torch.set_num_threads(threads or default_threads(gpu=gpu, workers=workers))
+    return torch.get_num_threads()
 
 
 def read_bgr(path: str) -> np.ndarray | None:

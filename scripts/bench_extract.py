@@ -13,13 +13,22 @@ reader workers).
     .venv/bin/python scripts/bench_extract.py --backbone efficientnet_lite0 --images 512
     .venv/bin/python scripts/bench_extract.py --backbone resnet50 --weights random --device cuda \\
         --precision bf16 --batch-size 256 --workers 12 --images 4096 --skip-naive
+
+With ``--load N``: the pipeline (b) only, quiet and then with N competing CPU-bound processes
+(``python -c "while True: pass"``), back to back, ``--repeat`` times; prints both rates and the ratio
+(the machine may be loaded by others too: the back-to-back pairs are what compare).
+
+    .venv/bin/python scripts/bench_extract.py --backbone efficientnet_lite0 --images 256 --load 1 --repeat 3
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +38,7 @@ import numpy as np
 import torch
 
 from extract.backbones import Backbone, load_backbone
-from extract.images import ImageRows
+from extract.images import ImageRows, configure_threads, default_workers
 from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding
 from features.dataset import Dataset
 from features.datasets.folder import IMAGE_EXTENSIONS
@@ -122,6 +131,33 @@ def naive_loop(backbone: Backbone, paths: list[str], *, scratch: Path) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def competing_load(processes: int):
+    """``processes`` busy-looping Python processes for the duration of the block (killed by pid)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def load_comparison(backbone: Backbone, paths: list[str], args) -> None:
+    """Pipeline images/s quiet vs with ``args.load`` competing processes, ``args.repeat`` pairs."""
+    print(f"| backbone | workers | torch threads | quiet img/s | with {args.load} competing img/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    workers = args.workers
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as scratch:
+            quiet = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
+        with tempfile.TemporaryDirectory() as scratch, competing_load(args.load):
+            loaded = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
+        print(f"| {args.backbone} | {workers} | {torch.get_num_threads()} | {quiet:.1f} | {loaded:.1f} | "
+              f"{loaded / quiet:.2f} |", flush=True)
+
+
 def peak_rss_mib() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -135,24 +171,31 @@ def parse_args(argv):
     parser.add_argument("--images", type=int, default=512, help="number of images (a folder is repeated)")
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--workers", type=int, default=None, help="reader workers (default: extract's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: extract's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes: quiet vs loaded")
+    parser.add_argument("--repeat", type=int, default=3, help="quiet/loaded pairs with --load")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.workers is None:
+        args.workers = default_workers(gpu=device.type == "cuda")
+    args.threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
     backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
     paths = image_files(args.image_dir, args.images)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# {args.backbone} ({backbone.metadata['weights'][:19]}), {len(paths)} images from {args.image_dir}, "
           f"batch {args.batch_size}, {args.workers} reader workers, {args.threads} torch threads, "
           f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    if args.load:
+        load_comparison(backbone, paths, args)
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         a = model_only(backbone, paths, batch_size=args.batch_size)
         b = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))

@@ -1,37 +1,87 @@
 #!/usr/bin/env bash
-# GPU numbers for PERFORMANCE.md: resnet50 (random weights) model-only vs full pipeline, bf16 and fp32,
-# plus checks: bf16 embeddings agree with fp32 ones, and the pipeline (batches in flight, writer thread)
-# stores exactly what embed_paths computes. Usage: bash scripts/bench_gpu.sh IMAGE_DIR
+# GPU numbers for PERFORMANCE.md (issue 12), in a few minutes on one GPU; everything printed is also
+# written to $OUT/bench_gpu.txt (OUT defaults to ./bench_out).
+#  1. resnet50 (random weights) model-only vs full pipeline, bf16 and fp32 (target: pipeline >= 0.8 x model)
+#  2. efficientnet_lite0 (real weights) model-only vs pipeline, bf16 (target >= 8,000 img/s)
+#  3. sface: torch YuNet + warp + SFace chain on the device (target >= 3,000 img/s), and sface through
+#     `python -m extract`'s pipeline (YuNet/alignment in CPU workers, SFace in torch on the GPU)
+#  4. parity of torch SFace/YuNet on the GPU with OpenCV (PARITY_IMAGES, default 2000 of the 6,000)
+#  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
+#  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
+#     (202599 = full size) with per-backbone wall times.
+# Usage: bash scripts/bench_gpu.sh [IMAGE_DIR]   (default ../shared/data/celeba/img_align_celeba)
+# TINY=1 runs every step on the CPU with a few images (checks the script itself, numbers meaningless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-images=${1:?usage: bench_gpu.sh IMAGE_DIR}
+images=${1:-../shared/data/celeba/img_align_celeba}
 python=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-workers=$(( $(nproc) / 2 ))  # extract's default with a GPU
+out=${OUT:-bench_out}
+mkdir -p "$out"
+exec > >(tee -a "$out/bench_gpu.txt") 2>&1
+if [ "${TINY:-0}" = 1 ]; then
+  device=cpu; n=32; batch=4; face_batch=16; parity=${PARITY_IMAGES:-16}; workers=1
+else
+  device=cuda; n=8192; batch=256; face_batch=512; parity=${PARITY_IMAGES:-2000}; workers=$(( $(nproc) / 2 ))
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
+echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, device $device"
+step() { echo; echo "## $*"; }
+
+step "1. resnet50 random weights: model-only vs pipeline"
 for precision in bf16 fp32; do
-  "$python" scripts/bench_extract.py --backbone resnet50 --weights random --device cuda \
-    --precision "$precision" --batch-size 256 --workers "$workers" --images 8192 --image-dir "$images"
+  "$python" scripts/bench_extract.py --backbone resnet50 --weights random --device "$device" \
+    --precision "$precision" --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
-"$python" - "$images" <<'PY'
+
+step "2. efficientnet_lite0 real weights: model-only vs pipeline"
+"$python" scripts/bench_extract.py --backbone efficientnet_lite0 --device "$device" --precision bf16 \
+  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+
+step "3a. sface, torch chain on the device (YuNet -> warp_chips -> SFace)"
+for precision in bf16 fp32; do
+  "$python" scripts/bench_face_gpu.py --device "$device" --images "$n" --batch-size "$face_batch" \
+    --precision "$precision" --image-dir "$images" --parity-images 256
+done
+step "3b. sface through the extract pipeline (EXTRACT_SFACE_ENGINE=auto: torch SFace on cuda)"
+"$python" scripts/bench_extract.py --backbone sface --device "$device" --precision bf16 \
+  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+
+step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
+"$python" scripts/check_parity.py --device "$device" --limit "$parity" --image-dir "$images" || echo "PARITY FAILED"
+
+step "5. checks: bf16 vs fp32, pipeline store vs embed_paths"
+"$python" - "$images" "$device" <<'PY'
 import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
 from extract.pipeline import embed_paths, extract_units
 from features.dataset import Dataset
 from features.store import FeatureStore
-paths = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:256]
-a, _ = embed_paths(paths, "resnet50", weights="random", device="cuda", precision="fp32")
-b, _ = embed_paths(paths, "resnet50", weights="random", device="cuda", precision="bf16")
-c, _ = embed_paths(paths[:32], "resnet50", weights="random", device="cpu", precision="fp32")
+device = sys.argv[2]
+paths = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:256 if device == "cuda" else 16]
+a, _ = embed_paths(paths, "resnet50", weights="random", device=device, precision="fp32")
+b, _ = embed_paths(paths, "resnet50", weights="random", device=device, precision="bf16")
+c, _ = embed_paths(paths[:16], "resnet50", weights="random", device="cpu", precision="fp32")
 rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
-print(f"resnet50 random: |bf16 - fp32| / |fp32| on cuda = {rel(b, a):.2e}; |cuda fp32 - cpu fp32| / |cpu| = {rel(a[:32], c):.2e}")
+print(f"resnet50 random: |bf16 - fp32| / |fp32| on {device} = {rel(b, a):.2e}; "
+      f"|{device} fp32 - cpu fp32| / |cpu| = {rel(a[:16], c):.2e}")
 n = len(paths)
 table = Dataset(name="check", root="/", ids=np.array([str(i) for i in range(n)]), paths=np.array(paths),
                 gender=np.zeros(n, np.int8), split=np.zeros(n, np.int8))
 with tempfile.TemporaryDirectory() as scratch:
     store = FeatureStore.create(scratch + "/check.zarr", table)
-    model = load_backbone("resnet50", weights="random", device="cuda")
+    model = load_backbone("resnet50", weights="random", device=device)
     writer = store.add_backbone("resnet50", dim=2048, unit_rows=64, metadata=model.metadata)
     extract_units(writer, model, paths, writer.pending_units(), batch_size=32, workers=4, progress=False)
     stored = store.read("resnet50").x
-print(f"pipeline store vs embed_paths on cuda fp32: {rel(stored, a):.2e} (rows {len(stored)} of {n})")
+print(f"pipeline store vs embed_paths on {device} fp32: {rel(stored, a):.2e} (rows {len(stored)} of {n})")
 PY
+
+full=${FULL_SIZE:-0}
+[ "${TINY:-0}" = 1 ] && full=${FULL_SIZE:-48}
+if [ "$full" -gt 0 ]; then
+  step "6. main job's extraction over $full generated CelebA images"
+  scratch=$(mktemp -d)
+  "$python" scripts/bench_full_size.py --scratch "$scratch" --size "$full" -- --device "$device"
+  rm -rf "$scratch"
+fi
+echo; echo "# done $(date -u +%FT%TZ)"

