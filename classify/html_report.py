@@ -124,8 +124,13 @@ def groups_section(label: str, result: dict) -> str:
     for family, data in result["families"].items():
         if family in binary:
             continue
-        parts.append(f"<h4>{esc(family)}</h4>" + img(_group_plot(family, data["groups"]), f"accuracy by {family}")
-                     + table([_group_cells(g) for g in data["groups"]])
+        present = [g for g in data["groups"] if g["n"]]
+        empty = [g["group"] for g in data["groups"] if not g["n"]]
+        if not present:
+            continue
+        parts.append(f"<h4>{esc(family)}</h4>" + img(_group_plot(family, present), f"accuracy by {family}")
+                     + table([_group_cells(g) for g in present])
+                     + (f"<p>No rows: {esc(', '.join(empty))}.</p>" if empty else "")
                      + (f"<p>{data['n_missing']:,} rows have no {esc(family)} value.</p>" if data["n_missing"] else ""))
     if binary:
         parts.append("<h4>Attributes (present / absent)</h4>" + img(_binary_plot(binary), "accuracy by attribute")

@@ -54,13 +54,23 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str)
     return rows
 
 
+def store_rows_in(dataset, store: FeatureStore) -> np.ndarray:
+    """Row of the dataset for each store row (a store made with --limit holds some of the rows), checked."""
+    position = {image: row for row, image in enumerate(dataset.ids)}
+    rows = np.array([position.get(image, -1) for image in store.ids], dtype=np.int64)
+    if np.any(rows < 0) or not (np.array_equal(dataset.gender[rows], store.gender)
+                                and np.array_equal(dataset.split[rows], store.split)):
+        raise StoreError(f"the dataset at {store.dataset_info['root']} is not the one in {store.path} "
+                         "(images, labels or split differ)")
+    return rows
+
+
 def collect(store_path, results_dir, *, threshold="0.5", calibrate=True, seed=0) -> tuple[dict, dict]:
     """(sections for `write_html`, the JSON-ready analysis) for the run chosen on val."""
     store = FeatureStore.open(store_path)
     dataset = load_dataset(store.dataset_name, store.dataset_info["root"],
                            seed=store.dataset_info.get("split_seed") or 0)
-    if dataset.fingerprint() != store.fingerprint:
-        raise StoreError(f"the dataset at {store.dataset_info['root']} is not the one in {store_path}")
+    rows = store_rows_in(dataset, store)
     runs = load_runs(Path(results_dir))
     if not runs:
         raise FileNotFoundError(f"no results files in {results_dir}")
@@ -70,7 +80,7 @@ def collect(store_path, results_dir, *, threshold="0.5", calibrate=True, seed=0)
     splits = read_splits(store, backbones)
     val, test = splits["val"], splits["test"]
     p_val, p_test = (head.predict_proba(s.x)[:, 1] for s in (val, test))
-    test_attributes = {k: np.asarray(v)[test.index] for k, v in dataset.attributes.items()}
+    test_attributes = {k: np.asarray(v)[rows][test.index] for k, v in dataset.attributes.items()}
     analysis = analyse_predictions(val.gender, p_val, test.gender, p_test, test_attributes,
                                    calibrate=calibrate, threshold=threshold, seed=seed)
     q_test = Calibrator.from_json(analysis["calibrator"]).apply(p_test)
@@ -86,9 +96,9 @@ def collect(store_path, results_dir, *, threshold="0.5", calibrate=True, seed=0)
         "calibration": {label: {"before": analysis["calibration"]["before"], "after": analysis["calibration"]["after"],
                                 "calibrator": analysis["calibrator"], "threshold": analysis["threshold"],
                                 "recalls": analysis["recalls"]}},
-        "errors": error_rows(dataset.ids[test.index], dataset.paths[test.index], test.gender, q_test,
+        "errors": error_rows(store.ids[test.index], dataset.paths[rows][test.index], test.gender, q_test,
                              threshold=analysis["threshold"]["value"], attributes=test_attributes),
-        "rejected": rejected_rows(store, backbones, dataset.paths, "test")}
+        "rejected": rejected_rows(store, backbones, dataset.paths[rows], "test")}
     return sections, {"run": best["run"], **analysis}
 
 
