@@ -12,6 +12,8 @@ Images: the aligned release `img_align_celeba/` (178x218, faces at a known place
 alignment "wild": the extractor detects the face); where a layout puts `img_align_celeba`, `img_celeba`
 is looked for. The release used is recorded in the store (dataset info `images`).
 Rows come in the partition file's order. Attributes are stored 1/0 by name (`Male` included),
+taken from the attribute file and every other `list_attr_celeba*.txt` beside it (an image a file does
+not list gets `MISSING_ATTRIBUTE`, -1, for that file's columns),
 plus `identity` (int32) when the identity file is there.
 """
 from __future__ import annotations
@@ -61,6 +63,7 @@ def load_celeba(root, *, seed: int = 0) -> Dataset:
     layout = find_layout(root)
     ids, split = read_partition_file(root / layout.partition)
     attributes = _read_attributes(root / layout.attributes, ids, partition=root / layout.partition)
+    merge_extra_attribute_files(root / layout.attributes, ids, attributes)
     identity_path = root / layout.identity
     if identity_path.is_file():
         identity_ids, identity = read_identity_file(identity_path)
@@ -118,3 +121,29 @@ def _read_attributes(path: Path, ids: np.ndarray, *, partition: Path) -> dict[st
         raise DatasetError(f"{path}: no 'Male' column among the attributes {describe_examples(names)}")
     values = values[align_ids(ids, attribute_ids, partition, path)]
     return {name: np.ascontiguousarray(values[:, column]) for column, name in enumerate(names)}
+
+
+MISSING_ATTRIBUTE = -1  # an attribute no attribute file gives for this image (groups skip it)
+
+
+def merge_extra_attribute_files(main: Path, ids: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
+    """Add the attributes of every other `list_attr_celeba*.txt` beside `main` (e.g. the 40-attribute
+    rows of part of the images) to `attributes`, in place. Images a file does not list get
+    `MISSING_ATTRIBUTE` for its new columns; rows for images outside the dataset are ignored; a value that
+    contradicts another file (Male, say) raises, naming both files.
+    """
+    position = {image: row for row, image in enumerate(ids)}
+    for path in sorted(main.parent.glob("list_attr_celeba*.txt")):
+        if path.name == main.name:
+            continue
+        extra_ids, names, values = read_attribute_file(path)
+        rows = np.array([position.get(image, -1) for image in extra_ids], dtype=np.int64)
+        keep = rows >= 0
+        for column, name in enumerate(names):
+            merged = attributes.setdefault(name, np.full(len(ids), MISSING_ATTRIBUTE, dtype=np.int8))
+            known = keep & (merged[np.maximum(rows, 0)] != MISSING_ATTRIBUTE)
+            clash = extra_ids[known][merged[rows[known]] != values[known, column]]
+            if clash.size:
+                raise DatasetError(f"{path}: {name!r} disagrees with the other attribute files for "
+                                   f"{describe_examples(clash)} images")
+            merged[rows[keep]] = values[keep, column]

@@ -1,0 +1,294 @@
+"""Can the probability be trusted? Calibration metrics, post-hoc calibrators, the decision threshold.
+
+Metrics (`calibration_report`), on p(male) per row:
+- ECE: rows binned into ``n_bins`` (default 15) equal-width bins of p(male) on [0, 1], bins closed on the
+  right (the first also holds 0), as scikit-learn's ``calibration_curve(strategy="uniform")`` bins them;
+  ECE = sum over non-empty bins of (rows in bin / rows) * |fraction male - mean p(male)|. The binning
+  is written into the output (``binning``). ``on="confidence"`` bins max(p, 1 - p) on [0.5, 1] instead
+  and compares it with the fraction predicted correctly (Guo et al.'s top-label ECE).
+- Brier score (mean squared error of p(male)), log loss (p clipped to [1e-15, 1 - 1e-15]) and the
+  reliability-diagram data (per bin: edges, n, mean p, fraction male).
+
+Calibrators (`fit_calibrator`), fitted on val probabilities of the head:
+- ``none``: the identity;
+- ``temperature``: sigmoid(logit(p) / T), T > 0 by maximum likelihood;
+- ``platt``: sigmoid(a * logit(p) + b) by maximum likelihood;
+- ``isotonic``: scikit-learn's IsotonicRegression (clipped to its range), kept as its breakpoints and
+  applied by linear interpolation between them, exactly as IsotonicRegression.predict does.
+The method is chosen by ``criterion`` (default log loss; or ``ece``, ``brier``) measured by
+``n_folds``-fold cross-validation on val (folds stratified by sex, seeded): a calibrator scored on the
+rows it was fitted on would always favour isotonic, which memorises them. The chosen method is then
+refitted on all of val. A calibrator is plain JSON (`Calibrator.to_json` / `Calibrator.from_json`),
+never a pickle.
+
+Decision threshold (`decision_threshold`), applied to the (calibrated) p(male): predicted male when
+p > threshold. Rules: ``0.5`` (the default), a fixed value in (0, 1), or ``balanced``: the threshold on
+val that makes male recall and female recall as equal as possible (ties: the higher balanced accuracy,
+then the threshold nearest 0.5), placed midway between two consecutive distinct val probabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CALIBRATOR_KIND = "probability-calibrator"
+CALIBRATOR_VERSION = 1
+METHODS = ("none", "temperature", "platt", "isotonic")
+CRITERIA = ("log_loss", "ece", "brier")
+_EPS = 1e-15
+
+
+class CalibrationError(ValueError):
+    """A calibrator file or a threshold rule that cannot be used."""
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+def _checked(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    if y.ndim != 1 or y.shape != p.shape or y.size == 0:
+        raise ValueError(f"labels and probabilities must be non-empty and 1-D of equal length, "
+                         f"got {y.shape} and {p.shape}")
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise ValueError(f"labels must be 1 male / 0 female, got {sorted(np.unique(y).tolist())}")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("probabilities must lie in [0, 1]")
+    return y.astype(np.float64), p
+
+
+def reliability(y, p, *, n_bins: int = 15, on: str = "p_male") -> dict:
+    """Reliability-diagram bins and the ECE computed from them (see the module docstring)."""
+    y, p = _checked(y, p)
+    if on == "p_male":
+        score, outcome, low = p, y, 0.0
+        binning = f"{n_bins} equal-width bins of p(male) on [0, 1], closed on the right"
+    elif on == "confidence":
+        score, outcome, low = np.maximum(p, 1 - p), ((p > 0.5) == (y == 1)).astype(np.float64), 0.5
+        binning = f"{n_bins} equal-width bins of confidence max(p, 1-p) on [0.5, 1], closed on the right"
+    else:
+        raise ValueError(f"on must be 'p_male' or 'confidence', not {on!r}")
+    edges = np.linspace(low, 1.0, n_bins + 1)
+    which = np.searchsorted(edges[1:-1], score, side="left")
+    n = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore"):
+        mean_score = np.bincount(which, weights=score, minlength=n_bins) / n
+        observed = np.bincount(which, weights=outcome, minlength=n_bins) / n
+    filled = n > 0
+    ece = float(np.sum(n[filled] / len(y) * np.abs(observed[filled] - mean_score[filled])))
+    bins = [{"low": float(edges[i]), "high": float(edges[i + 1]), "n": int(n[i]),
+             "mean_predicted": float(mean_score[i]) if filled[i] else None,
+             "observed": float(observed[i]) if filled[i] else None} for i in range(n_bins)]
+    return {"ece": ece, "binning": binning, "on": on, "n_bins": n_bins, "bins": bins}
+
+
+def expected_calibration_error(y, p, *, n_bins: int = 15, on: str = "p_male") -> float:
+    return reliability(y, p, n_bins=n_bins, on=on)["ece"]
+
+
+def brier_score(y, p) -> float:
+    y, p = _checked(y, p)
+    return float(np.mean((p - y) ** 2))
+
+
+def log_loss(y, p) -> float:
+    y, p = _checked(y, p)
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def calibration_report(y, p, *, n_bins: int = 15) -> dict:
+    """ECE (binning stated), top-label ECE, Brier score, log loss and the reliability bins; JSON-ready."""
+    diagram = reliability(y, p, n_bins=n_bins)
+    return {"n": int(len(y)), "ece": diagram["ece"], "binning": diagram["binning"],
+            "ece_confidence": expected_calibration_error(y, p, n_bins=n_bins, on="confidence"),
+            "brier": brier_score(y, p), "log_loss": log_loss(y, p), "reliability": diagram["bins"]}
+
+
+# -- calibrators -----------------------------------------------------------------------------------------
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))  # overflow-free
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A fitted post-hoc calibrator: ``method`` and its parameters (plain floats and lists)."""
+
+    method: str
+    params: dict = field(default_factory=dict)
+    fitted_on: dict = field(default_factory=dict)
+
+    def apply(self, p) -> np.ndarray:
+        """Calibrated p(male) for raw p(male)."""
+        p = np.asarray(p, dtype=np.float64)
+        if self.method == "none":
+            return p.copy()
+        if self.method == "temperature":
+            return _sigmoid(_logit(p) / self.params["temperature"])
+        if self.method == "platt":
+            return _sigmoid(self.params["a"] * _logit(p) + self.params["b"])
+        return np.interp(p, self.params["x"], self.params["y"])
+
+    def to_json(self) -> dict:
+        return {"kind": CALIBRATOR_KIND, "version": CALIBRATOR_VERSION, "method": self.method,
+                "params": self.params, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_json(cls, record: dict) -> Calibrator:
+        """Validate a calibrator record (as written by `to_json`) and rebuild it."""
+        if not isinstance(record, dict) or record.get("kind") != CALIBRATOR_KIND:
+            raise CalibrationError(f"not a calibrator record (kind {CALIBRATOR_KIND!r} expected)")
+        if record.get("version") != CALIBRATOR_VERSION:
+            raise CalibrationError(f"calibrator version {record.get('version')!r} is not "
+                                   f"{CALIBRATOR_VERSION}; retrain or upgrade")
+        method, params = record.get("method"), record.get("params", {})
+        _check_params(method, params)
+        return cls(method, params, record.get("fitted_on", {}))
+
+
+def _check_params(method, params: dict) -> None:
+    wanted = {"none": set(), "temperature": {"temperature"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}
+    if method not in wanted:
+        raise CalibrationError(f"unknown calibration method {method!r}; valid: {', '.join(METHODS)}")
+    if set(params) != wanted[method]:
+        raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, "
+                               f"got {sorted(params)}")
+    if method == "temperature" and not params["temperature"] > 0:
+        raise CalibrationError("temperature must be positive")
+    if method == "isotonic":
+        x, y = np.asarray(params["x"], dtype=float), np.asarray(params["y"], dtype=float)
+        if x.ndim != 1 or x.shape != y.shape or x.size == 0 or np.any(np.diff(x) < 0):
+            raise CalibrationError("isotonic breakpoints must be equal-length lists with x non-decreasing")
+
+
+def fit_method(method: str, y, p) -> Calibrator:
+    """Fit one calibration method on (labels, raw p(male))."""
+    y, p = _checked(y, p)
+    if method == "none":
+        return Calibrator("none")
+    if method == "temperature":
+        return Calibrator("temperature", {"temperature": _fit_temperature(y, _logit(p))})
+    if method == "platt":
+        a, b = _fit_platt(y, _logit(p))
+        return Calibrator("platt", {"a": a, "b": b})
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def _nll(y, z) -> float:
+    return float(np.mean(np.logaddexp(0, z) - y * z))
+
+
+def _fit_temperature(y, z) -> float:
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(-5, 5), method="bounded",
+                            options={"xatol": 1e-8})
+    return float(np.exp(found.x))
+
+
+def _fit_platt(y, z) -> tuple[float, float]:
+    from scipy.optimize import minimize
+
+    def objective(ab):
+        s = ab[0] * z + ab[1]
+        gradient = _sigmoid(s) - y
+        return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
+
+    found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
+    return float(found.x[0]), float(found.x[1])
+
+
+def _score(criterion: str, y, p) -> float:
+    if criterion == "log_loss":
+        return log_loss(y, p)
+    if criterion == "brier":
+        return brier_score(y, p)
+    return expected_calibration_error(y, p)
+
+
+def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number per row, each sex dealt round-robin over the folds after a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0, 1):
+        rows = rng.permutation(np.flatnonzero(y == label))
+        fold[rows] = np.arange(len(rows)) % n_folds
+    return fold
+
+
+def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss", n_folds: int = 5,
+                   seed: int = 0) -> Calibrator:
+    """The method with the best cross-validated ``criterion`` on val, refitted on all of val."""
+    y, p = _checked(y_val, p_val)
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
+    fold = _folds(y, n_folds, seed)
+    scores = {}
+    for method in methods:
+        out = np.empty_like(p)
+        for k in range(n_folds):
+            held = fold == k
+            out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
+        scores[method] = _score(criterion, y, out)
+    chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
+    fitted = fit_method(chosen, y, p)
+    return Calibrator(chosen, fitted.params, {
+        "n": int(len(y)), "criterion": criterion, "selection": f"{n_folds}-fold cross-validation on val "
+        f"(folds stratified by sex, seed {seed}), then refitted on all of val", "cv_scores": scores})
+
+
+# -- decision threshold ----------------------------------------------------------------------------------
+def parse_threshold(text: str) -> str | float:
+    """A CLI value: 'balanced', or a number strictly between 0 and 1."""
+    if text == "balanced":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise CalibrationError(f"threshold must be 'balanced' or a number in (0, 1), not {text!r}")
+    return value
+
+
+def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
+    """{"rule", "value", and for balanced the val recalls it gives}; predicted male when p > value."""
+    if rule != "balanced":
+        value = parse_threshold(str(rule)) if not isinstance(rule, float) else rule
+        if not 0 < value < 1:
+            raise CalibrationError(f"threshold must be in (0, 1), not {value}")
+        return {"rule": "fixed" if value != 0.5 else "default", "value": float(value)}
+    if y_val is None or p_val is None:
+        raise CalibrationError("the balanced threshold is chosen on val: give val labels and probabilities")
+    y, p = _checked(y_val, p_val)
+    if len(np.unique(y)) < 2:
+        raise CalibrationError("the balanced threshold needs both sexes among the val rows")
+    value = _balanced_threshold(y, p)
+    predicted = p > value
+    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
+    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
+            "val_female_recall": female_recall}
+
+
+def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    levels = np.unique(p)  # candidate i: male when p > levels[i], placed midway to the next level
+    male = np.sort(p[y == 1])
+    female = np.sort(p[y == 0])
+    male_recall = 1 - np.searchsorted(male, levels, side="right") / len(male)
+    female_recall = np.searchsorted(female, levels, side="right") / len(female)
+    candidates = np.r_[(levels[:-1] + levels[1:]) / 2, (levels[-1] + 1) / 2]
+    tpr, tnr = male_recall, female_recall  # "everyone male" (tpr 1, tnr 0) is never the balanced one
+    order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
+    return float(candidates[order[0]])

@@ -1,0 +1,224 @@
+"""Per-group metrics: for whom does the classifier fail? Pure numpy; the output is JSON-ready.
+
+Groups come from a store's per-image attributes, restricted by the caller to the evaluated rows
+(``{name: values[split.index]}``):
+- the true sex itself (family ``sex``: ``male``, ``female``);
+- UTKFace ``race`` (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) and ``age`` binned into `AGE_BINS`,
+  and their cross ``race x age``;
+- every other attribute with at most ``max_levels`` distinct values (each CelebA attribute: ``yes``/``no``).
+  Attributes with more levels (``identity``) are listed under ``skipped`` with the reason.
+Negative codes mean "no value" (`MISSING`, e.g. a CelebA image absent from the 40-attribute file, a
+UTKFace name without race): those rows belong to no group of that family; they are counted, not guessed.
+
+Per group: n, n_male, n_female, accuracy, male recall (TPR) and female recall (TNR), each with a seeded
+percentile bootstrap interval (rows resampled with replacement within the group; the resample seed is
+derived from the seed and the group's name, so adding a group never changes another's interval). A
+recall is None when the group holds no row of that sex. Groups with fewer than ``min_n`` rows are
+reported with ``too_small: true`` and left out of the summaries, never hidden.
+
+Summary over all rows and over the groups that are not too small: balanced accuracy, the recall gap
+|TPR - TNR|, the worst group's accuracy, the largest accuracy gap within one family, and the
+equalised-odds difference (per family: the larger of the TPR spread and the FPR spread across its
+groups, as fairlearn defines it; the ``sex`` family is left out, since each of its groups has only one
+of the two rates; the overall gap between them is ``recall_gap``).
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+GROUPS_VERSION = 1
+MISSING = -1
+AGE_BINS = ((0, 2), (3, 9), (10, 19), (20, 39), (40, 59), (60, None))
+UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+NOT_GROUPS = ("Male",)  # the label itself: the `sex` family already covers it
+_BOOT_CHUNK = 100
+
+
+def age_bin_labels() -> list[str]:
+    return [f"{low}-{high}" if high is not None else f"{low}+" for low, high in AGE_BINS]
+
+
+def bin_ages(age: np.ndarray) -> np.ndarray:
+    """Index into `AGE_BINS` per row, `MISSING` for a negative (unknown) age."""
+    age = np.asarray(age, dtype=np.int64)
+    uppers = np.array([high for _, high in AGE_BINS[:-1]])
+    return np.where(age < 0, MISSING, np.searchsorted(uppers, age, side="left"))
+
+
+def group_families(gender: np.ndarray, attributes: dict[str, np.ndarray], *,
+                   max_levels: int = 10) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """({family: {group name: row mask}}, {skipped attribute: why}) for the evaluated rows."""
+    gender = np.asarray(gender)
+    families = {"sex": {"male": gender == 1, "female": gender == 0}}
+    skipped = {}
+    if "age" in attributes:
+        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(age_bin_labels())))
+    if "race" in attributes:
+        races = np.asarray(attributes["race"])
+        families["race"] = _coded_masks(races, UTKFACE_RACES)
+        if "age" in attributes:
+            families["race x age"] = {f"{race}, {age}": race_mask & age_mask
+                                      for race, race_mask in families["race"].items()
+                                      for age, age_mask in families["age"].items()}
+    for name in sorted(set(attributes) - {"age", "race", *NOT_GROUPS}):
+        values = np.asarray(attributes[name])
+        levels = np.unique(values[values >= 0])
+        if len(levels) > max_levels:
+            skipped[name] = f"{len(levels)} distinct values (more than {max_levels}): not a grouping"
+        elif set(levels.tolist()) <= {0, 1}:
+            families[name] = {"yes": values == 1, "no": values == 0}
+        else:
+            families[name] = {str(level): values == level for level in levels}
+    return families, skipped
+
+
+def _coded_masks(codes: np.ndarray, names: dict[int, str]) -> dict[str, np.ndarray]:
+    return {label: codes == code for code, label in names.items()}
+
+
+def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, np.ndarray], *,
+                  min_n: int = 30, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                  max_levels: int = 10) -> dict:
+    """Per-group metrics with bootstrap intervals and the fairness summary (see the module docstring)."""
+    y_true, y_pred = _checked(y_true, y_pred, attributes)
+    families, skipped = group_families(y_true, attributes, max_levels=max_levels)
+    out_families = {}
+    for family, masks in families.items():
+        groups = [_group_row(family, name, y_true[mask], y_pred[mask], min_n=min_n,
+                             n_resamples=n_resamples, seed=seed, level=level)
+                  for name, mask in masks.items()]
+        in_any = np.any(np.stack(list(masks.values())), axis=0) if masks else np.zeros(len(y_true), bool)
+        out_families[family] = {"groups": groups, "n_missing": int((~in_any).sum()),
+                                **_family_summary(family, groups)}
+    return {"kind": "group-metrics", "version": GROUPS_VERSION, "min_n": min_n, "n_resamples": n_resamples,
+            "seed": seed, "level": level, "missing_code": MISSING, "age_bins": age_bin_labels(),
+            "families": out_families, "skipped": skipped,
+            "summary": _summary(y_true, y_pred, out_families)}
+
+
+def _checked(y_true, y_pred, attributes) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"labels and predictions must be non-empty and 1-D of equal length, "
+                         f"got {y_true.shape} and {y_pred.shape}")
+    for name, arr in (("labels", y_true), ("predictions", y_pred)):
+        if not set(np.unique(arr).tolist()) <= {0, 1}:
+            raise ValueError(f"{name} must be 1 male / 0 female, got {sorted(np.unique(arr).tolist())}")
+    wrong = [name for name, values in attributes.items() if np.shape(values) != y_true.shape]
+    if wrong:
+        raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
+                         f"({len(y_true)}); index them with the split's store rows first")
+    return y_true.astype(np.int8), y_pred.astype(np.int8)
+
+
+def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """n, n_male, n_female, accuracy, male recall (TPR), female recall (TNR); None where undefined."""
+    t, p = y_true == 1, y_pred == 1
+    n_male, n_female = int(t.sum()), int((~t).sum())
+    return {"n": int(t.size), "n_male": n_male, "n_female": n_female,
+            "accuracy": float((t == p).mean()) if t.size else None,
+            "male_recall": float((t & p).sum() / n_male) if n_male else None,
+            "female_recall": float((~t & ~p).sum() / n_female) if n_female else None}
+
+
+def _group_row(family: str, name: str, y_true, y_pred, *, min_n, n_resamples, seed, level) -> dict:
+    row = {"group": name, **rates(y_true, y_pred), "too_small": bool(len(y_true) < min_n)}
+    intervals = _bootstrap(y_true, y_pred, n_resamples=n_resamples, level=level,
+                           seed=_group_seed(seed, family, name))
+    for metric in ("accuracy", "male_recall", "female_recall"):
+        row[f"{metric}_ci"] = intervals[metric] if row[metric] is not None else None
+    return row
+
+
+def _group_seed(seed: int, family: str, name: str) -> list[int]:
+    return [seed, zlib.crc32(f"{family}\0{name}".encode())]
+
+
+def _bootstrap(y_true, y_pred, *, n_resamples: int, level: float, seed) -> dict[str, list[float] | None]:
+    """Percentile intervals of accuracy, TPR and TNR; resamples without a row of a sex are skipped for its
+    recall (NaN), so a recall's interval comes from the resamples where it is defined."""
+    if len(y_true) == 0:
+        return {"accuracy": None, "male_recall": None, "female_recall": None}
+    codes = (2 * y_true + y_pred).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
+    rng = np.random.default_rng(seed)
+    counts = []
+    for start in range(0, n_resamples, _BOOT_CHUNK):
+        rows = rng.integers(0, len(codes), size=(min(_BOOT_CHUNK, n_resamples - start), len(codes)))
+        counts.append(np.stack([(codes[rows] == k).sum(axis=1) for k in range(4)], axis=1))
+    tn, fp, fn, tp = np.concatenate(counts).T.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {"accuracy": (tn + tp) / len(codes), "male_recall": tp / (tp + fn),
+                  "female_recall": tn / (tn + fp)}
+    tail = 100 * (1 - level) / 2
+    return {name: (np.nanpercentile(v, [tail, 100 - tail]).tolist() if np.isfinite(v).any() else None)
+            for name, v in values.items()}
+
+
+def _family_summary(family: str, groups: list[dict]) -> dict:
+    sized = [g for g in groups if not g["too_small"] and g["n"]]
+    if not sized:
+        return {"worst_group": None, "accuracy_gap": None, "equalised_odds_difference": None}
+    worst, best = min(sized, key=_accuracy_key), max(sized, key=_accuracy_key)
+    return {"worst_group": worst["group"], "accuracy_gap": best["accuracy"] - worst["accuracy"],
+            "equalised_odds_difference": None if family == "sex" else _equalised_odds(sized)}
+
+
+def _accuracy_key(group: dict) -> tuple:
+    return group["accuracy"], group["group"]
+
+
+def _equalised_odds(groups: list[dict]) -> float | None:
+    """max(TPR spread, FPR spread) over groups; FPR = 1 - TNR, so the FPR spread is the TNR spread."""
+    spreads = []
+    for rate in ("male_recall", "female_recall"):
+        values = [g[rate] for g in groups if g[rate] is not None]
+        if len(values) >= 2:
+            spreads.append(max(values) - min(values))
+    return max(spreads) if spreads else None
+
+
+def _summary(y_true, y_pred, families: dict) -> dict:
+    overall = rates(y_true, y_pred)
+    recalls = [overall["male_recall"], overall["female_recall"]]
+    defined = [r for r in recalls if r is not None]
+    sized = [(family, g) for family, data in families.items() for g in data["groups"]
+             if not g["too_small"] and g["n"]]
+    worst = min(sized, key=lambda item: _accuracy_key(item[1])) if sized else None
+    gaps = [(data["accuracy_gap"], family) for family, data in families.items()
+            if data["accuracy_gap"] is not None]
+    odds = [(data["equalised_odds_difference"], family) for family, data in families.items()
+            if data["equalised_odds_difference"] is not None]
+    return {**overall, "balanced_accuracy": float(np.mean(defined)) if defined else None,
+            "recall_gap": abs(recalls[0] - recalls[1]) if len(defined) == 2 else None,
+            "worst_group": None if worst is None else {"family": worst[0], "group": worst[1]["group"],
+                                                       "n": worst[1]["n"], "accuracy": worst[1]["accuracy"]},
+            "largest_accuracy_gap": _largest(gaps), "equalised_odds_difference": _largest(odds)}
+
+
+def _largest(values: list[tuple[float, str]]) -> dict | None:
+    if not values:
+        return None
+    value, family = max(values)
+    return {"family": family, "value": value}
+
+
+def row_groups(attributes: dict[str, np.ndarray], row: int, *, max_levels: int = 10) -> dict[str, str]:
+    """The groups one row belongs to, for an error gallery: race, age (value and bin), attributes set."""
+    out = {}
+    if "race" in attributes and attributes["race"][row] >= 0:
+        out["race"] = UTKFACE_RACES.get(int(attributes["race"][row]), str(attributes["race"][row]))
+    if "age" in attributes and attributes["age"][row] >= 0:
+        age = int(attributes["age"][row])
+        out["age"] = f"{age} ({age_bin_labels()[int(bin_ages(np.array([age]))[0])]})"
+    present = [name for name in sorted(attributes) if name not in ("age", "race", *NOT_GROUPS)
+               and _is_binary(attributes[name], max_levels) and attributes[name][row] == 1]
+    if present:
+        out["attributes"] = ", ".join(present)
+    return out
+
+
+def _is_binary(values: np.ndarray, max_levels: int) -> bool:
+    levels = np.unique(np.asarray(values)[np.asarray(values) >= 0])
+    return len(levels) <= max_levels and set(levels.tolist()) <= {0, 1}
