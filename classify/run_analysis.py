@@ -31,7 +31,7 @@ def analyse_predictions(y_val, p_val, y_test, p_test, test_attributes: dict[str,
     return {"calibrator": calibrator.to_json(), "threshold": chosen,
             "calibration": {"before": calibration_report(y_test, p_test),
                             "after": calibration_report(y_test, q_test)},
-            "recalls": {f"raw, threshold 0.5": _recalls(y_test, before),
+            "recalls": {"raw, threshold 0.5": _recalls(y_test, before),
                         f"calibrated ({calibrator.method}), threshold {chosen['rule']} "
                         f"{chosen['value']:.4f}": _recalls(y_test, after)},
             "groups": groups}
