@@ -355,6 +355,7 @@ def face_pass(dataset: Dataset) -> Backbone:
     per image (`extract.faces`), shared by every face backbone of the run and of later runs."""
     import torch
 
+    from extract.backbones import Backbone  # at run time too (the module-level import is for type hints only)
     from extract.backbones._weights import sha256_file
     from extract.faces import FACE_DIM, Alignment, FaceDetector, FaceLocator, detector_path
     from features.store import FACES
