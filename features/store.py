@@ -369,6 +369,12 @@ class FeatureStore:
             raise StoreError(f"{self.path} already holds backbone {name!r} with {held}, not {asked}; "
                              "use another store, or the same weights and dtype to resume")
 
+    def update_metadata(self, name: str, extra: dict) -> None:
+        """Add or replace keys of a backbone's metadata (e.g. the detection pass's template check);
+        the attributes file is rewritten whole."""
+        group = self._backbone_group(name)
+        group.attrs.update({"metadata": {**group.attrs["metadata"], **extra}})
+
     def backbone_writer(self, name: str) -> BackboneWriter:
         return BackboneWriter(self._backbone_group(name), store_path=self.path)
 
