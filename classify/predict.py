@@ -141,11 +141,7 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto", all_faces: b
     except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
         raise PredictError(str(error)) from None
     image, status = np.asarray(rows.image, dtype=np.int64), np.asarray(rows.status, dtype=np.uint8)
-    per_image = np.bincount(image, minlength=len(paths)) if image.size else np.zeros(len(paths), int)
-    if len(per_image) != len(paths) or (per_image < 1).any() or (not all_faces and (per_image != 1).any()) \
-            or (np.diff(image) < 0).any():
-        raise PredictError(f"the backbones returned rows for images {image.tolist()[:20]}, expected "
-                           f"{'at least ' if all_faces else ''}one per image of {len(paths)}, in order")
+    _check_images(image, len(paths), all_faces=all_faces)
     parts = []
     for name, info in infos.items():
         x = np.asarray(rows.embeddings[name], dtype=np.float32)
@@ -154,6 +150,15 @@ def embed(paths: list[Path], record: dict, *, device: str = "auto", all_faces: b
         parts.append(x)
     return FaceFeatures(image, np.asarray(rows.box, dtype=np.float32).reshape(-1, 4),
                         np.concatenate(parts, axis=1), status)
+
+
+def _check_images(image: np.ndarray, n_paths: int, *, all_faces: bool) -> None:
+    """Every image has its rows (one, or at least one with ``all_faces``), consecutive and in order."""
+    counts = np.bincount(image, minlength=n_paths) if image.size and image.min() >= 0 else np.zeros(n_paths, int)
+    one_each = (counts >= 1).all() if all_faces else (counts == 1).all()
+    if len(counts) != n_paths or not one_each or (np.diff(image) < 0).any():
+        raise PredictError(f"the backbones returned rows for images {image.tolist()[:20]}, expected "
+                           f"{'at least ' if all_faces else ''}one per image of {n_paths}, in order")
 
 
 def face_indices(image: np.ndarray) -> np.ndarray:
