@@ -3,7 +3,7 @@
     python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
                              [--heads logreg mlp] [--treatments none l2] --out DIR [--seed 0] [-v]
     python -m classify compare DIR
-    python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv]
+    python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--out result.json]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("images", nargs="+", help="image files or folders")
     pred.add_argument("--out", type=Path, help="CSV file for the predictions")
     pred.add_argument("--device", default="auto", help="device for the backbone (auto, cpu, cuda)")
+    pred.add_argument("--all-faces", action="store_true", help="one prediction per face found, with its "
+                      "box (x, y, w, h in the image's pixels); default: the largest face of each image")
     ev = sub.add_parser("evaluate", help="a saved head on another store's features (no backbone runs)")
     ev.add_argument("--head", required=True, type=Path, help="a <run>.npz written by train")
     ev.add_argument("--store", required=True, help="feature store (.zarr) with the head's backbones")
@@ -161,8 +163,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    predictions = predict_images(args.head, args.images, device=args.device)
-    print(format_predictions(predictions))
+    predictions = predict_images(args.head, args.images, device=args.device, all_faces=args.all_faces)
+    print(format_predictions(predictions, faces=args.all_faces))
     if args.out:
         write_predictions(predictions, args.out)
         log.info("wrote %s", args.out)

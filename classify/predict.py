@@ -1,15 +1,17 @@
 """Gender of new images with a saved head: its backbone(s) run through `extract` (imported lazily).
 
-The head's sidecar names the backbone(s) and the weights each was extracted with; the same weights go
-to `extract.embed_paths` ("random" for extract's seeded random init, else the recorded weight file,
-which must exist here), and the embedding width must match the store's. An image
-whose face the aligner cannot find, or that cannot be read, is reported as such (with the reason:
-empty file, not an image, damaged image) and never guessed. The head's feature treatment
-(`classify.treatment`) is applied to the features as in training.
+The head's sidecar names the backbone(s) and the weights, precision and test-time augmentation each
+was extracted with; they go to ONE `extract.embed_images` call ("random" for extract's seeded random
+init, else the recorded weight file, which must exist here, or the default weights checked against
+the recorded identity), so each image is decoded and its faces detected once for every backbone, as
+in `python -m extract`. The embedding widths must match the store's. An image whose face the
+detector cannot find, or that cannot be read, is reported as such (with the reason: empty file, not
+an image, damaged image) and never guessed. The head's feature treatment (`classify.treatment`) is
+applied to the features as in training.
 
-Seam for several faces per image: `predict_images` gets features from `embed` (one row per image,
-today through `extract.embed_paths`, the largest face). A front end that returns every face with its
-box plugs in there: one `Prediction` per face, ``face`` its index and ``box`` (x, y, w, h).
+One `Prediction` per image (its largest face), or with ``all_faces`` one per face found, largest
+first, each with ``face`` (its index in the image, 0 the largest) and ``box`` (x, y, w, h in the
+original image's pixels; None for backbones without a face detector).
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class Prediction:
     gender: str = ""
     probability: float | None = None  # of the predicted gender (>= 0.5), not of "male"
     reason: str = ""  # why an image has no prediction
+    face: int | None = None  # index of the face in its image, 0 the largest; None when no face
+    box: tuple[float, float, float, float] | None = None  # x, y, w, h in original-image pixels
 
 
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF8", b"II*\0", b"MM\0*", b"RIFF")
@@ -108,37 +112,68 @@ def weights_argument(name: str, metadata: dict) -> str | None:
     return source
 
 
-def embed(paths: list[Path], record: dict, *, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Features of ``paths`` from the run's backbones, concatenated, and a status per image."""
+@dataclass(frozen=True)
+class FaceFeatures:
+    """`embed`'s result: one row per face (or per image without a usable face, with its status)."""
+
+    image: np.ndarray  # (K,) index into the paths, non-decreasing
+    box: np.ndarray  # (K, 4) x, y, w, h in original-image pixels; NaN when unknown
+    x: np.ndarray  # (K, sum of dims) float32, the head's column order; NaN rows where status is not OK
+    status: np.ndarray  # (K,) uint8 `Status`
+
+
+def load_options(name: str, metadata: dict) -> dict:
+    """How extract must load backbone ``name`` to rebuild what the store recorded in ``metadata``."""
+    return {"weights": weights_argument(name, metadata), "precision": metadata.get("precision", "fp32"),
+            "tta": metadata.get("tta", "none"), "expect_weights": metadata.get("weights")}
+
+
+def embed(paths: list[Path], record: dict, *, device: str = "auto", all_faces: bool = False) -> FaceFeatures:
+    """Features of ``paths`` from the run's backbones, concatenated: the largest face of each image,
+    or every face with ``all_faces``; one detection per image serves every backbone."""
     import extract  # lazy: classify must not import torch unless it predicts
 
-    parts, status = [], np.full(len(paths), Status.OK, dtype=np.uint8)
-    for name in record["config"]["backbones"]:  # the column order the head was trained on
-        info = record["store"]["backbones"][name]
-        metadata = info.get("metadata", {})
-        weights = weights_argument(name, metadata)
-        # test-time augmentation as recorded (stores of extract --tta); passed only when used
-        tta = {"tta": metadata["tta"]} if metadata.get("tta", "none") != "none" else {}
-        try:
-            x, codes = extract.embed_paths([str(p) for p in paths], name, weights=weights, device=device,
-                                           precision=metadata.get("precision", "fp32"),
-                                           expect_weights=metadata.get("weights"), **tta)
-        except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
-            raise PredictError(f"backbone {name}: {error}") from None
-        x, codes = np.asarray(x, dtype=np.float32), np.asarray(codes, dtype=np.uint8)
-        if x.shape != (len(paths), info["dim"]) or codes.shape != (len(paths),):
-            raise PredictError(f"backbone {name} returned features {x.shape} and status {codes.shape}, "
-                               f"expected ({len(paths)}, {info['dim']}) and ({len(paths)},)")
-        status = np.where(status == Status.OK, codes, status)
+    backbones = record["config"]["backbones"]  # the column order the head was trained on
+    infos = {name: record["store"]["backbones"][name] for name in backbones}
+    options = {name: load_options(name, info.get("metadata", {})) for name, info in infos.items()}
+    try:
+        rows = extract.embed_images([str(p) for p in paths], options, all_faces=all_faces, device=device)
+    except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
+        raise PredictError(str(error)) from None
+    image, status = np.asarray(rows.image, dtype=np.int64), np.asarray(rows.status, dtype=np.uint8)
+    _check_images(image, len(paths), all_faces=all_faces)
+    parts = []
+    for name, info in infos.items():
+        x = np.asarray(rows.embeddings[name], dtype=np.float32)
+        if x.shape != (len(image), info["dim"]):
+            raise PredictError(f"backbone {name} returned features {x.shape}, expected ({len(image)}, {info['dim']})")
         parts.append(x)
-    return np.concatenate(parts, axis=1), status
+    return FaceFeatures(image, np.asarray(rows.box, dtype=np.float32).reshape(-1, 4),
+                        np.concatenate(parts, axis=1), status)
 
 
-def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto") -> list[Prediction]:
-    """One `Prediction` per image, in input order."""
+def _check_images(image: np.ndarray, n_paths: int, *, all_faces: bool) -> None:
+    """Every image has its rows (one, or at least one with ``all_faces``), consecutive and in order."""
+    counts = np.bincount(image, minlength=n_paths) if image.size and image.min() >= 0 else np.zeros(n_paths, int)
+    one_each = (counts >= 1).all() if all_faces else (counts == 1).all()
+    if len(counts) != n_paths or not one_each or (np.diff(image) < 0).any():
+        raise PredictError(f"the backbones returned rows for images {image.tolist()[:20]}, expected "
+                           f"{'at least ' if all_faces else ''}one per image of {n_paths}, in order")
+
+
+def face_indices(image: np.ndarray) -> np.ndarray:
+    """The index of each row's face within its image (rows of one image are consecutive)."""
+    starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]]) if image.size else np.empty(0, int)
+    return np.arange(len(image)) - np.repeat(starts, np.diff(np.r_[starts, len(image)]))
+
+
+def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
+                   all_faces: bool = False) -> list[Prediction]:
+    """One `Prediction` per image (its largest face), or per face with ``all_faces``, in input order."""
     head, record = load_head(head_path)  # every check of the head and its sidecar, before any backbone
     paths = expand_inputs(inputs)
-    x, status = embed(paths, record, device=device)
+    faces = embed(paths, record, device=device, all_faces=all_faces)
+    x, status = faces.x, faces.status
     ok = status == Status.OK
     backbones = tuple(record["config"]["backbones"])
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
@@ -146,44 +181,71 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto") 
     proba = head.predict_proba(x)[:, 1] if ok.any() else np.empty(0)
     male = iter(proba)
     out = []
-    for path, code in zip(paths, status):
+    for image, face, box, code in zip(faces.image, face_indices(faces.image), faces.box, status):
+        path = paths[image]
         if code != Status.OK:
             reason = unreadable_reason(path) if code == Status.UNREADABLE else ""
             out.append(Prediction(str(path), status_text(int(code)), reason=reason))
             continue
         p = float(next(male))
-        out.append(Prediction(str(path), "ok", "male" if p > 0.5 else "female", max(p, 1 - p)))
+        where = {"face": int(face), "box": None if np.isnan(box).any() else tuple(float(v) for v in box)}
+        out.append(Prediction(str(path), "ok", "male" if p > 0.5 else "female", max(p, 1 - p), **where))
     return out
 
 
+CSV_COLUMNS = ["path", "gender", "probability", "status", "reason", "face", "box_x", "box_y", "box_w", "box_h"]
+
+
 def write_predictions(predictions: list[Prediction], path: Path) -> None:
-    """CSV: path, gender, probability (of that gender), status, reason."""
+    """CSV: path, gender, probability (of that gender), status, reason, then the face's index in its image
+    (0 the largest) and box x, y, w, h in original-image pixels (empty when there is no face or box)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "gender", "probability", "status", "reason"])
+        writer.writerow(CSV_COLUMNS)
         for p in predictions:
+            box = [f"{v:.1f}" for v in p.box] if p.box is not None else [""] * 4
             writer.writerow([p.path, p.gender, "" if p.probability is None else f"{p.probability:.4f}", p.status,
-                             p.reason])
+                             p.reason, "" if p.face is None else p.face, *box])
 
 
-def format_predictions(predictions: list[Prediction]) -> str:
-    """A header, one line per image ('path  male  0.97' or 'path  unreadable: empty file'), totals."""
+def format_predictions(predictions: list[Prediction], *, faces: bool = False) -> str:
+    """A header, one line per image ('path  male  0.97' or 'path  unreadable: empty file'), totals.
+
+    faces: one line per face, with its index in the image and its box ('path  0  12,40 88x104  male  0.97').
+    """
     width = max(len(p.path) for p in predictions + [Prediction("image", "")])
-    lines = [f"{'image':<{width}}  gender  probability of that gender"]
-    for p in predictions:
+    boxes = [_box_text(p) for p in predictions]
+    where = max(len(text) for text in boxes + ["face  box x,y wxh"]) if faces else 0
+    header = f"{'image':<{width}}  " + (f"{'face  box x,y wxh':<{where}}  " if faces else "")
+    lines = [header + "gender  probability of that gender"]
+    for p, box in zip(predictions, boxes):
+        start = f"{p.path:<{width}}  " + (f"{box:<{where}}  " if faces else "")
         if p.status == "ok":
-            lines.append(f"{p.path:<{width}}  {p.gender:<6}  {p.probability:.4f}")
+            lines.append(f"{start}{p.gender:<6}  {p.probability:.4f}")
         else:
-            lines.append(f"{p.path:<{width}}  {p.status}{': ' + p.reason if p.reason else ''}")
-    return "\n".join(lines + [totals(predictions)])
+            lines.append(f"{start}{p.status}{': ' + p.reason if p.reason else ''}".rstrip())
+    return "\n".join(lines + [totals(predictions, faces=faces)])
 
 
-def totals(predictions: list[Prediction]) -> str:
-    """'12 images: 5 male, 4 female, 2 no face found, 1 unreadable'."""
+def _box_text(p: Prediction) -> str:
+    """'0     12,40 88x104' (face index, box rounded to pixels), or '' without a face."""
+    if p.face is None:
+        return ""
+    if p.box is None:
+        return f"{p.face:<4}  -"
+    x, y, w, h = (round(v) for v in p.box)
+    return f"{p.face:<4}  {x},{y} {w}x{h}"
+
+
+def totals(predictions: list[Prediction], *, faces: bool = False) -> str:
+    """'12 images: 5 male, 4 female, 2 no face found, 1 unreadable'; with faces, '12 images, 15 faces: ...'
+    (male/female count faces, the other statuses images)."""
     counts: dict[str, int] = {}
     for p in predictions:
         key = p.gender if p.status == "ok" else p.status
         counts[key] = counts.get(key, 0) + 1
     order = ["male", "female"] + sorted(set(counts) - {"male", "female"})
     parts = [f"{counts.get(key, 0)} {key}" for key in order if key in counts or key in ("male", "female")]
-    return f"{len(predictions)} images: " + ", ".join(parts)
+    images = sum(1 for p in predictions if not p.face)  # face 0 or None: one such row per image
+    found = f", {sum(1 for p in predictions if p.status == 'ok')} faces" if faces else ""
+    return f"{images} images{found}: " + ", ".join(parts)

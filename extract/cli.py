@@ -382,6 +382,7 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], args: 
                  ranks: distributed.Ranks) -> tuple[np.ndarray, np.ndarray] | None:
     """Run (or resume) the detection pass; (face rows, status) of every row, None if interrupted."""
     from extract import distributed
+    from extract.pipeline import record_template_check
     from features.store import FACES
 
     if store.faces() is not None and store.is_complete(FACES):
@@ -390,6 +391,8 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], args: 
     if code != EXIT_OK:
         return None
     distributed.barrier(ranks)
+    if ranks.is_main:  # aligned datasets: fallbacks and detection-vs-template distances, logged and recorded
+        record_template_check(store, dataset.alignment, paths)
     return store.faces()
 
 

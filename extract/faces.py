@@ -317,6 +317,43 @@ class FaceLocator:
 REFINE_STEPS = 2
 
 
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file from its JPEG/PNG header, else by decoding it."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    size = jpeg_size(head) or png_size(head)
+    if size is None:
+        image = decode(path).image
+        size = (image.shape[1], image.shape[0])
+    return size
+
+
+def template_check(rows: np.ndarray, status: np.ndarray, alignment: Alignment,
+                   sizes: dict[int, tuple[int, int]]) -> dict:
+    """How a detection pass on an aligned dataset agrees with its known template: rows that fell back
+    to the template (source 2), and the distance of detected landmarks from the template (mean over
+    the 5 points, in pixels and in template eye distances) for the rows in ``sizes`` (row -> image
+    (width, height), a sample of detected rows)."""
+    valid = status == 1  # Status.OK; the store's enum is not imported here (extract.faces is cv2/numpy)
+    pixels, eyes = [], []
+    for row, size in sizes.items():
+        known = landmarks_of(template_row(alignment.size, np.array(alignment.landmarks), size))
+        distance = float(np.linalg.norm(landmarks_of(rows[row]) - known, axis=1).mean())
+        pixels.append(distance)
+        eyes.append(distance / float(np.linalg.norm(known[1] - known[0])))
+
+    def spread(values: list[float]) -> dict:
+        if not values:
+            return {"median": None, "p95": None}
+        return {"median": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
+
+    return {"alignment": alignment.kind, "valid_rows": int(valid.sum()),
+            "template_fallback_rows": int((valid & (rows[:, 15] == SOURCE_TEMPLATE)).sum()),
+            "detected_rows": int((valid & (rows[:, 15] == SOURCE_DETECTED)).sum()), "checked_sample": len(sizes),
+            "landmark_distance_px": spread(pixels), "landmark_distance_eye": spread(eyes),
+            "tolerance_eye": TEMPLATE_TOLERANCE}
+
+
 # -- templates --------------------------------------------------------------------------------------
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 least-squares similarity (rotation, uniform scale, translation) mapping src onto dst

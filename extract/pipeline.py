@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -317,6 +317,36 @@ def _shutdown(batches) -> None:
         shutdown()
 
 
+# -- the aligned-dataset check --------------------------------------------------------------------
+TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
+
+
+def record_template_check(store, alignment: dict | None, paths: Sequence[str], *,
+                          sample: int = TEMPLATE_CHECK_SAMPLE) -> dict | None:
+    """On an aligned dataset, after its detection pass: log and record in the faces entry's metadata
+    (``template_check``) how many rows fell back to the known template, and how far detected landmarks
+    lie from it (median and 95th percentile over an evenly spaced sample of detected rows). None, and
+    nothing recorded, for a wild dataset."""
+    from extract.faces import SOURCE_DETECTED, Alignment, image_size, template_check
+    from features.store import FACES
+
+    known = Alignment.from_info(alignment)
+    if known.kind == "wild":
+        return None
+    rows, status = store.faces()
+    detected = np.flatnonzero((status == Status.OK) & (rows[:, 15] == SOURCE_DETECTED))
+    chosen = detected[np.unique(np.linspace(0, len(detected) - 1, min(sample, len(detected))).astype(int))] \
+        if len(detected) else detected
+    summary = template_check(rows, status, known, {int(r): image_size(paths[r]) for r in chosen})
+    store.update_metadata(FACES, {"template_check": summary})
+    px = summary["landmark_distance_px"]
+    log.info("%s: aligned dataset (%s): %d of %d valid rows fell back to the template; detected landmarks "
+             "lie %s px from it (median; 95th percentile %s px; %d rows checked)", FACES, known.kind,
+             summary["template_fallback_rows"], summary["valid_rows"], px["median"], px["p95"],
+             summary["checked_sample"])
+    return summary
+
+
 # -- store-less embedding -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FaceRows:
@@ -408,6 +438,35 @@ def _embed_faces_of(backbone: Backbone, faces: list, codes: np.ndarray) -> np.nd
     return embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes))
 
 
+def load_checked(name: str, *, weights: str | None = None, device: str = "auto", precision: str = "fp32",
+                 tta: str = "none", expect_weights: str | None = None) -> Backbone:
+    """`load_backbone`, then a ValueError unless its weights identity is ``expect_weights`` (when given:
+    "sha256:..." or "random", what a store recorded)."""
+    model = load_backbone(name, weights=weights, device=resolve_device(device), precision=precision, tta=tta)
+    if expect_weights is not None and model.metadata["weights"] != expect_weights:
+        raise ValueError(f"{name} loaded weights {model.metadata['weights'][:19]}..., not the "
+                         f"{expect_weights[:19]}... the caller needs")
+    return model
+
+
+def embed_images(paths: Sequence[str], backbones: Mapping[str, Mapping], *, all_faces: bool = False,
+                 device: str = "auto", batch_size: int = 32, workers: int | None = None) -> FaceRows:
+    """Embed image files without a store with several backbones at once (classify's predict): each
+    loaded by `load_checked` with its options (weights, precision, tta, expect_weights), then ONE
+    `embed_faces` pass, so each image is decoded and its faces detected once for all of them.
+
+    A backbone that cannot be loaded raises ValueError naming it.
+    """
+    quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
+    models = []
+    for name, options in backbones.items():
+        try:
+            models.append(load_checked(name, device=device, **options))
+        except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
+            raise ValueError(f"backbone {name}: {error}") from None
+    return embed_faces(paths, models, all_faces=all_faces, batch_size=batch_size, workers=workers)
+
+
 def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = None,
                 device: str = "auto", batch_size: int = 32, workers: int | None = None,
                 precision: str = "fp32", expect_weights: str | None = None,
@@ -420,12 +479,9 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
     backbone loaded with other weights raises ValueError. tta: as recorded in the store ("none", "flip").
     """
     paths = [str(p) for p in paths]
-    quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
-    model = load_backbone(backbone, weights=weights, device=resolve_device(device), precision=precision,
-                          tta=tta)
-    if expect_weights is not None and model.metadata["weights"] != expect_weights:
-        raise ValueError(f"{backbone} loaded weights {model.metadata['weights'][:19]}..., not the "
-                         f"{expect_weights[:19]}... the caller needs")
+    quiet_opencv()
+    model = load_checked(backbone, weights=weights, device=device, precision=precision, tta=tta,
+                         expect_weights=expect_weights)
     rows = embed_faces(paths, [model], batch_size=batch_size, workers=workers)
     assert np.array_equal(rows.image, np.arange(len(paths))), "one row per path"
     return rows.embeddings[model.name], rows.status

@@ -22,7 +22,9 @@ One Zarr v3 group per dataset. Schema, version 2 (`schema_version` in the root a
                                   TOO_LARGE: over the decoder's pixel limit)
     /backbones/<name>/done        (n_units,) bool, one chunk per unit, crc32c: the completion markers
     /backbones/_faces/        the face detection pass (same arrays; metadata role "faces", detector,
-                              thresholds, alignment): every face backbone warps from these rows
+                              thresholds, alignment, and on aligned datasets template_check: fallbacks
+                              to the template, detection-vs-template distances): every face backbone
+                              warps from these rows
 
 Row i of every array is image `ids[i]`. A *unit* is the rows [u * unit_rows, (u + 1) * unit_rows): exactly
 one chunk of `embeddings` and `status`, and one chunk of `done`. A writer writes a unit's rows first and
@@ -368,6 +370,12 @@ class FeatureStore:
         if asked != held:
             raise StoreError(f"{self.path} already holds backbone {name!r} with {held}, not {asked}; "
                              "use another store, or the same weights and dtype to resume")
+
+    def update_metadata(self, name: str, extra: dict) -> None:
+        """Add or replace keys of a backbone's metadata (e.g. the detection pass's template check);
+        the attributes file is rewritten whole."""
+        group = self._backbone_group(name)
+        group.attrs.update({"metadata": {**group.attrs["metadata"], **extra}})
 
     def backbone_writer(self, name: str) -> BackboneWriter:
         return BackboneWriter(self._backbone_group(name), store_path=self.path)

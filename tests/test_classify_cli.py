@@ -136,23 +136,28 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     (images / "notes.txt").write_text("not an image")
     calls = []
 
-    def fake_embed_paths(paths, backbone, *, weights=None, device="auto", precision="fp32", expect_weights=None):
-        assert expect_weights == "random"  # what the store recorded for these backbones
-        calls.append((backbone, weights))
-        dim = {"bb_a": 12, "bb_b": 6}[backbone]
-        emb = rng.standard_normal((len(paths), dim)).astype(np.float32)
+    def fake_embed_images(paths, backbones, *, all_faces=False, device="auto"):
+        calls.append(dict(backbones))
         gender = np.array([wanted[Path(p).name][0] for p in paths])
-        emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
         status = np.array([wanted[Path(p).name][1] for p in paths], dtype=np.uint8)
-        emb[status != Status.OK] = np.nan
-        return emb, status
+        embeddings = {}
+        for name, dim in (("bb_a", 12), ("bb_b", 6)):
+            emb = rng.standard_normal((len(paths), dim)).astype(np.float32)
+            emb[:, :3] += 3.0 * (2 * gender[:, None] - 1)
+            emb[status != Status.OK] = np.nan
+            embeddings[name] = emb
+        box = np.tile(np.array([[10, 20, 30, 40]], np.float32), (len(paths), 1))
+        box[status != Status.OK] = np.nan
+        return types.SimpleNamespace(image=np.arange(len(paths)), box=box, status=status, embeddings=embeddings)
 
-    # a stand-in `extract` module: predict imports it lazily and calls only embed_paths
-    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_paths=fake_embed_paths))
+    # a stand-in `extract` module: predict imports it lazily and calls only embed_images, once
+    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_images=fake_embed_images))
     preds = tmp_path / "preds.csv"
     assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.npz"), str(images),
                      "--out", str(preds)]) == 0
-    assert calls == [("bb_a", "random"), ("bb_b", "random")]  # extract's seeded random init
+    # one call for both backbones, each with what the store recorded (extract's seeded random init)
+    assert calls == [{name: {"weights": "random", "precision": "fp32", "tta": "none", "expect_weights": "random"}
+                      for name in ("bb_a", "bb_b")}]
     with open(preds) as handle:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     assert set(rows) == set(wanted)
@@ -161,10 +166,49 @@ def test_predict_reports_no_face_and_unreadable(trained, tmp_path, monkeypatch, 
     assert rows["noface.jpg"]["status"] == "no face found" and rows["noface.jpg"]["gender"] == ""
     assert rows["broken.jpg"]["status"] == "unreadable" and rows["broken.jpg"]["probability"] == ""
     assert rows["broken.jpg"]["reason"].startswith("not an image") and rows["empty.jpg"]["reason"] == "empty file"
+    assert [rows["m.jpg"][k] for k in ("face", "box_x", "box_y", "box_w", "box_h")] == ["0", "10.0", "20.0", "30.0",
+                                                                                     "40.0"]
+    assert [rows["noface.jpg"][k] for k in ("face", "box_x", "box_w")] == ["", "", ""]
     out = capsys.readouterr().out.splitlines()
     assert "probability of that gender" in out[0]  # a header that says what the number is
     assert out[-1] == "5 images: 1 male, 1 female, 1 no face found, 2 unreadable"
     assert any(line.endswith("unreadable: empty file") for line in out)
+
+
+def test_predict_all_faces_gives_one_row_per_face_with_its_box(trained, tmp_path, monkeypatch, capsys):
+    """--all-faces: every face of an image, largest first, each with its box; an image without a face
+    still gets its one row; the CSV has the face index and box columns."""
+    _, out = trained
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("group.jpg", "nobody.jpg"):
+        (images / name).write_bytes(b"\xff\xd8\xff")
+    asked = []
+
+    def fake_embed_images(paths, backbones, *, all_faces=False, device="auto"):
+        asked.append(all_faces)
+        assert [Path(p).name for p in paths] == ["group.jpg", "nobody.jpg"]
+        sign = np.array([1.0, -1.0, 1.0, np.nan], np.float32)[:, None]  # male, female, male, no face
+        return types.SimpleNamespace(
+            image=np.array([0, 0, 0, 1]), status=np.array([1, 1, 1, Status.NO_FACE], np.uint8),
+            box=np.array([[300, 40, 200, 240], [20, 30, 90, 110], [500, 60, 50, 61], [np.nan] * 4], np.float32),
+            embeddings={"bb_a": np.tile(sign * 4, (1, 12)), "bb_b": np.tile(sign * 4, (1, 6))})
+
+    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_images=fake_embed_images))
+    preds = tmp_path / "faces.csv"
+    assert cli.main(["predict", "--head", str(out / "bb_a+bb_b__logreg.npz"), str(images), "--all-faces",
+                     "--out", str(preds)]) == 0
+    assert asked == [True]
+    with open(preds) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(Path(r["path"]).name, r["face"], r["gender"], r["status"]) for r in rows] == [
+        ("group.jpg", "0", "male", "ok"), ("group.jpg", "1", "female", "ok"), ("group.jpg", "2", "male", "ok"),
+        ("nobody.jpg", "", "", "no face found")]
+    assert [float(rows[1][k]) for k in ("box_x", "box_y", "box_w", "box_h")] == [20, 30, 90, 110]
+    text = capsys.readouterr().out.splitlines()
+    assert "face" in text[0] and "box" in text[0]
+    assert text[2].split()[1:4] == ["1", "20,30", "90x110"] and text[2].split()[4] == "female"
+    assert text[-1] == "2 images, 3 faces: 2 male, 1 female, 1 no face found"
 
 
 def test_seeded_rerun_gives_identical_results(trained, tmp_path):

@@ -42,3 +42,6 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
     assert [p.gender for p in predictions[:-1]] == ["male" if p > 0.5 else "female" for p in male]
     np.testing.assert_allclose([p.probability for p in predictions[:-1]], np.maximum(male, 1 - male),
                                rtol=1e-5)
+    assert all(p.face == 0 and p.box is None for p in predictions[:-1])  # no face detector: no box
+    # --all-faces with a backbone that takes the whole image: still one row per image, the same numbers
+    assert predict_images(head_path, images, device="cpu", all_faces=True) == predictions[:-1]

@@ -168,6 +168,10 @@ def test_backbones_of_a_run_share_one_detection(tmp_path):
     np.testing.assert_array_equal(store.status("dlib_resnet"), face_status)
     assert store.dataset_info["alignment"]["kind"] == "celeba_aligned"
     assert store.backbone_info(FACES)["metadata"]["role"] == "faces"
+    check = store.backbone_info(FACES)["metadata"]["template_check"]  # the aligned images vs their template
+    assert (check["valid_rows"], check["template_fallback_rows"], check["detected_rows"],
+            check["checked_sample"]) == (5, 1, 4, 4)
+    assert 0 < check["landmark_distance_px"]["median"] <= check["landmark_distance_px"]["p95"] < 8
     assert store.backbone_info("sface")["metadata"]["normalisation"] == "l2"
 
 
@@ -183,3 +187,27 @@ def test_tta_flip_averages_the_face_and_its_mirror():
     torch.testing.assert_close(flipped.embed(chip), expected)
     with pytest.raises(ValueError, match="tta|test-time"):
         load_backbone("sface", tta="rotate")
+
+
+def test_template_check_counts_fallbacks_and_measures_detections_against_the_template():
+    """Detections shifted by known offsets from the template (one image at twice the release's size),
+    one fallback row, one unreadable row: the counts and distances the faces entry records."""
+    from extract.faces import SOURCE_DETECTED, face_row, template_check, template_row
+
+    alignment = KNOWN_ALIGNMENTS["celeba_aligned"]
+    size, known = alignment.size, np.array(alignment.landmarks)
+    rows, sizes = [], {}
+    for row, (shift, scale) in enumerate([(1.0, 1), (2.0, 1), (3.0, 2), (4.0, 1)]):
+        image = (size[0] * scale, size[1] * scale)
+        points = known * scale + [shift * 0.6, shift * 0.8]  # a shift of `shift` pixels
+        rows.append(face_row((0, 0, 10, 10), points, 0.9, SOURCE_DETECTED))
+        sizes[row] = image
+    rows.append(template_row(size, known, size))
+    rows.append(np.full(16, np.nan, np.float32))
+    status = np.array([1, 1, 1, 1, 1, Status.UNREADABLE], np.uint8)
+    check = template_check(np.stack(rows), status, alignment, sizes)
+    assert (check["valid_rows"], check["template_fallback_rows"], check["detected_rows"]) == (5, 1, 4)
+    assert check["landmark_distance_px"]["median"] == pytest.approx(2.5, abs=1e-3)
+    assert check["landmark_distance_px"]["p95"] == pytest.approx(np.percentile([1, 2, 3, 4], 95), abs=1e-3)
+    eye = np.linalg.norm(known[1] - known[0])
+    assert check["landmark_distance_eye"]["median"] == pytest.approx(np.median([1, 2, 1.5, 4]) / eye, abs=1e-3)
