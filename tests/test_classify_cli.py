@@ -77,7 +77,11 @@ def test_train_writes_one_result_per_run_with_config_and_identity(trained):
     assert test["accuracy"] > 0.95 and test["n"] == 149  # 150 test rows, row 599 had no face
     assert record["counts"]["train"]["invalid"] == {"unreadable": 1, "no_face": 1}
     assert record["counts"]["test"]["invalid"] == {"no_face": 1}
-    assert set(test["groups"]) == {"smiling"}  # identity has too many values to group
+    assert set(test["groups"]["families"]) == {"sex", "smiling"}  # identity has too many values to group
+    assert "identity" in test["groups"]["skipped"]
+    assert test["groups"]["summary"]["n"] == 149
+    assert set(test["calibration"]) == {"before", "after"} and "bins" in test["calibration"]["after"]["binning"]
+    assert record["decision"]["calibrate"] == "auto" and record["decision"]["threshold"]["value"] == 0.5
     assert record["selection"]["best_epoch"] >= 1
 
 
