@@ -123,9 +123,11 @@ def read_run(path: Path) -> dict:
 
 
 def load_runs(directory: Path) -> list[dict]:
-    """Every results file in ``directory`` (other JSON files are ignored)."""
+    """Every results file in ``directory`` (other JSON files are ignored; errors.json silently)."""
     runs = []
     for path in sorted(Path(directory).glob("*.json")):
+        if path.name == "errors.json":  # `classify.errors`, written by compare beside the runs
+            continue
         try:
             runs.append(read_run(path))
         except HeadFileError as error:

@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
 def test_train_writes_one_result_per_run_with_config_and_identity(trained):
     store, out = trained
     names = sorted(p.stem for p in out.glob("*.json"))
-    assert names == ["bb_a+bb_b__logreg", "bb_a+bb_b__mlp", "bb_a__logreg", "bb_a__mlp"]
+    assert names == ["bb_a+bb_b__logreg", "bb_a+bb_b__mlp", "bb_a__logreg", "bb_a__mlp", "errors"]
     record = json.loads((out / "bb_a+bb_b__mlp.json").read_text())
     assert record["config"]["backbones"] == ["bb_a", "bb_b"] and record["config"]["seed"] == 3
     assert record["store"]["fingerprint"] == store.fingerprint
