@@ -239,3 +239,21 @@ def test_predict_passes_the_recorded_weight_file_and_checks_it(tmp_path):
     assert weights_argument("bb", {"weights": "random", "weights_source": "torch.manual_seed(0)"}) == "random"
     # a head moved to another machine: the default weights, checked by extract against the recorded identity
     assert weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(tmp_path / "gone.pth")}) is None
+
+
+def test_bad_threshold_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--store", str(tmp_path / "none.zarr"), "--threshold", "2", "--out",
+                     str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == "error: threshold must be 'balanced' or a number in (0, 1), not '2'"
+
+
+def test_heads_of_the_previous_version_are_refused_in_one_line(trained, tmp_path, capsys):
+    _, out = trained
+    for suffix in (".npz", ".json"):
+        (tmp_path / f"bb_a__logreg{suffix}").write_bytes((out / f"bb_a__logreg{suffix}").read_bytes())
+    record = json.loads((tmp_path / "bb_a__logreg.json").read_text())
+    del record["decision"]
+    (tmp_path / "bb_a__logreg.json").write_text(json.dumps({**record, "version": 2}))
+    assert cli.main(["predict", "--head", str(tmp_path / "bb_a__logreg.npz"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "results file of version 2" in err and "retrain" in err
