@@ -118,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
     parse_threshold(args.threshold)  # a bad value stops before any store is read
+    if args.min_group_n < 1:
+        raise UsageError(f"--min-group-n must be a positive number of rows, not {args.min_group_n}")
     stores = [FeatureStore.open(path) for path in dict.fromkeys(args.stores)]
     eval_stores = [FeatureStore.open(path) for path in dict.fromkeys(args.eval_stores)]
     heads = list(dict.fromkeys(args.heads or head_names()))
