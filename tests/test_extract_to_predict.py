@@ -22,32 +22,6 @@ from tests.fixtures import make_celeba
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
-def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
-    root = make_celeba(tmp_path, n=40)
-    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
-    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
-                         "--store", str(store_path), "--workers", "0", "--unit-rows", "16",
-                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
-    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
-                              "--out", str(out)]) == 0
-    head_path = out / "tiny_test__logreg.npz"
-
-    test = FeatureStore.open(store_path).read("tiny_test", "test")
-    images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    assert len(images) == 8  # 20% of 40
-    predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
-
-    head, record = load_head(head_path)
-    x = treatment.apply(test.x, record["treatment"]["chosen"], ("tiny_test",),
-                        {"tiny_test": test.x.shape[1]})
-    male = head.predict_proba(x)[:, 1]
-    assert [p.status for p in predictions] == ["ok"] * len(images) + ["unreadable"]
-    assert [p.gender for p in predictions[:-1]] == ["male" if p > 0.5 else "female" for p in male]
-    np.testing.assert_allclose([p.probability for p in predictions[:-1]], np.maximum(male, 1 - male),
-                               rtol=1e-5)
-
-
 def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
     """Platt calibration and the balanced threshold, chosen on val: predict reports the calibrated p(male)
     and decides at the recorded threshold, so its numbers are those in the results."""
@@ -82,3 +56,29 @@ def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
     errors = json.loads((out / "errors.json").read_text())
     assert len(errors["errors"]) == int(np.sum(said_male != (test.gender == 1)))
     assert all(row["path"].startswith(str(root)) for row in errors["errors"])
+
+
+def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
+    root = make_celeba(tmp_path, n=40)
+    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
+    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
+                         "--store", str(store_path), "--workers", "0", "--unit-rows", "16",
+                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
+    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
+                              "--out", str(out)]) == 0
+    head_path = out / "tiny_test__logreg.npz"
+
+    test = FeatureStore.open(store_path).read("tiny_test", "test")
+    images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert len(images) == 8  # 20% of 40
+    predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
+
+    head, record = load_head(head_path)
+    x = treatment.apply(test.x, record["treatment"]["chosen"], ("tiny_test",),
+                        {"tiny_test": test.x.shape[1]})
+    male = head.predict_proba(x)[:, 1]
+    assert [p.status for p in predictions] == ["ok"] * len(images) + ["unreadable"]
+    assert [p.gender for p in predictions[:-1]] == ["male" if p > 0.5 else "female" for p in male]
+    np.testing.assert_allclose([p.probability for p in predictions[:-1]], np.maximum(male, 1 - male),
+                               rtol=1e-5)
