@@ -1,13 +1,16 @@
 """Command line: ``python -m classify {train,compare,predict,evaluate}``.
 
     python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
-                             [--heads logreg mlp] [--treatments none l2] --out DIR [--seed 0] [-v]
+                             [--heads logreg mlp] [--treatments none l2] [--calibrate auto|none|METHOD]
+                             [--threshold 0.5|balanced|VALUE] --out DIR [--seed 0] [-v]
     python -m classify compare DIR
     python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--out result.json]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
-run is also evaluated on that store (step 8). ``train`` prints one line per run; ``-v`` adds the per-C
+run is also evaluated on that store (step 8). ``--calibrate`` and
+``--threshold``: the decision after the head (`classify.decision`), chosen on val, recorded with the head
+and applied by predict and evaluate. ``train`` prints one line per run; ``-v`` adds the per-C
 and per-epoch lines with the criterion each choice is made on.
 
 Expected errors (bad store, unknown backbone or head, missing files, a modified head file) end with one
@@ -23,7 +26,9 @@ import time
 from pathlib import Path
 
 from classify import evaluate, protocol
+from classify.calibration import CalibrationError, parse_threshold
 from classify.compare import CompareError, compare
+from classify.decision import CALIBRATE_CHOICES
 from classify.heads import get_head_class, head_names
 from classify.predict import PredictError, format_predictions, predict_images, write_predictions
 from classify.protocol import ProtocolError, RunConfig, parse_backbone_spec, read_eval_set, read_training, run
@@ -39,7 +44,8 @@ class UsageError(ValueError):
 
 
 # Plain ValueError is not here: one from inside numpy or a head is a bug and keeps its traceback.
-EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, UsageError, OSError)
+EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, UsageError, OSError,
+                   CalibrationError)
 
 
 DEMO_HELP = "the store holds generated demo data: mark the results folder and everything compare writes"
@@ -61,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="backbones, or several joined by '+' (default: every complete backbone)")
     train.add_argument("--heads", nargs="+", default=None, help=f"heads (default: all of {', '.join(head_names())})")
     train.add_argument("--out", required=True, type=Path, help="results directory")
+    train.add_argument("--calibrate", default="auto", choices=CALIBRATE_CHOICES,
+                       help="post-hoc calibration of p(male), fitted on val: auto (default: the method with the "
+                       "best cross-validated val log loss, 'none' included), none, or one method")
+    train.add_argument("--threshold", default="0.5", help="decision threshold on the calibrated p(male): 0.5 "
+                       "(default), balanced (chosen on val to equalise male and female recall), or a value in (0, 1)")
+    train.add_argument("--min-group-n", type=int, default=30,
+                       help="groups with fewer rows are reported as too small, left out of the summaries")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     train.add_argument("--demo", action="store_true", help=DEMO_HELP)
@@ -106,6 +119,9 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
 def cmd_train(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
+    parse_threshold(args.threshold)  # a bad value stops before any store is read
+    if args.min_group_n < 1:
+        raise UsageError(f"--min-group-n must be a positive number of rows, not {args.min_group_n}")
     stores = [FeatureStore.open(path) for path in dict.fromkeys(args.stores)]
     eval_stores = [FeatureStore.open(path) for path in dict.fromkeys(args.eval_stores)]
     heads = list(dict.fromkeys(args.heads or head_names()))
@@ -127,7 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         for head_name in heads:
             config = RunConfig(stores=tuple(s.path for s in stores), backbones=backbones, head=head_name,
                                seed=args.seed, n_resamples=args.bootstrap, treatments=tuple(args.treatments),
-                               eval_stores=tuple(s.path for s in eval_stores))
+                               eval_stores=tuple(s.path for s in eval_stores), calibrate=args.calibrate,
+                               threshold=args.threshold, min_group_n=args.min_group_n)
             head, results = run(config, data, evals)
             results["timings"]["read_s"] = read_s
             write_run(args.out, config, head, results, store_info=store_identity(stores[0], backbones),
@@ -146,13 +163,25 @@ def run_line(config: RunConfig, results: dict) -> str:
     """One line per run: the choice made, on what, and the numbers reported."""
     val, test = results["metrics"]["val"], results["metrics"]["test"]
     line = (f"{config.backbone_spec} + {config.head}: treatment {results['treatment']['chosen']['name']}, "
-            f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f}")
+            f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f} "
+            f"(balanced {_fmt(test['groups']['summary']['balanced_accuracy'])}, worst group "
+            f"{_fmt((test['groups']['summary']['worst_group'] or {}).get('accuracy'))}, ECE "
+            f"{test['calibration']['after']['ece']:.4f}; {decision_text(results['decision'])})")
     for label, cross in results["cross_dataset"].items():
         report = cross["report"]
         line += f"; {label} {cross['rows']} accuracy {report['accuracy']:.4f}"
         if "adults" in report:
             line += f" (aged >= {report['adults']['min_age']}: {report['adults']['accuracy']:.4f})"
     return line
+
+
+def decision_text(decision: dict) -> str:
+    threshold = decision["threshold"]
+    return f"calibrator {decision['calibrator']['method']}, threshold {threshold['value']:.4f} ({threshold['rule']})"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -4,12 +4,17 @@ One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, 
 best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
 test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
 get cross-dataset columns beside the in-domain ones: ``<dataset>_accuracy`` (valid rows),
-``<dataset>_accuracy_all`` (invalid rows counted as errors), its CI and per-sex recall.
+``<dataset>_accuracy_all`` (invalid rows counted as errors), its CI, per-sex recall, balanced accuracy,
+worst-group accuracy and ECE. In-domain (test): ``balanced_accuracy`` (mean of male and female recall),
+``worst_group_accuracy`` and ``worst_group`` (the group of at least the run's min_group_n rows with the
+lowest accuracy, over every grouping of `classify.groups`), ``ece`` (after the run's calibrator; 15
+equal-width bins of p(male)) and ``decision`` (calibrator and threshold, chosen on val).
 
 The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
+The recommended run's test errors and rejected images go to errors.json/.csv (`classify.errors`).
 Plots use matplotlib's Agg backend:
 ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
 bootstrap interval (dots and lines, in val-ranking order).
@@ -25,9 +30,10 @@ from classify.results import load_runs
 log = logging.getLogger(__name__)
 
 COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
-           "accuracy_ci95", "f1", "f1_ci95", "roc_auc", "macro_f1", "n_test", "invalid_test", "treatment",
-           "selected", "fit_s", "choice")
-CROSS_COLUMNS = ("accuracy", "accuracy_all", "accuracy_ci95", "male_recall", "female_recall", "n")
+           "accuracy_ci95", "balanced_accuracy", "worst_group_accuracy", "worst_group", "ece", "f1", "f1_ci95",
+           "roc_auc", "macro_f1", "n_test", "invalid_test", "treatment", "decision", "selected", "fit_s", "choice")
+CROSS_COLUMNS = ("accuracy", "accuracy_all", "accuracy_ci95", "male_recall", "female_recall", "balanced_accuracy",
+                 "worst_group_accuracy", "ece", "n")
 
 
 # A results folder of a run on generated demo data holds this file (`train --demo` writes it), and
@@ -149,7 +155,29 @@ def _cross_cells(label: str, cross: dict | None) -> dict:
     low, high = report["ci95"]["accuracy"]
     return {f"{label}_accuracy": fmt(report["accuracy"]), f"{label}_accuracy_all": fmt(report["accuracy_all"]),
             f"{label}_accuracy_ci95": f"{fmt(low)}-{fmt(high)}", f"{label}_male_recall": fmt(report["recall"]),
-            f"{label}_female_recall": fmt(report.get("female_recall")), f"{label}_n": report["n"]}
+            f"{label}_female_recall": fmt(report.get("female_recall")), **{
+                f"{label}_{key}": value for key, value in fairness_cells(report).items() if key != "worst_group"},
+            f"{label}_n": report["n"]}
+
+
+def fairness_cells(scores: dict) -> dict:
+    """Balanced accuracy, worst group (accuracy and name) and ECE after calibration of scored rows
+    (n/a for a record without them, e.g. a hand-made one)."""
+    summary = scores.get("groups", {}).get("summary", {})
+    worst = summary.get("worst_group")
+    ece = scores.get("calibration", {}).get("after", {}).get("ece")
+    return {"balanced_accuracy": fmt(summary.get("balanced_accuracy")),
+            "worst_group_accuracy": fmt(None if worst is None else worst["accuracy"]),
+            "worst_group": "" if worst is None else f"{worst['family']}={worst['group']} (n={worst['n']})",
+            "ece": fmt(ece)}
+
+
+def decision_cell(run: dict) -> str:
+    decision = run.get("decision")
+    if decision is None:
+        return ""
+    return (f"{decision['calibrator']['method']}, threshold {decision['threshold']['value']:.4f}"
+            + (f" ({decision['threshold']['rule']})" if decision["threshold"]["rule"] != "default" else ""))
 
 
 def _row(rank: int, run: dict) -> dict:
@@ -161,11 +189,11 @@ def _row(rank: int, run: dict) -> dict:
             "dataset": "+".join(s["dataset"] for s in run.get("training_stores", [run["store"]])),
             "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
             "accuracy": fmt(test["accuracy"]), "accuracy_all_test": fmt(_accuracy_all(test, run)),
-            "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}",
+            "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}", **fairness_cells(test),
             "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
             "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
             "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
-            "treatment": run.get("treatment", {}).get("chosen", {}).get("name", "none"),
+            "treatment": run.get("treatment", {}).get("chosen", {}).get("name", "none"), "decision": decision_cell(run),
             "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
 
 
@@ -223,7 +251,23 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     paths[0].write_text(markdown)
     write_csv(rows, paths[1])
     paths += plot_all(runs, directory, demo=demo)
+    paths += write_errors_of(recommend(runs), directory)
     return markdown, paths
+
+
+def write_errors_of(run: dict, directory: Path) -> list[Path]:
+    """errors.json/.csv (`classify.errors`) of the recommended run; a warning, not a failure, when its head
+    or store is not at hand (a results folder copied elsewhere)."""
+    from classify.calibration import CalibrationError
+    from classify.errors import error_analysis, write_error_files
+    from classify.results import HeadFileError
+    from features.store import StoreError
+
+    try:
+        return write_error_files(error_analysis(run, directory), directory)
+    except (HeadFileError, StoreError, CalibrationError, OSError) as error:
+        log.warning("no error analysis for %s: %s", run["run"], error)
+        return []
 
 
 def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:

@@ -2,13 +2,16 @@
 
 No backbone runs (and torch is never imported): the features come from the store, which must hold the
 head's backbones with the same dim, weights identity and preprocessing as the head's training store.
-The rows used and the metrics are those of `classify.protocol` step 8 (cross-dataset evaluation).
+The rows used and the metrics are those of `classify.protocol` step 8 (cross-dataset evaluation), with
+the head's recorded calibrator and decision threshold applied (`classify.decision`), per-group metrics
+on the store's attributes and calibration before/after the calibrator.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from classify import protocol, treatment
+from classify.decision import Decision
 from classify.results import load_head, store_identity
 from features.store import FeatureStore
 
@@ -35,7 +38,8 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     chosen = record["treatment"]["chosen"]
     result = protocol.evaluate_set(head, lambda x: treatment.apply(x, chosen, backbones, dims), data,
-                                   n_resamples=n_resamples, seed=seed)
+                                   Decision.from_json(record["decision"]), n_resamples=n_resamples, seed=seed,
+                                   min_n=record["config"].get("min_group_n", 30))
     return {"run": record["run"], "head": str(head_path), **result}
 
 
@@ -50,6 +54,7 @@ def summary(result: dict) -> str:
                      f"(95% CI {low:.4f}-{high:.4f}) on {scores['n']} faces; male recall {scores['recall']:.4f}, "
                      f"female recall {scores['female_recall']:.4f}, F1 {scores['f1']:.4f}, ROC-AUC "
                      f"{_fmt(scores['roc_auc'])}")
+        lines.append("    " + fairness_line(scores))
     report = result["report"]
     lines.append(f"  all {result['rows']} rows (invalid counted as errors): accuracy {report['accuracy_all']:.4f}; "
                  f"invalid: {report['invalid'] or 'none'}")
@@ -58,6 +63,18 @@ def summary(result: dict) -> str:
         lines.append(f"  aged >= {adults['min_age']}: accuracy {adults['accuracy']:.4f} on {adults['n']} faces; "
                      f"male recall {adults['recall']:.4f}, female recall {adults['female_recall']:.4f}")
     return "\n".join(lines)
+
+
+def fairness_line(scores: dict) -> str:
+    """Balanced accuracy, worst group, ECE before/after calibration of one scored set of rows."""
+    summary = scores["groups"]["summary"]
+    worst = summary["worst_group"]
+    where = "no group large enough" if worst is None else (
+        f"{worst['family']} = {worst['group']}: {worst['accuracy']:.4f} on {worst['n']} faces")
+    calibration = scores["calibration"]
+    return (f"balanced accuracy {_fmt(summary['balanced_accuracy'])}; worst group ({where}); ECE "
+            f"{calibration['before']['ece']:.4f} raw -> {calibration['after']['ece']:.4f} calibrated "
+            f"({calibration['before']['binning']})")
 
 
 def _fmt(value) -> str:

@@ -33,7 +33,6 @@ MISSING = -1
 AGE_BINS = ((0, 2), (3, 9), (10, 19), (20, 39), (40, 59), (60, None))
 UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 NOT_GROUPS = ("Male",)  # the label itself: the `sex` family already covers it
-_BOOT_CHUNK = 100
 
 
 def age_bin_labels() -> list[str]:
@@ -141,13 +140,13 @@ def _bootstrap(y_true, y_pred, *, n_resamples: int, level: float, seed) -> dict[
     recall (NaN), so a recall's interval comes from the resamples where it is defined."""
     if len(y_true) == 0:
         return {"accuracy": None, "male_recall": None, "female_recall": None}
-    codes = (2 * y_true + y_pred).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
+    codes = (2 * y_true + y_pred).astype(np.int64)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)
-    counts = []
-    for start in range(0, n_resamples, _BOOT_CHUNK):
-        rows = rng.integers(0, len(codes), size=(min(_BOOT_CHUNK, n_resamples - start), len(codes)))
-        counts.append(np.stack([(codes[rows] == k).sum(axis=1) for k in range(4)], axis=1))
-    tn, fp, fn, tp = np.concatenate(counts).T.astype(np.float64)
+    # Resampling n rows with replacement only matters through how many of each code it draws, and those
+    # counts are exactly multinomial(n, observed code frequencies): the same bootstrap, O(resamples) not
+    # O(resamples x n) (20,000 test rows x 40 attributes: 14 s per split before).
+    frequencies = np.bincount(codes, minlength=4) / len(codes)
+    tn, fp, fn, tp = rng.multinomial(len(codes), frequencies, size=n_resamples).T.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = {"accuracy": (tn + tp) / len(codes), "male_recall": tp / (tp + fn),
                   "female_recall": tn / (tn + fp)}

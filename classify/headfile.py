@@ -1,11 +1,11 @@
 """The head file: a fitted head as arrays plus JSON, loadable without running any code.
 
-``<run>.npz`` (numpy's zip of ``.npy`` arrays), format version 1, read with ``allow_pickle=False`` so
+``<run>.npz`` (numpy's zip of ``.npy`` arrays), format version 2, read with ``allow_pickle=False`` so
 an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
 
     header          0-d unicode array: a JSON object
                       kind            "classify-head"
-                      version         1
+                      version         2 (1: before the decision was recorded; refused: retrain)
                       head            registered head name ("logreg", "mlp")
                       fitted          JSON scalars of the fitted state (logreg: C, intercept; mlp:
                                       hidden_sizes, learning_rate, best_epoch)
@@ -13,6 +13,8 @@ an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
                       n_features      int
                       treatment       the feature treatment (`classify.treatment`): {name, per_backbone}
                       training_stores [{path, dataset, fingerprint, n_rows}] the train/val rows came from
+                      decision        what turns the head's p(male) into the output (`classify.decision`):
+                                      {calibrate, calibrator (`Calibrator.to_json`), threshold {rule, value}}
     a/<name>        the head's arrays (`Head.to_arrays`): logreg mean, scale (float32, n_features),
                     coef (float64, n_features); mlp mean, scale, layer<i>_weight, layer<i>_bias (float32)
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 HEAD_KIND = "classify-head"
-HEAD_VERSION = 1
+HEAD_VERSION = 2
 SUFFIX = ".npz"
 
 
@@ -74,7 +76,8 @@ def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise HeadFormatError(f"{path} is not a head file (no kind={HEAD_KIND!r})")
     if header.get("version") != HEAD_VERSION:
         raise HeadFormatError(f"{path} is a head file of version {header.get('version')}; this tool reads "
-                              f"version {HEAD_VERSION}: retrain")
+                              f"version {HEAD_VERSION} (heads now carry their calibrator and decision "
+                              "threshold): retrain with `python -m classify train`")
     if any(not name.startswith("a/") for name in contents):
         raise HeadFormatError(f"{path} holds unexpected entries {sorted(contents)}")
     return header, {name[2:]: value for name, value in contents.items()}

@@ -264,7 +264,7 @@ def render(*, title: str, dataset: dict | None = None, extraction: list[dict] | 
     if extraction is not None:
         parts.append("<h2>Extraction</h2>" + table(extraction))
     if leaderboard is not None:
-        parts.append("<h2>Leaderboard</h2>" + (f"<p>Chosen on val: <b>{esc(chosen)}</b>.</p>" if chosen else "")
+        parts.append("<h2>Leaderboard</h2>" + (f"<p style='white-space:pre-line'>{esc(chosen)}</p>" if chosen else "")
                      + table(leaderboard))
     if groups:
         parts.append("<h2>Per-group metrics</h2>" + "".join(groups_section(k, v) for k, v in groups.items()))

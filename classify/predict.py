@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from classify import treatment
+from classify.decision import Decision
 from classify.headfile import sha256_file
 from classify.results import load_head
 from features.datasets.folder import IMAGE_EXTENSIONS
@@ -52,7 +53,8 @@ class Prediction:
     path: str
     status: str
     gender: str = ""
-    probability: float | None = None  # of the predicted gender (>= 0.5), not of "male"
+    probability: float | None = None  # calibrated, of the predicted gender (below 0.5 only when the
+    # recorded threshold is not 0.5), not of "male"
     reason: str = ""  # why an image has no prediction
     face: int | None = None  # index of the face in its image, 0 the largest; None when no face
     box: tuple[float, float, float, float] | None = None  # x, y, w, h in original-image pixels
@@ -178,7 +180,9 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
     backbones = tuple(record["config"]["backbones"])
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     x = treatment.apply(x[ok], record["treatment"]["chosen"], backbones, dims)
-    proba = head.predict_proba(x)[:, 1] if ok.any() else np.empty(0)
+    # the recorded decision, as in training: calibrated p(male), male when above the recorded threshold
+    decision = Decision.from_json(record["decision"])
+    proba = decision.p_male(head.predict_proba(x)[:, 1]) if ok.any() else np.empty(0)
     male = iter(proba)
     out = []
     for image, face, box, code in zip(faces.image, face_indices(faces.image), faces.box, status):
@@ -188,8 +192,9 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
             out.append(Prediction(str(path), status_text(int(code)), reason=reason))
             continue
         p = float(next(male))
+        is_male = bool(decision.is_male(p))
         where = {"face": int(face), "box": None if np.isnan(box).any() else tuple(float(v) for v in box)}
-        out.append(Prediction(str(path), "ok", "male" if p > 0.5 else "female", max(p, 1 - p), **where))
+        out.append(Prediction(str(path), "ok", "male" if is_male else "female", p if is_male else 1 - p, **where))
     return out
 
 

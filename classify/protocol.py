@@ -11,10 +11,16 @@ Protocol
 4. The head is fitted on train only. Every hyperparameter (logreg's C, the MLP's hidden size, learning
    rate and early-stopping epoch) is chosen on val: highest val accuracy, ties to the lower val log loss.
    Feature standardisation uses train statistics only.
-5. Test is touched once, after selection, by the chosen model: accuracy, male-class precision/recall/F1,
-   macro P/R/F1, ROC-AUC, confusion matrix, 95% percentile bootstrap CIs (accuracy, F1; test rows
-   resampled ``n_resamples`` times) and accuracy per group of the store's attributes. Male is the positive
-   class; the decision threshold is fixed at p(male) = 0.5, not tuned on test.
+5. After the head, the decision (`classify.decision`): a post-hoc calibrator fitted and chosen on val
+   (``calibrate``: auto, a method, or none) and a decision threshold on the calibrated p(male)
+   (``threshold``: 0.5, balanced, chosen on val, or a fixed value); both recorded and used by predict.
+   Test is touched once, after every choice, by the chosen model and decision: accuracy, male-class
+   precision/recall/F1, macro P/R/F1, ROC-AUC, confusion matrix, 95% percentile bootstrap CIs (accuracy,
+   F1; test rows resampled ``n_resamples`` times); per-group metrics (`classify.groups`: true sex, UTKFace
+   race x age, each attribute of the store, bootstrap intervals, worst group, gaps, equalised odds,
+   balanced accuracy); calibration before and after the calibrator (`classify.calibration`: ECE with its
+   binning, Brier, reliability bins); and the recalls of the raw 0.5 decision beside the final one. Val
+   gets the same record (the choices were made on it, so its numbers are optimistic). Male is positive.
 6. Feature treatment (`classify.treatment`: per-backbone L2 normalisation or none) is one more
    hyperparameter: every candidate is fitted as in 4, and the chosen one is the best on cross-dataset
    val when eval stores give one (mean val accuracy over them; ties to the in-domain val accuracy), else
@@ -42,7 +48,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from classify import metrics, treatment
+from classify import decision, metrics, treatment
+from classify.calibration import calibration_report
+from classify.groups import group_metrics
+from classify.run_analysis import decision_recalls
 from classify.heads import Head, make_head
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
@@ -68,6 +77,9 @@ class RunConfig:
     n_resamples: int = 1000
     treatments: tuple[str, ...] = treatment.TREATMENTS
     eval_stores: tuple[str, ...] = ()
+    calibrate: str = "auto"
+    threshold: str = "0.5"
+    min_group_n: int = 30
 
     @property
     def backbone_spec(self) -> str:
@@ -89,7 +101,7 @@ class TrainingData:
     splits: dict[str, SplitFeatures]
     dims: dict[str, int]
     hints: dict[str, str | None]
-    attributes: dict[str, np.ndarray] | None = None  # one training store only: per-group test accuracy
+    attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> the rows' attributes
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class EvalSet:
     report: SplitFeatures
     report_rows: str
     age: np.ndarray | None = None  # of the report rows, when the store records ages
+    attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "choose"/"report" -> rows'
 
 
 def compatibility(store: FeatureStore, name: str) -> dict:
@@ -139,7 +152,20 @@ def read_training(stores: list[FeatureStore], backbones: tuple[str, ...]) -> Tra
     splits = {split: _concat([parts[split] for parts in per_store]) for split in SPLITS}
     hints = {name: stores[0].backbone_info(name).get("metadata", {}).get("normalisation") for name in backbones}
     return TrainingData(splits=splits, dims={name: reference[name]["dim"] for name in backbones}, hints=hints,
-                        attributes=stores[0].attributes if len(stores) == 1 else None)
+                        attributes={split: pooled_attributes(stores, [parts[split] for parts in per_store])
+                                    for split in SPLITS})
+
+
+def rows_attributes(store: FeatureStore, part: SplitFeatures) -> dict[str, np.ndarray]:
+    """The store's per-image attributes of the rows of ``part`` (for per-group metrics)."""
+    return {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
+
+
+def pooled_attributes(stores: list[FeatureStore], parts: list[SplitFeatures]) -> dict[str, np.ndarray]:
+    """Attributes of pooled rows: those every store records, concatenated in the rows' order."""
+    each = [rows_attributes(store, part) for store, part in zip(stores, parts)]
+    common = set.intersection(*(set(a) for a in each))
+    return {name: np.concatenate([a[name] for a in each]) for name in sorted(common)}
 
 
 def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
@@ -168,8 +194,11 @@ def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: di
         raise ProtocolError(f"{store.path}: no valid {rows} rows to evaluate {'+'.join(backbones)} on "
                             f"(invalid: {report.n_invalid or 'none'})")
     ages = store.attributes.get("age")
+    attributes = {"report": rows_attributes(store, report)}
+    if choose is not None:
+        attributes["choose"] = rows_attributes(store, choose)
     return EvalSet(label=label, identity=identity, choose=choose, report=report, report_rows=rows,
-                   age=None if ages is None else np.asarray(ages)[report.index])
+                   age=None if ages is None else np.asarray(ages)[report.index], attributes=attributes)
 
 
 def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, SplitFeatures]:
@@ -199,15 +228,16 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
     chosen, head, prepare, _ = tried[_best_treatment([t[3] for t in tried])]
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
-    evaluation = {name: _evaluate(head, prepare(part.x), part.gender, config)
+    raw = {name: _raw_p_male(head, prepare, part) for name, part in (("val", val), ("test", test))}
+    chosen_decision = decision.choose(val.gender, raw["val"], calibrate=config.calibrate,
+                                      threshold=config.threshold, seed=config.seed)
+    evaluation = {name: score_split(part.gender, raw[name], chosen_decision, data.attributes.get(name, {}),
+                                    n_resamples=config.n_resamples, seed=config.seed, min_n=config.min_group_n)
                   for name, part in (("val", val), ("test", test))}
-    if data.attributes:
-        test_pred = head.predict(prepare(test.x))
-        groups = {name: values[test.index] for name, values in data.attributes.items()}
-        evaluation["test"]["groups"] = metrics.group_accuracy(test.gender, test_pred, groups)
-    cross = {e.label: evaluate_set(head, prepare, e, n_resamples=config.n_resamples, seed=config.seed)
-             for e in evals}
-    results = {"metrics": evaluation, "cross_dataset": cross, "selection": head.selection_,
+    cross = {e.label: evaluate_set(head, prepare, e, chosen_decision, n_resamples=config.n_resamples,
+                                   seed=config.seed, min_n=config.min_group_n) for e in evals}
+    results = {"metrics": evaluation, "cross_dataset": cross, "decision": chosen_decision.to_json(),
+               "selection": head.selection_,
                "head_params": head.get_params(), "counts": _counts(data.splits),
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
@@ -237,28 +267,46 @@ def _best_treatment(scores: list[dict]) -> int:
     return min(keys)[2]
 
 
-def evaluate_set(head: Head, prepare, data: EvalSet, *, n_resamples: int, seed: int) -> dict:
-    """Step 8's record for one eval set: identity, rows used, val (choosing) and report metrics."""
-    def scored(part: SplitFeatures, mask=None) -> dict:
-        x, y = (part.x, part.gender) if mask is None else (part.x[mask], part.gender[mask])
-        out = metrics.evaluate(y, head.predict_proba(prepare(x))[:, 1], n_resamples=n_resamples, seed=seed)
-        return out
+def evaluate_set(head: Head, prepare, data: EvalSet, chosen: decision.Decision, *, n_resamples: int, seed: int,
+                 min_n: int = 30) -> dict:
+    """Step 8's record for one eval set: identity, rows used, val (choosing) and report metrics, each
+    with the run's decision applied, per-group metrics and calibration (step 5's record)."""
+    def scored(part: SplitFeatures, which: str) -> dict:
+        return score_split(part.gender, _raw_p_male(head, prepare, part), chosen, data.attributes.get(which, {}),
+                           n_resamples=n_resamples, seed=seed, min_n=min_n)
 
-    report = scored(data.report)
+    report = scored(data.report, "report")
     n_invalid = sum(data.report.n_invalid.values())
     report.update(invalid=dict(data.report.n_invalid),
                   accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
     if data.age is not None and np.any(data.age >= ADULT_AGE):
-        adults = scored(data.report, data.age >= ADULT_AGE)
+        adult = data.age >= ADULT_AGE
+        p_adult = chosen.p_male(_raw_p_male(head, prepare, data.report)[adult])
+        adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
+                                  n_resamples=n_resamples, seed=seed)
         report["adults"] = {key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")}
         report["adults"]["min_age"] = ADULT_AGE
     return {**data.identity, "rows": data.report_rows, "report": report,
-            "val": None if data.choose is None else scored(data.choose)}
+            "val": None if data.choose is None else scored(data.choose, "choose")}
 
 
-def _evaluate(head: Head, x: np.ndarray, y: np.ndarray, config: RunConfig) -> dict:
-    proba = head.predict_proba(x)[:, 1]
-    return metrics.evaluate(y, proba, n_resamples=config.n_resamples, seed=config.seed)
+def _raw_p_male(head: Head, prepare, part: SplitFeatures) -> np.ndarray:
+    return head.predict_proba(prepare(part.x))[:, 1].astype(np.float64)
+
+
+def score_split(y: np.ndarray, raw: np.ndarray, chosen: decision.Decision, attributes: dict[str, np.ndarray], *,
+                n_resamples: int, seed: int, min_n: int = 30) -> dict:
+    """Step 5's record of one set of rows: the metrics of the final decision (calibrated p(male), the
+    chosen threshold), ``groups``, ``calibration`` (before/after the calibrator) and ``recalls``."""
+    p_male = chosen.p_male(raw)
+    out = metrics.evaluate(y, p_male, threshold=chosen.value, n_resamples=n_resamples, seed=seed)
+    predicted = chosen.is_male(p_male)
+    out["groups"] = group_metrics(y, predicted, attributes, min_n=min_n, n_resamples=n_resamples, seed=seed)
+    out["calibration"] = {"before": calibration_report(y, raw), "after": calibration_report(y, p_male)}
+    out["recalls"] = {"raw, threshold 0.5": decision_recalls(y, (raw > 0.5).astype(np.int8)),
+                      f"{chosen.calibrator.method} calibration, threshold {chosen.value:.4f} "
+                      f"({chosen.threshold['rule']})": decision_recalls(y, predicted)}
+    return out
 
 
 def _counts(splits: dict[str, SplitFeatures]) -> dict:

@@ -1,10 +1,13 @@
 """Results files: one ``<run>.json`` per (backbone(s), head) run, and the fitted head beside it.
 
-``<run>.json`` (kind "classify-run", version 2) holds the metrics (``metrics`` val/test in domain,
-``cross_dataset`` per eval store), the full `RunConfig`, ``store`` (the first training store's identity:
-path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
+``<run>.json`` (kind "classify-run", version 3) holds the metrics (``metrics`` val/test in domain,
+``cross_dataset`` per eval store; each with ``groups``, ``calibration`` before/after and ``recalls`` as
+`classify.protocol.score_split` writes them), ``decision`` (the calibrator and threshold chosen on val,
+`classify.decision`; the head file holds the same), the full `RunConfig`, ``store`` (the first
+training store's identity: path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
 ``training_stores`` (path, dataset, fingerprint, n_rows of each pooled store), ``treatment`` (chosen and
-tried), library versions and timings. It is also the sidecar of ``<run>.npz``, the fitted head
+tried), library versions and timings. Version 2 (no decision, no groups or calibration) is refused
+with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head
 (`classify.headfile`): before anything runs, `load_head` checks the sidecar's fields, the file's sha256,
 and that the head file's header and arrays agree with the sidecar's backbones, dims, head and treatment.
 Nothing is unpickled; version-1 heads (``.joblib``) are refused with a request to retrain.
@@ -21,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from classify import treatment
+from classify.calibration import CalibrationError
+from classify.decision import Decision
 from classify.headfile import SUFFIX, HeadFormatError, read_head_file, sha256_file, write_head_file
 from classify.heads import Head, get_head_class
 from classify.protocol import RunConfig
@@ -28,7 +33,7 @@ from classify.protocol import RunConfig
 log = logging.getLogger(__name__)
 
 RESULTS_KIND = "classify-run"
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -77,7 +82,8 @@ def write_run(out_dir: Path, config: RunConfig, head: Head, results: dict, *, st
                   "weights": store_info["backbones"][b].get("metadata", {}).get("weights")} for b in config.backbones]
     write_head_file(head_path, jsonable({"head": config.head, "fitted": fitted, "backbones": backbones,
                                           "n_features": head.n_features_in_, "treatment": chosen,
-                                          "training_stores": training_stores}), arrays)
+                                          "training_stores": training_stores, "decision": results["decision"]}),
+                    arrays)
     record = {"kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": name,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config": asdict(config), "store": store_info, "training_stores": training_stores, **results,
@@ -111,14 +117,17 @@ def read_run(path: Path) -> dict:
         raise HeadFileError(f"{path} is not a classify results file (no kind={RESULTS_KIND!r})")
     if record.get("version") != RESULTS_VERSION:
         raise HeadFileError(f"{path} is a results file of version {record.get('version')}; this tool reads "
-                            f"version {RESULTS_VERSION}: retrain")
+                            f"version {RESULTS_VERSION} (with calibration, threshold and per-group metrics): "
+                            "retrain with `python -m classify train`")
     return record
 
 
 def load_runs(directory: Path) -> list[dict]:
-    """Every results file in ``directory`` (other JSON files are ignored)."""
+    """Every results file in ``directory`` (other JSON files are ignored; errors.json silently)."""
     runs = []
     for path in sorted(Path(directory).glob("*.json")):
+        if path.name == "errors.json":  # `classify.errors`, written by compare beside the runs
+            continue
         try:
             runs.append(read_run(path))
         except HeadFileError as error:
@@ -177,6 +186,10 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
     problem = treatment.check(record.get("treatment", {}).get("chosen"), tuple(backbones))
     if problem:
         return problem
+    try:
+        Decision.from_json(record.get("decision"))
+    except CalibrationError as error:
+        return f"decision: {error}"
     head_file = record.get("head_file")
     if not isinstance(head_file, dict) or head_file.get("name") != file_name or not head_file.get("sha256"):
         return f"head_file must name {file_name} and its sha256"
@@ -197,6 +210,8 @@ def _rebuild(header: dict, arrays: dict, record: dict) -> Head:
                               f"{config['head']!r}")
     if header.get("treatment") != record["treatment"]["chosen"]:
         raise HeadFormatError("the head file's feature treatment differs from the sidecar's")
+    if header.get("decision") != record["decision"]:
+        raise HeadFormatError("the head file's calibrator or decision threshold differs from the sidecar's")
     head = get_head_class(config["head"]).from_arrays(header["fitted"], arrays)
     if head.n_features_in_ != sum(b["dim"] for b in recorded) or header.get("n_features") != head.n_features_in_:
         raise HeadFormatError(f"the head's arrays take {head.n_features_in_} features, the backbones give "

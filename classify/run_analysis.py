@@ -31,13 +31,14 @@ def analyse_predictions(y_val, p_val, y_test, p_test, test_attributes: dict[str,
     return {"calibrator": calibrator.to_json(), "threshold": chosen,
             "calibration": {"before": calibration_report(y_test, p_test),
                             "after": calibration_report(y_test, q_test)},
-            "recalls": {"raw, threshold 0.5": _recalls(y_test, before),
+            "recalls": {"raw, threshold 0.5": decision_recalls(y_test, before),
                         f"calibrated ({calibrator.method}), threshold {chosen['rule']} "
-                        f"{chosen['value']:.4f}": _recalls(y_test, after)},
+                        f"{chosen['value']:.4f}": decision_recalls(y_test, after)},
             "groups": groups}
 
 
-def _recalls(y, pred) -> dict:
+def decision_recalls(y, pred) -> dict:
+    """Accuracy, male and female recall and their gap of one decision (JSON-ready)."""
     r = rates(y, pred)
     return {"accuracy": r["accuracy"], "male recall": r["male_recall"], "female recall": r["female_recall"],
             "recall gap": abs(r["male_recall"] - r["female_recall"])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on a fresh machine: set up .venv, extract the real-weight backbones over CelebA, train and
-# compare the heads, print the leaderboard and write a Markdown report with plots.
+# compare the heads, print the leaderboard and write a Markdown report with plots and a self-contained HTML
+# report (per-group metrics, calibration, error gallery) beside it.
 #   CELEBA_ROOT  CelebA folder (default data/celeba; any layout `python -m extract` reads)
 #   OUT          output folder (default runs/celeba, or runs/demo on the demo data)
 #   BACKBONES    backbones to extract (default: the three whose weights ship in pip packages)
@@ -50,4 +51,5 @@ specs="$backbones"
 # shellcheck disable=SC2086
 "$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $demo
 "$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
-echo "report: $out/report.md" >&2
+"$py" scripts/write_html_report.py --store "$store" --results "$out/heads" --out "$out/report.html" $demo
+echo "report: $out/report.md, $out/report.html" >&2

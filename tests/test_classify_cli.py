@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
 def test_train_writes_one_result_per_run_with_config_and_identity(trained):
     store, out = trained
     names = sorted(p.stem for p in out.glob("*.json"))
-    assert names == ["bb_a+bb_b__logreg", "bb_a+bb_b__mlp", "bb_a__logreg", "bb_a__mlp"]
+    assert names == ["bb_a+bb_b__logreg", "bb_a+bb_b__mlp", "bb_a__logreg", "bb_a__mlp", "errors"]
     record = json.loads((out / "bb_a+bb_b__mlp.json").read_text())
     assert record["config"]["backbones"] == ["bb_a", "bb_b"] and record["config"]["seed"] == 3
     assert record["store"]["fingerprint"] == store.fingerprint
@@ -77,7 +77,11 @@ def test_train_writes_one_result_per_run_with_config_and_identity(trained):
     assert test["accuracy"] > 0.95 and test["n"] == 149  # 150 test rows, row 599 had no face
     assert record["counts"]["train"]["invalid"] == {"unreadable": 1, "no_face": 1}
     assert record["counts"]["test"]["invalid"] == {"no_face": 1}
-    assert set(test["groups"]) == {"smiling"}  # identity has too many values to group
+    assert set(test["groups"]["families"]) == {"sex", "smiling"}  # identity has too many values to group
+    assert "identity" in test["groups"]["skipped"]
+    assert test["groups"]["summary"]["n"] == 149
+    assert set(test["calibration"]) == {"before", "after"} and "bins" in test["calibration"]["after"]["binning"]
+    assert record["decision"]["calibrate"] == "auto" and record["decision"]["threshold"]["value"] == 0.5
     assert record["selection"]["best_epoch"] >= 1
 
 
@@ -279,3 +283,21 @@ def test_predict_passes_the_recorded_weight_file_and_checks_it(tmp_path):
     assert weights_argument("bb", {"weights": "random", "weights_source": "torch.manual_seed(0)"}) == "random"
     # a head moved to another machine: the default weights, checked by extract against the recorded identity
     assert weights_argument("bb", {"weights": "sha256:ab", "weights_source": str(tmp_path / "gone.pth")}) is None
+
+
+def test_bad_threshold_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--store", str(tmp_path / "none.zarr"), "--threshold", "2", "--out",
+                     str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == "error: threshold must be 'balanced' or a number in (0, 1), not '2'"
+
+
+def test_heads_of_the_previous_version_are_refused_in_one_line(trained, tmp_path, capsys):
+    _, out = trained
+    for suffix in (".npz", ".json"):
+        (tmp_path / f"bb_a__logreg{suffix}").write_bytes((out / f"bb_a__logreg{suffix}").read_bytes())
+    record = json.loads((tmp_path / "bb_a__logreg.json").read_text())
+    del record["decision"]
+    (tmp_path / "bb_a__logreg.json").write_text(json.dumps({**record, "version": 2}))
+    assert cli.main(["predict", "--head", str(tmp_path / "bb_a__logreg.npz"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "results file of version 2" in err and "retrain" in err

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, f1_score, precision_score,
+                             recall_score, roc_auc_score)
 
 from classify import cli
 from classify.compare import disagreements, leaderboard, recommend
+from classify.decision import Decision
 from classify.results import load_head
 from classify.treatment import apply as apply_treatment
 from features.store import Status
@@ -40,11 +42,20 @@ def test_eval_store_metrics_equal_an_independent_computation(crossed):
     cross = record["cross_dataset"]["synthetic"]
     assert cross["rows"] == "test" and cross["fingerprint"] == b.fingerprint
     head, _ = load_head(out / "bb_a+bb_b__logreg.npz")
+    decision = Decision.from_json(record["decision"])  # the calibrator and threshold chosen on a's val
     for split, got in (("test", cross["report"]), ("val", cross["val"])):
         rows = b.read(["bb_a", "bb_b"], split)
         x = apply_treatment(rows.x, record["treatment"]["chosen"], ("bb_a", "bb_b"), {"bb_a": 8, "bb_b": 4})
-        proba = head.predict_proba(x)[:, 1]
-        pred = (proba > 0.5).astype(int)
+        proba = decision.calibrator.apply(head.predict_proba(x)[:, 1])
+        pred = (proba > decision.value).astype(int)
+        smiling = b.attributes["smiling"][rows.index] == 1
+        groups = {g["group"]: g for g in got["groups"]["families"]["smiling"]["groups"]}
+        assert groups["yes"]["n"] == smiling.sum()
+        assert groups["yes"]["accuracy"] == pytest.approx(accuracy_score(rows.gender[smiling], pred[smiling]))
+        assert groups["no"]["male_recall"] == pytest.approx(recall_score(rows.gender[~smiling], pred[~smiling]))
+        assert got["groups"]["summary"]["balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(rows.gender, pred))
+        assert got["calibration"]["after"]["brier"] == pytest.approx(brier_score_loss(rows.gender, proba))
         assert got["n"] == len(rows.gender)
         assert got["accuracy"] == pytest.approx(accuracy_score(rows.gender, pred))
         assert got["recall"] == pytest.approx(recall_score(rows.gender, pred))

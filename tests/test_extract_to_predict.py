@@ -4,11 +4,15 @@ image files and must give, for images of the dataset, the probabilities the head
 stored embeddings."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from classify import cli as classify_cli
 from classify import treatment
+from classify.calibration import brier_score
+from classify.decision import Decision
 from classify.predict import predict_images
 from classify.results import load_head
 from extract.cli import main as extract_main
@@ -18,6 +22,42 @@ from tests.fixtures import make_celeba
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
+def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
+    """Platt calibration and the balanced threshold, chosen on val: predict reports the calibrated p(male)
+    and decides at the recorded threshold, so its numbers are those in the results."""
+    root = make_celeba(tmp_path, n=60)
+    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
+    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
+                         "--store", str(store_path), "--workers", "0", "--unit-rows", "32",
+                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
+    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
+                              "--calibrate", "platt", "--threshold", "balanced", "--out", str(out)]) == 0
+    head_path = out / "tiny_test__logreg.npz"
+    head, record = load_head(head_path)
+    decision = Decision.from_json(record["decision"])
+    assert decision.calibrator.method == "platt" and decision.threshold["rule"] == "balanced"
+
+    test = FeatureStore.open(store_path).read("tiny_test", "test")
+    images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
+    predictions = predict_images(head_path, images, device="cpu")
+    said_male = np.array([p.gender == "male" for p in predictions])
+    p_male = np.where(said_male, [p.probability for p in predictions], [1 - p.probability for p in predictions])
+
+    x = treatment.apply(test.x, record["treatment"]["chosen"], ("tiny_test",), {"tiny_test": test.x.shape[1]})
+    raw = head.predict_proba(x)[:, 1]
+    calibrated = decision.calibrator.apply(raw)
+    assert np.abs(calibrated - raw).max() > 1e-3  # the calibrator changes the probabilities
+    np.testing.assert_allclose(p_male, calibrated, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(said_male, calibrated > decision.value)
+    # the results' calibrated test numbers are the ones predict's output gives
+    recorded = record["metrics"]["test"]
+    assert recorded["calibration"]["after"]["brier"] == pytest.approx(brier_score(test.gender, p_male), abs=1e-6)
+    assert recorded["accuracy"] == pytest.approx(np.mean(said_male == (test.gender == 1)))
+    errors = json.loads((out / "errors.json").read_text())
+    assert len(errors["errors"]) == int(np.sum(said_male != (test.gender == 1)))
+    assert all(row["path"].startswith(str(root)) for row in errors["errors"])
+
+
 def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
     root = make_celeba(tmp_path, n=40)
     store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
@@ -25,7 +65,7 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
                          "--store", str(store_path), "--workers", "0", "--unit-rows", "16",
                          "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
     assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
-                              "--out", str(out)]) == 0
+                              "--calibrate", "none", "--out", str(out)]) == 0  # raw: the head's own numbers
     head_path = out / "tiny_test__logreg.npz"
 
     test = FeatureStore.open(store_path).read("tiny_test", "test")

@@ -32,8 +32,22 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def _browser() -> str | None:
+def browser() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def check_in_chromium(path: Path, work: Path) -> dict:
+    """Load the report at ``path`` in headless Chromium with `CHECK` appended; what the check found."""
+    checked = work / "checked.html"
+    checked.write_text(path.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    done = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000",
+                           "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r"data-check=\"([^\"]*)\"", done.stdout)
+    assert match, f"no check result in the dumped DOM (rc {done.returncode}): {done.stderr[-500:]}"
+    import html
+
+    return json.loads(html.unescape(match.group(1)))
 
 
 def _sections(tmp_path: Path) -> dict:
@@ -89,19 +103,10 @@ def test_thumbnail_is_small_jpeg(tmp_path):
     assert thumbnail_data_uri(tmp_path / "missing.jpg") is None
 
 
-@pytest.mark.skipif(_browser() is None, reason="chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(browser() is None, reason="chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
     path = write_html(tmp_path / "report.html", **_sections(tmp_path))
-    checked = tmp_path / "checked.html"
-    checked.write_text(path.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
-    done = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-                           "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
-    match = re.search(r"data-check=\"([^\"]*)\"", done.stdout)
-    assert match, f"no check result in the dumped DOM (rc {done.returncode}): {done.stderr[-500:]}"
-    import html
-
-    result = json.loads(html.unescape(match.group(1)))
+    result = check_in_chromium(path, tmp_path)
     assert result["broken"] == []
     assert result["images"] == path.read_text(encoding="utf-8").count("<img ")
     assert result["images"] >= 8  # group plots, reliability diagram, 4 thumbnails

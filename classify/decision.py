@@ -1,0 +1,78 @@
+"""What happens after the head: the post-hoc calibrator and the decision threshold, chosen on val.
+
+A head gives a raw p(male). Training (`classify.protocol` step 5) turns it into the probability a user
+is shown and the gender said:
+
+1. calibration (``--calibrate``): ``auto`` (the default) fits every method of
+   `classify.calibration.METHODS` ("none" among them) on val and keeps the one with the best
+   cross-validated log loss on val, refitted on all of val; a method name forces that method; ``none``
+   keeps the raw probability. Auto is the default because predict promises a probability that means
+   what it says: "none" competes on equal terms, so a head whose raw probabilities are already
+   calibrated keeps them, and the fit takes milliseconds.
+2. the decision threshold (``--threshold``) on the *calibrated* p(male): ``0.5`` (the default),
+   ``balanced`` (chosen on val to equalise male and female recall) or a fixed value in (0, 1); predicted
+   male when p > threshold.
+
+A `Decision` is plain JSON (``{"calibrate", "calibrator", "threshold"}``), recorded in the results file
+and the head file, and applied by `predict` and `evaluate` exactly as in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from classify.calibration import (METHODS, CalibrationError, Calibrator, decision_threshold, fit_calibrator,
+                                  parse_threshold)
+
+CALIBRATE_CHOICES = ("auto", *METHODS)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A fitted calibrator and the decision threshold (``decision_threshold``'s record) on its output."""
+
+    calibrate: str
+    calibrator: Calibrator
+    threshold: dict
+
+    @property
+    def value(self) -> float:
+        return float(self.threshold["value"])
+
+    def p_male(self, raw) -> np.ndarray:
+        """The calibrated p(male), the probability predict reports, for the head's raw p(male)."""
+        return np.clip(self.calibrator.apply(raw), 0.0, 1.0)
+
+    def is_male(self, p_male) -> np.ndarray:
+        """The decision on calibrated probabilities: 1 male, 0 female."""
+        return (np.asarray(p_male) > self.value).astype(np.int8)
+
+    def to_json(self) -> dict:
+        return {"calibrate": self.calibrate, "calibrator": self.calibrator.to_json(), "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, record) -> Decision:
+        """Validate a recorded decision (CalibrationError naming the problem) and rebuild it."""
+        if not isinstance(record, dict) or not isinstance(record.get("threshold"), dict):
+            raise CalibrationError("no decision (calibrator and threshold) recorded")
+        value = record["threshold"].get("value")
+        if not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise CalibrationError(f"recorded decision threshold {value!r} is not a number in (0, 1)")
+        return cls(str(record.get("calibrate")), Calibrator.from_json(record.get("calibrator")),
+                   dict(record["threshold"]))
+
+
+def parse_calibrate(text: str) -> str:
+    if text not in CALIBRATE_CHOICES:
+        raise CalibrationError(f"--calibrate must be one of {', '.join(CALIBRATE_CHOICES)}, not {text!r}")
+    return text
+
+
+def choose(y_val, p_val, *, calibrate: str = "auto", threshold: str = "0.5", seed: int = 0) -> Decision:
+    """Fit the calibrator on val (raw p), then choose the threshold on val's calibrated p."""
+    methods = METHODS if parse_calibrate(calibrate) == "auto" else (calibrate,)
+    calibrator = fit_calibrator(y_val, p_val, methods=methods, seed=seed)
+    rule = parse_threshold(str(threshold))
+    chosen = decision_threshold(rule, y_val, np.clip(calibrator.apply(p_val), 0.0, 1.0))
+    return Decision(calibrate, calibrator, chosen)

@@ -1,0 +1,117 @@
+"""Error analysis of one run: its test images that are wrong, most confident first, and the rejected ones.
+
+`error_analysis` reloads the run's head (every check of `classify.results.load_head`), scores the test
+rows of each training store with the recorded decision (calibrated p(male), recorded threshold: what
+predict would say), and lists
+- ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|), each with its
+  dataset, id, image path, calibrated p(male), true and predicted gender and groups (race, age, the
+  CelebA attributes set);
+- ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
+  found, too large).
+Image paths come from re-reading the dataset at the store's recorded root; where it is gone, paths are
+empty and the rows are still listed.
+
+Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 1:
+run, split, decision, n_scored, errors, rejected) and ``errors.csv`` (one line per error or rejected
+image: kind, dataset, id, path, true, predicted, p_male, reason, groups).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from classify import treatment
+from classify.decision import Decision
+from classify.headfile import SUFFIX
+from classify.results import jsonable, load_head
+from classify.run_analysis import error_rows
+from features.dataset import SPLITS, DatasetError
+from features.store import FeatureStore, Status
+
+log = logging.getLogger(__name__)
+
+ERRORS_KIND = "classify-errors"
+ERRORS_VERSION = 1
+ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
+
+
+def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict:
+    """The wrong and the rejected ``split`` rows of ``run`` (a results record in ``results_dir``)."""
+    head, record = load_head(Path(results_dir) / f"{run['run']}{SUFFIX}")
+    decision = Decision.from_json(record["decision"])
+    backbones = tuple(record["config"]["backbones"])
+    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+    errors, rejected, scored = [], [], 0
+    for store_path in record["config"]["stores"]:
+        store = FeatureStore.open(store_path)
+        part = store.read(list(backbones), split)
+        paths = image_paths(store)
+        if len(part.gender):
+            x = treatment.apply(part.x, record["treatment"]["chosen"], backbones, dims)
+            p_male = decision.p_male(head.predict_proba(x)[:, 1])
+            attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
+            rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male,
+                              threshold=decision.value, attributes=attributes)
+            errors += [{"dataset": store.dataset_name, **row} for row in rows]
+            scored += len(part.gender)
+        rejected += rejected_rows(store, backbones, paths, split)
+    errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
+    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"], "split": split,
+            "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected}
+
+
+def image_paths(store: FeatureStore) -> np.ndarray:
+    """Each store row's image path, from the dataset at the recorded root ("" where it cannot be read)."""
+    from features.datasets import load_dataset
+
+    info = store.dataset_info
+    try:
+        dataset = load_dataset(store.dataset_name, info["root"], seed=info.get("split_seed") or 0)
+    except (DatasetError, ValueError, OSError) as error:
+        log.warning("no image paths for %s (%s): the error list has ids only", store.path, error)
+        return np.full(store.n_rows, "", dtype=object)
+    position = {image: row for row, image in enumerate(dataset.ids)}
+    return np.array([str(dataset.paths[position[i]]) if i in position else "" for i in store.ids], dtype=object)
+
+
+def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str) -> list[dict]:
+    """Rows of ``split`` that a backbone of the run could not use, one per image, reasons joined."""
+    from classify.predict import status_text
+
+    in_split = store.split == SPLITS.index(split)
+    reasons: dict[int, list[str]] = {}
+    for name in backbones:
+        status = store.status(name)
+        for row in np.flatnonzero(in_split & (status != Status.OK)):
+            reasons.setdefault(int(row), []).append(f"{status_text(int(status[row]))} ({name})")
+    return [{"dataset": store.dataset_name, "id": str(store.ids[row]), "path": str(paths[row]),
+             "reason": "; ".join(texts)} for row, texts in sorted(reasons.items())]
+
+
+def write_error_files(analysis: dict, directory: Path) -> list[Path]:
+    """errors.json and errors.csv in ``directory``; returns their paths."""
+    directory = Path(directory)
+    json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
+    json_path.write_text(json.dumps(jsonable(analysis), indent=1, allow_nan=False))
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups"])
+        for row in analysis["errors"]:
+            writer.writerow(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
+                             f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items())])
+        for row in analysis["rejected"]:
+            writer.writerow(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], ""])
+    return [json_path, csv_path]
+
+
+def read_error_file(directory: Path) -> dict | None:
+    """errors.json of a results folder, or None when there is none (or of another version)."""
+    path = Path(directory) / ERRORS_JSON
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("kind") == ERRORS_KIND and record.get("version") == ERRORS_VERSION else None
