@@ -16,6 +16,9 @@ def tiny_backbones():
     from extract.backbones import _registry
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+        # a copy without them, should a module have imported tests.extract_tiny itself
+        built_in = {name: entry for name, entry in _registry._REGISTRY.items()
+                    if entry.factory.__module__ != "tests.extract_tiny"}
+        patch.setattr(_registry, "_REGISTRY", built_in)
         patch.delitem(sys.modules, "tests.extract_tiny", raising=False)
         yield importlib.import_module("tests.extract_tiny")

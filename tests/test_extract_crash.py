@@ -21,11 +21,12 @@ import torch
 import zarr
 
 import features.store
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b in this process)
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import CRASH_HOOK, FeatureStore, StoreError
 from tests.fixtures import make_celeba
+
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # tests/extract_tiny.py, for this module only
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS, BACKBONES = 20, 4, ("tiny_test", "tiny_test_b")  # 5 units per backbone

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import zarr
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test)
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError, writer_lock
 from tests.fixtures import make_celeba
+
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # tests/extract_tiny.py, for this module only
 
 N, UNIT_ROWS = 20, 4  # 5 units; make_celeba's split puts rows of every split in several units
 
