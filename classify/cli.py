@@ -5,7 +5,7 @@
                              [--threshold 0.5|balanced|VALUE] --out DIR [--seed 0] [-v]
     python -m classify compare DIR
     python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
-    python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--out result.json]
+    python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
 run is also evaluated on that store (step 8). ``--calibrate`` and
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--head", required=True, type=Path, help="a <run>.npz written by train")
     ev.add_argument("--store", required=True, help="feature store (.zarr) with the head's backbones")
     ev.add_argument("--out", type=Path, help="JSON file for the full metrics")
+    ev.add_argument("--all-rows", action="store_true", help="report on every row of the store, all splits "
+                    "(a dataset the head never saw; refused for a store it was trained on)")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     ev.add_argument("--seed", type=int, default=0)
     return parser
@@ -203,7 +205,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
-    result = evaluate.evaluate_head(args.head, args.store, n_resamples=args.bootstrap, seed=args.seed)
+    result = evaluate.evaluate_head(args.head, args.store, n_resamples=args.bootstrap, seed=args.seed,
+                                    all_rows=args.all_rows)
     print(evaluate.summary(result))
     if args.out:
         args.out.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))

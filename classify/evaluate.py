@@ -28,19 +28,32 @@ def recorded_reference(record: dict) -> dict[str, dict]:
     return out
 
 
-def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store."""
+def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0,
+                  all_rows: bool = False) -> dict:
+    """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store;
+    ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice)."""
     head, record = load_head(head_path)
     backbones = tuple(record["config"]["backbones"])
     store = FeatureStore.open(store_path)
+    if all_rows:
+        refuse_training_store(record, store)
     data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
-                                  identity=store_identity(store))
+                                  identity=store_identity(store), all_rows=all_rows)
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     chosen = record["treatment"]["chosen"]
     result = protocol.evaluate_set(head, lambda x: treatment.apply(x, chosen, backbones, dims), data,
                                    Decision.from_json(record["decision"]), n_resamples=n_resamples, seed=seed,
                                    min_n=record["config"].get("min_group_n", 30))
     return {"run": record["run"], "head": str(head_path), **result}
+
+
+def refuse_training_store(record: dict, store: FeatureStore) -> None:
+    """All rows of a store the head was trained on would score its own train rows: refused."""
+    trained_on = {entry.get("fingerprint") for entry in record.get("training_stores", [])}
+    if store.fingerprint in trained_on:
+        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {record['run']} was trained on: "
+                                     "--all-rows would score its train rows; evaluate without --all-rows "
+                                     "(its test split)")
 
 
 def summary(result: dict) -> str:

@@ -180,11 +180,12 @@ def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
 
 
 def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
-                  label: str, identity: dict) -> EvalSet:
-    """An eval store's rows under step 8, after checking it against the training backbones."""
+                  label: str, identity: dict, all_rows: bool = False) -> EvalSet:
+    """An eval store's rows under step 8, after checking it against the training backbones;
+    ``all_rows``: every row reported, whatever its split, none used for a choice."""
     check_compatible(reference, store, backbones)
     present = set(np.unique(store.split).tolist())
-    if len(present) == 1:
+    if len(present) == 1 or all_rows:
         choose, report, rows = None, store.read(list(backbones)), "all"
     else:
         val = store.read(list(backbones), "val") if split_code("val") in present else None

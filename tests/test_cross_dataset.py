@@ -103,6 +103,26 @@ def test_evaluate_cli_reproduces_the_train_time_cross_dataset_record(crossed, tm
     assert got["report"] == recorded["report"] and got["val"] == recorded["val"]
 
 
+def test_evaluate_all_rows_scores_every_split_of_another_store_only(crossed, tmp_path, capsys):
+    a, b, out = crossed
+    result = tmp_path / "all.json"
+    head = str(out / "bb_a__logreg.npz")
+    assert cli.main(["evaluate", "--head", head, "--store", b.path, "--all-rows", "--bootstrap", "50",
+                     "--out", str(result)]) == 0
+    got = json.loads(result.read_text())
+    every = b.read(["bb_a"])  # all splits, valid rows
+    loaded, record = load_head(out / "bb_a__logreg.npz")
+    x = apply_treatment(every.x, record["treatment"]["chosen"], ("bb_a",), {"bb_a": 8})
+    expected = Decision.from_json(record["decision"]).is_male(
+        Decision.from_json(record["decision"]).p_male(loaded.predict_proba(x)[:, 1]))
+    assert got["rows"] == "all" and got["val"] is None and got["report"]["n"] == len(every.gender)
+    assert got["report"]["accuracy"] == pytest.approx(accuracy_score(every.gender, expected))
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--head", head, "--store", a.path, "--all-rows"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on" in err and err.count("\n") == 1
+
+
 def test_evaluate_refuses_a_store_with_other_weights(crossed, tmp_path, capsys):
     _, _, out = crossed
     other = make_store(tmp_path / "o.zarr", dims={"bb_a": 8}, weights="sha256:" + "ab" * 32)
@@ -176,8 +196,11 @@ def _rehash(head: Path, record: dict) -> None:
 def no_backbone(monkeypatch):
     """A stand-in `extract` whose embed_paths records any call: a refused head must cause none."""
     calls = []
-    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(
-        embed_paths=lambda *args, **kwargs: calls.append(args) or pytest.fail("a backbone ran")))
+    def ran(*args, **kwargs):
+        calls.append(args)
+        pytest.fail("a backbone ran")
+
+    monkeypatch.setitem(sys.modules, "extract", types.SimpleNamespace(embed_paths=ran, embed_images=ran))
     return calls
 
 
