@@ -16,6 +16,8 @@ Decoding is strict and bounded:
 - a JPEG must end with its end-of-image marker after its last scan (a truncated file does not), and
   must decode from memory without error (OpenCV's in-memory JPEG source fails on "Premature end of JPEG
   file", where `cv2.imread` only warns and returns a grey-filled image): else `Unreadable`;
+  a JPEG whose decoding makes libjpeg warn (damaged entropy-coded data, "Corrupt JPEG data") is
+  `Unreadable` too, as OpenCV would hand back an image with garbage in it;
 - the pixel count is read from the JPEG/PNG header before decoding: above MAX_PIXELS the image is
   `ImageTooLarge` (Status.TOO_LARGE); above DECODE_MAX_PIXELS a JPEG is decoded reduced by 2, 4 or 8
   in the DCT (`cv2.IMREAD_REDUCED_COLOR_N`), so a 100-megapixel photo decodes to about 6 megapixels;
@@ -23,7 +25,10 @@ Decoding is strict and bounded:
 """
 from __future__ import annotations
 
+import os
 import struct
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,12 +151,48 @@ def decode(path: str) -> Decoded:
         if pixels > MAX_PIXELS:
             raise ImageTooLarge(f"{size[0]}x{size[1]} pixels, over the {MAX_PIXELS:,} limit")
         factor = reduction_for(pixels) if is_jpeg else 1
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[factor])
+    image, warning = _imdecode_with_warnings(data, _REDUCED_FLAGS[factor]) if is_jpeg else \
+        (cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[factor]), "")
+    if warning:
+        raise Unreadable(f"damaged JPEG data (libjpeg: {warning})")
     if image is None:
         raise Unreadable("OpenCV cannot decode it (corrupt, truncated or not an image)")
     if size is None and image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise ImageTooLarge(f"{image.shape[1]}x{image.shape[0]} pixels, over the {MAX_PIXELS:,} limit")
     return Decoded(image, 1.0 / factor)
+
+
+_DECODE_LOCK = threading.Lock()
+_WARNINGS_FILE = None
+
+
+def _imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
+    """`cv2.imdecode` of a JPEG, and the first warning libjpeg printed while decoding it ("" if none).
+
+    libjpeg reports damaged entropy-coded data ("Corrupt JPEG data: N extraneous bytes before marker")
+    only as a warning on file descriptor 2 and still returns an image with garbage in it; OpenCV does not
+    surface it. So fd 2 points at a scratch file (one per process, never a pipe: a long message cannot
+    block) for the call. The lock keeps threads of one process from interleaving; what another thread
+    writes to stderr in that instant lands in the scratch file and is shown as part of the warning.
+    """
+    global _WARNINGS_FILE
+    with _DECODE_LOCK:
+        if _WARNINGS_FILE is None:
+            _WARNINGS_FILE = tempfile.TemporaryFile()
+        scratch = _WARNINGS_FILE.fileno()
+        os.ftruncate(scratch, 0)
+        os.lseek(scratch, 0, os.SEEK_SET)
+        saved = os.dup(2)
+        try:
+            os.dup2(scratch, 2)
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        os.lseek(scratch, 0, os.SEEK_SET)
+        printed = os.read(scratch, 4096).decode("utf-8", "replace")
+    lines = [line.strip() for line in printed.splitlines() if "JPEG" in line]
+    return image, lines[0] if lines else ""
 
 
 # -- face rows --------------------------------------------------------------------------------------

@@ -78,6 +78,21 @@ def test_truncated_jpeg_is_unreadable(tmp_path, fraction):
 
 
 @needs_celeba
+def test_jpeg_with_damaged_data_inside_is_unreadable_with_libjpegs_warning(tmp_path, capfd):
+    # Bytes inserted in the middle of the scan: libjpeg only warns ("Corrupt JPEG data") and OpenCV
+    # returns an image with garbage in its lower half; the warning must make the row UNREADABLE.
+    data = _aligned().read_bytes()
+    middle = data.rfind(b"\xff\xda") + (len(data) - data.rfind(b"\xff\xda")) // 2
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(data[:middle] + bytes(range(1, 200)) + data[middle:])
+    assert cv2.imread(str(path)) is not None  # what the reader used to accept
+    with pytest.raises(Unreadable, match="damaged JPEG data .*Corrupt JPEG data"):
+        decode(str(path))
+    assert decode(str(_aligned())).image.shape == (218, 178, 3)  # an intact file: no warning left over
+    capfd.readouterr()
+
+
+@needs_celeba
 def test_intact_jpeg_decodes_as_cv2_does():
     decoded = decode(str(_aligned()))
     np.testing.assert_array_equal(decoded.image, cv2.imread(str(_aligned())))
