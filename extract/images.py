@@ -61,8 +61,15 @@ def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
 
 
 def configure_threads(*, gpu: bool = False, workers: int | None = None, threads: int | None = None) -> int:
-    """Set torch's intra-op threads for extraction (``threads``, else `default_threads`); returns it."""
-    torch.set_num_threads(threads or default_threads(gpu=gpu, workers=workers))
+    """Lower torch's intra-op threads for extraction to ``threads`` (else `default_threads`); returns the
+    count in force.
+
+    Only ever lowered: torch starts with one thread per core, and in a process forked from one that
+    had run OpenMP (a test harness, a fork-based launcher) torch drops to one thread because GNU OpenMP's
+    pool does not survive a fork; raising it again there deadlocks the first parallel operator.
+    """
+    wanted = threads or default_threads(gpu=gpu, workers=workers)
+    torch.set_num_threads(min(wanted, torch.get_num_threads()))
     return torch.get_num_threads()
 
 

@@ -150,7 +150,7 @@ def test_a_half_created_second_backbone_does_not_stop_classify(celeba, steps, tm
     assert FeatureStore.open(store).backbones() == ["tiny_test"]
     assert classify_main(["train", "--store", str(store), "--out", str(tmp_path / "heads"),
                           "--heads", "logreg"]) == 0
-    assert sorted(path.name for path in (tmp_path / "heads").glob("*.json")) == ["tiny_test__logreg.json"]
+    assert sorted(path.name for path in (tmp_path / "heads").glob("*__*.json")) == ["tiny_test__logreg.json"]
 
 
 def test_python_m_extract_killed_while_creating_a_backbone_then_rerun(celeba, reference, tmp_path):

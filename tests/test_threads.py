@@ -17,11 +17,14 @@ def test_workers_and_threads_fit_the_cpus(monkeypatch, cpus, gpu):
         assert workers <= 4
 
 
-def test_configure_threads_sets_torch_and_honours_an_explicit_count(monkeypatch):
+def test_configure_threads_lowers_torch_and_honours_an_explicit_count(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(images, "available_cpus", lambda: 4)
     try:
+        torch.set_num_threads(4)
         assert images.configure_threads(workers=1) == 3 == torch.get_num_threads()
         assert images.configure_threads(threads=1) == 1 == torch.get_num_threads()
+        # never raised: in a forked child torch runs one thread, and raising it there deadlocks OpenMP
+        assert images.configure_threads(workers=1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
