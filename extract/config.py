@@ -58,8 +58,10 @@ class ExtractConfig:
                    wait_lock=args.wait_lock, progress=not args.no_progress, plugins=tuple(args.plugin))
 
     def record(self) -> dict:
-        """The JSON-ready dict saved in the store with each backbone."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        """The JSON-ready dict saved in the store with each backbone: every option but --store (the
+        record lives there, and a store copied or written elsewhere holds the same bytes)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+                if key != "store"}
 
 
 def parse_weights(specs: Sequence[str], backbones: Sequence[str]) -> dict[str, str]:

@@ -21,7 +21,6 @@ import torch
 import zarr
 
 import features.store
-import tests.extract_tiny  # noqa: F401  (registers tiny_test, tiny_test_b in this process)
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import CRASH_HOOK, FeatureStore, StoreError
@@ -29,6 +28,7 @@ from tests.fixtures import make_celeba
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS, BACKBONES = 20, 4, ("tiny_test", "tiny_test_b")  # 5 units per backbone
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # registered for this module only
 CREATION_STEPS = ["store:root", "store:table/ids", "store:table/gender", "store:table/split",
                   "store:table/attributes/Male", "store:backbones", "store:declared",
                   "backbone:group", "backbone:embeddings", "backbone:status", "backbone:done",

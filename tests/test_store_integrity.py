@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import zarr
 
-import tests.extract_tiny  # noqa: F401  (registers tiny_test)
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError, writer_lock
 from tests.fixtures import make_celeba
 
 N, UNIT_ROWS = 20, 4  # 5 units; make_celeba's split puts rows of every split in several units
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # registered for this module only
 
 
 @pytest.fixture(scope="module")

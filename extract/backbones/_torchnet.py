@@ -10,7 +10,7 @@ from torch import nn
 
 from extract.catalog import BackboneFacts
 
-from ._registry import Backbone
+from ._registry import Backbone, register
 from ._weights import backbone_versions
 
 RANDOM_SEED = 0
@@ -97,6 +97,19 @@ def torch_backbone(
         input_dtype="uint8",
         module=module,
     )
+
+
+def register_torch(facts: BackboneFacts, build: Callable[[str | None], tuple[nn.Module, dict]],
+                   preprocessor, **options) -> Callable[..., Backbone]:
+    """Register the torch backbone ``facts``: ``build(weights) -> (headless module, weights metadata)``,
+    wrapped by `torch_backbone` (``options``: its extra_versions, normalisation). Returns the factory."""
+
+    def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+        module, meta = build(weights)
+        return torch_backbone(facts, module=module, preprocessor=preprocessor, device=device,
+                              precision=precision, weights_meta=meta, **options)
+
+    return register(facts.name)(load)
 
 
 def random_meta() -> dict:

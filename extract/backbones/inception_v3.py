@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3
 
@@ -10,8 +9,7 @@ from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
+from ._torchnet import build_random, random_meta, register_torch
 from ._torchvision import resolve_state_dict
 from ._weights import load_into
 
@@ -43,14 +41,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     model.AuxLogits = None
     model.aux_logits = False
     model.fc = nn.Identity()
-    return model, meta
+    return model, {**meta, "transform_input": True}
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    meta = {**meta, "transform_input": True}
-    return torch_backbone(
-        FACTS, module=model, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-    )
+load = register_torch(FACTS, build, PREPROCESS)

@@ -18,8 +18,7 @@ from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
+from ._torchnet import build_random, random_meta, register_torch
 from ._weights import fetch_cached, load_into, load_state_dict, weights_identity
 from .inception_resnet_v1 import InceptionResnetV1
 
@@ -55,11 +54,5 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    return torch_backbone(
-        FACTS, module=model, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-        extra_versions=("opencv-python-headless",), normalisation="l2",
-    )
+load = register_torch(FACTS, build, PREPROCESS, extra_versions=("opencv-python-headless",),
+                      normalisation="l2")
