@@ -76,6 +76,8 @@ def contents(path: Path) -> dict:
         held[f"attributes/{name}"] = array[:].tolist()
     for name, backbone in group["backbones"].groups():
         held[name] = {k: v for k, v in backbone.attrs.items() if k != "created"}
+        # the saved run config names the --plugin that the subprocess run needs and the in-process one not
+        held[name]["metadata"].get("extract_config", {}).pop("plugins", None)
         held[f"{name}/embeddings"] = backbone["embeddings"][:].tobytes()
         held[f"{name}/status"] = backbone["status"][:].tolist()
         held[f"{name}/done"] = backbone["done"][:].tolist()
