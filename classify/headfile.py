@@ -24,12 +24,13 @@ the arrays before any backbone runs. Old heads (``.joblib``, a pickle) are never
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from features.provenance import sha256_file  # noqa: F401  (re-exported: results and predict check head files)
 
 HEAD_KIND = "classify-head"
 HEAD_VERSION = 2
@@ -38,14 +39,6 @@ SUFFIX = ".npz"
 
 class HeadFormatError(ValueError):
     """A head file that is not a valid head of this format."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:

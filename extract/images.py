@@ -14,7 +14,7 @@ as an uninterrupted one (which keeps the CPU results bitwise equal).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -152,17 +152,20 @@ def unit_batches(spans: Iterable[tuple[int, int]], batch_size: int) -> list[list
             for start, stop in spans for begin in range(start, stop, batch_size)]
 
 
-def make_loader(rows: ImageRows, batches: list[list[int]], *, workers: int,
-                pin_memory: bool = False, prefetch: int = 4) -> DataLoader:
-    """A DataLoader yielding `batches` in order (workers keep that order), decoding in `workers`.
+def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None,
+                gpu: bool = False, pin_memory: bool = False, prefetch: int = 4,
+                collate: Callable[[list], Any] = collate_rows) -> DataLoader:
+    """A DataLoader yielding `batches` of `rows` (an `ImageRows`, by default) in order (workers keep
+    that order), decoding in `workers` processes (None: `default_workers(gpu=gpu)`; 0: this process).
 
     Workers are not persistent: each loader makes a single pass (one backbone), so keeping them
     alive would only hold idle processes.
     """
+    workers = default_workers(gpu=gpu) if workers is None else workers
     if workers < 0:
         raise ValueError(f"workers must be >= 0, not {workers}")
     options = {"worker_init_fn": worker_init, "prefetch_factor": prefetch} if workers else {}
-    return DataLoader(rows, batch_sampler=batches, num_workers=workers, collate_fn=collate_rows,
+    return DataLoader(rows, batch_sampler=batches, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, **options)
 
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from extract.backbones import Backbone, NoFaceFound, load_backbone
+from extract.device import resolve_device
 from extract.faces import ImageTooLarge, Unreadable, decode, scaled
-from extract.images import (ImageRows, default_workers, make_loader, quiet_opencv, start_workers,
-                            unit_batches, worker_init)
+from extract.images import (ImageRows, make_loader, quiet_opencv, start_workers,
+                            unit_batches)
 from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
@@ -71,21 +72,6 @@ class RunStats:
 
 
 # -- model step -----------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device, *, local_rank: int | None = None) -> torch.device:
-    """"auto" -> cuda when available (cuda:LOCAL_RANK under torchrun), else cpu."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available here")
-    if device.type == "cuda" and device.index is None and local_rank is not None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
 class PendingEmbeddings:
     """One batch's embeddings, possibly still being computed and copied back by the GPU."""
 
@@ -260,8 +246,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     reader = ImageRows(paths, backbone.preprocessor, input_shape=backbone.input_shape,
                        input_dtype=backbone.input_dtype, faces=face_rows, face_status=face_status)
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
-    loader = make_loader(reader, unit_batches(spans, batch_size),
-                         workers=default_workers(gpu=pin) if workers is None else workers, pin_memory=pin)
+    loader = make_loader(reader, unit_batches(spans, batch_size), workers=workers, gpu=pin, pin_memory=pin)
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)
@@ -412,11 +397,8 @@ def embed_faces(paths: Sequence[str], backbones: Sequence[Backbone], *, all_face
     """
     paths = [str(p) for p in paths]
     gpu = any(b.uses_torch_device and b.device.type == "cuda" for b in backbones)
-    loader = torch.utils.data.DataLoader(
-        _ImageFaces(paths, backbones, all_faces=all_faces),
-        batch_sampler=unit_batches([(0, len(paths))], batch_size), collate_fn=_flatten,
-        num_workers=default_workers(gpu=gpu) if workers is None else workers,
-        **({"worker_init_fn": worker_init, "prefetch_factor": 4} if (workers is None or workers) else {}))
+    loader = make_loader(_ImageFaces(paths, backbones, all_faces=all_faces),
+                         unit_batches([(0, len(paths))], batch_size), workers=workers, gpu=gpu, collate=_flatten)
     image, box, status, parts = [], [], [], {b.name: [] for b in backbones}
     for faces in start_workers(loader):
         codes = np.array([face[2] for face in faces], dtype=np.uint8)

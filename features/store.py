@@ -70,6 +70,7 @@ from zarr.codecs import Crc32cCodec
 from zarr.core.buffer.cpu import NDBuffer
 
 from features.dataset import Dataset, split_code
+from features.provenance import library_versions
 
 SCHEMA_VERSION = 2
 CRASH_HOOK = "FEATURES_STORE_CRASH_AT"  # tests: SIGKILL this process at a write step (see `_checkpoint`)
@@ -107,10 +108,6 @@ class SplitFeatures:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _library_versions() -> dict[str, str]:
-    return {"numpy": np.__version__, "zarr": zarr.__version__}
 
 
 def _location(path) -> str:
@@ -208,7 +205,7 @@ class FeatureStore:
             raise StoreError(f"dataset {dataset.name!r} has no rows; nothing to store")
         group = zarr.open_group(_location(path), mode=mode, attributes={
             "kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": _now(),
-            "library_versions": _library_versions()})
+            "library_versions": library_versions("numpy", "zarr")})
         _checkpoint("store:root")
         _write_table(group, dataset)
         group.attrs.update({"dataset": {

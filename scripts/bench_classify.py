@@ -30,6 +30,7 @@ import numpy as np
 
 from classify.heads import head_names
 from classify.protocol import RunConfig, read_training, run
+from extract.demo import fill_units, split_codes, synthetic_table
 from features.dataset import Dataset
 from features.store import FeatureStore, StoreError
 
@@ -58,10 +59,9 @@ def make_dataset(sizes: tuple[int, int, int], *, seed: int) -> tuple[Dataset, np
     gender = (signal > 0.15).astype(np.int8)  # ~42% male, as in CelebA
     flip = rng.random(n) < 0.02
     gender[flip] = 1 - gender[flip]
-    ids = np.array([f"{i + 1:06d}.jpg" for i in range(n)])
-    split = np.repeat(np.arange(3, dtype=np.int8), sizes)
-    dataset = Dataset(name="bench-synthetic", root="/dev/null", ids=ids, paths=ids, gender=gender,
-                      split=split, attributes={"smiling": rng.integers(0, 2, n).astype(np.int8)}, split_seed=seed)
+    dataset = synthetic_table(n, name="bench-synthetic", root="/dev/null", ids=[f"{i + 1:06d}.jpg" for i in range(n)],
+                              gender=gender, split=split_codes(sizes), split_seed=seed,
+                              attributes={"smiling": rng.integers(0, 2, n).astype(np.int8)})
     return dataset, latent
 
 
@@ -74,13 +74,15 @@ def generate_store(path: str, sizes: tuple[int, int, int], dim: int, seed: int) 
     store = FeatureStore.create(path, dataset)
     writer = store.add_backbone(BACKBONE, dim=dim, unit_rows=UNIT_ROWS,
                                 metadata={"weights": "random", "weights_source": f"bench seed {seed}"})
-    for unit in range(writer.n_units):
-        start, stop = writer.unit_rows(unit)
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
         emb = np.maximum(latent[start:stop] @ mixing + offset + 0.7 * noise, 0.0)
         status = np.ones(stop - start, dtype=np.uint8)
         status[rng.random(stop - start) < 0.002] = 3  # a few faces not found
-        writer.write_unit(unit, emb, status)
+        return emb, status
+
+    fill_units(writer, rows, range(writer.n_units))
 
 
 def ensure_store(path: Path, sizes: tuple[int, int, int], dim: int, seed: int) -> FeatureStore:

@@ -40,7 +40,7 @@ import torch
 from extract.backbones import Backbone, load_backbone
 from extract.images import ImageRows, configure_threads, default_workers
 from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding
-from features.dataset import Dataset
+from extract.demo import synthetic_table
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore
 
@@ -82,8 +82,7 @@ def model_only(backbone: Backbone, paths: list[str], *, batch_size: int) -> floa
 def pipeline(backbone: Backbone, paths: list[str], *, batch_size: int, workers: int, scratch: Path) -> float:
     """images/s of the real extraction loop into a fresh store (warm-up on one unit first)."""
     n = len(paths)
-    table = Dataset(name="bench", root=str(scratch), ids=np.array([f"{i:07d}" for i in range(n)]),
-                    paths=np.array(paths), gender=np.zeros(n, np.int8), split=np.zeros(n, np.int8))
+    table = synthetic_table(n, name="bench", root=str(scratch), ids=[f"{i:07d}" for i in range(n)], paths=paths)
     store = FeatureStore.create(scratch / f"{backbone.name}.zarr", table)
     writer = store.add_backbone(backbone.name, dim=backbone.dim, unit_rows=batch_size * 4,
                                 metadata=backbone.metadata)

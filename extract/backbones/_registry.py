@@ -14,17 +14,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from extract import catalog
+from extract.catalog import PRECISIONS, TTAS
+from extract.device import resolve_device
+from extract.errors import UsageError, WeightsUnavailable  # noqa: F401  (re-exported)
 from extract.faces import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-TTAS = ("none", "flip")
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pre-trained weights are not on disk and could not be fetched; the message says which file
-    to put where, or to pass ``--weights PATH``."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +65,7 @@ class FlipAveraged:
 def with_tta(backbone: Backbone, tta: str) -> Backbone:
     """The backbone with test-time augmentation ``tta`` ("none" or "flip"), recorded in its metadata."""
     if tta not in TTAS:
-        raise ValueError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTAS)}")
+        raise UsageError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTAS)}")
     metadata = {**backbone.metadata, "tta": tta}
     if tta == "none":
         return replace(backbone, metadata=metadata)
@@ -78,7 +74,7 @@ def with_tta(backbone: Backbone, tta: str) -> Backbone:
         return replace(backbone, preprocessor=flipped,
                        metadata={**metadata, "preprocessing": flipped.describe()})
     if len(backbone.input_shape) != 3 or backbone.input_shape[2] != 3:
-        raise ValueError(f"backbone {backbone.name!r} takes {backbone.input_shape} inputs, not HxWx3 "
+        raise UsageError(f"backbone {backbone.name!r} takes {backbone.input_shape} inputs, not HxWx3 "
                          "images: it cannot average over mirrored inputs (--tta flip)")
     return replace(backbone, embed=FlipAveraged(backbone.embed), metadata=metadata)
 
@@ -104,8 +100,15 @@ def register(
     """Decorator registering ``factory(*, weights, device, precision) -> Backbone`` under ``name``.
 
     The optional keywords feed `describe_backbones` without loading any weights; ``available``
-    answers whether the default weights are on disk (no network).
+    answers whether the default weights are on disk (no network). A built-in backbone passes none:
+    its facts are its `extract.catalog.BUILTIN` record (the one place they are written).
     """
+    facts = catalog.BUILTIN.get(name)
+    if facts is not None:
+        if (dim, input_shape, default_weights, available) != (None, None, None, None):
+            raise ValueError(f"backbone {name!r} is described in extract.catalog; register it by name alone")
+        dim, input_shape, default_weights = facts.dim, facts.input_shape, facts.default_weights
+        available = facts.available_offline
 
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _REGISTRY:
@@ -126,26 +129,19 @@ def _entry(name: str) -> _Entry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown backbone {name!r}; valid names: {', '.join(backbone_names())}"
         ) from None
 
 
 def _check_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision != "fp32" and device.type != "cuda":
         log.info("precision %s requested on %s: half precision is CUDA-only here, using fp32",
                  precision, device)
         return "fp32"
     return precision
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but torch.cuda.is_available() is False")
-    return device
 
 
 def load_backbone(
@@ -164,9 +160,12 @@ def load_backbone(
     the embeddings of the face and its mirror image (recorded as metadata "tta").
     """
     entry = _entry(name)
-    torch_device = _check_device(device)
+    torch_device = resolve_device(device)
     precision = _check_precision(precision, torch_device)
     backbone = with_tta(entry.factory(weights=weights, device=torch_device, precision=precision), tta)
+    if entry.info["dim"] is not None and backbone.dim != entry.info["dim"]:  # a bug, not bad input
+        raise RuntimeError(f"backbone {name!r} built a {backbone.dim}-d record, registered as "
+                           f"{entry.info['dim']}-d")
     log.info("loaded backbone %s (%s) on %s", name, backbone.metadata.get("weights"),
              backbone.device)
     return backbone

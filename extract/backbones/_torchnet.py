@@ -8,8 +8,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._registry import Backbone
-from ._weights import library_versions
+from extract.catalog import BackboneFacts
+
+from ._registry import Backbone, register
+from ._weights import backbone_versions
 
 RANDOM_SEED = 0
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,10 +59,9 @@ class TorchEmbed:
 
 
 def torch_backbone(
+    facts: BackboneFacts,
     *,
-    name: str,
     module: nn.Module,
-    dim: int,
     preprocessor,
     device: torch.device,
     precision: str,
@@ -68,9 +69,12 @@ def torch_backbone(
     extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless"),
     normalisation: str = "none",
 ) -> Backbone:
-    """Freeze ``module`` and wrap it with its preprocessor and metadata into a `Backbone`."""
+    """Freeze ``module`` and wrap it with its preprocessor and metadata into the `Backbone` that
+    ``facts`` (its catalog record) describes."""
+    input_shape, dim = preprocessor.output_shape, facts.dim
+    if tuple(input_shape) != facts.input_shape:  # a bug: the catalog and the preprocessor disagree
+        raise RuntimeError(f"{facts.name}: preprocessor gives {input_shape}, the catalog says {facts.input_shape}")
     module = freeze(module, device)
-    input_shape = preprocessor.output_shape
     mean, std = preprocessor.normalisation()
     metadata = {
         **weights_meta,
@@ -79,10 +83,10 @@ def torch_backbone(
         "dim": dim,
         "precision": precision,
         "normalisation": normalisation,  # hint for classify: "l2" for face-recognition embeddings
-        "library_versions": library_versions(*extra_versions),
+        "library_versions": backbone_versions(*extra_versions),
     }
     return Backbone(
-        name=name,
+        name=facts.name,
         dim=dim,
         input_shape=input_shape,
         preprocessor=preprocessor,
@@ -93,6 +97,19 @@ def torch_backbone(
         input_dtype="uint8",
         module=module,
     )
+
+
+def register_torch(facts: BackboneFacts, build: Callable[[str | None], tuple[nn.Module, dict]],
+                   preprocessor, **options) -> Callable[..., Backbone]:
+    """Register the torch backbone ``facts``: ``build(weights) -> (headless module, weights metadata)``,
+    wrapped by `torch_backbone` (``options``: its extra_versions, normalisation). Returns the factory."""
+
+    def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+        module, meta = build(weights)
+        return torch_backbone(facts, module=module, preprocessor=preprocessor, device=device,
+                              precision=precision, weights_meta=meta, **options)
+
+    return register(facts.name)(load)
 
 
 def random_meta() -> dict:

@@ -16,11 +16,6 @@ from ._weights import (
 )
 
 
-def cached_file_available(default: WeightsEnum) -> bool:
-    """Whether the default weight file is already in the torch hub cache."""
-    return (hub_checkpoint_dir() / Path(default.url).name).is_file()
-
-
 def resolve_state_dict(
     *, name: str, default: WeightsEnum, weights: str
 ) -> tuple[dict[str, torch.Tensor], dict]:

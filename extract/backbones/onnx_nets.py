@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extract.errors import UsageError
+
 YUNET_STRIDES = (8, 16, 32)
 YUNET_DIVISOR = 32
 
@@ -304,7 +306,7 @@ def sface_engine(device: torch.device) -> str:
 
     asked = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
     if asked not in ENGINES:
-        raise ValueError(f"{ENGINE_VARIABLE}={asked!r} is not one of {', '.join(ENGINES)}")
+        raise UsageError(f"{ENGINE_VARIABLE}={asked!r} is not one of {', '.join(ENGINES)}")
     if asked == "auto":
         return "torch" if device.type == "cuda" else "opencv"
     return asked

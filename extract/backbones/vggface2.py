@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from extract.catalog import BUILTIN
 from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
-from ._torchnet import build_random, random_meta, torch_backbone
-from ._weights import fetch_cached, load_into, load_state_dict, torch_home, weights_identity
+from ._torchnet import build_random, random_meta, register_torch
+from ._weights import fetch_cached, load_into, load_state_dict, weights_identity
 from .inception_resnet_v1 import InceptionResnetV1
 
-WEIGHTS_FILE = "20180402-114759-vggface2.pt"
-WEIGHTS_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{WEIGHTS_FILE}"
+FACTS = BUILTIN["vggface2"]
+WEIGHTS_URL = FACTS.default_weights
 CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
 # The aligned face at 160 with a small margin (0.05: close to facenet's MTCNN box crops),
 # standardised as facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128.
@@ -31,20 +31,15 @@ PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(160, margin=0.05), mean=(
                                           std=(128 / 255,) * 3))
 
 
-def weights_dir() -> Path:
-    """facenet-pytorch's cache directory: ``$TORCH_HOME/checkpoints``."""
-    return torch_home() / "checkpoints"
-
-
 def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     if weights is None:
-        path = fetch_cached(name="vggface2", url=WEIGHTS_URL, directory=weights_dir(),
+        path = fetch_cached(name=FACTS.name, url=WEIGHTS_URL, directory=FACTS.weights_dir(),
                             extra_hint=" (that directory is $TORCH_HOME/checkpoints)")
         meta = {**weights_identity(path), "weights_url": WEIGHTS_URL}
     else:
         path = Path(weights)
         meta = weights_identity(path)
-    state_dict = load_state_dict(path, name="vggface2")
+    state_dict = load_state_dict(path, name=FACTS.name)
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
     return state_dict, {**meta, "ignored_keys": dropped}
 
@@ -55,21 +50,9 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         return build_random(InceptionResnetV1), random_meta()
     state_dict, meta = _state_dict(weights)
     model = InceptionResnetV1()
-    load_into(model, state_dict, path=meta["weights_source"], name="vggface2")
+    load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
     return model, meta
 
 
-@register(
-    "vggface2",
-    dim=512,
-    input_shape=PREPROCESS.output_shape,
-    default_weights=WEIGHTS_URL,
-    available=lambda: (weights_dir() / WEIGHTS_FILE).is_file(),
-)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    model, meta = build(weights)
-    return torch_backbone(
-        name="vggface2", module=model, dim=512, preprocessor=PREPROCESS,
-        device=device, precision=precision, weights_meta=meta,
-        extra_versions=("opencv-python-headless",), normalisation="l2",
-    )
+load = register_torch(FACTS, build, PREPROCESS, extra_versions=("opencv-python-headless",),
+                      normalisation="l2")

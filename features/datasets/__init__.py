@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from features.dataset import Dataset
+from features.dataset import Dataset, DatasetError
 
 Loader = Callable[..., Dataset]
 _LOADERS: dict[str, Loader] = {}
@@ -34,10 +34,10 @@ def dataset_kinds() -> list[str]:
 def load_dataset(kind: str, root, *, seed: int = 0) -> Dataset:
     """Read the dataset of `kind` at `root`; `seed` drives generated splits (CelebA's is official).
 
-    Raises ValueError for an unknown kind, `DatasetError` for a missing or malformed dataset.
+    Raises `DatasetError` (a ValueError) for an unknown kind and for a missing or malformed dataset.
     """
     if kind not in _LOADERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; valid: {', '.join(dataset_kinds())}")
+        raise DatasetError(f"unknown dataset kind {kind!r}; valid: {', '.join(dataset_kinds())}")
     return _LOADERS[kind](root, seed=seed)
 
 

@@ -1,0 +1,107 @@
+"""`ExtractConfig`: everything that defines an extraction run, built once from the command line and
+checked there (before torch is imported), then handed to the run (`extract.run`) and saved with each
+backbone it writes (metadata key ``extract_config``), as classify saves its `RunConfig` with results.
+
+The saved config is a record, not a key: resuming compares only what the store and `extract.storage`
+compare (dim, dtype, weights, precision, preprocessing, tta), so a store stays resumable with other
+--workers, --batch-size or --limit-free options.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+from extract import catalog
+from extract.errors import UsageError
+
+DTYPES = ("float32", "float16")
+CONFIG_KEY = "extract_config"  # backbone metadata key holding `ExtractConfig.record()`
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """One `python -m extract` run. ``weights``: backbone -> "random" or a weight file (backbones not
+    named load their default weights). None for batch_size, workers, unit_rows and limit: the defaults
+    (`extract.batching`, `extract.images.default_workers`, the store's unit size, every image)."""
+
+    dataset: str
+    root: str
+    backbones: tuple[str, ...]
+    store: str
+    weights: dict[str, str] = field(default_factory=dict)
+    batch_size: int | None = None
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    dtype: str = "float32"
+    unit_rows: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    tta: str = "none"
+    wait_lock: bool = False
+    progress: bool = True
+    plugins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_counts(self)
+        _check_choices(self)
+        _check_backbones(self.backbones, self.weights)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExtractConfig:
+        """The config of parsed arguments (plugins already imported, so their backbones are known)."""
+        return cls(dataset=args.dataset, root=args.root, backbones=tuple(args.backbones), store=args.store,
+                   weights=parse_weights(args.weights, args.backbones), batch_size=args.batch_size,
+                   workers=args.workers, device=args.device, precision=args.precision, dtype=args.dtype,
+                   unit_rows=args.unit_rows, limit=args.limit, seed=args.seed, tta=args.tta,
+                   wait_lock=args.wait_lock, progress=not args.no_progress, plugins=tuple(args.plugin))
+
+    def record(self) -> dict:
+        """The JSON-ready dict saved in the store with each backbone: every option but --store (the
+        record lives there, and a store copied or written elsewhere holds the same bytes)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+                if key != "store"}
+
+
+def parse_weights(specs: Sequence[str], backbones: Sequence[str]) -> dict[str, str]:
+    """--weights values -> {backbone: "random" | path}; backbones not named keep their defaults."""
+    if list(specs) == ["random"]:
+        return {name: "random" for name in backbones}
+    weights = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"--weights {spec!r}: expected NAME=PATH, NAME=random, or 'random' alone")
+        if name not in backbones:
+            raise UsageError(f"--weights {spec!r}: {name!r} is not among --backbones ({', '.join(backbones)})")
+        weights[name] = value
+    return weights
+
+
+def _check_counts(config: ExtractConfig) -> None:
+    for option in ("batch_size", "unit_rows", "limit"):
+        value = getattr(config, option)
+        if value is not None and value < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, not {value}")
+    if config.workers is not None and config.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, not {config.workers}")
+
+
+def _check_choices(config: ExtractConfig) -> None:
+    for option, value, valid in (("precision", config.precision, catalog.PRECISIONS),
+                                 ("tta", config.tta, catalog.TTAS), ("dtype", config.dtype, DTYPES)):
+        if value not in valid:
+            raise UsageError(f"--{option} {value!r}: valid: {', '.join(valid)}")
+
+
+def _check_backbones(backbones: Sequence[str], weights: dict[str, str]) -> None:
+    known = catalog.backbone_names()
+    unknown = [name for name in backbones if name not in known]
+    if unknown:
+        raise UsageError(f"unknown backbone(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(known)}")
+    if len(set(backbones)) != len(backbones):
+        raise UsageError(f"--backbones names a backbone twice: {' '.join(backbones)}")
+    strays = sorted(set(weights) - set(backbones))
+    if strays:
+        raise UsageError(f"--weights names {', '.join(strays)}, not among --backbones ({', '.join(backbones)})")

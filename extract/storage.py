@@ -1,0 +1,79 @@
+"""The store side of a run: open (or create) the store for the dataset under --limit, and add a
+backbone's entry, or take the existing one when it was made the same way (resume)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+
+from extract.config import CONFIG_KEY, ExtractConfig
+from extract.subset import limit_rows
+from features.dataset import Dataset
+from features.store import FACES, BackboneWriter, FeatureStore, StoreError, writer_lock
+
+log = logging.getLogger(__name__)
+# Backbone metadata that must match to resume (key, the option or part that sets it)
+_SAME_TO_RESUME = (("preprocessing", "the face front end or preprocessing"), ("tta", "--tta"))
+
+
+def open_store(path: str, full: Dataset, limit: int | None) -> FeatureStore:
+    """The store for `full` limited to `limit` rows; a store of the same dataset under another
+    --limit is refused with a line that says so (a store holds one table, and its rows are indexed
+    by it)."""
+    wanted = limit_rows(full, limit)
+    try:
+        return FeatureStore.open_or_create(path, wanted)
+    except StoreError:
+        held = _rows_held(path, full)
+        if held is None or held == len(wanted):
+            raise
+        raise StoreError(f"{path} holds this dataset {_limited(held, len(full))}, but this run asks for it "
+                         f"{_limited(len(wanted), len(full))}: rerun with "
+                         f"{'--limit ' + str(held) if held < len(full) else 'no --limit'} to resume that "
+                         "store, or give this run a new --store path") from None
+
+
+def _rows_held(path: str, full: Dataset) -> int | None:
+    """How many rows of `full` the store at `path` holds, when it holds `full` under some --limit."""
+    try:
+        store = FeatureStore.open(path)
+    except StoreError:
+        return None
+    return store.n_rows if store.fingerprint == limit_rows(full, store.n_rows).fingerprint() else None
+
+
+def _limited(rows: int, total: int) -> str:
+    return f"limited to {rows} of its {total} images (--limit {rows})" if rows < total else \
+        f"whole ({total} images, no --limit)"
+
+
+def add_backbone(store: FeatureStore, name: str, *, dim: int, metadata: dict,
+                 config: ExtractConfig) -> BackboneWriter:
+    """Room for backbone `name` in the store, or its existing entry when resuming with the same setup;
+    the run's config is saved with it (not compared: other workers or batch sizes may resume)."""
+    metadata = {"precision": config.precision, **metadata, CONFIG_KEY: config.record()}
+    dtype = "float32" if name == FACES else config.dtype  # face rows are pixel coordinates
+    unit_rows = {} if config.unit_rows is None else {"unit_rows": config.unit_rows}
+    writer = store.add_backbone(name, dim=dim, dtype=dtype, metadata=metadata, **unit_rows)
+    held = store.backbone_info(name)
+    _check_resumable(config.store, name, held["metadata"], metadata, pending=bool(writer.pending_units()))
+    if config.unit_rows not in (None, held["unit_rows"]) and writer.pending_units():
+        log.info("%s: resuming with the store's --unit-rows %d (not %d)", name, held["unit_rows"],
+                 config.unit_rows)
+    return writer
+
+
+def _check_resumable(where: str, name: str, held: dict, asked: dict, *, pending: bool) -> None:
+    """A StoreError when the entry held was made in a way that this run's rows would not match."""
+    for key, option in _SAME_TO_RESUME:
+        if pending and held.get(key) != json.loads(json.dumps(asked.get(key))):
+            raise StoreError(f"{where} holds {name!r} made with another {option} "
+                             f"({key} differs from this version's); use a new store to re-extract it")
+    if held.get("precision") != asked["precision"] and name != FACES:
+        raise StoreError(f"{where} holds {name!r} embedded at precision {held.get('precision')}, not "
+                         f"{asked['precision']}; resume with the same --precision or use another store")
+
+
+def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):
+    """One writer per backbone (and per detection pass); torchrun ranks write disjoint units, no lock."""
+    return contextlib.nullcontext() if distributed else writer_lock(config.store, name, wait=config.wait_lock)
