@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = read_training(stores, backbones)
         reference = {name: protocol.compatibility(stores[0], name) for name in backbones}
         evals = [read_eval_set(store, backbones, reference, label=label, identity=store_identity(store))
-                 for store, label in zip(eval_stores, eval_labels(eval_stores))]
+                 for store, label in zip(eval_stores, eval_labels(eval_stores, tuple(s.dataset_name for s in stores)))]
         read_s = round(time.perf_counter() - started, 3)
         log.debug("%s: read %s rows in %.1f s", "+".join(backbones),
                   {s: len(d.gender) for s, d in data.splits.items()}, read_s)
@@ -155,10 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return cmd_compare(argparse.Namespace(directory=args.out, demo=args.demo))
 
 
-def eval_labels(stores: list[FeatureStore]) -> list[str]:
-    """A label per eval store: its dataset name, made unique with the store's file name."""
+def eval_labels(stores: list[FeatureStore], trained_on: tuple[str, ...] = ()) -> list[str]:
+    """A label per eval store: its dataset name, with the store's file name added when another eval
+    store or a training store has the same dataset name (CelebA's in-the-wild photos beside CelebA)."""
     names = [store.dataset_name for store in stores]
-    return [name if names.count(name) == 1 else f"{name}:{Path(store.path).stem}" for name, store in zip(names, stores)]
+    return [name if names.count(name) == 1 and name not in trained_on else f"{name}:{Path(store.path).stem}"
+            for name, store in zip(names, stores)]
 
 
 def run_line(config: RunConfig, results: dict) -> str:

@@ -39,7 +39,7 @@ def crossed(tmp_path_factory):
 def test_eval_store_metrics_equal_an_independent_computation(crossed):
     _, b, out = crossed
     record = json.loads((out / "bb_a+bb_b__logreg.json").read_text())
-    cross = record["cross_dataset"]["synthetic"]
+    cross = record["cross_dataset"]["synthetic:b"]
     assert cross["rows"] == "test" and cross["fingerprint"] == b.fingerprint
     head, _ = load_head(out / "bb_a+bb_b__logreg.npz")
     decision = Decision.from_json(record["decision"])  # the calibrator and threshold chosen on a's val
@@ -78,7 +78,7 @@ def test_a_one_split_eval_store_is_reported_on_all_rows_and_chooses_nothing(cros
     assert cli.main(["train", "--store", a.path, "--eval-store", wild.path, "--backbones", "bb_a", "--heads",
                      "logreg", "--out", str(out), "--bootstrap", "20"]) == 0
     record = json.loads((out / "bb_a__logreg.json").read_text())
-    cross = record["cross_dataset"]["synthetic"]
+    cross = record["cross_dataset"]["synthetic:wild"]  # the training store is 'synthetic' too: named by file
     assert cross["rows"] == "all" and cross["val"] is None and cross["report"]["n"] == 99
     assert all(t["cross_val_accuracy"] is None for t in record["treatment"]["tried"])  # chosen on val alone
 
@@ -87,8 +87,8 @@ def test_leaderboard_shows_in_domain_and_cross_dataset_side_by_side(crossed):
     _, _, out = crossed
     text = (out / "leaderboard.md").read_text()
     header = text.splitlines()[0]
-    assert "| accuracy |" in header and "| synthetic_accuracy |" in header and "synthetic_female_recall" in header
-    assert "Recommended:" in text and "Best out of domain on synthetic:" in text
+    assert "| accuracy |" in header and "| synthetic:b_accuracy |" in header and "synthetic:b_female_recall" in header
+    assert "Recommended:" in text and "Best out of domain on synthetic:b:" in text
 
 
 def test_evaluate_cli_reproduces_the_train_time_cross_dataset_record(crossed, tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_evaluate_cli_reproduces_the_train_time_cross_dataset_record(crossed, tm
     printed = capsys.readouterr().out
     assert "male recall" in printed and "female recall" in printed and "invalid counted as errors" in printed
     got = json.loads(result.read_text())
-    recorded = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]["synthetic"]
+    recorded = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]["synthetic:b"]
     assert got["report"] == recorded["report"] and got["val"] == recorded["val"]
 
 
