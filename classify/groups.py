@@ -28,6 +28,8 @@ import zlib
 
 import numpy as np
 
+from classify.metrics import check_binary
+
 GROUPS_VERSION = 1
 MISSING = -1
 AGE_BINS = ((0, 2), (3, 9), (10, 19), (20, 39), (40, 59), (60, None))
@@ -98,18 +100,13 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, 
 
 
 def _checked(y_true, y_pred, attributes) -> tuple[np.ndarray, np.ndarray]:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
-        raise ValueError(f"labels and predictions must be non-empty and 1-D of equal length, "
-                         f"got {y_true.shape} and {y_pred.shape}")
-    for name, arr in (("labels", y_true), ("predictions", y_pred)):
-        if not set(np.unique(arr).tolist()) <= {0, 1}:
-            raise ValueError(f"{name} must be 1 male / 0 female, got {sorted(np.unique(arr).tolist())}")
+    male, predicted_male = check_binary(y_true, y_pred)
+    y_true = np.asarray(y_true)
     wrong = [name for name, values in attributes.items() if np.shape(values) != y_true.shape]
     if wrong:
         raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
                          f"({len(y_true)}); index them with the split's store rows first")
-    return y_true.astype(np.int8), y_pred.astype(np.int8)
+    return male.astype(np.int8), predicted_male.astype(np.int8)
 
 
 def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

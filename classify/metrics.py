@@ -19,7 +19,8 @@ def _ratio(num, den):
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
 
 
-def _check(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_binary(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true is male, predicted is male) as bool arrays; ValueError unless both are 1-D, equal-length, 0/1."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_true.shape != y_pred.shape or y_true.size == 0:
         raise ValueError(f"labels and predictions must be non-empty and 1-D of equal length, "
@@ -32,7 +33,7 @@ def _check(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """2x2 counts, rows true [female, male], columns predicted [female, male]."""
-    t, p = _check(y_true, y_pred)
+    t, p = check_binary(y_true, y_pred)
     return np.array([[np.sum(~t & ~p), np.sum(~t & p)], [np.sum(t & ~p), np.sum(t & p)]], dtype=np.int64)
 
 
@@ -75,7 +76,7 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1
 
     Vectorised over resamples in chunks (a chunk is ``_BOOT_CHUNK`` x n int32 indices).
     """
-    t, p = _check(y_true, y_pred)
+    t, p = check_binary(y_true, y_pred)
     codes = (2 * t + p).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)
     counts = []
