@@ -35,9 +35,11 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers(*, gpu: bool = False) -> int:
+def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int:
     """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's
-    threads (`default_threads`) never ask for more cores than there are.
+    threads (`default_threads`) never ask for more cores than there are; every CPU when the model
+    itself runs in the workers (``model_in_workers``: dlib's net, the detection pass), as the main
+    process then only collects rows (one worker on 2 cores halved dlib's rate).
 
     With a GPU, measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360
     images/s, 14 only 3,340, as the workers then starve the main process that collects their batches.
@@ -45,6 +47,8 @@ def default_workers(*, gpu: bool = False) -> int:
     any competing process then stalled torch's OpenMP barriers (issue 12, PERFORMANCE.md).
     """
     cpus = available_cpus()
+    if model_in_workers:
+        return cpus
     return max(1, cpus // 2) if gpu else max(1, min(4, cpus // 2))
 
 
@@ -154,14 +158,15 @@ def unit_batches(spans: Iterable[tuple[int, int]], batch_size: int) -> list[list
 
 def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None,
                 gpu: bool = False, pin_memory: bool = False, prefetch: int = 4,
-                collate: Callable[[list], Any] = collate_rows) -> DataLoader:
+                collate: Callable[[list], Any] = collate_rows, model_in_workers: bool = False) -> DataLoader:
     """A DataLoader yielding `batches` of `rows` (an `ImageRows`, by default) in order (workers keep
-    that order), decoding in `workers` processes (None: `default_workers(gpu=gpu)`; 0: this process).
+    that order), decoding in `workers` processes (None: `default_workers(gpu=gpu, model_in_workers=...)`;
+    0: this process).
 
     Workers are not persistent: each loader makes a single pass (one backbone), so keeping them
     alive would only hold idle processes.
     """
-    workers = default_workers(gpu=gpu) if workers is None else workers
+    workers = default_workers(gpu=gpu, model_in_workers=model_in_workers) if workers is None else workers
     if workers < 0:
         raise ValueError(f"workers must be >= 0, not {workers}")
     options = {"worker_init_fn": worker_init, "prefetch_factor": prefetch} if workers else {}

@@ -246,7 +246,8 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     reader = ImageRows(paths, backbone.preprocessor, input_shape=backbone.input_shape,
                        input_dtype=backbone.input_dtype, faces=face_rows, face_status=face_status)
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
-    loader = make_loader(reader, unit_batches(spans, batch_size), workers=workers, gpu=pin, pin_memory=pin)
+    loader = make_loader(reader, unit_batches(spans, batch_size), workers=workers, gpu=pin, pin_memory=pin,
+                         model_in_workers=backbone.runs_in_workers)
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     batches = start_workers(loader)

@@ -84,7 +84,7 @@ def face_pass(dataset: Dataset) -> Backbone:
                 "and left mouth corner); score; source (1 detected, 2 dataset template); original pixels"}
     return Backbone(name=FACES, dim=FACE_DIM, input_shape=(FACE_DIM,), preprocessor=locator,
                     embed=lambda batch: batch.float(), device=torch.device("cpu"), uses_torch_device=False,
-                    metadata=metadata, input_dtype="float32")
+                    metadata=metadata, input_dtype="float32", runs_in_workers=True)
 
 
 def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,

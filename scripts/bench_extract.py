@@ -183,10 +183,10 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    if args.workers is None:
-        args.workers = default_workers(gpu=device.type == "cuda")
-    args.threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
     backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    if args.workers is None:  # extract's own default for this backbone
+        args.workers = default_workers(gpu=device.type == "cuda", model_in_workers=backbone.runs_in_workers)
+    args.threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
     paths = image_files(args.image_dir, args.images)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# {args.backbone} ({backbone.metadata['weights'][:19]}), {len(paths)} images from {args.image_dir}, "

