@@ -77,13 +77,14 @@ def configure_threads(*, gpu: bool = False, workers: int | None = None, threads:
     return torch.get_num_threads()
 
 
-def read_bgr(path: str) -> np.ndarray | None:
-    """The image as BGR uint8 HxWx3 (reduced when huge), or None when it is missing, truncated, not an
-    image or too large (`extract.faces.decode` says which)."""
-    try:
-        return decode(path).image
-    except (Unreadable, ImageTooLarge):
-        return None
+# The front end's exceptions and the store status each makes a row: written once, used by every reader.
+_STATUS_OF_ERROR = ((Unreadable, Status.UNREADABLE), (ImageTooLarge, Status.TOO_LARGE), (NoFaceFound, Status.NO_FACE))
+INVALID_ROW_ERRORS = tuple(error for error, _ in _STATUS_OF_ERROR)
+
+
+def invalid_status(error: Exception) -> int:
+    """The `Status` code of a row whose decoding or face finding raised ``error``."""
+    return next(int(status) for kind, status in _STATUS_OF_ERROR if isinstance(error, kind))
 
 
 def quiet_opencv() -> None:
@@ -125,12 +126,8 @@ class ImageRows(Dataset):
                 array = self.preprocessor(decoded.image)
                 if self.locates_faces:
                     array = scaled(array, 1.0 / decoded.scale)
-        except Unreadable:
-            return row, self._placeholder(), int(Status.UNREADABLE)
-        except ImageTooLarge:
-            return row, self._placeholder(), int(Status.TOO_LARGE)
-        except NoFaceFound:
-            return row, self._placeholder(), int(Status.NO_FACE)
+        except INVALID_ROW_ERRORS as error:
+            return row, self._placeholder(), invalid_status(error)
         if array.shape != self.input_shape or array.dtype != self.input_dtype:
             raise ValueError(f"backbone preprocessor returned {array.dtype} {array.shape} for "
                              f"{self.paths[row]}, expected {self.input_dtype} {self.input_shape}")

@@ -25,11 +25,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from extract.backbones import Backbone, NoFaceFound, load_backbone
+from extract.backbones import Backbone, load_backbone
 from extract.device import resolve_device
-from extract.faces import ImageTooLarge, Unreadable, decode, scaled
-from extract.images import (ImageRows, make_loader, quiet_opencv, start_workers,
-                            unit_batches)
+from extract.faces import decode, scaled
+from extract.images import (INVALID_ROW_ERRORS, ImageRows, invalid_status, make_loader, quiet_opencv,
+                            start_workers, unit_batches)
 from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
@@ -366,14 +366,10 @@ class _ImageFaces(torch.utils.data.Dataset):
         no_box = np.full(4, np.nan, dtype=np.float32)
         try:
             decoded = decode(self.paths[index])
-        except Unreadable:
-            return [(index, no_box, int(Status.UNREADABLE), {})]
-        except ImageTooLarge:
-            return [(index, no_box, int(Status.TOO_LARGE), {})]
-        try:  # backbones that take the whole image (and may have their own aligner)
+            # backbones that take the whole image (and may have their own aligner)
             whole = {name: p(decoded.image) for name, p in self.preprocessors.items() if not hasattr(p, "align")}
-        except NoFaceFound:
-            return [(index, no_box, int(Status.NO_FACE), {})]
+        except INVALID_ROW_ERRORS as error:
+            return [(index, no_box, invalid_status(error), {})]
         if self.detector is None:
             return [(index, no_box, int(Status.OK), whole)]
         faces = self.detector.faces(decoded.image)
