@@ -49,6 +49,17 @@ def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> 
         np.savez(handle, header=np.array(json.dumps(header)), **payload)
 
 
+def check_kind_and_version(record, path, *, kind: str, version: int, what: str, news: str,
+                           error: type[Exception]) -> None:
+    """Raise ``error`` unless ``record`` is a JSON object of ``kind`` at ``version``; an older version is
+    told what changed (``news``) and to retrain. Shared by head files and results files."""
+    if not isinstance(record, dict) or record.get("kind") != kind:
+        raise error(f"{path} is not a {what} (no kind={kind!r})")
+    if record.get("version") != version:
+        raise error(f"{path} is a {what} of version {record.get('version')}; this tool reads version "
+                    f"{version} ({news}): retrain with `python -m classify train`")
+
+
 def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(header, arrays) of a head file; HeadFormatError for anything else, nothing is unpickled."""
     try:
@@ -65,12 +76,8 @@ def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         header = json.loads(str(header_array))
     except json.JSONDecodeError as error:
         raise HeadFormatError(f"{path}: the header is not JSON ({error})") from None
-    if not isinstance(header, dict) or header.get("kind") != HEAD_KIND:
-        raise HeadFormatError(f"{path} is not a head file (no kind={HEAD_KIND!r})")
-    if header.get("version") != HEAD_VERSION:
-        raise HeadFormatError(f"{path} is a head file of version {header.get('version')}; this tool reads "
-                              f"version {HEAD_VERSION} (heads now carry their calibrator and decision "
-                              "threshold): retrain with `python -m classify train`")
+    check_kind_and_version(header, path, kind=HEAD_KIND, version=HEAD_VERSION, what="head file",
+                           news="heads now carry their calibrator and decision threshold", error=HeadFormatError)
     if any(not name.startswith("a/") for name in contents):
         raise HeadFormatError(f"{path} holds unexpected entries {sorted(contents)}")
     return header, {name[2:]: value for name, value in contents.items()}

@@ -26,7 +26,8 @@ from pathlib import Path
 from classify import treatment
 from classify.calibration import CalibrationError
 from classify.decision import Decision
-from classify.headfile import SUFFIX, HeadFormatError, read_head_file, sha256_file, write_head_file
+from classify.headfile import (SUFFIX, HeadFormatError, check_kind_and_version, read_head_file, sha256_file,
+                              write_head_file)
 from classify.heads import Head, get_head_class
 from classify.protocol import RunConfig
 from features import provenance
@@ -107,12 +108,9 @@ def read_run(path: Path) -> dict:
         record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise HeadFileError(f"cannot read results file {path}: {error}") from None
-    if not isinstance(record, dict) or record.get("kind") != RESULTS_KIND:
-        raise HeadFileError(f"{path} is not a classify results file (no kind={RESULTS_KIND!r})")
-    if record.get("version") != RESULTS_VERSION:
-        raise HeadFileError(f"{path} is a results file of version {record.get('version')}; this tool reads "
-                            f"version {RESULTS_VERSION} (with calibration, threshold and per-group metrics): "
-                            "retrain with `python -m classify train`")
+    check_kind_and_version(record, path, kind=RESULTS_KIND, version=RESULTS_VERSION,
+                           what="classify results file",
+                           news="with calibration, threshold and per-group metrics", error=HeadFileError)
     return record
 
 

@@ -22,16 +22,24 @@ from tests.fixtures import make_celeba
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 
+def _extract_and_train(tmp_path, *, n: int, unit_rows: int, train: list[str]):
+    """A generated CelebA folder, extracted with the tiny backbone, and a logreg head trained on it:
+    (dataset root, store path, results folder)."""
+    root = make_celeba(tmp_path, n=n)
+    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
+    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
+                         "--store", str(store_path), "--workers", "0", "--unit-rows", str(unit_rows),
+                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
+    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
+                              *train, "--out", str(out)]) == 0
+    return root, store_path, out
+
+
 def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
     """Platt calibration and the balanced threshold, chosen on val: predict reports the calibrated p(male)
     and decides at the recorded threshold, so its numbers are those in the results."""
-    root = make_celeba(tmp_path, n=60)
-    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
-    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
-                         "--store", str(store_path), "--workers", "0", "--unit-rows", "32",
-                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
-    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
-                              "--calibrate", "platt", "--threshold", "balanced", "--out", str(out)]) == 0
+    root, store_path, out = _extract_and_train(tmp_path, n=60, unit_rows=32,
+                                               train=["--calibrate", "platt", "--threshold", "balanced"])
     head_path = out / "tiny_test__logreg.npz"
     head, record = load_head(head_path)
     decision = Decision.from_json(record["decision"])
@@ -59,13 +67,8 @@ def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
 
 
 def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
-    root = make_celeba(tmp_path, n=40)
-    store_path, out = tmp_path / "features.zarr", tmp_path / "heads"
-    assert extract_main(["--dataset", "celeba", "--root", str(root), "--backbones", "tiny_test",
-                         "--store", str(store_path), "--workers", "0", "--unit-rows", "16",
-                         "--plugin", "tests.extract_tiny", "--no-progress"]) == 0
-    assert classify_cli.main(["train", "--store", str(store_path), "--heads", "logreg", "--bootstrap", "20",
-                              "--calibrate", "none", "--out", str(out)]) == 0  # raw: the head's own numbers
+    root, store_path, out = _extract_and_train(tmp_path, n=40, unit_rows=16,
+                                               train=["--calibrate", "none"])  # raw: the head's own numbers
     head_path = out / "tiny_test__logreg.npz"
 
     test = FeatureStore.open(store_path).read("tiny_test", "test")
