@@ -115,7 +115,7 @@ def test_trailing_bytes_are_refused(tmp_path):
 
 def test_engine_follows_the_environment_variable(monkeypatch):
     monkeypatch.delenv(ENGINE_VARIABLE, raising=False)
-    assert dlib_engine(torch.device("cpu")) == "dlib" and dlib_engine(torch.device("cuda")) == "torch"
+    assert dlib_engine(torch.device("cpu")) == "torch" == dlib_engine(torch.device("cuda"))  # faster on both
     for asked in ("torch", "dlib"):
         monkeypatch.setenv(ENGINE_VARIABLE, asked.upper())
         assert dlib_engine(torch.device("cpu")) == asked == dlib_engine(torch.device("cuda"))

@@ -7,8 +7,8 @@ the box HOG would give (DLIB_BOX, calibrated on CelebA by scripts/calibrate_face
 ``shape_predictor_5_face_landmarks`` (trained on HOG boxes), ``dlib.get_face_chip(rgb, shape,
 size=150, padding=0.25)``, an RGB uint8 chip, and ``compute_face_descriptor(chip)``.
 
-Two engines (``$EXTRACT_DLIB_ENGINE=auto|torch|dlib``, `dlib_torch.dlib_engine`; auto: torch on CUDA,
-dlib on CPU), with the same chip, so their stores are interchangeable (same preprocessing record; the
+Two engines (``$EXTRACT_DLIB_ENGINE=auto|torch|dlib``, `dlib_torch.dlib_engine`; auto: torch, faster
+on CPU too), with the same chip, so their stores are interchangeable (same preprocessing record; the
 ``implementation`` metadata key says which ran):
 - dlib: the whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net
   holds the GIL and runs on one thread, so in the main process it would use one core however many there
