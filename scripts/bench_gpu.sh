@@ -5,6 +5,7 @@
 #  2. efficientnet_lite0 (real weights) model-only vs pipeline, bf16 (target >= 8,000 img/s)
 #  3. sface: torch YuNet + warp + SFace chain on the device (target >= 3,000 img/s), and sface through
 #     `python -m extract`'s pipeline (YuNet/alignment in CPU workers, SFace in torch on the GPU)
+#     dlib_resnet: torch DlibResNet on the GPU vs dlib's net (parity, bf16, rate) and through the pipeline
 #  4. parity of torch SFace/YuNet on the GPU with OpenCV (PARITY_IMAGES, default 2000 of the 6,000)
 #  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
 #  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
@@ -44,6 +45,12 @@ for precision in bf16 fp32; do
 done
 step "3b. sface through the extract pipeline (EXTRACT_SFACE_ENGINE=auto: torch SFace on cuda)"
 "$python" scripts/bench_extract.py --backbone sface --device "$device" --precision bf16 \
+  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+
+step "3c. dlib_resnet: torch DlibResNet on $device vs dlib (parity, bf16, net-only rate) and through the pipeline"
+"$python" scripts/check_dlib_parity.py --device "$device" --precision bf16 --batch "$batch" \
+  --images "$(( parity < 512 ? parity : 512 ))" --image-dir "$images" || echo "PARITY FAILED"
+EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench_extract.py --backbone dlib_resnet --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
 step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"

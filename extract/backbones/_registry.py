@@ -73,8 +73,10 @@ def with_tta(backbone: Backbone, tta: str) -> Backbone:
     if tta == "none":
         return replace(backbone, metadata=metadata)
     flipped = getattr(backbone.preprocessor, "with_flip", lambda: None)()
-    if flipped is not None:  # the embedding is computed in the preprocessor (dlib)
-        return replace(backbone, preprocessor=flipped,
+    if flipped is not None:  # the preprocessor records the flip (dlib): it computes it when the net runs
+        # in the workers, else (dlib's torch engine) the embed averages; both engines record the same
+        embed = backbone.embed if backbone.runs_in_workers else FlipAveraged(backbone.embed)
+        return replace(backbone, preprocessor=flipped, embed=embed,
                        metadata={**metadata, "preprocessing": flipped.describe()})
     if len(backbone.input_shape) != 3 or backbone.input_shape[2] != 3:
         raise UsageError(f"backbone {backbone.name!r} takes {backbone.input_shape} inputs, not HxWx3 "

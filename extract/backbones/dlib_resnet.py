@@ -7,9 +7,15 @@ the box HOG would give (DLIB_BOX, calibrated on CelebA by scripts/calibrate_face
 ``shape_predictor_5_face_landmarks`` (trained on HOG boxes), ``dlib.get_face_chip(rgb, shape,
 size=150, padding=0.25)``, an RGB uint8 chip, and ``compute_face_descriptor(chip)``.
 
-The whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net holds
-the GIL and runs on one thread, so in the main process it would use one core however many there
-are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
+Two engines (``$EXTRACT_DLIB_ENGINE=auto|torch|dlib``, `dlib_torch.dlib_engine`; auto: torch, faster
+on CPU too), with the same chip, so their stores are interchangeable (same preprocessing record; the
+``implementation`` metadata key says which ran):
+- dlib: the whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net
+  holds the GIL and runs on one thread, so in the main process it would use one core however many there
+  are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
+- torch: the workers only cut the chip (shape predictor + get_face_chip, cheap); the main process runs
+  `dlib_torch.DlibResNet` (weights read from the same .dat) batched on the device, fp32 equal to dlib
+  within 1e-4, bf16/fp16 under autocast as --precision says.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ._image import FacePreprocessor
 from ._registry import Backbone, register
 from ._weights import (check_packaged_load, default_weights_file, package_model_file,
                        packaged_metadata)
+from .dlib_torch import TorchDlibEmbed, dlib_engine, dlib_resnet_module
 
 
 FACTS = BUILTIN["dlib_resnet"]
@@ -44,6 +51,55 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
     cx, cy = x + w / 2 + DLIB_BOX["dx"] * w, y + h / 2 + DLIB_BOX["dy"] * h
     half_w, half_h = DLIB_BOX["sw"] * w / 2, DLIB_BOX["sh"] * h / 2
     return round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h)
+
+
+def cut_chip(predictor, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """The aligned 150x150x3 RGB uint8 face chip of the face (BGR image, YuNet face row)."""
+    import dlib
+
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # dlib's nets were trained on RGB
+    return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=CHIP, padding=PADDING)
+
+
+def describe(landmarks_path: str, *, flip: bool) -> dict:
+    """The preprocessing record of both engines (a resume key: the text stays as the dlib engine's first
+    stores wrote it, so either engine resumes the other's store)."""
+    return {
+        "colour_order": "RGB (converted from cv2's BGR)",
+        "aligner": f"YuNet face box -> dlib HOG-style box (DLIB_BOX {DLIB_BOX}), "
+        f"{Path(landmarks_path).name}, dlib.get_face_chip(size={CHIP}, padding={PADDING})",
+        "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
+        "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
+        "run in the reader workers" + (", averaged with the mirrored chip's" if flip else ""),
+    }
+
+
+class DlibChip:
+    """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
+    `DlibFaceNet` would embed; the net runs batched in ``embed``. ``flip`` only changes the record:
+    with ``--tta flip`` the embed averages over mirrored chips (`with_tta`)."""
+
+    def __init__(self, landmarks_path: str, *, flip: bool = False) -> None:
+        self.landmarks_path = landmarks_path
+        self.flip = flip
+        self._predictor = None
+        self.output_shape = (CHIP, CHIP, 3)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_predictor": None}
+
+    def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        import dlib
+
+        if self._predictor is None:
+            self._predictor = dlib.shape_predictor(self.landmarks_path)
+        return cut_chip(self._predictor, image, face)
+
+    def with_flip(self) -> DlibChip:
+        return DlibChip(self.landmarks_path, flip=True)
+
+    def describe(self) -> dict:
+        return describe(self.landmarks_path, flip=self.flip)
 
 
 class DlibFaceNet:
@@ -73,12 +129,7 @@ class DlibFaceNet:
 
     def chip(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
         """The aligned 150x150x3 RGB uint8 face chip of the face."""
-        import dlib
-
-        predictor, _ = self._load()
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # dlib's nets were trained on RGB
-        return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=CHIP,
-                                  padding=PADDING)
+        return cut_chip(self._load()[0], image, face)
 
     def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
         chip = self.chip(image, face)
@@ -93,14 +144,7 @@ class DlibFaceNet:
         return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
 
     def describe(self) -> dict:
-        return {
-            "colour_order": "RGB (converted from cv2's BGR)",
-            "aligner": f"YuNet face box -> dlib HOG-style box (DLIB_BOX {DLIB_BOX}), "
-            f"{Path(self.landmarks_path).name}, dlib.get_face_chip(size={CHIP}, padding={PADDING})",
-            "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
-            "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
-            "run in the reader workers" + (", averaged with the mirrored chip's" if self.flip else ""),
-        }
+        return describe(self.landmarks_path, flip=self.flip)
 
 
 def pass_through(batch: torch.Tensor) -> torch.Tensor:
@@ -108,19 +152,43 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
-@register(FACTS.name)  # catalog input: the chip the net sees (the record's (dim,) is what embed gets)
+@register(FACTS.name)  # catalog input: the chip the net sees (the dlib engine's record: (dim,), what embed gets)
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    check_packaged_load(FACTS.name, "dlib", weights=weights, device=device, precision=precision)
+    torch_engine = dlib_engine(device) == "torch"
+    if torch_engine:  # runs on the asked device and precision; only 'random' weights are refused
+        check_packaged_load(FACTS.name, "shipped-weights", weights=weights, device=torch.device("cpu"),
+                            precision="fp32")
+    else:
+        check_packaged_load(FACTS.name, "dlib", weights=weights, device=device, precision=precision)
     recognizer = (Path(weights) if weights is not None
                   else default_weights_file(FACTS))
     landmarks = package_model_file(FACTS.name, REQUIREMENT, LANDMARKS_FILE)
+    if torch_engine:
+        return _torch_engine(recognizer, landmarks, device=device, precision=precision)
     preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(
         name=FACTS.name, dim=FACTS.dim, input_shape=(FACTS.dim,), preprocessor=preprocessor, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True,
-        metadata={**packaged_metadata(recognizer=recognizer, aligner=landmarks,
-                                      preprocessing=preprocessor.describe(), input_shape=(FACTS.dim,), dim=FACTS.dim,
-                                      packages=("dlib-bin", "face-recognition-models", "opencv-python-headless")),
-                  "normalisation": "l2"},
+        metadata={**_metadata(recognizer, landmarks, preprocessor, input_shape=(FACTS.dim,)),
+                  "implementation": "dlib (face_recognition_model_v1, in the reader workers)"},
         input_dtype="float32",
     )
+
+
+def _torch_engine(recognizer: Path, landmarks: Path, *, device: torch.device, precision: str) -> Backbone:
+    module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
+    preprocessor = FacePreprocessor(DlibChip(str(landmarks)))
+    metadata = {**_metadata(recognizer, landmarks, preprocessor, input_shape=FACTS.input_shape),
+                "implementation": "torch (dlib_torch.DlibResNet, weights read from the .dat)", "precision": precision}
+    return Backbone(
+        name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=preprocessor,
+        embed=TorchDlibEmbed(module, device=device, precision=precision), device=device, uses_torch_device=True,
+        metadata=metadata, input_dtype="uint8",
+    )
+
+
+def _metadata(recognizer: Path, landmarks: Path, preprocessor: FacePreprocessor, *, input_shape: tuple) -> dict:
+    packages = ("dlib-bin", "face-recognition-models", "opencv-python-headless")
+    return {**packaged_metadata(recognizer=recognizer, aligner=landmarks, preprocessing=preprocessor.describe(),
+                                input_shape=input_shape, dim=FACTS.dim, packages=packages),
+            "normalisation": "l2"}
