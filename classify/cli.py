@@ -2,7 +2,7 @@
 
     python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
                              [--heads logreg mlp] [--treatments none l2] [--calibrate auto|none|METHOD]
-                             [--threshold 0.5|balanced|VALUE] --out DIR [--seed 0] [-v]
+                             [--threshold 0.5|balanced|VALUE] [--balance-by ATTRIBUTE] --out DIR [--seed 0] [-v]
     python -m classify compare DIR
     python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also evaluate every run on this store's rows (cross-dataset); repeatable")
     train.add_argument("--treatments", nargs="+", choices=TREATMENTS, default=list(TREATMENTS),
                        help="feature treatments tried like a hyperparameter (default: all)")
+    train.add_argument("--balance-by", metavar="ATTRIBUTE", help="weight the training rows so that this binary "
+                       "attribute of the store (e.g. CelebA's Young) is independent of gender, so the head cannot "
+                       "learn it as a cue for gender; rows without it get it predicted (see classify/balance.py)")
     train.add_argument("--backbones", nargs="+", metavar="SPEC",
                        help="backbones, or several joined by '+' (default: every complete backbone)")
     train.add_argument("--heads", nargs="+", default=None, help=f"heads (default: all of {', '.join(head_names())})")
@@ -146,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = RunConfig(stores=tuple(s.path for s in stores), backbones=backbones, head=head_name,
                                seed=args.seed, n_resamples=args.bootstrap, treatments=tuple(args.treatments),
                                eval_stores=tuple(s.path for s in eval_stores), calibrate=args.calibrate,
-                               threshold=args.threshold, min_group_n=args.min_group_n)
+                               threshold=args.threshold, min_group_n=args.min_group_n, balance_by=args.balance_by)
             head, results = run(config, data, evals)
             results["timings"]["read_s"] = read_s
             write_run(args.out, config, head, results, store_info=store_identity(stores[0], backbones),

@@ -193,8 +193,15 @@ def _row(rank: int, run: dict) -> dict:
             "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
             "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
             "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
-            "treatment": run.get("treatment", {}).get("chosen", {}).get("name", "none"), "decision": decision_cell(run),
+            "treatment": treatment_cell(run), "decision": decision_cell(run),
             "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
+
+
+def treatment_cell(run: dict) -> str:
+    """The chosen feature treatment, and the attribute the training rows were balanced against."""
+    name = run.get("treatment", {}).get("chosen", {}).get("name", "none")
+    balanced = (run.get("balance") or {}).get("attribute")
+    return name if balanced is None else f"{name}, balanced by {balanced}"
 
 
 def _accuracy_all(test: dict, run: dict) -> float:

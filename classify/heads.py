@@ -3,8 +3,10 @@
 Every head follows scikit-learn's conventions: ``__init__`` only stores its parameters, ``fit`` returns
 self, fitted attributes end in ``_``, ``get_params`` works (from `BaseEstimator`). Unlike plain
 scikit-learn, ``fit(x_train, y_train, x_val, y_val)`` also takes the validation split, on which the head
-chooses its hyperparameters (see `classify.protocol`). Labels are 1 male / 0 female; ``predict_proba``
-returns columns ``[female, male]`` in the order of ``classes_``.
+chooses its hyperparameters (see `classify.protocol`). ``sample_weight``/``val_weight`` (optional, one
+non-negative weight per row, e.g. `classify.balance`'s) weight the training loss and the val scores.
+Labels are 1 male / 0 female; ``predict_proba`` returns columns ``[female, male]`` in the order of
+``classes_``.
 
 Both heads standardise the features with statistics of the training split, but fold the scaling into
 the computation instead of materialising a scaled copy: a 162,770 x 2,048 float32 matrix is 1.3 GB, and
@@ -15,7 +17,7 @@ Adding a head::
     @register_head("myhead")
     class MyHead(Head):
         def __init__(self, *, random_state=0): ...
-        def fit(self, x_train, y_train, x_val, y_val): ...; return self
+        def fit(self, x_train, y_train, x_val, y_val, *, sample_weight=None, val_weight=None): ...; return self
         def decision_function(self, x): ...   # male logit per row
         def to_arrays(self): ...              # (JSON-ready scalars, {name: ndarray}) of the fitted state
         @classmethod
@@ -108,17 +110,29 @@ def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _log_loss(y: np.ndarray, logits: np.ndarray) -> float:
+def _log_loss(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> float:
     logits = logits.astype(np.float64)
-    return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+    return float(np.average(np.logaddexp(0.0, logits) - y * logits, weights=weight))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _val_scores(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    return {"val_accuracy": float(np.mean((logits > 0) == (y == 1))), "val_log_loss": _log_loss(y, logits)}
+def _val_scores(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    return {"val_accuracy": float(np.average((logits > 0) == (y == 1), weights=weight)),
+            "val_log_loss": _log_loss(y, logits, weight)}
+
+
+def _row_weights(weight, n: int, *, what: str) -> np.ndarray | None:
+    """``weight`` checked (n finite non-negative values, positive sum) and scaled to mean 1; None stays None."""
+    if weight is None:
+        return None
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.shape != (n,) or not np.isfinite(weight).all() or (weight < 0).any() or weight.sum() <= 0:
+        raise ValueError(f"{what}: expected {n} finite non-negative weights with a positive sum, "
+                         f"got shape {weight.shape}")
+    return weight * (n / weight.sum())
 
 
 def _best(candidates: list[dict]) -> int:
@@ -155,20 +169,22 @@ class Head(ClassifierMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------- logreg
 
 
-def _logreg_objective(x, y, mean, inv_scale, c):
+def _logreg_objective(x, y, mean, inv_scale, c, weight=None):
     """Loss and gradient of L2 logistic regression on standardised x, without forming it.
 
     Minimises mean(log loss) + |w|^2 / (2 C n), i.e. scikit-learn's C * sum(log loss) + |w|^2 / 2
-    divided by n (same minimiser); the intercept is not penalised.
+    divided by n (same minimiser); the intercept is not penalised. ``weight`` (mean 1, or None) weights
+    each row's log loss, as scikit-learn's ``sample_weight``.
     """
     n = x.shape[0]
+    row_weight = np.ones(n) if weight is None else weight
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:-1], theta[-1]
         v = (w * inv_scale).astype(np.float32)
         logits = (x @ v).astype(np.float64) + (b - float(mean @ v))
-        loss = np.mean(np.logaddexp(0.0, logits) - y * logits) + (w @ w) / (2 * c * n)
-        r = ((_sigmoid(logits) - y) / n).astype(np.float32)
+        loss = np.mean(row_weight * (np.logaddexp(0.0, logits) - y * logits)) + (w @ w) / (2 * c * n)
+        r = (row_weight * (_sigmoid(logits) - y) / n).astype(np.float32)
         r_sum = float(r.sum(dtype=np.float64))
         grad_w = inv_scale * ((x.T @ r).astype(np.float64) - mean * r_sum) + w / (c * n)
         return float(loss), np.append(grad_w, r_sum)
@@ -202,9 +218,12 @@ class LogRegHead(Head):
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> "LogRegHead":
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "LogRegHead":
         _check_xy(x_train, y_train, what="train")
         _check_xy(x_val, y_val, what="val")
+        weight = _row_weights(sample_weight, len(y_train), what="sample_weight")
+        val_weight = _row_weights(val_weight, len(y_val), what="val_weight")
         self.n_features_in_ = x_train.shape[1]
         self.classes_ = np.array([0, 1])
         mean, std = column_stats(x_train)
@@ -214,13 +233,13 @@ class LogRegHead(Head):
         theta = np.zeros(x_train.shape[1] + 1)
         self.path_, solutions = [], []
         for c in sorted(self.Cs):
-            objective = _logreg_objective(x_train, y, mean.astype(np.float64), inv_scale, c)
+            objective = _logreg_objective(x_train, y, mean.astype(np.float64), inv_scale, c, weight)
             res = minimize(objective, theta, jac=True, method="L-BFGS-B",
                            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": _FTOL})
             theta = res.x
             self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
             step = {"C": c, "n_iter": int(res.nit), "converged": bool(res.success),
-                    **_val_scores(y_val, self.decision_function(x_val))}
+                    **_val_scores(y_val, self.decision_function(x_val), val_weight)}
             log.debug("logreg C=%g: %d iterations, val accuracy %.4f (selection criterion; ties: val log "
                       "loss %.4f)", c, res.nit, step["val_accuracy"], step["val_log_loss"])
             self.path_.append(step)
@@ -333,16 +352,20 @@ class MLPHead(Head):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> "MLPHead":
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "MLPHead":
         _check_xy(x_train, y_train, what="train")
         _check_xy(x_val, y_val, what="val")
+        weights = (_row_weights(sample_weight, len(y_train), what="sample_weight"),
+                   _row_weights(val_weight, len(y_val), what="val_weight"))
         self.n_features_in_ = x_train.shape[1]
         self.classes_ = np.array([0, 1])
         self.mean_, self.scale_ = column_stats(x_train)
         self.grid_, fits = [], []
         for hidden in self.hidden_grid:
             for lr in self.lr_grid:
-                params, record = self._fit_one(x_train, y_train, x_val, y_val, hidden=tuple(hidden), lr=lr)
+                params, record = self._fit_one(x_train, y_train, x_val, y_val, hidden=tuple(hidden), lr=lr,
+                                               weights=weights)
                 self.grid_.append(record)
                 fits.append(params)
         best = _best(self.grid_)
@@ -354,16 +377,17 @@ class MLPHead(Head):
                            "best_epoch": self.best_epoch_, "grid": self.grid_}
         return self
 
-    def _fit_one(self, x, y, x_val, y_val, *, hidden: tuple[int, ...], lr: float):
+    def _fit_one(self, x, y, x_val, y_val, *, hidden: tuple[int, ...], lr: float, weights=(None, None)):
         rng = np.random.default_rng(self.random_state)
+        weight, val_weight = weights
         params = _init_layers([x.shape[1], *hidden, 1], rng)
         adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
         y32 = y.astype(np.float32)
         best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
         best_params, stale, epoch = [p.copy() for p in params], 0, 0
         for epoch in range(1, self.max_epochs + 1):
-            self._epoch(params, adam, x, y32, rng)
-            scores = _val_scores(y_val, self._logits(params, x_val))
+            self._epoch(params, adam, x, y32, rng, weight)
+            scores = _val_scores(y_val, self._logits(params, x_val), val_weight)
             if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
                 best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
             else:
@@ -375,13 +399,15 @@ class MLPHead(Head):
         record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
         return best_params, record
 
-    def _epoch(self, params, adam: _Adam, x, y32, rng: np.random.Generator) -> None:
+    def _epoch(self, params, adam: _Adam, x, y32, rng: np.random.Generator, weight=None) -> None:
         order = rng.permutation(x.shape[0])
         for start in range(0, len(order), self.batch_size):
             rows = np.sort(order[start:start + self.batch_size])  # sorted: faster gather, same batch
             xb = (x[rows] - self.mean_) / self.scale_
             logits, acts = _forward(params, xb)
             dz = (_sigmoid(logits) - y32[rows]) / len(rows)
+            if weight is not None:
+                dz = dz * weight[rows].astype(np.float32)
             adam.step(params, _backward(params, acts, dz.astype(np.float32)))
 
     def _logits(self, params, x: np.ndarray) -> np.ndarray:

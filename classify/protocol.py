@@ -10,7 +10,10 @@ Protocol
    from every split and counted per split and reason in the results; nothing is imputed.
 4. The head is fitted on train only. Every hyperparameter (logreg's C, the MLP's hidden size, learning
    rate and early-stopping epoch) is chosen on val: highest val accuracy, ties to the lower val log loss.
-   Feature standardisation uses train statistics only.
+   Feature standardisation uses train statistics only. With ``balance_by`` (an attribute of the
+   store, `classify.balance`), train rows are weighted so that the attribute is independent of gender
+   (a confound the head must not learn), and val rows are weighted the same way for every in-domain
+   choice (4 and 6); test and eval stores are reported unweighted.
 5. After the head, the decision (`classify.decision`): a post-hoc calibrator fitted and chosen on val
    (``calibrate``: auto, a method, or none) and a decision threshold on the calibrated p(male)
    (``threshold``: 0.5, balanced, chosen on val, or a fixed value); both recorded and used by predict.
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from classify import decision, metrics, treatment
+from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
 from classify.groups import group_metrics
 from classify.run_analysis import decision_recalls
@@ -80,6 +83,7 @@ class RunConfig:
     calibrate: str = "auto"
     threshold: str = "0.5"
     min_group_n: int = 30
+    balance_by: str | None = None
 
     @property
     def backbone_spec(self) -> str:
@@ -222,11 +226,15 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
     tried = []
     for candidate in treatment.candidates(config.treatments, config.backbones, data.hints):
         prepare = _preparer(candidate, config.backbones, data.dims)
+        x_train, x_val = prepare(train.x), prepare(val.x)
+        weights = _balance(config, data, x_train, x_val)
+        train_weight, val_weight = (None, None) if weights is None else (weights.train, weights.val)
         head = make_head(config.head, seed=config.seed, **config.head_params)
-        head.fit(prepare(train.x), train.gender, prepare(val.x), val.gender)
-        tried.append((candidate, head, prepare, _choice_scores(head, prepare, val, evals)))
-        log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], tried[-1][3])
-    chosen, head, prepare, _ = tried[_best_treatment([t[3] for t in tried])]
+        head.fit(x_train, train.gender, x_val, val.gender, sample_weight=train_weight, val_weight=val_weight)
+        scores = _choice_scores(head, prepare, val, evals, val_weight=val_weight)
+        tried.append((candidate, head, prepare, scores, weights))
+        log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], scores)
+    chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     raw = {name: _raw_p_male(head, prepare, part) for name, part in (("val", val), ("test", test))}
@@ -241,6 +249,7 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
                "selection": head.selection_,
                "head_params": head.get_params(), "counts": _counts(data.splits),
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
+               "balance": None if weights is None else weights.record,
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
     return head, results
 
@@ -249,10 +258,25 @@ def _preparer(candidate: dict, backbones: tuple[str, ...], dims: dict[str, int])
     return lambda x: treatment.apply(x, candidate, backbones, dims)
 
 
-def _choice_scores(head: Head, prepare, val: SplitFeatures, evals) -> dict:
+def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
+             x_val: np.ndarray) -> balance.BalanceResult | None:
+    """Step 4's row weights when the run balances gender against an attribute, else None."""
+    if config.balance_by is None:
+        return None
+    train, val = data.splits["train"], data.splits["val"]
+    values = {split: data.attributes.get(split, {}).get(config.balance_by) for split in ("train", "val")}
+    try:
+        return balance.balance(config.balance_by, x_train=x_train, y_train=train.gender, a_train=values["train"],
+                               x_val=x_val, y_val=val.gender, a_val=values["val"], seed=config.seed)
+    except balance.BalanceError as error:
+        raise ProtocolError(str(error)) from None
+
+
+def _choice_scores(head: Head, prepare, val: SplitFeatures, evals, *, val_weight: np.ndarray | None = None) -> dict:
     logits = head.decision_function(prepare(val.x)).astype(np.float64)
-    scores = {"val_accuracy": float(np.mean((logits > 0) == (val.gender == 1))),
-              "val_log_loss": float(np.mean(np.logaddexp(0.0, logits) - (val.gender == 1) * logits))}
+    male = val.gender == 1
+    scores = {"val_accuracy": float(np.average((logits > 0) == male, weights=val_weight)),
+              "val_log_loss": float(np.average(np.logaddexp(0.0, logits) - male * logits, weights=val_weight))}
     cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
              if e.choose is not None]
     scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
