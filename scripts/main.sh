@@ -48,8 +48,14 @@ fi
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
+# CelebA ties age to gender (mostly young women, older men): when the store records `Young`, the training
+# rows are reweighed so that a head cannot learn "older -> male" (classify/balance.py)
+balance=""
+if "$py" scripts/has_attribute.py "$store" Young; then
+  balance="--balance-by Young"
+fi
 # shellcheck disable=SC2086
-"$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $demo
+"$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $balance $demo
 "$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
 "$py" scripts/write_html_report.py --store "$store" --results "$out/heads" --out "$out/report.html" $demo
 echo "report: $out/report.md, $out/report.html" >&2
