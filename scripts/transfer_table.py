@@ -1,0 +1,66 @@
+"""Every run of a results directory in domain and across datasets, as one Markdown table.
+
+In val-ranking order: in-domain val and test (all test rows, unusable images counted as errors), then
+for each ``--all-rows`` store (datasets the heads never saw) the accuracy over all its rows and the
+per-sex recalls, on the faces aged >= 15 when the store records ages. The recommended run is marked.
+This is the table PERFORMANCE.md and the closing notes of issue 8 quote.
+
+    .venv/bin/python scripts/transfer_table.py --results runs/celeba/heads \\
+        --all-rows runs/celeba/utkface.zarr --all-rows runs/celeba_wild.zarr
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classify.compare import rank_key, recommend, treatment_cell  # noqa: E402
+from classify.evaluate import evaluate_head  # noqa: E402
+from classify.results import load_runs  # noqa: E402
+from features.store import FeatureStore  # noqa: E402
+
+
+def transfer_cells(head: Path, store: str) -> str:
+    """'accuracy / male recall / female recall' of a head over all rows of a store (adults if aged)."""
+    report = evaluate_head(head, store, n_resamples=10, all_rows=True)["report"]
+    if "adults" in report:
+        adults = report["adults"]
+        return f"{adults['accuracy']:.4f} / {adults['recall']:.3f} / {adults['female_recall']:.3f}"
+    return f"{report['accuracy_all']:.4f} / {report['recall']:.3f} / {report['female_recall']:.3f}"
+
+
+def column_title(store: str) -> str:
+    opened = FeatureStore.open(store)
+    rows = f"all {opened.n_rows:,}" + (", aged >= 15" if "age" in opened.attributes else "")
+    return f"{opened.dataset_name} ({Path(store).name}) {rows}: acc / male / female recall"
+
+
+def table(results: Path, stores: list[str]) -> str:
+    runs = sorted(load_runs(results), key=rank_key)
+    chosen = recommend(runs)["run"]
+    header = ["backbones", "head", "treatment", "val", "test, all rows", *map(column_title, stores)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        test = run["metrics"]["test"]
+        invalid = sum(run["counts"]["test"]["invalid"].values())
+        cells = ["+".join(run["config"]["backbones"]), run["config"]["head"] + (" (recommended)" if
+                 run["run"] == chosen else ""), treatment_cell(run), f"{run['metrics']['val']['accuracy']:.4f}",
+                 f"{test['accuracy'] * test['n'] / (test['n'] + invalid):.4f}"]
+        cells += [transfer_cells(results / f"{run['run']}.npz", store) for store in stores]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, type=Path, help="a results directory written by train")
+    parser.add_argument("--all-rows", action="append", default=[], metavar="STORE",
+                        help="a store of a dataset the heads never saw; repeatable")
+    args = parser.parse_args()
+    print(table(args.results, args.all_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
