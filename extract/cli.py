@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from extract import catalog
 from extract.batching import CPU_BATCH, CUDA_BATCH
-from extract.config import DTYPES, ExtractConfig
+from extract.config import DECODES, DTYPES, ExtractConfig
 from extract.errors import UsageError, expected_errors
 
 if TYPE_CHECKING:  # torch and zarr take seconds to import: parsing and checking the arguments come first
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", default=catalog.TTAS[0], choices=catalog.TTAS,
                         help="test-time augmentation: flip averages the embeddings of each face and its "
                         "mirror image (recorded in the store)")
+    parser.add_argument("--decode", default=DECODES[0], choices=DECODES,
+                        help="where a face backbone decodes JPEGs and cuts its chips: cpu (reader workers), "
+                        "device (batched on the model's device: nvJPEG on CUDA), auto (device on CUDA for "
+                        "backbones whose whole chip is cut there, else cpu); rows agree within the decoders' "
+                        "tolerance, so a store resumes with either")
     parser.add_argument("--wait-lock", action="store_true", help="when another process is writing a "
                         "backbone into this store, wait for it (default: stop with a message)")
     _add_common(parser)

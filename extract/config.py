@@ -4,7 +4,8 @@ backbone it writes (metadata key ``extract_config``), as classify saves its `Run
 
 The saved config is a record, not a key: resuming compares only what the store and `extract.storage`
 compare (dim, dtype, weights, precision, preprocessing, tta), so a store stays resumable with other
---workers, --batch-size or --limit-free options.
+--workers, --batch-size, --decode or --limit-free options (--decode's two paths give rows equal within
+the decoders' tolerance, tests/test_device_front.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from extract import catalog
 from extract.errors import UsageError
 
 DTYPES = ("float32", "float16")
+DECODES = ("auto", "cpu", "device")  # --decode: where a face backbone decodes JPEGs (extract.device_front)
 CONFIG_KEY = "extract_config"  # backbone metadata key holding `ExtractConfig.record()`
 
 
@@ -39,6 +41,7 @@ class ExtractConfig:
     limit: int | None = None
     seed: int = 0
     tta: str = "none"
+    decode: str = "auto"
     wait_lock: bool = False
     progress: bool = True
     plugins: tuple[str, ...] = ()
@@ -55,7 +58,8 @@ class ExtractConfig:
                    weights=parse_weights(args.weights, args.backbones), batch_size=args.batch_size,
                    workers=args.workers, device=args.device, precision=args.precision, dtype=args.dtype,
                    unit_rows=args.unit_rows, limit=args.limit, seed=args.seed, tta=args.tta,
-                   wait_lock=args.wait_lock, progress=not args.no_progress, plugins=tuple(args.plugin))
+                   decode=args.decode, wait_lock=args.wait_lock, progress=not args.no_progress,
+                   plugins=tuple(args.plugin))
 
     def record(self) -> dict:
         """The JSON-ready dict saved in the store with each backbone: every option but --store (the
@@ -90,7 +94,8 @@ def _check_counts(config: ExtractConfig) -> None:
 
 def _check_choices(config: ExtractConfig) -> None:
     for option, value, valid in (("precision", config.precision, catalog.PRECISIONS),
-                                 ("tta", config.tta, catalog.TTAS), ("dtype", config.dtype, DTYPES)):
+                                 ("tta", config.tta, catalog.TTAS), ("dtype", config.dtype, DTYPES),
+                                 ("decode", config.decode, DECODES)):
         if value not in valid:
             raise UsageError(f"--{option} {value!r}: valid: {', '.join(valid)}")
 

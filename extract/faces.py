@@ -79,6 +79,12 @@ class NoFaceFound(Exception):
 # -- decoding ---------------------------------------------------------------------------------------
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's SOF marker, or None when not a JPEG / no SOF found."""
+    frame = jpeg_frame(data)
+    return frame[:2] if frame is not None else None
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, colour components) from a JPEG's SOF marker, or None when not a JPEG / no SOF."""
     if data[:2] != b"\xff\xd8":
         return None
     position = 2
@@ -97,7 +103,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             if position + 9 > len(data):
                 return None
             height, width = struct.unpack(">HH", data[position + 5:position + 9])
-            return width, height
+            return width, height, data[position + 9] if position + 9 < len(data) else 0
         position += 2 + length
     return None
 
@@ -436,15 +442,23 @@ class FaceTemplate:
         Shrinking by more than 2x is done in steps of INTER_AREA first, so a large face is not aliased.
         """
         matrix = self.matrix(landmarks)
-        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-        if scale < 0.5:
-            pre = 0.5 / scale  # resize so the warp itself shrinks by about 2x only
+        shrunk = self.shrunk_size(matrix, image.shape[1], image.shape[0])
+        if shrunk is not None:
             height, width = image.shape[:2]
-            small = cv2.resize(image, (max(1, round(width / pre)), max(1, round(height / pre))),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
             factors = np.array([small.shape[1] / width, small.shape[0] / height])
             return self.warp_exact(small, np.asarray(landmarks) * factors)
         return cv2.warpAffine(image, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR)
+
+    @staticmethod
+    def shrunk_size(matrix: np.ndarray, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) to resize the image to (INTER_AREA) before a warp by ``matrix`` that shrinks by
+        more than 2x, so the warp itself shrinks by about 2x only; None when no resize is needed."""
+        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        if scale >= 0.5:
+            return None
+        pre = 0.5 / scale
+        return max(1, round(width / pre)), max(1, round(height / pre))
 
     def warp_exact(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(image, self.matrix(landmarks), (self.size, self.size), flags=cv2.INTER_LINEAR)

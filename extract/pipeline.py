@@ -25,11 +25,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from extract import device_front
 from extract.backbones import Backbone, load_backbone
 from extract.device import resolve_device
 from extract.faces import decode, scaled
-from extract.images import (INVALID_ROW_ERRORS, ImageRows, invalid_status, make_loader, quiet_opencv,
-                            start_workers, unit_batches)
+from extract.images import (INVALID_ROW_ERRORS, ImageRows, collate_rows, invalid_status, make_loader,
+                            quiet_opencv, start_workers, unit_batches)
 from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
@@ -230,10 +231,13 @@ class BackgroundSink:
 # -- the loop -------------------------------------------------------------------------------------
 def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[str],
                   units: Sequence[int], *, batch_size: int = 64, workers: int | None = None,
-                  progress: bool = True, faces: tuple[np.ndarray, np.ndarray] | None = None) -> RunStats:
+                  progress: bool = True, faces: tuple[np.ndarray, np.ndarray] | None = None,
+                  decode_on_device: bool = False) -> RunStats:
     """Embed the rows of `units` (in unit order) with `backbone` and write them through `writer`.
 
     faces: (face rows, status) of every row from the run's detection pass, for a face backbone.
+    decode_on_device: the workers hand over JPEG bytes, decoded and cut on the backbone's device
+    (`extract.device_front`; needs ``faces``).
 
     Raises `ExtractionInterrupted` on Ctrl-C after shutting the reader workers down; every unit
     written before that stays done.
@@ -243,14 +247,18 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
         return RunStats()
     spans = [writer.unit_rows(u) for u in units]
     face_rows, face_status = faces if faces is not None else (None, None)
-    reader = ImageRows(paths, backbone.preprocessor, input_shape=backbone.input_shape,
-                       input_dtype=backbone.input_dtype, faces=face_rows, face_status=face_status)
+    rows_of = device_front.EncodedRows if decode_on_device else ImageRows
+    reader = rows_of(paths, backbone.preprocessor, input_shape=backbone.input_shape,
+                     input_dtype=backbone.input_dtype, faces=face_rows, face_status=face_status)
     pin = backbone.uses_torch_device and backbone.device.type == "cuda"
     loader = make_loader(reader, unit_batches(spans, batch_size), workers=workers, gpu=pin, pin_memory=pin,
-                         model_in_workers=backbone.runs_in_workers)
+                         model_in_workers=backbone.runs_in_workers,
+                         collate=device_front.collate_encoded if decode_on_device else collate_rows)
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
-    batches = start_workers(loader)
+    workers_batches = start_workers(loader)
+    batches = (device_front.DeviceFront(backbone, reader, face_rows).batches(workers_batches)
+               if decode_on_device else workers_batches)
     bar = Progress(sum(stop - start for start, stop in spans), name=backbone.name, bar=progress)
     in_flight = None
     try:
@@ -265,7 +273,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     except KeyboardInterrupt:
         raise ExtractionInterrupted(backbone.name) from None
     finally:
-        _stop(sink, bar, batches)
+        _stop(sink, bar, workers_batches)
     sink.check_complete()
     stats.units = len(sink.written)
     stats.seconds = time.perf_counter() - started

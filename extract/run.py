@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from extract import distributed
+from extract.device_front import decodes_on_device
 from extract.backbones import Backbone, load_backbone
 from extract.batching import batch_size
 from extract.config import ExtractConfig
@@ -52,6 +53,9 @@ def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], 
     for name in config.backbones:
         backbone = load_backbone(name, weights=config.weights.get(name), device=device,
                                  precision=config.precision, tta=config.tta)
+        on_device = decodes_on_device(config.decode, backbone)  # a UsageError before any work
+        if on_device and ranks.is_main:
+            log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
         if backbone.uses_faces and faces is None:
             with backbone_lock(config, FACES, distributed=ranks.distributed):
                 faces = detect_faces(store, dataset, paths, config, ranks)
@@ -59,7 +63,7 @@ def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], 
                 return EXIT_INTERRUPTED
         with backbone_lock(config, name, distributed=ranks.distributed):
             code = _extract_backbone(store, backbone, paths, config, ranks,
-                                     faces=faces if backbone.uses_faces else None)
+                                     faces=faces if backbone.uses_faces else None, decode_on_device=on_device)
         if code != EXIT_OK:
             return code
     return EXIT_OK
@@ -102,7 +106,8 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config
 
 
 def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str], config: ExtractConfig,
-                      ranks: distributed.Ranks, *, faces: Faces | None = None) -> int:
+                      ranks: distributed.Ranks, *, faces: Faces | None = None,
+                      decode_on_device: bool = False) -> int:
     """One backbone: add it (rank 0), embed this rank's pending units, summarise (rank 0)."""
     writer = distributed.main_first(
         ranks, lambda: add_backbone(store, backbone.name, dim=backbone.dim, metadata=backbone.metadata,
@@ -116,7 +121,8 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
     try:
         stats = extract_units(writer, backbone, paths, units,
                               batch_size=batch_size(config.batch_size, backbone.device.type),
-                              workers=config.workers, progress=ranks.is_main and config.progress, faces=faces)
+                              workers=config.workers, progress=ranks.is_main and config.progress, faces=faces,
+                              decode_on_device=decode_on_device)
     except ExtractionInterrupted:
         info = store.backbone_info(backbone.name)
         log.warning("interrupted: %s has %d of %d units done (kept); rerun the same command to resume",

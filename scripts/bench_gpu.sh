@@ -6,6 +6,8 @@
 #  3. sface: torch YuNet + warp + SFace chain on the device (target >= 3,000 img/s), and sface through
 #     `python -m extract`'s pipeline (YuNet/alignment in CPU workers, SFace in torch on the GPU)
 #     dlib_resnet: torch DlibResNet on the GPU vs dlib's net (parity, bf16, rate) and through the pipeline
+#     3d. --decode device vs --decode cpu (JPEG decode + chips on the GPU) for sface, dlib_resnet,
+#     efficientnet_lite0: rates, ratio, and how far the rows are apart
 #  4. parity of torch SFace/YuNet on the GPU with OpenCV (PARITY_IMAGES, default 2000 of the 6,000)
 #  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
 #  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
@@ -52,6 +54,13 @@ step "3c. dlib_resnet: torch DlibResNet on $device vs dlib (parity, bf16, net-on
   --images "$(( parity < 512 ? parity : 512 ))" --image-dir "$images" || echo "PARITY FAILED"
 EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench_extract.py --backbone dlib_resnet --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+
+step "3d. --decode device (nvJPEG decode + chips on $device) vs --decode cpu, same face rows (extract/device_front.py)"
+for b in sface dlib_resnet efficientnet_lite0; do
+  EXTRACT_SFACE_ENGINE=torch EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench_decode.py --backbone "$b" \
+    --device "$device" --precision bf16 --batch-size "$batch" --workers "$workers" --images "$n" \
+    --image-dir "$images" || echo "DECODE BENCH FAILED ($b)"
+done
 
 step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
 "$python" scripts/check_parity.py --device "$device" --limit "$parity" --image-dir "$images" || echo "PARITY FAILED"

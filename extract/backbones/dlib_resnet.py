@@ -55,9 +55,13 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
 
 def cut_chip(predictor, image: np.ndarray, face: np.ndarray) -> np.ndarray:
     """The aligned 150x150x3 RGB uint8 face chip of the face (BGR image, YuNet face row)."""
+    return cut_chip_rgb(predictor, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
+
+
+def cut_chip_rgb(predictor, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """`cut_chip` of an RGB uint8 HxWx3 image (as the device front end decodes it)."""
     import dlib
 
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # dlib's nets were trained on RGB
     return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=CHIP, padding=PADDING)
 
 
@@ -89,11 +93,15 @@ class DlibChip:
         return {**self.__dict__, "_predictor": None}
 
     def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
+        return self.chip_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
+
+    def chip_rgb(self, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """The chip of an RGB image (the device front end's host copy of its decoded image)."""
         import dlib
 
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(self.landmarks_path)
-        return cut_chip(self._predictor, image, face)
+        return cut_chip_rgb(self._predictor, rgb, face)
 
     def with_flip(self) -> DlibChip:
         return DlibChip(self.landmarks_path, flip=True)

@@ -1,0 +1,128 @@
+"""`--decode cpu` against `--decode device` (extract/device_front.py) for one face backbone, in one run.
+
+On the same images, face rows (one detection pass first, untimed), batch size, workers and threads:
+the extraction loop (`extract_units`) with the CPU front end (decode + chip in the reader workers) and
+with the device front end (bytes from the workers, batched decode and chip on the model's device).
+Prints images/s of each, their ratio, and how far the two paths' rows are apart (statuses, max abs,
+min cosine).
+
+    PYTHONPATH=. EXTRACT_SFACE_ENGINE=torch .venv/bin/python scripts/bench_decode.py --backbone sface --images 256
+    python scripts/bench_decode.py --backbone efficientnet_lite0 --device cuda --precision bf16 \\
+        --batch-size 256 --images 8192
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract.backbones import load_backbone
+from extract.demo import synthetic_table
+from extract.device import resolve_device
+from extract.images import configure_threads, default_workers
+from extract.pipeline import extract_units
+from extract.run import face_pass
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+
+
+class MemoryWriter:
+    """A store's `BackboneWriter` in memory: units of `unit` rows."""
+
+    def __init__(self, n_rows: int, dim: int, unit: int):
+        self.n_rows, self.dim, self.unit = n_rows, dim, unit
+        self.embeddings = np.full((n_rows, dim), np.nan, np.float32)
+        self.status = np.zeros(n_rows, np.uint8)
+
+    @property
+    def units(self) -> list[int]:
+        return list(range(-(-self.n_rows // self.unit)))
+
+    def unit_rows(self, unit: int) -> tuple[int, int]:
+        return unit * self.unit, min((unit + 1) * self.unit, self.n_rows)
+
+    def write_unit(self, unit: int, embeddings: np.ndarray, status: np.ndarray) -> None:
+        start, stop = self.unit_rows(unit)
+        self.embeddings[start:stop], self.status[start:stop] = embeddings, status
+
+
+def image_files(folder: Path, count: int) -> list[str]:
+    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise SystemExit(f"no images in {folder}; pass --image-dir")
+    return [files[i % len(files)] for i in range(count)]
+
+
+def detect(paths: list[str], workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Face rows and status of every image (the run's detection pass, CPU workers)."""
+    faces = face_pass(synthetic_table(len(paths), name="bench", paths=paths))
+    writer = MemoryWriter(len(paths), faces.dim, 256)
+    extract_units(writer, faces, paths, writer.units, batch_size=64, workers=workers, progress=False)
+    return writer.embeddings, writer.status
+
+
+def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, MemoryWriter]:
+    """images/s of the loop after a warm-up unit (lazy init, cuDNN autotune)."""
+    writer = MemoryWriter(len(paths), backbone.dim, args.batch_size * 4)
+    units = writer.units
+    run = dict(batch_size=args.batch_size, workers=args.workers, progress=False, faces=faces,
+               decode_on_device=on_device)
+    extract_units(writer, backbone, paths, units[:1], **run)
+    if backbone.device.type == "cuda":
+        torch.cuda.synchronize(backbone.device)
+    start = time.perf_counter()
+    stats = extract_units(writer, backbone, paths, units[1:], **run)
+    if backbone.device.type == "cuda":
+        torch.cuda.synchronize(backbone.device)
+    return stats.rows / (time.perf_counter() - start), writer
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="sface")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--images", type=int, default=256, help="number of images (a folder is repeated)")
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="reader workers (default: extract's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: extract's)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    if args.workers is None:
+        args.workers = default_workers(gpu=device.type == "cuda")
+    threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
+    paths = image_files(args.image_dir, args.images)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# {args.backbone} ({backbone.metadata.get('implementation', 'torch')}), {len(paths)} images from "
+          f"{args.image_dir}, batch {args.batch_size}, {args.workers} reader workers, {threads} torch threads, "
+          f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    faces = detect(paths, args.workers)
+    cpu_rate, cpu = timed_run(backbone, paths, faces, args, on_device=False)
+    device_rate, on_device = timed_run(backbone, paths, faces, args, on_device=True)
+    ok = (cpu.status == 1) & (on_device.status == 1)
+    a, b = cpu.embeddings[ok], on_device.embeddings[ok]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    print("| backbone | device | --decode cpu img/s | --decode device img/s | device / cpu | rows | same status "
+          "| max abs | min cosine |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.backbone} | {device.type} {args.precision} | {cpu_rate:.1f} | {device_rate:.1f} | "
+          f"{device_rate / cpu_rate:.2f} | {len(paths)} | {int((cpu.status == on_device.status).sum())} | "
+          f"{np.abs(a - b).max() if ok.any() else float('nan'):.2e} | "
+          f"{cosine.min() if ok.any() else float('nan'):.6f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
