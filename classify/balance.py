@@ -1,9 +1,10 @@
 """Reweighing the training rows so that gender no longer predicts a confounding attribute.
 
-Why: a dataset's labels can tie gender to something else. In CelebA the women are mostly young and
-the older faces mostly men's (`Young` on the shared subset's 548 labelled train rows: 87% of the women,
+Why: a dataset's labels can tie gender to something else. In CelebA the women are far more often
+young than the men (`Young` on the shared subset's 548 labelled train rows: 87% of the women,
 64% of the men). A head trained there learns "older -> male": trained on that subset, dlib_resnet +
-logreg calls about 11% of UTKFace women aged 45-59 men, and 30% of those aged 75 and over.
+logreg calls 13% of UTKFace women aged 45-59 men, and 41% of those aged 75 and over (9% and 22% with
+``--balance-by Young``; PERFORMANCE.md).
 
 Reweighing (Kamiran & Calders, "Data preprocessing techniques for classification without
 discrimination", 2012) gives every row of a (gender g, stratum s) cell the weight
