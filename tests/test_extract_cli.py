@@ -76,9 +76,10 @@ def units_done(store_path: Path) -> int:
 
 
 def start_slow_run(root: Path, store: Path) -> subprocess.Popen:
-    """The CLI slowed to ~0.3 s per batch, with 2 reader workers, started once a unit is done."""
+    """The CLI slowed to ~0.8 s per batch (one batch a unit), with 2 reader workers, started once a unit
+    is done: the 3 s left leave a loaded machine's polling time to interrupt it mid-run."""
     process = subprocess.Popen([sys.executable, "-m", "extract", *cli_args(root, store, "--workers", "2")],
-                               cwd=REPO, env=subprocess_env(delay=0.3), stderr=subprocess.PIPE, text=True,
+                               cwd=REPO, env=subprocess_env(delay=0.8), stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own process group, as in a terminal
     deadline = time.monotonic() + 90
     while units_done(store) < 1:
