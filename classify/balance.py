@@ -36,7 +36,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 PROXY_BINS = (0.2, 0.4, 0.6, 0.8)  # edges on the proxy's P(attribute): 5 strata
-MIN_LABELLED = 20                   # labelled train rows needed per attribute value for a proxy
+MIN_LABELLED = 20                   # train rows needed with each attribute value
 PROXY_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the proxy's inverse regularisation strengths, chosen by 5-fold CV
 MAX_WEIGHT = 10.0
 MISSING = -1                        # how a store marks an attribute an image does not have
@@ -69,6 +69,11 @@ def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train
         if unknown:
             raise BalanceError(f"--balance-by {attribute}: needs a binary attribute (1/0), {name} rows have "
                                f"the values {unknown[:5]}")
+    counts = [int(np.sum(a_train == v)) for v in (0, 1)]
+    if min(counts) < MIN_LABELLED:
+        raise BalanceError(f"--balance-by {attribute}: {counts[1]} train rows have it and {counts[0]} do not "
+                           f"({int(np.sum(a_train == MISSING))} do not record it); at least {MIN_LABELLED} of "
+                           "each are needed")
     if np.all(a_train != MISSING) and np.all(a_val != MISSING):
         s_train, s_val = a_train.astype(np.int64), a_val.astype(np.int64)
         method = {"method": "attribute", "strata": "the attribute value (0, 1)"}
@@ -99,12 +104,8 @@ def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[di
 
 
 def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
+    """The proxy model predicting the attribute, fitted on the labelled rows, and its record."""
     labelled = values != MISSING
-    counts = [int(np.sum(values == v)) for v in (0, 1)]
-    if min(counts) < MIN_LABELLED:
-        raise BalanceError(f"--balance-by {attribute}: {counts[1]} train rows have it and {counts[0]} do not "
-                           f"(the others do not record it); at least {MIN_LABELLED} of each are needed to "
-                           "predict it for the rest")
     x, values = x[labelled], values[labelled]
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     scores = [float(np.mean(cross_val_score(_proxy(c), x, values, cv=folds))) for c in PROXY_CS]

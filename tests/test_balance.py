@@ -67,7 +67,9 @@ def test_full_labels_use_the_attribute_and_partial_labels_a_proxy():
 @pytest.mark.parametrize("values, message", [
     (None, "does not record this attribute"),
     (np.array([0, 1, 2] * 100), "needs a binary attribute"),
-    (np.array([1] * 10 + [0] * 10 + [MISSING] * 280), "at least 20 of each"),
+    (np.array([1] * 10 + [0] * 10 + [MISSING] * 280), "10 train rows have it and 10 do not .280 do not "
+                                                      "record it.; at least 20 of each"),
+    (np.array([0] * 300), "0 train rows have it and 300 do not"),
 ])
 def test_an_attribute_that_cannot_balance_is_a_clear_error(values, message):
     x, gender, _ = confounded(300, seed=2, young_given_female=0.5, young_given_male=0.5)
