@@ -48,8 +48,8 @@ fi
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
-# CelebA ties age to gender (its women are far more often young than its men): when the store records `Young`, the training
-# rows are reweighed so that a head cannot learn "older -> male" (classify/balance.py)
+# CelebA ties age to gender (its women are far more often young than its men): when the store records
+# `Young`, the training rows are reweighed so that "older -> male" earns a head nothing (classify/balance.py)
 balance=""
 if "$py" scripts/has_attribute.py "$store" Young; then
   balance="--balance-by Young"
