@@ -120,9 +120,10 @@ def groups_section(label: str, result: dict) -> str:
              f"{fmt(odds.get('value'))} ({esc(odds.get('family', '-'))}). Intervals: {int(result['level'] * 100)}% "
              f"percentile bootstrap, {result['n_resamples']} resamples; groups under {result['min_n']} rows are "
              "marked too small (grey) and left out of these summaries.</p>"]
-    binary = {f: d for f, d in result["families"].items() if [g["group"] for g in d["groups"]] == ["yes", "no"]}
+    yes_no = {f: d for f, d in result["families"].items() if [g["group"] for g in d["groups"]] == ["yes", "no"]}
+    binary = {f: d for f, d in yes_no.items() if any(g["n"] for g in d["groups"])}
     for family, data in result["families"].items():
-        if family in binary:
+        if family in yes_no:
             continue
         present = [g for g in data["groups"] if g["n"]]
         empty = [g["group"] for g in data["groups"] if not g["n"]]
@@ -135,6 +136,8 @@ def groups_section(label: str, result: dict) -> str:
     if binary:
         parts.append("<h4>Attributes (present / absent)</h4>" + img(_binary_plot(binary), "accuracy by attribute")
                      + table([_binary_cells(f, d) for f, d in binary.items()]))
+    if len(binary) < len(yes_no):
+        parts.append("<p>No rows here record: " + esc(", ".join(f for f in yes_no if f not in binary)) + ".</p>")
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
@@ -162,24 +165,32 @@ def _binary_cells(family: str, data: dict) -> dict:
             "note": "too small" if yes["too_small"] or no["too_small"] else ""}
 
 
-def _bars(ax, labels, values, cis, small, *, offset=0.0, height=0.8, color="tab:blue", name=None):
-    y = np.arange(len(labels)) + offset
-    values = [v if v is not None else np.nan for v in values]
-    low = [v - c[0] if c else 0 for v, c in zip(values, cis)]
-    high = [c[1] - v if c else 0 for v, c in zip(values, cis)]
-    colors = ["#bbb" if s else color for s in small]
-    ax.barh(y, values, height=height, xerr=[low, high], color=colors, capsize=2, label=name)
+def _dots(ax, values, cis, small, *, offset=0.0, color="tab:blue", name=None):
+    """One dot per group with its interval as whiskers (dots, not bars: the axis need not start at 0)."""
+    labelled = False
+    for row, (value, ci, too_small) in enumerate(zip(values, cis, small)):
+        if value is None:
+            continue
+        whiskers = [[value - ci[0]], [ci[1] - value]] if ci else None
+        ax.errorbar([value], [row + offset], xerr=whiskers, fmt="o", capsize=2,
+                    color="#bbb" if too_small else color, label=None if labelled else name)
+        labelled = True
+
+
+def _accuracy_axis(ax, groups: list[dict]) -> None:
+    """From a little below the lowest interval end shown, to 1."""
+    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in groups if g["accuracy"] is not None]
+    ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
 
 
 def _group_plot(family: str, groups: list[dict]) -> str:
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
-    _bars(ax, [g["group"] for g in groups], [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups],
-          [g["too_small"] for g in groups])
+    _dots(ax, [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups], [g["too_small"] for g in groups])
     ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(max(0.0, min([g["accuracy"] for g in groups if g["accuracy"] is not None] + [1]) - 0.15), 1.0)
-    ax.set_xlabel("accuracy (grey: too small)")
+    _accuracy_axis(ax, groups)
+    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
     ax.set_title(family)
     return png_data_uri(figure)
 
@@ -190,13 +201,14 @@ def _binary_plot(binary: dict) -> str:
     figure, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(names)))
     for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
         groups = [binary[f]["groups"][index] for f in names]
-        _bars(ax, names, [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups],
-              [g["too_small"] for g in groups], offset=offset, height=0.4, color=color, name=name)
+        _dots(ax, [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups],
+              [g["too_small"] for g in groups], offset=offset, color=color, name=name)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0.5, 1.0)
-    ax.legend(fontsize=7)
-    ax.set_xlabel("accuracy (grey: too small)")
+    _accuracy_axis(ax, [group for f in names for group in binary[f]["groups"]])
+    if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
+        ax.legend(fontsize=7)
+    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
     return png_data_uri(figure)
 
 

@@ -35,7 +35,7 @@ from extract.backbones import Backbone
 from extract.backbones._image import AlignedCrop
 from extract.backbones.onnx_nets import warp_chips
 from extract.errors import UsageError
-from extract.faces import (DECODE_MAX_PIXELS, _imdecode_with_warnings, jpeg_frame, jpeg_is_complete,
+from extract.faces import (DECODE_MAX_PIXELS, imdecode_with_warnings, jpeg_frame, jpeg_is_complete,
                            landmarks_of)
 from extract.images import ImageRows
 from features.store import Status
@@ -152,7 +152,7 @@ def device_decodable(data: bytes) -> bool:
         return False
     if frame[2] not in (1, 3) or exif_rotated(data):
         return False
-    image, warning = _imdecode_with_warnings(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    image, warning = imdecode_with_warnings(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
     return image is not None and not warning
 
 

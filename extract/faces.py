@@ -159,7 +159,7 @@ def decode(path: str) -> Decoded:
         if pixels > MAX_PIXELS:
             raise ImageTooLarge(f"{size[0]}x{size[1]} pixels, over the {MAX_PIXELS:,} limit")
         factor = reduction_for(pixels) if is_jpeg else 1
-    image, warning = _imdecode_with_warnings(data, _REDUCED_FLAGS[factor]) if is_jpeg else \
+    image, warning = imdecode_with_warnings(data, _REDUCED_FLAGS[factor]) if is_jpeg else \
         (cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[factor]), "")
     if warning:
         raise Unreadable(f"damaged JPEG data (libjpeg: {warning})")
@@ -174,7 +174,7 @@ _DECODE_LOCK = threading.Lock()
 _WARNINGS_FILE = None
 
 
-def _imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
+def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
     """`cv2.imdecode` of a JPEG, and the first warning libjpeg printed while decoding it ("" if none).
 
     libjpeg reports damaged entropy-coded data ("Corrupt JPEG data: N extraneous bytes before marker")

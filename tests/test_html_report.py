@@ -113,3 +113,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert result["tables"] >= 6  # extraction, leaderboard, sex/age/race/race x age, attributes, calibration
     assert result["scripts"] == 1  # only the checker: the hostile name stayed text
     assert HOSTILE in result["bold"]
+
+
+def test_an_attribute_no_row_records_is_named_not_plotted(tmp_path):
+    sections = _sections(tmp_path)
+    rng = np.random.default_rng(1)
+    y, pred = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    attributes = {"Smiling": rng.integers(0, 2, 200), "Young": np.full(200, -1)}  # -1: no row records Young
+    sections["groups"] = {"run, test": group_metrics(y, pred, attributes, n_resamples=50)}
+    page = render(**sections)
+    assert "No rows here record: Young." in page
+    assert page.count('alt="accuracy by attribute"') == 1  # Smiling's plot, with no empty row for Young
