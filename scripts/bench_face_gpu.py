@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from extract.backbones import sface  # noqa: E402
+from extract.backbones._torchnet import autocast  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
 from extract.backbones.onnx_parity import largest_face_matrix  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_images(folder: Path, count: int) -> tuple[list[str], torch.Tensor]:
@@ -53,7 +53,7 @@ class FaceChain:
         self.detector = YuNet(package_model_file("sface", sface.REQUIREMENT, sface.DETECTOR_FILE),
                               score_threshold=0.6).to(device)
         self.recognizer = sface_module(package_model_file("sface", sface.REQUIREMENT, sface.RECOGNIZER_FILE)).to(device)
-        self.autocast = torch.autocast(device.type, dtype=AUTOCAST.get(precision), enabled=precision in AUTOCAST)
+        self.precision = precision
 
     def detect(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
         # YuNet stays fp32: under bf16 autocast its landmarks move enough to change the aligned chip
@@ -63,7 +63,7 @@ class FaceChain:
         return images, self.detector.decode(outputs, tuple(images.shape[-2:]))
 
     def embed(self, chips_bgr: torch.Tensor) -> torch.Tensor:
-        with self.autocast:
+        with autocast(self.device, self.precision):
             return self.recognizer(chips_bgr.flip(1))  # BGR -> RGB: the blob OpenCV builds
 
     @torch.inference_mode()

@@ -1,8 +1,10 @@
-"""Shared pieces of the torch backbones: freezing, seeded random init, the embed callable."""
+"""Shared pieces of the torch backbones: freezing, seeded random init, the embed callables, and the
+choice between a net's torch port and its own library."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable
 
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 
 from extract.catalog import BackboneFacts
 
-from ._registry import Backbone, register
+from ._registry import Backbone, UsageError, register
 from ._weights import backbone_versions
 
 RANDOM_SEED = 0
@@ -22,6 +24,21 @@ def build_random(build: Callable[[], nn.Module]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         return build()
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on ``device``; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def engine_from_environment(variable: str, engines: tuple[str, ...]) -> str:
+    """``$variable`` lower-cased ("auto" when unset or empty); a value not in ``engines`` is a UsageError."""
+    asked = os.environ.get(variable, "auto").strip().lower() or "auto"
+    if asked not in engines:
+        raise UsageError(f"{variable}={asked!r} is not one of {', '.join(engines)}")
+    return asked
 
 
 def freeze(module: nn.Module, device: torch.device) -> nn.Module:
@@ -46,15 +63,29 @@ class TorchEmbed:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
-
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = (batch.permute(0, 3, 1, 2).float() - self.mean) / self.std
-            with self._autocast():
+            with autocast(self.device, self.precision):
+                return self.module(x).float()
+
+
+class DeviceEmbed:
+    """Chips (any device) -> ``(B, dim)`` float32: moved to ``device``, turned into the module's input by
+    `prepare` (subclasses; the chips as they are by default), run with bf16/fp16 under autocast."""
+
+    def __init__(self, module: nn.Module, *, device: torch.device, precision: str) -> None:
+        self.module = module.to(device)
+        self.device = device
+        self.precision = precision
+
+    def prepare(self, chips: torch.Tensor) -> torch.Tensor:
+        return chips
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = self.prepare(batch.to(self.device))
+            with autocast(self.device, self.precision):
                 return self.module(x).float()
 
 

@@ -152,13 +152,15 @@ def default_weights_file(facts: BackboneFacts, *, hint: str = "") -> Path:
     return package_model_file(facts.name, facts.requirement, facts.weights_file, hint=hint)
 
 
-def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str) -> None:
-    """Nets that ship with one set of weights and run on CPU in fp32 (OpenCV-DNN, dlib): refuse
-    'random', and say so when another device or precision was asked for."""
+def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,
+                        on_device: bool = False) -> None:
+    """Nets that ship with one set of weights: refuse 'random'. Those that run on CPU in fp32 whatever
+    was asked (OpenCV-DNN, dlib; not ``on_device``, as their torch ports do) say so when another device
+    or precision was asked for."""
     if weights == "random":
         raise UsageError(f"{name} is a {engine} net with only its shipped weights; "
                          "weights='random' is valid for torch backbones only")
-    if device.type != "cpu" or precision != "fp32":
+    if not on_device and (device.type != "cpu" or precision != "fp32"):
         log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, engine, device, precision)
 
 

@@ -163,11 +163,8 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
 @register(FACTS.name)  # catalog input: the chip the net sees (the dlib engine's record: (dim,), what embed gets)
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     torch_engine = dlib_engine(device) == "torch"
-    if torch_engine:  # runs on the asked device and precision; only 'random' weights are refused
-        check_packaged_load(FACTS.name, "shipped-weights", weights=weights, device=torch.device("cpu"),
-                            precision="fp32")
-    else:
-        check_packaged_load(FACTS.name, "dlib", weights=weights, device=device, precision=precision)
+    check_packaged_load(FACTS.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
+                        device=device, precision=precision, on_device=torch_engine)
     recognizer = (Path(weights) if weights is not None
                   else default_weights_file(FACTS))
     landmarks = package_model_file(FACTS.name, REQUIREMENT, LANDMARKS_FILE)

@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.errors import UsageError, WeightsUnavailable
+from extract.errors import WeightsUnavailable
+
+from ._torchnet import DeviceEmbed, engine_from_environment
 
 CHIP = 150
 DIM = 128
@@ -357,24 +359,12 @@ def dlib_engine(device: torch.device) -> str:
     """Which implementation runs dlib's ResNet: ``$EXTRACT_DLIB_ENGINE`` (auto, torch, dlib). auto is
     torch on every device: on CUDA for the GPU, and on CPU too, where batched torch beat dlib's own net
     5.7x in the extraction pipeline and 12.8x net only per core (PERFORMANCE.md), with the same rows."""
-    asked = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
-    if asked not in ENGINES:
-        raise UsageError(f"{ENGINE_VARIABLE}={asked!r} is not one of {', '.join(ENGINES)}")
+    asked = engine_from_environment(ENGINE_VARIABLE, ENGINES)
     return "torch" if asked == "auto" else asked
 
 
-class TorchDlibEmbed:
-    """(B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32 with `DlibResNet` on ``device``;
-    bf16/fp16 under autocast as ``precision`` says (fp32 is the one equal to dlib within 1e-4)."""
-
-    def __init__(self, module: DlibResNet, *, device: torch.device, precision: str) -> None:
-        self.module = module.to(device)
-        self.device = device
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            chips = batch.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                return self.module(chips).float()
+class TorchDlibEmbed(DeviceEmbed):
+    """(B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32 with `DlibResNet` on ``device`` (it takes
+    the chips as they are); bf16/fp16 under autocast as ``precision`` says (fp32 is the one equal to
+    dlib within 1e-4)."""
 

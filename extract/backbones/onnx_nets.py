@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.errors import UsageError
+from ._torchnet import DeviceEmbed, engine_from_environment
 
 YUNET_STRIDES = (8, 16, 32)
 YUNET_DIVISOR = 32
@@ -302,30 +302,18 @@ ENGINES = ("auto", "torch", "opencv")
 def sface_engine(device: torch.device) -> str:
     """Which SFace implementation to run: ``$EXTRACT_SFACE_ENGINE`` (auto, torch, opencv); auto is
     torch on CUDA and OpenCV's DNN on CPU (faster there: see PERFORMANCE.md)."""
-    import os
-
-    asked = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
-    if asked not in ENGINES:
-        raise UsageError(f"{ENGINE_VARIABLE}={asked!r} is not one of {', '.join(ENGINES)}")
+    asked = engine_from_environment(ENGINE_VARIABLE, ENGINES)
     if asked == "auto":
         return "torch" if device.type == "cuda" else "opencv"
     return asked
 
 
-class TorchSFaceEmbed:
-    """(B, 112, 112, 3) uint8 BGR chips on ``device`` -> (B, 128) float32 with the torch SFace:
-    the blob OpenCV would build (RGB, raw 0..255) is made on the device; bf16/fp16 under autocast."""
+class TorchSFaceEmbed(DeviceEmbed):
+    """(B, 112, 112, 3) uint8 BGR chips -> (B, 128) float32 with the torch SFace: the blob OpenCV would
+    build (RGB, raw 0..255) is made on the device; bf16/fp16 under autocast."""
 
-    def __init__(self, module: SFace, *, device: torch.device, precision: str) -> None:
-        self.module = module.to(device)
-        self.device = device
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            blob = batch.to(self.device).flip(-1).permute(0, 3, 1, 2).float()
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                return self.module(blob).float()
+    def prepare(self, chips: torch.Tensor) -> torch.Tensor:
+        return chips.flip(-1).permute(0, 3, 1, 2).float()
 
 
 class BatchFaceDetector:

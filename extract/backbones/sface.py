@@ -53,11 +53,8 @@ class SFaceEmbed:
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
     torch_engine = sface_engine(device) == "torch"
-    if torch_engine:  # runs on the asked device and precision; only 'random' weights are refused
-        check_packaged_load(FACTS.name, "shipped-weights", weights=weights, device=torch.device("cpu"),
-                            precision="fp32")
-    else:
-        check_packaged_load(FACTS.name, "OpenCV-DNN", weights=weights, device=device, precision=precision)
+    check_packaged_load(FACTS.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
+                        device=device, precision=precision, on_device=torch_engine)
     recognizer = Path(weights) if weights is not None else default_weights_file(FACTS)
     detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
