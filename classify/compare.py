@@ -188,7 +188,7 @@ def _row(rank: int, run: dict) -> dict:
     return {"rank": rank, "backbones": "+".join(run["config"]["backbones"]), "head": run["config"]["head"],
             "dataset": "+".join(s["dataset"] for s in run.get("training_stores", [run["store"]])),
             "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
-            "accuracy": fmt(test["accuracy"]), "accuracy_all_test": fmt(_accuracy_all(test, run)),
+            "accuracy": fmt(test["accuracy"]), "accuracy_all_test": fmt(accuracy_all_test(run)),
             "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}", **fairness_cells(test),
             "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
             "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
@@ -204,13 +204,18 @@ def treatment_cell(run: dict) -> str:
     return name if balanced is None else f"{name}, balanced by {balanced}"
 
 
-def _accuracy_all(test: dict, run: dict) -> float:
-    """Test accuracy counting the test images the run could not use (no face found) as errors.
+def usable_share(run: dict) -> float:
+    """The share of the test images the run could use (the others: no face found, unreadable)."""
+    test = run["metrics"]["test"]
+    return test["n"] / (test["n"] + sum(run["counts"]["test"]["invalid"].values()))
+
+
+def accuracy_all_test(run: dict) -> float:
+    """Test accuracy counting the test images the run could not use as errors.
 
     Runs on different backbones drop different images; this column compares them on all test images.
     """
-    invalid = sum(run["counts"]["test"]["invalid"].values())
-    return test["accuracy"] * test["n"] / (test["n"] + invalid)
+    return run["metrics"]["test"]["accuracy"] * usable_share(run)
 
 
 def fmt(value) -> str:
@@ -348,7 +353,7 @@ def _plot_accuracy(plt, runs, *, demo: bool = False):
     y = list(range(len(runs)))[::-1]  # rank 1 on top
     for row, run in zip(y, runs):
         test = run["metrics"]["test"]
-        share = test["n"] / (test["n"] + sum(run["counts"]["test"]["invalid"].values()))
+        share = usable_share(run)
         low, high = (bound * share for bound in test["ci95"]["accuracy"])
         ax.plot([low, high], [row, row], color="tab:blue", linewidth=2, solid_capstyle="butt")
         ax.plot(test["accuracy"] * share, row, "o", color="tab:blue", markersize=7)
