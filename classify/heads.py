@@ -119,7 +119,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _val_scores(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+def val_scores(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    """The selection criteria on val: accuracy of ``logits > 0`` and log loss, ``weight``-averaged."""
     return {"val_accuracy": float(np.average((logits > 0) == (y == 1), weights=weight)),
             "val_log_loss": _log_loss(y, logits, weight)}
 
@@ -239,7 +240,7 @@ class LogRegHead(Head):
             theta = res.x
             self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
             step = {"C": c, "n_iter": int(res.nit), "converged": bool(res.success),
-                    **_val_scores(y_val, self.decision_function(x_val), val_weight)}
+                    **val_scores(y_val, self.decision_function(x_val), val_weight)}
             log.debug("logreg C=%g: %d iterations, val accuracy %.4f (selection criterion; ties: val log "
                       "loss %.4f)", c, res.nit, step["val_accuracy"], step["val_log_loss"])
             self.path_.append(step)
@@ -387,7 +388,7 @@ class MLPHead(Head):
         best_params, stale, epoch = [p.copy() for p in params], 0, 0
         for epoch in range(1, self.max_epochs + 1):
             self._epoch(params, adam, x, y32, rng, weight)
-            scores = _val_scores(y_val, self._logits(params, x_val), val_weight)
+            scores = val_scores(y_val, self._logits(params, x_val), val_weight)
             if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
                 best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
             else:

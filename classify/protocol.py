@@ -55,7 +55,7 @@ from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
 from classify.groups import group_metrics
 from classify.run_analysis import decision_recalls
-from classify.heads import Head, make_head
+from classify.heads import Head, make_head, val_scores
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
 
@@ -273,10 +273,7 @@ def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
 
 
 def _choice_scores(head: Head, prepare, val: SplitFeatures, evals, *, val_weight: np.ndarray | None = None) -> dict:
-    logits = head.decision_function(prepare(val.x)).astype(np.float64)
-    male = val.gender == 1
-    scores = {"val_accuracy": float(np.average((logits > 0) == male, weights=val_weight)),
-              "val_log_loss": float(np.average(np.logaddexp(0.0, logits) - male * logits, weights=val_weight))}
+    scores = val_scores(val.gender, head.decision_function(prepare(val.x)), val_weight)
     cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
              if e.choose is not None]
     scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
