@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classify.errors import image_paths  # noqa: E402
 from classify.heads import make_head  # noqa: E402
 from extract.backbones import load_backbone  # noqa: E402
 from extract.backbones._image import AlignedCrop  # noqa: E402
 from extract.faces import FaceTemplate, decode, scaled  # noqa: E402
-from features.datasets import load_dataset  # noqa: E402
 from features.store import FeatureStore, Status  # noqa: E402
 
 
@@ -44,8 +44,7 @@ def embed(backbone, crop: AlignedCrop, paths: np.ndarray, faces: np.ndarray, row
 def opened(path: str):
     store = FeatureStore.open(path)
     faces, status = store.faces()
-    dataset = load_dataset(store.dataset_info["name"], store.dataset_info["root"])
-    return store, dataset.paths, faces, status == Status.OK
+    return store, image_paths(store), faces, status == Status.OK
 
 
 def main() -> int:
