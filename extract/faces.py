@@ -171,7 +171,18 @@ def decode(path: str) -> Decoded:
 
 
 _DECODE_LOCK = threading.Lock()
-_WARNINGS_FILE = None
+_WARNINGS_FILES: dict[int, object] = {}  # pid -> that process's scratch file
+
+
+def warnings_file():
+    """This process's scratch file for libjpeg's warnings. Keyed by pid: a reader worker forked after
+    its parent decoded must not share the parent's file (and its offset) with its sibling workers, or
+    one worker's warning about a damaged file is read as another's."""
+    pid = os.getpid()
+    if pid not in _WARNINGS_FILES:
+        _WARNINGS_FILES.clear()  # an inherited parent's entry: this process never writes to it
+        _WARNINGS_FILES[pid] = tempfile.TemporaryFile()
+    return _WARNINGS_FILES[pid]
 
 
 def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
@@ -183,11 +194,8 @@ def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, s
     block) for the call. The lock keeps threads of one process from interleaving; what another thread
     writes to stderr in that instant lands in the scratch file and is shown as part of the warning.
     """
-    global _WARNINGS_FILE
     with _DECODE_LOCK:
-        if _WARNINGS_FILE is None:
-            _WARNINGS_FILE = tempfile.TemporaryFile()
-        scratch = _WARNINGS_FILE.fileno()
+        scratch = warnings_file().fileno()
         os.ftruncate(scratch, 0)
         os.lseek(scratch, 0, os.SEEK_SET)
         saved = os.dup(2)

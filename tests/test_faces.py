@@ -2,6 +2,8 @@
 fallback, one detection per run, strict and bounded decoding, the in-the-wild CelebA reader."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +92,22 @@ def test_jpeg_with_damaged_data_inside_is_unreadable_with_libjpegs_warning(tmp_p
         decode(str(path))
     assert decode(str(_aligned())).image.shape == (218, 178, 3)  # an intact file: no warning left over
     capfd.readouterr()
+
+
+def _scratch_inode(_=None) -> int:
+    from extract.faces import warnings_file
+
+    return os.fstat(warnings_file().fileno()).st_ino
+
+
+def test_forked_reader_workers_do_not_share_the_parents_warnings_file():
+    # Reader workers are forked after the parent may have decoded: sharing its scratch file (and offset)
+    # let one worker read another's libjpeg warning and mark an intact image UNREADABLE.
+    parent = _scratch_inode()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_scratch_inode, range(2))
+    assert parent not in children
+    assert _scratch_inode() == parent  # the parent keeps its own
 
 
 @needs_celeba
