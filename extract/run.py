@@ -37,6 +37,7 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
     dataset = limit_rows(full, config.limit)
     configure_threads(gpu=device.type == "cuda", workers=config.workers)  # workers + threads <= CPUs
     paths = image_paths(dataset)
+    check_device_decode(config, device)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
             ranks, lambda: open_store(config.store, full, config.limit),
@@ -46,6 +47,16 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
         return _extract_backbones(store, dataset, paths, config, ranks, device)
 
 
+def check_device_decode(config: ExtractConfig, device: torch.device) -> None:
+    """``--decode device`` must suit every backbone of the run: a UsageError before the store is opened
+    (or created), rather than after the first backbones' work. Loads each backbone once to ask it."""
+    if config.decode != "device":
+        return
+    for name in config.backbones:
+        decodes_on_device(config.decode, load_backbone(name, weights=config.weights.get(name), device=device,
+                                                       precision=config.precision, tta=config.tta))
+
+
 def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,
                        ranks: distributed.Ranks, device: torch.device) -> int:
     """Each backbone of the run in turn, after the detection pass the first face backbone needs."""
@@ -53,7 +64,7 @@ def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], 
     for name in config.backbones:
         backbone = load_backbone(name, weights=config.weights.get(name), device=device,
                                  precision=config.precision, tta=config.tta)
-        on_device = decodes_on_device(config.decode, backbone)  # a UsageError before any work
+        on_device = decodes_on_device(config.decode, backbone)
         if on_device and ranks.is_main:
             log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
         if backbone.uses_faces and faces is None:

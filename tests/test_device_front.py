@@ -153,3 +153,4 @@ def test_decode_device_on_a_backbone_without_a_device_front_end(tmp_path, monkey
     assert code == 2
     assert "--decode device: sface has no device front end" in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "f.zarr").exists()  # refused before the store was created
