@@ -61,6 +61,7 @@ STAGES = {"conv_2_relu": "112px, 64 ch", "conv_4_relu": "56px, 128 ch", "conv_6_
           "conv_12_relu": "14px, 512 ch", "conv_14_relu": "7px, 1024 ch"}
 PRE_EMBEDDING = "bn1"
 EMBEDDING = "fc1"
+EMBEDDING_DIM = 128
 PRE_EMBEDDING_PCA = 256  # the 50,176-d flattened map is reduced (PCA fit on each setting's train rows)
 
 
@@ -377,6 +378,14 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
 
 
+def random_projection(features: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The same map projected on EMBEDDING_DIM seeded Gaussian directions: if these decode gender and the
+    trained 128 (fc1) do not, the trained projection discards it."""
+    width = next(iter(features.values())).shape[1]
+    directions = np.random.default_rng(seed).standard_normal((width, EMBEDDING_DIM)).astype(np.float32)
+    return {name: x @ directions for name, x in features.items()}
+
+
 def shipped_outputs(config: Config, chip: ChipData, work: Path, *, rgb: bool = True) -> dict:
     """The shipped graph run on the chips with the probed intermediate tensors as extra outputs."""
     path = work / "sface_probes.onnx"
@@ -393,6 +402,9 @@ def probe_table(config: Config, chip: ChipData, out: dict) -> None:
         reduce = PRE_EMBEDDING_PCA if name == PRE_EMBEDDING else 0
         pooled = "" if name in (PRE_EMBEDDING, EMBEDDING) else " (global average pooled)"
         rows.append([f"{name}: {what}{pooled}"] + gender_columns(chip, features, config.seed, reduce=reduce))
+        if name == PRE_EMBEDDING:  # the control: any 128 directions of this map, not the trained ones
+            rows.append([f"{name} x {EMBEDDING_DIM} random directions (seeded Gaussian, the control for fc1)"]
+                        + gender_columns(chip, random_projection(features, config.seed), config.seed))
     table("3b. Linear probes on SFace's intermediate activations (logreg, standardised; the embedding "
           "L2+standardised): accuracy % (male/female recall)", ["layer"] + [s.name for s in chip.settings], rows)
 
