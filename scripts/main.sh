@@ -4,7 +4,7 @@
 # report (per-group metrics, calibration, error gallery) beside it.
 #   CELEBA_ROOT  CelebA folder (default data/celeba; any layout `python -m extract` reads)
 #   OUT          output folder (default runs/celeba, or runs/demo on the demo data)
-#   BACKBONES    backbones to extract (default: the five whose weights ship in pip packages)
+#   BACKBONES    backbones to extract (default: the six whose weights ship in pip packages)
 #   UTKFACE_ROOT UTKFace folder (default ../shared/data/utkface); when present (and not on demo data) it is
 #                extracted into its own store and every head is also evaluated on it (CelebA -> UTKFace)
 # Rerunning resumes: finished extraction units are skipped.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 py=.venv/bin/python
 root=${CELEBA_ROOT:-data/celeba}
-backbones=${BACKBONES:-efficientnet_lite0 sface dlib_resnet dlib_age dlib_gender}
+backbones=${BACKBONES:-efficientnet_lite0 sface sface_map dlib_resnet dlib_age dlib_gender}
 demo=""
 if [ ! -e "$root" ]; then
   cat >&2 <<MSG

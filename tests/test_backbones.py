@@ -37,7 +37,7 @@ from extract.backbones.inception_resnet_v1 import InceptionResnetV1
 # ../shared/data next to the repository, as in test_real_data.py (a clone elsewhere finds its own).
 CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba"
 FACE_RECOGNISERS = ("sface", "dlib_resnet")  # identity embeddings
-NOT_TORCH = (*FACE_RECOGNISERS, "dlib_age", "dlib_gender")  # nets with only their shipped weights
+NOT_TORCH = (*FACE_RECOGNISERS, "sface_map", "dlib_age", "dlib_gender")  # nets with only their shipped weights
 TORCHVISION_FILES = {
     "resnet50": "resnet50-11ad3fa6.pth",
     "inception_v3": "inception_v3_google-0cc3c7bd.pth",
@@ -83,9 +83,10 @@ def _offline(monkeypatch, tmp_path: Path) -> list[str]:
 # --- registry ---------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_eight_backbones_and_nothing_other_tests_registered():
+def test_registry_holds_the_nine_backbones_and_nothing_other_tests_registered():
     assert backbone_names() == sorted(catalog.BUILTIN) == [
-        "dlib_age", "dlib_gender", "dlib_resnet", "efficientnet_lite0", "inception_v3", "resnet50", "sface", "vggface2"]
+        "dlib_age", "dlib_gender", "dlib_resnet", "efficientnet_lite0", "inception_v3", "resnet50", "sface",
+        "sface_map", "vggface2"]
 
 
 def test_unknown_name_raises_value_error_listing_names():

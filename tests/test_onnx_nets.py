@@ -145,3 +145,45 @@ def test_warp_chips_matches_cv2_warp_affine_and_its_embeddings():
         a = module(torch.from_numpy(reference_blob))
         b = module(torch.from_numpy(cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True)))
     assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.999
+
+
+def with_output(path: str, tensor: str, shape: list, folder: Path) -> str:
+    """A copy of the ONNX file at ``path`` that also outputs the inner float ``tensor`` of ``shape``
+    (OpenCV's DNN only returns a graph's outputs, and wants their type and shape)."""
+    import onnx
+
+    model = onnx.load(path)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, shape))
+    copy = folder / "with_output.onnx"
+    onnx.save(model, str(copy))
+    return str(copy)
+
+
+@needs_celeba
+def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path):
+    """sface_map's 1024-d rows equal the mean over 7x7 of the conv_14_relu map OpenCV's DNN computes from
+    the same file and blob (an independent runtime), and come from the sface chip."""
+    from extract.backbones import load_backbone
+    from extract.backbones.sface_map import MAP_LAYER
+
+    chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(16)]
+    chips = np.stack([chip for chip in chips if chip is not None])
+    backbone = load_backbone("sface_map")
+    ours = backbone.embed(torch.from_numpy(chips)).numpy()
+    graph = with_output(model_path(sface.RECOGNIZER_FILE), MAP_LAYER, ["n", 1024, 7, 7], tmp_path)
+    net = cv2.dnn.readNetFromONNX(graph)
+    net.setInput(cv2.dnn.blobFromImages(list(chips), 1.0, (112, 112), (0, 0, 0), swapRB=True), "data")
+    feature_map = net.forward(MAP_LAYER)
+    assert feature_map.shape == (len(chips), 1024, 7, 7)
+    np.testing.assert_allclose(ours, feature_map.mean(axis=(2, 3)), atol=1e-3 * np.abs(ours).max())
+    sface_record = load_backbone("sface").metadata["preprocessing"]
+    assert {k: v for k, v in backbone.metadata["preprocessing"].items() if k in sface_record and k != "blob"} \
+        == {k: v for k, v in sface_record.items() if k != "blob"}  # the same chip
+
+
+def test_sface_map_refuses_a_graph_without_the_map(tmp_path):
+    from extract.backbones import WeightsUnavailable, load_backbone
+
+    with pytest.raises(WeightsUnavailable, match="not a usable sface_map checkpoint.*conv_14_relu") as error:
+        load_backbone("sface_map", weights=model_path(sface.DETECTOR_FILE))  # YuNet's graph: another net
+    assert "\n" not in str(error.value)
