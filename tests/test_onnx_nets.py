@@ -160,16 +160,24 @@ def with_output(path: str, tensor: str, shape: list, folder: Path) -> str:
 
 
 @needs_celeba
-def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path):
-    """sface_map's 1024-d rows equal the mean over 7x7 of the conv_14_relu map OpenCV's DNN computes from
-    the same file and blob (an independent runtime), and come from the sface chip."""
+def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path, monkeypatch):
+    """sface_map's 1024-d rows (torch engine) equal the mean over 7x7 of the conv_14_relu map OpenCV's DNN
+    computes from the same file and blob (an independent runtime), as do the OpenCV engine's; both come
+    from the sface chip."""
     from extract.backbones import load_backbone
     from extract.backbones.sface_map import MAP_LAYER
 
     chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(16)]
     chips = np.stack([chip for chip in chips if chip is not None])
-    backbone = load_backbone("sface_map")
+    engines = {}
+    for engine in ("torch", "opencv"):
+        monkeypatch.setenv("EXTRACT_SFACE_ENGINE", engine)
+        engines[engine] = load_backbone("sface_map")
+    backbone = engines["torch"]
     ours = backbone.embed(torch.from_numpy(chips)).numpy()
+    np.testing.assert_allclose(engines["opencv"].embed(torch.from_numpy(chips)).numpy(), ours,
+                               atol=1e-3 * np.abs(ours).max())
+    assert engines["opencv"].metadata["preprocessing"] == backbone.metadata["preprocessing"]  # resumable
     graph = with_output(model_path(sface.RECOGNIZER_FILE), MAP_LAYER, ["n", 1024, 7, 7], tmp_path)
     net = cv2.dnn.readNetFromONNX(graph)
     net.setInput(cv2.dnn.blobFromImages(list(chips), 1.0, (112, 112), (0, 0, 0), swapRB=True), "data")
@@ -181,9 +189,11 @@ def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path):
         == {k: v for k, v in sface_record.items() if k != "blob"}  # the same chip
 
 
-def test_sface_map_refuses_a_graph_without_the_map(tmp_path):
+@pytest.mark.parametrize("engine", ["torch", "opencv"])
+def test_sface_map_refuses_a_graph_without_the_map(engine, monkeypatch):
     from extract.backbones import WeightsUnavailable, load_backbone
 
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", engine)
     with pytest.raises(WeightsUnavailable, match="not a usable sface_map checkpoint.*conv_14_relu") as error:
         load_backbone("sface_map", weights=model_path(sface.DETECTOR_FILE))  # YuNet's graph: another net
     assert "\n" not in str(error.value)

