@@ -429,9 +429,10 @@ def channel_table(config: Config, chip: ChipData, stored: dict[str, np.ndarray],
 # -- main -------------------------------------------------------------------------------------------
 def parse(argv: list[str] | None) -> tuple[Config, set[int]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--celeba-store", default="/tmp/s2/main/features.zarr")
-    parser.add_argument("--utk-store", default="/tmp/s2/main/utkface.zarr")
-    parser.add_argument("--chips", default="/tmp/s3/sface_chips.npz", help="chip cache (.npz)")
+    # defaults: the main job's stores (scripts/main.sh, OUT=runs/celeba)
+    parser.add_argument("--celeba-store", default="runs/celeba/features.zarr")
+    parser.add_argument("--utk-store", default="runs/celeba/utkface.zarr")
+    parser.add_argument("--chips", default="runs/celeba/sface_chips.npz", help="chip cache (.npz, no pickle)")
     parser.add_argument("--celeba-train", type=int, default=1500, help="CelebA train rows re-run (3, 4)")
     parser.add_argument("--celeba-test", type=int, default=500, help="CelebA test rows re-run (3, 4)")
     parser.add_argument("--utk", type=int, default=1500, help="UTKFace adult rows re-run (3, 4)")
