@@ -25,6 +25,7 @@ import csv
 import logging
 from pathlib import Path
 
+from classify.label_audit import doubt_note
 from classify.results import load_runs
 
 log = logging.getLogger(__name__)
@@ -258,28 +259,31 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    markdown = (DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
+    error_paths, analysis = write_errors_of(recommend(runs), directory)
+    note = doubt_note(analysis) if analysis else ""
+    markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
+                + (f"\n{note}\n" if note else ""))
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     paths[0].write_text(markdown)
     write_csv(rows, paths[1])
     paths += plot_all(runs, directory, demo=demo)
-    paths += write_errors_of(recommend(runs), directory)
-    return markdown, paths
+    return markdown, paths + error_paths
 
 
-def write_errors_of(run: dict, directory: Path) -> list[Path]:
-    """errors.json/.csv (`classify.errors`) of the recommended run; a warning, not a failure, when its head
-    or store is not at hand (a results folder copied elsewhere)."""
+def write_errors_of(run: dict, directory: Path) -> tuple[list[Path], dict | None]:
+    """errors.json/.csv (`classify.errors`) of the recommended run, and the analysis; a warning, not a
+    failure, when its head or store is not at hand (a results folder copied elsewhere)."""
     from classify.calibration import CalibrationError
     from classify.errors import error_analysis, write_error_files
     from classify.results import HeadFileError
     from features.store import StoreError
 
     try:
-        return write_error_files(error_analysis(run, directory), directory)
+        analysis = error_analysis(run, directory)
+        return write_error_files(analysis, directory), analysis
     except (HeadFileError, StoreError, CalibrationError, OSError) as error:
         log.warning("no error analysis for %s: %s", run["run"], error)
-        return []
+        return [], None
 
 
 def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:

@@ -4,8 +4,9 @@
 rows of each training store with the recorded decision (calibrated p(male), recorded threshold: what
 predict would say), and lists
 - ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|), each with its
-  dataset, id, image path, calibrated p(male), true and predicted gender and groups (race, age, the
-  CelebA attributes set);
+  dataset, id, image path, calibrated p(male), true and predicted gender, groups (race, age, the
+  CelebA attributes set) and ``label_check``: why the label itself is in doubt when most other images of
+  the same identity carry the other label (`classify.label_audit`), else "";
 - ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
   found, too large).
 Image paths come from re-reading the dataset at the store's recorded root; where it is gone, paths are
@@ -13,7 +14,7 @@ empty and the rows are still listed.
 
 Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 1:
 run, split, decision, n_scored, errors, rejected) and ``errors.csv`` (one line per error or rejected
-image: kind, dataset, id, path, true, predicted, p_male, reason, groups).
+image: kind, dataset, id, path, true, predicted, p_male, reason, groups, label_check).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 from classify import treatment
 from classify.decision import Decision
 from classify.headfile import SUFFIX
+from classify.label_audit import label_doubts
 from classify.results import jsonable, load_head
 from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
@@ -56,7 +58,9 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
             attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
             rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male,
                               threshold=decision.value, attributes=attributes)
-            errors += [{"dataset": store.dataset_name, **row} for row in rows]
+            doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
+            errors += [{"dataset": store.dataset_name, **row, "label_check": doubts.get(row["id"], "")}
+                       for row in rows]
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
@@ -99,12 +103,14 @@ def write_error_files(analysis: dict, directory: Path) -> list[Path]:
     json_path.write_text(json.dumps(jsonable(analysis), indent=1, allow_nan=False))
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups"])
+        writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
+                         "label_check"])
         for row in analysis["errors"]:
             writer.writerow(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
-                             f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items())])
+                             f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items()),
+                             row.get("label_check", "")])
         for row in analysis["rejected"]:
-            writer.writerow(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], ""])
+            writer.writerow(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], "", ""])
     return [json_path, csv_path]
 
 

@@ -11,7 +11,7 @@ the file opens offline in any browser. Every text that reaches the page goes thr
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
   "recalls": {"before": {...}, "after": {...}} optional}}
-- ``errors``: rows {"path", "id", "p_male", "true", "predicted", "groups": {name: text}} (most confident
+- ``errors``: rows {"path", "id", "p_male", "true", "predicted", "groups": {name: text}, "label_check"} (most confident
   first is the caller's order); ``rejected``: rows {"path", "id", "reason"}.
 """
 from __future__ import annotations
@@ -248,8 +248,9 @@ def gallery_section(errors: list[dict], rejected: list[dict], *, limit: int = MA
     parts = [f"<h2>Errors</h2><p>{len(errors):,} test images wrong, most confident first"
              f"{f' (first {limit} shown)' if len(errors) > limit else ''}.</p><div class='gallery'>"]
     for row in errors[:limit]:
+        doubt = [f"<b>label in doubt:</b> {esc(row['label_check'])}"] if row.get("label_check") else []
         parts.append(_card(row, f"true {row['true']}, said {row['predicted']} (p(male) {row['p_male']:.3f})",
-                           "<br>".join(f"{esc(k)}: {esc(v)}" for k, v in row.get("groups", {}).items())))
+                           "<br>".join(doubt + [f"{esc(k)}: {esc(v)}" for k, v in row.get("groups", {}).items()])))
     parts.append(f"</div><h3>Rejected images</h3><p>{len(rejected):,} images could not be used "
                  "(unreadable, or no face found).</p><div class='gallery'>")
     for row in rejected[:limit]:

@@ -26,16 +26,20 @@ FAST_HEADS = {"mlp": {"max_epochs": 5}}
 def make_store(path: Path, *, n: int = 600, dims: dict[str, int] | None = None, seed: int = 0,
                invalid: dict[int, int] | None = None, complete: bool = True,
                gender: np.ndarray | None = None, weights: str = "random", shift: float = 3.0,
-               metadata: dict | None = None, split: np.ndarray | None = None) -> FeatureStore:
-    """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status."""
+               metadata: dict | None = None, split: np.ndarray | None = None,
+               labels: np.ndarray | None = None, identity: np.ndarray | None = None) -> FeatureStore:
+    """A store with a separable gender signal in every backbone; ``invalid`` maps row -> Status.
+    ``labels``: the table's gender labels when they are not ``gender`` (the sex the embeddings show);
+    ``identity``: one per row by default."""
     dims = dims or {"bb_a": 12, "bb_b": 6}
     rng = np.random.default_rng(seed)
     gender = rng.integers(0, 2, n).astype(np.int8) if gender is None else gender
     if split is None:
         split = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n // 2, n // 4, n - n // 2 - n // 4])
     dataset = synthetic_table(n, root=str(path.parent), paths=[f"img/{i:06d}.jpg" for i in range(n)],
-                              gender=gender, split=split, split_seed=seed,
-                              attributes={"smiling": rng.integers(0, 2, n), "identity": np.arange(n)})
+                              gender=gender if labels is None else labels, split=split, split_seed=seed,
+                              attributes={"smiling": rng.integers(0, 2, n),
+                                          "identity": np.arange(n) if identity is None else identity})
     store = FeatureStore.create(path, dataset)
     status = np.full(n, Status.OK, dtype=np.uint8)
     for row, code in (invalid or {}).items():

@@ -1,0 +1,53 @@
+"""Gender labels that disagree with the rest of their identity: a check of the data, not of the heads.
+
+CelebA labels ``Male`` per image, and some images carry the other label from most images of the same
+person. In the shared 6,000-image subset, 40 images (of 23 of its 200 identities) disagree with the
+majority of their identity's other images. Six of the recommended head's seven CelebA test errors are
+such images, and the photos show the sex of the majority (PERFORMANCE.md). A test error on one of them
+is more likely a label error than a head error, and a user should see that beside the error, not
+discover it later.
+
+`label_doubts` flags a row when at least `MIN_OTHERS` other images of its identity exist (in the whole
+store, every split) and at least `MIN_SHARE` of them carry the other label. It never changes a label
+or a metric: the flag goes into the error list (``errors.json``/``errors.csv``, ``label_check``) and
+the leaderboard counts the flagged errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
+MIN_SHARE = 0.8    # share of them that must carry the other label
+MISSING = -1       # how a store marks an identity it does not know
+
+
+def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | None) -> dict[str, str]:
+    """{image id: why its label is doubtful} for the rows whose identity's other images mostly carry the
+    other label; empty when the store records no identity."""
+    if identity is None:
+        return {}
+    gender, identity = np.asarray(gender), np.asarray(identity)
+    doubts = {}
+    for person in np.unique(identity[identity != MISSING]):
+        rows = np.flatnonzero(identity == person)
+        males = int(np.sum(gender[rows] == 1))
+        for row in rows:
+            others = len(rows) - 1
+            # the other images labelled the other sex: women beside a man, men beside a woman
+            other_label = others - (males - 1) if gender[row] == 1 else males
+            if others >= MIN_OTHERS and other_label >= MIN_SHARE * others:
+                name = "female" if gender[row] == 1 else "male"
+                doubts[str(ids[row])] = (f"{other_label} of the {others} other images of identity {person} "
+                                         f"are labelled {name}")
+    return doubts
+
+
+def doubt_note(analysis: dict) -> str:
+    """The leaderboard's line about the recommended run's test errors whose labels are in doubt ("" if none)."""
+    doubted = sum(1 for row in analysis["errors"] if row.get("label_check"))
+    if not doubted:
+        return ""
+    total = len(analysis["errors"])
+    return (f"Label check: {doubted} of the recommended run's {total} {analysis['split']} errors are images whose "
+            f"gender label disagrees with at least {MIN_SHARE:.0%} of the other images of the same identity: "
+            "possible label errors, listed with `label_check` in errors.csv. Accuracy counts them as errors.")
