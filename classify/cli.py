@@ -1,4 +1,4 @@
-"""Command line: ``python -m classify {train,compare,predict,evaluate}``.
+"""Command line: ``python -m classify {train,compare,predict,evaluate,audit-labels}``.
 
     python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
                              [--heads logreg mlp] [--treatments none l2] [--calibrate auto|none|METHOD]
@@ -6,6 +6,7 @@
     python -m classify compare DIR
     python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
+    python -m classify audit-labels --store S.zarr [--out doubts.csv]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
 run is also evaluated on that store (step 8). ``--calibrate`` and
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from classify import evaluate, protocol
+from classify import evaluate, label_audit, protocol
 from classify.calibration import CalibrationError, parse_threshold
 from classify.compare import CompareError, compare
 from classify.decision import CALIBRATE_CHOICES
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a dataset the head never saw; refused for a store it was trained on)")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     ev.add_argument("--seed", type=int, default=0)
+    audit = sub.add_parser("audit-labels", help="labels that most other images of the same identity contradict")
+    audit.add_argument("--store", required=True, help="feature store (.zarr) of a dataset that records identity")
+    audit.add_argument("--out", type=Path, help="CSV file for the doubted rows")
     return parser
 
 
@@ -219,7 +223,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "compare": cmd_compare, "predict": cmd_predict, "evaluate": cmd_evaluate}
+def cmd_audit_labels(args: argparse.Namespace) -> int:
+    store = FeatureStore.open(args.store)
+    rows = label_audit.audit_store(store)
+    print(label_audit.audit_text(store, rows), end="")
+    if args.out:
+        label_audit.write_audit(rows, args.out)
+        log.info("wrote %s", args.out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "audit-labels": cmd_audit_labels}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,13 @@ discover it later.
 `label_doubts` flags a row when at least `MIN_OTHERS` other images of its identity exist (in the whole
 store, every split) and at least `MIN_SHARE` of them carry the other label. It never changes a label
 or a metric: the flag goes into the error list (``errors.json``/``errors.csv``, ``label_check``) and
-the leaderboard counts the flagged errors.
+the leaderboard counts the flagged errors. ``python -m classify audit-labels --store S`` lists every
+flagged row of a store, all splits (`audit_store`), for a user who wants to look at or fix the labels.
 """
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import numpy as np
 
@@ -51,3 +55,31 @@ def doubt_note(analysis: dict) -> str:
     return (f"Label check: {doubted} of the recommended run's {total} {analysis['split']} errors are images whose "
             f"gender label disagrees with at least {MIN_SHARE:.0%} of the other images of the same identity: "
             "possible label errors, listed with `label_check` in errors.csv. Accuracy counts them as errors.")
+
+
+def audit_store(store) -> list[dict]:
+    """Every row of a `FeatureStore` whose label is in doubt: {"id", "split", "label", "label_check"}."""
+    from features.dataset import SPLITS
+
+    doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
+    position = {str(image): row for row, image in enumerate(store.ids)}
+    return [{"id": image, "split": SPLITS[int(store.split[position[image]])],
+             "label": "male" if store.gender[position[image]] == 1 else "female", "label_check": why}
+            for image, why in sorted(doubts.items())]
+
+
+def audit_text(store, rows: list[dict]) -> str:
+    """What ``audit-labels`` prints: a summary line, then one line per doubted row."""
+    if "identity" not in store.attributes:
+        return f"{store.path}: the store records no identity, so no label can be checked against its identity\n"
+    lines = [f"{store.path}: {len(rows)} of {store.n_rows} labels disagree with at least {MIN_SHARE:.0%} of the "
+             f"other images (>= {MIN_OTHERS}) of the same identity"]
+    lines += [f"{row['split']:5}  {row['id']}  labelled {row['label']}: {row['label_check']}" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_audit(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "split", "label", "label_check"])
+        writer.writeheader()
+        writer.writerows(rows)

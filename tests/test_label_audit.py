@@ -57,3 +57,20 @@ def test_the_html_gallery_shows_a_doubted_label_on_its_card():
            "label_check": "29 of the 29 other images of identity 7567 are labelled female"}
     html = gallery_section([row, {**row, "id": "1.jpg", "label_check": ""}], [])
     assert html.count("label in doubt") == 1 and "identity 7567 are labelled female" in html
+
+
+def test_audit_labels_lists_every_doubted_row_of_every_split(tmp_path, capsys):
+    n = 600
+    identity = np.arange(n) // 10
+    labels = (identity % 2).astype(np.int8)
+    flipped = [3, 301, 455]                     # one train, one val, one test row
+    labels[flipped] = 1 - labels[flipped]
+    store = make_store(tmp_path / "s.zarr", n=n, labels=labels, identity=identity, dims={"bb_a": 4})
+    assert cli.main(["audit-labels", "--store", store.path, "--out", str(tmp_path / "doubts.csv")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("3 of 600 labels disagree with at least 80% of the other images (>= 5) of the same identity")
+    assert [line.split()[:2] for line in out[1:]] == [["train", "000003.jpg"], ["val", "000301.jpg"],
+                                                      ["test", "000455.jpg"]]
+    rows = list(csv.DictReader(open(tmp_path / "doubts.csv")))
+    assert [row["id"] for row in rows] == ["000003.jpg", "000301.jpg", "000455.jpg"]
+    assert rows[0]["label"] == ("female" if labels[3] == 0 else "male")
