@@ -11,8 +11,8 @@ the file opens offline in any browser. Every text that reaches the page goes thr
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
   "recalls": {"before": {...}, "after": {...}} optional}}
-- ``errors``: rows {"path", "id", "p_male", "true", "predicted", "groups": {name: text}, "label_check"} (most confident
-  first is the caller's order); ``rejected``: rows {"path", "id", "reason"}.
+- ``errors``: rows {"path", "id", "p_male", "true", "predicted", "groups": {name: text}, "label_check"}
+  (most confident first is the caller's order); ``rejected``: rows {"path", "id", "reason"}.
 """
 from __future__ import annotations
 

@@ -27,23 +27,21 @@ MISSING = -1       # how a store marks an identity it does not know
 
 def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | None) -> dict[str, str]:
     """{image id: why its label is doubtful} for the rows whose identity's other images mostly carry the
-    other label; empty when the store records no identity."""
+    other label; empty when the store records no identity. Vectorised: full CelebA (202,599 rows, 10,177
+    identities) takes well under a second."""
     if identity is None:
         return {}
     gender, identity = np.asarray(gender), np.asarray(identity)
-    doubts = {}
-    for person in np.unique(identity[identity != MISSING]):
-        rows = np.flatnonzero(identity == person)
-        males = int(np.sum(gender[rows] == 1))
-        for row in rows:
-            others = len(rows) - 1
-            # the other images labelled the other sex: women beside a man, men beside a woman
-            other_label = others - (males - 1) if gender[row] == 1 else males
-            if others >= MIN_OTHERS and other_label >= MIN_SHARE * others:
-                name = "female" if gender[row] == 1 else "male"
-                doubts[str(ids[row])] = (f"{other_label} of the {others} other images of identity {person} "
-                                         f"are labelled {name}")
-    return doubts
+    rows = np.flatnonzero(identity != MISSING)
+    people, person_of = np.unique(identity[rows], return_inverse=True)
+    is_male = gender[rows] == 1
+    males = np.bincount(person_of, weights=is_male)[person_of]
+    others = np.bincount(person_of)[person_of] - 1
+    # the other images labelled the other sex: women beside a man, men beside a woman
+    other_label = np.where(is_male, others - (males - 1), males).astype(int)
+    flagged = np.flatnonzero((others >= MIN_OTHERS) & (other_label >= MIN_SHARE * others))
+    return {str(ids[rows[i]]): f"{other_label[i]} of the {others[i]} other images of identity "
+            f"{people[person_of[i]]} are labelled {'female' if is_male[i] else 'male'}" for i in flagged}
 
 
 def doubt_note(analysis: dict) -> str:
