@@ -21,6 +21,7 @@ import numpy as np
 
 from classify.compare import DEMO_MARKER, DEMO_TITLE, disagreements, leaderboard, recommend, recommendation_text
 from classify.errors import error_analysis, read_error_file
+from classify.label_audit import doubt_note
 from classify.html_report import write_html
 from classify.predict import status_text
 from classify.results import HeadFileError, load_runs
@@ -91,7 +92,7 @@ def collect(store_path, results_dir, *, demo: bool = False) -> dict:
                     "n_rows": store.n_rows, "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
         "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
-        "chosen": recommendation_text(runs).strip(),
+        "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "groups": {f"{best['run']}: {label}": scores["groups"] for label, scores in sets},
         "calibration": {f"{best['run']}: {label}": calibration_entry(best, scores) for label, scores in sets},
         "errors": None if errors is None else errors["errors"],
