@@ -3,12 +3,17 @@ changed, and counted on the leaderboard."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from classify import cli
 from classify.label_audit import MISSING, label_doubts
 from test_classify_cli import make_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_label_most_of_its_identity_contradicts_is_flagged_and_the_rest_are_not():
@@ -48,6 +53,10 @@ def test_flipped_test_labels_are_named_in_the_error_files_and_counted_on_the_lea
     errors = [row for row in rows if row["kind"] == "error"]
     board = (out / "leaderboard.md").read_text()
     assert f"Label check: 3 of the recommended run's {len(errors)} test errors" in board
+    report = tmp_path / "report.html"  # the HTML report says it under the recommendation too
+    subprocess.run([sys.executable, str(REPO / "scripts" / "write_html_report.py"), "--store", store.path,
+                    "--results", str(out), "--out", str(report)], check=True, capture_output=True)
+    assert f"Label check: 3 of the recommended run&#x27;s {len(errors)} test errors" in report.read_text()
 
 
 def test_the_html_gallery_shows_a_doubted_label_on_its_card():
