@@ -37,7 +37,8 @@ PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(CHIP), rgb=False))  # BGR
 
 
 class SFaceEmbed:
-    """(B, 112, 112, 3) uint8 BGR chips (CPU tensor) -> (B, 128) float32, one batched forward."""
+    """(B, 112, 112, 3) uint8 BGR chips (CPU tensor) -> (B, 128) float32, one batched forward; `output`
+    is what a subclass reads from the net instead (`sface_map`)."""
 
     def __init__(self, net: cv2.dnn.Net) -> None:
         self.net = net
@@ -46,7 +47,10 @@ class SFaceEmbed:
         chips = list(batch.cpu().numpy())
         blob = cv2.dnn.blobFromImages(chips, 1.0, (CHIP, CHIP), (0, 0, 0), swapRB=True, crop=False)
         self.net.setInput(blob, "data")
-        return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32).reshape(len(chips), -1))
+        return torch.from_numpy(np.asarray(self.output(), dtype=np.float32).reshape(len(chips), -1))
+
+    def output(self) -> np.ndarray:
+        return self.net.forward()
 
 
 @register(FACTS.name)

