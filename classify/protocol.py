@@ -231,7 +231,7 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
         train_weight, val_weight = (None, None) if weights is None else (weights.train, weights.val)
         head = make_head(config.head, seed=config.seed, **config.head_params)
         head.fit(x_train, train.gender, x_val, val.gender, sample_weight=train_weight, val_weight=val_weight)
-        scores = _choice_scores(head, prepare, val, evals, val_weight=val_weight)
+        scores = _choice_scores(head, prepare, x_val, val.gender, evals, val_weight=val_weight)
         tried.append((candidate, head, prepare, scores, weights))
         log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], scores)
     chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
@@ -272,8 +272,10 @@ def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
         raise ProtocolError(str(error)) from None
 
 
-def _choice_scores(head: Head, prepare, val: SplitFeatures, evals, *, val_weight: np.ndarray | None = None) -> dict:
-    scores = val_scores(val.gender, head.decision_function(prepare(val.x)), val_weight)
+def _choice_scores(head: Head, prepare, x_val: np.ndarray, y_val: np.ndarray, evals, *,
+                   val_weight: np.ndarray | None = None) -> dict:
+    """Step 6's criteria: (weighted) val scores of the prepared val rows, and cross-dataset val accuracy."""
+    scores = val_scores(y_val, head.decision_function(x_val), val_weight)
     cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
              if e.choose is not None]
     scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
