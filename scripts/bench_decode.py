@@ -28,7 +28,8 @@ from extract.images import configure_threads, default_workers
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+from bench_extract import add_common_args  # a sibling script: python puts scripts/ on the path
+
 
 
 class MemoryWriter:
@@ -84,15 +85,7 @@ def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="sface")
-    parser.add_argument("--weights", default=None)
-    parser.add_argument("--images", type=int, default=256, help="number of images (a folder is repeated)")
-    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=None, help="reader workers (default: extract's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: extract's)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_common_args(parser, backbone="sface", images=256, batch_size=8)
     return parser.parse_args(argv)
 
 

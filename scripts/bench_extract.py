@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from extract.backbones import Backbone, load_backbone
+from extract.catalog import PRECISIONS
 from extract.images import ImageRows, configure_threads, default_workers
 from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding
 from extract.demo import synthetic_table
@@ -163,17 +164,22 @@ def peak_rss_mib() -> tuple[float, float]:
     return own, children
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="efficientnet_lite0")
+def add_common_args(parser: argparse.ArgumentParser, *, backbone: str, images: int, batch_size: int) -> None:
+    """The options this script and bench_decode.py share (their defaults differ)."""
+    parser.add_argument("--backbone", default=backbone)
     parser.add_argument("--weights", default=None, help="'random' for torch nets without weights here")
-    parser.add_argument("--images", type=int, default=512, help="number of images (a folder is repeated)")
+    parser.add_argument("--images", type=int, default=images, help="number of images (a folder is repeated)")
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--workers", type=int, default=None, help="reader workers (default: extract's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: extract's)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, backbone="efficientnet_lite0", images=512, batch_size=32)
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes: quiet vs loaded")
     parser.add_argument("--repeat", type=int, default=3, help="quiet/loaded pairs with --load")
