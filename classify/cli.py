@@ -6,7 +6,8 @@
     python -m classify compare DIR
     python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
-    python -m classify audit-labels --store S.zarr [--out doubts.csv]
+                                [--errors errors.csv]
+    python -m classify audit-labels --store S.zarr [--backbones a b] [--out doubts.csv]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
 run is also evaluated on that store (step 8). ``--calibrate`` and
@@ -46,7 +47,7 @@ class UsageError(ValueError):
 
 # Plain ValueError is not here: one from inside numpy or a head is a bug and keeps its traceback.
 EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, UsageError, OSError,
-                   CalibrationError)
+                   CalibrationError, label_audit.LabelAuditError)
 
 
 DEMO_HELP = "the store holds generated demo data: mark the results folder and everything compare writes"
@@ -97,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, help="JSON file for the full metrics")
     ev.add_argument("--all-rows", action="store_true", help="report on every row of the store, all splits "
                     "(a dataset the head never saw; refused for a store it was trained on)")
+    ev.add_argument("--errors", type=Path, help="CSV file for the wrong and the unusable rows, most confident "
+                    "first, each with its label checks (identity, and a cross-validated head on the store's own "
+                    "labels: `audit-labels`)")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     ev.add_argument("--seed", type=int, default=0)
-    audit = sub.add_parser("audit-labels", help="labels that most other images of the same identity contradict")
-    audit.add_argument("--store", required=True, help="feature store (.zarr) of a dataset that records identity")
+    audit = sub.add_parser("audit-labels", help="labels that most other images of the same identity, or a "
+                           "cross-validated head on the store's own labels, contradict")
+    audit.add_argument("--store", required=True, help="feature store (.zarr)")
+    audit.add_argument("--backbones", nargs="+", default=(), help="also check every label against a head fitted "
+                       "on the other folds of these backbones' features (concatenated)")
     audit.add_argument("--out", type=Path, help="CSV file for the doubted rows")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     return parser
 
 
@@ -215,8 +223,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
     result = evaluate.evaluate_head(args.head, args.store, n_resamples=args.bootstrap, seed=args.seed,
-                                    all_rows=args.all_rows)
+                                    all_rows=args.all_rows, errors=args.errors is not None)
     print(evaluate.summary(result))
+    if args.errors:
+        from classify.errors import write_error_csv
+
+        write_error_csv(result["errors"], result["rejected"], args.errors)
+        log.info("wrote %s", args.errors)
     if args.out:
         args.out.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
         log.info("wrote %s", args.out)
@@ -225,8 +238,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_audit_labels(args: argparse.Namespace) -> int:
     store = FeatureStore.open(args.store)
-    rows = label_audit.audit_store(store)
-    print(label_audit.audit_text(store, rows), end="")
+    if args.backbones:
+        resolve_backbones(store, ["+".join(args.backbones)])  # each in the store and complete
+    doubts = label_audit.store_doubts(store, args.backbones, seed=args.seed)
+    rows = label_audit.audit_store(store, doubts)
+    print(label_audit.audit_text(store, rows, args.backbones), end="")
     if args.out:
         label_audit.write_audit(rows, args.out)
         log.info("wrote %s", args.out)

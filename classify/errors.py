@@ -82,11 +82,12 @@ def image_paths(store: FeatureStore) -> np.ndarray:
     return np.array([str(dataset.paths[position[i]]) if i in position else "" for i in store.ids], dtype=object)
 
 
-def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str) -> list[dict]:
-    """Rows of ``split`` that a backbone of the run could not use, one per image, reasons joined."""
+def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str | None) -> list[dict]:
+    """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
+    reasons joined."""
     from classify.predict import status_text
 
-    in_split = store.split == SPLITS.index(split)
+    in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
     reasons: dict[int, list[str]] = {}
     for name in backbones:
         status = store.status(name)
@@ -101,17 +102,22 @@ def write_error_files(analysis: dict, directory: Path) -> list[Path]:
     directory = Path(directory)
     json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
     json_path.write_text(json.dumps(jsonable(analysis), indent=1, allow_nan=False))
-    with open(csv_path, "w", newline="") as handle:
+    write_error_csv(analysis["errors"], analysis["rejected"], csv_path)
+    return [json_path, csv_path]
+
+
+def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> None:
+    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected")."""
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
                          "label_check"])
-        for row in analysis["errors"]:
+        for row in errors:
             writer.writerow(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
                              f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items()),
                              row.get("label_check", "")])
-        for row in analysis["rejected"]:
+        for row in rejected:
             writer.writerow(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], "", ""])
-    return [json_path, csv_path]
 
 
 def read_error_file(directory: Path) -> dict | None:

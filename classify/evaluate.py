@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from classify import protocol, treatment
+import numpy as np
+
+from classify import label_audit, protocol, treatment
 from classify.decision import Decision
 from classify.results import load_head, store_identity
 from features.store import FeatureStore
@@ -29,9 +31,10 @@ def recorded_reference(record: dict) -> dict[str, dict]:
 
 
 def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0,
-                  all_rows: bool = False) -> dict:
+                  all_rows: bool = False, errors: bool = False) -> dict:
     """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store;
-    ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice)."""
+    ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice);
+    ``errors`` adds the report rows' error list (`error_list`)."""
     head, record = load_head(head_path)
     backbones = tuple(record["config"]["backbones"])
     store = FeatureStore.open(store_path)
@@ -41,10 +44,34 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
                                   identity=store_identity(store), all_rows=all_rows)
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     chosen = record["treatment"]["chosen"]
-    result = protocol.evaluate_set(head, lambda x: treatment.apply(x, chosen, backbones, dims), data,
-                                   Decision.from_json(record["decision"]), n_resamples=n_resamples, seed=seed,
+
+    def prepare(x):
+        return treatment.apply(x, chosen, backbones, dims)
+
+    decision = Decision.from_json(record["decision"])
+    result = protocol.evaluate_set(head, prepare, data, decision, n_resamples=n_resamples, seed=seed,
                                    min_n=record["config"].get("min_group_n", 30))
-    return {"run": record["run"], "head": str(head_path), **result}
+    listed = error_list(lambda x: decision.p_male(head.predict_proba(prepare(x))[:, 1]), decision.value, store,
+                        data, backbones, seed=seed) if errors else {}
+    return {"run": record["run"], "head": str(head_path), **result, **listed}
+
+
+def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.EvalSet, backbones: tuple[str, ...],
+               *, seed: int = 0) -> dict:
+    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
+    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
+    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
+    from classify.errors import image_paths, rejected_rows
+    from classify.run_analysis import error_rows
+
+    part, paths = data.report, image_paths(store)
+    attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
+    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male_of(part.x), threshold=threshold,
+                      attributes=attributes)
+    doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed))
+    return {"errors": [{"dataset": store.dataset_name, **row, "label_check": doubts.get(row["id"], "")}
+                       for row in rows],
+            "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test")}
 
 
 def refuse_training_store(record: dict, store: FeatureStore) -> None:
@@ -69,12 +96,17 @@ def summary(result: dict) -> str:
                      f"{_fmt(scores['roc_auc'])}")
         lines.append("    " + fairness_line(scores))
     report = result["report"]
-    lines.append(f"  all {result['rows']} rows (invalid counted as errors): accuracy {report['accuracy_all']:.4f}; "
+    every = "all rows" if result["rows"] == "all" else f"all {result['rows']} rows"
+    lines.append(f"  {every} (invalid counted as errors): accuracy {report['accuracy_all']:.4f}; "
                  f"invalid: {report['invalid'] or 'none'}")
     if "adults" in report:
         adults = report["adults"]
         lines.append(f"  aged >= {adults['min_age']}: accuracy {adults['accuracy']:.4f} on {adults['n']} faces; "
                      f"male recall {adults['recall']:.4f}, female recall {adults['female_recall']:.4f}")
+    if "errors" in result:
+        doubted = sum(1 for row in result["errors"] if row["label_check"])
+        lines.append(f"  errors: {len(result['errors'])} wrong rows, {doubted} of them with a label in doubt "
+                     f"(label_check), and {len(result['rejected'])} unusable rows")
     return "\n".join(lines)
 
 

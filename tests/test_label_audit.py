@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from classify import cli
-from classify.label_audit import MISSING, label_doubts
+from classify.label_audit import MISSING, LabelAuditError, cross_val_doubts, label_doubts
 from test_classify_cli import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,104 @@ def test_audit_labels_lists_every_doubted_row_of_every_split(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "doubts.csv")))
     assert [row["id"] for row in rows] == ["000003.jpg", "000301.jpg", "000455.jpg"]
     assert rows[0]["label"] == ("female" if labels[3] == 0 else "male")
+
+
+def separable(n: int = 600, *, seed: int = 0, shift: float = 3.0):
+    """Embeddings that show each row's sex plainly, and that sex."""
+    rng = np.random.default_rng(seed)
+    sex = rng.integers(0, 2, n).astype(np.int8)
+    x = rng.standard_normal((n, 8))
+    x[:, :3] += shift * (2 * sex[:, None] - 1)
+    return x, sex
+
+
+def test_the_cross_validated_check_flags_exactly_the_labels_the_faces_contradict():
+    x, sex = separable()
+    labels = sex.copy()
+    flipped = [4, 77, 310, 599]
+    labels[flipped] = 1 - labels[flipped]
+    ids = np.array([f"{i}.jpg" for i in range(len(sex))])
+    doubts = cross_val_doubts(ids, x, labels, features="bb_a")
+    assert set(doubts) == {f"{i}.jpg" for i in flipped}
+    assert all(why.startswith("a head fitted on the store's other folds (bb_a, 5-fold") for why in doubts.values())
+    same = cross_val_doubts(ids, x, labels, features="bb_a")
+    assert same == doubts  # the folds come from the seed
+
+
+def test_folds_keep_each_identity_on_one_side_and_unknown_identities_apart():
+    from classify.label_audit import _folds
+
+    identity = np.concatenate([np.repeat(np.arange(40), 10), np.full(100, MISSING)])
+    gender = (np.arange(len(identity)) % 2).astype(np.int8)
+    folds = _folds(gender, identity, seed=0)
+    assert len(folds) == 5
+    for train, held_out in folds:
+        known = identity >= 0
+        assert not set(identity[train][known[train]]) & set(identity[held_out][known[held_out]])
+    unknown_per_fold = [int(np.sum(identity[held_out] == MISSING)) for _, held_out in folds]
+    assert sum(unknown_per_fold) == 100 and max(unknown_per_fold) < 100  # not one group
+
+
+def test_the_cross_validated_check_needs_both_sexes_in_every_fold():
+    x, _ = separable(40)
+    labels = np.zeros(40, dtype=np.int8)
+    labels[:3] = 1
+    with pytest.raises(LabelAuditError, match="at least 5 rows of each sex, these rows have 3 male and 37 female"):
+        cross_val_doubts(np.arange(40).astype(str), x, labels)
+
+
+def test_audit_labels_checks_a_store_without_identity_against_a_cross_validated_head(tmp_path, capsys):
+    n = 600
+    rng = np.random.default_rng(5)
+    sex = rng.integers(0, 2, n).astype(np.int8)
+    labels = sex.copy()
+    flipped = [10, 320, 500]
+    labels[flipped] = 1 - labels[flipped]
+    store = make_store(tmp_path / "s.zarr", n=n, gender=sex, labels=labels, dims={"bb_a": 8}, shift=4.0)
+    out_csv = tmp_path / "doubts.csv"
+    assert cli.main(["audit-labels", "--store", store.path, "--backbones", "bb_a", "--out", str(out_csv)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("0 of 600 labels disagree with at least 80% of the other images (>= 5) of the "
+                               "same identity")  # one image per identity: nothing to compare with
+    assert printed[1].endswith("3 labels get p < 0.05 from a head fitted on the store's other folds (bb_a, "
+                               "5-fold cross-validation)")
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [row["id"] for row in rows] == [f"{i:06d}.jpg" for i in flipped]
+    assert all(row["cross_val_check"] and not row["identity_check"] for row in rows)
+    assert cli.main(["audit-labels", "--store", store.path, "--backbones", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_evaluate_lists_the_wrong_rows_with_their_label_checks(tmp_path, capsys):
+    from classify.decision import Decision
+    from classify.results import load_head
+    from classify.treatment import apply as apply_treatment
+    from features.store import Status
+
+    train = make_store(tmp_path / "a.zarr", dims={"bb_a": 8}, shift=4.0)
+    n = 600
+    sex = np.random.default_rng(9).integers(0, 2, n).astype(np.int8)
+    labels = sex.copy()
+    flipped = [15, 333, 555]
+    labels[flipped] = 1 - labels[flipped]
+    other = make_store(tmp_path / "b.zarr", n=n, seed=9, gender=sex, labels=labels, dims={"bb_a": 8}, shift=1.0,
+                       invalid={40: Status.NO_FACE})
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", train.path, "--backbones", "bb_a", "--heads", "logreg", "--out", str(out),
+                     "--bootstrap", "50"]) == 0
+    errors_csv = tmp_path / "errors.csv"
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", other.path, "--all-rows",
+                     "--bootstrap", "50", "--errors", str(errors_csv)]) == 0
+    head, record = load_head(out / "bb_a__logreg.npz")
+    decision = Decision.from_json(record["decision"])
+    every = other.read(["bb_a"])
+    x = apply_treatment(every.x, record["treatment"]["chosen"], ("bb_a",), {"bb_a": 8})
+    wrong = decision.is_male(decision.p_male(head.predict_proba(x)[:, 1])) != (every.gender == 1)
+    rows = list(csv.DictReader(open(errors_csv)))
+    listed = [row for row in rows if row["kind"] == "error"]
+    assert {row["id"] for row in listed} == set(other.ids[every.index[wrong]].tolist())
+    doubted = {row["id"] for row in listed if row["label_check"]}
+    assert {f"{i:06d}.jpg" for i in flipped} <= doubted  # the head gets them "wrong"; their labels are
+    assert [row["id"] for row in rows if row["kind"] == "rejected"] == ["000040.jpg"]
+    printed = capsys.readouterr().out
+    assert f"errors: {len(listed)} wrong rows, {len(doubted)} of them with a label in doubt" in printed
