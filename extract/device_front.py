@@ -68,9 +68,10 @@ def decodes_on_device(decode: str, backbone: Backbone) -> bool:
     chipper = device_chipper(backbone)
     if decode == "device":
         if chipper is None:
-            raise UsageError(f"--decode device: {backbone.name} has no device front end (it needs a torch "
-                             "model cutting a face chip: efficientnet_lite0, resnet50, vggface2, ..., sface and "
-                             "dlib_resnet on their torch engines); use --decode cpu or auto")
+            raise UsageError(f"--decode device: {backbone.name} has no device front end here (it needs a torch "
+                             "model that cuts an aligned face crop or a dlib chip: the ImageNet and VGGFace2 nets, "
+                             "the dlib nets, and sface/sface_map on their torch engine, which CUDA or "
+                             "EXTRACT_SFACE_ENGINE=torch selects); use --decode cpu or auto")
         return True
     from extract.backbones.dlib_resnet import DlibChip
 

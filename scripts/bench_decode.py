@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,11 +23,13 @@ import torch
 from extract.backbones import load_backbone
 from extract.demo import synthetic_table
 from extract.device import resolve_device
+from extract.device_front import decodes_on_device
+from extract.errors import UsageError
 from extract.images import configure_threads, default_workers
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
-from bench_extract import add_common_args  # a sibling script: python puts scripts/ on the path
+from bench_extract import add_common_args, check_timed_images, image_files  # a sibling script
 
 
 
@@ -50,13 +51,6 @@ class MemoryWriter:
     def write_unit(self, unit: int, embeddings: np.ndarray, status: np.ndarray) -> None:
         start, stop = self.unit_rows(unit)
         self.embeddings[start:stop], self.status[start:stop] = embeddings, status
-
-
-def image_files(folder: Path, count: int) -> list[str]:
-    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not files:
-        raise SystemExit(f"no images in {folder}; pass --image-dir")
-    return [files[i % len(files)] for i in range(count)]
 
 
 def detect(paths: list[str], workers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,13 +80,17 @@ def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, backbone="sface", images=256, batch_size=8)
-    return parser.parse_args(argv)
+    return check_timed_images(parser, parser.parse_args(argv))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    try:
+        decodes_on_device("device", backbone)  # a backbone without a device front end: one clear line
+    except UsageError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.workers is None:
         args.workers = default_workers(gpu=device.type == "cuda")
     threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)

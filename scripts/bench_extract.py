@@ -177,13 +177,22 @@ def add_common_args(parser: argparse.ArgumentParser, *, backbone: str, images: i
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
 
 
+def check_timed_images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The timed loops run after a warm-up unit of 4 batches: fewer images would leave nothing to time."""
+    unit = 4 * args.batch_size
+    if args.images <= unit:
+        parser.error(f"--images {args.images} fits in the warm-up unit (4 x --batch-size = {unit}); give more "
+                     "than that")
+    return args
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, backbone="efficientnet_lite0", images=512, batch_size=32)
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes: quiet vs loaded")
     parser.add_argument("--repeat", type=int, default=3, help="quiet/loaded pairs with --load")
-    return parser.parse_args(argv)
+    return check_timed_images(parser, parser.parse_args(argv))
 
 
 def main(argv=None) -> int:
