@@ -12,9 +12,14 @@ predict would say), and lists
 Image paths come from re-reading the dataset at the store's recorded root; where it is gone, paths are
 empty and the rows are still listed.
 
+The same lists for the rows each eval store reported (``cross_dataset``, by eval set label), where
+``label_check`` also carries the cross-validated check on that store's own labels
+(`classify.label_audit.cross_val_doubts`): a cross-dataset error is often the other dataset's label.
+
 Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 1:
-run, split, decision, n_scored, errors, rejected) and ``errors.csv`` (one line per error or rejected
-image: kind, dataset, id, path, true, predicted, p_male, reason, groups, label_check).
+run, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one line per error
+or rejected image, the eval stores' after the training stores': kind, dataset, id, path, true,
+predicted, p_male, reason, groups, label_check).
 """
 from __future__ import annotations
 
@@ -65,7 +70,40 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"], "split": split,
-            "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected}
+            "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
+            "cross_dataset": cross_dataset_errors(run, record, head, decision)}
+
+
+def cross_dataset_errors(run: dict, record: dict, head, decision: Decision) -> dict:
+    """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
+    eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
+    longer at its recorded path is skipped with a warning."""
+    from classify import protocol
+    from classify.evaluate import error_list, recorded_reference
+    from classify.results import store_identity
+    from features.store import StoreError
+
+    backbones = tuple(record["config"]["backbones"])
+    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+
+    def p_male_of(x):
+        return decision.p_male(head.predict_proba(treatment.apply(x, record["treatment"]["chosen"], backbones,
+                                                                  dims))[:, 1])
+
+    out = {}
+    for label, cross in run.get("cross_dataset", {}).items():
+        try:
+            store = FeatureStore.open(cross["path"])
+            if store.fingerprint != cross["fingerprint"]:
+                raise StoreError(f"{cross['path']} now holds another dataset than the run was evaluated on")
+            data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=label,
+                                          identity=store_identity(store), all_rows=cross["rows"] == "all")
+        except (StoreError, protocol.ProtocolError, OSError) as error:
+            log.warning("no error list on %s: %s", label, error)
+            continue
+        out[label] = {"rows": data.report_rows, "n_scored": len(data.report.gender),
+                      **error_list(p_male_of, decision.value, store, data, backbones, seed=record["config"]["seed"])}
+    return out
 
 
 def image_paths(store: FeatureStore) -> np.ndarray:
@@ -82,9 +120,10 @@ def image_paths(store: FeatureStore) -> np.ndarray:
     return np.array([str(dataset.paths[position[i]]) if i in position else "" for i in store.ids], dtype=object)
 
 
-def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str | None) -> list[dict]:
+def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str | None, *,
+                  dataset: str | None = None) -> list[dict]:
     """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
-    reasons joined."""
+    reasons joined; ``dataset`` names them (default: the store's dataset)."""
     from classify.predict import status_text
 
     in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
@@ -93,7 +132,7 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
         status = store.status(name)
         for row in np.flatnonzero(in_split & (status != Status.OK)):
             reasons.setdefault(int(row), []).append(f"{status_text(int(status[row]))} ({name})")
-    return [{"dataset": store.dataset_name, "id": str(store.ids[row]), "path": str(paths[row]),
+    return [{"dataset": dataset or store.dataset_name, "id": str(store.ids[row]), "path": str(paths[row]),
              "reason": "; ".join(texts)} for row, texts in sorted(reasons.items())]
 
 
@@ -102,7 +141,9 @@ def write_error_files(analysis: dict, directory: Path) -> list[Path]:
     directory = Path(directory)
     json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
     json_path.write_text(json.dumps(jsonable(analysis), indent=1, allow_nan=False))
-    write_error_csv(analysis["errors"], analysis["rejected"], csv_path)
+    cross = analysis.get("cross_dataset", {}).values()
+    write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
+                    analysis["rejected"] + [row for part in cross for row in part["rejected"]], csv_path)
     return [json_path, csv_path]
 
 

@@ -69,9 +69,10 @@ def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.
     rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male_of(part.x), threshold=threshold,
                       attributes=attributes)
     doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed))
-    return {"errors": [{"dataset": store.dataset_name, **row, "label_check": doubts.get(row["id"], "")}
+    return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
                        for row in rows],
-            "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test")}
+            "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test",
+                                      dataset=data.label)}
 
 
 def refuse_training_store(record: dict, store: FeatureStore) -> None:

@@ -66,14 +66,27 @@ def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | Non
 
 
 def doubt_note(analysis: dict) -> str:
-    """The leaderboard's line about the recommended run's test errors whose labels are in doubt ("" if none)."""
-    doubted = sum(1 for row in analysis["errors"] if row.get("label_check"))
-    if not doubted:
-        return ""
-    total = len(analysis["errors"])
-    return (f"Label check: {doubted} of the recommended run's {total} {analysis['split']} errors are images whose "
-            f"gender label disagrees with at least {MIN_SHARE:.0%} of the other images of the same identity: "
-            "possible label errors, listed with `label_check` in errors.csv. Accuracy counts them as errors.")
+    """The leaderboard's lines about the recommended run's errors whose labels are in doubt: its test
+    errors (the identity check), then its errors on each eval store (both checks); "" if none."""
+    lines = []
+    doubted, total = _count_doubted(analysis["errors"])
+    if doubted:
+        lines.append(f"Label check: {doubted} of the recommended run's {total} {analysis['split']} errors are images "
+                     f"whose gender label disagrees with at least {MIN_SHARE:.0%} of the other images of the same "
+                     "identity: possible label errors, listed with `label_check` in errors.csv. Accuracy counts them "
+                     "as errors.")
+    for label, part in analysis.get("cross_dataset", {}).items():
+        doubted, total = _count_doubted(part["errors"])
+        if doubted:
+            lines.append(f"Label check on {label} ({part['rows']} rows): {doubted} of the recommended run's {total} "
+                         f"errors there are images whose label a head cross-validated on {label}'s own labels "
+                         f"contradicts (p < {MAX_P_LABEL:g}), or their identity's other images do: possible label "
+                         "errors, in errors.csv. Accuracy counts them as errors.")
+    return "\n".join(lines)
+
+
+def _count_doubted(errors: list[dict]) -> tuple[int, int]:
+    return sum(1 for row in errors if row.get("label_check")), len(errors)
 
 
 def cross_val_doubts(ids: np.ndarray, x: np.ndarray, gender: np.ndarray, identity: np.ndarray | None = None, *,

@@ -185,3 +185,24 @@ def test_evaluate_lists_the_wrong_rows_with_their_label_checks(tmp_path, capsys)
     assert [row["id"] for row in rows if row["kind"] == "rejected"] == ["000040.jpg"]
     printed = capsys.readouterr().out
     assert f"errors: {len(listed)} wrong rows, {len(doubted)} of them with a label in doubt" in printed
+
+
+def test_compare_lists_the_recommended_runs_errors_on_each_eval_store_with_their_label_checks(tmp_path):
+    train = make_store(tmp_path / "a.zarr", dims={"bb_a": 8}, shift=4.0)
+    n = 600
+    sex = np.random.default_rng(11).integers(0, 2, n).astype(np.int8)
+    labels = sex.copy()
+    flipped = [460, 520, 590]                   # test rows of the eval store
+    labels[flipped] = 1 - labels[flipped]
+    other = make_store(tmp_path / "b.zarr", n=n, seed=11, gender=sex, labels=labels, dims={"bb_a": 8}, shift=4.0)
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", train.path, "--eval-store", other.path, "--backbones", "bb_a", "--heads",
+                     "logreg", "--out", str(out), "--bootstrap", "50"]) == 0
+    label = "synthetic:b"  # both stores hold a dataset named "synthetic": the eval set's label tells them apart
+    rows = [row for row in csv.DictReader(open(out / "errors.csv")) if row["dataset"] == label]
+    assert rows
+    assert {f"{i:06d}.jpg" for i in flipped} <= {row["id"] for row in rows if row["label_check"]}
+    assert all(int(row["id"][:6]) >= 450 for row in rows)  # the eval store's test rows, as it was reported on
+    doubted = sum(1 for row in rows if row["label_check"])
+    board = (out / "leaderboard.md").read_text()
+    assert f"Label check on {label} (test rows): {doubted} of the recommended run's {len(rows)} errors there" in board
