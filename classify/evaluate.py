@@ -68,7 +68,7 @@ def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
     rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male_of(part.x), threshold=threshold,
                       attributes=attributes)
-    doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed))
+    doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed, required=False))
     return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
                        for row in rows],
             "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test",

@@ -29,6 +29,7 @@ puts both beside a head's errors on another dataset (the head's backbones are th
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +45,8 @@ MISSING = -1       # how a store marks an identity it does not know
 FOLDS = 5
 MAX_P_LABEL = 0.05            # out-of-fold probability of a row's own label under which it is flagged
 CROSS_VAL_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the check's inverse regularisation strengths, chosen by log loss
+
+log = logging.getLogger(__name__)
 
 
 def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | None) -> dict[str, str]:
@@ -99,10 +102,15 @@ def cross_val_doubts(ids: np.ndarray, x: np.ndarray, gender: np.ndarray, identit
     if counts.min() < FOLDS:
         raise LabelAuditError(f"the cross-validated label check needs at least {FOLDS} rows of each sex, these "
                               f"rows have {counts[1]} male and {counts[0]} female")
-    folds = _folds(gender, identity, seed)
-    scores = [np.mean(cross_val_score(_model(c), x, gender, cv=folds, scoring="neg_log_loss")) for c in CROSS_VAL_CS]
-    chosen = CROSS_VAL_CS[int(np.argmax(scores))]
-    p_male = cross_val_predict(_model(chosen), x, gender, cv=folds, method="predict_proba")[:, 1]
+    try:
+        folds = _folds(gender, identity, seed)
+        scores = [np.mean(cross_val_score(_model(c), x, gender, cv=folds, scoring="neg_log_loss", error_score="raise"))
+                  for c in CROSS_VAL_CS]
+        chosen = CROSS_VAL_CS[int(np.argmax(scores))]
+        p_male = cross_val_predict(_model(chosen), x, gender, cv=folds, method="predict_proba")[:, 1]
+    except ValueError as error:  # fewer identities than folds, or a fold whose train rows are one sex
+        raise LabelAuditError(f"the cross-validated label check cannot split these rows into {FOLDS} folds "
+                              f"with both sexes on the train side: {error}") from None
     p_label = np.where(gender == 1, p_male, 1 - p_male)
     return {str(ids[i]): f"a head fitted on the store's other folds ({features}, {FOLDS}-fold, C={chosen:g}) gives "
             f"this label p = {p_label[i]:.3f}" for i in np.flatnonzero(p_label < MAX_P_LABEL)}
@@ -124,16 +132,23 @@ def _model(c: float):
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
 
 
-def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0) -> dict[str, dict[str, str]]:
+def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
+                 required: bool = True) -> dict[str, dict[str, str]]:
     """{"identity": {id: why}, "cross_val": {id: why}} of a `FeatureStore`: the identity check always (empty
-    without identities), the cross-validated check on the valid rows of ``backbones`` when given."""
+    without identities), the cross-validated check on the valid rows of ``backbones`` when given. When
+    those rows cannot be checked: a LabelAuditError, or (``required=False``) a warning and no such flags."""
     identity = store.attributes.get("identity")
     found = {"identity": label_doubts(store.ids, store.gender, identity), "cross_val": {}}
     if backbones:
         part = store.read(list(backbones))
-        found["cross_val"] = cross_val_doubts(store.ids[part.index], part.x, part.gender,
-                                              None if identity is None else np.asarray(identity)[part.index],
-                                              seed=seed, features="+".join(backbones))
+        try:
+            found["cross_val"] = cross_val_doubts(store.ids[part.index], part.x, part.gender,
+                                                  None if identity is None else np.asarray(identity)[part.index],
+                                                  seed=seed, features="+".join(backbones))
+        except LabelAuditError as error:
+            if required:
+                raise
+            log.warning("%s: no cross-validated label check (%s)", store.path, error)
     return found
 
 

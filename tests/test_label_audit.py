@@ -206,3 +206,18 @@ def test_compare_lists_the_recommended_runs_errors_on_each_eval_store_with_their
     doubted = sum(1 for row in rows if row["label_check"])
     board = (out / "leaderboard.md").read_text()
     assert f"Label check on {label} (test rows): {doubted} of the recommended run's {len(rows)} errors there" in board
+
+
+def test_rows_that_cannot_be_split_into_folds_are_one_clear_error_and_evaluate_still_lists_errors(tmp_path, capsys):
+    x, sex = separable(60)
+    identity = np.repeat(np.arange(3), 20)      # three people: fewer than the five folds
+    with pytest.raises(LabelAuditError, match="cannot split these rows into 5 folds"):
+        cross_val_doubts(np.arange(60).astype(str), x, sex, identity)
+    store = make_store(tmp_path / "s.zarr", n=60, dims={"bb_a": 8}, identity=identity)
+    assert cli.main(["audit-labels", "--store", store.path, "--backbones", "bb_a"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the cross-validated label check cannot split") and err.count("\n") == 1
+    from classify import label_audit
+
+    found = label_audit.store_doubts(store, ["bb_a"], required=False)  # what evaluate --errors uses
+    assert found["cross_val"] == {}
