@@ -238,11 +238,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_audit_labels(args: argparse.Namespace) -> int:
     store = FeatureStore.open(args.store)
-    if args.backbones:
-        resolve_backbones(store, ["+".join(args.backbones)])  # each in the store and complete
-    doubts = label_audit.store_doubts(store, args.backbones, seed=args.seed)
+    # "a b" and "a+b" alike: one concatenation, each backbone in the store and complete
+    backbones = resolve_backbones(store, ["+".join(args.backbones)])[0] if args.backbones else ()
+    doubts = label_audit.store_doubts(store, backbones, seed=args.seed)
     rows = label_audit.audit_store(store, doubts)
-    print(label_audit.audit_text(store, rows, args.backbones), end="")
+    print(label_audit.audit_text(store, rows, backbones), end="")
     if args.out:
         label_audit.write_audit(rows, args.out)
         log.info("wrote %s", args.out)

@@ -150,6 +150,11 @@ def test_audit_labels_checks_a_store_without_identity_against_a_cross_validated_
     assert all(row["cross_val_check"] and not row["identity_check"] for row in rows)
     assert cli.main(["audit-labels", "--store", store.path, "--backbones", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+    for spec in (["bb_a", "bb_b"], ["bb_a+bb_b"]):  # two backbones, concatenated, either way of writing it
+        two = make_store(tmp_path / f"two{len(spec)}.zarr", n=n, gender=sex, labels=labels, dims={"bb_a": 8, "bb_b": 4},
+                         shift=4.0)
+        assert cli.main(["audit-labels", "--store", two.path, "--backbones", *spec]) == 0
+        assert "labels get p < 0.05 from a head fitted on the store's other folds (bb_a+bb_b" in capsys.readouterr().out
 
 
 def test_evaluate_lists_the_wrong_rows_with_their_label_checks(tmp_path, capsys):
