@@ -125,8 +125,11 @@ def resolve_backbones(store: FeatureStore, specs: list[str] | None) -> list[tupl
         resolved = [parse_backbone_spec(spec) for spec in dict.fromkeys(specs)]
     except ValueError as error:
         raise UsageError(str(error)) from None
-    for name in {name for names in resolved for name in names}:
-        if not store.is_complete(name):  # also raises StoreError for a backbone not in the store
+    held = store.backbones()  # not the store's reserved entries (`_faces`: the detections, no embedding)
+    for name in sorted({name for names in resolved for name in names}):
+        if name not in held:
+            raise StoreError(f"{store.path} has no backbone {name!r}; it holds: {', '.join(held) or 'none'}")
+        if not store.is_complete(name):
             info = store.backbone_info(name)
             raise StoreError(f"backbone {name!r} in {store.path} is incomplete ({info['units_done']} of "
                              f"{info['n_units']} units): finish extraction first")
@@ -174,8 +177,11 @@ def eval_labels(stores: list[FeatureStore], trained_on: tuple[str, ...] = ()) ->
     """A label per eval store: its dataset name, with the store's file name added when another eval
     store or a training store has the same dataset name (CelebA's in-the-wild photos beside CelebA)."""
     names = [store.dataset_name for store in stores]
-    return [name if names.count(name) == 1 and name not in trained_on else f"{name}:{Path(store.path).stem}"
-            for name, store in zip(names, stores)]
+    labels = [name if names.count(name) == 1 and name not in trained_on else f"{name}:{Path(store.path).stem}"
+              for name, store in zip(names, stores)]
+    # two stores of one dataset with one file name (x/ev.zarr, y/ev.zarr): numbered, never merged
+    return [label if labels[:i].count(label) == 0 else f"{label}#{labels[:i].count(label) + 1}"
+            for i, label in enumerate(labels)]
 
 
 def run_line(config: RunConfig, results: dict) -> str:

@@ -274,7 +274,7 @@ def write_errors_of(run: dict, directory: Path) -> tuple[list[Path], dict | None
     """errors.json/.csv (`classify.errors`) of the recommended run, and the analysis; a warning, not a
     failure, when its head or store is not at hand (a results folder copied elsewhere)."""
     from classify.calibration import CalibrationError
-    from classify.errors import error_analysis, write_error_files
+    from classify.errors import ERRORS_CSV, ERRORS_JSON, error_analysis, write_error_files
     from classify.results import HeadFileError
     from features.store import StoreError
 
@@ -283,6 +283,8 @@ def write_errors_of(run: dict, directory: Path) -> tuple[list[Path], dict | None
         return write_error_files(analysis, directory), analysis
     except (HeadFileError, StoreError, CalibrationError, OSError) as error:
         log.warning("no error analysis for %s: %s", run["run"], error)
+        for stale in (ERRORS_JSON, ERRORS_CSV):  # an older run's lists must not pass for this one's
+            (directory / stale).unlink(missing_ok=True)
         return [], None
 
 

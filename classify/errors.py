@@ -37,7 +37,7 @@ from classify.label_audit import label_doubts
 from classify.results import jsonable, load_head
 from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
-from features.store import FeatureStore, Status
+from features.store import FeatureStore, Status, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
     backbones = tuple(record["config"]["backbones"])
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     errors, rejected, scored = [], [], 0
+    trained_on = {entry.get("path"): entry.get("fingerprint") for entry in record.get("training_stores", [])}
     for store_path in record["config"]["stores"]:
         store = FeatureStore.open(store_path)
+        if trained_on.get(str(store_path)) not in (None, store.fingerprint):
+            raise StoreError(f"{store_path} now holds another dataset than {run['run']} was trained on")
         part = store.read(list(backbones), split)
         paths = image_paths(store)
         if len(part.gender):
@@ -81,7 +84,6 @@ def cross_dataset_errors(run: dict, record: dict, head, decision: Decision) -> d
     from classify import protocol
     from classify.evaluate import error_list, recorded_reference
     from classify.results import store_identity
-    from features.store import StoreError
 
     backbones = tuple(record["config"]["backbones"])
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}

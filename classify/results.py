@@ -175,7 +175,14 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
         info = store["backbones"].get(name)
         if not isinstance(info, dict) or not isinstance(info.get("dim"), int) or info["dim"] < 1:
             return f"no positive dim recorded for backbone {name!r}"
-    problem = treatment.check(record.get("treatment", {}).get("chosen"), tuple(backbones))
+        if not isinstance(info.get("metadata", {}), dict):
+            return f"the metadata recorded for backbone {name!r} is not a record"
+    training_stores = record.get("training_stores", [])
+    if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
+        return "training_stores must be a list of store records"
+    if not isinstance(record.get("treatment"), dict):
+        return "no treatment record"
+    problem = treatment.check(record["treatment"].get("chosen"), tuple(backbones))
     if problem:
         return problem
     try:

@@ -303,3 +303,16 @@ def test_heads_of_the_previous_version_are_refused_in_one_line(trained, tmp_path
     assert cli.main(["predict", "--head", str(tmp_path / "bb_a__logreg.npz"), str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "results file of version 2" in err and "retrain" in err
+
+
+def test_the_face_detections_entry_is_not_a_backbone_to_train_on(tmp_path, capsys):
+    from features.store import FACES
+
+    store = make_store(tmp_path / "s.zarr", dims={"bb_a": 4})
+    writer = store.add_backbone(FACES, dim=15, unit_rows=128, metadata={"weights": "random"})
+    fill_units(writer, lambda s, e: (np.zeros((e - s, 15), np.float32), np.full(e - s, Status.OK, np.uint8)),
+               range(writer.n_units))
+    code = cli.main(["train", "--store", store.path, "--backbones", FACES, "--out", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"has no backbone '{FACES}'; it holds: bb_a" in err and err.count("\n") == 1

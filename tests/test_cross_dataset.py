@@ -224,6 +224,9 @@ def test_a_pickle_renamed_npz_is_refused_and_never_run(crossed, tmp_path, capsys
     (lambda r: r["config"].update(head="svm"), "unknown head 'svm'"),
     (lambda r: r["store"]["backbones"]["bb_a"]["metadata"].update(weights="sha256:" + "ee" * 32), "sidecar names"),
     (lambda r: r.update(version=1), "retrain"),
+    (lambda r: r.update(treatment="x"), "no treatment record"),  # wrong types: one line, not a traceback
+    (lambda r: r["store"]["backbones"]["bb_a"].update(metadata="oops"), "metadata recorded for backbone 'bb_a'"),
+    (lambda r: r.update(training_stores="oops"), "training_stores must be a list"),
 ])
 def test_an_edited_sidecar_is_one_line_before_any_backbone(crossed, tmp_path, capsys, no_backbone, edit, message):
     _, _, out = crossed
@@ -317,3 +320,15 @@ def test_evaluate_never_imports_torch(crossed, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_two_eval_stores_with_one_name_are_both_reported(tmp_path):
+    a = make_store(tmp_path / "a.zarr", dims={"bb_a": 4}, seed=0)
+    first = make_store(tmp_path / "x" / "ev.zarr", dims={"bb_a": 4}, seed=1, shift=1.0)
+    second = make_store(tmp_path / "y" / "ev.zarr", dims={"bb_a": 4}, seed=2, shift=0.5)
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--eval-store", first.path, "--eval-store", second.path,
+                     "--backbones", "bb_a", "--heads", "logreg", "--out", str(out), "--bootstrap", "20"]) == 0
+    cross = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]
+    assert {label: entry["path"] for label, entry in cross.items()} == {
+        "synthetic:ev": first.path, "synthetic:ev#2": second.path}
