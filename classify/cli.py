@@ -155,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         data = read_training(stores, backbones)
         reference = {name: protocol.compatibility(stores[0], name) for name in backbones}
-        evals = [read_eval_set(store, backbones, reference, label=label, identity=store_identity(store))
+        evals = [read_eval_set(store, backbones, reference, label=label, identity=store_identity(store),
+                               seen=protocol.seen_ids(stores, store.dataset_name))
                  for store, label in zip(eval_stores, eval_labels(eval_stores, tuple(s.dataset_name for s in stores)))]
         read_s = round(time.perf_counter() - started, 3)
         log.debug("%s: read %s rows in %.1f s", "+".join(backbones),

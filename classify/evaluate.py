@@ -8,6 +8,7 @@ on the store's attributes and calibration before/after the calibrator.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from classify import label_audit, protocol, treatment
 from classify.decision import Decision
 from classify.results import load_head, store_identity
 from features.store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 
 def recorded_reference(record: dict) -> dict[str, dict]:
@@ -40,8 +43,9 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     store = FeatureStore.open(store_path)
     if all_rows:
         refuse_training_store(record, store)
+    seen = protocol.seen_ids(training_stores(record, store.dataset_name), store.dataset_name)
     data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
-                                  identity=store_identity(store), all_rows=all_rows)
+                                  identity=store_identity(store), all_rows=all_rows, seen=seen)
     dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
     chosen = record["treatment"]["chosen"]
 
@@ -75,6 +79,26 @@ def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.
                                       dataset=data.label)}
 
 
+def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
+    """The head's training stores of ``dataset_name`` that are still where and what they were; a warning
+    for each that is not (the rows it saw cannot be left out then)."""
+    from features.store import StoreError
+
+    found = []
+    for entry in record.get("training_stores", []):
+        if entry.get("dataset") != dataset_name:
+            continue
+        try:
+            store = FeatureStore.open(entry["path"])
+            if store.fingerprint != entry.get("fingerprint"):
+                raise StoreError(f"{entry['path']} now holds another dataset")
+        except (StoreError, OSError, KeyError) as error:
+            log.warning("cannot leave out the photos %s was trained on: %s", record["run"], error)
+            continue
+        found.append(store)
+    return found
+
+
 def refuse_training_store(record: dict, store: FeatureStore) -> None:
     """All rows of a store the head was trained on would score its own train rows: refused."""
     trained_on = {entry.get("fingerprint") for entry in record.get("training_stores", [])}
@@ -104,6 +128,9 @@ def summary(result: dict) -> str:
         adults = report["adults"]
         lines.append(f"  aged >= {adults['min_age']}: accuracy {adults['accuracy']:.4f} on {adults['n']} faces; "
                      f"male recall {adults['recall']:.4f}, female recall {adults['female_recall']:.4f}")
+    if report.get("seen_in_training"):
+        lines.append(f"  left out: {report['seen_in_training']} rows whose photo the head was trained or chosen on "
+                     "(the same image id in its training store's train or val split)")
     if "errors" in result:
         doubted = sum(1 for row in result["errors"] if row["label_check"])
         lines.append(f"  errors: {len(result['errors'])} wrong rows, {doubted} of them with a label in doubt "

@@ -119,6 +119,7 @@ class EvalSet:
     report_rows: str
     age: np.ndarray | None = None  # of the report rows, when the store records ages
     attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "choose"/"report" -> rows'
+    seen: int = 0  # valid rows left out: photos the head was trained or chosen on (`seen_ids`)
 
 
 def compatibility(store: FeatureStore, name: str) -> dict:
@@ -184,9 +185,10 @@ def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
 
 
 def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
-                  label: str, identity: dict, all_rows: bool = False) -> EvalSet:
+                  label: str, identity: dict, all_rows: bool = False, seen: frozenset[str] = frozenset()) -> EvalSet:
     """An eval store's rows under step 8, after checking it against the training backbones;
-    ``all_rows``: every row reported, whatever its split, none used for a choice."""
+    ``all_rows``: every row reported, whatever its split, none used for a choice; ``seen``: ids of
+    photos the head was trained or chosen on (`seen_ids`), left out of both (unusable ones stay counted)."""
     check_compatible(reference, store, backbones)
     present = set(np.unique(store.split).tolist())
     if len(present) == 1 or all_rows:
@@ -195,6 +197,9 @@ def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: di
         val = store.read(list(backbones), "val") if split_code("val") in present else None
         usable = val is not None and len(np.unique(val.gender)) == 2
         choose, report, rows = (val if usable else None), store.read(list(backbones), "test"), "test"
+    report, n_seen = _unseen(store, report, seen)
+    if choose is not None:
+        choose, _ = _unseen(store, choose, seen)
     if len(report.gender) == 0:
         raise ProtocolError(f"{store.path}: no valid {rows} rows to evaluate {'+'.join(backbones)} on "
                             f"(invalid: {report.n_invalid or 'none'})")
@@ -203,7 +208,29 @@ def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: di
     if choose is not None:
         attributes["choose"] = rows_attributes(store, choose)
     return EvalSet(label=label, identity=identity, choose=choose, report=report, report_rows=rows,
-                   age=None if ages is None else np.asarray(ages)[report.index], attributes=attributes)
+                   age=None if ages is None else np.asarray(ages)[report.index], attributes=attributes, seen=n_seen)
+
+
+def seen_ids(training: list[FeatureStore], dataset_name: str) -> frozenset[str]:
+    """Ids of the photos a head fitted on ``training`` saw (their train and val rows) that a store of
+    ``dataset_name`` may hold again (CelebA's in-the-wild release holds subset photos); only for
+    datasets whose ids name photos (`features.datasets.RELEASE_IDS`)."""
+    from features.datasets import RELEASE_IDS
+
+    if dataset_name not in RELEASE_IDS:
+        return frozenset()
+    chosen_on = (split_code("train"), split_code("val"))
+    return frozenset(image for store in training if store.dataset_name == dataset_name
+                     for image in store.ids[np.isin(store.split, chosen_on)].tolist())
+
+
+def _unseen(store: FeatureStore, part: SplitFeatures, seen: frozenset[str]) -> tuple[SplitFeatures, int]:
+    """``part`` without the rows whose ids are in ``seen``, and how many went."""
+    if not seen:
+        return part, 0
+    keep = ~np.isin(store.ids[part.index], list(seen))
+    return SplitFeatures(x=part.x[keep], gender=part.gender[keep], index=part.index[keep],
+                         n_invalid=part.n_invalid), int(np.sum(~keep))
 
 
 def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, SplitFeatures]:
@@ -301,7 +328,7 @@ def evaluate_set(head: Head, prepare, data: EvalSet, chosen: decision.Decision, 
 
     report = scored(data.report, "report")
     n_invalid = sum(data.report.n_invalid.values())
-    report.update(invalid=dict(data.report.n_invalid),
+    report.update(invalid=dict(data.report.n_invalid), seen_in_training=data.seen,
                   accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
     if data.age is not None and np.any(data.age >= ADULT_AGE):
         adult = data.age >= ADULT_AGE

@@ -2,7 +2,8 @@
 
 In val-ranking order: in-domain val and test (all test rows, unusable images counted as errors), then
 for each ``--all-rows`` store (datasets the heads never saw) the accuracy over all its rows and the
-per-sex recalls, on the faces aged >= 15 when the store records ages. The recommended run is marked.
+per-sex recalls, on the faces aged >= 15 when the store records ages. Photos a head was trained or
+chosen on are left out and counted (`classify.protocol.seen_ids`). The recommended run is marked.
 This is the table PERFORMANCE.md and the closing notes of issue 8 quote.
 
     .venv/bin/python scripts/transfer_table.py --results runs/celeba/heads \\
@@ -24,10 +25,11 @@ from features.store import FeatureStore  # noqa: E402
 def transfer_cells(head: Path, store: str) -> str:
     """'accuracy / male recall / female recall' of a head over all rows of a store (adults if aged)."""
     report = evaluate_head(head, store, n_resamples=10, all_rows=True)["report"]
+    seen = f" ({report['seen_in_training']} seen in training, left out)" if report.get("seen_in_training") else ""
     if "adults" in report:
         adults = report["adults"]
-        return f"{adults['accuracy']:.4f} / {adults['recall']:.3f} / {adults['female_recall']:.3f}"
-    return f"{report['accuracy_all']:.4f} / {report['recall']:.3f} / {report['female_recall']:.3f}"
+        return f"{adults['accuracy']:.4f} / {adults['recall']:.3f} / {adults['female_recall']:.3f}{seen}"
+    return f"{report['accuracy_all']:.4f} / {report['recall']:.3f} / {report['female_recall']:.3f}{seen}"
 
 
 def column_title(store: str) -> str:

@@ -332,3 +332,34 @@ def test_two_eval_stores_with_one_name_are_both_reported(tmp_path):
     cross = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]
     assert {label: entry["path"] for label, entry in cross.items()} == {
         "synthetic:ev": first.path, "synthetic:ev#2": second.path}
+
+
+def test_photos_the_head_was_trained_or_chosen_on_are_left_out_of_another_copy_of_the_dataset(
+        tmp_path, monkeypatch, caplog):
+    """CelebA's in-the-wild release holds photos of the subset's train split under the same ids: scored
+    again, they would flatter the head. Datasets whose ids name photos get them left out and counted."""
+    monkeypatch.setattr("features.datasets.RELEASE_IDS", frozenset({"synthetic"}))
+    a = make_store(tmp_path / "a.zarr", dims={"bb_a": 4}, seed=0)        # ids 000000.jpg ... 000599.jpg
+    wild = make_store(tmp_path / "wild.zarr", dims={"bb_a": 4}, seed=1, shift=1.0,
+                      split=np.zeros(600, dtype=np.int8))                # one split: every row reported
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--eval-store", wild.path, "--backbones", "bb_a", "--heads",
+                     "logreg", "--out", str(out), "--bootstrap", "20"]) == 0
+    seen = int(np.sum(np.isin(a.split, [0, 1])))                         # a's train and val rows: 450
+    cross = json.loads((out / "bb_a__logreg.json").read_text())["cross_dataset"]["synthetic:wild"]
+    assert cross["report"]["seen_in_training"] == seen and cross["report"]["n"] == 600 - seen
+    result = tmp_path / "r.json"
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", wild.path, "--all-rows",
+                     "--bootstrap", "20", "--out", str(result)]) == 0
+    assert json.loads(result.read_text())["report"]["seen_in_training"] == seen
+    monkeypatch.setattr("features.datasets.RELEASE_IDS", frozenset())    # ids that name nothing: all kept
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", wild.path, "--all-rows",
+                     "--bootstrap", "20", "--out", str(result)]) == 0
+    assert json.loads(result.read_text())["report"]["n"] == 600
+    monkeypatch.setattr("features.datasets.RELEASE_IDS", frozenset({"synthetic"}))
+    import shutil
+
+    shutil.rmtree(a.path)                                                # the training store is gone: warned
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", wild.path, "--all-rows",
+                     "--bootstrap", "20", "--out", str(result)]) == 0
+    assert "cannot leave out the photos bb_a__logreg was trained on" in caplog.text

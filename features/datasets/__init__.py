@@ -15,6 +15,10 @@ from features.dataset import Dataset, DatasetError
 Loader = Callable[..., Dataset]
 _LOADERS: dict[str, Loader] = {}
 
+# Kinds whose image ids are the release's own file names: the same id is the same photo in every copy of
+# the dataset (CelebA's aligned and in-the-wild releases share them). A folder's ids are its own paths.
+RELEASE_IDS = frozenset({"celeba", "utkface"})
+
 
 def register(kind: str) -> Callable[[Loader], Loader]:
     """Decorator adding a loader `f(root, *, seed: int) -> Dataset` under `kind`; it checks its root."""
