@@ -225,6 +225,19 @@ def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def _fit_without_choice(methods, y, p, *, criterion: str, n_folds: int, counts: np.ndarray) -> Calibrator:
+    """One method asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex
+    for every fold to train on both: no calibration ("none"), rather than a choice made on noise."""
+    if len(methods) == 1:
+        method, why = methods[0], "the only method asked for, fitted on all of val"
+    else:
+        method, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {n_folds}-fold "
+                               "cross-validation: no calibration")
+    fitted = fit_method(method, y, p)
+    return Calibrator(method, fitted.params, {"n": int(len(y)), "criterion": criterion, "selection": why,
+                                              "cv_scores": {}})
+
+
 def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss", n_folds: int = 5,
                    seed: int = 0) -> Calibrator:
     """The method with the best cross-validated ``criterion`` on val, refitted on all of val."""
@@ -234,6 +247,9 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss"
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
+    counts = np.bincount(y.astype(np.int64), minlength=2)
+    if len(methods) == 1 or counts.min() < n_folds:
+        return _fit_without_choice(methods, y, p, criterion=criterion, n_folds=n_folds, counts=counts)
     fold = _folds(y, n_folds, seed)
     scores = {}
     for method in methods:

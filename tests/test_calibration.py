@@ -134,3 +134,24 @@ def test_threshold_rules_parse():
             parse_threshold(bad)
     with pytest.raises(CalibrationError, match="chosen on val"):
         decision_threshold("balanced")
+
+
+def test_a_val_too_small_for_cross_validation_gets_no_calibration_instead_of_a_crash():
+    y, p = np.array([0, 1, 0, 1, 0]), np.array([0.2, 0.7, 0.4, 0.9, 0.1])   # 2 men: fewer than the 5 folds
+    chosen = fit_calibrator(y, p)
+    assert chosen.method == "none" and "2 male and 3 female rows, too few" in chosen.fitted_on["selection"]
+    asked = fit_calibrator(y, p, methods=("platt",))                         # one method: nothing to choose
+    assert asked.method == "platt" and asked.fitted_on["selection"].startswith("the only method asked for")
+
+
+def test_train_with_one_man_and_one_woman_in_val_runs(tmp_path):
+    from classify import cli
+    from tests.test_classify_cli import make_store
+
+    split = np.zeros(200, dtype=np.int8)
+    split[150:] = 2
+    gender = (np.arange(200) % 2).astype(np.int8)
+    split[[148, 149]] = 1                                                    # val: one woman, one man
+    store = make_store(tmp_path / "s.zarr", n=200, gender=gender, split=split, dims={"bb_a": 4})
+    assert cli.main(["train", "--store", store.path, "--backbones", "bb_a", "--heads", "logreg", "--out",
+                     str(tmp_path / "runs"), "--bootstrap", "20"]) == 0
