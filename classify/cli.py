@@ -29,7 +29,7 @@ from pathlib import Path
 
 from classify import evaluate, label_audit, protocol
 from classify.calibration import CalibrationError, parse_threshold
-from classify.compare import CompareError, compare
+from classify.compare import CompareError, compare, fmt
 from classify.decision import CALIBRATE_CHOICES
 from classify.heads import get_head_class, head_names
 from classify.predict import PredictError, format_predictions, predict_images, write_predictions
@@ -190,8 +190,8 @@ def run_line(config: RunConfig, results: dict) -> str:
     val, test = results["metrics"]["val"], results["metrics"]["test"]
     line = (f"{config.backbone_spec} + {config.head}: treatment {results['treatment']['chosen']['name']}, "
             f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f} "
-            f"(balanced {_fmt(test['groups']['summary']['balanced_accuracy'])}, worst group "
-            f"{_fmt((test['groups']['summary']['worst_group'] or {}).get('accuracy'))}, ECE "
+            f"(balanced {fmt(test['groups']['summary']['balanced_accuracy'])}, worst group "
+            f"{fmt((test['groups']['summary']['worst_group'] or {}).get('accuracy'))}, ECE "
             f"{test['calibration']['after']['ece']:.4f}; {decision_text(results['decision'])})")
     for label, cross in results["cross_dataset"].items():
         report = cross["report"]
@@ -204,10 +204,6 @@ def run_line(config: RunConfig, results: dict) -> str:
 def decision_text(decision: dict) -> str:
     threshold = decision["threshold"]
     return f"calibrator {decision['calibrator']['method']}, threshold {threshold['value']:.4f} ({threshold['rule']})"
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

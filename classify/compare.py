@@ -220,7 +220,8 @@ def accuracy_all_test(run: dict) -> float:
 
 
 def fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    """A score to 4 places; "n/a" for one that does not exist (None, NaN: a sex with no rows)."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"
 
 
 def to_markdown(rows: list[dict]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from classify import label_audit, protocol, treatment
+from classify.compare import fmt
 from classify.decision import Decision
 from classify.results import load_head, store_identity
 from features.store import FeatureStore
@@ -116,9 +117,9 @@ def summary(result: dict) -> str:
             continue
         low, high = scores["ci95"]["accuracy"]
         lines.append(f"  {'val (choosing)' if name == 'val' else result['rows']}: accuracy {scores['accuracy']:.4f} "
-                     f"(95% CI {low:.4f}-{high:.4f}) on {scores['n']} faces; male recall {scores['recall']:.4f}, "
-                     f"female recall {scores['female_recall']:.4f}, F1 {scores['f1']:.4f}, ROC-AUC "
-                     f"{_fmt(scores['roc_auc'])}")
+                     f"(95% CI {low:.4f}-{high:.4f}) on {scores['n']} faces; male recall {fmt(scores['recall'])}, "
+                     f"female recall {fmt(scores['female_recall'])}, F1 {fmt(scores['f1'])}, ROC-AUC "
+                     f"{fmt(scores['roc_auc'])}")
         lines.append("    " + fairness_line(scores))
     report = result["report"]
     every = "all rows" if result["rows"] == "all" else f"all {result['rows']} rows"
@@ -127,7 +128,7 @@ def summary(result: dict) -> str:
     if "adults" in report:
         adults = report["adults"]
         lines.append(f"  aged >= {adults['min_age']}: accuracy {adults['accuracy']:.4f} on {adults['n']} faces; "
-                     f"male recall {adults['recall']:.4f}, female recall {adults['female_recall']:.4f}")
+                     f"male recall {fmt(adults['recall'])}, female recall {fmt(adults['female_recall'])}")
     if report.get("seen_in_training"):
         lines.append(f"  left out: {report['seen_in_training']} rows whose photo the head was trained or chosen on "
                      "(the same image id in its training store's train or val split)")
@@ -145,10 +146,8 @@ def fairness_line(scores: dict) -> str:
     where = "no group large enough" if worst is None else (
         f"{worst['family']} = {worst['group']}: {worst['accuracy']:.4f} on {worst['n']} faces")
     calibration = scores["calibration"]
-    return (f"balanced accuracy {_fmt(summary['balanced_accuracy'])}; worst group ({where}); ECE "
+    return (f"balanced accuracy {fmt(summary['balanced_accuracy'])}; worst group ({where}); ECE "
             f"{calibration['before']['ece']:.4f} raw -> {calibration['after']['ece']:.4f} calibrated "
             f"({calibration['before']['binning']})")
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -4,8 +4,9 @@
 class's recall (``female_recall``; ``recall`` is the male one), macro
 precision/recall/F1 over both classes, ROC-AUC, the confusion matrix (rows true, columns predicted,
 order [female, male]), percentile bootstrap 95% CIs for accuracy and F1, and an ROC curve thinned for
-plotting. Undefined ratios (0/0, e.g. precision with no male prediction) are 0, like scikit-learn's
-``zero_division=0``.
+plotting. A sex with no rows has no recall or F1 (NaN, null in JSON, "n/a" in tables) and the macro
+scores average over the sex present; other undefined ratios (precision with no male prediction) are 0,
+like scikit-learn's ``zero_division=0``.
 """
 from __future__ import annotations
 
@@ -42,11 +43,14 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     (tn, fp), (fn, tp) = cm
     precision, recall = _ratio([tn, tp], [tn + fn, tp + fp]), _ratio([tn, tp], [tn + fp, tp + fn])
     f1 = _ratio(2 * precision * recall, precision + recall)
+    absent = np.array([tn + fp, tp + fn]) == 0  # a sex with no rows has no recall or F1, not a zero one
+    recall[absent], f1[absent] = np.nan, np.nan
+    present = ~absent
     return {"accuracy": float(_ratio(tn + tp, cm.sum())),
             "precision": float(precision[1]), "recall": float(recall[1]), "f1": float(f1[1]),
             "female_recall": float(recall[0]),
-            "macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
-            "macro_f1": float(f1.mean())}
+            "macro_precision": float(precision[present].mean()), "macro_recall": float(recall[present].mean()),
+            "macro_f1": float(f1[present].mean())}
 
 
 def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +91,7 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1
         counts.append(np.stack([(sample == k).sum(axis=1) for k in range(4)], axis=1))
     tn, fp, fn, tp = np.concatenate(counts).T
     accuracy = _ratio(tn + tp, len(codes))
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn) if t.any() else np.full(len(tn), np.nan)  # no men: no male F1
     tail = 100 * (1 - level) / 2
     return {name: np.percentile(values, [tail, 100 - tail]).tolist()
             for name, values in (("accuracy", accuracy), ("f1", f1))}

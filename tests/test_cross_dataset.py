@@ -363,3 +363,19 @@ def test_photos_the_head_was_trained_or_chosen_on_are_left_out_of_another_copy_o
     assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", wild.path, "--all-rows",
                      "--bootstrap", "20", "--out", str(result)]) == 0
     assert "cannot leave out the photos bb_a__logreg was trained on" in caplog.text
+
+
+def test_a_sex_an_eval_store_lacks_has_no_recall_rather_than_a_zero_one(tmp_path, capsys):
+    a = make_store(tmp_path / "a.zarr", dims={"bb_a": 4}, seed=0)
+    women = make_store(tmp_path / "women.zarr", dims={"bb_a": 4}, seed=1, gender=np.zeros(600, dtype=np.int8))
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--store", a.path, "--backbones", "bb_a", "--heads", "logreg", "--out", str(out),
+                     "--bootstrap", "20"]) == 0
+    result = tmp_path / "r.json"
+    assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", women.path, "--all-rows",
+                     "--bootstrap", "20", "--out", str(result)]) == 0
+    report = json.loads(result.read_text())["report"]
+    assert report["recall"] is None and report["f1"] is None and report["ci95"]["f1"] == [None, None]  # no men
+    assert report["female_recall"] == pytest.approx(report["accuracy"])
+    assert report["macro_recall"] == pytest.approx(report["female_recall"])  # the mean over the sex present
+    assert "male recall n/a" in capsys.readouterr().out
