@@ -291,6 +291,22 @@ def test_a_finished_entry_made_another_way_is_refused_as_a_pending_one_is(celeba
         add_backbone(store, "tiny_test", dim=8, metadata=metadata, config=config)  # tiny_test's dim
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_a_store_where_nothing_can_be_written_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, where):
+    # before: FileNotFoundError / NotADirectoryError tracebacks from making the store's lock folder
+    if where == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("hi")
+    store_path = a_file / "features.zarr" if where == "under_a_file" else Path("/proc/features.zarr")
+    assert main(cli_args(celeba, store_path, "--workers", "0")) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith(f"error: cannot write the store at {store_path}: its lock "), lines
+    assert lines[-1].endswith("; choose a store path in a writable folder"), lines
+    assert not any("Traceback" in line for line in lines)
+    assert a_file.read_text() == "hi"
+
+
 def test_a_dataset_kind_registered_by_a_plugin_is_accepted(celeba, tmp_path, monkeypatch):
     import features.datasets
     # what `features.datasets.register` in a --plugin module does, undone after the test so the

@@ -55,15 +55,21 @@ class SFaceEmbed:
 
 
 def _embed(recognizer: Path, *, torch_engine: bool, device: torch.device, precision: str):
-    """The engine's embed callable; a file that is not an ONNX graph SFace's engines can run is a
-    one-line WeightsUnavailable (OpenCV's cv2.error and onnx's DecodeError run to several lines)."""
+    """The engine's embed callable, tried on one black chip: a file that is not an ONNX graph, or another
+    net's graph (no input "data", not 128 outputs), is a one-line WeightsUnavailable here rather than a
+    traceback from OpenCV or onnx (several lines) at load or at the first batch."""
     try:
         if torch_engine:
-            return TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
-        return SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer)))
+            embed = TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
+        else:
+            embed = SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer)))
+        shape = tuple(embed(torch.zeros((1, *FACTS.input_shape), dtype=torch.uint8)).shape)
     except Exception as error:  # not ONNX, or a graph these engines cannot run: not this net's file
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise unusable(recognizer, FACTS.name, f"{type(error).__name__}: {first_line[:150]}") from error
+    if shape != (1, FACTS.dim):
+        raise unusable(recognizer, FACTS.name, f"it gives {shape[1:]} outputs per face, not ({FACTS.dim},)")
+    return embed
 
 
 @register(FACTS.name)
