@@ -12,8 +12,6 @@ from features.dataset import Dataset
 from features.store import FACES, BackboneWriter, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
-# Backbone metadata that must match to resume (key, the option or part that sets it)
-_SAME_TO_RESUME = (("preprocessing", "the face front end or preprocessing"), ("tta", "--tta"))
 
 
 def open_store(path: str, full: Dataset, limit: int | None) -> FeatureStore:
@@ -64,14 +62,21 @@ def add_backbone(store: FeatureStore, name: str, *, dim: int, metadata: dict,
 
 
 def _check_resumable(where: str, name: str, held: dict, asked: dict, *, pending: bool) -> None:
-    """A StoreError when the entry held was made in a way that this run's rows would not match."""
-    for key, option in _SAME_TO_RESUME:
-        if pending and held.get(key) != json.loads(json.dumps(asked.get(key))):
-            raise StoreError(f"{where} holds {name!r} made with another {option} "
-                             f"({key} differs from this version's); use a new store to re-extract it")
+    """A StoreError when the entry held was made in a way that this run's rows would not match. Checked
+    whether or not units are pending: a finished entry made otherwise is not what this run asked for
+    (``pending`` only decides whether the message speaks of resuming)."""
+    action = "resume" if pending else "reuse"
+    if held.get("tta", "none") != asked.get("tta", "none") and name != FACES:
+        raise StoreError(f"{where} holds {name!r} made with --tta {held.get('tta', 'none')}, not "
+                         f"{asked.get('tta', 'none')}; use another --store for these embeddings, or "
+                         f"--tta {held.get('tta', 'none')} (the store's) to {action} it")
+    if held.get("preprocessing") != json.loads(json.dumps(asked.get("preprocessing"))):
+        raise StoreError(f"{where} holds {name!r} made with another face front end or preprocessing (it "
+                         "differs from this version's); use another --store to extract it again")
     if held.get("precision") != asked["precision"] and name != FACES:
         raise StoreError(f"{where} holds {name!r} embedded at precision {held.get('precision')}, not "
-                         f"{asked['precision']}; resume with the same --precision or use another store")
+                         f"{asked['precision']}; use another --store for these embeddings, or "
+                         f"--precision {held.get('precision')} (the store's) to {action} it")
 
 
 def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):

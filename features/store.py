@@ -164,10 +164,10 @@ def writer_lock(path, name: str, *, wait: bool = False):
         yield
         return
     folder = Path(str(Path(_location(path))).rstrip("/") + ".locks")
-    folder.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(folder / f"{name}.lock")
     what = "the store" if name == "create" else f"backbone {name!r}"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
     except filelock.Timeout:
         if not wait:
@@ -175,6 +175,9 @@ def writer_lock(path, name: str, *, wait: bool = False):
                              "for it to finish, or pass --wait-lock to wait for it") from None
         log.info("another process is writing %s in %s; waiting for it to finish", what, path)
         lock.acquire()
+    except OSError as error:  # a missing, read-only or special (/proc) location: no store can be written there
+        raise StoreError(f"cannot write the store at {path}: its lock {lock.lock_file} cannot be created "
+                         f"({error.strerror or error}); choose a store path in a writable folder") from None
     try:
         yield
     finally:

@@ -269,6 +269,14 @@ def test_corrupt_cached_torchvision_file_is_rejected(monkeypatch, tmp_path):
         load_backbone("resnet50")
 
 
+@pytest.mark.parametrize("name", REGISTERED)
+def test_a_missing_weights_path_is_one_line_naming_it(name, tmp_path):
+    missing = tmp_path / "no_such_weights.bin"  # before: sface and vggface2 raised FileNotFoundError
+    with pytest.raises(WeightsUnavailable) as error:
+        load_backbone(name, weights=str(missing))
+    assert str(missing) in str(error.value) and "\n" not in str(error.value)
+
+
 def test_efficientnet_lite0_without_its_pip_package_names_it(monkeypatch, tmp_path):
     monkeypatch.setattr(catalog, "package_models_dir", lambda package: tmp_path)  # no weight file there
     rows = {row["name"]: row for row in describe_backbones()}

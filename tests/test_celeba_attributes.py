@@ -40,6 +40,16 @@ def test_extra_file_that_contradicts_male_is_refused(tmp_path):
         load_celeba(root)
 
 
+def test_extra_file_naming_an_attribute_twice_is_refused(tmp_path):
+    root = make_celeba(tmp_path, n=12, names=("Male",))
+    _extra_file(root, celeba_labels(12), slice(0, 4))
+    extra = root / "list_attr_celeba_40attr_subset.txt"
+    extra.write_bytes(extra.read_bytes().replace(b" Smiling ", b" Male ", 1))
+    with pytest.raises(DatasetError, match=r"40attr_subset.txt: the header names the attribute\(s\) 'Male' "
+                                           "more than once"):
+        load_celeba(root)
+
+
 def test_extra_file_rows_outside_the_dataset_are_ignored(tmp_path):
     root = make_celeba(tmp_path, n=6, names=("Male",))
     _extra_file(root, celeba_labels(12), slice(0, 12))  # covers 12 ids, the dataset has 6

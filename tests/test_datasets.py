@@ -166,6 +166,8 @@ def test_celeba_identity_file_must_cover_the_same_ids(tmp_path):
      r"attribute values must be one of 1, -1, \+1; bad values in 1 \(first: 000002.jpg \('0'\)\)"),
     ("list_attr_celeba.txt", "12\r\n", "13\r\n", "line 1 says 13 rows but the file has 12"),
     ("list_attr_celeba.txt", " Male ", " Female ", "no 'Male' column among the attributes 40"),
+    ("list_attr_celeba.txt", " Smiling ", " Male ",  # before: the last 'Male' column was the label
+     r"names the attribute\(s\) 'Male' more than once; keep one column per attribute"),
     ("identity_CelebA.txt", "000002.jpg 1", "000002.jpg x",
      r"identities must be a non-negative integer.*1 \(first: 000002.jpg \('x'\)\)"),
 ])
@@ -181,6 +183,15 @@ def test_celeba_bad_values_are_all_counted(tmp_path):
     root = make_celeba(tmp_path, n=12, names=("Male",))
     edit(root / "list_attr_celeba.txt", " 1\r\n", " 2\r\n", count=0)  # every male row
     with pytest.raises(DatasetError, match=r"bad values in 6 \(first: 000002.jpg \('2'\), 000004.jpg"):
+        load_dataset("celeba", root)
+
+
+def test_celeba_csv_attribute_header_naming_a_column_twice_is_refused(tmp_path):
+    root = make_celeba(tmp_path, n=6, layout="csv")
+    edit(root / "list_attr_celeba.csv", ",Smiling,", ",Male,")
+    edit(root / "list_attr_celeba.csv", ",Young", ",Wavy_Hair")
+    with pytest.raises(DatasetError, match=r"list_attr_celeba.csv: the header names the attribute\(s\) "
+                                           r"'Male', 'Wavy_Hair' more than once"):
         load_dataset("celeba", root)
 
 

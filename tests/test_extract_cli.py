@@ -233,6 +233,80 @@ def test_an_unusable_weights_file_is_one_error_line_and_exit_2(celeba, tmp_path,
     assert not any("Traceback" in line for line in lines)
 
 
+@pytest.mark.parametrize("engine", ["opencv", "torch"])
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist; check the path given to --weights"),
+    (b"hi\n", "not a usable sface checkpoint ("),  # not ONNX: cv2.error / onnx's DecodeError before
+])
+def test_a_missing_or_non_onnx_sface_file_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, monkeypatch,
+                                                                        engine, content, message):
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", engine)
+    weights = tmp_path / "sface.onnx"
+    if content is not None:
+        weights.write_bytes(content)
+    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"sface={weights}",
+                    backbones=("sface",))
+    assert main(args) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("error: ") and str(weights) in lines[-1] and message in lines[-1], lines
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_tta_flip_against_a_finished_store_made_without_it_is_refused(celeba, tmp_path, capsys):
+    # before: "nothing left to embed", exit 0, and the store still held --tta none embeddings
+    store_path = tmp_path / "features.zarr"
+    args = cli_args(celeba, store_path, "--workers", "0", "--limit", "4", "--weights", "efficientnet_lite0=random",
+                    backbones=("efficientnet_lite0",))
+    assert main(args) == 0
+    before = arrays(store_path, "efficientnet_lite0")
+    capsys.readouterr()
+    assert main(args + ["--tta", "flip"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith(f"error: {store_path} holds 'efficientnet_lite0' made with --tta none, not flip; "
+                                "use another --store"), lines
+    assert not any("Traceback" in line for line in lines)
+    assert FeatureStore.open(store_path).backbone_info("efficientnet_lite0")["metadata"]["tta"] == "none"
+    after = arrays(store_path, "efficientnet_lite0")
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after))  # nothing lost or rewritten
+    assert main(args) == 0  # the store's own options still reuse it
+
+
+@pytest.mark.parametrize("changed", ["preprocessing", "precision"])
+def test_a_finished_entry_made_another_way_is_refused_as_a_pending_one_is(celeba, tmp_path, changed):
+    from extract.config import ExtractConfig
+    from extract.storage import add_backbone
+
+    store_path = tmp_path / "features.zarr"
+    assert main(cli_args(celeba, store_path, "--workers", "0", "--limit", "4")) == 0
+    store = FeatureStore.open(store_path, mode="r+")
+    held = store.backbone_info("tiny_test")["metadata"]
+    assert store.is_complete("tiny_test")
+    config = ExtractConfig(dataset="celeba", root=str(celeba), backbones=("tiny_test",), store=str(store_path),
+                           precision="bf16" if changed == "precision" else "fp32")
+    metadata = {key: value for key, value in held.items() if key not in ("extract_config", "precision")}
+    if changed == "preprocessing":
+        metadata["preprocessing"] = {"resize": "another size"}
+    with pytest.raises(StoreError, match="holds 'tiny_test' .*; use another --store"):
+        add_backbone(store, "tiny_test", dim=8, metadata=metadata, config=config)  # tiny_test's dim
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_a_store_where_nothing_can_be_written_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, where):
+    # before: FileNotFoundError / NotADirectoryError tracebacks from making the store's lock folder
+    if where == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("hi")
+    store_path = a_file / "features.zarr" if where == "under_a_file" else Path("/proc/features.zarr")
+    assert main(cli_args(celeba, store_path, "--workers", "0")) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith(f"error: cannot write the store at {store_path}: its lock "), lines
+    assert lines[-1].endswith("; choose a store path in a writable folder"), lines
+    assert not any("Traceback" in line for line in lines)
+    assert a_file.read_text() == "hi"
+
+
 def test_a_dataset_kind_registered_by_a_plugin_is_accepted(celeba, tmp_path, monkeypatch):
     import features.datasets
     # what `features.datasets.register` in a --plugin module does, undone after the test so the

@@ -81,9 +81,7 @@ def load_state_dict(path: str | os.PathLike, *, name: str) -> dict[str, torch.Te
     """Load a state dict from a plain state-dict file or a checkpoint holding one under "model"
     or "state_dict"; a DataParallel "module." prefix is removed. A file torch cannot read, or
     that holds no state dict, raises `WeightsUnavailable` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailable(f"weights file {str(path)!r} does not exist")
+    path = existing_file(path)
     try:
         checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError...: all unusable
@@ -111,9 +109,19 @@ def load_into(model: torch.nn.Module, state_dict: dict, *, path: str | os.PathLi
     model.load_state_dict(state_dict, strict=True)
 
 
+def existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; a weight file that is not there raises one-line `WeightsUnavailable`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {str(path)!r} does not exist; check the path "
+                                 "given to --weights")
+    return path
+
+
 def unusable(path: str | os.PathLike, name: str, reason: str) -> WeightsUnavailable:
     """The one-line error for a weight file that exists but cannot serve as ``name``'s weights."""
-    return WeightsUnavailable(f"{path}: not a usable {name} checkpoint ({reason})")
+    return WeightsUnavailable(f"{path}: not a usable {name} checkpoint ({reason}); pass --weights "
+                              f"{name}=PATH to {name}'s own weight file, or leave it out for the default")
 
 
 def _load_error(error: Exception) -> str:

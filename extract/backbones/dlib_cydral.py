@@ -32,8 +32,8 @@ from extract.catalog import BUILTIN, BackboneFacts
 from ._image import FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import DeviceEmbed
-from ._weights import (check_packaged_load, default_weights_file, package_model_file, packaged_metadata,
-                       unusable)
+from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
+                       packaged_metadata, unusable)
 from .dlib_resnet import LANDMARKS_FILE, DlibChip
 from .onnx_nets import OnnxModule
 
@@ -89,7 +89,7 @@ def _load(facts: BackboneFacts, chip: type[DlibChip], *, weights: str | None, de
           precision: str) -> Backbone:
     check_packaged_load(facts.name, "shipped-weights", weights=weights, device=device, precision=precision,
                         on_device=True)
-    network = Path(weights) if weights is not None else default_weights_file(facts)
+    network = existing_file(weights) if weights is not None else default_weights_file(facts)
     landmarks = package_model_file(facts.name, facts.requirement, LANDMARKS_FILE)
     module = _module(facts, network)
     preprocessor = FacePreprocessor(chip(str(landmarks)))

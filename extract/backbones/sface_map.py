@@ -23,7 +23,8 @@ import torch
 from extract.catalog import BUILTIN
 
 from ._registry import Backbone, register
-from ._weights import check_packaged_load, default_weights_file, package_model_file, packaged_metadata, unusable
+from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
+                       packaged_metadata, unusable)
 from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
 
@@ -76,7 +77,7 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
     engine = sface_engine(device)
     check_packaged_load(FACTS.name, "shipped-weights" if engine == "torch" else "OpenCV-DNN", weights=weights,
                         device=device, precision=precision, on_device=engine == "torch")
-    recognizer = Path(weights) if weights is not None else default_weights_file(FACTS)
+    recognizer = existing_file(weights) if weights is not None else default_weights_file(FACTS)
     detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
     embed = _embed(recognizer, engine, device=device, precision=precision)
     preprocessing = {**PREPROCESS.describe(), "blob": "RGB 0..255, no mean/scale (as sface)",

@@ -9,7 +9,6 @@ last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from extract.faces import FaceTemplate
 
 from ._image import AlignedCrop, FacePreprocessor
 from ._torchnet import build_random, random_meta, register_torch
-from ._weights import fetch_cached, load_into, load_state_dict, weights_identity
+from ._weights import existing_file, fetch_cached, load_into, load_state_dict, weights_identity
 from .inception_resnet_v1 import InceptionResnetV1
 
 FACTS = BUILTIN["vggface2"]
@@ -37,7 +36,7 @@ def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
                             extra_hint=" (that directory is $TORCH_HOME/checkpoints)")
         meta = {**weights_identity(path), "weights_url": WEIGHTS_URL}
     else:
-        path = Path(weights)
+        path = existing_file(weights)  # before its sha256 is taken
         meta = weights_identity(path)
     state_dict = load_state_dict(path, name=FACTS.name)
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]

@@ -69,13 +69,23 @@ def _ids(table, path: Path) -> np.ndarray:
 def _attribute_header(path: Path) -> tuple[list[str], int | None]:
     """Attribute names and, for the text format, the row count its first line announces."""
     if path.suffix.lower() == ".csv":
-        return [name.strip() for name in _head(path, 1)[0].split(",")[1:]], None
+        return _distinct([name.strip() for name in _head(path, 1)[0].split(",")[1:]], path), None
     count, names = _head(path, 2)
     if not count.isdigit():
         raise DatasetError(f"{path}: line 1 must be the number of rows, found {count[:40]!r}")
     if not names.split():
         raise DatasetError(f"{path}: line 2 must list the attribute names, found an empty line")
-    return names.split(), int(count)
+    return _distinct(names.split(), path), int(count)
+
+
+def _distinct(names: list[str], path: Path) -> list[str]:
+    """``names``, refused if one repeats: columns are read by name, so the last of two 'Male' columns
+    would silently decide the gender label."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: the header names the attribute(s) {', '.join(map(repr, repeated))} more "
+                           "than once; keep one column per attribute (remove or rename the others)")
+    return names
 
 
 def _head(path: Path, lines: int) -> list[str]:
