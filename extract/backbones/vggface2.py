@@ -9,7 +9,6 @@ last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
