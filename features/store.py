@@ -68,6 +68,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 from zarr.core.buffer.cpu import NDBuffer
+from zarr.core.sync import sync
 
 from features.dataset import Dataset, split_code
 from features.provenance import library_versions
@@ -145,15 +146,51 @@ def _open_group(path, mode: str) -> zarr.Group:
 
 
 def _refuse_foreign(path) -> None:
-    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it."""
+    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it than
+    the leftovers of an interrupted creation (`_only_leftovers`), which `open_or_create` builds again."""
     if not _is_local(path):
         return
     location = Path(_location(path))
     if location.is_file():
         raise StoreError(f"--store {path} is an existing file, not a feature store; choose a new path")
-    if location.is_dir() and not (location / "zarr.json").exists() and any(location.iterdir()):
+    if location.is_dir() and not (location / "zarr.json").exists() and any(location.iterdir()) \
+            and not _only_leftovers(location):
         raise StoreError(f"--store {path} is an existing folder that is not a Zarr store (no zarr.json); "
                          "choose a new path (nothing in it was touched)")
+
+
+# What a creation killed before the root zarr.json exists leaves (its first write, whose temporary file
+# `zarr.<hex>.partial` was not yet renamed; or a rebuild's rmtree, after the root zarr.json went but
+# before the table did): nothing but these names at the top, and Zarr's own files below them.
+_LEFTOVER_FOLDERS = ("table", "backbones")
+
+
+def _only_leftovers(location: Path) -> bool:
+    """A local folder without a root zarr.json holding only what an interrupted creation of ours leaves:
+    zarr's temporary `*.partial` files, and `table/`, `backbones/` holding only zarr.json files, their
+    `*.partial` temporaries and chunks (`c/...`). Anything else (a user's file) makes it foreign."""
+    for entry in location.iterdir():
+        if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
+            continue
+        if not (entry.is_dir() and entry.name in _LEFTOVER_FOLDERS and _only_zarr_files(entry)):
+            return False
+    return True
+
+
+def _only_zarr_files(folder: Path) -> bool:
+    for parent, _, files in os.walk(folder):
+        inside_chunks = "c" in Path(parent).relative_to(folder).parts
+        for name in files:
+            if not (name == "zarr.json" or name.endswith(".partial") or inside_chunks):
+                return False
+    return True
+
+
+def _interrupted_creation(path) -> bool:
+    """A local store path left by a creation killed before its root zarr.json existed."""
+    location = Path(_location(path))
+    return _is_local(path) and location.is_dir() and not (location / "zarr.json").exists() \
+        and any(location.iterdir()) and _only_leftovers(location)
 
 
 @contextlib.contextmanager
@@ -194,7 +231,7 @@ class FeatureStore:
     def create(cls, path, dataset: Dataset) -> FeatureStore:
         """A new store holding `dataset`'s table. Refuses to overwrite an existing store."""
         _refuse_foreign(path)
-        if _exists(path):
+        if _exists(path) or _interrupted_creation(path):
             raise StoreError(f"a store already exists at {path}; open it, or choose another path")
         return cls._build(path, dataset, mode="w-")
 
@@ -221,6 +258,9 @@ class FeatureStore:
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         _refuse_foreign(path)
+        if _interrupted_creation(path):
+            raise StoreError(f"{path}: its creation was interrupted (no root zarr.json yet); rerun the "
+                             "extract command to create it again")
         store = cls(_open_group(path, mode), str(path))
         if dataset_name is not None and store.dataset_name != dataset_name:
             raise StoreError(f"{path} holds dataset {store.dataset_name!r}, not {dataset_name!r}")
@@ -232,6 +272,9 @@ class FeatureStore:
         an earlier creation was interrupted)."""
         with writer_lock(path, "create", wait=True):  # creation takes seconds: waiting is right
             _refuse_foreign(path)
+            if _interrupted_creation(path):  # killed before the root zarr.json existed: only our leftovers
+                log.info("%s: its creation was interrupted; creating it again", path)
+                return cls._build(path, dataset, mode="w")
             if not _exists(path):
                 return cls._build(path, dataset, mode="w-")
             if _half_created(path):
@@ -352,10 +395,13 @@ class FeatureStore:
             self._check_same_backbone(name, dim=dim, dtype=dtype, metadata=metadata)
             return self.backbone_writer(name)
         parent = self._node("backbones")
-        if name in dict(self._backbone_groups()):
+        leftover = parent.store_path / name
+        if sync(_lists_anything(leftover)):
+            # whatever is there, its group zarr.json included or not (a kill during this very delete
+            # removes it before its arrays), was left by an interrupted run: the whole prefix goes
             log.info("%s: backbone %r was left half-created by an interrupted run; creating it again",
                      self.path, name)
-            del parent[name]
+            sync(leftover.delete_dir())
         _create_backbone(parent, name, n_rows=self.n_rows, dim=dim, dtype=dtype,
                          unit_rows=unit_rows, metadata=metadata)
         return self.backbone_writer(name)
@@ -553,6 +599,13 @@ def _exists(path) -> bool:
     except (ValueError, TypeError, KeyError):
         _open_group(path, "r")  # raises the one-line StoreError for unreadable metadata
     return True
+
+
+async def _lists_anything(prefix) -> bool:
+    """Whether the store holds any key under the StorePath `prefix`."""
+    async for _ in prefix.store.list_prefix(prefix.path + "/"):
+        return True
+    return False
 
 
 def _half_created(path) -> bool:
