@@ -36,13 +36,16 @@ Creation is crash-safe the same way: every Zarr file is written whole or not at 
 files through a temporary name and a rename; object stores put whole objects), and the attributes that
 declare a node are written after everything they declare. A root without `dataset`, or a backbone
 group without `dim`, was interrupted while being created: `open_or_create` and `add_backbone` build it
-again, readers do not list it. Only nodes marked as ours (`kind`, or inside our `backbones/`) are rebuilt;
-a foreign folder or file is never touched.
+again, readers do not list it; a kill before the root zarr.json exists (inside its first write, or in the
+deletion that rebuilds a half-created store) leaves a folder of zarr `*.partial` files, `table/` and
+`backbones/` only, which `open_or_create` builds again too; a half-created backbone is deleted as a whole
+prefix, its group zarr.json there or not. Only nodes marked as ours (`kind`, or inside our `backbones/`) or
+such leftovers are rebuilt; a foreign folder or file is never touched.
 
 Integrity on read: every chunk carries a crc32c checksum; reads check that rows marked OK are finite and
 that done units have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk;
-`python -m extract verify --store S [--repair]` lists every damaged unit and un-marks them, so rerunning
-the extract command re-embeds exactly those.
+`python -m extract verify --store S [--repair]` lists every damaged unit (the faces entry's included) and
+un-marks them, so rerunning the extract command re-embeds exactly those.
 
 Writers on a local store hold a lock per backbone (`filelock`, in the folder `<store>.locks/` beside
 the store; another holds `create.lock` while the store is created), so two extract processes never write
@@ -360,6 +363,11 @@ class FeatureStore:
         """The embedding backbones whose creation finished (the reserved faces entry is not one; an
         interrupted one is rebuilt by `add_backbone`)."""
         return [name for name in self._entries() if name != FACES]
+
+    def entries(self) -> list[str]:
+        """Every finished entry under /backbones: the backbones, and the faces entry when there is one
+        (`extract verify` checks them all)."""
+        return self._entries()
 
     def _entries(self) -> list[str]:
         """Every finished entry under /backbones, the faces entry included."""
