@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from features.store import FACES, FeatureStore, writer_lock
+from features.store import FACES, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str]) -> int:
         for unit, problem in units.items():
             print(f"{name} unit {unit}: {problem}")
         log.info("%s: %d of %d units damaged", name, len(units), store.n_units(name))
-    dependent = units_from_faces(store, damaged.get(FACES, {}))
+    dependent = units_from_faces(store, damaged)
     for name, units in dependent.items():
         for unit, problem in units.items():
             print(f"{name} unit {unit}: {problem}")
@@ -81,22 +81,29 @@ def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: boo
 def face_backbones(store: FeatureStore) -> list[str]:
     """The backbones that embed chips cut from the detection pass's faces (their preprocessing names it)."""
     return [name for name in store.backbones()
-            if "face_detection" in (store.backbone_info(name)["metadata"].get("preprocessing") or {})]
+            if "face_detection" in (store.backbone_attrs(name)["metadata"].get("preprocessing") or {})]
 
 
-def units_from_faces(store: FeatureStore, face_units: dict[int, str]) -> dict[str, dict[int, str]]:
+def units_from_faces(store: FeatureStore, damaged: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
     """For damaged face units: each face backbone's units holding those rows -> why they must be embedded
-    again (their chips were cut at the damaged detections). Units not done are left out: they will be."""
+    again (their chips were cut at the damaged detections). Left out: units found damaged themselves, and
+    units not done (they will be embedded anyway)."""
+    face_units = damaged.get(FACES, {})
     if not face_units:
         return {}
-    face_rows = int(store.backbone_info(FACES)["unit_rows"])
+    face_rows = int(store.backbone_attrs(FACES)["unit_rows"])
     rows = np.concatenate([np.arange(unit * face_rows, min((unit + 1) * face_rows, store.n_rows))
                            for unit in face_units])
+    why = f"embedded from damaged face rows ({FACES} units {', '.join(map(str, sorted(face_units)))}): " \
+          "embed again"
     dependent = {}
     for name in face_backbones(store):
-        unit_rows = int(store.backbone_info(name)["unit_rows"])
-        pending = store.backbone_writer(name).pending_units()
-        units = sorted(set((rows // unit_rows).tolist()) - set(pending))
-        dependent[name] = {unit: f"embedded from damaged face rows ({FACES} units "
-                           f"{', '.join(str(u) for u in sorted(face_units))}): embed again" for unit in units}
-    return {name: units for name, units in dependent.items() if units}
+        try:
+            pending = set(store.backbone_writer(name).pending_units())
+        except StoreError:  # its done markers do not decode: listed as damage already, un-mark all
+            pending = set()
+        units = set((rows // int(store.backbone_attrs(name)["unit_rows"])).tolist())
+        units -= pending | set(damaged.get(name, {}))
+        if units:
+            dependent[name] = {unit: why for unit in sorted(units)}
+    return dependent

@@ -438,6 +438,11 @@ class FeatureStore:
         return {**dict(group.attrs), "units_done": int(done.sum()), "n_units": len(done),
                 "complete": bool(done.all())}
 
+    def backbone_attrs(self, name: str) -> dict:
+        """One entry's attributes (metadata, dim, unit_rows, ...), without reading its done markers: for
+        `verify`, where those may be what is damaged."""
+        return dict(self._backbone_group(name).attrs)
+
     def is_complete(self, name: str) -> bool:
         return bool(self._done(name, self._backbone_group(name)).all())
 

@@ -137,20 +137,21 @@ def one_error_line(capsys) -> str:
 
 
 # -- 1. a damaged detection pass: verify finds it, --repair un-marks it and the rows embedded from it ----
+@pytest.mark.parametrize("chunk", ["embeddings/c/1/0", "done/c/1"])
 def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from_it(celeba, reference,
-                                                                                     tmp_path, capsys):
+                                                                                     tmp_path, capsys, chunk):
     store = tmp_path / "features.zarr"
     shutil.copytree(reference, store)
-    chunk = store / "backbones" / FACES / "embeddings" / "c" / "1" / "0"
+    named, chunk = chunk, store / "backbones" / FACES / chunk
     data = bytearray(chunk.read_bytes())
-    data[5] ^= 0x40
+    data[0] ^= 0x40  # a value byte: the chunk's checksum no longer matches
     chunk.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(args(celeba, store)) == 2
-    assert f"backbone '{FACES}' unit 1" in one_error_line(capsys)
+    assert FACES in one_error_line(capsys)
     assert main(["verify", "--store", str(store)]) == 2
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{FACES} unit 1: embeddings/c/1/0: does not decode")
+    assert out[0].startswith(f"{FACES} unit 1: {named}: does not decode")
     assert out[1].startswith("sface unit 1: embedded from damaged face rows") and len(out) == 2
     assert main(["verify", "--store", str(store), "--repair"]) == 0
     opened = FeatureStore.open(store)
