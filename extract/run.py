@@ -105,7 +105,12 @@ def face_pass(dataset: Dataset) -> Backbone:
 def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,
                  ranks: distributed.Ranks) -> Faces | None:
     """Run (or resume) the detection pass; (face rows, status) of every row, None if interrupted."""
-    if store.faces() is not None and store.is_complete(FACES):
+    # completeness first: store.faces() reads every chunk, and one that `verify --repair` un-marked may
+    # not decode until it is detected again below
+    if FACES in store.entries() and store.is_complete(FACES):
+        if ranks.is_main and "template_check" not in store.backbone_info(FACES)["metadata"]:
+            # a run killed between its last detection unit and the check: record it now
+            record_template_check(store, dataset.alignment, paths)
         return store.faces()
     code = _extract_backbone(store, face_pass(dataset), paths, config, ranks)
     if code != EXIT_OK:

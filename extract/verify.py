@@ -1,9 +1,11 @@
 """`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
 
-Reads every backbone unit by unit (`FeatureStore.damaged_units`: chunks that fail their crc32c checksum
+Reads every backbone, and the face detection pass (the store's `_faces` entry), unit by unit (`FeatureStore.damaged_units`: chunks that fail their crc32c checksum
 or have the wrong size, done units with pending rows, rows marked OK that are not finite) and prints one
 line per damaged unit. `--repair` marks those units not done, holding each backbone's writer lock, so the
-same extract command re-embeds exactly them and nothing else. Exit codes: 0 no damage (or all of it
+same extract command re-embeds exactly them and nothing else. Damaged face units also un-mark the units of
+every face backbone holding those rows (embedded from the damaged detections), so the rerun detects the
+faces again and re-embeds those rows from them. Exit codes: 0 no damage (or all of it
 un-marked), 2 damage found and not repaired, or the store cannot be read at all.
 """
 from __future__ import annotations
@@ -12,7 +14,9 @@ import argparse
 import logging
 from typing import Sequence
 
-from features.store import FeatureStore, writer_lock
+import numpy as np
+
+from features.store import FACES, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,15 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_OK if stop.code in (0, None) else EXIT_DAMAGED
     store = FeatureStore.open(args.store, mode="r+" if args.repair else "r")
     store.ids, store.gender, store.split, store.attributes  # noqa: B018 - a damaged table raises here
-    damaged = {name: store.damaged_units(name) for name in store.backbones()}
+    damaged = {name: store.damaged_units(name) for name in store.entries()}
     for name, units in damaged.items():
         for unit, problem in units.items():
             print(f"{name} unit {unit}: {problem}")
         log.info("%s: %d of %d units damaged", name, len(units), store.n_units(name))
+    dependent = units_from_faces(store, damaged)
+    for name, units in dependent.items():
+        for unit, problem in units.items():
+            print(f"{name} unit {unit}: {problem}")
     total = sum(len(units) for units in damaged.values())
     if not total:
         log.info("%s: no damage found in %d backbones", args.store, len(damaged))
@@ -51,9 +59,13 @@ def main(argv: Sequence[str]) -> int:
         log.error("error: %s has %d damaged units; run `python -m extract verify --store %s --repair`, then "
                   "the same extract command to re-embed them", args.store, total, args.store)
         return EXIT_DAMAGED
-    repair(store, damaged, wait=args.wait_lock)
+    repair(store, {**damaged, **dependent}, wait=args.wait_lock)
     log.info("%d damaged units marked not done; rerun the same extract command to re-embed exactly them",
              total)
+    if dependent:
+        log.info("and %d units of %s, embedded from the damaged face rows, marked not done: rerun the "
+                 "extract command with %s too, or they stay incomplete",
+                 sum(map(len, dependent.values())), ", ".join(dependent), " ".join(dependent))
     return EXIT_OK
 
 
@@ -64,3 +76,34 @@ def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: boo
             with writer_lock(store.path, name, wait=wait):
                 store.unmark_units(name, sorted(units))
 
+
+
+def face_backbones(store: FeatureStore) -> list[str]:
+    """The backbones that embed chips cut from the detection pass's faces (their preprocessing names it)."""
+    return [name for name in store.backbones()
+            if "face_detection" in (store.backbone_attrs(name)["metadata"].get("preprocessing") or {})]
+
+
+def units_from_faces(store: FeatureStore, damaged: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
+    """For damaged face units: each face backbone's units holding those rows -> why they must be embedded
+    again (their chips were cut at the damaged detections). Left out: units found damaged themselves, and
+    units not done (they will be embedded anyway)."""
+    face_units = damaged.get(FACES, {})
+    if not face_units:
+        return {}
+    face_rows = int(store.backbone_attrs(FACES)["unit_rows"])
+    rows = np.concatenate([np.arange(unit * face_rows, min((unit + 1) * face_rows, store.n_rows))
+                           for unit in face_units])
+    why = f"embedded from damaged face rows ({FACES} units {', '.join(map(str, sorted(face_units)))}): " \
+          "embed again"
+    dependent = {}
+    for name in face_backbones(store):
+        try:
+            pending = set(store.backbone_writer(name).pending_units())
+        except StoreError:  # its done markers do not decode: listed as damage already, un-mark all
+            pending = set()
+        units = set((rows // int(store.backbone_attrs(name)["unit_rows"])).tolist())
+        units -= pending | set(damaged.get(name, {}))
+        if units:
+            dependent[name] = {unit: why for unit in sorted(units)}
+    return dependent

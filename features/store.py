@@ -36,13 +36,16 @@ Creation is crash-safe the same way: every Zarr file is written whole or not at 
 files through a temporary name and a rename; object stores put whole objects), and the attributes that
 declare a node are written after everything they declare. A root without `dataset`, or a backbone
 group without `dim`, was interrupted while being created: `open_or_create` and `add_backbone` build it
-again, readers do not list it. Only nodes marked as ours (`kind`, or inside our `backbones/`) are rebuilt;
-a foreign folder or file is never touched.
+again, readers do not list it; a kill before the root zarr.json exists (inside its first write, or in the
+deletion that rebuilds a half-created store) leaves a folder of zarr `*.partial` files, `table/` and
+`backbones/` only, which `open_or_create` builds again too; a half-created backbone is deleted as a whole
+prefix, its group zarr.json there or not. Only nodes marked as ours (`kind`, or inside our `backbones/`) or
+such leftovers are rebuilt; a foreign folder or file is never touched.
 
 Integrity on read: every chunk carries a crc32c checksum; reads check that rows marked OK are finite and
 that done units have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk;
-`python -m extract verify --store S [--repair]` lists every damaged unit and un-marks them, so rerunning
-the extract command re-embeds exactly those.
+`python -m extract verify --store S [--repair]` lists every damaged unit (the faces entry's included) and
+un-marks them, so rerunning the extract command re-embeds exactly those.
 
 Writers on a local store hold a lock per backbone (`filelock`, in the folder `<store>.locks/` beside
 the store; another holds `create.lock` while the store is created), so two extract processes never write
@@ -68,6 +71,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 from zarr.core.buffer.cpu import NDBuffer
+from zarr.core.sync import sync
 
 from features.dataset import Dataset, split_code
 from features.provenance import library_versions
@@ -145,15 +149,51 @@ def _open_group(path, mode: str) -> zarr.Group:
 
 
 def _refuse_foreign(path) -> None:
-    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it."""
+    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it than
+    the leftovers of an interrupted creation (`_only_leftovers`), which `open_or_create` builds again."""
     if not _is_local(path):
         return
     location = Path(_location(path))
     if location.is_file():
         raise StoreError(f"--store {path} is an existing file, not a feature store; choose a new path")
-    if location.is_dir() and not (location / "zarr.json").exists() and any(location.iterdir()):
+    if location.is_dir() and not (location / "zarr.json").exists() and any(location.iterdir()) \
+            and not _only_leftovers(location):
         raise StoreError(f"--store {path} is an existing folder that is not a Zarr store (no zarr.json); "
                          "choose a new path (nothing in it was touched)")
+
+
+# What a creation killed before the root zarr.json exists leaves (its first write, whose temporary file
+# `zarr.<hex>.partial` was not yet renamed; or a rebuild's rmtree, after the root zarr.json went but
+# before the table did): nothing but these names at the top, and Zarr's own files below them.
+_LEFTOVER_FOLDERS = ("table", "backbones")
+
+
+def _only_leftovers(location: Path) -> bool:
+    """A local folder without a root zarr.json holding only what an interrupted creation of ours leaves:
+    zarr's temporary `*.partial` files, and `table/`, `backbones/` holding only zarr.json files, their
+    `*.partial` temporaries and chunks (`c/...`). Anything else (a user's file) makes it foreign."""
+    for entry in location.iterdir():
+        if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
+            continue
+        if not (entry.is_dir() and entry.name in _LEFTOVER_FOLDERS and _only_zarr_files(entry)):
+            return False
+    return True
+
+
+def _only_zarr_files(folder: Path) -> bool:
+    for parent, _, files in os.walk(folder):
+        inside_chunks = "c" in Path(parent).relative_to(folder).parts
+        for name in files:
+            if not (name == "zarr.json" or name.endswith(".partial") or inside_chunks):
+                return False
+    return True
+
+
+def _interrupted_creation(path) -> bool:
+    """A local store path left by a creation killed before its root zarr.json existed."""
+    location = Path(_location(path))
+    return _is_local(path) and location.is_dir() and not (location / "zarr.json").exists() \
+        and any(location.iterdir()) and _only_leftovers(location)
 
 
 @contextlib.contextmanager
@@ -197,7 +237,7 @@ class FeatureStore:
     def create(cls, path, dataset: Dataset) -> FeatureStore:
         """A new store holding `dataset`'s table. Refuses to overwrite an existing store."""
         _refuse_foreign(path)
-        if _exists(path):
+        if _exists(path) or _interrupted_creation(path):
             raise StoreError(f"a store already exists at {path}; open it, or choose another path")
         return cls._build(path, dataset, mode="w-")
 
@@ -224,6 +264,9 @@ class FeatureStore:
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         _refuse_foreign(path)
+        if _interrupted_creation(path):
+            raise StoreError(f"{path}: its creation was interrupted (no root zarr.json yet); rerun the "
+                             "extract command to create it again")
         store = cls(_open_group(path, mode), str(path))
         if dataset_name is not None and store.dataset_name != dataset_name:
             raise StoreError(f"{path} holds dataset {store.dataset_name!r}, not {dataset_name!r}")
@@ -235,6 +278,9 @@ class FeatureStore:
         an earlier creation was interrupted)."""
         with writer_lock(path, "create", wait=True):  # creation takes seconds: waiting is right
             _refuse_foreign(path)
+            if _interrupted_creation(path):  # killed before the root zarr.json existed: only our leftovers
+                log.info("%s: its creation was interrupted; creating it again", path)
+                return cls._build(path, dataset, mode="w")
             if not _exists(path):
                 return cls._build(path, dataset, mode="w-")
             if _half_created(path):
@@ -321,6 +367,11 @@ class FeatureStore:
         interrupted one is rebuilt by `add_backbone`)."""
         return [name for name in self._entries() if name != FACES]
 
+    def entries(self) -> list[str]:
+        """Every finished entry under /backbones: the backbones, and the faces entry when there is one
+        (`extract verify` checks them all)."""
+        return self._entries()
+
     def _entries(self) -> list[str]:
         """Every finished entry under /backbones, the faces entry included."""
         return sorted(name for name, group in self._backbone_groups() if "dim" in group.attrs)
@@ -355,10 +406,13 @@ class FeatureStore:
             self._check_same_backbone(name, dim=dim, dtype=dtype, metadata=metadata)
             return self.backbone_writer(name)
         parent = self._node("backbones")
-        if name in dict(self._backbone_groups()):
+        leftover = parent.store_path / name
+        if sync(_lists_anything(leftover)):
+            # whatever is there, its group zarr.json included or not (a kill during this very delete
+            # removes it before its arrays), was left by an interrupted run: the whole prefix goes
             log.info("%s: backbone %r was left half-created by an interrupted run; creating it again",
                      self.path, name)
-            del parent[name]
+            sync(leftover.delete_dir())
         _create_backbone(parent, name, n_rows=self.n_rows, dim=dim, dtype=dtype,
                          unit_rows=unit_rows, metadata=metadata)
         return self.backbone_writer(name)
@@ -386,6 +440,11 @@ class FeatureStore:
         done = self._done(name, group)
         return {**dict(group.attrs), "units_done": int(done.sum()), "n_units": len(done),
                 "complete": bool(done.all())}
+
+    def backbone_attrs(self, name: str) -> dict:
+        """One entry's attributes (metadata, dim, unit_rows, ...), without reading its done markers: for
+        `verify`, where those may be what is damaged."""
+        return dict(self._backbone_group(name).attrs)
 
     def is_complete(self, name: str) -> bool:
         return bool(self._done(name, self._backbone_group(name)).all())
@@ -556,6 +615,13 @@ def _exists(path) -> bool:
     except (ValueError, TypeError, KeyError):
         _open_group(path, "r")  # raises the one-line StoreError for unreadable metadata
     return True
+
+
+async def _lists_anything(prefix) -> bool:
+    """Whether the store holds any key under the StorePath `prefix`."""
+    async for _ in prefix.store.list_prefix(prefix.path + "/"):
+        return True
+    return False
 
 
 def _half_created(path) -> bool:

@@ -211,3 +211,19 @@ def test_reads_span_blocks_and_gaps_exactly(tmp_path, monkeypatch):
     np.testing.assert_array_equal(feats.index, expected)
     np.testing.assert_array_equal(feats.x[:, :3], a[expected].astype(np.float32))
     np.testing.assert_array_equal(feats.x[:, 3:], b[expected].astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.parametrize("url", ["memory://{name}/left.zarr", "{tmp}/left.zarr"])
+def test_a_half_created_backbone_whose_group_metadata_went_first_is_built_again(url, tmp_path):
+    """A kill while a half-created backbone is deleted may leave its arrays without its group zarr.json:
+    add_backbone deletes the whole prefix (local or fsspec) and builds the backbone again."""
+    url = url.format(tmp=tmp_path, name=tmp_path.name)
+    store = FeatureStore.create(url, make_table())
+    left = zarr.open_group(url, mode="r+")["backbones"].create_group("bb")
+    left.create_array("embeddings", shape=(10, 2), chunks=(4, 2), dtype="float32")[:] = 7
+    zarr.core.sync.sync((left.store_path / "zarr.json").delete())  # as rmtree may leave it
+    assert store.backbones() == []
+    writer = store.add_backbone("bb", dim=3, unit_rows=4, metadata={"weights": "random"})
+    emb = np.arange(30.0).reshape(10, 3)
+    fill(writer, emb, np.full(10, Status.OK, np.uint8))
+    np.testing.assert_array_equal(FeatureStore.open(url).read("bb").x, emb)

@@ -1,0 +1,238 @@
+"""Recovery of a face-backbone store: a damaged detection pass found and repaired by verify, kills while a
+store is first written or rebuilt, while a half-created backbone is deleted, and between the detection
+pass and its template check. Every case ends with the same extract command giving the store an
+uninterrupted run gives.
+
+Kills are deterministic: a child SIGKILLs itself at a write step (`CRASH_HOOK`), or inside zarr's atomic
+write or shutil.rmtree at the file named; a state a kill leaves in some file orders only is made
+directly. The children are forked (torch already imported) when they die before any detection, else
+subprocesses (OpenCV's thread pool does not survive a fork). sface (offline OpenCV-DNN weights) is the face backbone; the images are synthetic CelebA
+aligned ones, so every row takes the dataset's template and the runs are quick.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zarr
+
+import features.store
+from extract.cli import main
+from features.store import CRASH_HOOK, FACES, FeatureStore, StoreError
+from tests.fixtures import make_celeba
+
+REPO = Path(__file__).resolve().parents[1]
+N, UNIT_ROWS = 8, 4  # 2 units per entry
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory) -> Path:
+    return make_celeba(tmp_path_factory.mktemp("data"), n=N)
+
+
+def args(root: Path, store: Path) -> list[str]:
+    return ["--dataset", "celeba", "--root", str(root), "--backbones", "sface", "--store", str(store),
+            "--unit-rows", str(UNIT_ROWS), "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def reference(celeba, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("reference") / "features.zarr"
+    assert main(args(celeba, store)) == 0
+    return store
+
+
+@pytest.fixture(scope="module")
+def steps(celeba, tmp_path_factory) -> list[str]:
+    """The write steps of an uninterrupted run, in order (a spy on the hook)."""
+    seen = []
+    hook = features.store._checkpoint
+    features.store._checkpoint = seen.append
+    try:
+        assert main(args(celeba, tmp_path_factory.mktemp("steps") / "features.zarr")) == 0
+    finally:
+        features.store._checkpoint = hook
+    return seen
+
+
+def entries(path: Path) -> dict:
+    """What the store's entries hold: bytes of every array, and the metadata but its creation times."""
+    held = {}
+    for name, group in zarr.open_group(str(path), mode="r")["backbones"].groups():
+        metadata = dict(group.attrs["metadata"])
+        metadata.pop("extract_config", None)
+        held[name] = {"metadata": metadata, **{array: group[array][:].tobytes()
+                                               for array in ("embeddings", "status", "done")}}
+    return held
+
+
+def killed_run(command: list[str], *, hook: str | None = None, patch=None) -> None:
+    """`main(command)` in a forked child killed at the CRASH_HOOK step `hook`, or by `patch()` (applied
+    in the child only: it arranges for the child to SIGKILL itself)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            if hook:
+                os.environ[CRASH_HOOK] = hook
+            if patch:
+                patch()
+            code = main(command)
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the run to be killed hung")
+        time.sleep(0.02)
+    assert os.WIFSIGNALED(waited[1]) and os.WTERMSIG(waited[1]) == signal.SIGKILL, "not killed"
+
+
+def kill_after_unlinking(store_part: Path) -> None:
+    """Make this process SIGKILL itself right after it deletes `store_part/zarr.json` (as shutil.rmtree
+    does, by a file descriptor of its folder, or by path)."""
+    unlink = os.unlink
+
+    def unlink_then_die(path, *, dir_fd=None):
+        unlink(path, dir_fd=dir_fd)
+        folder = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else os.path.dirname(str(path))
+        if os.path.basename(str(path)) == "zarr.json" and Path(folder) == store_part:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.unlink = unlink_then_die
+
+
+def kill_in_first_zarr_json_write() -> None:
+    """SIGKILL inside zarr's atomic write of the first zarr.json (the root's, when the store is new): its
+    `zarr.<hex>.partial` temporary is written, not yet moved to its name (a link when the write is
+    exclusive, else a rename)."""
+    import pathlib
+
+    import zarr.storage._local as local
+
+    def die_before(move):
+        def move_or_die(source, destination):
+            if str(destination).endswith("zarr.json"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return move(source, destination)
+        return move_or_die
+
+    local._safe_move = die_before(local._safe_move)
+    pathlib.Path.replace = die_before(pathlib.Path.replace)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+# -- 1. a damaged detection pass: verify finds it, --repair un-marks it and the rows embedded from it ----
+@pytest.mark.parametrize("chunk", ["embeddings/c/1/0", "done/c/1"])
+def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from_it(celeba, reference,
+                                                                                     tmp_path, capsys, chunk):
+    store = tmp_path / "features.zarr"
+    shutil.copytree(reference, store)
+    named, chunk = chunk, store / "backbones" / FACES / chunk
+    data = bytearray(chunk.read_bytes())
+    data[0] ^= 0x40  # a value byte: the chunk's checksum no longer matches
+    chunk.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(args(celeba, store)) == 2
+    assert FACES in one_error_line(capsys)
+    assert main(["verify", "--store", str(store)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{FACES} unit 1: {named}: does not decode")
+    assert out[1].startswith("sface unit 1: embedded from damaged face rows") and len(out) == 2
+    assert main(["verify", "--store", str(store), "--repair"]) == 0
+    opened = FeatureStore.open(store)
+    assert opened.backbone_writer(FACES).pending_units() == [1]
+    assert opened.backbone_writer("sface").pending_units() == [1]
+    assert main(args(celeba, store)) == 0
+    assert "sface: 1 of 2 units to embed (1 done before)" in capsys.readouterr().err
+    assert main(["verify", "--store", str(store)]) == 0
+    assert entries(store) == entries(reference)
+
+
+# -- 2. a kill before the root zarr.json exists: our leftovers are rebuilt, foreign content refused -----
+def test_a_kill_inside_the_first_root_zarr_json_write_then_the_same_command(celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    killed_run(args(celeba, store), patch=kill_in_first_zarr_json_write)
+    assert [p.suffix for p in store.iterdir()] == [".partial"]  # the temporary, never renamed
+    with pytest.raises(StoreError, match="creation was interrupted"):
+        FeatureStore.open(store)
+    assert main(args(celeba, store)) == 0
+    assert entries(store) == entries(reference)
+
+
+def test_a_kill_while_a_half_created_store_is_deleted_to_be_rebuilt_then_the_same_command(
+        celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    killed_run(args(celeba, store), hook="store:table/gender")  # half-created: the rerun rebuilds it
+    killed_run(args(celeba, store), patch=lambda: kill_after_unlinking(store))  # killed in that rebuild
+    assert not (store / "zarr.json").exists() and (store / "table").is_dir()
+    assert main(args(celeba, store)) == 0
+    assert entries(store) == entries(reference)
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "table/notes.txt", "photos/a.jpg"])
+def test_leftovers_beside_foreign_content_are_refused_and_left_alone(celeba, tmp_path, capsys, foreign):
+    store = tmp_path / "features.zarr"
+    killed_run(args(celeba, store), hook="store:table/gender")
+    (store / "zarr.json").unlink()  # as a kill in the rebuild's rmtree leaves it
+    (store / foreign).parent.mkdir(parents=True, exist_ok=True)
+    (store / foreign).write_text("mine")
+    before = sorted(str(p.relative_to(store)) for p in store.rglob("*"))
+    capsys.readouterr()
+    assert main(args(celeba, store)) == 2
+    assert "existing folder that is not a Zarr store" in one_error_line(capsys)
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*")) == before
+
+
+# -- 3. a kill while a half-created backbone is deleted: its arrays without its group zarr.json ---------
+def test_a_half_created_backbone_without_its_group_metadata_is_deleted_and_built_again(
+        celeba, reference, tmp_path, capsys):
+    store = tmp_path / "features.zarr"
+    killed_run(args(celeba, store), hook="backbone:status")  # _faces: group, embeddings, status
+    # what a kill in the rerun's rmtree of it leaves when zarr.json goes first: the arrays alone
+    (store / "backbones" / FACES / "zarr.json").unlink()
+    assert (store / "backbones" / FACES / "embeddings" / "zarr.json").exists()
+    capsys.readouterr()
+    assert main(args(celeba, store)) == 0
+    assert "half-created by an interrupted run; creating it again" in capsys.readouterr().err
+    assert entries(store) == entries(reference)
+
+
+def test_a_kill_in_the_rmtree_of_a_half_created_backbone_then_the_same_command(celeba, reference, tmp_path):
+    store = tmp_path / "features.zarr"
+    killed_run(args(celeba, store), hook="backbone:status")
+    killed_run(args(celeba, store), patch=lambda: kill_after_unlinking(store / "backbones" / FACES))
+    assert main(args(celeba, store)) == 0
+    assert entries(store) == entries(reference)
+
+
+# -- 4. a kill between the last detection unit and the template check ---------------------------------
+def test_a_kill_right_after_the_detection_pass_still_records_its_template_check(celeba, reference, steps,
+                                                                                tmp_path):
+    store = tmp_path / "features.zarr"
+    last_face_unit = steps.index("backbone:group", steps.index("backbone:declared")) - 1
+    assert steps[last_face_unit] == "unit:done"
+    # a subprocess: OpenCV's thread pool, used by the detection pass here already, hangs a forked child
+    killed = subprocess.run([sys.executable, "-m", "extract", *args(celeba, store)], cwd=REPO, timeout=120,
+                            env={**os.environ, CRASH_HOOK: str(last_face_unit + 1)}, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL  # the hook counts steps from 1
+    opened = FeatureStore.open(store)
+    assert opened.is_complete(FACES) and "template_check" not in opened.backbone_info(FACES)["metadata"]
+    assert main(args(celeba, store)) == 0
+    check = FeatureStore.open(store).backbone_info(FACES)["metadata"]["template_check"]
+    assert (check["valid_rows"], check["template_fallback_rows"]) == (N, N)
+    assert entries(store) == entries(reference)
