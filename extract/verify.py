@@ -1,13 +1,13 @@
 """`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
 
-Reads every backbone, and the face detection pass (the store's `_faces` entry), unit by unit (`FeatureStore.damaged_units`: chunks that fail their crc32c checksum
-or have the wrong size, done units with pending rows, rows marked OK that are not finite) and prints one
-line per damaged unit. `--repair` marks those units not done, holding each backbone's writer lock, so the
-same extract command re-embeds exactly them and nothing else. Damaged face units also un-mark the units of
-every face backbone holding those rows (embedded from the damaged detections), so the rerun detects the
-faces again and re-embeds those rows from them. Exit codes: 0 no damage (or all of it
-un-marked), 2 damage found and not repaired, or the store cannot be read at all.
-"""
+Reads every backbone, and the face detection pass (the store's `_faces` entry), unit by unit
+(`FeatureStore.damaged_units`: chunks that fail their crc32c checksum or have the wrong size, done units with
+pending rows, rows marked OK that are not finite) and prints one line per damaged unit. `--repair` marks those
+units not done, holding each backbone's writer lock, so the same extract command re-embeds exactly them and
+nothing else. Damaged face units also un-mark the units of every face backbone holding those rows (embedded
+from the damaged detections), so the rerun detects the faces again and re-embeds those rows from them. Exit
+codes: 0 no damage (or all of it un-marked), 2 damage found and not repaired, or the store cannot be read at
+all."""
 from __future__ import annotations
 
 import argparse

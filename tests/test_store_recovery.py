@@ -6,8 +6,9 @@ uninterrupted run gives.
 Kills are deterministic: a child SIGKILLs itself at a write step (`CRASH_HOOK`), or inside zarr's atomic
 write or shutil.rmtree at the file named; a state a kill leaves in some file orders only is made
 directly. The children are forked (torch already imported) when they die before any detection, else
-subprocesses (OpenCV's thread pool does not survive a fork). sface (offline OpenCV-DNN weights) is the face backbone; the images are synthetic CelebA
-aligned ones, so every row takes the dataset's template and the runs are quick.
+subprocesses (OpenCV's thread pool does not survive a fork). sface (offline OpenCV-DNN weights) is the
+face backbone; the images are synthetic CelebA aligned ones, so every row takes the dataset's template
+and the runs are quick.
 """
 from __future__ import annotations
 
