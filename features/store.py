@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import signal
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -378,7 +379,10 @@ class FeatureStore:
 
     def _backbone_groups(self) -> list[tuple[str, zarr.Group]]:
         try:
-            return list(self._node("backbones").groups())
+            with warnings.catch_warnings():  # a half-deleted entry (no zarr.json) is expected after a kill
+                warnings.filterwarnings("ignore", "Object at .* is not recognized as a component",
+                                        category=UserWarning)
+                return list(self._node("backbones").groups())
         except (ValueError, TypeError) as error:
             raise StoreError(f"{self.path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
                              f"({type(error).__name__}: {error}); the store is damaged") from None

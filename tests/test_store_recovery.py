@@ -3,12 +3,10 @@ store is first written or rebuilt, while a half-created backbone is deleted, and
 pass and its template check. Every case ends with the same extract command giving the store an
 uninterrupted run gives.
 
-Kills are deterministic: a child SIGKILLs itself at a write step (`CRASH_HOOK`), or inside zarr's atomic
-write or shutil.rmtree at the file named; a state a kill leaves in some file orders only is made
-directly. The children are forked (torch already imported) when they die before any detection, else
-subprocesses (OpenCV's thread pool does not survive a fork). sface (offline OpenCV-DNN weights) is the
-face backbone; the images are synthetic CelebA aligned ones, so every row takes the dataset's template
-and the runs are quick.
+Kills are deterministic: a child process SIGKILLs itself at a write step (`CRASH_HOOK`), or inside zarr's
+atomic write or shutil.rmtree at the file named; a state a kill leaves in some file orders only is made
+directly. sface (offline OpenCV-DNN weights) is the face backbone; the images are synthetic CelebA
+aligned ones, so every row takes the dataset's template and the runs are quick.
 """
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,28 +70,16 @@ def entries(path: Path) -> dict:
     return held
 
 
-def killed_run(command: list[str], *, hook: str | None = None, patch=None) -> None:
-    """`main(command)` in a forked child killed at the CRASH_HOOK step `hook`, or by `patch()` (applied
-    in the child only: it arranges for the child to SIGKILL itself)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            if hook:
-                os.environ[CRASH_HOOK] = hook
-            if patch:
-                patch()
-            code = main(command)
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 120
-    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the run to be killed hung")
-        time.sleep(0.02)
-    assert os.WIFSIGNALED(waited[1]) and os.WTERMSIG(waited[1]) == signal.SIGKILL, "not killed"
+def killed_run(command: list[str], *, hook: str | None = None, patch: str = "") -> None:
+    """Extract's `main(command)` in a child process killed at the CRASH_HOOK step `hook`, or by `patch`:
+    Python run in the child first, with this module as `t`, that arranges for the child to SIGKILL
+    itself. A new process, not a fork: a fork of this one, whose earlier runs used OpenCV's DNN, can
+    hang in the child's first forward pass (sface runs one at load)."""
+    code = "\n".join(["import sys", "from pathlib import Path", "import tests.test_store_recovery as t", patch,
+                      "from extract.cli import main", f"sys.exit(main({command!r}))"])
+    env = {**os.environ, **({CRASH_HOOK: hook} if hook else {})}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, timeout=180, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, f"not killed (rc {done.returncode}): {done.stderr.decode()[-2000:]}"
 
 
 def kill_after_unlinking(store_part: Path) -> None:
@@ -167,7 +152,7 @@ def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from
 # -- 2. a kill before the root zarr.json exists: our leftovers are rebuilt, foreign content refused -----
 def test_a_kill_inside_the_first_root_zarr_json_write_then_the_same_command(celeba, reference, tmp_path):
     store = tmp_path / "features.zarr"
-    killed_run(args(celeba, store), patch=kill_in_first_zarr_json_write)
+    killed_run(args(celeba, store), patch="t.kill_in_first_zarr_json_write()")
     assert [p.suffix for p in store.iterdir()] == [".partial"]  # the temporary, never renamed
     with pytest.raises(StoreError, match="creation was interrupted"):
         FeatureStore.open(store)
@@ -179,7 +164,7 @@ def test_a_kill_while_a_half_created_store_is_deleted_to_be_rebuilt_then_the_sam
         celeba, reference, tmp_path):
     store = tmp_path / "features.zarr"
     killed_run(args(celeba, store), hook="store:table/gender")  # half-created: the rerun rebuilds it
-    killed_run(args(celeba, store), patch=lambda: kill_after_unlinking(store))  # killed in that rebuild
+    killed_run(args(celeba, store), patch=f"t.kill_after_unlinking(Path({str(store)!r}))")  # killed in that rebuild
     assert not (store / "zarr.json").exists() and (store / "table").is_dir()
     assert main(args(celeba, store)) == 0
     assert entries(store) == entries(reference)
@@ -216,7 +201,7 @@ def test_a_half_created_backbone_without_its_group_metadata_is_deleted_and_built
 def test_a_kill_in_the_rmtree_of_a_half_created_backbone_then_the_same_command(celeba, reference, tmp_path):
     store = tmp_path / "features.zarr"
     killed_run(args(celeba, store), hook="backbone:status")
-    killed_run(args(celeba, store), patch=lambda: kill_after_unlinking(store / "backbones" / FACES))
+    killed_run(args(celeba, store), patch=f"t.kill_after_unlinking(Path({str(store / 'backbones' / FACES)!r}))")
     assert main(args(celeba, store)) == 0
     assert entries(store) == entries(reference)
 
