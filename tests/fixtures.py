@@ -54,3 +54,17 @@ def make_folder_dataset(tmp_path: Path, n_male: int = 6, n_female: int = 6, *,
                        seed=seed * 100_003 + number + (0 if label == "male" else 50_000))
     return root
 
+
+
+def write_steps(run) -> list[str]:
+    """The store write steps (`features.store._checkpoint`) an uninterrupted ``run()`` (an extract whose
+    exit code it returns) passes, in order: where a crash test's kills can land."""
+    import features.store
+
+    seen, hook = [], features.store._checkpoint
+    features.store._checkpoint = seen.append
+    try:
+        assert run() == 0
+    finally:
+        features.store._checkpoint = hook
+    return seen

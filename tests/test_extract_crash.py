@@ -20,11 +20,10 @@ import pytest
 import torch
 import zarr
 
-import features.store
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import CRASH_HOOK, FeatureStore, StoreError
-from tests.fixtures import make_celeba
+from tests.fixtures import make_celeba, write_steps
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,14 +49,7 @@ def args(root: Path, store: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def steps(celeba, tmp_path_factory) -> list[str]:
     """The write steps of an uninterrupted run, in order (a spy on the hook)."""
-    seen = []
-    hook = features.store._checkpoint
-    features.store._checkpoint = seen.append
-    try:
-        assert main(args(celeba, tmp_path_factory.mktemp("steps") / "features.zarr")) == 0
-    finally:
-        features.store._checkpoint = hook
-    return seen
+    return write_steps(lambda: main(args(celeba, tmp_path_factory.mktemp("steps") / "features.zarr")))
 
 
 @pytest.fixture(scope="module")

@@ -190,21 +190,12 @@ def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path, mon
 
 
 @pytest.mark.parametrize("engine", ["torch", "opencv"])
-def test_sface_map_refuses_a_graph_without_the_map(engine, monkeypatch):
+@pytest.mark.parametrize("name, why", [("sface_map", "conv_14_relu"), ("sface", "")])
+def test_sface_nets_refuse_another_nets_graph_at_load(name, why, engine, monkeypatch):
+    # sface before: loaded, then a cv2.error / RuntimeError traceback at the first batch
     from extract.backbones import WeightsUnavailable, load_backbone
 
     monkeypatch.setenv("EXTRACT_SFACE_ENGINE", engine)
-    with pytest.raises(WeightsUnavailable, match="not a usable sface_map checkpoint.*conv_14_relu") as error:
-        load_backbone("sface_map", weights=model_path(sface.DETECTOR_FILE))  # YuNet's graph: another net
-    assert "\n" not in str(error.value)
-
-
-@pytest.mark.parametrize("engine", ["torch", "opencv"])
-def test_sface_refuses_another_nets_graph_at_load(engine, monkeypatch):
-    # before: loaded, then a cv2.error / RuntimeError traceback at the first batch
-    from extract.backbones import WeightsUnavailable, load_backbone
-
-    monkeypatch.setenv("EXTRACT_SFACE_ENGINE", engine)
-    with pytest.raises(WeightsUnavailable, match="not a usable sface checkpoint") as error:
-        load_backbone("sface", weights=model_path(sface.DETECTOR_FILE))  # YuNet's graph: another net
+    with pytest.raises(WeightsUnavailable, match=f"not a usable {name} checkpoint.*{why}") as error:
+        load_backbone(name, weights=model_path(sface.DETECTOR_FILE))  # YuNet's graph: another net
     assert "\n" not in str(error.value)

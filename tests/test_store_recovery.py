@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import zarr
 
-import features.store
 from extract.cli import main
 from features.store import CRASH_HOOK, FACES, FeatureStore, StoreError
-from tests.fixtures import make_celeba
+from tests.fixtures import make_celeba, write_steps
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS = 8, 4  # 2 units per entry
@@ -49,14 +48,7 @@ def reference(celeba, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def steps(celeba, tmp_path_factory) -> list[str]:
     """The write steps of an uninterrupted run, in order (a spy on the hook)."""
-    seen = []
-    hook = features.store._checkpoint
-    features.store._checkpoint = seen.append
-    try:
-        assert main(args(celeba, tmp_path_factory.mktemp("steps") / "features.zarr")) == 0
-    finally:
-        features.store._checkpoint = hook
-    return seen
+    return write_steps(lambda: main(args(celeba, tmp_path_factory.mktemp("steps") / "features.zarr")))
 
 
 def entries(path: Path) -> dict:
