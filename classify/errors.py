@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from classify import treatment
 from classify.decision import Decision
 from classify.headfile import SUFFIX
 from classify.label_audit import label_doubts
-from classify.results import jsonable, load_head
+from classify.results import jsonable, load_head, recorded_treatment
 from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
 from features.store import FeatureStore, Status, StoreError
@@ -51,7 +50,11 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
     head, record = load_head(Path(results_dir) / f"{run['run']}{SUFFIX}")
     decision = Decision.from_json(record["decision"])
     backbones = tuple(record["config"]["backbones"])
-    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+    prepare = recorded_treatment(record)
+
+    def p_male_of(x):  # what predict would say: calibrated p(male) of the treated features
+        return decision.p_male(head.predict_proba(prepare(x))[:, 1])
+
     errors, rejected, scored = [], [], 0
     trained_on = {entry.get("path"): entry.get("fingerprint") for entry in record.get("training_stores", [])}
     for store_path in record["config"]["stores"]:
@@ -61,8 +64,7 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
         part = store.read(list(backbones), split)
         paths = image_paths(store)
         if len(part.gender):
-            x = treatment.apply(part.x, record["treatment"]["chosen"], backbones, dims)
-            p_male = decision.p_male(head.predict_proba(x)[:, 1])
+            p_male = p_male_of(part.x)
             attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
             rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male,
                               threshold=decision.value, attributes=attributes)
@@ -74,10 +76,10 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"], "split": split,
             "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
-            "cross_dataset": cross_dataset_errors(run, record, head, decision)}
+            "cross_dataset": cross_dataset_errors(run, record, p_male_of, decision.value)}
 
 
-def cross_dataset_errors(run: dict, record: dict, head, decision: Decision) -> dict:
+def cross_dataset_errors(run: dict, record: dict, p_male_of, threshold: float) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
     eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
@@ -86,12 +88,6 @@ def cross_dataset_errors(run: dict, record: dict, head, decision: Decision) -> d
     from classify.results import store_identity
 
     backbones = tuple(record["config"]["backbones"])
-    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
-
-    def p_male_of(x):
-        return decision.p_male(head.predict_proba(treatment.apply(x, record["treatment"]["chosen"], backbones,
-                                                                  dims))[:, 1])
-
     out = {}
     for label, cross in run.get("cross_dataset", {}).items():
         try:
@@ -104,7 +100,7 @@ def cross_dataset_errors(run: dict, record: dict, head, decision: Decision) -> d
             log.warning("no error list on %s: %s", label, error)
             continue
         out[label] = {"rows": data.report_rows, "n_scored": len(data.report.gender),
-                      **error_list(p_male_of, decision.value, store, data, backbones, seed=record["config"]["seed"])}
+                      **error_list(p_male_of, threshold, store, data, backbones, seed=record["config"]["seed"])}
     return out
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from classify import label_audit, protocol, treatment
+from classify import label_audit, protocol
 from classify.compare import fmt
 from classify.decision import Decision
-from classify.results import load_head, store_identity
+from classify.results import load_head, recorded_treatment, store_identity
 from features.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,7 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     seen = protocol.seen_ids(training_stores(record, store.dataset_name), store.dataset_name)
     data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
                                   identity=store_identity(store), all_rows=all_rows, seen=seen)
-    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
-    chosen = record["treatment"]["chosen"]
-
-    def prepare(x):
-        return treatment.apply(x, chosen, backbones, dims)
-
+    prepare = recorded_treatment(record)
     decision = Decision.from_json(record["decision"])
     result = protocol.evaluate_set(head, prepare, data, decision, n_resamples=n_resamples, seed=seed,
                                    min_n=record["config"].get("min_group_n", 30))

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classify import treatment
 from classify.decision import Decision
 from classify.headfile import sha256_file
-from classify.results import load_head
+from classify.results import load_head, recorded_treatment
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import Status
 
@@ -177,9 +176,7 @@ def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
     faces = embed(paths, record, device=device, all_faces=all_faces)
     x, status = faces.x, faces.status
     ok = status == Status.OK
-    backbones = tuple(record["config"]["backbones"])
-    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
-    x = treatment.apply(x[ok], record["treatment"]["chosen"], backbones, dims)
+    x = recorded_treatment(record)(x[ok])
     # the recorded decision, as in training: calibrated p(male), male when above the recorded threshold
     decision = Decision.from_json(record["decision"])
     proba = decision.p_male(head.predict_proba(x)[:, 1]) if ok.any() else np.empty(0)

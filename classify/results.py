@@ -127,6 +127,15 @@ def load_runs(directory: Path) -> list[dict]:
     return runs
 
 
+def recorded_treatment(record: dict):
+    """The feature treatment a saved run chose (``record``: its sidecar), as ``x -> treated x`` over the
+    run's backbones concatenated: what predict, evaluate and the error lists apply before the head."""
+    backbones = tuple(record["config"]["backbones"])
+    dims = {name: record["store"]["backbones"][name]["dim"] for name in backbones}
+    chosen = record["treatment"]["chosen"]
+    return lambda x: treatment.apply(x, chosen, backbones, dims)
+
+
 def load_head(head_path: Path) -> tuple[Head, dict]:
     """The fitted head and its sidecar record, every check made before any backbone could run."""
     head_path = Path(head_path)
