@@ -108,14 +108,15 @@ def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
     labelled = values != MISSING
     x, values = x[labelled], values[labelled]
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    scores = [float(np.mean(cross_val_score(_proxy(c), x, values, cv=folds))) for c in PROXY_CS]
+    scores = [float(np.mean(cross_val_score(standardised_logreg(c), x, values, cv=folds))) for c in PROXY_CS]
     chosen_c, cv_accuracy = PROXY_CS[int(np.argmax(scores))], max(scores)
-    model = _proxy(chosen_c).fit(x, values)
+    model = standardised_logreg(chosen_c).fit(x, values)
     method = {"method": "proxy", "labelled_train_rows": int(labelled.sum()), "proxy": "standardised logistic "
               f"regression, C={chosen_c:g} by 5-fold CV (accuracy {cv_accuracy:.3f})",
               "strata": f"P({attribute}) binned at {list(PROXY_BINS)}"}
     return model, method
 
 
-def _proxy(c: float):
+def standardised_logreg(c: float):
+    """scikit-learn's logistic regression on standardised features: the proxy here, the label check's model."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))

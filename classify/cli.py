@@ -151,13 +151,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise UsageError(str(error)) from None
     training = [store_identity(store) for store in stores]
+    # per eval store, the same for every backbone set: its label, identity and the photos training saw
+    labels = eval_labels(eval_stores, tuple(s.dataset_name for s in stores))
+    identities = [store_identity(store) for store in eval_stores]
+    seen = [protocol.seen_ids(stores, store.dataset_name) for store in eval_stores]
     for backbones in resolve_backbones(stores[0], args.backbones):
         started = time.perf_counter()
         data = read_training(stores, backbones)
         reference = {name: protocol.compatibility(stores[0], name) for name in backbones}
-        evals = [read_eval_set(store, backbones, reference, label=label, identity=store_identity(store),
-                               seen=protocol.seen_ids(stores, store.dataset_name))
-                 for store, label in zip(eval_stores, eval_labels(eval_stores, tuple(s.dataset_name for s in stores)))]
+        evals = [read_eval_set(store, backbones, reference, label=label, identity=identity, seen=ids)
+                 for store, label, identity, ids in zip(eval_stores, labels, identities, seen)]
         read_s = round(time.perf_counter() - started, 3)
         log.debug("%s: read %s rows in %.1f s", "+".join(backbones),
                   {s: len(d.gender) for s, d in data.splits.items()}, read_s)

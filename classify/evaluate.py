@@ -128,8 +128,8 @@ def summary(result: dict) -> str:
         lines.append(f"  left out: {report['seen_in_training']} rows whose photo the head was trained or chosen on "
                      "(the same image id in its training store's train or val split)")
     if "errors" in result:
-        doubted = sum(1 for row in result["errors"] if row["label_check"])
-        lines.append(f"  errors: {len(result['errors'])} wrong rows, {doubted} of them with a label in doubt "
+        doubted, total = label_audit.count_doubted(result["errors"])
+        lines.append(f"  errors: {total} wrong rows, {doubted} of them with a label in doubt "
                      f"(label_check), and {len(result['rejected'])} unusable rows")
     return "\n".join(lines)
 

@@ -34,10 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+
+from classify.balance import standardised_logreg
 
 MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
 MIN_SHARE = 0.8    # share of them that must carry the other label
@@ -72,14 +71,14 @@ def doubt_note(analysis: dict) -> str:
     """The leaderboard's lines about the recommended run's errors whose labels are in doubt: its test
     errors (the identity check), then its errors on each eval store (both checks); "" if none."""
     lines = []
-    doubted, total = _count_doubted(analysis["errors"])
+    doubted, total = count_doubted(analysis["errors"])
     if doubted:
         lines.append(f"Label check: {doubted} of the recommended run's {total} {analysis['split']} errors are images "
                      f"whose gender label disagrees with at least {MIN_SHARE:.0%} of the other images of the same "
                      "identity: possible label errors, listed with `label_check` in errors.csv. Accuracy counts them "
                      "as errors.")
     for label, part in analysis.get("cross_dataset", {}).items():
-        doubted, total = _count_doubted(part["errors"])
+        doubted, total = count_doubted(part["errors"])
         if doubted:
             lines.append(f"Label check on {label} ({part['rows']} rows): {doubted} of the recommended run's {total} "
                          f"errors there are images whose label a head cross-validated on {label}'s own labels "
@@ -88,7 +87,8 @@ def doubt_note(analysis: dict) -> str:
     return "\n".join(lines)
 
 
-def _count_doubted(errors: list[dict]) -> tuple[int, int]:
+def count_doubted(errors: list[dict]) -> tuple[int, int]:
+    """(errors whose label is in doubt, errors)."""
     return sum(1 for row in errors if row.get("label_check")), len(errors)
 
 
@@ -104,10 +104,10 @@ def cross_val_doubts(ids: np.ndarray, x: np.ndarray, gender: np.ndarray, identit
                               f"rows have {counts[1]} male and {counts[0]} female")
     try:
         folds = _folds(gender, identity, seed)
-        scores = [np.mean(cross_val_score(_model(c), x, gender, cv=folds, scoring="neg_log_loss", error_score="raise"))
-                  for c in CROSS_VAL_CS]
+        scores = [np.mean(cross_val_score(standardised_logreg(c), x, gender, cv=folds, scoring="neg_log_loss",
+                                          error_score="raise")) for c in CROSS_VAL_CS]
         chosen = CROSS_VAL_CS[int(np.argmax(scores))]
-        p_male = cross_val_predict(_model(chosen), x, gender, cv=folds, method="predict_proba")[:, 1]
+        p_male = cross_val_predict(standardised_logreg(chosen), x, gender, cv=folds, method="predict_proba")[:, 1]
     except ValueError as error:  # fewer identities than folds, or a fold whose train rows are one sex
         raise LabelAuditError(f"the cross-validated label check cannot split these rows into {FOLDS} folds "
                               f"with both sexes on the train side: {error}") from None
@@ -126,10 +126,6 @@ def _folds(gender: np.ndarray, identity: np.ndarray | None, seed: int) -> list:
     identity = np.asarray(identity).astype(np.int64)
     groups = np.where(identity == MISSING, -2 - np.arange(len(identity)), identity)  # unknown: alone
     return list(GroupKFold(FOLDS, shuffle=True, random_state=seed).split(gender, gender, groups))
-
-
-def _model(c: float):
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
 
 
 def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
