@@ -44,13 +44,12 @@ def main(argv: Sequence[str]) -> int:
     store.ids, store.gender, store.split, store.attributes  # noqa: B018 - a damaged table raises here
     damaged = {name: store.damaged_units(name) for name in store.entries()}
     for name, units in damaged.items():
-        for unit, problem in units.items():
-            print(f"{name} unit {unit}: {problem}")
         log.info("%s: %d of %d units damaged", name, len(units), store.n_units(name))
     dependent = units_from_faces(store, damaged)
-    for name, units in dependent.items():
-        for unit, problem in units.items():
-            print(f"{name} unit {unit}: {problem}")
+    for found in (damaged, dependent):
+        for name, units in found.items():
+            for unit, problem in units.items():
+                print(f"{name} unit {unit}: {problem}")
     total = sum(len(units) for units in damaged.values())
     if not total:
         log.info("%s: no damage found in %d backbones", args.store, len(damaged))
@@ -75,7 +74,6 @@ def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: boo
         if units:
             with writer_lock(store.path, name, wait=wait):
                 store.unmark_units(name, sorted(units))
-
 
 
 def face_backbones(store: FeatureStore) -> list[str]:

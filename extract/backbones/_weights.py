@@ -118,6 +118,21 @@ def existing_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def tried_embed(build, path: str | os.PathLike, facts: BackboneFacts):
+    """``build()``'s embed callable, run once on a black chip of ``facts``' input: a weight file that is not
+    this net's (not ONNX, another net's graph, another output size) is a one-line `WeightsUnavailable` at
+    load, rather than a traceback from OpenCV or onnx at load or at the first batch."""
+    try:
+        embed = build()
+        shape = tuple(embed(torch.zeros((1, *facts.input_shape), dtype=torch.uint8)).shape)
+    except Exception as error:  # not ONNX, or a graph the engine cannot run: not this net's file
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise unusable(path, facts.name, f"{type(error).__name__}: {first_line[:150]}") from error
+    if shape != (1, facts.dim):
+        raise unusable(path, facts.name, f"it gives {shape[1:]} outputs per face, not ({facts.dim},)")
+    return embed
+
+
 def unusable(path: str | os.PathLike, name: str, reason: str) -> WeightsUnavailable:
     """The one-line error for a weight file that exists but cannot serve as ``name``'s weights."""
     return WeightsUnavailable(f"{path}: not a usable {name} checkpoint ({reason}); pass --weights "

