@@ -3,6 +3,7 @@
     python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
     python -m extract list                      # registered backbones, dims, offline weights
     python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
+    python -m extract upgrade --store out.zarr  # an older store to the current schema, embeddings kept
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
@@ -107,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["verify"]:
             from extract import verify  # zarr only, no torch
             return verify.main(argv[1:])
+        if argv[:1] == ["upgrade"]:
+            from extract import upgrade  # zarr only, no torch
+            return upgrade.main(argv[1:])
         return _run(ExtractConfig.from_args(_parse(build_parser(), argv)))
     except _ParseExit as stop:
         return stop.code

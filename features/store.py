@@ -1,12 +1,14 @@
 """The feature store: the one contract between `extract` (writes) and `classify` (reads).
 
-One Zarr v3 group per dataset. Schema, version 2 (`schema_version` in the root attributes):
+One Zarr v3 group per dataset. Schema, version 3 (`schema_version` in the root attributes):
 
     /                         attrs: schema_version, kind="face-gender-features", created, library_versions,
                                      and last, dataset {name, root, fingerprint, n_rows, split_seed, images
                                      (release folder, e.g. img_celeba), alignment {kind: wild |
                                      celeba_aligned, size, landmarks}}
-    /table/ids                (N,) string     image id (CelebA file name, UTKFace/folder relative path)
+    /table/ids_utf8           (N, L) uint8    image id (CelebA file name, UTKFace/folder relative path) as
+                                              UTF-8 bytes, zero-padded to L, the longest id's length;
+                                              attrs: encoding "utf-8", width L
     /table/gender             (N,) int8       1 male, 0 female
     /table/split              (N,) int8       0 train, 1 val, 2 test
     /table/attributes/<name>  (N,) int        per-image attributes and groups (CelebA attributes as 1/0,
@@ -51,7 +53,30 @@ Writers on a local store hold a lock per backbone (`filelock`, in the folder `<s
 the store; another holds `create.lock` while the store is created), so two extract processes never write
 one backbone at once; torchrun ranks write disjoint units and take no lock.
 
-Version 1 stores (no checksums, creation not crash-safe) are refused with a message to re-extract.
+Reading it without zarr-python (any Zarr v3 implementation: TensorStore, zarrs, zarr.js, ...): every
+array uses core data types only (uint8, int8, int16/int32/int64 for attributes, bool, float16/float32),
+the default `bytes` codec (little endian) and a `crc32c` codec, no compression, chunk keys `c/...`.
+
+    table/ids_utf8     row i is id i: the row's bytes up to the first zero byte, decoded as UTF-8 (ids
+                       hold no zero byte; attrs width = L, the array's second dimension)
+    table/gender       1 male, 0 female (`features.dataset.MALE`, `FEMALE`)
+    table/split        0 train, 1 val, 2 test (`features.dataset.SPLITS` in order)
+    table/attributes/  one array per attribute, named by the array's key: integers as stored (CelebA's
+                       attributes 1 yes / 0 no; identity; UTKFace age in years, race code)
+    embeddings         row i of backbone B is image i's embedding; NaN rows are invalid (see status)
+    status             `Status` codes: 0 PENDING (not written yet), 1 OK, 2 UNREADABLE, 3 NO_FACE,
+                       4 TOO_LARGE
+    done               done[u] true: unit u (rows u * unit_rows to (u + 1) * unit_rows) is written
+    _faces/embeddings  one face row per image, 16 float32 values in the original image's pixels: box
+                       x, y, width, height; five landmarks x0, y0, ..., x4, y4 (right eye, left eye,
+                       nose tip, right and left mouth corner); detector score; source (1 detected,
+                       2 the aligned dataset's template); NaN where status is not OK (`extract.faces`)
+    attributes         every group's attributes are JSON in its zarr.json ("attributes" key), as above
+
+Version 2 stores (ids in zarr-python's variable-length `string` type at table/ids, which other Zarr
+implementations do not read) are refused with a one-line note: `python -m extract upgrade --store S`
+rewrites the ids alone, keeping every embedding (`extract.upgrade`). Version 1 stores (no checksums,
+creation not crash-safe) are refused with a message to re-extract.
 """
 from __future__ import annotations
 
@@ -77,7 +102,9 @@ from zarr.core.sync import sync
 from features.dataset import Dataset, split_code
 from features.provenance import library_versions
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+IDS = "table/ids_utf8"  # the image ids, UTF-8 bytes zero-padded to the longest (version 3)
+OLD_IDS = "table/ids"  # version 2's variable-length strings, which only zarr-python reads
 CRASH_HOOK = "FEATURES_STORE_CRASH_AT"  # tests: SIGKILL this process at a write step (see `_checkpoint`)
 STORE_KIND = "face-gender-features"
 DEFAULT_UNIT_ROWS = 1024
@@ -300,6 +327,10 @@ class FeatureStore:
         if attrs.get("kind") != STORE_KIND:
             raise StoreError(f"{self.path} is a Zarr group but not a feature store (no kind={STORE_KIND!r})")
         version = attrs.get("schema_version")
+        if version == SCHEMA_VERSION - 1:
+            raise StoreError(f"{self.path} has schema_version {version}, whose image ids only zarr-python "
+                             f"reads; upgrade it in place, keeping every embedding: python -m extract "
+                             f"upgrade --store {self.path}")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema_version {version}; this version of the tool reads "
                              f"schema_version {SCHEMA_VERSION} only (checksummed chunks, crash-safe "
@@ -338,7 +369,12 @@ class FeatureStore:
 
     @property
     def ids(self) -> np.ndarray:
-        return self._table_array("ids").astype(object).astype(str)  # plain fixed-width strings
+        """The image ids as a numpy unicode array (row i is image ids[i])."""
+        key = IDS.removeprefix("table/")
+        try:
+            return decode_ids(self._table_array(key), self._node(IDS).attrs.asdict())
+        except ValueError as error:
+            raise StoreError(f"{self.path}: {IDS} is damaged ({error}); extract into a new store") from None
 
     @property
     def gender(self) -> np.ndarray:
@@ -685,9 +721,7 @@ def _unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
 def _write_table(group: zarr.Group, dataset: Dataset) -> None:
     n = len(dataset)
     table = group.create_group("table")
-    # variable-length UTF-8 strings: the Zarr v3 string type with a specification
-    ids = table.create_array("ids", shape=(n,), dtype=str, chunks=(n,), compressors=_checksum())
-    ids[:] = np.asarray(dataset.ids, dtype=str)
+    write_ids(group, dataset.ids)
     _checkpoint("store:table/ids")
     for name in ("gender", "split"):
         table.create_array(name, data=np.asarray(getattr(dataset, name), dtype=np.int8), chunks=(n,),
@@ -699,6 +733,112 @@ def _write_table(group: zarr.Group, dataset: Dataset) -> None:
         _checkpoint(f"store:table/attributes/{name}")
     group.create_group("backbones")
     _checkpoint("store:backbones")
+
+
+def encode_ids(ids) -> np.ndarray:
+    """(N, L) uint8: each id's UTF-8 bytes, zero-padded to L, the longest id's length (at least 1).
+
+    A core Zarr v3 type that every implementation reads (zarr-python's variable-length `string` is
+    not one). Ids are file names, which hold no zero byte, so the padding is unambiguous."""
+    try:
+        encoded = [str(i).encode("utf-8") for i in ids]
+    except UnicodeEncodeError as error:
+        raise StoreError(f"an image id is not valid UTF-8 ({error.object[:80]!r}); rename the file") from None
+    if any(b"\0" in one for one in encoded):
+        raise StoreError("an image id holds a zero byte; ids are stored zero-padded and cannot")
+    width = max([1, *map(len, encoded)])
+    return np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
+
+
+def decode_ids(array: np.ndarray, attrs: dict) -> np.ndarray:
+    """The ids `encode_ids` wrote, as a numpy unicode array; ValueError when they are not that."""
+    if array.ndim != 2 or array.dtype != np.uint8 or attrs.get("encoding") != "utf-8" \
+            or attrs.get("width") != array.shape[1]:
+        raise ValueError(f"expected (N, width) uint8 UTF-8 ids, got {array.shape} {array.dtype} "
+                         f"with attributes {attrs}")
+    fixed = np.ascontiguousarray(array).view(f"S{array.shape[1]}").reshape(len(array))
+    try:
+        return np.strings.decode(fixed, "utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"an id is not valid UTF-8 ({error.reason})") from None
+
+
+def write_ids(group: zarr.Group, ids, *, step: str = "") -> zarr.Array:
+    """The ids array at `IDS` under the root `group`, written whole (one chunk); `step` names a
+    checkpoint between its metadata and its chunk (the upgrade's kill tests stop there)."""
+    encoded = encode_ids(ids)
+    array = group.create_array(IDS, shape=encoded.shape, chunks=encoded.shape, dtype=np.uint8,
+                               compressors=_checksum(), fill_value=0,
+                               attributes={"encoding": "utf-8", "width": encoded.shape[1]})
+    if step:
+        _checkpoint(step)
+    array[...] = encoded
+    return array
+
+
+def upgrade(path) -> str:
+    """Bring a version 2 store to version 3 in place, rewriting its ids alone; what was done, in words.
+
+    Crash-safe at every instant: the new ids are written beside the old ones (version 2 readers do not
+    look there) and read back; the root's `schema_version`, rewritten whole, is the commit; the old ids
+    go last (version 3 readers do not look there). A rerun finishes whatever a kill left, and the
+    embeddings, status and done markers are never touched."""
+    _refuse_foreign(path)
+    _open_group(path, "r")  # no store there: say so before making its lock folder
+    with writer_lock(path, "create"):
+        group = _open_group(path, "r+")
+        version = _upgradable_version(path, group.attrs)
+        if version == SCHEMA_VERSION:
+            if not _delete_prefix(group, OLD_IDS):
+                return f"{path} is at schema_version {SCHEMA_VERSION} already; nothing to do"
+            return f"{path}: finished an interrupted upgrade (removed the old {OLD_IDS})"
+        old = _old_ids(path, group)
+        _delete_prefix(group, IDS)  # a previous upgrade killed before its commit
+        _checkpoint("upgrade:cleared")
+        write_ids(group, old, step="upgrade:ids-declared")
+        _checkpoint("upgrade:ids-written")
+        if not np.array_equal(decode_ids(group[IDS][...], group[IDS].attrs.asdict()), old):
+            raise StoreError(f"{path}: the rewritten ids do not read back equal; the store is unchanged")
+        group.attrs.update({"schema_version": SCHEMA_VERSION, "upgraded": {"from": version, "at": _now()}})
+        _checkpoint("upgrade:declared")
+        _delete_prefix(group, OLD_IDS)
+        _checkpoint("upgrade:cleaned")
+    return f"{path}: upgraded from schema_version {version} to {SCHEMA_VERSION} ({len(old)} ids rewritten " \
+           f"as {IDS}; embeddings untouched)"
+
+
+def _upgradable_version(path, attrs) -> int:
+    version = attrs.get("schema_version")
+    if attrs.get("kind") != STORE_KIND:
+        raise StoreError(f"{path} is a Zarr group but not a feature store (no kind={STORE_KIND!r})")
+    if version not in (SCHEMA_VERSION - 1, SCHEMA_VERSION):
+        raise StoreError(f"{path} has schema_version {version!r}; only version {SCHEMA_VERSION - 1} "
+                         "upgrades in place: re-extract into a new store")
+    if "dataset" not in attrs:
+        raise StoreError(f"{path}: its creation was interrupted (no dataset table declared); rerun the "
+                         "extract command into a new store")
+    return version
+
+
+def _old_ids(path, group: zarr.Group) -> np.ndarray:
+    """Version 2's ids (variable-length strings), checked against the table's row count."""
+    try:
+        old = group[OLD_IDS][...].astype(object).astype(str)
+    except Exception as error:  # noqa: BLE001 - missing or damaged: nothing to upgrade from
+        raise StoreError(f"{path}: {OLD_IDS} cannot be read ({type(error).__name__}: {error}); the store "
+                         "cannot be upgraded: re-extract into a new store") from None
+    if old.shape != (int(group.attrs["dataset"]["n_rows"]),):
+        raise StoreError(f"{path}: {OLD_IDS} has shape {old.shape}, not the table's rows; re-extract")
+    return old
+
+
+def _delete_prefix(group: zarr.Group, key: str) -> bool:
+    """Delete every key under `key`; whether there was any."""
+    prefix = group.store_path / key
+    if not sync(_lists_anything(prefix)):
+        return False
+    sync(prefix.delete_dir())
+    return True
 
 
 def _checksum() -> list:

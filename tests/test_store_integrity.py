@@ -53,11 +53,12 @@ def chunk(store: Path, array: str, unit: int) -> Path:
     return store / "backbones" / "tiny_test" / array / "c" / str(unit) / ("0" if array == "embeddings" else "")
 
 
-def test_schema_version_is_2_and_new_chunks_carry_a_checksum(store):
+def test_schema_version_is_3_and_new_chunks_carry_a_checksum(store):
     group = zarr.open_group(str(store), mode="r")
-    assert group.attrs["schema_version"] == 2
-    for array in ("embeddings", "status", "done"):
-        codecs = group[f"backbones/tiny_test/{array}"].metadata.codecs
+    assert group.attrs["schema_version"] == 3
+    for array in ("backbones/tiny_test/embeddings", "backbones/tiny_test/status", "backbones/tiny_test/done",
+                  "table/ids_utf8", "table/gender", "table/split"):
+        codecs = group[array].metadata.codecs
         assert [type(codec).__name__ for codec in codecs][-1] == "Crc32cCodec"
 
 
