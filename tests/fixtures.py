@@ -57,14 +57,14 @@ def make_folder_dataset(tmp_path: Path, n_male: int = 6, n_female: int = 6, *,
 
 
 def write_steps(run) -> list[str]:
-    """The store write steps (`features.store._checkpoint`) an uninterrupted ``run()`` (an extract whose
-    exit code it returns) passes, in order: where a crash test's kills can land."""
-    import features.store
+    """The store write steps (`features.store.crash.checkpoint`) an uninterrupted ``run()`` (an extract
+    whose exit code it returns) passes, in order: where a crash test's kills can land."""
+    from features.store import crash
 
-    seen, hook = [], features.store._checkpoint
-    features.store._checkpoint = seen.append
+    seen, hook = [], crash.checkpoint
+    crash.checkpoint = seen.append
     try:
         assert run() == 0
     finally:
-        features.store._checkpoint = hook
+        crash.checkpoint = hook
     return seen

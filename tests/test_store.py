@@ -194,9 +194,9 @@ def test_unknown_split_lists_valid_ones(store):
 
 def test_reads_span_blocks_and_gaps_exactly(tmp_path, monkeypatch):
     """Several read blocks, gaps of invalid rows, a float16 backbone beside a float32 one."""
-    import features.store as store_module
+    from features.store import reads
 
-    monkeypatch.setattr(store_module, "READ_BLOCK_BYTES", 64)  # a block of one chunk (4 rows) per read
+    monkeypatch.setattr(reads, "READ_BLOCK_BYTES", 64)  # a block of one chunk (4 rows) per read
     rng = np.random.default_rng(3)
     n = 50
     table = make_table(n)

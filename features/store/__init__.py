@@ -1,0 +1,28 @@
+"""The feature store: the one contract between `extract` (writes) and `classify` (reads).
+
+The on-disk schema, its version and the write protocol are written down once, in `features.store.schema`.
+The modules, one job each:
+
+    schema         the schema (docstring), its constants, `Status`, `StoreError`, the ids' encoding
+    paths          local paths and fsspec URLs; a store of ours, an interrupted creation, a foreign folder
+    locks          one writer per backbone (`writer_lock`)
+    creation       crash-safe creation of the root, the table and each entry
+    writer         `BackboneWriter`: a unit's rows, then its done marker
+    integrity      `Entry`: one entry read with its damage named; the per-unit checks of `extract verify`
+    reads          the valid rows of a split, read a block of chunks at a time
+    feature_store  `FeatureStore`, the opened store callers hold
+    upgrade        an older store brought to this schema in place
+    crash          the crash tests' kill points
+"""
+from features.store.crash import CRASH_HOOK
+from features.store.feature_store import FeatureStore
+from features.store.locks import writer_lock
+from features.store.reads import READ_BLOCK_BYTES
+from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, OLD_IDS, SCHEMA_VERSION, STORE_KIND,
+                                   SplitFeatures, Status, StoreError, decode_ids, encode_ids)
+from features.store.upgrade import upgrade
+from features.store.writer import BackboneWriter
+
+__all__ = ["BackboneWriter", "CRASH_HOOK", "DEFAULT_UNIT_ROWS", "FACES", "FeatureStore", "IDS", "OLD_IDS",
+           "READ_BLOCK_BYTES", "SCHEMA_VERSION", "STORE_KIND", "SplitFeatures", "Status", "StoreError",
+           "decode_ids", "encode_ids", "upgrade", "writer_lock"]

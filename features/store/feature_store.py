@@ -1,0 +1,295 @@
+"""`FeatureStore`: one opened store, the object callers hold. It checks the schema on open and hands
+each job to its module: creation and locks, the table, entries (`integrity.Entry`), reads, damage."""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Sequence
+
+import numpy as np
+import zarr
+
+from features.dataset import Dataset, split_code
+from features.store import creation
+from features.store.integrity import Entry
+from features.store.locks import writer_lock
+from features.store.paths import (delete_prefix, exists, half_created, interrupted_creation, open_group,
+                                  refuse_foreign)
+from features.store.reads import read_split
+from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, SCHEMA_VERSION, STORE_KIND, SplitFeatures,
+                                   StoreError, decode_ids)
+from features.store.writer import BackboneWriter
+
+log = logging.getLogger(__name__)
+
+
+class FeatureStore:
+    """A feature store on disk (or any fsspec URL). Use `create`, `open` or `open_or_create`."""
+
+    def __init__(self, group: zarr.Group, path: str):
+        self._group = group
+        self.path = path
+        check_schema(path, group.attrs)
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path, dataset: Dataset) -> FeatureStore:
+        """A new store holding `dataset`'s table. Refuses to overwrite an existing store."""
+        refuse_foreign(path)
+        if exists(path) or interrupted_creation(path):
+            raise StoreError(f"a store already exists at {path}; open it, or choose another path")
+        return cls(creation.build(path, dataset, mode="w-"), str(path))
+
+    @classmethod
+    def open(cls, path, *, mode: str = "r", dataset_name: str | None = None) -> FeatureStore:
+        """Open an existing store ("r" or "r+"); `dataset_name` additionally checks which dataset it holds."""
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
+        refuse_foreign(path)
+        if interrupted_creation(path):
+            raise StoreError(f"{path}: its creation was interrupted (no root zarr.json yet); rerun the "
+                             "extract command to create it again")
+        store = cls(open_group(path, mode), str(path))
+        if dataset_name is not None and store.dataset_name != dataset_name:
+            raise StoreError(f"{path} holds dataset {store.dataset_name!r}, not {dataset_name!r}")
+        return store
+
+    @classmethod
+    def open_or_create(cls, path, dataset: Dataset) -> FeatureStore:
+        """Open the store at `path` for writing if it holds exactly `dataset`, else create it (again, when
+        an earlier creation was interrupted)."""
+        with writer_lock(path, "create", wait=True):  # creation takes seconds: waiting is right
+            refuse_foreign(path)
+            if interrupted_creation(path) or (exists(path) and half_created(path)):
+                log.info("%s: its creation was interrupted; creating it again", path)
+                return cls(creation.build(path, dataset, mode="w"), str(path))
+            if not exists(path):
+                return cls(creation.build(path, dataset, mode="w-"), str(path))
+        store = cls.open(path, mode="r+")
+        if store.fingerprint != dataset.fingerprint():
+            raise StoreError(
+                f"{path} holds another dataset ({store.dataset_name!r}, {store.n_rows} rows, root "
+                f"{store.dataset_info.get('root')!r}) than {dataset.name!r} at {dataset.root!r} "
+                f"({len(dataset)} rows); use a new store path for it")
+        return store
+
+    # -- the dataset table -----------------------------------------------------------------------------
+    @property
+    def dataset_info(self) -> dict:
+        return dict(self._group.attrs["dataset"])
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset_info["name"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.dataset_info["fingerprint"]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.dataset_info["n_rows"])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The image ids as a numpy unicode array (row i is image ids[i])."""
+        ids = table_array(self._group, self.path, IDS.removeprefix("table/"))
+        try:
+            return decode_ids(ids, node(self._group, self.path, IDS).attrs.asdict())
+        except ValueError as error:
+            raise StoreError(f"{self.path}: {IDS} is damaged ({error}); extract into a new store") from None
+
+    @property
+    def gender(self) -> np.ndarray:
+        return table_array(self._group, self.path, "gender")
+
+    @property
+    def split(self) -> np.ndarray:
+        return table_array(self._group, self.path, "split")
+
+    @property
+    def attributes(self) -> dict[str, np.ndarray]:
+        group = node(self._group, self.path, "table/attributes")
+        return {name: table_array(self._group, self.path, f"attributes/{name}")
+                for name, _ in sorted(group.arrays())}
+
+    # -- entries: the backbones and the faces pass -------------------------------------------------------
+    def backbones(self) -> list[str]:
+        """The embedding backbones whose creation finished (the reserved faces entry is not one; an
+        interrupted one is rebuilt by `add_backbone`)."""
+        return [name for name in self.entries() if name != FACES]
+
+    def entries(self) -> list[str]:
+        """Every finished entry under /backbones: the backbones, and the faces entry when there is one
+        (`extract verify` checks them all)."""
+        return sorted(name for name, group in _backbone_groups(self._group, self.path) if "dim" in group.attrs)
+
+    def entry(self, name: str) -> Entry:
+        """One finished entry, for reading with its damage named; a StoreError listing them when absent."""
+        if name not in self.entries():
+            held = ", ".join(self.backbones()) or "none"
+            raise StoreError(f"{self.path} has no backbone {name!r}; it holds: {held}")
+        return Entry(self.path, name, node(self._group, self.path, f"backbones/{name}"))
+
+    def faces(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The detection pass (FACES entry, written like a backbone): ((N, D) face rows, (N,) status),
+        or None when the store has none. Layout of a row: `extract.faces` (box, landmarks, score, source)."""
+        if FACES not in self.entries():
+            return None
+        entry = self.entry(FACES)
+        return entry.whole("embeddings"), entry.status()
+
+    def add_backbone(self, name: str, *, dim: int, dtype: str = "float32",
+                     unit_rows: int = DEFAULT_UNIT_ROWS, metadata: dict) -> BackboneWriter:
+        """Room for one backbone's embeddings; returns the existing one when it matches (resume).
+
+        Callers make sure no other process adds `name` at the same time (`writer_lock`, or torchrun's
+        rank 0 alone): a group left half-created by an interrupted run is deleted and built again.
+        """
+        if "weights" not in metadata:
+            raise ValueError("backbone metadata must say which weights made it ('random' or 'sha256:...')")
+        if np.dtype(dtype) not in (np.float32, np.float16):
+            raise ValueError(f"embedding dtype must be float32 or float16, not {dtype!r}")
+        if name in self.entries():
+            _check_same_backbone(self, name, dim=dim, dtype=dtype, metadata=metadata)
+            return self.backbone_writer(name)
+        parent = node(self._group, self.path, "backbones")
+        # whatever is there, its group zarr.json included or not (a kill during this very delete
+        # removes it before its arrays), was left by an interrupted run: the whole prefix goes
+        if delete_prefix(parent, name):
+            log.info("%s: backbone %r was left half-created by an interrupted run; creating it again",
+                     self.path, name)
+        creation.create_backbone(parent, name, n_rows=self.n_rows, dim=dim, dtype=dtype,
+                                 unit_rows=unit_rows, metadata=metadata)
+        return self.backbone_writer(name)
+
+    def update_metadata(self, name: str, extra: dict) -> None:
+        """Add or replace keys of a backbone's metadata (e.g. the detection pass's template check);
+        the attributes file is rewritten whole."""
+        group = self.entry(name).group
+        group.attrs.update({"metadata": {**group.attrs["metadata"], **extra}})
+
+    def backbone_writer(self, name: str) -> BackboneWriter:
+        return BackboneWriter(self.entry(name).group, store_path=self.path)
+
+    def backbone_info(self, name: str) -> dict:
+        """Metadata, dim, dtype, unit_rows and progress of one backbone."""
+        entry = self.entry(name)
+        done = entry.done()
+        return {**dict(entry.group.attrs), "units_done": int(done.sum()), "n_units": len(done),
+                "complete": bool(done.all())}
+
+    def backbone_attrs(self, name: str) -> dict:
+        """One entry's attributes (metadata, dim, unit_rows, ...), without reading its done markers: for
+        `verify`, where those may be what is damaged."""
+        return dict(self.entry(name).group.attrs)
+
+    def is_complete(self, name: str) -> bool:
+        return bool(self.entry(name).done().all())
+
+    def status(self, name: str) -> np.ndarray:
+        return self.entry(name).status()
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def read(self, backbones: str | Sequence[str], split: str | None = None, *,
+             allow_incomplete: bool = False) -> SplitFeatures:
+        """The valid rows of `split` (None: all rows) as float32, backbones concatenated column-wise.
+
+        A row is valid only when every backbone has it OK; the others are counted by reason. Damage
+        found on the way (a chunk that fails its checksum, a lost status chunk, a non-finite row marked
+        OK) is a StoreError naming the backbone, unit and chunk.
+        """
+        names = [backbones] if isinstance(backbones, str) else list(backbones)
+        if not names:
+            raise ValueError("read needs at least one backbone")
+        entries = [_readable(self, name, allow_incomplete) for name in names]
+        in_split = np.ones(self.n_rows, dtype=bool) if split is None else self.split == split_code(split)
+        return read_split(entries, in_split, self.gender)
+
+    # -- checking every unit (python -m extract verify) ------------------------------------------------
+    def damaged_units(self, name: str) -> dict[int, str]:
+        """Every damaged unit of backbone `name` -> what is wrong, reading the whole backbone unit by unit.
+
+        Damaged: a chunk that does not decode (checksum, size), a done unit with pending rows or status
+        codes that do not exist, rows marked OK that are not finite, invalid rows that are not NaN, a
+        done marker that does not decode.
+        """
+        return self.entry(name).damaged_units()
+
+    def n_units(self, name: str) -> int:
+        return self.entry(name).group["done"].shape[0]
+
+    def unmark_units(self, name: str, units: Sequence[int]) -> None:
+        """Mark `units` not done, so that the extract command embeds them again (and only them)."""
+        done = node(self._group, self.path, f"backbones/{name}/done")
+        for unit in units:
+            done[int(unit)] = False
+
+
+def check_schema(path: str, attrs) -> None:
+    """A StoreError unless the root is a finished feature store of this schema version."""
+    if attrs.get("kind") != STORE_KIND:
+        raise StoreError(f"{path} is a Zarr group but not a feature store (no kind={STORE_KIND!r})")
+    version = attrs.get("schema_version")
+    if version == SCHEMA_VERSION - 1:
+        raise StoreError(f"{path} has schema_version {version}, whose image ids only zarr-python reads; "
+                         f"upgrade it in place, keeping every embedding: python -m extract upgrade --store {path}")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema_version {version}; this version of the tool reads "
+                         f"schema_version {SCHEMA_VERSION} only (checksummed chunks, crash-safe "
+                         "creation): re-extract into a new store")
+    if "dataset" not in attrs:
+        raise StoreError(f"{path}: its creation was interrupted (no dataset table declared); rerun "
+                         "the extract command to create it again")
+
+
+def node(group: zarr.Group, path: str, key: str):
+    """A node of the store; unreadable metadata is a StoreError naming it."""
+    try:
+        return group[key]
+    except KeyError:
+        raise StoreError(f"{path} has no {key}: the store is damaged; extract into a new store") from None
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{path}/{key}/zarr.json is not readable Zarr metadata "
+                         f"({type(error).__name__}: {error}); the store is damaged") from None
+
+
+def table_array(group: zarr.Group, path: str, key: str) -> np.ndarray:
+    """A whole array of the table; one that does not decode is a StoreError naming it."""
+    try:
+        return node(group, path, f"table/{key}")[:]
+    except StoreError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
+        raise StoreError(f"{path}: table/{key} is damaged ({type(error).__name__}: {error}); "
+                         "extract into a new store") from None
+
+
+def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group]]:
+    try:
+        with warnings.catch_warnings():  # a half-deleted entry (no zarr.json) is expected after a kill
+            warnings.filterwarnings("ignore", "Object at .* is not recognized as a component",
+                                    category=UserWarning)
+            return list(node(group, path, "backbones").groups())
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
+                         f"({type(error).__name__}: {error}); the store is damaged") from None
+
+
+def _check_same_backbone(store: FeatureStore, name: str, *, dim: int, dtype: str, metadata: dict) -> None:
+    info = store.backbone_info(name)
+    asked = {"dim": dim, "dtype": np.dtype(dtype).name, "weights": metadata["weights"]}
+    held = {key: info[key] if key != "weights" else info["metadata"]["weights"] for key in asked}
+    if asked != held:
+        raise StoreError(f"{store.path} already holds backbone {name!r} with {held}, not {asked}; "
+                         "use another store, or the same weights and dtype to resume")
+
+
+def _readable(store: FeatureStore, name: str, allow_incomplete: bool) -> Entry:
+    entry = store.entry(name)
+    done = entry.done()
+    if not done.all() and not allow_incomplete:
+        raise StoreError(f"backbone {name!r} in {store.path} is incomplete ({int(done.sum())} of "
+                         f"{len(done)} units done): finish extraction (rerun the same extract "
+                         "command to resume) or allow incomplete embeddings")
+    return entry

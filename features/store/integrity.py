@@ -1,0 +1,118 @@
+"""Finding damage: per-unit checks of one entry (a backbone or the faces pass) on read and in
+`python -m extract verify`, each a one-line StoreError naming the backbone, unit and chunk."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from features.store.schema import FINAL, Status, StoreError
+
+
+def damage(path: str, name: str, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
+    """The one-line error for a damaged unit: backbone, unit, chunk, and what to do."""
+    chunk = f"backbones/{name}/{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
+    others = f" (and {more} more damaged units)" if more else ""
+    return StoreError(f"{path}: backbone {name!r} unit {unit}, chunk {chunk}: {what}{others}; "
+                      f"run `python -m extract verify --store {path} --repair`, then the same "
+                      "extract command to re-embed the damaged units")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished entry under /backbones of the store at `path`, read with its damage named."""
+
+    path: str
+    name: str
+    group: zarr.Group
+
+    @property
+    def unit_rows(self) -> int:
+        return int(self.group.attrs["unit_rows"])
+
+    def damage(self, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
+        return damage(self.path, self.name, unit, array, what, more=more)
+
+    def whole(self, array: str) -> np.ndarray:
+        """A whole per-unit array (status, done, the faces' rows); a chunk that does not decode is named."""
+        try:
+            return self.group[array][:]
+        except Exception as error:  # noqa: BLE001 - locate the chunk
+            chunk_rows = self.group[array].chunks[0]
+            for unit in range(self.group[array].shape[0] // chunk_rows + 1):
+                try:
+                    self.group[array][unit * chunk_rows:(unit + 1) * chunk_rows]
+                except Exception as chunk_error:  # noqa: BLE001
+                    unit = unit if array == "done" else unit * chunk_rows // self.unit_rows
+                    raise self.damage(unit, array, f"does not decode ({type(chunk_error).__name__}: "
+                                      f"{chunk_error})") from None
+            raise error
+
+    def done(self) -> np.ndarray:
+        return self.whole("done")
+
+    def status(self) -> np.ndarray:
+        """The status array, after checking that no done unit has a pending row (a lost status chunk)."""
+        status = self.whole("status")
+        done = self.done()
+        pending_units = np.unique(np.flatnonzero(status == Status.PENDING) // self.unit_rows)
+        damaged = [int(u) for u in pending_units if done[u]]
+        if damaged:
+            raise self.damage(damaged[0], "status", "a unit marked done has pending rows "
+                              "(its status chunk is missing or was overwritten)", more=len(damaged) - 1)
+        return status
+
+    def check_finite(self, index: np.ndarray, x: np.ndarray) -> None:
+        """Rows `index` read into `x` that are marked OK must be finite (a lost chunk reads as NaN)."""
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            units = np.unique(index[bad] // self.unit_rows)
+            raise self.damage(int(units[0]), "embeddings", f"{int(bad.sum())} rows marked OK are not "
+                              "finite (the chunk is missing or was overwritten)", more=len(units) - 1)
+
+    def locate_damage(self, index: np.ndarray, error: Exception) -> Exception:
+        """The first unit among rows `index` whose embeddings do not decode, named; else `error`."""
+        for unit in np.unique(index // self.unit_rows).tolist():
+            try:
+                self.group["embeddings"][unit * self.unit_rows:(unit + 1) * self.unit_rows]
+            except Exception as chunk_error:  # noqa: BLE001 - any decode failure is damage
+                return self.damage(unit, "embeddings", f"does not decode "
+                                   f"({type(chunk_error).__name__}: {chunk_error})")
+        return error
+
+    def damaged_units(self) -> dict[int, str]:
+        """Every damaged unit -> what is wrong, reading the whole entry unit by unit."""
+        n_units = self.group["done"].shape[0]
+        return {unit: problem for unit in range(n_units)
+                if (problem := unit_problem(self.group, unit, self.unit_rows)) is not None}
+
+
+def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
+    """What is wrong with one unit (None: nothing, or not done yet and so to be written anyway)."""
+    rows = slice(unit * unit_rows, (unit + 1) * unit_rows)
+    try:
+        done = bool(group["done"][unit])
+    except Exception as error:  # noqa: BLE001
+        return f"done/c/{unit}: does not decode ({type(error).__name__})"
+    if not done:
+        return None
+    for array in ("status", "embeddings"):
+        try:
+            values = group[array][rows]
+        except Exception as error:  # noqa: BLE001
+            chunk = f"{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
+            return f"{chunk}: does not decode ({type(error).__name__}: {error})"
+        if array == "status":
+            status = values
+            continue
+        known = np.isin(status, FINAL)
+        if not known.all():
+            return f"status/c/{unit}: {int((~known).sum())} rows pending or of unknown status in a done unit"
+        ok = status == Status.OK
+        if not np.isfinite(values[ok]).all():
+            return f"embeddings/c/{unit}/0: {int((~np.isfinite(values[ok]).all(axis=1)).sum())} rows " \
+                   "marked OK are not finite"
+        if not np.isnan(values[~ok]).all():
+            return f"embeddings/c/{unit}/0: invalid rows are not NaN"
+    return None

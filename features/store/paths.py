@@ -1,0 +1,115 @@
+"""Where a store is and what is there: local paths and fsspec URLs, opening the root group, and telling
+a store of ours, an interrupted creation of ours, and a foreign folder or file apart."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zarr
+from zarr.core.sync import sync
+
+from features.store.schema import SCHEMA_VERSION, STORE_KIND, StoreError
+
+
+def location(path) -> str:
+    """A local path, or an fsspec URL (s3://, gs://, memory://, ...) that zarr opens through fsspec.
+
+    file:// URLs become plain paths: fsspec's local filesystem would not create the store's folders.
+    """
+    path = str(path)
+    return path.removeprefix("file://") if path.startswith("file://") else path
+
+
+def is_local(path) -> bool:
+    return "://" not in location(path)
+
+
+def open_group(path, mode: str) -> zarr.Group:
+    try:
+        return zarr.open_group(location(path), mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
+        raise StoreError(f"no feature store at {path} ({type(error).__name__})") from None
+    except (ValueError, TypeError, KeyError) as error:  # zarr.json that is not JSON or not Zarr metadata
+        raise StoreError(f"{path}/zarr.json is not readable Zarr metadata ({type(error).__name__}: "
+                         f"{error}); the store is damaged: move it away and extract into a new store") from None
+
+
+def exists(path) -> bool:
+    try:
+        zarr.open_group(location(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        return False
+    except (ValueError, TypeError, KeyError):
+        open_group(path, "r")  # raises the one-line StoreError for unreadable metadata
+    return True
+
+
+def refuse_foreign(path) -> None:
+    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it than
+    the leftovers of an interrupted creation (`_only_leftovers`), which `open_or_create` builds again."""
+    if not is_local(path):
+        return
+    folder = Path(location(path))
+    if folder.is_file():
+        raise StoreError(f"--store {path} is an existing file, not a feature store; choose a new path")
+    if folder.is_dir() and not (folder / "zarr.json").exists() and any(folder.iterdir()) \
+            and not _only_leftovers(folder):
+        raise StoreError(f"--store {path} is an existing folder that is not a Zarr store (no zarr.json); "
+                         "choose a new path (nothing in it was touched)")
+
+
+# What a creation killed before the root zarr.json exists leaves (its first write, whose temporary file
+# `zarr.<hex>.partial` was not yet renamed; or a rebuild's rmtree, after the root zarr.json went but
+# before the table did): nothing but these names at the top, and Zarr's own files below them.
+_LEFTOVER_FOLDERS = ("table", "backbones")
+
+
+def _only_leftovers(folder: Path) -> bool:
+    """A local folder without a root zarr.json holding only what an interrupted creation of ours leaves:
+    zarr's temporary `*.partial` files, and `table/`, `backbones/` holding only zarr.json files, their
+    `*.partial` temporaries and chunks (`c/...`). Anything else (a user's file) makes it foreign."""
+    for entry in folder.iterdir():
+        if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
+            continue
+        if not (entry.is_dir() and entry.name in _LEFTOVER_FOLDERS and _only_zarr_files(entry)):
+            return False
+    return True
+
+
+def _only_zarr_files(folder: Path) -> bool:
+    for parent, _, files in os.walk(folder):
+        inside_chunks = "c" in Path(parent).relative_to(folder).parts
+        for name in files:
+            if not (name == "zarr.json" or name.endswith(".partial") or inside_chunks):
+                return False
+    return True
+
+
+def interrupted_creation(path) -> bool:
+    """A local store path left by a creation killed before its root zarr.json existed."""
+    folder = Path(location(path))
+    return is_local(path) and folder.is_dir() and not (folder / "zarr.json").exists() \
+        and any(folder.iterdir()) and _only_leftovers(folder)
+
+
+def half_created(path) -> bool:
+    """A root marked as a feature store whose `dataset` (written last) never came: ours, interrupted."""
+    attrs = open_group(path, "r").attrs
+    return attrs.get("kind") == STORE_KIND and attrs.get("schema_version") == SCHEMA_VERSION \
+        and "dataset" not in attrs
+
+
+async def _lists_anything(prefix) -> bool:
+    """Whether the store holds any key under the StorePath `prefix`."""
+    async for _ in prefix.store.list_prefix(prefix.path + "/"):
+        return True
+    return False
+
+
+def delete_prefix(group: zarr.Group, key: str) -> bool:
+    """Delete every key under `key` of `group` (local or fsspec), whatever is there; whether there was any."""
+    prefix = group.store_path / key
+    if not sync(_lists_anything(prefix)):
+        return False
+    sync(prefix.delete_dir())
+    return True

@@ -1,0 +1,154 @@
+"""The feature store's schema: the one contract between `extract` (writes) and `classify` (reads).
+
+One Zarr v3 group per dataset. Schema, version 3 (`schema_version` in the root attributes):
+
+    /                         attrs: schema_version, kind="face-gender-features", created, library_versions,
+                                     and last, dataset {name, root, fingerprint, n_rows, split_seed, images
+                                     (release folder, e.g. img_celeba), alignment {kind: wild |
+                                     celeba_aligned, size, landmarks}}
+    /table/ids_utf8           (N, L) uint8    image id (CelebA file name, UTKFace/folder relative path) as
+                                              UTF-8 bytes, zero-padded to L, the longest id's length;
+                                              attrs: encoding "utf-8", width L
+    /table/gender             (N,) int8       1 male, 0 female
+    /table/split              (N,) int8       0 train, 1 val, 2 test
+    /table/attributes/<name>  (N,) int        per-image attributes and groups (CelebA attributes as 1/0,
+                                              identity; UTKFace age and race), for per-group evaluation
+    /backbones/<name>/        attrs, written last: name, metadata {weights ("random" | "sha256:<hex>"),
+                                     weights_source, preprocessing, library_versions, ...}, dim, dtype,
+                                     unit_rows, created
+    /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D), no compression (float
+                                  embeddings barely compress) but a crc32c checksum per chunk; NaN in
+                                  invalid rows
+    /backbones/<name>/status      (N,) uint8 `Status`, crc32c: PENDING until written, then OK or the reason
+                                  a row is invalid (UNREADABLE image, NO_FACE found by the aligner,
+                                  TOO_LARGE: over the decoder's pixel limit)
+    /backbones/<name>/done        (n_units,) bool, one chunk per unit, crc32c: the completion markers
+    /backbones/_faces/        the face detection pass (same arrays; metadata role "faces", detector,
+                              thresholds, alignment, and on aligned datasets template_check: fallbacks
+                              to the template, detection-vs-template distances): every face backbone
+                              warps from these rows
+
+Row i of every array is image `ids[i]`. A *unit* is the rows [u * unit_rows, (u + 1) * unit_rows): exactly
+one chunk of `embeddings` and `status`, and one chunk of `done`. A writer writes a unit's rows first and
+its marker last, so an interrupted run leaves only whole units marked, a rerun skips them, and several
+processes (torchrun ranks, machines on an fsspec URL) can write disjoint units of one store without
+touching each other's chunks. Readers refuse a backbone with pending units unless told to allow them.
+
+Creation is crash-safe the same way: every Zarr file is written whole or not at all (zarr writes local
+files through a temporary name and a rename; object stores put whole objects), and the attributes that
+declare a node are written after everything they declare. A root without `dataset`, or a backbone
+group without `dim`, was interrupted while being created: `open_or_create` and `add_backbone` build it
+again, readers do not list it; a kill before the root zarr.json exists (inside its first write, or in the
+deletion that rebuilds a half-created store) leaves a folder of zarr `*.partial` files, `table/` and
+`backbones/` only, which `open_or_create` builds again too; a half-created backbone is deleted as a whole
+prefix, its group zarr.json there or not. Only nodes marked as ours (`kind`, or inside our `backbones/`) or
+such leftovers are rebuilt; a foreign folder or file is never touched.
+
+Integrity on read: every chunk carries a crc32c checksum; reads check that rows marked OK are finite and
+that done units have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk;
+`python -m extract verify --store S [--repair]` lists every damaged unit (the faces entry's included) and
+un-marks them, so rerunning the extract command re-embeds exactly those.
+
+Writers on a local store hold a lock per backbone (`filelock`, in the folder `<store>.locks/` beside
+the store; another holds `create.lock` while the store is created), so two extract processes never write
+one backbone at once; torchrun ranks write disjoint units and take no lock.
+
+Reading it without zarr-python (any Zarr v3 implementation: TensorStore, zarrs, zarr.js, ...): every
+array uses core data types only (uint8, int8, int16/int32/int64 for attributes, bool, float16/float32),
+the default `bytes` codec (little endian) and a `crc32c` codec, no compression, chunk keys `c/...`.
+
+    table/ids_utf8     row i is id i: the row's bytes up to the first zero byte, decoded as UTF-8 (ids
+                       hold no zero byte; attrs width = L, the array's second dimension)
+    table/gender       1 male, 0 female (`features.dataset.MALE`, `FEMALE`)
+    table/split        0 train, 1 val, 2 test (`features.dataset.SPLITS` in order)
+    table/attributes/  one array per attribute, named by the array's key: integers as stored (CelebA's
+                       attributes 1 yes / 0 no; identity; UTKFace age in years, race code)
+    embeddings         row i of backbone B is image i's embedding; NaN rows are invalid (see status)
+    status             `Status` codes: 0 PENDING (not written yet), 1 OK, 2 UNREADABLE, 3 NO_FACE,
+                       4 TOO_LARGE
+    done               done[u] true: unit u (rows u * unit_rows to (u + 1) * unit_rows) is written
+    _faces/embeddings  one face row per image, 16 float32 values in the original image's pixels: box
+                       x, y, width, height; five landmarks x0, y0, ..., x4, y4 (right eye, left eye,
+                       nose tip, right and left mouth corner); detector score; source (1 detected,
+                       2 the aligned dataset's template); NaN where status is not OK (`extract.faces`)
+    attributes         every group's attributes are JSON in its zarr.json ("attributes" key), as above
+
+Version 2 stores (ids in zarr-python's variable-length `string` type at table/ids, which other Zarr
+implementations do not read) are refused with a one-line note: `python -m extract upgrade --store S`
+rewrites the ids alone, keeping every embedding (`extract.upgrade`). Version 1 stores (no checksums,
+creation not crash-safe) are refused with a message to re-extract.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+from zarr.codecs import Crc32cCodec
+
+SCHEMA_VERSION = 3
+IDS = "table/ids_utf8"  # the image ids, UTF-8 bytes zero-padded to the longest (version 3)
+OLD_IDS = "table/ids"  # version 2's variable-length strings, which only zarr-python reads
+STORE_KIND = "face-gender-features"
+DEFAULT_UNIT_ROWS = 1024
+# Reserved entry under /backbones holding one face detection per image (box, 5 landmarks, score,
+# source; metadata role "faces"), written unit by unit like a backbone; `backbones()` leaves it out.
+FACES = "_faces"
+
+
+class StoreError(ValueError):
+    """A store is missing, of another schema or dataset, incomplete, or asked to hold inconsistent data."""
+
+
+class Status(enum.IntEnum):
+    PENDING = 0
+    OK = 1
+    UNREADABLE = 2
+    NO_FACE = 3
+    TOO_LARGE = 4  # more pixels than the face front end's hard limit
+
+
+FINAL = [status.value for status in Status if status != Status.PENDING]  # the codes of a written row
+
+
+@dataclass(frozen=True)
+class SplitFeatures:
+    """The valid rows of one split: features, labels, their store rows, and why the others were dropped."""
+
+    x: np.ndarray
+    gender: np.ndarray
+    index: np.ndarray
+    n_invalid: dict[str, int] = field(default_factory=dict)
+
+
+def checksum() -> list:
+    """The bytes codecs of every array: a crc32c checksum per chunk, no compression."""
+    return [Crc32cCodec()]
+
+
+def encode_ids(ids) -> np.ndarray:
+    """(N, L) uint8: each id's UTF-8 bytes, zero-padded to L, the longest id's length (at least 1).
+
+    A core Zarr v3 type that every implementation reads (zarr-python's variable-length `string` is
+    not one). Ids are file names, which hold no zero byte, so the padding is unambiguous."""
+    try:
+        encoded = [str(i).encode("utf-8") for i in ids]
+    except UnicodeEncodeError as error:
+        raise StoreError(f"an image id is not valid UTF-8 ({error.object[:80]!r}); rename the file") from None
+    if any(b"\0" in one for one in encoded):
+        raise StoreError("an image id holds a zero byte; ids are stored zero-padded and cannot")
+    width = max([1, *map(len, encoded)])
+    return np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
+
+
+def decode_ids(array: np.ndarray, attrs: dict) -> np.ndarray:
+    """The ids `encode_ids` wrote, as a numpy unicode array; ValueError when they are not that."""
+    if array.ndim != 2 or array.dtype != np.uint8 or attrs.get("encoding") != "utf-8" \
+            or attrs.get("width") != array.shape[1]:
+        raise ValueError(f"expected (N, width) uint8 UTF-8 ids, got {array.shape} {array.dtype} "
+                         f"with attributes {attrs}")
+    fixed = np.ascontiguousarray(array).view(f"S{array.shape[1]}").reshape(len(array))
+    try:
+        return np.strings.decode(fixed, "utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"an id is not valid UTF-8 ({error.reason})") from None
