@@ -9,6 +9,7 @@ The modules, one job each:
     creation       crash-safe creation of the root, the table and each entry
     writer         `BackboneWriter`: a unit's rows, then its done marker
     integrity      `Entry`: one entry read with its damage named; the per-unit checks of `extract verify`
+    validation     every attribute and array shape checked before use (one StoreError line)
     reads          the valid rows of a split, read a block of chunks at a time
     feature_store  `FeatureStore`, the opened store callers hold
     upgrade        an older store brought to this schema in place

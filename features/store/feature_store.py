@@ -18,6 +18,7 @@ from features.store.paths import (delete_prefix, exists, half_created, interrupt
 from features.store.reads import read_split
 from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, SCHEMA_VERSION, STORE_KIND, SplitFeatures,
                                    StoreError, decode_ids)
+from features.store.validation import check_dataset, check_entry, check_table_array
 from features.store.writer import BackboneWriter
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class FeatureStore:
         self._group = group
         self.path = path
         check_schema(path, group.attrs)
+        check_dataset(path, group.attrs["dataset"])
+        for key in (IDS, "table/gender", "table/split"):  # what every reader uses: checked on open
+            check_table_array(path, key, node(group, path, key), self.n_rows)
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -129,7 +133,9 @@ class FeatureStore:
         if name not in self.entries():
             held = ", ".join(self.backbones()) or "none"
             raise StoreError(f"{self.path} has no backbone {name!r}; it holds: {held}")
-        return Entry(self.path, name, node(self._group, self.path, f"backbones/{name}"))
+        group = node(self._group, self.path, f"backbones/{name}")
+        check_entry(self.path, name, group, self.n_rows)
+        return Entry(self.path, name, group)
 
     def faces(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The detection pass (FACES entry, written like a backbone): ((N, D) face rows, (N,) status),
@@ -256,10 +262,10 @@ def node(group: zarr.Group, path: str, key: str):
 
 def table_array(group: zarr.Group, path: str, key: str) -> np.ndarray:
     """A whole array of the table; one that does not decode is a StoreError naming it."""
+    array = node(group, path, f"table/{key}")
+    check_table_array(path, f"table/{key}", array, int(group.attrs["dataset"]["n_rows"]))
     try:
-        return node(group, path, f"table/{key}")[:]
-    except StoreError:
-        raise
+        return array[:]
     except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
         raise StoreError(f"{path}: table/{key} is damaged ({type(error).__name__}: {error}); "
                          "extract into a new store") from None
