@@ -17,6 +17,7 @@ ts = pytest.importorskip("tensorstore")
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
 
 N, UNIT_ROWS = 10, 4  # 3 units, the last one short
+UTKFACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "utkface"  # real photos, optional
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,17 @@ def extracted(tmp_path_factory) -> Path:
     assert main(["--dataset", "celeba", "--root", str(root), "--backbones", "sface", "tiny_test",
                  "--store", str(store), "--unit-rows", str(UNIT_ROWS), "--workers", "0",
                  "--no-progress"]) == 0
+    return store
+
+
+@pytest.fixture(scope="module")
+def extracted_utkface(tmp_path_factory) -> Path:
+    """The same on 24 real UTKFace photos (long nested ids, age and race attributes), when present."""
+    if not UTKFACE.is_dir():
+        pytest.skip(f"no real data at {UTKFACE}")
+    store = tmp_path_factory.mktemp("utk") / "features.zarr"
+    assert main(["--dataset", "utkface", "--root", str(UTKFACE), "--backbones", "sface", "--limit", "24",
+                 "--store", str(store), "--unit-rows", "16", "--workers", "0", "--no-progress"]) == 0
     return store
 
 
@@ -52,6 +64,17 @@ def test_every_array_reads_bitwise_the_same_in_tensorstore(extracted):
         theirs, ours = tensorstore_read(extracted, key), array[...]
         assert theirs.dtype == ours.dtype and theirs.shape == ours.shape, key
         assert theirs.tobytes() == ours.tobytes(), key
+
+
+def test_a_store_of_real_photos_reads_bitwise_the_same_in_tensorstore(extracted_utkface):
+    arrays = every_array(extracted_utkface)
+    assert {IDS, "table/attributes/age", "table/attributes/race", "backbones/_faces/embeddings",
+            "backbones/sface/embeddings"} <= set(arrays)
+    for key, array in sorted(arrays.items()):
+        assert tensorstore_read(extracted_utkface, key).tobytes() == array[...].tobytes(), key
+    raw = tensorstore_read(extracted_utkface, IDS)
+    ids = [bytes(row).split(b"\0", 1)[0].decode("utf-8") for row in raw]
+    assert ids == FeatureStore.open(extracted_utkface).ids.tolist()
 
 
 def test_ids_decode_from_tensorstore_as_the_schema_says(extracted):
