@@ -14,8 +14,9 @@ import pytest
 
 from classify import cli
 from classify.compare import best_run, leaderboard
-from classify.predict import PredictError, weights_argument
-from classify.results import HeadFileError, load_head
+from classify.images import PredictError, weights_argument
+from classify.model import GenderModel
+from classify.results import HeadFileError
 from tests.fixtures import fill_units, synthetic_table
 from features.store import FeatureStore, Status
 
@@ -119,13 +120,14 @@ def test_leaderboard_ranks_on_val_never_on_test():
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):
     _, out = trained
-    head, record = load_head(out / "bb_a__logreg.npz")
+    model = GenderModel.load(out / "bb_a__logreg.npz")
+    head, record = model.head, model.record
     assert record["run"] == "bb_a__logreg" and head.C_ in head.Cs
     bad = tmp_path / "bb_a__logreg.npz"
     bad.write_bytes((out / "bb_a__logreg.npz").read_bytes() + b"\0")
     (tmp_path / "bb_a__logreg.json").write_bytes((out / "bb_a__logreg.json").read_bytes())
     with pytest.raises(HeadFileError, match="does not match"):
-        load_head(bad)
+        GenderModel.load(bad)
     assert cli.main(["predict", "--head", str(bad), str(tmp_path)]) == 2
     assert "does not match its sidecar" in capsys.readouterr().err
 

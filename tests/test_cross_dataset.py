@@ -16,7 +16,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_scor
 from classify import cli
 from classify.compare import disagreements, leaderboard, recommend
 from classify.decision import Decision
-from classify.results import load_head
+from classify.model import GenderModel
 from classify.treatment import apply as apply_treatment
 from features.store import Status
 from tests.test_classify_cli import make_store
@@ -41,7 +41,8 @@ def test_eval_store_metrics_equal_an_independent_computation(crossed):
     record = json.loads((out / "bb_a+bb_b__logreg.json").read_text())
     cross = record["cross_dataset"]["synthetic:b"]
     assert cross["rows"] == "test" and cross["fingerprint"] == b.fingerprint
-    head, _ = load_head(out / "bb_a+bb_b__logreg.npz")
+    model = GenderModel.load(out / "bb_a+bb_b__logreg.npz")
+    head, _ = model.head, model.record
     decision = Decision.from_json(record["decision"])  # the calibrator and threshold chosen on a's val
     for split, got in (("test", cross["report"]), ("val", cross["val"])):
         rows = b.read(["bb_a", "bb_b"], split)
@@ -111,7 +112,8 @@ def test_evaluate_all_rows_scores_every_split_of_another_store_only(crossed, tmp
                      "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     every = b.read(["bb_a"])  # all splits, valid rows
-    loaded, record = load_head(out / "bb_a__logreg.npz")
+    model = GenderModel.load(out / "bb_a__logreg.npz")
+    loaded, record = model.head, model.record
     x = apply_treatment(every.x, record["treatment"]["chosen"], ("bb_a",), {"bb_a": 8})
     expected = Decision.from_json(record["decision"]).is_male(
         Decision.from_json(record["decision"]).p_male(loaded.predict_proba(x)[:, 1]))
@@ -159,7 +161,8 @@ def test_l2_treatment_follows_the_store_hint_and_is_applied_at_predict(tmp_path)
                      "--bootstrap", "50"]) == 0
     record = json.loads((out / "bb__logreg.json").read_text())
     assert record["treatment"]["chosen"] == {"name": "l2", "per_backbone": {"bb": "l2"}}
-    head, _ = load_head(out / "bb__logreg.npz")
+    model = GenderModel.load(out / "bb__logreg.npz")
+    head, _ = model.head, model.record
     test = store.read("bb", "test")
     normed = test.x / np.linalg.norm(test.x, axis=1, keepdims=True)
     accuracy = np.mean(head.predict(normed) == test.gender)
