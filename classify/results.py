@@ -22,9 +22,10 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError, check_kind_and_version
+from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError
 from classify.model import SIDECAR_LIMIT, GenderModel
 from classify.protocol import RunConfig
+from classify.runresult import RunResult, RunResultError
 from features import provenance
 from features.jsonfile import jsonable, read_json, regular_file  # noqa: F401  (jsonable re-exported)
 
@@ -69,25 +70,36 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
 
 
 def read_run(path: Path) -> dict:
-    """One results file; HeadFileError if it is not one."""
+    """One results file's JSON, validated as a `RunResult`; HeadFileError (one line) if it is not one."""
+    return read_result(path).record
+
+
+def read_result(path: Path) -> RunResult:
+    """One results file as a `RunResult`; HeadFileError naming the file and the field if it is not one."""
     record = read_json(path, limit=SIDECAR_LIMIT, error=HeadFileError, what="results file")
-    check_kind_and_version(record, path, kind=RESULTS_KIND, version=RESULTS_VERSION,
-                           what="classify results file",
-                           news="with calibration, threshold and per-group metrics", error=HeadFileError)
-    return record
+    try:
+        return RunResult.from_json(record, path)
+    except RunResultError as error:
+        raise HeadFileError(str(error)) from None
 
 
-def load_runs(directory: Path) -> list[dict]:
-    """Every results file in ``directory`` (other JSON files are ignored; errors.json silently)."""
+def load_results(directory: Path) -> list[RunResult]:
+    """Every results file in ``directory``; other JSON files (errors.json silently), files that are not
+    regular files (a FIFO would block the read) and malformed results are skipped with a warning."""
     runs = []
     for path in sorted(Path(directory).glob("*.json")):
-        if path.name == "errors.json":  # `classify.errors`, written by compare beside the runs
+        if path.name == "errors.json" or path.name.startswith("errors."):  # `classify.errors`' files
             continue
-        if not regular_file(path):  # a FIFO would block the read forever
+        if not regular_file(path):
             log.warning("skipping %s: not a regular file", path)
             continue
         try:
-            runs.append(read_run(path))
+            runs.append(read_result(path))
         except HeadFileError as error:
             log.warning("skipping %s", error)
     return runs
+
+
+def load_runs(directory: Path) -> list[dict]:
+    """The JSON of every valid results file in ``directory`` (`load_results`; prefer its typed records)."""
+    return [run.record for run in load_results(directory)]
