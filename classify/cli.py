@@ -140,7 +140,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     runs = load_results(args.directory)
     if not runs:
         raise CompareError(f"no classify results files (*.json) in {args.directory}")
-    paths, _ = write_errors_for(recommend(runs).record, args.directory)
+    paths, _ = write_errors_for(recommend(runs), args.directory)
     log.info("wrote %s", ", ".join(str(p) for p in paths) or "nothing")
     return 0
 

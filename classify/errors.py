@@ -43,6 +43,7 @@ from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
 from classify.results import store_identity
+from classify.runresult import RunResult
 from features import atomic
 from features.jsonfile import dumps, read_json
 from features.tables import csv_row
@@ -59,17 +60,18 @@ ERRORS_LIMIT = 256 << 20  # bytes of an errors.json that is read back
 ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 
 
-def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict:
-    """The wrong and the rejected ``split`` rows of ``run`` (a results record in ``results_dir``)."""
-    model = GenderModel.load(Path(results_dir) / f"{run['run']}{SUFFIX}")
-    record, backbones, decision = model.record, model.names, model.decision
+def error_analysis(run: RunResult | dict, results_dir: Path, *, split: str = "test") -> dict:
+    """The wrong and the rejected ``split`` rows of ``run`` (a run of ``results_dir``)."""
+    run = run if isinstance(run, RunResult) else RunResult.from_json(run, results_dir)
+    model = GenderModel.load(Path(results_dir) / f"{run.run}{SUFFIX}")
+    backbones, decision = model.names, model.decision
 
     errors, rejected, scored = [], [], 0
-    trained_on = {entry.get("path"): entry.get("fingerprint") for entry in record.get("training_stores", [])}
-    for store_path in record["config"]["stores"]:
+    trained_on = {ref.path: ref.fingerprint for ref in run.training_stores}
+    for store_path in run.stores:
         store = FeatureStore.open(store_path)
         if trained_on.get(str(store_path)) not in (None, store.fingerprint):
-            raise StoreError(f"{store_path} now holds another dataset than {run['run']} was trained on")
+            raise StoreError(f"{store_path} now holds another dataset than {run.run} was trained on")
         part = store.read(list(backbones), split)
         paths = image_paths(store)
         if len(part.gender):
@@ -83,30 +85,30 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
-    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"],
-            "head_sha256": record["head_file"]["sha256"], "split": split,
+    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run,
+            "head_sha256": model.head_sha256, "split": split,
             "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
             "cross_dataset": cross_dataset_errors(run, model)}
 
 
-def cross_dataset_errors(run: dict, model: GenderModel) -> dict:
+def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
     eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
     backbones = model.names
     out = {}
-    for label, cross in run.get("cross_dataset", {}).items():
+    for label, cross in run.cross.items():
         try:
-            store = FeatureStore.open(cross["path"])
-            if store.fingerprint != cross["fingerprint"]:
-                raise StoreError(f"{cross['path']} now holds another dataset than the run was evaluated on")
+            store = FeatureStore.open(cross.path)
+            if store.fingerprint != cross.fingerprint:
+                raise StoreError(f"{cross.path} now holds another dataset than the run was evaluated on")
             data = protocol.read_eval_set(store, backbones, model.compatibility(), label=label,
-                                          identity=store_identity(store), all_rows=cross["rows"] == "all")
+                                          identity=store_identity(store), all_rows=cross.rows == "all")
         except (StoreError, protocol.ProtocolError, OSError) as error:
             log.warning("no error list on %s: %s", label, error)
             continue
         out[label] = {"rows": data.report_rows, "n_scored": len(data.report.gender),
-                      **error_list(model, store, data, seed=model.record["config"]["seed"])}
+                      **error_list(model, store, data, seed=run.seed)}
     return out
 
 
@@ -213,7 +215,7 @@ def forget(directory: Path, run: str) -> None:
             (Path(directory) / stale).unlink(missing_ok=True)
 
 
-def write_errors_for(run: dict, directory: Path) -> tuple[list[Path], dict | None]:
+def write_errors_for(run: RunResult, directory: Path) -> tuple[list[Path], dict | None]:
     """errors.json/.csv of ``run`` (a results record in ``directory``, the recommended run), and the
     analysis; a warning, not a failure, when its head or store is not at hand (a results folder copied
     elsewhere), and then no older lists are left to pass for this run's."""
@@ -221,7 +223,7 @@ def write_errors_for(run: dict, directory: Path) -> tuple[list[Path], dict | Non
         analysis = error_analysis(run, directory)
         return write_error_files(analysis, directory), analysis
     except (HeadFileError, StoreError, CalibrationError, OSError) as error:
-        log.warning("no error analysis for %s: %s", run["run"], error)
+        log.warning("no error analysis for %s: %s", run.run, error)
         for stale in (ERRORS_JSON, ERRORS_CSV):
             (Path(directory) / stale).unlink(missing_ok=True)
         return [], None

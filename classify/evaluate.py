@@ -28,24 +28,24 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice);
     ``errors`` adds the report rows' error list (`error_list`)."""
     model = GenderModel.load(head_path)
-    record, backbones = model.record, model.names
+    backbones = model.names
     store = FeatureStore.open(store_path)
     if all_rows:
-        refuse_training_store(record, store)
-    seen = protocol.seen_ids(training_stores(record, store.dataset_name), store.dataset_name)
+        refuse_training_store(model, store)
+    seen = protocol.seen_ids(training_stores(model, store.dataset_name), store.dataset_name)
     data = protocol.read_eval_set(store, backbones, model.compatibility(), label=store.dataset_name,
                                   identity=store_identity(store), all_rows=all_rows, seen=seen)
     result = protocol.evaluate_set(model, data, n_resamples=n_resamples, seed=seed,
-                                   min_n=record["config"].get("min_group_n", 30))
+                                   min_n=model.min_group_n)
     listed = error_list(model, store, data, seed=seed) if errors else {}
-    return {"run": record["run"], "head": str(head_path), **result, **listed}
+    return {"run": model.name, "head": str(head_path), **result, **listed}
 
 
-def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
+def training_stores(model: GenderModel, dataset_name: str) -> list[FeatureStore]:
     """The head's training stores of ``dataset_name`` that are still where and what they were; a warning
     for each that is not (the rows it saw cannot be left out then)."""
     found = []
-    for entry in record.get("training_stores", []):
+    for entry in model.training_stores:
         if entry.get("dataset") != dataset_name:
             continue
         try:
@@ -53,17 +53,17 @@ def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
             if store.fingerprint != entry.get("fingerprint"):
                 raise StoreError(f"{entry['path']} now holds another dataset")
         except (StoreError, OSError, KeyError) as error:
-            log.warning("cannot leave out the photos %s was trained on: %s", record["run"], error)
+            log.warning("cannot leave out the photos %s was trained on: %s", model.name, error)
             continue
         found.append(store)
     return found
 
 
-def refuse_training_store(record: dict, store: FeatureStore) -> None:
+def refuse_training_store(model: GenderModel, store: FeatureStore) -> None:
     """All rows of a store the head was trained on would score its own train rows: refused."""
-    trained_on = {entry.get("fingerprint") for entry in record.get("training_stores", [])}
+    trained_on = {entry.get("fingerprint") for entry in model.training_stores}
     if store.fingerprint in trained_on:
-        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {record['run']} was trained on: "
+        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {model.name} was trained on: "
                                      "--all-rows would score its train rows; evaluate without --all-rows "
                                      "(its test split)")
 

@@ -72,6 +72,27 @@ class GenderModel:
     def threshold(self) -> float:
         return self.decision.value
 
+    @property
+    def name(self) -> str:
+        """The run that fitted it (its results file's ``run``), "" for a model without one."""
+        return str((self.record or {}).get("run", ""))
+
+    @property
+    def head_sha256(self) -> str | None:
+        """The sha256 of the head file it was loaded from or saved as (None before either)."""
+        return ((self.record or {}).get("head_file") or {}).get("sha256")
+
+    @property
+    def min_group_n(self) -> int:
+        """The smallest group its run reported per-group metrics for (30 unless the run said)."""
+        value = ((self.record or {}).get("config") or {}).get("min_group_n", 30)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 30
+
+    @property
+    def training_stores(self) -> list[dict]:
+        """The stores its train and val rows came from ({path, dataset, fingerprint, n_rows} each)."""
+        return list((self.record or {}).get("training_stores", []))
+
     def compatibility(self) -> dict[str, dict]:
         """`compatibility_of` each backbone, as a store's must be for these features to fit the model."""
         return {name: compatibility_of(info) for name, info in self.backbones.items()}

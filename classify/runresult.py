@@ -78,6 +78,15 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class StoreRef:
+    """A store a run read: where it was and what it held (its dataset fingerprint)."""
+
+    path: str
+    dataset: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class CrossResult:
     """The run on one eval store (`classify.protocol` step 8)."""
 
@@ -106,6 +115,7 @@ class RunResult:
     store_dataset: str
     store_fingerprint: str
     training_datasets: tuple[str, ...]
+    training_stores: tuple[StoreRef, ...]
     val: Scores
     test: Scores
     cross: dict[str, CrossResult]
@@ -141,8 +151,8 @@ class RunResult:
         config = r.sub("config")
         store = r.sub("store")
         training = r.get("training_stores", list, default=None)
-        datasets = (store.get("dataset", str),) if training is None else tuple(
-            r.sub(f"training_stores.{i}").get("dataset", str) for i in range(len(training)))
+        refs = (_store_ref(store),) if training is None else tuple(
+            _store_ref(r.sub(f"training_stores.{i}")) for i in range(len(training)))
         decision = r.sub("decision")
         head_file = r.sub("head_file")
         invalid = r.sub("counts.test.invalid")
@@ -152,7 +162,8 @@ class RunResult:
             head=config.get("head", str), seed=config.get("seed", int),
             min_group_n=config.get("min_group_n", int, default=30), stores=config.strings("stores"),
             store_path=store.get("path", str), store_dataset=store.get("dataset", str),
-            store_fingerprint=store.get("fingerprint", str), training_datasets=datasets,
+            store_fingerprint=store.get("fingerprint", str),
+            training_datasets=tuple(ref.dataset for ref in refs), training_stores=refs,
             val=_scores(r.sub("metrics.val")), test=_scores(r.sub("metrics.test")),
             cross={label: _cross(r.sub(f"cross_dataset.{label}"), label)
                    for label in r.get("cross_dataset", dict, default={})},
@@ -217,6 +228,10 @@ class _Reader:
         if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
             self._fail(where, "must be a list of numbers")
         return tuple(float(v) for v in values)
+
+
+def _store_ref(r: _Reader) -> StoreRef:
+    return StoreRef(r.get("path", str), r.get("dataset", str), r.get("fingerprint", str))
 
 
 def _scores(r: _Reader) -> Scores:

@@ -98,7 +98,7 @@ def train(settings: TrainSettings) -> tuple[str, list[Path]]:
 def finish(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     """The recommended run's error lists, then the leaderboard of ``directory``."""
     runs = load_results(directory)
-    written = errors.write_errors_for(recommend(runs).record, directory)[0] if runs else []
+    written = errors.write_errors_for(recommend(runs), directory)[0] if runs else []
     markdown, paths = compare(directory, demo=demo)
     return markdown, paths + written
 

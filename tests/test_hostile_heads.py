@@ -327,3 +327,9 @@ def test_the_api_gives_what_the_predict_cli_gives(tmp_path, capsys):
     assert predictions[-1].gender is None and predictions[-1].reason == "empty file"
     for p in predictions[:-1]:
         assert p.probability == pytest.approx(p.p_male if p.gender == "male" else 1 - p.p_male)
+
+
+def test_the_api_imports_without_torch():
+    code = ("import sys, classify; assert 'classify.model' not in sys.modules; "
+            "from classify import GenderModel; assert 'torch' not in sys.modules and 'extract' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
