@@ -28,12 +28,12 @@ import logging
 from pathlib import Path
 
 from classify.errors import read_error_file
-from features import atomic
-from features.tables import csv_cell, markdown_cell
 from classify.label_audit import doubt_note
 from classify.metrics import fmt  # noqa: F401  (re-exported: the reports format with it)
 from classify.results import load_results
 from classify.runresult import CrossResult, RunResult, Scores
+from features import atomic
+from features.tables import csv_cell, markdown_cell
 
 log = logging.getLogger(__name__)
 

@@ -37,20 +37,19 @@ import numpy as np
 
 from classify import label_audit, protocol
 from classify.calibration import CalibrationError
-from classify.headfile import HeadFileError
-from classify.headfile import SUFFIX
+from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
 from classify.results import store_identity
+from classify.run_analysis import error_rows
 from classify.runresult import RunResult
 from features import atomic
-from features.jsonfile import dumps, read_json
-from features.tables import csv_row
-from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
+from features.jsonfile import dumps, read_json
 from features.store import FeatureStore, Status, StoreError
+from features.tables import csv_row
 
 log = logging.getLogger(__name__)
 

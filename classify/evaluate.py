@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from classify import label_audit, protocol
 from classify.errors import error_list
 from classify.metrics import fmt

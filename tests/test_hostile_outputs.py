@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from classify import cli, train as train_module
+from classify import cli
+from classify import train as train_module
 from classify.compare import leaderboard, to_markdown, write_csv
 from classify.errors import ERRORS_JSON, read_error_file
 from classify.images import Prediction
