@@ -11,27 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from classify import label_audit, protocol
-from classify.compare import fmt
-from classify.decision import Decision
-from classify.results import load_head, recorded_treatment, store_identity
-from features.store import FeatureStore
+from classify.errors import error_list
+from classify.metrics import fmt
+from classify.model import GenderModel
+from classify.results import store_identity
+from features.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def recorded_reference(record: dict) -> dict[str, dict]:
-    """`protocol.compatibility` of each backbone as the head's sidecar recorded it."""
-    out = {}
-    for name in record["config"]["backbones"]:
-        info = record["store"]["backbones"][name]
-        metadata = info.get("metadata", {})
-        out[name] = {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
-                     "preprocessing": metadata.get("preprocessing"),
-                     "aligner_weights": metadata.get("aligner_weights"), "tta": metadata.get("tta", "none")}
-    return out
 
 
 def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0,
@@ -39,49 +26,25 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store;
     ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice);
     ``errors`` adds the report rows' error list (`error_list`)."""
-    head, record = load_head(head_path)
-    backbones = tuple(record["config"]["backbones"])
+    model = GenderModel.load(head_path)
+    backbones = model.names
     store = FeatureStore.open(store_path)
     if all_rows:
-        refuse_training_store(record, store)
-    seen = protocol.seen_ids(training_stores(record, store.dataset_name), store.dataset_name)
-    data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
+        refuse_training_store(model, store)
+    seen = protocol.seen_ids(training_stores(model, store.dataset_name), store.dataset_name)
+    data = protocol.read_eval_set(store, backbones, model.compatibility(), label=store.dataset_name,
                                   identity=store_identity(store), all_rows=all_rows, seen=seen)
-    prepare = recorded_treatment(record)
-    decision = Decision.from_json(record["decision"])
-    result = protocol.evaluate_set(head, prepare, data, decision, n_resamples=n_resamples, seed=seed,
-                                   min_n=record["config"].get("min_group_n", 30))
-    listed = error_list(lambda x: decision.p_male(head.predict_proba(prepare(x))[:, 1]), decision.value, store,
-                        data, backbones, seed=seed) if errors else {}
-    return {"run": record["run"], "head": str(head_path), **result, **listed}
+    result = protocol.evaluate_set(model, data, n_resamples=n_resamples, seed=seed,
+                                   min_n=model.min_group_n)
+    listed = error_list(model, store, data, seed=seed) if errors else {}
+    return {"run": model.name, "head": str(head_path), **result, **listed}
 
 
-def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.EvalSet, backbones: tuple[str, ...],
-               *, seed: int = 0) -> dict:
-    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
-    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
-    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
-    from classify.errors import image_paths, rejected_rows
-    from classify.run_analysis import error_rows
-
-    part, paths = data.report, image_paths(store)
-    attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male_of(part.x), threshold=threshold,
-                      attributes=attributes)
-    doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed, required=False))
-    return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
-                       for row in rows],
-            "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test",
-                                      dataset=data.label)}
-
-
-def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
+def training_stores(model: GenderModel, dataset_name: str) -> list[FeatureStore]:
     """The head's training stores of ``dataset_name`` that are still where and what they were; a warning
     for each that is not (the rows it saw cannot be left out then)."""
-    from features.store import StoreError
-
     found = []
-    for entry in record.get("training_stores", []):
+    for entry in model.training_stores:
         if entry.get("dataset") != dataset_name:
             continue
         try:
@@ -89,17 +52,17 @@ def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
             if store.fingerprint != entry.get("fingerprint"):
                 raise StoreError(f"{entry['path']} now holds another dataset")
         except (StoreError, OSError, KeyError) as error:
-            log.warning("cannot leave out the photos %s was trained on: %s", record["run"], error)
+            log.warning("cannot leave out the photos %s was trained on: %s", model.name, error)
             continue
         found.append(store)
     return found
 
 
-def refuse_training_store(record: dict, store: FeatureStore) -> None:
+def refuse_training_store(model: GenderModel, store: FeatureStore) -> None:
     """All rows of a store the head was trained on would score its own train rows: refused."""
-    trained_on = {entry.get("fingerprint") for entry in record.get("training_stores", [])}
+    trained_on = {entry.get("fingerprint") for entry in model.training_stores}
     if store.fingerprint in trained_on:
-        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {record['run']} was trained on: "
+        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {model.name} was trained on: "
                                      "--all-rows would score its train rows; evaluate without --all-rows "
                                      "(its test split)")
 
