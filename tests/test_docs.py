@@ -6,6 +6,7 @@ they answer.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,116 @@ def test_scripts_top_level_holds_the_product_only():
 def test_each_study_says_its_question(study):
     first = study.read_text(encoding="utf-8").split("\n", 1)[0]
     assert first.startswith('"""Study: ') and "?" in first, first
+
+
+# ---------------------------------------------------------------- README and docs/
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+README_MAX_WORDS = 1250
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
+INLINE = re.compile(r"`((?:\$py|python|\.venv/bin/python) -m (?:extract|classify)[^`]*)`")
+
+
+def _commands(text: str) -> list[list[str]]:
+    """Every `python -m extract|classify ...` command of a document as argv (without `-m PACKAGE`), with
+    its package first: those of the code blocks (continuation lines joined, comments cut), and inline
+    ones that are complete commands (no `[optional]`, `...` or `a|b` placeholders)."""
+    lines = []
+    for _, block in FENCE.findall(text):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += [c for c in INLINE.findall(text) if not re.search(r"\[|\.\.\.|\|", c)]
+    found = []
+    for line in lines:
+        words = shlex.split(line.split("#", 1)[0])
+        for at in range(1, len(words) - 1):
+            if words[at] == "-m" and words[at + 1] in ("extract", "classify") \
+                    and words[at - 1].endswith(("py", "python")):
+                found.append(words[at + 1:])
+    return found
+
+
+def _parse(argv: list[str]) -> None:
+    """Parse argv with the real parser of its package and subcommand; argparse's error becomes a failure."""
+    from classify import cli as classify_cli
+    from extract import cli as extract_cli
+    from extract import verify
+
+    package, args = argv[0], argv[1:]
+    if package == "classify":
+        parser, args = classify_cli.build_parser(), args
+    elif args[:1] == ["list"]:
+        parser, args = extract_cli._list_parser(), args[1:]
+    elif args[:1] == ["verify"]:
+        parser, args = verify.build_parser(), args[1:]
+    else:
+        parser = extract_cli.build_parser()
+    try:
+        parser.parse_args(args)
+    except SystemExit as stop:
+        pytest.fail(f"`{' '.join(argv)}` is refused by its parser (exit {stop.code})")
+
+
+def test_readme_is_a_quickstart():
+    words = len((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert words <= README_MAX_WORDS, f"README.md has {words} words (prose and code); at most {README_MAX_WORDS}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_relative_link_resolves(doc):
+    broken = []
+    for target in LINK.findall(doc.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL, or an anchor in the same page
+        if not (doc.parent / target.split("#", 1)[0]).exists():
+            broken.append(target)
+    assert not broken, broken
+
+
+def test_readme_links_every_docs_page():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert [p.name for p in DOCS[1:] if f"docs/{p.name}" not in readme] == []
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_documented_command_parses(doc):
+    commands = _commands(doc.read_text(encoding="utf-8"))
+    for argv in commands:
+        _parse(argv)
+    if doc.name in ("README.md", "stages.md"):
+        assert len(commands) >= 7  # the quickstart blocks are found
+
+
+@pytest.mark.usefixtures("tiny_backbones")
+def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch):
+    """The README's stages block, run command by command on generated CelebA and UTKFace folders with the
+    tiny test backbone in place of dlib_resnet: each command exits 0 and leaves what the README says."""
+    from classify import cli as classify_cli
+    from extract import cli as extract_cli
+    from tests.fixtures import make_celeba, make_utkface
+
+    celeba, utk = make_celeba(tmp_path, n=40), make_utkface(tmp_path, n=40)
+    faces = tmp_path / "my_faces"
+    faces.mkdir()
+    for image in sorted((celeba / "img_align_celeba").glob("*.jpg"))[:3]:
+        (faces / image.name).write_bytes(image.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = next(code for _, code in FENCE.findall(readme) if "-m classify train" in code)
+    block = (block.replace("dlib_resnet", "tiny_test").replace("data/celeba", str(celeba))
+             .replace("data/utkface", str(utk)))
+    commands = _commands(f"```\n{block}```")
+    assert [argv[:2] for argv in commands] == [["extract", "list"], ["extract", "--dataset"],
+                                               ["extract", "--dataset"], ["classify", "train"],
+                                               ["classify", "compare"], ["classify", "predict"],
+                                               ["classify", "evaluate"]]
+    for package, *args in commands:
+        if package == "extract":
+            code = extract_cli.main([*args, "--plugin", "tests.extract_tiny", "--no-progress"]
+                                    + ([] if args == ["list"] else ["--workers", "0"]))
+        else:
+            code = classify_cli.main(args)
+        assert code == 0, f"{package} {' '.join(args)}"
+    heads = tmp_path / "runs" / "celeba" / "heads"
+    assert (heads / "tiny_test__logreg.npz").is_file() and (heads / "leaderboard.md").is_file()
+    assert len((tmp_path / "preds.csv").read_text().splitlines()) == 1 + 3  # a header and one row per image

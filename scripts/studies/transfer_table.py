@@ -4,7 +4,7 @@ In val-ranking order: in-domain val and test (all test rows, unusable images cou
 for each ``--all-rows`` store (datasets the heads never saw) the accuracy over all its rows and the
 per-sex recalls, on the faces aged >= 15 when the store records ages. Photos a head was trained or
 chosen on are left out and counted (`classify.protocol.seen_ids`). The recommended run is marked.
-This is the table PERFORMANCE.md and the closing notes of issue 8 quote.
+This is the table docs/findings.md and the closing notes of issue 8 quote.
 
     .venv/bin/python scripts/studies/transfer_table.py --results runs/celeba/heads \\
         --all-rows runs/celeba/utkface.zarr --all-rows runs/celeba_wild.zarr
