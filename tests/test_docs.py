@@ -142,7 +142,7 @@ def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch):
     assert [argv[:2] for argv in commands] == [["extract", "list"], ["extract", "--dataset"],
                                                ["extract", "--dataset"], ["classify", "train"],
                                                ["classify", "compare"], ["classify", "predict"],
-                                               ["classify", "evaluate"]]
+                                               ["classify", "evaluate"], ["classify", "report"]]
     for package, *args in commands:
         if package == "extract":
             code = extract_cli.main([*args, "--plugin", "tests.extract_tiny", "--no-progress"]
@@ -153,3 +153,5 @@ def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch):
     heads = tmp_path / "runs" / "celeba" / "heads"
     assert (heads / "tiny_test__logreg.npz").is_file() and (heads / "leaderboard.md").is_file()
     assert len((tmp_path / "preds.csv").read_text().splitlines()) == 1 + 3  # a header and one row per image
+    assert "<h2>Summary</h2>" in (tmp_path / "runs" / "celeba" / "report.html").read_text(encoding="utf-8")
+    assert (tmp_path / "runs" / "celeba" / "report.md").is_file()
