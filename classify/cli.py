@@ -175,9 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                seed=args.seed, n_resamples=args.bootstrap, treatments=tuple(args.treatments),
                                eval_stores=tuple(s.path for s in eval_stores), calibrate=args.calibrate,
                                threshold=args.threshold, min_group_n=args.min_group_n, balance_by=args.balance_by)
-            head, results = run(config, data, evals)
+            model, results = run(config, data, evals)
             results["timings"]["read_s"] = read_s
-            write_run(args.out, config, head, results, store_info=store_identity(stores[0], backbones),
+            write_run(args.out, config, model, results, store_info=store_identity(stores[0], backbones),
                       training_stores=training)
             log.info("%s", run_line(config, results))
     return cmd_compare(argparse.Namespace(directory=args.out, demo=args.demo))

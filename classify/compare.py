@@ -26,7 +26,8 @@ import logging
 from pathlib import Path
 
 from classify.label_audit import doubt_note
-from classify.results import load_runs
+from classify.results import load_results
+from classify.runresult import CrossResult, RunResult, Scores
 
 log = logging.getLogger(__name__)
 
@@ -45,78 +46,91 @@ DEMO_NOTE = (f"> **{DEMO_TITLE}.** Generated cartoon faces with random labels, n
              "`CELEBA_ROOT` to a CelebA folder for real results.\n\n")
 
 
+HEAD_ORDER = ("logreg", "mlp")  # simplest first: the tie-break's second key
+
+
 class CompareError(ValueError):
     """Nothing to compare."""
 
 
-def rank_key(run: dict) -> tuple:
+def _typed(runs: list) -> list[RunResult]:
+    """Results as `RunResult` (records read elsewhere as plain JSON are validated here)."""
+    return [run if isinstance(run, RunResult) else RunResult.from_json(run, run.get("run", "?")) for run in runs]
+
+
+def rank_key(run: RunResult) -> tuple:
     """Sort key: best val accuracy first, then val ROC-AUC, then run name (test is never looked at)."""
-    val = run["metrics"]["val"]
-    return -val["accuracy"], -(val["roc_auc"] or 0.0), run["run"]
+    return -run.val.accuracy, -(run.val.roc_auc or 0.0), run.run
 
 
-def best_run(runs: list[dict]) -> dict:
+def best_run(runs: list[RunResult]) -> RunResult:
     """The recommended run (see `recommend`)."""
     return recommend(runs)
 
 
-def cross_val_accuracy(run: dict) -> float | None:
+def cross_val_accuracy(run: RunResult) -> float | None:
     """Mean val accuracy over the run's eval stores that have a val split (None if none has)."""
-    values = [c["val"]["accuracy"] for c in run.get("cross_dataset", {}).values() if c.get("val")]
+    values = [c.val.accuracy for c in run.cross.values() if c.val is not None]
     return sum(values) / len(values) if values else None
 
 
-def near_ties(runs: list[dict]) -> list[dict]:
+def near_ties(runs: list[RunResult]) -> list[RunResult]:
     """Runs whose val accuracy reaches the lower end of the val-best run's bootstrap interval."""
-    best = min(runs, key=rank_key)
-    ci = best["metrics"]["val"].get("ci95")
-    low = ci["accuracy"][0] if ci else best["metrics"]["val"]["accuracy"]
-    return [run for run in runs if run["metrics"]["val"]["accuracy"] >= low]
+    runs = _typed(runs)
+    low = min(runs, key=rank_key).val.accuracy_ci95.low
+    return [run for run in runs if run.val.accuracy >= low]
 
 
-def recommend(runs: list[dict]) -> dict:
-    """Best on val; near-ties broken by cross-dataset val when there is one, else by fewer backbones."""
+def simplicity(run: RunResult) -> tuple[int, int]:
+    """Fewer backbones first, then the simpler head (logreg before mlp): the tie-break among equals."""
+    return len(run.backbones), HEAD_ORDER.index(run.head) if run.head in HEAD_ORDER else len(HEAD_ORDER)
+
+
+def recommend(runs: list[RunResult]) -> RunResult:
+    """Best on val; near-ties broken by cross-dataset val when there is one, then by simplicity
+    (fewer backbones, then logreg over mlp), then the val ranking."""
     tied = near_ties(runs)
     if any(cross_val_accuracy(run) is not None for run in tied):
-        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), len(run["config"]["backbones"]))
-                   + rank_key(run))
-    return min(tied, key=lambda run: (len(run["config"]["backbones"]),) + rank_key(run))
+        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
+    return min(tied, key=lambda run: simplicity(run) + rank_key(run))
 
 
-def eval_datasets(runs: list[dict]) -> list[str]:
+def eval_datasets(runs: list[RunResult]) -> list[str]:
     """Labels of the eval stores any run was evaluated on, in first-seen order."""
-    return list(dict.fromkeys(label for run in runs for label in run.get("cross_dataset", {})))
+    return list(dict.fromkeys(label for run in _typed(runs) for label in run.cross))
 
 
-def best_out_of_domain(runs: list[dict], label: str) -> dict | None:
+def best_out_of_domain(runs: list[RunResult], label: str) -> RunResult | None:
     """The run with the best reported accuracy on eval dataset ``label`` (None if no run has it)."""
-    scored = [run for run in runs if label in run.get("cross_dataset", {})]
-    return max(scored, key=lambda run: run["cross_dataset"][label]["report"]["accuracy"]) if scored else None
+    scored = [run for run in _typed(runs) if label in run.cross]
+    return max(scored, key=lambda run: run.cross[label].report.accuracy) if scored else None
 
 
-def disagreements(runs: list[dict]) -> list[str]:
+def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
+    runs = _typed(runs)
     chosen, out = recommend(runs), []
     for label in eval_datasets(runs):
         best = best_out_of_domain(runs, label)
-        mine = chosen.get("cross_dataset", {}).get(label)
+        mine = chosen.cross.get(label)
         if best is None or best is chosen or mine is None:
             continue
-        theirs = best["cross_dataset"][label]["report"]
-        if theirs["ci95"]["accuracy"][0] > mine["report"]["ci95"]["accuracy"][1]:
+        theirs = best.cross[label].report
+        if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
             out.append(f"WARNING: on {label} the recommended {run_title(chosen)} scores "
-                       f"{fmt(mine['report']['accuracy'])}, and {run_title(best)} scores "
-                       f"{fmt(theirs['accuracy'])}, beyond both 95% intervals: the in-domain choice does not "
+                       f"{fmt(mine.report.accuracy)}, and {run_title(best)} scores "
+                       f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
                        f"transfer best to {label}.")
     return out
 
 
-def run_title(run: dict) -> str:
-    return f"{'+'.join(run['config']['backbones'])} + {run['config']['head']}"
+def run_title(run: RunResult) -> str:
+    return run.title
 
 
-def recommendation_text(runs: list[dict]) -> str:
+def recommendation_text(runs: list[RunResult]) -> str:
     """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
+    runs = _typed(runs)
     chosen, tied = recommend(runs), near_ties(runs)
     if len(tied) == 1:
         why = "best val accuracy"
@@ -124,17 +138,19 @@ def recommendation_text(runs: list[dict]) -> str:
         why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by cross-dataset val "
                f"accuracy ({fmt(cross_val_accuracy(chosen))})")
     else:
-        why = f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones"
-    lines = [f"Recommended: {run_title(chosen)} (val accuracy {fmt(chosen['metrics']['val']['accuracy'])}; {why})."]
+        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
+               "then the simpler head")
+    lines = [f"Recommended: {run_title(chosen)} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
     for label in eval_datasets(runs):
         best = best_out_of_domain(runs, label)
         lines.append(f"Best out of domain on {label}: {run_title(best)} "
-                     f"({fmt(best['cross_dataset'][label]['report']['accuracy'])}).")
+                     f"({fmt(best.cross[label].report.accuracy)}).")
     return "\n".join(lines + disagreements(runs)) + "\n"
 
 
-def leaderboard(runs: list[dict]) -> list[dict]:
+def leaderboard(runs: list[RunResult]) -> list[dict]:
     """Rows of `COLUMNS` (and the cross-dataset columns), ranked by `rank_key`."""
+    runs = _typed(runs)
     labels, chosen = eval_datasets(runs), recommend(runs)
     best_out = {label: best_out_of_domain(runs, label) for label in labels}
     rows = []
@@ -144,79 +160,69 @@ def leaderboard(runs: list[dict]) -> list[dict]:
             f"best on {label}" for label, best in best_out.items() if best is run]
         row["choice"] = ", ".join(marks)
         for label in labels:
-            row.update(_cross_cells(label, run.get("cross_dataset", {}).get(label)))
+            row.update(_cross_cells(label, run.cross.get(label)))
         rows.append(row)
     return rows
 
 
-def _cross_cells(label: str, cross: dict | None) -> dict:
+def _cross_cells(label: str, cross: CrossResult | None) -> dict:
     if cross is None:
         return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
-    report = cross["report"]
-    low, high = report["ci95"]["accuracy"]
-    return {f"{label}_accuracy": fmt(report["accuracy"]), f"{label}_accuracy_all": fmt(report["accuracy_all"]),
-            f"{label}_accuracy_ci95": f"{fmt(low)}-{fmt(high)}", f"{label}_male_recall": fmt(report["recall"]),
-            f"{label}_female_recall": fmt(report.get("female_recall")), **{
+    report = cross.report
+    ci = report.accuracy_ci95
+    return {f"{label}_accuracy": fmt(report.accuracy), f"{label}_accuracy_all": fmt(cross.accuracy_all),
+            f"{label}_accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", f"{label}_male_recall": fmt(report.recall),
+            f"{label}_female_recall": fmt(report.female_recall), **{
                 f"{label}_{key}": value for key, value in fairness_cells(report).items() if key != "worst_group"},
-            f"{label}_n": report["n"]}
+            f"{label}_n": report.n}
 
 
-def fairness_cells(scores: dict) -> dict:
-    """Balanced accuracy, worst group (accuracy and name) and ECE after calibration of scored rows
-    (n/a for a record without them, e.g. a hand-made one)."""
-    summary = scores.get("groups", {}).get("summary", {})
-    worst = summary.get("worst_group")
-    ece = scores.get("calibration", {}).get("after", {}).get("ece")
-    return {"balanced_accuracy": fmt(summary.get("balanced_accuracy")),
-            "worst_group_accuracy": fmt(None if worst is None else worst["accuracy"]),
-            "worst_group": "" if worst is None else f"{worst['family']}={worst['group']} (n={worst['n']})",
-            "ece": fmt(ece)}
+def fairness_cells(scores: Scores) -> dict:
+    """Balanced accuracy, worst group (accuracy and name) and ECE after calibration of scored rows."""
+    worst = scores.worst_group
+    return {"balanced_accuracy": fmt(scores.balanced_accuracy),
+            "worst_group_accuracy": fmt(None if worst is None else worst.accuracy),
+            "worst_group": "" if worst is None else f"{worst.family}={worst.group} (n={worst.n})",
+            "ece": fmt(scores.ece)}
 
 
-def decision_cell(run: dict) -> str:
-    decision = run.get("decision")
-    if decision is None:
-        return ""
-    return (f"{decision['calibrator']['method']}, threshold {decision['threshold']['value']:.4f}"
-            + (f" ({decision['threshold']['rule']})" if decision["threshold"]["rule"] != "default" else ""))
+def decision_cell(run: RunResult) -> str:
+    return (f"{run.calibrator}, threshold {run.threshold:.4f}"
+            + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""))
 
 
-def _row(rank: int, run: dict) -> dict:
-    test = run["metrics"]["test"]
-    ci = test["ci95"]
+def _row(rank: int, run: RunResult) -> dict:
+    test = run.test
     selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
-                for key, value in run["selection"].items() if key not in ("grid", "path")}
-    return {"rank": rank, "backbones": "+".join(run["config"]["backbones"]), "head": run["config"]["head"],
-            "dataset": "+".join(s["dataset"] for s in run.get("training_stores", [run["store"]])),
-            "val_accuracy": fmt(run["metrics"]["val"]["accuracy"]),
-            "accuracy": fmt(test["accuracy"]), "accuracy_all_test": fmt(accuracy_all_test(run)),
-            "accuracy_ci95": f"{fmt(ci['accuracy'][0])}-{fmt(ci['accuracy'][1])}", **fairness_cells(test),
-            "f1": fmt(test["f1"]), "f1_ci95": f"{fmt(ci['f1'][0])}-{fmt(ci['f1'][1])}",
-            "roc_auc": fmt(test["roc_auc"]), "macro_f1": fmt(test["macro_f1"]), "n_test": test["n"],
-            "invalid_test": sum(run["counts"]["test"]["invalid"].values()),
-            "treatment": treatment_cell(run), "decision": decision_cell(run),
-            "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run["timings"]["fit_s"]}
+                for key, value in run.selection.items() if key not in ("grid", "path")}
+    return {"rank": rank, "backbones": "+".join(run.backbones), "head": run.head,
+            "dataset": "+".join(run.training_datasets), "val_accuracy": fmt(run.val.accuracy),
+            "accuracy": fmt(test.accuracy), "accuracy_all_test": fmt(accuracy_all_test(run)),
+            "accuracy_ci95": f"{fmt(test.accuracy_ci95.low)}-{fmt(test.accuracy_ci95.high)}", **fairness_cells(test),
+            "f1": fmt(test.f1), "f1_ci95": f"{fmt(test.f1_ci95.low)}-{fmt(test.f1_ci95.high)}",
+            "roc_auc": fmt(test.roc_auc), "macro_f1": fmt(test.macro_f1), "n_test": test.n,
+            "invalid_test": run.invalid_test, "treatment": treatment_cell(run), "decision": decision_cell(run),
+            "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run.fit_s}
 
 
-def treatment_cell(run: dict) -> str:
+def treatment_cell(run: RunResult) -> str:
     """The chosen feature treatment, and the attribute the training rows were balanced against."""
-    name = run.get("treatment", {}).get("chosen", {}).get("name", "none")
-    balanced = (run.get("balance") or {}).get("attribute")
-    return name if balanced is None else f"{name}, balanced by {balanced}"
+    run = _typed([run])[0]
+    return run.treatment if run.balanced_by is None else f"{run.treatment}, balanced by {run.balanced_by}"
 
 
-def usable_share(run: dict) -> float:
+def usable_share(run: RunResult) -> float:
     """The share of the test images the run could use (the others: no face found, unreadable)."""
-    test = run["metrics"]["test"]
-    return test["n"] / (test["n"] + sum(run["counts"]["test"]["invalid"].values()))
+    return run.test.n / (run.test.n + run.invalid_test)
 
 
-def accuracy_all_test(run: dict) -> float:
+def accuracy_all_test(run: RunResult) -> float:
     """Test accuracy counting the test images the run could not use as errors.
 
     Runs on different backbones drop different images; this column compares them on all test images.
     """
-    return run["metrics"]["test"]["accuracy"] * usable_share(run)
+    run = _typed([run])[0]
+    return run.test.accuracy * usable_share(run)
 
 
 def fmt(value) -> str:
@@ -250,17 +256,17 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     if demo:
         (directory / DEMO_MARKER).write_text(DEMO_NOTE)
     demo = (directory / DEMO_MARKER).exists()
-    runs = load_runs(directory)
+    runs = load_results(directory)
     if not runs:
         raise CompareError(f"no classify results files (*.json) in {directory}")
-    fingerprints = {run["store"]["fingerprint"] for run in runs}
+    fingerprints = {run.store_fingerprint for run in runs}
     if len(fingerprints) > 1:
         log.warning("%s mixes results from %d different datasets/splits: compare rows within a dataset",
                     directory, len(fingerprints))
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    error_paths, analysis = write_errors_of(recommend(runs), directory)
+    error_paths, analysis = write_errors_of(recommend(runs).record, directory)
     note = doubt_note(analysis) if analysis else ""
     markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
                 + (f"\n{note}\n" if note else ""))
@@ -296,7 +302,7 @@ def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(runs, key=rank_key)
+    runs = sorted(_typed(runs), key=rank_key)
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
@@ -310,9 +316,7 @@ def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[P
 def _plot_roc(plt, runs, *, demo: bool = False):
     fig, ax = plt.subplots(figsize=(6, 6))
     for run in runs:
-        test = run["metrics"]["test"]
-        auc = fmt(test["roc_auc"])
-        ax.plot(test["roc"]["fpr"], test["roc"]["tpr"], label=f"{run['run']} (AUC {auc})")
+        ax.plot(run.test.roc_fpr, run.test.roc_tpr, label=f"{run.run} (AUC {fmt(run.test.roc_auc)})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)",
            title=(DEMO_TITLE + "\n" if demo else "") + "ROC on test, male = positive", xlim=(0, 1),
@@ -328,7 +332,7 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
     for ax in axes.flat[len(runs):]:
         ax.axis("off")
     for ax, run in zip(axes.flat, runs):
-        cm = run["metrics"]["test"]["confusion_matrix"]
+        cm = run.test.confusion_matrix
         image = ax.imshow(cm, cmap="Blues", vmin=0)  # from 0: a colour says how many, not how few
         for i in range(2):
             for j in range(2):
@@ -336,7 +340,7 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
                         color=text_colour(image.cmap(image.norm(cm[i][j]))))
         ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"],
                xlabel="predicted", ylabel="true")
-        ax.set_title(run["run"], fontsize=8)
+        ax.set_title(run.run, fontsize=8)
     if demo:
         fig.suptitle(DEMO_TITLE, color="tab:red", fontsize=9)
     fig.tight_layout()
@@ -359,14 +363,13 @@ def _plot_accuracy(plt, runs, *, demo: bool = False):
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(runs)))
     y = list(range(len(runs)))[::-1]  # rank 1 on top
     for row, run in zip(y, runs):
-        test = run["metrics"]["test"]
-        share = usable_share(run)
-        low, high = (bound * share for bound in test["ci95"]["accuracy"])
+        test, share = run.test, usable_share(run)
+        low, high = (bound * share for bound in (test.accuracy_ci95.low, test.accuracy_ci95.high))
         ax.plot([low, high], [row, row], color="tab:blue", linewidth=2, solid_capstyle="butt")
-        ax.plot(test["accuracy"] * share, row, "o", color="tab:blue", markersize=7)
+        ax.plot(test.accuracy * share, row, "o", color="tab:blue", markersize=7)
         if share < 1:
-            ax.plot(test["accuracy"], row, "o", markerfacecolor="none", color="grey", markersize=6)
-    ax.set_yticks(y, [f"{rank}. {run['run']} (val {fmt(run['metrics']['val']['accuracy'])})"
+            ax.plot(test.accuracy, row, "o", markerfacecolor="none", color="grey", markersize=6)
+    ax.set_yticks(y, [f"{rank}. {run.run} (val {fmt(run.val.accuracy)})"
                       for rank, run in enumerate(runs, start=1)], fontsize=8)
     ax.set_ylim(-0.7, len(runs) - 0.3)
     ax.grid(axis="x", color="0.9")

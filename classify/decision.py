@@ -56,11 +56,13 @@ class Decision:
         """Validate a recorded decision (CalibrationError naming the problem) and rebuild it."""
         if not isinstance(record, dict) or not isinstance(record.get("threshold"), dict):
             raise CalibrationError("no decision (calibrator and threshold) recorded")
-        value = record["threshold"].get("value")
-        if not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise CalibrationError(f"recorded decision threshold {value!r} is not a number in (0, 1)")
-        return cls(str(record.get("calibrate")), Calibrator.from_json(record.get("calibrator")),
-                   dict(record["threshold"]))
+        threshold = record["threshold"]
+        value = threshold.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise CalibrationError(f"recorded decision threshold {str(value)[:40]!r} is not a number in (0, 1)")
+        if not isinstance(threshold.get("rule"), str) or not isinstance(record.get("calibrate"), str):
+            raise CalibrationError("recorded decision rule and calibrate setting must be strings")
+        return cls(record["calibrate"], Calibrator.from_json(record.get("calibrator")), dict(threshold))
 
 
 def parse_calibrate(text: str) -> str:

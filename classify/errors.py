@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.decision import Decision
 from classify.headfile import SUFFIX
 from classify.label_audit import label_doubts
-from classify.results import jsonable, load_head, recorded_treatment
+from classify.model import GenderModel
+from features.jsonfile import jsonable
 from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
 from features.store import FeatureStore, Status, StoreError
@@ -47,13 +47,8 @@ ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 
 def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict:
     """The wrong and the rejected ``split`` rows of ``run`` (a results record in ``results_dir``)."""
-    head, record = load_head(Path(results_dir) / f"{run['run']}{SUFFIX}")
-    decision = Decision.from_json(record["decision"])
-    backbones = tuple(record["config"]["backbones"])
-    prepare = recorded_treatment(record)
-
-    def p_male_of(x):  # what predict would say: calibrated p(male) of the treated features
-        return decision.p_male(head.predict_proba(prepare(x))[:, 1])
+    model = GenderModel.load(Path(results_dir) / f"{run['run']}{SUFFIX}")
+    record, backbones, decision = model.record, model.names, model.decision
 
     errors, rejected, scored = [], [], 0
     trained_on = {entry.get("path"): entry.get("fingerprint") for entry in record.get("training_stores", [])}
@@ -64,7 +59,7 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
         part = store.read(list(backbones), split)
         paths = image_paths(store)
         if len(part.gender):
-            p_male = p_male_of(part.x)
+            p_male = model.p_male(part.x)  # what predict would say
             attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
             rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male,
                               threshold=decision.value, attributes=attributes)
@@ -76,31 +71,31 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"], "split": split,
             "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
-            "cross_dataset": cross_dataset_errors(run, record, p_male_of, decision.value)}
+            "cross_dataset": cross_dataset_errors(run, model)}
 
 
-def cross_dataset_errors(run: dict, record: dict, p_male_of, threshold: float) -> dict:
+def cross_dataset_errors(run: dict, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
     eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
     from classify import protocol
-    from classify.evaluate import error_list, recorded_reference
+    from classify.evaluate import error_list
     from classify.results import store_identity
 
-    backbones = tuple(record["config"]["backbones"])
+    backbones = model.names
     out = {}
     for label, cross in run.get("cross_dataset", {}).items():
         try:
             store = FeatureStore.open(cross["path"])
             if store.fingerprint != cross["fingerprint"]:
                 raise StoreError(f"{cross['path']} now holds another dataset than the run was evaluated on")
-            data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=label,
+            data = protocol.read_eval_set(store, backbones, model.compatibility(), label=label,
                                           identity=store_identity(store), all_rows=cross["rows"] == "all")
         except (StoreError, protocol.ProtocolError, OSError) as error:
             log.warning("no error list on %s: %s", label, error)
             continue
         out[label] = {"rows": data.report_rows, "n_scored": len(data.report.gender),
-                      **error_list(p_male_of, threshold, store, data, backbones, seed=record["config"]["seed"])}
+                      **error_list(model, store, data, seed=model.record["config"]["seed"])}
     return out
 
 
@@ -122,7 +117,7 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
                   dataset: str | None = None) -> list[dict]:
     """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
     reasons joined; ``dataset`` names them (default: the store's dataset)."""
-    from classify.predict import status_text
+    from classify.images import status_text
 
     in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
     reasons: dict[int, list[str]] = {}

@@ -15,23 +15,11 @@ import numpy as np
 
 from classify import label_audit, protocol
 from classify.compare import fmt
-from classify.decision import Decision
-from classify.results import load_head, recorded_treatment, store_identity
+from classify.model import GenderModel
+from classify.results import store_identity
 from features.store import FeatureStore
 
 log = logging.getLogger(__name__)
-
-
-def recorded_reference(record: dict) -> dict[str, dict]:
-    """`protocol.compatibility` of each backbone as the head's sidecar recorded it."""
-    out = {}
-    for name in record["config"]["backbones"]:
-        info = record["store"]["backbones"][name]
-        metadata = info.get("metadata", {})
-        out[name] = {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
-                     "preprocessing": metadata.get("preprocessing"),
-                     "aligner_weights": metadata.get("aligner_weights"), "tta": metadata.get("tta", "none")}
-    return out
 
 
 def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, seed: int = 0,
@@ -39,25 +27,21 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     """Step 8's record (identity, rows, val and report metrics) of the head at ``head_path`` on a store;
     ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice);
     ``errors`` adds the report rows' error list (`error_list`)."""
-    head, record = load_head(head_path)
-    backbones = tuple(record["config"]["backbones"])
+    model = GenderModel.load(head_path)
+    record, backbones = model.record, model.names
     store = FeatureStore.open(store_path)
     if all_rows:
         refuse_training_store(record, store)
     seen = protocol.seen_ids(training_stores(record, store.dataset_name), store.dataset_name)
-    data = protocol.read_eval_set(store, backbones, recorded_reference(record), label=store.dataset_name,
+    data = protocol.read_eval_set(store, backbones, model.compatibility(), label=store.dataset_name,
                                   identity=store_identity(store), all_rows=all_rows, seen=seen)
-    prepare = recorded_treatment(record)
-    decision = Decision.from_json(record["decision"])
-    result = protocol.evaluate_set(head, prepare, data, decision, n_resamples=n_resamples, seed=seed,
+    result = protocol.evaluate_set(model, data, n_resamples=n_resamples, seed=seed,
                                    min_n=record["config"].get("min_group_n", 30))
-    listed = error_list(lambda x: decision.p_male(head.predict_proba(prepare(x))[:, 1]), decision.value, store,
-                        data, backbones, seed=seed) if errors else {}
+    listed = error_list(model, store, data, seed=seed) if errors else {}
     return {"run": record["run"], "head": str(head_path), **result, **listed}
 
 
-def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.EvalSet, backbones: tuple[str, ...],
-               *, seed: int = 0) -> dict:
+def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, *, seed: int = 0) -> dict:
     """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
     confident first, each with its label checks (`classify.label_audit`: the identity check, and a
     cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
@@ -66,12 +50,12 @@ def error_list(p_male_of, threshold: float, store: FeatureStore, data: protocol.
 
     part, paths = data.report, image_paths(store)
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male_of(part.x), threshold=threshold,
-                      attributes=attributes)
-    doubts = label_audit.merged(label_audit.store_doubts(store, backbones, seed=seed, required=False))
+    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
+                      threshold=model.threshold, attributes=attributes)
+    doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
     return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
                        for row in rows],
-            "rejected": rejected_rows(store, backbones, paths, None if data.report_rows == "all" else "test",
+            "rejected": rejected_rows(store, model.names, paths, None if data.report_rows == "all" else "test",
                                       dataset=data.label)}
 
 

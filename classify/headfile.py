@@ -21,32 +21,55 @@ an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
 The run's results file ``<run>.json`` (`classify.results`) is the head's sidecar: it records the
 file's sha256 and the same backbones, dims, head and treatment, and is checked against this header and
 the arrays before any backbone runs. Old heads (``.joblib``, a pickle) are never loaded: retrain.
+
+Reading (`read_head_file`) trusts nothing in the file: only the members ``header.npy`` and
+``a/<name>.npy`` of the zip; the header member's size is capped before it is inflated and its JSON is
+strict (no NaN/Infinity, bounded nesting) and typed; the arrays the header implies
+(`Head.array_spec`: names, shapes, dtypes) must be exactly the members, each member's ``.npy`` header
+(shape, dtype) and inflated size are checked against them before a byte of its data is read (a 2 GB
+array of zeros deflated to 2 MB, or a declared shape of 10**13, is refused unread), and every value
+must be finite. Any failure is one `HeadFileError` line.
 """
 from __future__ import annotations
 
+import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from classify import treatment
+from classify.calibration import CalibrationError
+from classify.decision import Decision
+from classify.heads import get_head_class
+from features import atomic
+from features.jsonfile import loads_strict
 from features.provenance import sha256_file  # noqa: F401  (re-exported: results and predict check head files)
 
 HEAD_KIND = "classify-head"
 HEAD_VERSION = 2
 SUFFIX = ".npz"
+RESULTS_KIND = "classify-run"  # the sidecar's kind (`classify.results`)
+RESULTS_VERSION = 3
+MAX_FEATURES = 1 << 20  # columns a head may take: far beyond any concatenation of backbones
+MAX_ARRAY_BYTES = 1 << 29  # all of a head's arrays together (512 MB)
+_MAX_HEADER_BYTES = 16 << 20
+_MEMBER = re.compile(r"^a/[A-Za-z0-9_]{1,64}\.npy$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
 
 
-class HeadFormatError(ValueError):
-    """A head file that is not a valid head of this format."""
+class HeadFileError(ValueError):
+    """A saved head (or its sidecar) that is missing, malformed, or does not match: one line, exit 2."""
 
 
 def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``header`` (kind and version added) and ``arrays`` to ``path`` (an .npz)."""
+    """Save ``header`` (kind and version added) and ``arrays`` to ``path`` (an .npz), atomically."""
     header = {"kind": HEAD_KIND, "version": HEAD_VERSION, **header}
     payload = {f"a/{name}": np.asarray(value) for name, value in arrays.items()}
-    with open(path, "wb") as handle:  # a file object: np.savez would append .npz to another suffix
-        np.savez(handle, header=np.array(json.dumps(header)), **payload)
+    with atomic.atomic_open(path, "wb") as handle:  # a file object: np.savez would append .npz to another suffix
+        np.savez(handle, header=np.array(json.dumps(header, allow_nan=False)), **payload)
 
 
 def check_kind_and_version(record, path, *, kind: str, version: int, what: str, news: str,
@@ -56,28 +79,125 @@ def check_kind_and_version(record, path, *, kind: str, version: int, what: str, 
     if not isinstance(record, dict) or record.get("kind") != kind:
         raise error(f"{path} is not a {what} (no kind={kind!r})")
     if record.get("version") != version:
-        raise error(f"{path} is a {what} of version {record.get('version')}; this tool reads version "
+        raise error(f"{path} is a {what} of version {str(record.get('version'))[:20]}; this tool reads version "
                     f"{version} ({news}): retrain with `python -m classify train`")
 
 
 def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header, arrays) of a head file; HeadFormatError for anything else, nothing is unpickled."""
+    """(header, arrays) of a head file, every check of the module docstring made; HeadFileError else."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise HeadFormatError(f"{path} is a single array, not a head file")
-            contents = {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # pickles raise ValueError here
-        raise HeadFormatError(f"{path} is not a head file ({error})") from None
-    header_array = contents.pop("header", None)
-    if header_array is None or header_array.shape != () or header_array.dtype.kind != "U":
-        raise HeadFormatError(f"{path} has no JSON header")
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            if "header.npy" not in members:
+                raise HeadFileError(f"{path} has no JSON header")
+            header = _header(archive, members.pop("header.npy"), path)
+            spec = array_spec(header)
+            names = {name: f"a/{name}.npy" for name in spec}
+            strays = sorted(set(members) - set(names.values()))
+            if strays or len(members) != len(names):
+                shown = [name[:40] for name in strays[:5]] or sorted(set(names.values()) - set(members))[:5]
+                raise HeadFileError(f"{path} holds unexpected or lacks expected entries ({shown})")
+            arrays = {name: _array(archive, members[member], *spec[name], path=path) for name, member in names.items()}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as error:
+        raise HeadFileError(f"{path} is not a head file ({str(error)[:200]})") from None
+    return header, arrays
+
+
+def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> dict:
+    """The header member's JSON object, its size capped before it is inflated."""
+    if info.file_size > _MAX_HEADER_BYTES:
+        raise HeadFileError(f"{path}: the header is larger than {_MAX_HEADER_BYTES} bytes")
+    with archive.open(info) as stream:
+        data = stream.read(_MAX_HEADER_BYTES + 1)
     try:
-        header = json.loads(str(header_array))
-    except json.JSONDecodeError as error:
-        raise HeadFormatError(f"{path}: the header is not JSON ({error})") from None
+        value = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise HeadFileError(f"{path}: the header is not a saved string ({str(error)[:200]})") from None
+    if value.shape != () or value.dtype.kind != "U":
+        raise HeadFileError(f"{path} has no JSON header")
+    try:
+        header = loads_strict(str(value))
+    except ValueError as error:
+        raise HeadFileError(f"{path}: the header: {error}") from None
     check_kind_and_version(header, path, kind=HEAD_KIND, version=HEAD_VERSION, what="head file",
-                           news="heads now carry their calibrator and decision threshold", error=HeadFormatError)
-    if any(not name.startswith("a/") for name in contents):
-        raise HeadFormatError(f"{path} holds unexpected entries {sorted(contents)}")
-    return header, {name[2:]: value for name, value in contents.items()}
+                           news="heads now carry their calibrator and decision threshold", error=HeadFileError)
+    problem = header_problem(header)
+    if problem:
+        raise HeadFileError(f"{path}: the header's {problem}")
+    return header
+
+
+def header_problem(header: dict) -> str | None:
+    """What is wrong with a head header's fields as data (None when every field has its type)."""
+    head, backbones = header.get("head"), header.get("backbones")
+    if not isinstance(head, str):
+        return "head must name a head kind"
+    try:
+        get_head_class(head)
+    except ValueError as error:
+        return str(error)[:200]
+    if (not isinstance(backbones, list) or not backbones or not all(
+            isinstance(b, dict) and isinstance(b.get("name"), str) and SAFE_NAME.match(b["name"])
+            and _count(b.get("dim")) and isinstance(b.get("weights"), (str, type(None))) for b in backbones)):
+        return "backbones must be a non-empty list of {name, dim, weights} records"
+    n_features = header.get("n_features")
+    if not _count(n_features) or n_features > MAX_FEATURES or n_features != sum(b["dim"] for b in backbones):
+        return f"n_features must be the sum of the backbones' dims (at most {MAX_FEATURES})"
+    problem = treatment.check(header.get("treatment"), tuple(b["name"] for b in backbones))
+    if problem:
+        return problem
+    stores = header.get("training_stores", [])
+    if not isinstance(stores, list) or not all(isinstance(entry, dict) for entry in stores):
+        return "training_stores must be a list of store records"
+    try:
+        Decision.from_json(header.get("decision"))
+    except CalibrationError as error:
+        return f"decision: {error}"
+    return None
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def array_spec(header: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The arrays a valid header's head must hold (`Head.array_spec`), within `MAX_ARRAY_BYTES`."""
+    try:
+        spec = get_head_class(header["head"]).array_spec(header.get("fitted"), header["n_features"])
+    except ValueError as error:
+        raise HeadFileError(f"the header's {error}") from None
+    total = sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for shape, dtype in spec.values())
+    if total > MAX_ARRAY_BYTES:
+        raise HeadFileError(f"the header declares {total} bytes of arrays (at most {MAX_ARRAY_BYTES})")
+    return spec
+
+
+def _array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, *,
+           path: Path) -> np.ndarray:
+    """One member's array, its .npy header and inflated size checked against (shape, dtype) before its
+    data is read, its values checked finite."""
+    name = info.filename
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    with archive.open(info) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy format version {version}")
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            declared, fortran, found = read(stream)
+        except (ValueError, SyntaxError, TypeError, EOFError) as error:
+            raise HeadFileError(f"{path}: {name} is not a saved array ({str(error)[:200]})") from None
+        if tuple(declared) != shape or found != dtype or fortran:
+            raise HeadFileError(f"{path}: {name} declares {str(found)[:20]} {str(declared)[:60]}, the header implies "
+                                f"{dtype.name} {shape}")
+        if info.file_size != stream.tell() + nbytes:
+            raise HeadFileError(f"{path}: {name} inflates to {info.file_size} bytes, not the {nbytes} its shape "
+                                "needs (plus its header)")
+        data = stream.read(nbytes)
+    if len(data) != nbytes:
+        raise HeadFileError(f"{path}: {name} is truncated")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if not np.isfinite(array).all():
+        raise HeadFileError(f"{path}: {name} holds NaN or infinite values")
+    return array

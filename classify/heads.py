@@ -159,6 +159,13 @@ class Head(ClassifierMixin, BaseEstimator):
         """1 male / 0 female per row."""
         return (self.decision_function(x) > 0).astype(np.int8)
 
+    @classmethod
+    def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """{array name: (shape, dtype)} that `to_arrays` gives for a head with ``fitted`` (its JSON
+        scalars) on ``n_features`` columns; ValueError when ``fitted`` is not such a record. What a
+        head file may hold is known from this before any array is read (`classify.headfile`)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     def _check_fitted_x(self, x: np.ndarray) -> None:
         if not hasattr(self, "n_features_in_"):
             raise ValueError(f"{type(self).__name__} is not fitted yet; call fit first")
@@ -260,6 +267,14 @@ class LogRegHead(Head):
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {"C": float(self.C_), "intercept": float(self.intercept_)}
         return fitted, {"mean": self.mean_, "scale": self.scale_, "coef": np.asarray(self.coef_, np.float64)}
+
+    @classmethod
+    def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        if not isinstance(fitted, dict) or set(fitted) != {"C", "intercept"} or not all(
+                _finite_number(fitted[key]) for key in fitted):
+            raise ValueError("logreg fitted state must be {C, intercept}, finite numbers")
+        return {"mean": ((n_features,), np.dtype(np.float32)), "scale": ((n_features,), np.dtype(np.float32)),
+                "coef": ((n_features,), np.dtype(np.float64))}
 
     @classmethod
     def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "LogRegHead":
@@ -431,6 +446,22 @@ class MLPHead(Head):
         return fitted, arrays
 
     @classmethod
+    def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        hidden = fitted.get("hidden_sizes") if isinstance(fitted, dict) else None
+        if (not isinstance(fitted, dict) or set(fitted) != {"hidden_sizes", "learning_rate", "best_epoch"}
+                or not isinstance(hidden, list) or not 0 < len(hidden) <= _MAX_LAYERS
+                or not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= _MAX_WIDTH for h in hidden)
+                or not _finite_number(fitted["learning_rate"]) or not isinstance(fitted["best_epoch"], int)):
+            raise ValueError(f"mlp fitted state must be {{hidden_sizes: 1 to {_MAX_LAYERS} sizes of 1 to "
+                             f"{_MAX_WIDTH}, learning_rate: a finite number, best_epoch: an integer}}")
+        spec = {"mean": ((n_features,), np.dtype(np.float32)), "scale": ((n_features,), np.dtype(np.float32))}
+        sizes = [n_features, *hidden, 1]
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            spec[f"layer{layer}_weight"] = ((fan_in, fan_out), np.dtype(np.float32))
+            spec[f"layer{layer}_bias"] = ((fan_out,), np.dtype(np.float32))
+        return spec
+
+    @classmethod
     def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "MLPHead":
         head = cls()
         _set_standardisation(head, arrays)
@@ -449,6 +480,13 @@ class MLPHead(Head):
         head.selection_ = {"hidden_sizes": list(hidden), "learning_rate": head.learning_rate_,
                            "best_epoch": head.best_epoch_}
         return head
+
+
+_MAX_LAYERS, _MAX_WIDTH = 16, 65_536  # beyond any head this tool trains; bounds what a head file may declare
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _vector(arrays: dict[str, np.ndarray], name: str, size: int, dtype) -> np.ndarray:

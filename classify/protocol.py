@@ -56,6 +56,7 @@ from classify.calibration import calibration_report
 from classify.groups import group_metrics
 from classify.run_analysis import decision_recalls
 from classify.heads import Head, make_head, val_scores
+from classify.model import GenderModel, compatibility_of
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
 
@@ -123,12 +124,9 @@ class EvalSet:
 
 
 def compatibility(store: FeatureStore, name: str) -> dict:
-    """What must match between stores for one backbone's features to mean the same thing."""
-    info = store.backbone_info(name)
-    metadata = info.get("metadata", {})
-    return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
-            "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),
-            "tta": metadata.get("tta", "none")}
+    """What must match between stores for one backbone's features to mean the same thing
+    (`classify.model.compatibility_of` of the store's record of it)."""
+    return compatibility_of(store.backbone_info(name))
 
 
 def check_compatible(reference: dict[str, dict], store: FeatureStore, backbones: tuple[str, ...]) -> None:
@@ -245,9 +243,9 @@ def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, Sp
     return splits
 
 
-def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tuple[Head, dict]:
-    """Fit ``config.head`` per candidate treatment on train, select on val (step 6), evaluate test and
-    the eval sets: (fitted head, results)."""
+def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tuple[GenderModel, dict]:
+    """Fit ``config.head`` per candidate treatment on train, select on val (step 6), choose the decision
+    (step 5), evaluate test and the eval sets: (the fitted model, results)."""
     train, val, test = (data.splits[s] for s in SPLITS)
     started = time.perf_counter()
     tried = []
@@ -267,18 +265,20 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
     raw = {name: _raw_p_male(head, prepare, part) for name, part in (("val", val), ("test", test))}
     chosen_decision = decision.choose(val.gender, raw["val"], calibrate=config.calibrate,
                                       threshold=config.threshold, seed=config.seed)
+    model = GenderModel(head, {name: {"dim": data.dims[name]} for name in config.backbones}, chosen,
+                        chosen_decision)
     evaluation = {name: score_split(part.gender, raw[name], chosen_decision, data.attributes.get(name, {}),
                                     n_resamples=config.n_resamples, seed=config.seed, min_n=config.min_group_n)
                   for name, part in (("val", val), ("test", test))}
-    cross = {e.label: evaluate_set(head, prepare, e, chosen_decision, n_resamples=config.n_resamples,
-                                   seed=config.seed, min_n=config.min_group_n) for e in evals}
+    cross = {e.label: evaluate_set(model, e, n_resamples=config.n_resamples, seed=config.seed,
+                                   min_n=config.min_group_n) for e in evals}
     results = {"metrics": evaluation, "cross_dataset": cross, "decision": chosen_decision.to_json(),
                "selection": head.selection_,
                "head_params": head.get_params(), "counts": _counts(data.splits),
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
                "balance": None if weights is None else weights.record,
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
-    return head, results
+    return model, results
 
 
 def _preparer(candidate: dict, backbones: tuple[str, ...], dims: dict[str, int]):
@@ -318,12 +318,13 @@ def _best_treatment(scores: list[dict]) -> int:
     return min(keys)[2]
 
 
-def evaluate_set(head: Head, prepare, data: EvalSet, chosen: decision.Decision, *, n_resamples: int, seed: int,
-                 min_n: int = 30) -> dict:
+def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: int, min_n: int = 30) -> dict:
     """Step 8's record for one eval set: identity, rows used, val (choosing) and report metrics, each
-    with the run's decision applied, per-group metrics and calibration (step 5's record)."""
+    with the model's decision applied, per-group metrics and calibration (step 5's record)."""
+    chosen = model.decision
+
     def scored(part: SplitFeatures, which: str) -> dict:
-        return score_split(part.gender, _raw_p_male(head, prepare, part), chosen, data.attributes.get(which, {}),
+        return score_split(part.gender, model.raw_p_male(part.x), chosen, data.attributes.get(which, {}),
                            n_resamples=n_resamples, seed=seed, min_n=min_n)
 
     report = scored(data.report, "report")
@@ -332,7 +333,7 @@ def evaluate_set(head: Head, prepare, data: EvalSet, chosen: decision.Decision, 
                   accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
     if data.age is not None and np.any(data.age >= ADULT_AGE):
         adult = data.age >= ADULT_AGE
-        p_adult = chosen.p_male(_raw_p_male(head, prepare, data.report)[adult])
+        p_adult = model.p_male(data.report.x)[adult]
         adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
                                   n_resamples=n_resamples, seed=seed)
         report["adults"] = {key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")}

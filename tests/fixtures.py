@@ -68,3 +68,29 @@ def write_steps(run) -> list[str]:
     finally:
         features.store._checkpoint = hook
     return seen
+
+
+def scores_record(accuracy: float, *, n: int = 100, ci: tuple[float, float] | None = None, cm=None,
+                  roc_auc: float = 0.9, **extra) -> dict:
+    """One scored set of rows as a results file holds it (`classify.runresult.Scores`), with the given
+    accuracy; every field a reader checks is present."""
+    low, high = ci or (accuracy - 0.01, accuracy + 0.01)
+    cm = cm or [[n // 2, 0], [0, n - n // 2]]
+    return {"n": n, "accuracy": accuracy, "recall": accuracy, "female_recall": accuracy, "f1": accuracy,
+            "macro_f1": accuracy, "roc_auc": roc_auc, "confusion_matrix": cm,
+            "ci95": {"accuracy": [low, high], "f1": [low, high]}, "roc": {"fpr": [0, 1], "tpr": [0, 1]},
+            "groups": {"summary": {"balanced_accuracy": accuracy, "worst_group": None}},
+            "calibration": {"before": {"ece": 0.05}, "after": {"ece": 0.02}}, **extra}
+
+
+def result_record(name: str, *, val: dict, test: dict, backbones: list[str] | None = None, head: str = "logreg",
+                  invalid: int = 0, cross: dict | None = None) -> dict:
+    """A complete results-file record (kind classify-run) of a run that never ran, for compare's tests."""
+    return {"kind": "classify-run", "version": 3, "run": name,
+            "config": {"backbones": backbones or [name], "head": head, "seed": 0, "stores": ["s.zarr"]},
+            "store": {"path": "s.zarr", "dataset": "toy", "fingerprint": "f"},
+            "metrics": {"val": val, "test": test}, "cross_dataset": cross or {},
+            "decision": {"calibrator": {"method": "none"}, "threshold": {"rule": "default", "value": 0.5}},
+            "selection": {}, "counts": {"test": {"invalid": {"no_face": invalid}}},
+            "treatment": {"chosen": {"name": "none"}}, "balance": None, "timings": {"fit_s": 1.0},
+            "head_file": {"name": f"{name}.npz", "sha256": "0" * 64}}

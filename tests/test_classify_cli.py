@@ -14,9 +14,10 @@ import pytest
 
 from classify import cli
 from classify.compare import best_run, leaderboard
-from classify.predict import PredictError, weights_argument
-from classify.results import HeadFileError, load_head
-from tests.fixtures import fill_units, synthetic_table
+from classify.images import PredictError, weights_argument
+from classify.model import GenderModel
+from classify.results import HeadFileError
+from tests.fixtures import fill_units, result_record, scores_record, synthetic_table
 from features.store import FeatureStore, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +102,7 @@ def test_compare_writes_leaderboard_and_plots(trained):
 
 
 def _fake_run(name: str, val: float, test: float) -> dict:
-    scores = {"accuracy": test, "roc_auc": 0.9, "f1": test, "macro_f1": test, "n": 10,
-              "ci95": {"accuracy": [test - 0.1, test], "f1": [test - 0.1, test]}}
-    return {"run": name, "metrics": {"val": {"accuracy": val, "roc_auc": 0.9}, "test": scores},
-            "config": {"backbones": [name], "head": "logreg"}, "store": {"dataset": "toy"},
-            "counts": {"test": {"invalid": {}}}, "selection": {}, "timings": {"fit_s": 1.0}}
+    return result_record(name, val=scores_record(val, n=10), test=scores_record(test, n=10, ci=(test - 0.1, test)))
 
 
 def test_leaderboard_ranks_on_val_never_on_test():
@@ -114,18 +111,19 @@ def test_leaderboard_ranks_on_val_never_on_test():
     rows = leaderboard(runs)
     assert [row["backbones"] for row in rows] == ["b", "a"]
     assert rows[1]["accuracy"] == "0.9900" and rows[1]["accuracy_all_test"] == "0.4950"  # 9.9 of 20
-    assert best_run(runs)["run"] == "b"
+    assert best_run(runs).run == "b"
 
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):
     _, out = trained
-    head, record = load_head(out / "bb_a__logreg.npz")
+    model = GenderModel.load(out / "bb_a__logreg.npz")
+    head, record = model.head, model.record
     assert record["run"] == "bb_a__logreg" and head.C_ in head.Cs
     bad = tmp_path / "bb_a__logreg.npz"
     bad.write_bytes((out / "bb_a__logreg.npz").read_bytes() + b"\0")
     (tmp_path / "bb_a__logreg.json").write_bytes((out / "bb_a__logreg.json").read_bytes())
     with pytest.raises(HeadFileError, match="does not match"):
-        load_head(bad)
+        GenderModel.load(bad)
     assert cli.main(["predict", "--head", str(bad), str(tmp_path)]) == 2
     assert "does not match its sidecar" in capsys.readouterr().err
 

@@ -9,7 +9,9 @@ import pytest
 
 from classify import cli
 from classify.compare import DEMO_MARKER, _plot_accuracy, _plot_confusions, _plot_roc, leaderboard
-from classify.results import load_runs
+from classify.results import load_results
+from classify.runresult import RunResult
+from tests.fixtures import result_record, scores_record
 from tests.test_classify_cli import make_store
 
 matplotlib.use("Agg")
@@ -25,14 +27,12 @@ def contrast(rgba, text: str) -> float:
     return (lighter + 0.05) / (darker + 0.05)
 
 
-def fake_run(name: str, cm, *, val: float, invalid: int = 0) -> dict:
+def fake_run(name: str, cm, *, val: float, invalid: int = 0) -> RunResult:
     n = sum(map(sum, cm))
     accuracy = (cm[0][0] + cm[1][1]) / n
-    return {"run": name, "counts": {"test": {"invalid": {"no_face": invalid}}},
-            "metrics": {"val": {"accuracy": val, "roc_auc": 0.5},
-                        "test": {"confusion_matrix": cm, "accuracy": accuracy, "n": n, "roc_auc": 0.5,
-                                 "ci95": {"accuracy": [accuracy - 0.03, accuracy + 0.02]},
-                                 "roc": {"fpr": [0, 1], "tpr": [0, 1]}}}}
+    test = scores_record(accuracy, n=n, cm=cm, ci=(accuracy - 0.03, accuracy + 0.02), roc_auc=0.5)
+    return RunResult.from_json(result_record(name, val=scores_record(val, roc_auc=0.5), test=test,
+                                             invalid=invalid), name)
 
 
 RUNS = [fake_run("balanced", [[300, 200], [210, 290]], val=0.61),
@@ -48,12 +48,12 @@ def test_every_count_is_drawn_in_the_better_contrast_for_its_cell_colour():
             cell = image.cmap(image.norm(int(text.get_text())))
             chosen = text.get_color()
             other = "black" if chosen == "white" else "white"
-            assert contrast(cell, chosen) >= max(contrast(cell, other), 4.5), (run["run"], text.get_text())
+            assert contrast(cell, chosen) >= max(contrast(cell, other), 4.5), (run.run, text.get_text())
     plt.close(fig)
 
 
 def test_accuracy_plot_is_dots_and_intervals_in_val_order_on_all_test_images():
-    ordered = sorted(RUNS, key=lambda run: -run["metrics"]["val"]["accuracy"])
+    ordered = sorted(RUNS, key=lambda run: -run.val.accuracy)
     fig = _plot_accuracy(plt, ordered)
     ax = fig.axes[0]
     labels = [label.get_text() for label in ax.get_yticklabels()]
@@ -63,9 +63,9 @@ def test_accuracy_plot_is_dots_and_intervals_in_val_order_on_all_test_images():
     assert not ax.patches  # no bars
     assert "val ranking order" in ax.get_title() and "ties: val ROC-AUC, then name" in ax.get_title()
     # the filled dot of "skewed" is its accuracy counting its 7 unusable test images as errors
-    skewed = ordered[0]["metrics"]["test"]
+    skewed = ordered[0].test
     dots = [line for line in ax.lines if line.get_marker() == "o" and line.get_markerfacecolor() != "none"]
-    assert max(dot.get_xdata()[0] for dot in dots) == pytest.approx(skewed["accuracy"] * 660 / 667)
+    assert max(dot.get_xdata()[0] for dot in dots) == pytest.approx(skewed.accuracy * 660 / 667)
     low, high = ax.get_xlim()  # nothing cut off
     assert low < min(line.get_xdata().min() for line in ax.lines)
     assert high > max(line.get_xdata().max() for line in ax.lines)
@@ -83,7 +83,7 @@ def test_a_demo_run_marks_every_file_compare_writes(tmp_path):
         assert (out / "leaderboard.md").read_text().startswith("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.**")
         with open(out / "leaderboard.csv") as handle:
             assert [row["dataset"] for row in csv.DictReader(handle)] == ["synthetic (DEMO DATA)"]
-    runs = load_runs(out)
+    runs = load_results(out)
     assert [row["dataset"] for row in leaderboard(runs)] == ["synthetic"]  # the results files stay as they are
     for draw in (_plot_roc, _plot_accuracy, _plot_confusions):
         fig = draw(plt, runs, demo=True)

@@ -14,11 +14,12 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_scor
                              recall_score, roc_auc_score)
 
 from classify import cli
-from classify.compare import disagreements, leaderboard, recommend
+from classify.compare import disagreements, leaderboard, recommend, recommendation_text
 from classify.decision import Decision
-from classify.results import load_head
+from classify.model import GenderModel
 from classify.treatment import apply as apply_treatment
 from features.store import Status
+from tests.fixtures import result_record, scores_record
 from tests.test_classify_cli import make_store
 
 TEST_INVALID = {460: Status.NO_FACE, 470: Status.NO_FACE, 480: Status.UNREADABLE}  # test rows of the eval store
@@ -41,7 +42,8 @@ def test_eval_store_metrics_equal_an_independent_computation(crossed):
     record = json.loads((out / "bb_a+bb_b__logreg.json").read_text())
     cross = record["cross_dataset"]["synthetic:b"]
     assert cross["rows"] == "test" and cross["fingerprint"] == b.fingerprint
-    head, _ = load_head(out / "bb_a+bb_b__logreg.npz")
+    model = GenderModel.load(out / "bb_a+bb_b__logreg.npz")
+    head, _ = model.head, model.record
     decision = Decision.from_json(record["decision"])  # the calibrator and threshold chosen on a's val
     for split, got in (("test", cross["report"]), ("val", cross["val"])):
         rows = b.read(["bb_a", "bb_b"], split)
@@ -111,7 +113,8 @@ def test_evaluate_all_rows_scores_every_split_of_another_store_only(crossed, tmp
                      "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     every = b.read(["bb_a"])  # all splits, valid rows
-    loaded, record = load_head(out / "bb_a__logreg.npz")
+    model = GenderModel.load(out / "bb_a__logreg.npz")
+    loaded, record = model.head, model.record
     x = apply_treatment(every.x, record["treatment"]["chosen"], ("bb_a",), {"bb_a": 8})
     expected = Decision.from_json(record["decision"]).is_male(
         Decision.from_json(record["decision"]).p_male(loaded.predict_proba(x)[:, 1]))
@@ -159,7 +162,8 @@ def test_l2_treatment_follows_the_store_hint_and_is_applied_at_predict(tmp_path)
                      "--bootstrap", "50"]) == 0
     record = json.loads((out / "bb__logreg.json").read_text())
     assert record["treatment"]["chosen"] == {"name": "l2", "per_backbone": {"bb": "l2"}}
-    head, _ = load_head(out / "bb__logreg.npz")
+    model = GenderModel.load(out / "bb__logreg.npz")
+    head, _ = model.head, model.record
     test = store.read("bb", "test")
     normed = test.x / np.linalg.norm(test.x, axis=1, keepdims=True)
     accuracy = np.mean(head.predict(normed) == test.gender)
@@ -250,40 +254,37 @@ def test_an_old_joblib_head_is_refused_with_retrain(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------- recommendation
 
 
-def _run(name: str, val: float, *, backbones: int = 1, ci: float = 0.01, cross_val=None, cross=None) -> dict:
-    scores = {"accuracy": val, "roc_auc": 0.9, "f1": val, "macro_f1": val, "n": 100,
-              "ci95": {"accuracy": [val - ci, val + ci], "f1": [val - ci, val + ci]}}
-    run = {"run": name, "metrics": {"val": scores, "test": scores},
-           "config": {"backbones": [f"{name}{i}" for i in range(backbones)], "head": "logreg"},
-           "store": {"dataset": "toy"}, "counts": {"test": {"invalid": {}}}, "selection": {},
-           "timings": {"fit_s": 1.0}, "cross_dataset": {}}
+def _run(name: str, val: float, *, backbones: int = 1, ci: float = 0.01, cross_val=None, cross=None,
+         head: str = "logreg") -> dict:
+    scores = scores_record(val, ci=(val - ci, val + ci))
+    crossed = None
     if cross is not None:
-        report = {**scores, "accuracy": cross, "accuracy_all": cross, "recall": cross, "female_recall": cross,
-                  "ci95": {"accuracy": [cross - 0.01, cross + 0.01]}}
-        run["cross_dataset"]["utk"] = {"rows": "test", "report": report,
-                                       "val": None if cross_val is None else {"accuracy": cross_val}}
-    return run
+        crossed = {"utk": {"path": "u.zarr", "dataset": "utkface", "fingerprint": "u", "rows": "test",
+                           "report": scores_record(cross, accuracy_all=cross),
+                           "val": None if cross_val is None else scores_record(cross_val)}}
+    return result_record(name, val=scores, test=scores, backbones=[f"{name}{i}" for i in range(backbones)],
+                         head=head, cross=crossed)
 
 
 def test_near_tie_without_eval_stores_goes_to_the_simpler_run():
     runs = [_run("big", 0.990, backbones=3), _run("small", 0.985, backbones=1)]
-    assert recommend(runs)["run"] == "small"
+    assert recommend(runs).run == "small"
 
 
 def test_near_tie_with_eval_stores_goes_to_the_better_cross_dataset_val():
     runs = [_run("big", 0.990, backbones=3, cross_val=0.90, cross=0.90),
             _run("small", 0.985, backbones=1, cross_val=0.96, cross=0.96)]
-    assert recommend(runs)["run"] == "small"
+    assert recommend(runs).run == "small"
     runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.80
-    assert recommend(runs)["run"] == "big"
+    assert recommend(runs).run == "big"
     runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.90  # equal on cross val too: the simpler run
-    assert recommend(runs)["run"] == "small"
+    assert recommend(runs).run == "small"
 
 
 def test_a_clear_val_winner_is_kept_and_the_disagreement_is_warned():
     runs = [_run("best", 0.99, ci=0.002, cross_val=0.80, cross=0.80),
             _run("other", 0.95, ci=0.002, cross_val=0.97, cross=0.97)]
-    assert recommend(runs)["run"] == "best"
+    assert recommend(runs).run == "best"
     warnings = disagreements(runs)
     assert len(warnings) == 1 and "WARNING: on utk" in warnings[0] and "other0 + logreg" in warnings[0]
     rows = leaderboard(runs)
@@ -379,3 +380,16 @@ def test_a_sex_an_eval_store_lacks_has_no_recall_rather_than_a_zero_one(tmp_path
     assert report["female_recall"] == pytest.approx(report["accuracy"])
     assert report["macro_recall"] == pytest.approx(report["female_recall"])  # the mean over the sex present
     assert "male recall n/a" in capsys.readouterr().out
+
+
+def test_near_tie_between_heads_goes_to_logreg_over_mlp():
+    """Equal backbones: the simpler head wins a near-tie, whatever their order on val."""
+    runs = [_run("a", 0.990, head="mlp"), _run("a", 0.985, head="logreg")]
+    runs[0]["run"], runs[1]["run"] = "a__mlp", "a__logreg"
+    assert recommend(runs).run == "a__logreg"
+    assert "tie broken by fewest backbones, then the simpler head" in recommendation_text(runs)
+    runs.append(_run("b", 0.986, backbones=2))  # more backbones loses before the head is looked at
+    assert recommend(runs).run == "a__logreg"
+    clear = [_run("a", 0.999, head="mlp", ci=0.001), _run("a", 0.90, head="logreg", ci=0.001)]
+    clear[0]["run"] = "a__mlp"
+    assert recommend(clear).run == "a__mlp"  # not a tie: the val winner stays

@@ -14,7 +14,7 @@ from classify import treatment
 from classify.calibration import brier_score
 from classify.decision import Decision
 from classify.predict import predict_images
-from classify.results import load_head
+from classify.model import GenderModel
 from extract.cli import main as extract_main
 from features.store import FeatureStore
 from tests.fixtures import make_celeba
@@ -41,7 +41,8 @@ def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
     root, store_path, out = _extract_and_train(tmp_path, n=60, unit_rows=32,
                                                train=["--calibrate", "platt", "--threshold", "balanced"])
     head_path = out / "tiny_test__logreg.npz"
-    head, record = load_head(head_path)
+    model = GenderModel.load(head_path)
+    head, record = model.head, model.record
     decision = Decision.from_json(record["decision"])
     assert decision.calibrator.method == "platt" and decision.threshold["rule"] == "balanced"
 
@@ -77,7 +78,9 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
     assert len(images) == 8  # 20% of 40
     predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
 
-    head, record = load_head(head_path)
+    model = GenderModel.load(head_path)
+
+    head, record = model.head, model.record
     x = treatment.apply(test.x, record["treatment"]["chosen"], ("tiny_test",),
                         {"tiny_test": test.x.shape[1]})
     male = head.predict_proba(x)[:, 1]

@@ -174,7 +174,11 @@ def test_head_round_trips_through_arrays_and_a_head_file(name, tmp_path):
     data = problem(d=10)
     head = fit(name, data, **({"hidden_grid": ((8, 4),)} if name == "mlp" else {}))
     fitted, arrays = head.to_arrays()
-    write_head_file(tmp_path / "h.npz", {"head": name, "fitted": fitted}, arrays)
+    decision = {"calibrate": "none", "threshold": {"rule": "default", "value": 0.5},
+                "calibrator": {"kind": "probability-calibrator", "version": 1, "method": "none", "params": {}}}
+    write_head_file(tmp_path / "h.npz", {"head": name, "fitted": fitted, "backbones": [
+        {"name": "bb", "dim": 10, "weights": None}], "n_features": 10, "treatment": {
+        "name": "none", "per_backbone": {"bb": "none"}}, "decision": decision}, arrays)
     header, loaded = read_head_file(tmp_path / "h.npz")
     again = heads.get_head_class(name).from_arrays(header["fitted"], loaded)
     x_test = data[2][0]

@@ -158,7 +158,7 @@ def test_audit_labels_checks_a_store_without_identity_against_a_cross_validated_
 
 def test_evaluate_lists_the_wrong_rows_with_their_label_checks(tmp_path, capsys):
     from classify.decision import Decision
-    from classify.results import load_head
+    from classify.model import GenderModel
     from classify.treatment import apply as apply_treatment
     from features.store import Status
 
@@ -176,7 +176,8 @@ def test_evaluate_lists_the_wrong_rows_with_their_label_checks(tmp_path, capsys)
     errors_csv = tmp_path / "errors.csv"
     assert cli.main(["evaluate", "--head", str(out / "bb_a__logreg.npz"), "--store", other.path, "--all-rows",
                      "--bootstrap", "50", "--errors", str(errors_csv)]) == 0
-    head, record = load_head(out / "bb_a__logreg.npz")
+    model = GenderModel.load(out / "bb_a__logreg.npz")
+    head, record = model.head, model.record
     decision = Decision.from_json(record["decision"])
     every = other.read(["bb_a"])
     x = apply_treatment(every.x, record["treatment"]["chosen"], ("bb_a",), {"bb_a": 8})

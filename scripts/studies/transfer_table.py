@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from classify.compare import accuracy_all_test, rank_key, recommend, treatment_cell  # noqa: E402
 from classify.evaluate import evaluate_head  # noqa: E402
-from classify.results import load_runs  # noqa: E402
+from classify.results import load_results  # noqa: E402
 from features.store import FeatureStore  # noqa: E402
 
 
@@ -39,15 +39,14 @@ def column_title(store: str) -> str:
 
 
 def table(results: Path, stores: list[str]) -> str:
-    runs = sorted(load_runs(results), key=rank_key)
-    chosen = recommend(runs)["run"]
+    runs = sorted(load_results(results), key=rank_key)
+    chosen = recommend(runs).run
     header = ["backbones", "head", "treatment", "val", "test, all rows", *map(column_title, stores)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
-        cells = ["+".join(run["config"]["backbones"]), run["config"]["head"] + (" (recommended)" if
-                 run["run"] == chosen else ""), treatment_cell(run), f"{run['metrics']['val']['accuracy']:.4f}",
-                 f"{accuracy_all_test(run):.4f}"]
-        cells += [transfer_cells(results / f"{run['run']}.npz", store) for store in stores]
+        cells = ["+".join(run.backbones), run.head + (" (recommended)" if run.run == chosen else ""),
+                 treatment_cell(run), f"{run.val.accuracy:.4f}", f"{accuracy_all_test(run):.4f}"]
+        cells += [transfer_cells(results / f"{run.run}.npz", store) for store in stores]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

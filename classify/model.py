@@ -1,0 +1,239 @@
+"""A trained gender model: the fitted chain feature treatment -> head -> calibrator -> threshold, one object.
+
+As scikit-learn's ``CalibratedClassifierCV`` and ``TunedThresholdClassifierCV`` wrap a fitted
+``estimator_`` with its calibration and ``decision_threshold_``, `GenderModel` holds the fitted head
+(`classify.heads`), the feature treatment chosen on val (`classify.treatment`), the decision
+(`classify.decision`: calibrator and threshold) and the backbones whose features it takes (name -> the
+recorded ``{dim, metadata}``, in column order). Callers ask, never rebuild the chain::
+
+    from classify import GenderModel
+    model = GenderModel.load("results/sface__logreg.npz")
+    for p in model.predict_images(["photos/"]):
+        print(p.path, p.gender, p.probability)
+
+Features in (rows of the backbones' embeddings concatenated): `p_male`, `predict`; images in:
+`predict_images` (the backbones run through `extract`, torch imported only then). On disk a model is
+the head file ``<run>.npz`` (`classify.headfile`) and its sidecar ``<run>.json`` (the run's results
+file, `classify.results`); `load` is the one loader: every field of both is checked as data (types,
+finite values, sizes) and the head file against its sidecar (sha256, backbones, head, treatment,
+decision) before anything runs, and anything wrong is one `HeadFileError` line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from classify import treatment
+from classify.calibration import CalibrationError
+from classify.decision import Decision
+from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError,
+                               check_kind_and_version, read_head_file, sha256_file, write_head_file)
+from classify.heads import Head, get_head_class
+from classify.images import Prediction, embed, expand_inputs, face_indices, status_text, unreadable_reason
+from features import atomic
+from features.jsonfile import dumps, jsonable, read_json, regular_file
+from features.store import Status
+
+SIDECAR_LIMIT = 64 << 20  # bytes of a results file; real ones are well under 1 MB
+COMPATIBILITY_KEYS = ("dim", "weights", "precision", "preprocessing", "aligner_weights", "tta")
+
+
+def compatibility_of(info: dict) -> dict:
+    """What must match between two extractions of one backbone (its store record ``{dim, metadata}``)
+    for their features to mean the same thing: dim, weights identity, precision, preprocessing,
+    aligner weights and test-time augmentation. The one definition train, evaluate and pooling use."""
+    metadata = info.get("metadata") or {}
+    return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
+            "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),
+            "tta": metadata.get("tta", "none")}
+
+
+@dataclass(frozen=True, eq=False)
+class GenderModel:
+    """The fitted chain; ``record`` is the run's results record (the sidecar) when there is one."""
+
+    head: Head
+    backbones: dict[str, dict]  # name -> {"dim", "metadata", ...} as the store recorded it, column order
+    treatment: dict
+    decision: Decision
+    record: dict | None = field(default=None, repr=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.backbones)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {name: info["dim"] for name, info in self.backbones.items()}
+
+    @property
+    def threshold(self) -> float:
+        return self.decision.value
+
+    def compatibility(self) -> dict[str, dict]:
+        """`compatibility_of` each backbone, as a store's must be for these features to fit the model."""
+        return {name: compatibility_of(info) for name, info in self.backbones.items()}
+
+    def treat(self, x: np.ndarray) -> np.ndarray:
+        """The features as the head saw them in training (the chosen treatment applied)."""
+        return treatment.apply(x, self.treatment, self.names, self.dims)
+
+    def raw_p_male(self, x: np.ndarray) -> np.ndarray:
+        """The head's own p(male), before the calibrator (float64)."""
+        return self.head.predict_proba(self.treat(x))[:, 1].astype(np.float64)
+
+    def p_male(self, x: np.ndarray) -> np.ndarray:
+        """The calibrated p(male) per row of features, the probability predict reports."""
+        return self.decision.p_male(self.raw_p_male(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """1 male / 0 female per row: the calibrated p(male) above the recorded threshold."""
+        return self.decision.is_male(self.p_male(x))
+
+    def predict_images(self, paths: list[str | Path], *, all_faces: bool = False,
+                       device: str = "auto") -> list[Prediction]:
+        """One `Prediction` per image (its largest face), or per face with ``all_faces``, in input
+        order; folders are searched for images (`classify.images.expand_inputs`)."""
+        images = expand_inputs([str(p) for p in paths])
+        faces = embed(images, self.backbones, device=device, all_faces=all_faces)
+        ok = faces.status == Status.OK
+        male = iter(self.p_male(faces.x[ok]) if ok.any() else np.empty(0))
+        out = []
+        for image, face, box, code in zip(faces.image, face_indices(faces.image), faces.box, faces.status):
+            path = images[image]
+            if code != Status.OK:
+                reason = unreadable_reason(path) if code == Status.UNREADABLE else ""
+                out.append(Prediction(str(path), status_text(int(code)), reason=reason))
+                continue
+            p = float(next(male))
+            gender = "male" if self.decision.is_male(p) else "female"
+            where = {"face": int(face), "box": None if np.isnan(box).any() else tuple(float(v) for v in box)}
+            out.append(Prediction(str(path), "ok", gender, p if gender == "male" else 1 - p, p, **where))
+        return out
+
+    def save(self, path: Path | str) -> Path:
+        """Write the head file ``path`` (.npz) and its sidecar beside it (the run record, or a minimal one),
+        each atomically; the sidecar records the head file's sha256. Returns the sidecar's path."""
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            raise HeadFileError(f"{path}: a model is saved as a {SUFFIX} head file")
+        fitted, arrays = self.head.to_arrays()
+        record = self.record or self._minimal_record(path.stem)
+        backbones = [{"name": name, "dim": info["dim"], "weights": (info.get("metadata") or {}).get("weights")}
+                     for name, info in self.backbones.items()]
+        write_head_file(path, jsonable({
+            "head": self.head.head_name, "fitted": fitted, "backbones": backbones,
+            "n_features": self.head.n_features_in_, "treatment": self.treatment,
+            "training_stores": record.get("training_stores", []), "decision": self.decision.to_json()}), arrays)
+        record = {**record, "head_file": {"name": path.name, "sha256": sha256_file(path)}}
+        sidecar = path.with_suffix(".json")
+        atomic.write_text(sidecar, dumps(record))
+        return sidecar
+
+    def _minimal_record(self, name: str) -> dict:
+        return {"kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": name,
+                "config": {"head": self.head.head_name, "backbones": list(self.names)},
+                "store": {"backbones": self.backbones}, "treatment": {"chosen": self.treatment},
+                "decision": self.decision.to_json(), "training_stores": []}
+
+    @classmethod
+    def load(cls, path: Path | str) -> GenderModel:
+        """The model saved at ``path`` (a ``<run>.npz``), every check made; HeadFileError naming the problem."""
+        head_path = _head_path(Path(path))
+        sidecar = head_path.with_suffix(".json")
+        if not regular_file(sidecar):
+            raise HeadFileError(f"head {head_path} has no sidecar {sidecar.name} beside it; cannot verify it")
+        record = read_json(sidecar, limit=SIDECAR_LIMIT, error=HeadFileError, what="sidecar")
+        check_kind_and_version(record, sidecar, kind=RESULTS_KIND, version=RESULTS_VERSION,
+                               what="classify results file",
+                               news="with calibration, threshold and per-group metrics", error=HeadFileError)
+        problem = sidecar_problem(record, head_path.name)
+        if problem:
+            raise HeadFileError(f"{sidecar}: {problem}; this sidecar does not describe a head train wrote: retrain")
+        expected, actual = record["head_file"]["sha256"], sha256_file(head_path)
+        if actual != expected:
+            raise HeadFileError(f"head file {head_path} does not match its sidecar (sha256 {actual[:16]}... "
+                                f"expected {expected[:16]}...): refusing a modified file")
+        header, arrays = read_head_file(head_path)
+        try:
+            return _rebuild(header, arrays, record)
+        except (HeadFileError, ValueError) as error:
+            raise HeadFileError(f"{head_path}: {error}: retrain") from None
+
+    def with_record(self, record: dict) -> GenderModel:
+        return replace(self, record=record)
+
+
+def _head_path(path: Path) -> Path:
+    if path.suffix == ".joblib":
+        raise HeadFileError(f"{path} is a head of the old pickle format, which this version never loads "
+                            "(a pickle can run code): retrain with `python -m classify train`")
+    if path.suffix != SUFFIX:
+        raise HeadFileError(f"{path} is not a head file: pass the <run>{SUFFIX} written by train")
+    if not regular_file(path):
+        raise HeadFileError(f"no head file at {path} (or not a regular file)")
+    return path
+
+
+def sidecar_problem(record: dict, file_name: str) -> str | None:
+    """What makes a sidecar unusable (None when it is sound): fields, names and dims, checked as data."""
+    config, store = record.get("config"), record.get("store")
+    if not isinstance(config, dict) or not isinstance(store, dict) or not isinstance(store.get("backbones"), dict):
+        return "no config or store record"
+    head_name, backbones = config.get("head"), config.get("backbones")
+    if not isinstance(head_name, str):
+        return "no head kind"
+    try:
+        get_head_class(head_name)
+    except ValueError as error:
+        return str(error)[:200]
+    if (not isinstance(backbones, list) or not backbones
+            or not all(isinstance(b, str) and SAFE_NAME.match(b) for b in backbones)):
+        return "config.backbones must be a non-empty list of backbone names"
+    for name in backbones:
+        info = store["backbones"].get(name)
+        if not isinstance(info, dict) or not isinstance(info.get("dim"), int) or isinstance(info["dim"], bool) \
+                or info["dim"] < 1:
+            return f"no positive dim recorded for backbone {name!r}"
+        if not isinstance(info.get("metadata", {}), dict):
+            return f"the metadata recorded for backbone {name!r} is not a record"
+    training_stores = record.get("training_stores", [])
+    if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
+        return "training_stores must be a list of store records"
+    if not isinstance(record.get("treatment"), dict):
+        return "no treatment record"
+    problem = treatment.check(record["treatment"].get("chosen"), tuple(backbones))
+    if problem:
+        return problem
+    try:
+        Decision.from_json(record.get("decision"))
+    except CalibrationError as error:
+        return f"decision: {error}"
+    head_file = record.get("head_file")
+    if (not isinstance(head_file, dict) or head_file.get("name") != file_name
+            or not isinstance(head_file.get("sha256"), str) or not head_file["sha256"]):
+        return f"head_file must name {file_name} and its sha256"
+    return None
+
+
+def _rebuild(header: dict, arrays: dict, record: dict) -> GenderModel:
+    """The model from its file, after checking the file says what the sidecar says."""
+    names = record["config"]["backbones"]
+    infos = {name: record["store"]["backbones"][name] for name in names}
+    recorded = [{"name": name, "dim": info["dim"], "weights": (info.get("metadata") or {}).get("weights")}
+                for name, info in infos.items()]
+    in_file = [{key: b.get(key) for key in ("name", "dim", "weights")} for b in header["backbones"]]
+    if in_file != recorded:
+        raise HeadFileError(f"the head file was fitted on backbones {str(in_file)[:300]}, the sidecar names "
+                            f"{str(recorded)[:300]}")
+    if header["head"] != record["config"]["head"]:
+        raise HeadFileError(f"the head file holds a {header['head']!r} head, the sidecar says "
+                            f"{record['config']['head']!r}")
+    if header["treatment"] != record["treatment"]["chosen"]:
+        raise HeadFileError("the head file's feature treatment differs from the sidecar's")
+    if header["decision"] != record["decision"]:
+        raise HeadFileError("the head file's calibrator or decision threshold differs from the sidecar's")
+    head = get_head_class(header["head"]).from_arrays(header["fitted"], arrays)
+    return GenderModel(head, infos, header["treatment"], Decision.from_json(header["decision"]), record)

@@ -1,0 +1,63 @@
+"""Crash-safe output files: a file is replaced whole or not at all.
+
+Every output a later step reads (run JSONs, heads, error lists, leaderboards, CSVs) is written to a
+temporary file in the same folder, flushed and fsynced, then moved over the target with `os.replace`
+(atomic on POSIX and Windows within one file system), and the folder is fsynced so the rename itself
+survives a power cut. A kill at any instant leaves the old file or the new one, never a torn one; a
+leftover ``.<name>.*.tmp`` of a killed write is harmless and ignored by every reader.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing (``mode`` "w" or "wb", ``kwargs`` to `open`);
+    on a clean exit it replaces ``path``, on an exception it is removed and ``path`` is untouched."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    handle_fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle_fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """``path`` holds ``text`` (UTF-8), replaced atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """``path`` holds ``data``, replaced atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; folders cannot be opened for fsync on some systems (Windows): skipped."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

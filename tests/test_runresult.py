@@ -1,0 +1,57 @@
+"""`RunResult`: a results file read as typed records, validated on read; compare skips a bad file."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from classify import cli
+from classify.compare import compare
+from classify.runresult import RunResult, RunResultError
+from tests.fixtures import result_record, scores_record
+
+
+def _record(name: str = "bb__logreg", val: float = 0.9) -> dict:
+    return result_record(name, val=scores_record(val), test=scores_record(0.8, n=50), backbones=[name.split("__")[0]])
+
+
+def test_fields_are_typed_records():
+    run = RunResult.from_json(_record(), "r.json")
+    assert run.run == "bb__logreg" and run.backbones == ("bb",) and run.head == "logreg"
+    assert run.val.accuracy == 0.9 and run.test.n == 50
+    assert run.test.accuracy_ci95.low == pytest.approx(0.79) and run.test.worst_group is None
+    assert run.threshold == 0.5 and run.calibrator == "none" and run.invalid_test == 0
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda r: r["metrics"]["val"].update(accuracy="high"), "metrics.val.accuracy must be a number, not 'high'"),
+    (lambda r: r.pop("metrics"), "field metrics is missing"),
+    (lambda r: r["config"].update(backbones=[1, 2]), "config.backbones must be a list of strings"),
+    (lambda r: r["metrics"]["test"]["ci95"].update(accuracy=[0.1]), "metrics.test.ci95.accuracy must be [low, high]"),
+    (lambda r: r["metrics"]["test"].update(n=True), "metrics.test.n must be an integer"),
+])
+def test_a_wrong_type_or_missing_field_is_one_line_naming_file_and_field(edit, field):
+    record = _record()
+    edit(record)
+    with pytest.raises(RunResultError) as caught:
+        RunResult.from_json(record, "runs/x.json")
+    assert str(caught.value).startswith("runs/x.json: ") and field in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_compare_skips_malformed_results_with_a_warning(tmp_path, caplog, capsys):
+    (tmp_path / "good__logreg.json").write_text(json.dumps(_record("good__logreg")))
+    bad = _record("bad__logreg", val=0.99)
+    bad["metrics"]["val"]["accuracy"] = "high"
+    (tmp_path / "bad__logreg.json").write_text(json.dumps(bad))
+    none = _record("none__logreg", val=0.99)
+    del none["metrics"]
+    (tmp_path / "none__logreg.json").write_text(json.dumps(none))
+    with caplog.at_level(logging.WARNING):
+        markdown, _ = compare(tmp_path)
+    assert "good" in markdown and "bad" not in markdown and "none__" not in markdown
+    warned = " ".join(caplog.messages)
+    assert "bad__logreg.json: field metrics.val.accuracy must be a number" in warned
+    assert "none__logreg.json: field metrics is missing" in warned
+    assert cli.main(["compare", str(tmp_path)]) == 0
