@@ -27,7 +27,8 @@ from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.label_audit import count_doubted, doubt_note
 from classify.predict import status_text
-from classify.results import HeadFileError, library_versions, load_runs
+from classify.results import HeadFileError, library_versions, load_results
+from classify.runresult import RunResult, Scores
 from features.dataset import SPLITS
 from features.store import FeatureStore, Status, StoreError
 
@@ -45,7 +46,7 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
     """The HTML report at ``out`` and the Markdown one beside it; returns both paths."""
     out, results_dir = Path(out), Path(results_dir)
     store = FeatureStore.open(store_path)
-    runs = load_runs(results_dir)
+    runs = load_results(results_dir)
     if not runs:
         raise FileNotFoundError(f"no results files (version 3) in {results_dir}")
     demo = demo or (results_dir / DEMO_MARKER).exists()
@@ -56,20 +57,20 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
     return [html, markdown]
 
 
-def errors_of(run: dict, results_dir: Path) -> dict | None:
+def errors_of(run: RunResult, results_dir: Path) -> dict | None:
     """compare's errors.json when it is of this run, else computed now; None when it cannot be."""
     found = read_error_file(results_dir)
-    if found is not None and found["run"] == run["run"]:
+    if found is not None and found["run"] == run.run:
         return found
     try:
-        return error_analysis(run, results_dir)
+        return error_analysis(run.record, results_dir)
     except (StoreError, HeadFileError, FileNotFoundError) as error:
         log.warning("no error gallery: %s", error)
         return None
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
-def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs: list[dict], errors: dict | None,
+def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs: list[RunResult], errors: dict | None,
                   *, demo: bool) -> dict:
     """The keyword sections of `classify.html_report.render`."""
     best = recommend(runs)
@@ -87,37 +88,45 @@ def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs:
         "compact_columns": compact_columns(runs),
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
-        "groups": {label: scores["groups"] for label, scores in sets},
+        "groups": {label: scores.record["groups"] for label, scores in sets},
         "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
         "galleries": galleries(errors)}
 
 
-def compact_columns(runs: list[dict]) -> list[str]:
+def compact_columns(runs: list[RunResult]) -> list[str]:
     """`COMPACT`, with each eval store's accuracy before the last column."""
     return [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]]
 
 
-def summary(runs: list[dict], errors: dict | None, *, demo: bool) -> dict:
+def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
     """The first screen: the recommendation, where it was scored, the best out of domain, label checks."""
     best = recommend(runs)
     reason = recommendation_text(runs).splitlines()[0]
-    scored = [{"where": f"{best['store']['dataset']} test (in domain)", **_headline(best["metrics"]["test"])}]
-    for label, cross in best.get("cross_dataset", {}).items():
-        scored.append({"where": f"{label}, {cross['rows']} rows (cross-dataset)", **_headline(cross["report"])})
-        if "adults" in cross["report"]:
-            adults = cross["report"]["adults"]
-            scored.append({"where": f"{label}, aged >= {adults['min_age']}", **_headline(adults)})
-    out_of_domain = [f"{label}: {run_title(other)} ({fmt(other['cross_dataset'][label]['report']['accuracy'])})"
+    scored = [{"where": f"{best.store_dataset} test (in domain)", **_headline(best.test)}]
+    for label, cross in best.cross.items():
+        scored.append({"where": f"{label}, {cross.rows} rows (cross-dataset)", **_headline(cross.report)})
+        adults = cross.report.record.get("adults")
+        if isinstance(adults, dict):
+            scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
+    out_of_domain = [f"{label}: {run_title(other)} ({fmt(other.cross[label].report.accuracy)})"
                      for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
     return {"recommended": run_title(best), "reason": reason[reason.find("(") + 1:reason.rfind(")")],
             "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
             "verdict": verdict(runs, demo=demo)}
 
 
-def _headline(scores: dict) -> dict:
-    ci = (scores.get("ci95") or {}).get("accuracy")
-    return {"accuracy": scores["accuracy"], "ci": ci, "male_recall": scores.get("recall"),
-            "female_recall": scores.get("female_recall"), "n": scores.get("n")}
+def _headline(scores: Scores) -> dict:
+    return {"accuracy": scores.accuracy, "ci": (scores.accuracy_ci95.low, scores.accuracy_ci95.high),
+            "male_recall": scores.recall, "female_recall": scores.female_recall, "n": scores.n}
+
+
+def _adult_headline(adults: dict) -> dict:
+    """The faces aged >= min_age of an eval store (a sub-record the typed `Scores` does not carry)."""
+    numbers = {key: adults.get(key) if isinstance(adults.get(key), (int, float)) else None
+               for key in ("accuracy", "recall", "female_recall", "n")}
+    ci = (adults.get("ci95") or {}).get("accuracy") if isinstance(adults.get("ci95"), dict) else None
+    return {"accuracy": numbers["accuracy"], "ci": ci, "male_recall": numbers["recall"],
+            "female_recall": numbers["female_recall"], "n": numbers["n"]}
 
 
 def label_check_lines(errors: dict | None) -> list[str]:
@@ -130,41 +139,40 @@ def label_check_lines(errors: dict | None) -> list[str]:
             for where, rows in parts]
 
 
-def verdict(runs: list[dict], *, demo: bool) -> str:
+def verdict(runs: list[RunResult], *, demo: bool) -> str:
     """One line: what the recommended run scores, and whether it transfers."""
     best = recommend(runs)
-    test = best["metrics"]["test"]["accuracy"]
-    line = f"{run_title(best)} scores {test:.1%} on {best['store']['dataset']} test"
+    line = f"{run_title(best)} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
     for label in eval_datasets(runs):
-        mine = best.get("cross_dataset", {}).get(label)
-        other = best_out_of_domain(runs, label)
+        mine, other = best.cross.get(label), best_out_of_domain(runs, label)
         if mine is None:
             continue
-        line += f"; {mine['report']['accuracy']:.1%} on {label}"
+        line += f"; {mine.report.accuracy:.1%} on {label}"
         if other is not None and other is not best:
-            line += f" (best there: {run_title(other)}, {other['cross_dataset'][label]['report']['accuracy']:.1%})"
+            line += f" (best there: {run_title(other)}, {other.cross[label].report.accuracy:.1%})"
         else:
             line += " (also the best there)"
     return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
 
 
-def scored_sets(run: dict) -> list[tuple[str, dict]]:
+def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
     """(label, scored rows) of the run: in-domain test and val, then each eval store's report and val."""
-    dataset = run["store"]["dataset"]
-    sets = [(f"{dataset} test", run["metrics"]["test"]), (f"{dataset} val (choices made here)", run["metrics"]["val"])]
-    for label, cross in run.get("cross_dataset", {}).items():
-        sets.append((f"{label} {cross['rows']} (cross-dataset)", cross["report"]))
-        if cross.get("val"):
-            sets.append((f"{label} val (cross-dataset, choosing)", cross["val"]))
+    sets = [(f"{run.store_dataset} test", run.test), (f"{run.store_dataset} val (choices made here)", run.val)]
+    for label, cross in run.cross.items():
+        sets.append((f"{label} {cross.rows} (cross-dataset)", cross.report))
+        if cross.val is not None:
+            sets.append((f"{label} val (cross-dataset, choosing)", cross.val))
     return sets
 
 
-def calibration_entry(run: dict, scores: dict) -> dict:
-    return {"before": scores["calibration"]["before"], "after": scores["calibration"]["after"],
-            "calibrator": run["decision"]["calibrator"], "threshold": run["decision"]["threshold"],
-            "recalls": scores.get("recalls")}
+def calibration_entry(run: RunResult, scores: Scores) -> dict:
+    """The calibration record of a scored set, with the run's decision (method, how it was chosen, threshold)."""
+    fitted = run.record["decision"]["calibrator"].get("fitted_on", {})  # prose, shown as it is
+    return {"before": scores.record["calibration"]["before"], "after": scores.record["calibration"]["after"],
+            "calibrator": {"method": run.calibrator, "fitted_on": fitted},
+            "threshold": {"rule": run.threshold_rule, "value": run.threshold}, "recalls": scores.record.get("recalls")}
 
 
 def galleries(errors: dict | None) -> list[dict] | None:
@@ -195,7 +203,7 @@ DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was foun
                 "cartoon faces with random labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
 
 
-def markdown_lines(store: FeatureStore, results: Path, runs: list[dict], report_dir: Path, *,
+def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], report_dir: Path, *,
                    demo: bool) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", ""]
@@ -225,33 +233,32 @@ def md_extraction(store: FeatureStore) -> list[str]:
     return lines + [""]
 
 
-def md_cross_dataset(run: dict) -> list[str]:
+def md_cross_dataset(run: RunResult) -> list[str]:
     """The recommended run's numbers on each eval store (trained on one dataset, applied to another)."""
     lines = []
-    for label, cross in run.get("cross_dataset", {}).items():
-        report = cross["report"]
-        low, high = report["ci95"]["accuracy"]
-        line = (f"- **{run['store']['dataset']} -> {label}** ({cross['rows']} rows of `{cross['path']}`): accuracy "
-                f"{fmt(report['accuracy'])} (95% CI {fmt(low)}-{fmt(high)}) on {report['n']:,} faces, "
-                f"{fmt(report['accuracy_all'])} counting {sum(report['invalid'].values())} invalid rows as errors; "
-                f"male recall {fmt(report['recall'])}, female recall {fmt(report['female_recall'])}")
-        if "adults" in report:
-            adults = report["adults"]
-            line += (f"; aged >= {adults['min_age']}: {fmt(adults['accuracy'])} on {adults['n']:,} faces (male "
-                     f"recall {fmt(adults['recall'])}, female {fmt(adults['female_recall'])})")
+    for label, cross in run.cross.items():
+        report, ci = cross.report, cross.report.accuracy_ci95
+        invalid = sum((report.record.get("invalid") or {}).values())
+        line = (f"- **{run.store_dataset} -> {label}** ({cross.rows} rows of `{cross.path}`): accuracy "
+                f"{fmt(report.accuracy)} (95% CI {fmt(ci.low)}-{fmt(ci.high)}) on {report.n:,} faces, "
+                f"{fmt(cross.accuracy_all)} counting {invalid} invalid rows as errors; "
+                f"male recall {fmt(report.recall)}, female recall {fmt(report.female_recall)}")
+        adults = report.record.get("adults")
+        if isinstance(adults, dict):
+            line += (f"; aged >= {adults.get('min_age')}: {fmt(adults.get('accuracy'))} on {adults.get('n', 0):,} "
+                     f"faces (male recall {fmt(adults.get('recall'))}, female {fmt(adults.get('female_recall'))})")
         lines.append(line + ".")
     return ["### Cross-dataset (the recommended head on other datasets)", "", *lines, ""] if lines else []
 
 
-def md_results(results: Path, runs: list[dict], report_dir: Path) -> list[str]:
+def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[str]:
     best = recommend(runs)
-    test = best["metrics"]["test"]
-    low, high = test["ci95"]["accuracy"]
+    test, ci = best.test, best.test.accuracy_ci95
     lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
              "Recommended (val, near-ties broken as the leaderboard says): "
-             f"**{run_title(best)}** (val accuracy {fmt(best['metrics']['val']['accuracy'])}): test accuracy "
-             f"**{fmt(test['accuracy'])}** (95% bootstrap CI {fmt(low)}-{fmt(high)}), F1 (male) {fmt(test['f1'])}, "
-             f"ROC-AUC {fmt(test['roc_auc'])}, on {test['n']:,} test images. Rows invalid for a backbone (no face "
+             f"**{run_title(best)}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
+             f"**{fmt(test.accuracy)}** (95% bootstrap CI {fmt(ci.low)}-{fmt(ci.high)}), F1 (male) {fmt(test.f1)}, "
+             f"ROC-AUC {fmt(test.roc_auc)}, on {test.n:,} test images. Rows invalid for a backbone (no face "
              "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
              "errors, to compare runs on the same test images.", "",
              (results / "leaderboard.md").read_text(), "", *md_cross_dataset(best)]

@@ -121,9 +121,10 @@ def test_every_documented_command_parses(doc):
 
 
 @pytest.mark.usefixtures("tiny_backbones")
-def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch):
+def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch, capsys):
     """The README's stages block, run command by command on generated CelebA and UTKFace folders with the
-    tiny test backbone in place of dlib_resnet: each command exits 0 and leaves what the README says."""
+    tiny test backbone in place of dlib_resnet: each command exits 0 and leaves what the README says; then
+    its Python example on the head that block trained."""
     from classify import cli as classify_cli
     from extract import cli as extract_cli
     from tests.fixtures import make_celeba, make_utkface
@@ -155,3 +156,17 @@ def test_the_readme_quickstart_runs_end_to_end(tmp_path, monkeypatch):
     assert len((tmp_path / "preds.csv").read_text().splitlines()) == 1 + 3  # a header and one row per image
     assert "<h2>Summary</h2>" in (tmp_path / "runs" / "celeba" / "report.html").read_text(encoding="utf-8")
     assert (tmp_path / "runs" / "celeba" / "report.md").is_file()
+    _run_the_python_example(readme, faces, capsys)
+
+
+def _run_the_python_example(readme: str, faces: Path, capsys) -> None:
+    """The README's `GenderModel` example on the head the stages block trained, with two of its images."""
+    example = next(code for kind, code in FENCE.findall(readme) if kind == "python")
+    first, second = sorted(faces.glob("*.jpg"))[:2]
+    example = (example.replace("dlib_resnet", "tiny_test").replace('"face.jpg"', repr(str(first)))
+               .replace('"group.jpg"', repr(str(second))))
+    capsys.readouterr()
+    exec(compile(example, "README.md", "exec"), {})  # noqa: S102 - the README's own code, run as a user would
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [words[0] for words in printed] == [str(first), str(second)]
+    assert all(words[1] in ("male", "female") and 0.5 <= float(words[2]) <= 1 for words in printed)

@@ -11,7 +11,7 @@ import pytest
 
 from classify import cli
 from classify.compare import recommend, run_title
-from classify.results import load_runs
+from classify.results import load_results
 from tests.test_classify_cli import make_store
 from tests.test_html_report import browser, check_in_chromium
 
@@ -32,14 +32,14 @@ def reported(tmp_path_factory):
 def test_report_writes_html_and_markdown_from_the_results(reported):
     out, html_path = reported
     page, markdown = html_path.read_text(encoding="utf-8"), html_path.with_suffix(".md").read_text()
-    chosen = recommend(load_runs(out))
-    test = chosen["metrics"]["test"]
-    low, high = test["ci95"]["accuracy"]
+    chosen = recommend(load_results(out))
+    test = chosen.test
+    low, high = test.accuracy_ci95.low, test.accuracy_ci95.high
     summary = page[page.index("<h2>Summary</h2>"):page.index("<h2>Leaderboard</h2>")]
     assert f"Recommended: <b>{run_title(chosen)}</b>" in summary
-    assert f"{test['accuracy']:.3f} [{low:.3f}, {high:.3f}]" in summary  # in domain, with its interval
-    cross = chosen["cross_dataset"]["synthetic:b"]["report"]
-    assert f"{cross['accuracy']:.3f} [" in summary and "(cross-dataset)" in summary
+    assert f"{test.accuracy:.3f} [{low:.3f}, {high:.3f}]" in summary  # in domain, with its interval
+    cross = chosen.cross["synthetic:b"].report
+    assert f"{cross.accuracy:.3f} [" in summary and "(cross-dataset)" in summary
     assert "Best out of domain:" in summary and "Label checks:" in summary
     # an error gallery for test and for the eval store, as many cards as errors.json lists
     errors = json.loads((out / "errors.json").read_text())
@@ -55,7 +55,7 @@ def test_report_refuses_bad_input_in_one_line(tmp_path, capsys, reported):
     empty.mkdir()
     assert cli.main(["report", "--store", str(tmp_path / "missing.zarr"), "--results", str(out),
                      "--out", str(tmp_path / "r.html")]) == 2
-    store = next(iter(load_runs(out)))["config"]["stores"][0]
+    store = load_results(out)[0].stores[0]
     assert cli.main(["report", "--store", store, "--results", str(empty), "--out", str(tmp_path / "r.html")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
