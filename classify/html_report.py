@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features import atomic
+
 THUMBNAIL_PX = 96
 MAX_GALLERY = 60
 CSS = """*{box-sizing:border-box}
@@ -391,5 +393,5 @@ def write_html(path, **sections) -> Path:
     """`render` into ``path`` (UTF-8); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(**sections), encoding="utf-8")
+    atomic.write_text(path, render(**sections))  # a kill leaves the old report or the new one
     return path

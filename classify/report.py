@@ -29,6 +29,7 @@ from classify.label_audit import count_doubted, doubt_note
 from classify.predict import status_text
 from classify.results import HeadFileError, library_versions, load_results
 from classify.runresult import RunResult, Scores
+from features import atomic
 from features.dataset import SPLITS
 from features.store import FeatureStore, Status, StoreError
 
@@ -53,7 +54,8 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
     errors = errors_of(recommend(runs), results_dir)
     html = write_html(out, **html_sections(store, str(store_path), results_dir, runs, errors, demo=demo))
     markdown = out.with_suffix(".md")
-    markdown.write_text("\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent, demo=demo)))
+    atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent,
+                                                         demo=demo)))
     return [html, markdown]
 
 
