@@ -40,7 +40,7 @@ table{border-collapse:collapse;margin:.4em 0 1em;font-size:.85em}th{background:#
 td,th{border:1px solid #ccc;padding:.15em .45em;text-align:left;vertical-align:top}td{white-space:nowrap}
 p,li,td,code{overflow-wrap:anywhere}img{max-width:100%;height:auto}.scroll{overflow-x:auto;max-width:100%}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:.5em 1.5em;align-items:start}
-.pair{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1.5em;align-items:start}
+.pair{display:grid;grid-template-columns:minmax(0,max-content) minmax(320px,1fr);gap:1.5em;align-items:start}
 .grid>*,.pair>*{min-width:0}@media(max-width:900px){.pair{grid-template-columns:1fr}}
 tr.small td{color:#999}tr.chosen td{background:#eef7ee;font-weight:600}
 .summary{border:2px solid #3a6;border-radius:6px;padding:.2em 1em .5em;background:#f7fbf8}
@@ -155,9 +155,9 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
                      + img(_binary_plot(binary), "accuracy by attribute") + "</div>")
     absent = [f for f in yes_no if f not in binary]
-    if absent:
-        parts.append(f"<p>No rows here record {len(absent)} attribute{'s' * (len(absent) > 1)}: "
-                     f"{esc(', '.join(absent))}.</p>")
+    if absent:  # one line, the names behind it: a CelebA subset can lack 39 of the 40 attributes
+        parts.append(f"<details><summary>No rows here record {len(absent)} attribute{'s' * (len(absent) > 1)}"
+                     f"</summary><p>{esc(', '.join(absent))}.</p></details>")
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")

@@ -163,5 +163,5 @@ def test_an_attribute_no_row_records_is_named_not_plotted(tmp_path):
     attributes = {"Smiling": rng.integers(0, 2, 200), "Young": np.full(200, -1)}  # -1: no row records Young
     sections["groups"] = {"run, test": group_metrics(y, pred, attributes, n_resamples=50)}
     page = render(**sections)
-    assert "No rows here record 1 attribute: Young." in page
+    assert "<summary>No rows here record 1 attribute</summary><p>Young.</p>" in page
     assert page.count('alt="accuracy by attribute"') == 1  # Smiling's plot, with no empty row for Young
