@@ -14,7 +14,9 @@ The recommendation (`recommend`) is the best on val unless others are within the
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's test errors and rejected images go to errors.json/.csv (`classify.errors`).
+The recommended run's test errors and rejected images are listed by train in errors.json/.csv
+(`classify.errors`); compare only reads them (the label-check note), and only when they belong to
+the recommended run's current head (by its sha256).
 Plots use matplotlib's Agg backend:
 ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
 bootstrap interval (dots and lines, in val-ranking order).
@@ -25,7 +27,11 @@ import csv
 import logging
 from pathlib import Path
 
+from classify.errors import read_error_file
+from features import atomic
+from features.tables import csv_cell, markdown_cell
 from classify.label_audit import doubt_note
+from classify.metrics import fmt  # noqa: F401  (re-exported: the reports format with it)
 from classify.results import load_results
 from classify.runresult import CrossResult, RunResult, Scores
 
@@ -225,23 +231,21 @@ def accuracy_all_test(run: RunResult) -> float:
     return run.test.accuracy * usable_share(run)
 
 
-def fmt(value) -> str:
-    """A score to 4 places; "n/a" for one that does not exist (None, NaN: a sex with no rows)."""
-    return "n/a" if value is None or value != value else f"{value:.4f}"
-
-
 def to_markdown(rows: list[dict]) -> str:
+    """A Markdown table; cells escaped (`features.tables.markdown_cell`: a ``|`` or ``<`` in a name
+    cannot break the table or open a tag)."""
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    """The rows as CSV, atomically; formula-like text cells quoted (`features.tables.csv_cell`)."""
+    with atomic.atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[csv_cell(c) for c in rows[0]])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({csv_cell(key): csv_cell(value) for key, value in row.items()} for row in rows)
 
 
 def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
@@ -254,7 +258,7 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     if not directory.is_dir():
         raise CompareError(f"results directory {directory} does not exist")
     if demo:
-        (directory / DEMO_MARKER).write_text(DEMO_NOTE)
+        atomic.write_text(directory / DEMO_MARKER, DEMO_NOTE)
     demo = (directory / DEMO_MARKER).exists()
     runs = load_results(directory)
     if not runs:
@@ -266,33 +270,16 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    error_paths, analysis = write_errors_of(recommend(runs).record, directory)
-    note = doubt_note(analysis) if analysis else ""
+    chosen = recommend(runs)
+    analysis = read_error_file(directory, chosen.head_sha256)  # computed by train, never here
+    note = doubt_note(analysis) if analysis and analysis["run"] == chosen.run else ""
     markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
                 + (f"\n{note}\n" if note else ""))
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
-    paths[0].write_text(markdown)
+    atomic.write_text(paths[0], markdown)
     write_csv(rows, paths[1])
     paths += plot_all(runs, directory, demo=demo)
-    return markdown, paths + error_paths
-
-
-def write_errors_of(run: dict, directory: Path) -> tuple[list[Path], dict | None]:
-    """errors.json/.csv (`classify.errors`) of the recommended run, and the analysis; a warning, not a
-    failure, when its head or store is not at hand (a results folder copied elsewhere)."""
-    from classify.calibration import CalibrationError
-    from classify.errors import ERRORS_CSV, ERRORS_JSON, error_analysis, write_error_files
-    from classify.results import HeadFileError
-    from features.store import StoreError
-
-    try:
-        analysis = error_analysis(run, directory)
-        return write_error_files(analysis, directory), analysis
-    except (HeadFileError, StoreError, CalibrationError, OSError) as error:
-        log.warning("no error analysis for %s: %s", run["run"], error)
-        for stale in (ERRORS_JSON, ERRORS_CSV):  # an older run's lists must not pass for this one's
-            (directory / stale).unlink(missing_ok=True)
-        return [], None
+    return markdown, paths
 
 
 def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:
@@ -307,7 +294,8 @@ def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[P
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
         fig = draw(plt, runs, demo=demo)
-        fig.savefig(directory / name, dpi=110, bbox_inches="tight")
+        with atomic.atomic_open(directory / name, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(directory / name)
     return written

@@ -16,32 +16,46 @@ The same lists for the rows each eval store reported (``cross_dataset``, by eval
 ``label_check`` also carries the cross-validated check on that store's own labels
 (`classify.label_audit.cross_val_doubts`): a cross-dataset error is often the other dataset's label.
 
-Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 1:
-run, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one line per error
-or rejected image, the eval stores' after the training stores': kind, dataset, id, path, true,
-predicted, p_male, reason, groups, label_check).
+Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 2:
+run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one
+line per error or rejected image, the eval stores' after the training stores': kind, dataset, id, path,
+true, predicted, p_male, reason, groups, label_check), each written atomically.
+
+The lists are computed where the scores are: by train for the recommended run (`write_errors_for`, or
+``python -m classify errors DIR``), never by compare or the reports, which only read them
+(`read_error_file`) and ignore a file whose ``head_sha256`` is not the current head's: after a kill
+between train and compare, no report shows another head's errors. Train also removes a run's lists
+before it replaces that run's head (`forget`).
 """
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from classify import label_audit, protocol
+from classify.calibration import CalibrationError
+from classify.headfile import HeadFileError
 from classify.headfile import SUFFIX
+from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from features.jsonfile import jsonable
+from classify.results import store_identity
+from features import atomic
+from features.jsonfile import dumps, read_json
+from features.tables import csv_row
 from classify.run_analysis import error_rows
 from features.dataset import SPLITS, DatasetError
+from features.datasets import load_dataset
 from features.store import FeatureStore, Status, StoreError
 
 log = logging.getLogger(__name__)
 
 ERRORS_KIND = "classify-errors"
-ERRORS_VERSION = 1
+ERRORS_VERSION = 2  # 2: bound to the head by head_sha256
+ERRORS_LIMIT = 256 << 20  # bytes of an errors.json that is read back
 ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 
 
@@ -69,7 +83,8 @@ def error_analysis(run: dict, results_dir: Path, *, split: str = "test") -> dict
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
-    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"], "split": split,
+    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run["run"],
+            "head_sha256": record["head_file"]["sha256"], "split": split,
             "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
             "cross_dataset": cross_dataset_errors(run, model)}
 
@@ -78,10 +93,6 @@ def cross_dataset_errors(run: dict, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
     eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
-    from classify import protocol
-    from classify.evaluate import error_list
-    from classify.results import store_identity
-
     backbones = model.names
     out = {}
     for label, cross in run.get("cross_dataset", {}).items():
@@ -99,10 +110,23 @@ def cross_dataset_errors(run: dict, model: GenderModel) -> dict:
     return out
 
 
+def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, *, seed: int = 0) -> dict:
+    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
+    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
+    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
+    part, paths = data.report, image_paths(store)
+    attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
+    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
+                      threshold=model.threshold, attributes=attributes)
+    doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
+    return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
+                       for row in rows],
+            "rejected": rejected_rows(store, model.names, paths, None if data.report_rows == "all" else "test",
+                                      dataset=data.label)}
+
+
 def image_paths(store: FeatureStore) -> np.ndarray:
     """Each store row's image path, from the dataset at the recorded root ("" where it cannot be read)."""
-    from features.datasets import load_dataset
-
     info = store.dataset_info
     try:
         dataset = load_dataset(store.dataset_name, info["root"], seed=info.get("split_seed") or 0)
@@ -117,8 +141,6 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
                   dataset: str | None = None) -> list[dict]:
     """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
     reasons joined; ``dataset`` names them (default: the store's dataset)."""
-    from classify.images import status_text
-
     in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
     reasons: dict[int, list[str]] = {}
     for name in backbones:
@@ -130,34 +152,76 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
 
 
 def write_error_files(analysis: dict, directory: Path) -> list[Path]:
-    """errors.json and errors.csv in ``directory``; returns their paths."""
+    """errors.json and errors.csv in ``directory``, each atomically; returns their paths."""
     directory = Path(directory)
     json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
-    json_path.write_text(json.dumps(jsonable(analysis), indent=1, allow_nan=False))
     cross = analysis.get("cross_dataset", {}).values()
     write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
                     analysis["rejected"] + [row for part in cross for row in part["rejected"]], csv_path)
+    atomic.write_text(json_path, dumps(analysis))  # last: the JSON says the pair is complete
     return [json_path, csv_path]
 
 
 def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> None:
-    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected")."""
-    with open(path, "w", newline="") as handle:
+    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected"); cells that a
+    spreadsheet would run as formulas are quoted (`features.tables.csv_cell`)."""
+    with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
                          "label_check"])
         for row in errors:
-            writer.writerow(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
-                             f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items()),
-                             row.get("label_check", "")])
+            groups = "; ".join(f"{k}: {v}" for k, v in row["groups"].items())
+            writer.writerow(csv_row(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
+                                     f"{row['p_male']:.4f}", "", groups, row.get("label_check", "")]))
         for row in rejected:
-            writer.writerow(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], "", ""])
+            writer.writerow(csv_row(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"],
+                                     "", ""]))
 
 
-def read_error_file(directory: Path) -> dict | None:
-    """errors.json of a results folder, or None when there is none (or of another version)."""
+def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
+    """errors.json of a results folder; None, with a warning, when it is missing, unreadable (not a
+    regular file, torn, not strict JSON), of another version, or, given ``head_sha256``, of another head."""
     path = Path(directory) / ERRORS_JSON
-    if not path.is_file():
+    if not path.exists():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("kind") == ERRORS_KIND and record.get("version") == ERRORS_VERSION else None
+    try:
+        record = read_json(path, limit=ERRORS_LIMIT, what="error list")
+    except ValueError as error:
+        log.warning("ignoring %s", error)
+        return None
+    if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
+        log.warning("ignoring %s: not an error list of version %d", path, ERRORS_VERSION)
+        return None
+    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
+        log.warning("ignoring %s: it lists the errors of another head than %s's current one", path,
+                    str(record.get("run"))[:200])
+        return None
+    return record
+
+
+def forget(directory: Path, run: str) -> None:
+    """Remove the error lists of ``run`` (before its head is replaced: they would describe the old one)."""
+    path = Path(directory) / ERRORS_JSON
+    if not path.exists():
+        return
+    try:
+        listed = read_json(path, limit=ERRORS_LIMIT, what="error list").get("run")
+    except (ValueError, AttributeError):
+        listed = run  # unreadable: not worth keeping either
+    if listed == run:
+        for stale in (ERRORS_JSON, ERRORS_CSV):
+            (Path(directory) / stale).unlink(missing_ok=True)
+
+
+def write_errors_for(run: dict, directory: Path) -> tuple[list[Path], dict | None]:
+    """errors.json/.csv of ``run`` (a results record in ``directory``, the recommended run), and the
+    analysis; a warning, not a failure, when its head or store is not at hand (a results folder copied
+    elsewhere), and then no older lists are left to pass for this run's."""
+    try:
+        analysis = error_analysis(run, directory)
+        return write_error_files(analysis, directory), analysis
+    except (HeadFileError, StoreError, CalibrationError, OSError) as error:
+        log.warning("no error analysis for %s: %s", run["run"], error)
+        for stale in (ERRORS_JSON, ERRORS_CSV):
+            (Path(directory) / stale).unlink(missing_ok=True)
+        return [], None

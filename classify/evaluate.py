@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from classify import label_audit, protocol
-from classify.compare import fmt
+from classify.errors import error_list
+from classify.metrics import fmt
 from classify.model import GenderModel
 from classify.results import store_identity
-from features.store import FeatureStore
+from features.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +41,9 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     return {"run": record["run"], "head": str(head_path), **result, **listed}
 
 
-def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, *, seed: int = 0) -> dict:
-    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
-    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
-    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
-    from classify.errors import image_paths, rejected_rows
-    from classify.run_analysis import error_rows
-
-    part, paths = data.report, image_paths(store)
-    attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
-                      threshold=model.threshold, attributes=attributes)
-    doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
-    return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
-                       for row in rows],
-            "rejected": rejected_rows(store, model.names, paths, None if data.report_rows == "all" else "test",
-                                      dataset=data.label)}
-
-
 def training_stores(record: dict, dataset_name: str) -> list[FeatureStore]:
     """The head's training stores of ``dataset_name`` that are still where and what they were; a warning
     for each that is not (the rows it saw cannot be left out then)."""
-    from features.store import StoreError
-
     found = []
     for entry in record.get("training_stores", []):
         if entry.get("dataset") != dataset_name:

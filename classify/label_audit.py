@@ -37,6 +37,8 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict, cross_val_score
 
 from classify.balance import standardised_logreg
+from features import atomic
+from features.tables import csv_cell
 
 MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
 MIN_SHARE = 0.8    # share of them that must carry the other label
@@ -192,7 +194,8 @@ def audit_text(store, rows: list[dict], backbones: Sequence[str] = ()) -> str:
 
 
 def write_audit(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
+    """The doubted rows as CSV, atomically; formula-like cells quoted (`features.tables.csv_cell`)."""
+    with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "split", "label", "identity_check", "cross_val_check"])
         writer.writeheader()
-        writer.writerows({key: row[key] for key in writer.fieldnames} for row in rows)
+        writer.writerows({key: csv_cell(row[key]) for key in writer.fieldnames} for row in rows)

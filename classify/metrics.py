@@ -131,3 +131,8 @@ def evaluate(y_true: np.ndarray, proba_male: np.ndarray, *, n_resamples: int = 1
             "confusion_matrix": cm.tolist(), "confusion_labels": ["female", "male"],
             "ci95": bootstrap_ci(y_true, y_pred, n_resamples=n_resamples, seed=seed),
             "n_resamples": n_resamples, "roc": thin_curve(fpr, tpr)}
+
+
+def fmt(value) -> str:
+    """A score to 4 places; "n/a" for one that does not exist (None, NaN: a sex with no rows)."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"

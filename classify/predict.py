@@ -10,6 +10,9 @@ from pathlib import Path
 
 from classify.images import PredictError, Prediction, status_text  # noqa: F401  (re-exported)
 from classify.model import GenderModel
+from features import atomic
+from features.cli import one_line
+from features.tables import csv_row
 
 
 def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
@@ -25,13 +28,13 @@ CSV_COLUMNS = ["path", "gender", "probability", "status", "reason", "face", "box
 def write_predictions(predictions: list[Prediction], path: Path) -> None:
     """CSV: path, gender, probability (of that gender), status, reason, then the face's index in its image
     (0 the largest) and box x, y, w, h in original-image pixels (empty when there is no face or box)."""
-    with open(path, "w", newline="") as handle:
+    with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for p in predictions:
+        for p in predictions:  # a file named "=HYPERLINK(...).jpg" is text to a spreadsheet, not a formula
             box = [f"{v:.1f}" for v in p.box] if p.box is not None else [""] * 4
-            writer.writerow([p.path, p.gender, "" if p.probability is None else f"{p.probability:.4f}", p.status,
-                             p.reason, "" if p.face is None else p.face, *box])
+            writer.writerow(csv_row([p.path, p.gender or "", "" if p.probability is None else f"{p.probability:.4f}",
+                                     p.status, p.reason, "" if p.face is None else p.face, *box]))
 
 
 def format_predictions(predictions: list[Prediction], *, faces: bool = False) -> str:
@@ -39,18 +42,24 @@ def format_predictions(predictions: list[Prediction], *, faces: bool = False) ->
 
     faces: one line per face, with its index in the image and its box ('path  0  12,40 88x104  male  0.97').
     """
-    width = max(len(p.path) for p in predictions + [Prediction("image", "")])
+    shown = [_shown(p.path) for p in predictions]  # one line each, however the file is named
+    width = max(len(text) for text in shown + ["image"])
     boxes = [_box_text(p) for p in predictions]
     where = max(len(text) for text in boxes + ["face  box x,y wxh"]) if faces else 0
     header = f"{'image':<{width}}  " + (f"{'face  box x,y wxh':<{where}}  " if faces else "")
     lines = [header + "gender  probability of that gender"]
-    for p, box in zip(predictions, boxes):
-        start = f"{p.path:<{width}}  " + (f"{box:<{where}}  " if faces else "")
+    for p, path, box in zip(predictions, shown, boxes):
+        start = f"{path:<{width}}  " + (f"{box:<{where}}  " if faces else "")
         if p.status == "ok":
             lines.append(f"{start}{p.gender:<6}  {p.probability:.4f}")
         else:
-            lines.append(f"{start}{p.status}{': ' + p.reason if p.reason else ''}".rstrip())
+            lines.append(f"{start}{p.status}{': ' + one_line(p.reason, limit=200) if p.reason else ''}".rstrip())
     return "\n".join(lines + [totals(predictions, faces=faces)])
+
+
+def _shown(path: str) -> str:
+    """A path as one console line: newlines escaped, an absurdly long name cut (`features.cli.one_line`)."""
+    return one_line(path, limit=300)
 
 
 def _box_text(p: Prediction) -> str:

@@ -2,8 +2,9 @@
 
 Writes the self-contained HTML report (`classify.html_report`) at ``--out`` and the Markdown report beside
 it (same name, ``.md``), from a feature store and a `classify train` results folder (results version 3).
-Everything shown was computed by train and compare; nothing is refitted, except that an errors.json of
-another run (or none) is computed again for the recommended run (`classify.errors`). The main job runs
+Everything shown was computed by train and compare; nothing is refitted. The error galleries come from
+train's error lists (errors.json, bound to the recommended run's head by its sha256); where those are
+missing or of another head, they are computed for the recommended run (`classify.errors`). The main job runs
 it; a user who trained by hand gets the same reports. Imports neither torch nor extract.
 
 HTML sections, in order: a summary (the recommended run, its accuracy with 95% interval and per-sex
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets, fmt,
+from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets,
                               leaderboard, recommend, recommendation_text, run_title)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.label_audit import count_doubted, doubt_note
+from classify.metrics import fmt
 from classify.predict import status_text
 from classify.results import HeadFileError, library_versions, load_results
 from classify.runresult import RunResult, Scores
@@ -61,7 +63,7 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
 
 def errors_of(run: RunResult, results_dir: Path) -> dict | None:
     """compare's errors.json when it is of this run, else computed now; None when it cannot be."""
-    found = read_error_file(results_dir)
+    found = read_error_file(results_dir, head_sha256=run.head_sha256)  # never another head's lists
     if found is not None and found["run"] == run.run:
         return found
     try:

@@ -314,3 +314,18 @@ def test_the_face_detections_entry_is_not_a_backbone_to_train_on(tmp_path, capsy
     assert code == 2
     err = capsys.readouterr().err
     assert f"has no backbone '{FACES}'; it holds: bb_a" in err and err.count("\n") == 1
+
+
+def test_one_cli_convention_and_training_is_a_library_call(tmp_path, capsys):
+    """classify's CLI shares features.cli's UsageError and exit codes; `train` works without the CLI."""
+    import features.cli
+    from classify.train import TrainSettings, train
+
+    assert cli.UsageError is features.cli.UsageError and not hasattr(cli, "cmd_train_orchestration")
+    store = make_store(tmp_path / "s.zarr", n=200)
+    assert cli.main(["train", "--store", store.path, "--out", str(tmp_path / "x"), "--bootstrap", "0"]) == 2
+    assert capsys.readouterr().err == "error: --bootstrap must be a positive number of resamples, not 0\n"
+    markdown, paths = train(TrainSettings(stores=(store.path,), out=tmp_path / "runs", backbones=("bb_a",),
+                                          heads=("logreg",), n_resamples=20))
+    assert "Recommended: bb_a + logreg" in markdown and tmp_path / "runs" / "leaderboard.md" in paths
+    assert (tmp_path / "runs" / "errors.json") in paths

@@ -1,0 +1,31 @@
+"""Cells of the tables the tools write, safe for the programs that open them.
+
+`csv_cell`: a text cell a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``,
+tab or carriage return, OWASP's list) gets a leading ``'``, unless it is a number ("-0.5" stays a
+number). `markdown_cell`: ``|`` cannot end a Markdown table cell early, ``<`` cannot open an HTML
+tag, and a newline cannot end the row.
+"""
+from __future__ import annotations
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """``value`` as a spreadsheet shows it but never evaluates it (non-strings are returned as they are)."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_row(values) -> list:
+    return [csv_cell(value) for value in values]
+
+
+def markdown_cell(value) -> str:
+    """``value`` as the text of one Markdown table cell."""
+    return (str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+            .replace("\r", " ").replace("\n", " "))
