@@ -4,7 +4,7 @@ Why: a dataset's labels can tie gender to something else. In CelebA the women ar
 young than the men (`Young` on the shared subset's 548 labelled train rows: 87% of the women,
 64% of the men). A head trained there learns "older -> male": trained on that subset, dlib_resnet +
 logreg calls 13% of UTKFace women aged 45-59 men, and 41% of those aged 75 and over (9% and 22% with
-``--balance-by Young``; PERFORMANCE.md).
+``--balance-by Young``; docs/findings.md).
 
 Reweighing (Kamiran & Calders, "Data preprocessing techniques for classification without
 discrimination", 2012) gives every row of a (gender g, stratum s) cell the weight

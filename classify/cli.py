@@ -1,4 +1,4 @@
-"""Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels}``.
+"""Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels,report}``.
 
     python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
                              [--heads logreg mlp] [--treatments none l2] [--calibrate auto|none|METHOD]
@@ -9,6 +9,7 @@
     python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
                                 [--errors errors.csv]
     python -m classify audit-labels --store S.zarr [--backbones a b] [--out doubts.csv]
+    python -m classify report --store S.zarr --results DIR --out report.html [--demo]
 
 Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
 run is also evaluated on that store (step 8). ``--calibrate`` and
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "on the other folds of these backbones' features (concatenated)")
     audit.add_argument("--out", type=Path, help="CSV file for the doubted rows")
     audit.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    rep = sub.add_parser("report", help="the HTML report of a results folder (and the Markdown one beside it)")
+    rep.add_argument("--store", required=True, help="the feature store the runs were trained on")
+    rep.add_argument("--results", required=True, type=Path, help="a `classify train` output folder")
+    rep.add_argument("--out", required=True, type=Path, help="the HTML file to write (FILE.md is written beside)")
+    rep.add_argument("--demo", action="store_true", help="mark the reports as made on generated demo data")
     return parser
 
 
@@ -182,8 +188,16 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from classify.report import write_reports  # matplotlib and the thumbnails: only when reporting
+
+    paths = write_reports(args.store, args.results, args.out, demo=args.demo)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "errors": cmd_errors, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "audit-labels": cmd_audit_labels}
+            "evaluate": cmd_evaluate, "audit-labels": cmd_audit_labels, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

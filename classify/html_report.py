@@ -1,18 +1,24 @@
 """One self-contained HTML report: plots as embedded PNG data URIs, face thumbnails as small JPEG data URIs.
 
 Takes plain data (dicts and lists), so any results format can feed it; no torch, no network, no script:
-the file opens offline in any browser. Every text that reaches the page goes through `html.escape`
-(file names and attribute names come from users). Sections, each optional:
+the file opens offline in any browser, reads at 1,280 px without horizontal scrolling (wide tables scroll
+inside their box) and prints. Every text that reaches the page goes through `html.escape` (file names
+and attribute names come from users). Sections, each optional, in this order:
 
+- ``summary``: {"recommended", "reason", "verdict", "scored": rows {"where", "accuracy", "ci", "male_recall",
+  "female_recall", "n"}, "best_out_of_domain": [text], "label_checks": [text]}
 - ``dataset``: {"name", "root", "store", "n_rows", "splits": {split: n}, "male": n}
 - ``extraction``: rows (dicts) for a table, e.g. per backbone valid / unreadable / no face
-- ``leaderboard``: rows (dicts) for a table, in rank order
-- ``groups``: {label: `classify.groups.group_metrics` output} (label e.g. "sface__logreg, test")
+- ``leaderboard``: rows (dicts) for a table, in rank order; ``compact_columns`` the ones shown at first
+  (every column behind a toggle); ``chosen``: the recommendation's text
+- ``plots``: {title: PNG file} shown side by side
+- ``groups``: {label: `classify.groups.group_metrics` output} (label e.g. "celeba test")
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
-  "recalls": {"before": {...}, "after": {...}} optional}}
-- ``errors``: rows {"path", "id", "p_male", "true", "predicted", "groups": {name: text}, "label_check"}
-  (most confident first is the caller's order); ``rejected``: rows {"path", "id", "reason"}.
+  "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}: one table, then the diagrams
+- ``galleries``: [{"title", "n_scored", "errors": rows {"path", "id", "p_male", "true", "predicted",
+  "groups": {name: text}, "label_check"} (most confident first is the caller's order), "rejected": rows
+  {"path", "id", "reason"}}]
 """
 from __future__ import annotations
 
@@ -23,13 +29,27 @@ from pathlib import Path
 
 import numpy as np
 
+from features import atomic
+
 THUMBNAIL_PX = 96
 MAX_GALLERY = 60
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .5em}
-th{background:#f0f0f0}tr.small td{color:#999}.gallery{display:flex;flex-wrap:wrap;gap:.6em}
-.card{border:1px solid #ccc;padding:.3em;width:150px;font-size:.75em}.card img{display:block;margin:auto}
-.warn{background:#fee;border:1px solid #c00;padding:.5em}"""
+CSS = """*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:1240px;color:#222;line-height:1.4}
+h1{font-size:1.5em;margin:.3em 0}h2{border-bottom:2px solid #ddd;margin-top:1.5em}h3{margin:1em 0 .3em}
+table{border-collapse:collapse;margin:.4em 0 1em;font-size:.85em}th{background:#f0f0f0}
+td,th{border:1px solid #ccc;padding:.15em .45em;text-align:left;vertical-align:top}td{white-space:nowrap}
+p,li,td,code{overflow-wrap:anywhere}img{max-width:100%;height:auto}.scroll{overflow-x:auto;max-width:100%}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:.5em 1.5em;align-items:start}
+.pair{display:grid;grid-template-columns:minmax(0,max-content) minmax(320px,1fr);gap:1.5em;align-items:start}
+.grid>*,.pair>*{min-width:0}@media(max-width:900px){.pair{grid-template-columns:1fr}}
+tr.small td{color:#999}tr.chosen td{background:#eef7ee;font-weight:600}
+.summary{border:2px solid #3a6;border-radius:6px;padding:.2em 1em .5em;background:#f7fbf8}
+.summary h2{border:0;margin:.4em 0}.summary td:first-child{white-space:normal}.verdict{font-size:1.15em;font-weight:600}
+.gallery{display:flex;flex-wrap:wrap;gap:.5em}.card img{display:block;margin:auto}
+.card{border:1px solid #ccc;padding:.3em;width:150px;font-size:.75em;overflow-wrap:anywhere;white-space:normal}
+.card.doubt{border:2px solid #d80;background:#fff8e8}.flag{color:#a50}
+details>summary{cursor:pointer;color:#246;margin:.3em 0}.warn{background:#fee;border:1px solid #c00;padding:.5em}
+@media print{body{max-width:none;padding:0}.card,tr,img{break-inside:avoid}.scroll{overflow:visible}}"""
 
 
 def esc(value) -> str:
@@ -54,6 +74,11 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     body = "".join(f"<tr{_class(row.get('_class'))}>"
                    + "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def scroll(inner: str) -> str:
+    """A box that scrolls sideways when its content (a wide table) is wider than the page."""
+    return f"<div class='scroll'>{inner}</div>"
 
 
 def _class(name: str | None) -> str:
@@ -106,13 +131,14 @@ def dataset_section(dataset: dict) -> str:
             f"Store: <code>{esc(dataset.get('store', '?'))}</code>.</p>")
 
 
-def groups_section(label: str, result: dict) -> str:
+def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
+    """One scored set's per-group tables: the groups present, with a plot beside each table; one line for
+    the groups and attributes with no rows here. Folded (a <details>) unless ``open_``."""
     summary = result["summary"]
     worst = summary.get("worst_group") or {}
     gap = summary.get("largest_accuracy_gap") or {}
     odds = summary.get("equalised_odds_difference") or {}
-    parts = [f"<h3>{esc(label)}</h3>",
-             f"<p>{summary['n']:,} rows: accuracy {fmt(summary['accuracy'])}, balanced accuracy "
+    parts = [f"<p>{summary['n']:,} rows: accuracy {fmt(summary['accuracy'])}, balanced accuracy "
              f"{fmt(summary['balanced_accuracy'])}, male recall {fmt(summary['male_recall'])}, female recall "
              f"{fmt(summary['female_recall'])}. Worst group ({result['min_n']}+ rows): {esc(worst.get('family', '-'))} "
              f"= {esc(worst.get('group', '-'))} ({fmt(worst.get('accuracy'))}); largest accuracy gap "
@@ -122,30 +148,44 @@ def groups_section(label: str, result: dict) -> str:
              "marked too small (grey) and left out of these summaries.</p>"]
     yes_no = {f: d for f, d in result["families"].items() if [g["group"] for g in d["groups"]] == ["yes", "no"]}
     binary = {f: d for f, d in yes_no.items() if any(g["n"] for g in d["groups"])}
-    for family, data in result["families"].items():
-        if family in yes_no:
-            continue
-        present = [g for g in data["groups"] if g["n"]]
-        empty = [g["group"] for g in data["groups"] if not g["n"]]
-        if not present:
-            continue
-        parts.append(f"<h4>{esc(family)}</h4>" + img(_group_plot(family, present), f"accuracy by {family}")
-                     + table([_group_cells(g) for g in present])
-                     + (f"<p>No rows: {esc(', '.join(empty))}.</p>" if empty else "")
-                     + (f"<p>{data['n_missing']:,} rows have no {esc(family)} value.</p>" if data["n_missing"] else ""))
+    parts += [_family_block(family, data) for family, data in result["families"].items()
+              if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
-        parts.append("<h4>Attributes (present / absent)</h4>" + img(_binary_plot(binary), "accuracy by attribute")
-                     + table([_binary_cells(f, d) for f, d in binary.items()]))
-    if len(binary) < len(yes_no):
-        parts.append("<p>No rows here record: " + esc(", ".join(f for f in yes_no if f not in binary)) + ".</p>")
+        parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
+                     + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
+                     + img(_binary_plot(binary), "accuracy by attribute") + "</div>")
+    absent = [f for f in yes_no if f not in binary]
+    if absent:  # one line, the names behind it: a CelebA subset can lack 39 of the 40 attributes
+        parts.append(f"<details><summary>No rows here record {len(absent)} attribute{'s' * (len(absent) > 1)}"
+                     f"</summary><p>{esc(', '.join(absent))}.</p></details>")
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
-    return "".join(parts)
+    return folded(f"<h3>{esc(label)}</h3>", "".join(parts), open_=open_)
+
+
+def _family_block(family: str, data: dict) -> str:
+    """A grouping's table of the groups with rows, one line naming the empty ones, and its plot beside."""
+    present = [g for g in data["groups"] if g["n"]]
+    empty = [g["group"] for g in data["groups"] if not g["n"]]
+    notes = ([f"No rows: {', '.join(empty)}."] if empty else []) + (
+        [f"{data['n_missing']:,} rows have no {family} value."] if data["n_missing"] else [])
+    return (f"<h4>{esc(family)}</h4><div class='pair'><div>" + scroll(table([_group_cells(g) for g in present]))
+            + "".join(f"<p>{esc(note)}</p>" for note in notes) + "</div>"
+            + img(_group_plot(family, present), f"accuracy by {family}") + "</div>")
+
+
+def folded(heading: str, body: str, *, open_: bool) -> str:
+    """``heading`` then ``body``, or both in a <details> that starts closed."""
+    if open_:
+        return heading + body
+    return f"<details><summary>{heading.replace('<h3>', '<b>').replace('</h3>', '</b>')}</summary>{body}</details>"
 
 
 def _interval(value, ci) -> str:
-    return "n/a" if value is None else f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    if value is None or value != value:  # NaN: a sex with no rows
+        return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _group_cells(group: dict) -> dict:
@@ -212,25 +252,36 @@ def _binary_plot(binary: dict) -> str:
     return png_data_uri(figure)
 
 
-def calibration_section(label: str, entry: dict) -> str:
-    rows = [{"probabilities": name, "ECE": report["ece"], "top-label ECE": report["ece_confidence"],
-             "Brier": report["brier"], "log loss": report["log_loss"], "n": report["n"]}
-            for name, report in (("raw", entry["before"]), ("calibrated", entry.get("after"))) if report]
-    calibrator = entry.get("calibrator") or {}
-    threshold = entry.get("threshold") or {}
+def calibration_section(calibration: dict) -> str:
+    """One table across the scored sets (raw and calibrated ECE, Brier, log loss; the decision's recalls),
+    then the reliability diagrams side by side."""
+    rows = [_calibration_cells(label, entry) for label, entry in calibration.items()]
+    first = next(iter(calibration.values()))
+    calibrator = first.get("calibrator") or {}
+    threshold = first.get("threshold") or {}
     fitted = calibrator.get("fitted_on", {})
-    text = (f"<p>ECE binning: {esc(entry['before']['binning'])}. Calibrator: <b>{esc(calibrator.get('method', 'none'))}"
-            f"</b> ({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
-            f"Decision threshold: {esc(threshold.get('rule', 'default'))} = {fmt(threshold.get('value', 0.5))}.</p>")
-    recalls = entry.get("recalls")
-    recall_table = table([{"": k, **v} for k, v in recalls.items()]) if recalls else ""
-    return (f"<h3>{esc(label)}</h3>{text}" + table(rows) + recall_table
-            + img(_reliability_plot(label, entry), f"reliability diagram {label}"))
+    text = (f"<p>Calibrator: <b>{esc(calibrator.get('method', 'none'))}</b> "
+            f"({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
+            f"Decision threshold: {esc(threshold.get('rule', 'default'))}"
+            f" = {fmt(threshold.get('value', 0.5))}. ECE binning: {esc(first['before']['binning'])}. Recalls: of the "
+            "final decision (calibrated p(male) at the threshold).</p>")
+    diagrams = "".join(img(_reliability_plot(label, entry), f"reliability diagram {label}")
+                       for label, entry in calibration.items())
+    return text + scroll(table(rows)) + f"<div class='grid small-plots'>{diagrams}</div>"
+
+
+def _calibration_cells(label: str, entry: dict) -> dict:
+    before, after = entry["before"], entry.get("after") or {}
+    final = list((entry.get("recalls") or {}).values())[-1:] or [{}]
+    return {"scored rows": label, "n": before["n"], "ECE raw": before["ece"], "ECE calibrated": after.get("ece"),
+            "Brier raw": before["brier"], "Brier calibrated": after.get("brier"), "log loss raw": before["log_loss"],
+            "log loss calibrated": after.get("log_loss"), "male recall": final[0].get("male recall"),
+            "female recall": final[0].get("female recall")}
 
 
 def _reliability_plot(label: str, entry: dict) -> str:
     plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(4.5, 4.5))
+    figure, ax = plt.subplots(figsize=(4, 3.6))
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     for name, report, marker in (("raw", entry["before"], "o"), ("calibrated", entry.get("after"), "s")):
         if report:
@@ -244,47 +295,97 @@ def _reliability_plot(label: str, entry: dict) -> str:
     return png_data_uri(figure)
 
 
-def gallery_section(errors: list[dict], rejected: list[dict], *, limit: int = MAX_GALLERY) -> str:
-    parts = [f"<h2>Errors</h2><p>{len(errors):,} test images wrong, most confident first"
-             f"{f' (first {limit} shown)' if len(errors) > limit else ''}.</p><div class='gallery'>"]
+def gallery_section(gallery: dict, *, limit: int = MAX_GALLERY) -> str:
+    """One set's wrong images, most confident first, a flagged card for each doubted label; the images
+    that could not be used, folded."""
+    errors, rejected = gallery["errors"], gallery.get("rejected", [])
+    doubted = sum(1 for row in errors if row.get("label_check"))
+    parts = [f"<h3>{esc(gallery['title'])}</h3><p>{len(errors):,} wrong of {int(gallery.get('n_scored', 0)):,} "
+             f"scored, most confident first{f' (first {limit} shown)' if len(errors) > limit else ''}; "
+             f"<span class='flag'>{doubted} with a label in doubt</span> (orange cards).</p><div class='gallery'>"]
     for row in errors[:limit]:
         doubt = [f"<b>label in doubt:</b> {esc(row['label_check'])}"] if row.get("label_check") else []
         parts.append(_card(row, f"true {row['true']}, said {row['predicted']} (p(male) {row['p_male']:.3f})",
-                           "<br>".join(doubt + [f"{esc(k)}: {esc(v)}" for k, v in row.get("groups", {}).items()])))
-    parts.append(f"</div><h3>Rejected images</h3><p>{len(rejected):,} images could not be used "
-                 "(unreadable, or no face found).</p><div class='gallery'>")
-    for row in rejected[:limit]:
-        parts.append(_card(row, row["reason"], ""))
-    return "".join(parts) + "</div>"
+                           "<br>".join(doubt + [f"{esc(k)}: {esc(v)}" for k, v in row.get("groups", {}).items()]),
+                           doubt=bool(doubt)))
+    parts.append("</div>")
+    if rejected:
+        cards = "".join(_card(row, row["reason"], "") for row in rejected[:limit])
+        parts.append(f"<details><summary>{len(rejected):,} images could not be used (unreadable, no face found, too "
+                     f"large)</summary><div class='gallery'>{cards}</div></details>")
+    return "".join(parts)
 
 
-def _card(row: dict, headline: str, details: str) -> str:
+def _card(row: dict, headline: str, details: str, *, doubt: bool = False) -> str:
     uri = thumbnail_data_uri(row["path"]) if row.get("path") else None
     picture = img(uri, row["id"]) if uri else "<i>(cannot be read)</i>"
-    return f"<div class='card'>{picture}<b>{esc(row['id'])}</b><br>{esc(headline)}<br>{details}</div>"
+    return (f"<div class='card{' doubt' if doubt else ''}'>{picture}<b>{esc(row['id'])}</b><br>{esc(headline)}"
+            f"<br>{details}</div>")
 
 
-def render(*, title: str, dataset: dict | None = None, extraction: list[dict] | None = None,
-           leaderboard: list[dict] | None = None, chosen: str | None = None, groups: dict | None = None,
-           calibration: dict | None = None, errors: list[dict] | None = None, rejected: list[dict] | None = None,
+def summary_section(summary: dict) -> str:
+    """The first screen: the verdict, the recommended run and where it was scored, the best out of domain,
+    the label checks."""
+    rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row.get("ci")),
+             "male recall": _interval(row.get("male_recall"), None),
+             "female recall": _interval(row.get("female_recall"), None), "n": row.get("n")}
+            for row in summary["scored"]]
+    lists = [("Best out of domain", summary.get("best_out_of_domain")), ("Label checks", summary.get("label_checks"))]
+    items = "".join(f"<p><b>{title}:</b> {esc('; '.join(values))}.</p>" for title, values in lists if values)
+    return (f"<section class='summary'><h2>Summary</h2><p class='verdict'>{esc(summary['verdict'])}</p>"
+            f"<p>Recommended: <b>{esc(summary['recommended'])}</b> ({esc(summary.get('reason', ''))}).</p>"
+            + scroll(table(rows)) + items + "</section>")
+
+
+def leaderboard_section(rows: list[dict], columns: list[str] | None, chosen: str | None) -> str:
+    """The compact leaderboard (the recommended row marked), every column behind a toggle."""
+    marked = [{**row, "_class": "chosen" if "recommended" in str(row.get("choice", "")) else None} for row in rows]
+    compact = [c for c in (columns or list(rows[0]) if rows else []) if not rows or c in rows[0]]
+    text = f"<p style='white-space:pre-line'>{esc(chosen)}</p>" if chosen else ""
+    full = (f"<details><summary>All {len(rows[0]) if rows else 0} columns</summary>{scroll(table(marked))}"
+            "</details>") if columns else ""
+    return ("<h2>Leaderboard</h2><p>Ranked on val accuracy, where every choice is made; test reported.</p>"
+            + scroll(table(marked, compact or None)) + full + text)
+
+
+def plots_section(plots: dict) -> str:
+    figures = "".join(f"<figure style='margin:0'>{img(file_data_uri(path), title)}<figcaption>{esc(title)}"
+                      "</figcaption></figure>" for title, path in plots.items())
+    return f"<h2>Plots</h2><div class='grid'>{figures}</div>"
+
+
+def file_data_uri(path) -> str:
+    """A PNG file as a data URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def render(*, title: str, summary: dict | None = None, dataset: dict | None = None,
+           extraction: list[dict] | None = None, leaderboard: list[dict] | None = None,
+           compact_columns: list[str] | None = None, chosen: str | None = None, plots: dict | None = None,
+           groups: dict | None = None, calibration: dict | None = None, galleries: list[dict] | None = None,
            warnings: list[str] = ()) -> str:
     """The whole report as one HTML string (sections given as plain data; see the module docstring)."""
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
     parts += [f"<p class='warn'>{esc(w)}</p>" for w in warnings]
+    if summary:
+        parts.append(summary_section(summary))
+    if leaderboard is not None:
+        parts.append(leaderboard_section(leaderboard, compact_columns, chosen))
+    if plots:
+        parts.append(plots_section(plots))
     if dataset:
         parts.append(dataset_section(dataset))
     if extraction is not None:
-        parts.append("<h2>Extraction</h2>" + table(extraction))
-    if leaderboard is not None:
-        parts.append("<h2>Leaderboard</h2>" + (f"<p style='white-space:pre-line'>{esc(chosen)}</p>" if chosen else "")
-                     + table(leaderboard))
+        parts.append("<h2>Extraction</h2>" + scroll(table(extraction)))
     if groups:
-        parts.append("<h2>Per-group metrics</h2>" + "".join(groups_section(k, v) for k, v in groups.items()))
+        parts.append("<h2>Per-group metrics</h2>" + "".join(
+            groups_section(label, result, open_="val" not in label.split()) for label, result in groups.items()))
     if calibration:
-        parts.append("<h2>Calibration</h2>" + "".join(calibration_section(k, v) for k, v in calibration.items()))
-    if errors is not None or rejected is not None:
-        parts.append(gallery_section(errors or [], rejected or []))
+        parts.append("<h2>Calibration</h2>" + calibration_section(calibration))
+    if galleries is not None:
+        parts.append("<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>"))
     return "".join(parts) + "</body></html>"
 
 
@@ -292,5 +393,5 @@ def write_html(path, **sections) -> Path:
     """`render` into ``path`` (UTF-8); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(**sections), encoding="utf-8")
+    atomic.write_text(path, render(**sections))  # a kill leaves the old report or the new one
     return path

@@ -53,7 +53,7 @@ ARCFACE_112 = np.array(
 )
 # Where YuNet puts the 5 landmarks in CelebA's img_align_celeba images (178x218): the median over
 # 600 images of the shared subset (every 10th file, largest face, none missed; MAD 1.2-3.9 px); see
-# scripts/calibrate_faces.py. Used to check detections on aligned images and as their fallback.
+# scripts/studies/calibrate_faces.py. Used to check detections on aligned images and as their fallback.
 CELEBA_ALIGNED_SIZE = (178, 218)
 CELEBA_ALIGNED_LANDMARKS = np.array(
     [[69.11, 112.72], [108.61, 113.04], [88.35, 135.40], [72.09, 151.71], [105.45, 152.48]],

@@ -56,6 +56,5 @@ if "$py" scripts/has_attribute.py "$store" Young; then
 fi
 # shellcheck disable=SC2086
 "$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $balance $demo
-"$py" scripts/write_report.py --store "$store" --results "$out/heads" --out "$out/report.md" $demo
-"$py" scripts/write_html_report.py --store "$store" --results "$out/heads" --out "$out/report.html" $demo
+"$py" -m classify report --store "$store" --results "$out/heads" --out "$out/report.html" $demo  # and report.md
 echo "report: $out/report.md, $out/report.html" >&2

@@ -226,7 +226,7 @@ def test_attribute_file_cut_short_parses_without_the_count_check(tmp_path):
 
 
 def test_full_size_attribute_file_parses(tmp_path):
-    """202,599 rows x 40 attributes, like the real list_attr_celeba.txt (speed: scripts/bench_labels.py)."""
+    """202,599 rows x 40 attributes, like the real list_attr_celeba.txt (speed: scripts/bench/bench_labels.py)."""
     path, signs = write_full_size_attribute_file(tmp_path / "list_attr_celeba.txt")
     ids, parsed_names, parsed = read_attribute_file(path)
     assert ids[0] == "000001.jpg" and ids[-1] == "202599.jpg" and len(parsed_names) == signs.shape[1]

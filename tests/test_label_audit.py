@@ -3,8 +3,6 @@ changed, and counted on the leaderboard."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +53,7 @@ def test_flipped_test_labels_are_named_in_the_error_files_and_counted_on_the_lea
     board = (out / "leaderboard.md").read_text()
     assert f"Label check: 3 of the recommended run's {len(errors)} test errors" in board
     report = tmp_path / "report.html"  # the HTML report says it under the recommendation too
-    subprocess.run([sys.executable, str(REPO / "scripts" / "write_html_report.py"), "--store", store.path,
-                    "--results", str(out), "--out", str(report)], check=True, capture_output=True)
+    assert cli.main(["report", "--store", store.path, "--results", str(out), "--out", str(report)]) == 0
     assert f"Label check: 3 of the recommended run&#x27;s {len(errors)} test errors" in report.read_text()
 
 
@@ -65,8 +62,10 @@ def test_the_html_gallery_shows_a_doubted_label_on_its_card():
 
     row = {"id": "185464.jpg", "path": "", "p_male": 0.002, "true": "male", "predicted": "female", "groups": {},
            "label_check": "29 of the 29 other images of identity 7567 are labelled female"}
-    html = gallery_section([row, {**row, "id": "1.jpg", "label_check": ""}], [])
-    assert html.count("label in doubt") == 1 and "identity 7567 are labelled female" in html
+    rows = [row, {**row, "id": "1.jpg", "label_check": ""}]
+    html = gallery_section({"title": "test", "n_scored": 10, "errors": rows})
+    assert html.count("label in doubt:") == 1 and "identity 7567 are labelled female" in html
+    assert html.count("card doubt") == 1
 
 
 def test_audit_labels_lists_every_doubted_row_of_every_split(tmp_path, capsys):

@@ -49,3 +49,4 @@ def _check_html_report(out: Path) -> None:
     # per split (val, test) a sex plot and a reliability diagram, plus the thumbnails of the errors shown
     assert result["images"] >= 4 + min(len(errors["errors"]), 60)
     assert result["tables"] >= 7 and result["scripts"] == 1
+    assert result["scroll_width"] <= result["client_width"]  # no sideways scrolling at 1,280 px

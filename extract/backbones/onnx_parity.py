@@ -1,6 +1,6 @@
 """Compare the torch SFace/YuNet (`onnx_nets`) with OpenCV's DNN on the same inputs.
 
-Used by tests/test_onnx_nets.py (64 images, CI) and scripts/check_parity.py (all 6,000 CelebA images).
+Used by tests/test_onnx_nets.py (64 images, CI) and scripts/bench/check_parity.py (all 6,000 CelebA images).
 """
 
 from __future__ import annotations

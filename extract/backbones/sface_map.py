@@ -3,7 +3,7 @@ from the same shipped ONNX file, chip and blob as `sface`.
 
 Why a second SFace backbone: SFace's 128-d embedding layer (``pre_fc1``, a learned 50,176 -> 128
 projection trained for identity only) keeps little of the gender that the map before it holds
-(PERFORMANCE.md, "Why sface transfers poorly": logreg on the pooled map 98.6% on CelebA and 91.5%
+(docs/findings.md, "Why sface transfers poorly": logreg on the pooled map 98.6% on CelebA and 91.5%
 CelebA -> UTKFace, on the 128-d embedding 81.8% and 52.4%). The map is read before that layer.
 
 Engines as `sface`'s (``$EXTRACT_SFACE_ENGINE``, auto: torch on CUDA, OpenCV's DNN on CPU, where it runs

@@ -10,15 +10,15 @@ On the same images, batch size and threads:
 Prints images/s for each, the ratios b/a and b/c, and peak memory (RSS of this process and of the
 reader workers).
 
-    .venv/bin/python scripts/bench_extract.py --backbone efficientnet_lite0 --images 512
-    .venv/bin/python scripts/bench_extract.py --backbone resnet50 --weights random --device cuda \\
+    .venv/bin/python scripts/bench/bench_extract.py --backbone efficientnet_lite0 --images 512
+    .venv/bin/python scripts/bench/bench_extract.py --backbone resnet50 --weights random --device cuda \\
         --precision bf16 --batch-size 256 --workers 12 --images 4096 --skip-naive
 
 With ``--load N``: the pipeline (b) only, quiet and then with N competing CPU-bound processes
 (``python -c "while True: pass"``), back to back, ``--repeat`` times; prints both rates and the ratio
 (the machine may be loaded by others too: the back-to-back pairs are what compare).
 
-    .venv/bin/python scripts/bench_extract.py --backbone efficientnet_lite0 --images 256 --load 1 --repeat 3
+    .venv/bin/python scripts/bench/bench_extract.py --backbone efficientnet_lite0 --images 256 --load 1 --repeat 3
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from extract.demo import synthetic_table
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
 def image_files(folder: Path, count: int) -> list[str]:

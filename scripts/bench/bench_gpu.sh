@@ -13,10 +13,10 @@
 #  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
 #  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
 #     (202599 = full size) with per-backbone wall times.
-# Usage: bash scripts/bench_gpu.sh [IMAGE_DIR]   (default ../shared/data/celeba/img_align_celeba)
+# Usage: bash scripts/bench/bench_gpu.sh [IMAGE_DIR]   (default ../shared/data/celeba/img_align_celeba)
 # TINY=1 runs every step on the CPU with a few images (checks the script itself, numbers meaningless).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 images=${1:-../shared/data/celeba/img_align_celeba}
 python=${PYTHON:-python3}
 out=${OUT:-bench_out}
@@ -33,44 +33,44 @@ step() { echo; echo "## $*"; }
 
 step "1. resnet50 random weights: model-only vs pipeline"
 for precision in bf16 fp32; do
-  "$python" scripts/bench_extract.py --backbone resnet50 --weights random --device "$device" \
+  "$python" scripts/bench/bench_extract.py --backbone resnet50 --weights random --device "$device" \
     --precision "$precision" --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
 step "2. efficientnet_lite0 real weights: model-only vs pipeline"
-"$python" scripts/bench_extract.py --backbone efficientnet_lite0 --device "$device" --precision bf16 \
+"$python" scripts/bench/bench_extract.py --backbone efficientnet_lite0 --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
 step "3a. sface, torch chain on the device (YuNet -> warp_chips -> SFace)"
 for precision in bf16 fp32; do
-  "$python" scripts/bench_face_gpu.py --device "$device" --images "$n" --batch-size "$face_batch" \
+  "$python" scripts/bench/bench_face_gpu.py --device "$device" --images "$n" --batch-size "$face_batch" \
     --precision "$precision" --image-dir "$images" --parity-images 256
 done
 step "3b. sface through the extract pipeline (EXTRACT_SFACE_ENGINE=auto: torch SFace on cuda)"
-"$python" scripts/bench_extract.py --backbone sface --device "$device" --precision bf16 \
+"$python" scripts/bench/bench_extract.py --backbone sface --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
 step "3c. dlib_resnet: torch DlibResNet on $device vs dlib (parity, bf16, net-only rate) and through the pipeline"
-"$python" scripts/check_dlib_parity.py --device "$device" --precision bf16 --batch "$batch" \
+"$python" scripts/bench/check_dlib_parity.py --device "$device" --precision bf16 --batch "$batch" \
   --images "$(( parity < 512 ? parity : 512 ))" --image-dir "$images" || echo "PARITY FAILED"
-EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench_extract.py --backbone dlib_resnet --device "$device" --precision bf16 \
+EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone dlib_resnet --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
 step "3d. --decode device (nvJPEG decode + chips on $device) vs --decode cpu, same face rows (extract/device_front.py)"
 for b in sface dlib_resnet efficientnet_lite0; do
-  EXTRACT_SFACE_ENGINE=torch EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench_decode.py --backbone "$b" \
+  EXTRACT_SFACE_ENGINE=torch EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench/bench_decode.py --backbone "$b" \
     --device "$device" --precision bf16 --batch-size "$batch" --workers "$workers" --images "$n" \
     --image-dir "$images" || echo "DECODE BENCH FAILED ($b)"
 done
 
 step "3e. the backbones added with issue 8 through the extract pipeline (torch on $device)"
 for b in sface_map dlib_age dlib_gender; do
-  EXTRACT_SFACE_ENGINE=torch "$python" scripts/bench_extract.py --backbone "$b" --device "$device" --precision bf16 \
+  EXTRACT_SFACE_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone "$b" --device "$device" --precision bf16 \
     --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
 step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
-"$python" scripts/check_parity.py --device "$device" --limit "$parity" --image-dir "$images" || echo "PARITY FAILED"
+"$python" scripts/bench/check_parity.py --device "$device" --limit "$parity" --image-dir "$images" || echo "PARITY FAILED"
 
 step "5. checks: bf16 vs fp32, pipeline store vs embed_paths"
 "$python" - "$images" "$device" <<'PY'
@@ -104,7 +104,7 @@ full=${FULL_SIZE:-0}
 if [ "$full" -gt 0 ]; then
   step "6. main job's extraction over $full generated CelebA images"
   scratch=$(mktemp -d)
-  "$python" scripts/bench_full_size.py --scratch "$scratch" --size "$full" -- --device "$device"
+  "$python" scripts/bench/bench_full_size.py --scratch "$scratch" --size "$full" -- --device "$device"
   rm -rf "$scratch"
 fi
 echo; echo "# done $(date -u +%FT%TZ)"

@@ -4,8 +4,8 @@ YuNet: torch (batched) vs cv2.FaceDetectorYN on every image: images with a diffe
 max landmark / box error in px, max score difference. SFace: on the chips OpenCV's own path makes
 (OpenCV YuNet + warpAffine), the cosine between the torch and the OpenCV embedding: min / median.
 
-    .venv/bin/python scripts/check_parity.py                 # all 6,000 shared CelebA images
-    .venv/bin/python scripts/check_parity.py --limit 256 --device cuda
+    .venv/bin/python scripts/bench/check_parity.py                 # all 6,000 shared CelebA images
+    .venv/bin/python scripts/bench/check_parity.py --limit 256 --device cuda
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from extract.backbones import sface  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_parity import opencv_chip, sface_cosines, yunet_parity  # noqa: E402
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
 def aligned_chips(images: list[np.ndarray], detector: str) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Derive the face front end's constants from real CelebA aligned images (prints them; run once).
+"""Study: where do the face front end's constants come from? Derived from CelebA's aligned images (run once).
 
 1. CELEBA_ALIGNED_LANDMARKS (extract/faces.py): the median of YuNet's 5 landmarks (largest face) over
    every 10th image of ../shared/data/celeba/img_align_celeba (600 images).
@@ -6,7 +6,7 @@
    own HOG detector; the median offset and size of the HOG box relative to YuNet's box on the first 300
    of those images, so YuNet's box can stand in for the HOG pass.
 
-    .venv/bin/python scripts/calibrate_faces.py [CELEBA_ROOT]
+    .venv/bin/python scripts/studies/calibrate_faces.py [CELEBA_ROOT]
 """
 import sys
 from pathlib import Path

@@ -4,7 +4,7 @@ Baseline, measured in the same run on the same array: `np.load` of the split sav
 Each timing is the best of --repeats reads (the OS page cache is warm after the first; both get the
 same treatment). Prints seconds, GB/s and the store/np.load ratio for float32 and float16 stores.
 
-    .venv/bin/python scripts/bench_store_read.py [--rows 202599] [--dim 2048]
+    .venv/bin/python scripts/bench/bench_store_read.py [--rows 202599] [--dim 2048]
 """
 from __future__ import annotations
 

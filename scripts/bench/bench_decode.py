@@ -6,8 +6,8 @@ with the device front end (bytes from the workers, batched decode and chip on th
 Prints images/s of each, their ratio, and how far the two paths' rows are apart (statuses, max abs,
 min cosine).
 
-    PYTHONPATH=. EXTRACT_SFACE_ENGINE=torch .venv/bin/python scripts/bench_decode.py --backbone sface --images 256
-    python scripts/bench_decode.py --backbone efficientnet_lite0 --device cuda --precision bf16 \\
+    PYTHONPATH=. EXTRACT_SFACE_ENGINE=torch .venv/bin/python scripts/bench/bench_decode.py --backbone sface --images 256
+    python scripts/bench/bench_decode.py --backbone efficientnet_lite0 --device cuda --precision bf16 \\
         --batch-size 256 --images 8192
 """
 from __future__ import annotations

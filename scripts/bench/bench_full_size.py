@@ -7,8 +7,8 @@ ones and whose image ``i`` is a symlink to shared image ``i mod 6000`` (ids rena
 repeats, the decode/detect/embed work per image is real). Then it runs ``python -m extract`` (as
 scripts/main.sh does) one backbone at a time and prints the wall time per backbone and in total.
 
-    .venv/bin/python scripts/bench_full_size.py --scratch /tmp/full               # 202,599 images
-    .venv/bin/python scripts/bench_full_size.py --scratch /tmp/small --size 512   # a quick check
+    .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/full               # 202,599 images
+    .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/small --size 512   # a quick check
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 FULL_SIZE = 202_599
 MAIN_JOB_BACKBONES = ("efficientnet_lite0", "sface", "dlib_resnet")
 
@@ -64,7 +64,7 @@ def extract_one(backbone: str, *, root: Path, store: Path, extra: list[str]) -> 
     command = [sys.executable, "-m", "extract", "--dataset", "celeba", "--root", str(root),
                "--backbones", backbone, "--store", str(store), "--no-progress", *extra]
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[2])
     return time.perf_counter() - start
 
 

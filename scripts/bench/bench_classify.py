@@ -11,8 +11,8 @@ The problem is realistic rather than trivially separable: features are ReLU mixt
 (2% of labels flipped, in the range of CelebA's annotation error), and part of the signal is in a feature
 interaction that a linear head cannot use.
 
-    python scripts/bench_classify.py                 # full size
-    python scripts/bench_classify.py --rows 20000    # total rows, split in CelebA's proportions
+    python scripts/bench/bench_classify.py                 # full size
+    python scripts/bench/bench_classify.py --rows 20000    # total rows, split in CelebA's proportions
 """
 from __future__ import annotations
 

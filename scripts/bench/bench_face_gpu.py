@@ -6,8 +6,8 @@ give the least-squares similarity (as sface's aligner), `warp_chips` cuts the 11
 device and `SFace` embeds them. Prints images/s for detection alone, embedding alone and the whole
 chain, and the cosine of the chain's embeddings to the OpenCV path (`embed_paths` with OpenCV's DNN).
 
-    .venv/bin/python scripts/bench_face_gpu.py --device cuda --images 8192 --batch-size 512 --precision bf16
-    .venv/bin/python scripts/bench_face_gpu.py --device cpu --images 64 --batch-size 32   # a quick check
+    .venv/bin/python scripts/bench/bench_face_gpu.py --device cuda --images 8192 --batch-size 512 --precision bf16
+    .venv/bin/python scripts/bench/bench_face_gpu.py --device cpu --images 64 --batch-size 32   # a quick check
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from extract.backbones import sface  # noqa: E402
 from extract.backbones._torchnet import autocast  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
 from extract.backbones.onnx_parity import largest_face_matrix  # noqa: E402
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
 def load_images(folder: Path, count: int) -> tuple[list[str], torch.Tensor]:

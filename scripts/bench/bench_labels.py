@@ -1,7 +1,7 @@
 """Seconds to parse CelebA's label files: a generated full-size list_attr_celeba.txt (202,599 x 40), and
 the real full label files under ../shared/data/celeba_labels_full when present. Prints one line each.
 
-    .venv/bin/python scripts/bench_labels.py [--repeats 3]
+    .venv/bin/python scripts/bench/bench_labels.py [--repeats 3]
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from extract.demo import write_full_size_attribute_file
 from features.datasets.celeba import read_attribute_file, read_identity_file, read_partition_file
 
-FULL = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba_labels_full"
+FULL = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba_labels_full"
 
 
 def best_seconds(function, *args, repeats: int, **kwargs) -> float:

@@ -1,4 +1,4 @@
-"""How far can a head trained on CelebA go on UTKFace? Three measurements, one table each.
+"""Study: how far can a head trained on CelebA go on UTKFace? (findings: docs/findings.md)
 
 Issue 8 asks of a CelebA-trained head at least 96% on UTKFace's faces aged >= 15. This script measures
 what bounds that number with the backbones at hand, on the stores the main job wrote:
@@ -16,7 +16,7 @@ what bounds that number with the backbones at hand, on the stores the main job w
 
 Every choice (C) is made on CelebA val or inside training folds, never on the UTKFace rows scored.
 
-    PYTHONPATH=. .venv/bin/python scripts/transfer_limits.py --celeba-store runs/celeba/features.zarr \
+    PYTHONPATH=. .venv/bin/python scripts/studies/transfer_limits.py --celeba-store runs/celeba/features.zarr \
         --utk-store runs/celeba/utkface.zarr [--backbones dlib_resnet sface_map dlib_gender] [--seed 0]
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Why sface transfers poorly (issue 8's sface puzzle): measured, four questions, one table each.
+"""Study: why does a gender head on sface score low and transfer poorly? (findings: docs/findings.md)
 
 SFace is a good identity embedding (same-vs-different identity ROC-AUC about 0.99 on the CelebA subset)
 yet a gender head on it is weak and transfers badly to UTKFace. Candidates, each measured here with
@@ -24,7 +24,7 @@ weights dequantised to float32) on chips cut as extract cuts them (`extract.back
 on the stores' face rows) for a seeded subset, cached in --chips. Identity ROC-AUC: cosine of every
 pair of CelebA chip rows, same identity vs different.
 
-    PYTHONPATH=. .venv/bin/python scripts/explain_sface.py [--celeba-store S] [--utk-store S] \
+    PYTHONPATH=. .venv/bin/python scripts/studies/explain_sface.py [--celeba-store S] [--utk-store S] \
         [--celeba-train 1500] [--celeba-test 500] [--utk 1500] [--bits 6 5 4] [--seed 0]
 """
 

@@ -8,8 +8,8 @@ the first store for all the backbones at once (this process: wall time with mode
 without it, the time spent in `extract.pipeline.load_checked` taken off). Prints images/s of each and
 the ratio predict / extract.
 
-    .venv/bin/python scripts/bench_predict.py --n 200 --backbones dlib_resnet sface
-    .venv/bin/python scripts/bench_predict.py --n 200 --backbones sface --repeat 2
+    .venv/bin/python scripts/bench/bench_predict.py --n 200 --backbones dlib_resnet sface
+    .venv/bin/python scripts/bench/bench_predict.py --n 200 --backbones sface --repeat 2
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CELEBA = ROOT / ".." / "shared" / "data" / "celeba"
 SUMMARY = re.compile(r"^(\S+): (\d+) rows in \d+ units.*?; ([\d.]+) s, [\d.]+ images/s", re.M)
 

@@ -1,12 +1,12 @@
-"""Every run of a results directory in domain and across datasets, as one Markdown table.
+"""Study: how does every run of a results directory do in domain and across datasets? One Markdown table.
 
 In val-ranking order: in-domain val and test (all test rows, unusable images counted as errors), then
 for each ``--all-rows`` store (datasets the heads never saw) the accuracy over all its rows and the
 per-sex recalls, on the faces aged >= 15 when the store records ages. Photos a head was trained or
 chosen on are left out and counted (`classify.protocol.seen_ids`). The recommended run is marked.
-This is the table PERFORMANCE.md and the closing notes of issue 8 quote.
+This is the table docs/findings.md and the closing notes of issue 8 quote.
 
-    .venv/bin/python scripts/transfer_table.py --results runs/celeba/heads \\
+    .venv/bin/python scripts/studies/transfer_table.py --results runs/celeba/heads \\
         --all-rows runs/celeba/utkface.zarr --all-rows runs/celeba_wild.zarr
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from classify.compare import accuracy_all_test, rank_key, recommend, treatment_cell  # noqa: E402
 from classify.evaluate import evaluate_head  # noqa: E402
 from classify.results import load_results  # noqa: E402

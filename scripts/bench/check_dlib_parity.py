@@ -6,8 +6,8 @@ the throughput of both engines on the same chips, net only (dlib: compute_face_d
 time, as its reader workers run it; torch: batches on --device), with --threads torch threads (1:
 per core, like one dlib worker). --precision bf16/fp16 (CUDA) also reports those against dlib.
 
-    .venv/bin/python scripts/check_dlib_parity.py --images 300
-    .venv/bin/python scripts/check_dlib_parity.py --images 2000 --device cuda --precision bf16
+    .venv/bin/python scripts/bench/check_dlib_parity.py --images 300
+    .venv/bin/python scripts/bench/check_dlib_parity.py --images 2000 --device cuda --precision bf16
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from extract.backbones import dlib_resnet  # noqa: E402
 from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module  # noqa: E402
 from extract.faces import FaceDetector, NoFaceFound  # noqa: E402
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba" / "img_align_celeba"
+DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
 def face_chips(paths: list[Path]) -> np.ndarray:

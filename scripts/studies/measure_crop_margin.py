@@ -1,4 +1,4 @@
-"""How a face backbone's crop margin moves its accuracy in domain and across datasets.
+"""Study: how does a face backbone's crop margin move its accuracy in domain and across datasets?
 
 For each margin, the backbone's aligned crop (`extract.faces.FaceTemplate` with that margin) is cut
 from the detections already stored in two feature stores (a training store and an eval store), embedded,
@@ -6,7 +6,7 @@ and a logreg head (C chosen on the training store's val) is fitted on a sample o
 train rows. Printed per margin: val accuracy, and accuracy with per-sex recall on a sample of the eval
 store's faces (aged >= 15 when it records ages). Slow on CPU: about 2-3 min per margin for the defaults.
 
-    PYTHONPATH=. .venv/bin/python scripts/measure_crop_margin.py --store runs/celeba/features.zarr \\
+    PYTHONPATH=. .venv/bin/python scripts/studies/measure_crop_margin.py --store runs/celeba/features.zarr \\
         --eval-store runs/celeba/utkface.zarr --margins 0 0.1 0.25 0.5
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from classify.errors import image_paths  # noqa: E402
 from classify.heads import make_head  # noqa: E402
 from extract.backbones import load_backbone  # noqa: E402

@@ -1,0 +1,278 @@
+"""The reports of a trained results folder: ``python -m classify report --store S --results DIR --out R.html``.
+
+Writes the self-contained HTML report (`classify.html_report`) at ``--out`` and the Markdown report beside
+it (same name, ``.md``), from a feature store and a `classify train` results folder (results version 3).
+Everything shown was computed by train and compare; nothing is refitted. The error galleries come from
+train's error lists (errors.json, bound to the recommended run's head by its sha256); where those are
+missing or of another head, they are computed for the recommended run (`classify.errors`). The main job runs
+it; a user who trained by hand gets the same reports. Imports neither torch nor extract.
+
+HTML sections, in order: a summary (the recommended run, its accuracy with 95% interval and per-sex
+recall in domain and on every eval store, the run best out of domain, the label-check counts, a one-line
+verdict); dataset and extraction; the leaderboard (a compact table, all columns behind a toggle); the
+compare plots; per-group tables; calibration across splits; the error galleries of test and of each
+eval store, most confident first, with their label checks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets,
+                              leaderboard, recommend, recommendation_text, run_title)
+from classify.errors import error_analysis, read_error_file
+from classify.html_report import write_html
+from classify.label_audit import count_doubted, doubt_note
+from classify.metrics import fmt
+from classify.predict import status_text
+from classify.results import HeadFileError, library_versions, load_results
+from classify.runresult import RunResult, Scores
+from features import atomic
+from features.dataset import SPLITS
+from features.store import FeatureStore, Status, StoreError
+
+log = logging.getLogger(__name__)
+
+PLOTS = (("Accuracy on all test images with 95% bootstrap intervals, in val-ranking order", "accuracy.png"),
+         ("ROC curves (test)", "roc.png"),
+         ("Confusion matrices (test)", "confusion_matrices.png"))
+# The leaderboard's first screen: these columns (and each eval store's accuracy); the rest behind a toggle.
+COMPACT = ("rank", "backbones", "head", "val_accuracy", "accuracy", "accuracy_ci95", "worst_group_accuracy",
+           "choice")
+
+
+def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[Path]:
+    """The HTML report at ``out`` and the Markdown one beside it; returns both paths."""
+    out, results_dir = Path(out), Path(results_dir)
+    store = FeatureStore.open(store_path)
+    runs = load_results(results_dir)
+    if not runs:
+        raise FileNotFoundError(f"no results files (version 3) in {results_dir}")
+    demo = demo or (results_dir / DEMO_MARKER).exists()
+    errors = errors_of(recommend(runs), results_dir)
+    html = write_html(out, **html_sections(store, str(store_path), results_dir, runs, errors, demo=demo))
+    markdown = out.with_suffix(".md")
+    atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent,
+                                                         demo=demo)))
+    return [html, markdown]
+
+
+def errors_of(run: RunResult, results_dir: Path) -> dict | None:
+    """compare's errors.json when it is of this run, else computed now; None when it cannot be."""
+    found = read_error_file(results_dir, head_sha256=run.head_sha256)  # never another head's lists
+    if found is not None and found["run"] == run.run:
+        return found
+    try:
+        return error_analysis(run.record, results_dir)
+    except (StoreError, HeadFileError, FileNotFoundError) as error:
+        log.warning("no error gallery: %s", error)
+        return None
+
+
+# -- HTML ------------------------------------------------------------------------------------------------
+def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs: list[RunResult], errors: dict | None,
+                  *, demo: bool) -> dict:
+    """The keyword sections of `classify.html_report.render`."""
+    best = recommend(runs)
+    name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
+    sets = scored_sets(best)
+    return {
+        "title": f"facegender report: {name}",
+        "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
+                     if demo else []) + disagreements(runs),
+        "summary": summary(runs, errors, demo=demo),
+        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store_path, "n_rows": store.n_rows,
+                    "male": int(store.gender.sum()),
+                    "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
+        "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
+        "compact_columns": compact_columns(runs),
+        "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
+        "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
+        "groups": {label: scores.record["groups"] for label, scores in sets},
+        "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
+        "galleries": galleries(errors)}
+
+
+def compact_columns(runs: list[RunResult]) -> list[str]:
+    """`COMPACT`, with each eval store's accuracy before the last column."""
+    return [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]]
+
+
+def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
+    """The first screen: the recommendation, where it was scored, the best out of domain, label checks."""
+    best = recommend(runs)
+    reason = recommendation_text(runs).splitlines()[0]
+    scored = [{"where": f"{best.store_dataset} test (in domain)", **_headline(best.test)}]
+    for label, cross in best.cross.items():
+        scored.append({"where": f"{label}, {cross.rows} rows (cross-dataset)", **_headline(cross.report)})
+        adults = cross.report.record.get("adults")
+        if isinstance(adults, dict):
+            scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
+    out_of_domain = [f"{label}: {run_title(other)} ({fmt(other.cross[label].report.accuracy)})"
+                     for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
+    return {"recommended": run_title(best), "reason": reason[reason.find("(") + 1:reason.rfind(")")],
+            "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
+            "verdict": verdict(runs, demo=demo)}
+
+
+def _headline(scores: Scores) -> dict:
+    return {"accuracy": scores.accuracy, "ci": (scores.accuracy_ci95.low, scores.accuracy_ci95.high),
+            "male_recall": scores.recall, "female_recall": scores.female_recall, "n": scores.n}
+
+
+def _adult_headline(adults: dict) -> dict:
+    """The faces aged >= min_age of an eval store (a sub-record the typed `Scores` does not carry)."""
+    numbers = {key: adults.get(key) if isinstance(adults.get(key), (int, float)) else None
+               for key in ("accuracy", "recall", "female_recall", "n")}
+    ci = (adults.get("ci95") or {}).get("accuracy") if isinstance(adults.get("ci95"), dict) else None
+    return {"accuracy": numbers["accuracy"], "ci": ci, "male_recall": numbers["recall"],
+            "female_recall": numbers["female_recall"], "n": numbers["n"]}
+
+
+def label_check_lines(errors: dict | None) -> list[str]:
+    """"k of n errors have a doubted label" for test and each eval store."""
+    if errors is None:
+        return ["no error list: the label checks could not be read"]
+    parts = [(f"{errors['split']}", errors["errors"])]
+    parts += [(f"{label} ({part['rows']} rows)", part["errors"]) for label, part in errors["cross_dataset"].items()]
+    return [f"{where}: {count_doubted(rows)[0]} of {count_doubted(rows)[1]} errors have a label in doubt"
+            for where, rows in parts]
+
+
+def verdict(runs: list[RunResult], *, demo: bool) -> str:
+    """One line: what the recommended run scores, and whether it transfers."""
+    best = recommend(runs)
+    line = f"{run_title(best)} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
+    if demo:
+        return f"Demo data: nothing to conclude ({line}, on random labels)."
+    for label in eval_datasets(runs):
+        mine, other = best.cross.get(label), best_out_of_domain(runs, label)
+        if mine is None:
+            continue
+        line += f"; {mine.report.accuracy:.1%} on {label}"
+        if other is not None and other is not best:
+            line += f" (best there: {run_title(other)}, {other.cross[label].report.accuracy:.1%})"
+        else:
+            line += " (also the best there)"
+    return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
+
+
+def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
+    """(label, scored rows) of the run: in-domain test and val, then each eval store's report and val."""
+    sets = [(f"{run.store_dataset} test", run.test), (f"{run.store_dataset} val (choices made here)", run.val)]
+    for label, cross in run.cross.items():
+        sets.append((f"{label} {cross.rows} (cross-dataset)", cross.report))
+        if cross.val is not None:
+            sets.append((f"{label} val (cross-dataset, choosing)", cross.val))
+    return sets
+
+
+def calibration_entry(run: RunResult, scores: Scores) -> dict:
+    """The calibration record of a scored set, with the run's decision (method, how it was chosen, threshold)."""
+    fitted = run.record["decision"]["calibrator"].get("fitted_on", {})  # prose, shown as it is
+    return {"before": scores.record["calibration"]["before"], "after": scores.record["calibration"]["after"],
+            "calibrator": {"method": run.calibrator, "fitted_on": fitted},
+            "threshold": {"rule": run.threshold_rule, "value": run.threshold}, "recalls": scores.record.get("recalls")}
+
+
+def galleries(errors: dict | None) -> list[dict] | None:
+    """One gallery per scored set: test, then each eval store (errors most confident first, rejected)."""
+    if errors is None:
+        return None
+    out = [{"title": f"{errors['split']} (in domain)", "n_scored": errors["n_scored"], "errors": errors["errors"],
+            "rejected": errors["rejected"]}]
+    for label, part in errors.get("cross_dataset", {}).items():
+        out.append({"title": f"{label}, {part['rows']} rows (cross-dataset)", "n_scored": part["n_scored"],
+                    "errors": part["errors"], "rejected": part["rejected"]})
+    return out
+
+
+def extraction_rows(store: FeatureStore) -> list[dict]:
+    """Per backbone: dim, and the rows per status (valid, unreadable, no face found, too large)."""
+    rows = []
+    for name in store.backbones():
+        counts = np.bincount(store.status(name), minlength=len(Status))
+        row = {"backbone": name, "dim": store.backbone_info(name)["dim"]}
+        row.update({status_text(code): int(counts[code]) for code in Status if code != Status.PENDING})
+        rows.append(row)
+    return rows
+
+
+# -- Markdown --------------------------------------------------------------------------------------------
+DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was found, so the job ran on generated "
+                "cartoon faces with random labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
+
+
+def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], report_dir: Path, *,
+                   demo: bool) -> list[str]:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", ""]
+    lines += [DEMO_WARNING] if demo else []
+    lines += md_dataset(store) + md_extraction(store) + md_results(results, runs, report_dir)
+    return lines + md_environment()
+
+
+def md_dataset(store: FeatureStore) -> list[str]:
+    split, gender = store.split, store.gender
+    counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
+    return ["## Dataset", "",
+            f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
+            f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", ""]
+
+
+def md_extraction(store: FeatureStore) -> list[str]:
+    lines = ["## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
+             "|---|---|---|---|---|---|---|"]
+    for name in store.backbones():
+        info = store.backbone_info(name)
+        counts = np.bincount(store.status(name), minlength=len(Status))
+        weights = info["metadata"]["weights"]
+        lines.append(f"| {name} | {info['dim']} | {weights[:19]}{'...' if len(weights) > 19 else ''} | "
+                     f"{counts[Status.OK]:,} | {counts[Status.UNREADABLE]:,} | {counts[Status.NO_FACE]:,} | "
+                     f"{info['units_done']}/{info['n_units']} units |")
+    return lines + [""]
+
+
+def md_cross_dataset(run: RunResult) -> list[str]:
+    """The recommended run's numbers on each eval store (trained on one dataset, applied to another)."""
+    lines = []
+    for label, cross in run.cross.items():
+        report, ci = cross.report, cross.report.accuracy_ci95
+        invalid = sum((report.record.get("invalid") or {}).values())
+        line = (f"- **{run.store_dataset} -> {label}** ({cross.rows} rows of `{cross.path}`): accuracy "
+                f"{fmt(report.accuracy)} (95% CI {fmt(ci.low)}-{fmt(ci.high)}) on {report.n:,} faces, "
+                f"{fmt(cross.accuracy_all)} counting {invalid} invalid rows as errors; "
+                f"male recall {fmt(report.recall)}, female recall {fmt(report.female_recall)}")
+        adults = report.record.get("adults")
+        if isinstance(adults, dict):
+            line += (f"; aged >= {adults.get('min_age')}: {fmt(adults.get('accuracy'))} on {adults.get('n', 0):,} "
+                     f"faces (male recall {fmt(adults.get('recall'))}, female {fmt(adults.get('female_recall'))})")
+        lines.append(line + ".")
+    return ["### Cross-dataset (the recommended head on other datasets)", "", *lines, ""] if lines else []
+
+
+def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[str]:
+    best = recommend(runs)
+    test, ci = best.test, best.test.accuracy_ci95
+    lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
+             "Recommended (val, near-ties broken as the leaderboard says): "
+             f"**{run_title(best)}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
+             f"**{fmt(test.accuracy)}** (95% bootstrap CI {fmt(ci.low)}-{fmt(ci.high)}), F1 (male) {fmt(test.f1)}, "
+             f"ROC-AUC {fmt(test.roc_auc)}, on {test.n:,} test images. Rows invalid for a backbone (no face "
+             "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
+             "errors, to compare runs on the same test images.", "",
+             (results / "leaderboard.md").read_text(), "", *md_cross_dataset(best)]
+    for title, name in PLOTS:
+        if (results / name).exists():
+            lines += [f"### {title}", "", f"![{title}]({os.path.relpath(results / name, report_dir)})", ""]
+    return lines
+
+
+def md_environment() -> list[str]:
+    versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
+    return ["## Environment", "", f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are "
+            "in the results JSON files beside the leaderboard.", ""]
