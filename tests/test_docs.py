@@ -73,7 +73,7 @@ def _parse(argv: list[str]) -> None:
     """Parse argv with the real parser of its package and subcommand; argparse's error becomes a failure."""
     from classify import cli as classify_cli
     from extract import cli as extract_cli
-    from extract import verify
+    from extract import upgrade, verify
 
     package, args = argv[0], argv[1:]
     if package == "classify":
@@ -82,6 +82,8 @@ def _parse(argv: list[str]) -> None:
         parser, args = extract_cli._list_parser(), args[1:]
     elif args[:1] == ["verify"]:
         parser, args = verify.build_parser(), args[1:]
+    elif args[:1] == ["upgrade"]:
+        parser, args = upgrade.build_parser(), args[1:]
     else:
         parser = extract_cli.build_parser()
     try:
