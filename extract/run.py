@@ -22,11 +22,11 @@ from extract.storage import add_backbone, backbone_lock, open_store
 from extract.subset import limit_rows
 from features.dataset import Dataset
 from features.datasets import load_dataset
+from features.cli import EXIT_INTERRUPTED, EXIT_OK
 from features.provenance import sha256_file
 from features.store import FACES, FeatureStore
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
 Faces = tuple[np.ndarray, np.ndarray]  # (face rows, status) of every row of the table
 
 
