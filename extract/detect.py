@@ -13,7 +13,7 @@ import numpy as np
 from extract.align import CANONICAL
 from extract.catalog import BUILTIN
 from extract.decode import DECODE_MAX_PIXELS, MAX_PIXELS, decode, jpeg_size, png_size
-from extract.face_row import (BOX, FACE_DIM, LANDMARKS, SCORE, SOURCE, SOURCE_DETECTED, SOURCE_TEMPLATE,
+from extract.face_row import (BOX, FACE_DIM, SCORE, SOURCE, SOURCE_DETECTED, SOURCE_TEMPLATE,
                               face_row, landmarks_of, template_row)
 
 DETECTOR_REQUIREMENT = BUILTIN["sface"].weights.requirement  # YuNet ships with SFace
@@ -21,7 +21,7 @@ DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SCORE_THRESHOLD = 0.6            # YuNet's own default, as sface used before
 DETECT_MAX_SIDE = 1024           # detector input bound: faces down to ~1/40 of the photo still found
 REFINE_STEPS = 2
-)
+
 # Where YuNet puts the 5 landmarks in CelebA's img_align_celeba images (178x218): the median over
 # 600 images of the shared subset (every 10th file, largest face, none missed; MAD 1.2-3.9 px); see
 # scripts/calibrate_faces.py. Used to check detections on aligned images and as their fallback.
@@ -37,7 +37,6 @@ TEMPLATE_TOLERANCE = 0.25
 
 class NoFaceFound(Exception):
     """The face detector (or a backbone's own aligner) finds no face in the image."""
-
 
 
 class FaceDetector:
