@@ -15,6 +15,7 @@ input (one line on stderr says what), 130 interrupted (finished units are kept).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -116,12 +117,19 @@ def _dispatch(argv: list[str]) -> int:
         return stop.code
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a store write that cannot land: bad environment, not a bug
+
+
 def _bad_input_as_usage(body: Callable[[list[str]], int], argv: list[str]) -> int:
     """``body(argv)``, its bad-input errors raised as `UsageError` for `run_cli`: which those are is known
     only once they are raised (the store's errors exist once zarr, seconds to import, has been)."""
     try:
         return body(argv)
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            raise UsageError(f"no space left on the device holding {error.filename or 'the store'} "
+                             f"({error.strerror or error}): free some space, then rerun the same command to "
+                             "resume (finished units are kept)") from error
         if isinstance(error, expected_errors()) and not isinstance(error, UsageError):
             raise UsageError(str(error)) from error
         raise

@@ -12,7 +12,7 @@ import numpy as np
 
 from extract.align import CANONICAL
 from extract.catalog import BUILTIN
-from extract.decode import DECODE_MAX_PIXELS, MAX_PIXELS, decode, jpeg_size, png_size
+from extract.decode import DECODE_MAX_PIXELS, MAX_PIXELS, header_size, read_image_file
 from extract.face_row import (BOX, FACE_DIM, SCORE, SOURCE, SOURCE_DETECTED, SOURCE_TEMPLATE,
                               face_row, landmarks_of, template_row)
 
@@ -171,14 +171,9 @@ class FaceLocator:
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(width, height) of an image file from its JPEG/PNG header, else by decoding it."""
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
-    size = jpeg_size(head) or png_size(head)
-    if size is None:
-        image = decode(path).image
-        size = (image.shape[1], image.shape[0])
-    return size
+    """(width, height) of an image file from its header (`extract.decode.header_size`), never decoded."""
+    _, width, height = header_size(read_image_file(path))
+    return width, height
 
 
 def template_check(rows: np.ndarray, status: np.ndarray, alignment: Alignment,

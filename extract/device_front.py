@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import struct
 import warnings
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import cv2
@@ -36,7 +35,8 @@ from extract.backbones.onnx_nets import warp_chips
 from extract.catalog import FACE_ALIGNED, FACE_DLIB, InputTemplate
 from extract.errors import UsageError
 from extract.align import FaceTemplate
-from extract.decode import DECODE_MAX_PIXELS, imdecode_with_warnings, jpeg_frame, jpeg_is_complete
+from extract.decode import (DECODE_MAX_PIXELS, ImageTooLarge, Unreadable, imdecode_with_warnings, jpeg_frame,
+                            jpeg_is_complete, read_image_file)
 from extract.face_row import landmarks_of
 from extract.images import ImageRows
 from features.store import Status
@@ -164,9 +164,9 @@ class EncodedRows(ImageRows):
         if self.face_status[row] != Status.OK:
             return row, self._placeholder(), int(self.face_status[row]), None
         try:
-            data = Path(self.paths[row]).read_bytes()
-        except OSError:
-            data = b""
+            data = read_image_file(self.paths[row])  # a regular file only: a FIFO would block the worker
+        except (Unreadable, ImageTooLarge):
+            data = b""  # the CPU path gives the row its status
         if not device_decodable(data):
             return (*self.cpu_item(row), None)
         return row, self._placeholder(), int(Status.OK), torch.frombuffer(bytearray(data), dtype=torch.uint8)
