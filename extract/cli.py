@@ -3,7 +3,7 @@
     python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
     python -m extract list                      # registered backbones, dims, offline weights
     python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
-    python -m extract upgrade ...               # (extract/upgrade.py, when present) bring a store up to date
+    python -m extract upgrade --store out.zarr  # an older store to the current schema, embeddings kept
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
