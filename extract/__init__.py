@@ -8,6 +8,12 @@ itself does not import torch (seconds), so `--help`, `list` and argument errors 
 functions load the pipeline on first use.
 """
 
+import os
+
+# OpenCV reads its decoders' pixel limit once, when it is loaded: set here, before any extract module
+# imports it, to extract.decode.MAX_PIXELS (a test checks they agree); the environment's own value wins.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "250000000")
+
 __all__ = ["embed_images", "embed_paths"]
 
 

@@ -14,7 +14,8 @@
   UNREDUCED_MAX_PIXELS (decoded at full size, at up to 8 bytes a pixel), is `ImageTooLarge`
   (Status.TOO_LARGE); above DECODE_MAX_PIXELS a JPEG is decoded reduced by 2, 4 or 8 in the DCT
   (`cv2.IMREAD_REDUCED_COLOR_N`), so a 100-megapixel photo decodes to about 6 megapixels. OpenCV's own
-  limit (OPENCV_IO_MAX_IMAGE_PIXELS, set to MAX_PIXELS unless the environment sets it) stands behind.
+  limit (OPENCV_IO_MAX_IMAGE_PIXELS, which `extract/__init__.py` sets to MAX_PIXELS before OpenCV is
+  loaded, unless the environment sets it) stands behind: what it refuses is `Unreadable`.
 
 OpenCV and numpy only (no torch): classify's HTML report makes its thumbnails with `decode` too.
 """
@@ -27,15 +28,13 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
+
 DECODE_MAX_PIXELS = 16_000_000   # larger JPEGs decode reduced (48 MB as BGR at most)
 MAX_PIXELS = 250_000_000         # hard limit: TOO_LARGE beyond (reduced by 8 that is still ~4 MP)
 UNREDUCED_MAX_PIXELS = 100_000_000  # formats decoded at full size: 0.3 GB as BGR, ~0.8 GB while decoding
 MAX_FILE_BYTES = 512 << 20       # read into memory whole: a larger file is TOO_LARGE unread
-# OpenCV reads it at its first decode: its own check behind ours (the env var wins if set)
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
-
-import cv2  # noqa: E402  (after its limit is set)
-import numpy as np  # noqa: E402
 
 
 class Unreadable(Exception):

@@ -135,6 +135,23 @@ def test_a_header_that_cannot_be_parsed_is_unreadable_never_decoded(tmp_path, da
         decode(path)
 
 
+def test_opencvs_own_pixel_limit_stands_behind_the_header_check(tmp_path):
+    """Set before OpenCV loads (extract/__init__.py) to MAX_PIXELS; what it refuses is Unreadable."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), np.zeros((50, 50, 3), np.uint8))
+    code = ("import os, sys\nimport extract.faces\nfrom extract.decode import MAX_PIXELS, Unreadable, decode\n"
+            "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'] == str(MAX_PIXELS))\n"
+            "try:\n    decode(sys.argv[1])\nexcept Unreadable as error:\n    print(error)")
+    results = [subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                              env={**_env(), **limit}).stdout.split("\n")
+               for limit in ({}, {"OPENCV_IO_MAX_IMAGE_PIXELS": "100"})]
+    assert results[0][:2] == ["True", ""]
+    assert results[1][0] == "False" and "OpenCV refuses it" in results[1][1]
+
+
 def test_bombs_are_refused_from_their_headers_under_1_5_gb(tmp_path):
     """The issue's bombs: 2.4 GB (TIFF, RLE BMP), 3.2 GB (GIF), 3.7 GB (JPEG with a stray byte) before."""
     root = make_folder_dataset(tmp_path, n_male=2, n_female=2, extensions=(".jpg",))
