@@ -96,11 +96,15 @@ def png_data_uri(figure) -> str:
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG data URI of the image shrunk to fit size x size, or None when it cannot be read."""
+    """A JPEG data URI of the image shrunk to fit size x size, or None when it cannot be read (or is over
+    extract's limits: decoded by extract's checked decoder, never unbounded)."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
+    from extract.decode import ImageTooLarge, Unreadable, decode  # lazy: OpenCV only, no torch
+
+    try:
+        image = decode(path).image
+    except (Unreadable, ImageTooLarge):
         return None
     scale = size / max(image.shape[:2])
     if scale < 1:

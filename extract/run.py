@@ -11,22 +11,22 @@ import torch
 
 from extract import distributed
 from extract.device_front import decodes_on_device
-from extract.backbones import Backbone, load_backbone
+from extract.backbones import Backbone, BackboneSpec, load_backbone
 from extract.batching import batch_size
 from extract.config import ExtractConfig
 from extract.device import resolve_device
 from extract.errors import expected_errors
 from extract.images import configure_threads
-from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, record_template_check
-from extract.storage import add_backbone, backbone_lock, open_store
+from extract.pipeline import ExtractionInterrupted, RunStats, extract_units
+from extract.storage import add_backbone, backbone_lock, open_store, record_template_check
 from extract.subset import limit_rows
 from features.dataset import Dataset
 from features.datasets import load_dataset
+from features.cli import EXIT_INTERRUPTED, EXIT_OK
 from features.provenance import sha256_file
 from features.store import FACES, FeatureStore
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
 Faces = tuple[np.ndarray, np.ndarray]  # (face rows, status) of every row of the table
 
 
@@ -89,7 +89,8 @@ def image_paths(dataset: Dataset) -> list[str]:
 def face_pass(dataset: Dataset) -> Backbone:
     """The detection pass written like a backbone under the store's reserved FACES entry: one face row
     per image (`extract.faces`), shared by every face backbone of the run and of later runs."""
-    from extract.faces import FACE_DIM, Alignment, FaceDetector, FaceLocator, detector_path
+    from extract.detect import Alignment, FaceDetector, FaceLocator, detector_path
+    from extract.face_row import FACE_DIM
 
     alignment = Alignment.from_info(dataset.alignment)
     locator = FaceLocator(FaceDetector(detector_path()), alignment)
@@ -97,7 +98,8 @@ def face_pass(dataset: Dataset) -> Backbone:
                 "weights_source": str(detector_path()), "preprocessing": locator.describe(),
                 "columns": "box x, y, w, h; landmarks x0, y0 .. x4, y4 (right eye, left eye, nose, right "
                 "and left mouth corner); score; source (1 detected, 2 dataset template); original pixels"}
-    return Backbone(name=FACES, dim=FACE_DIM, input_shape=(FACE_DIM,), preprocessor=locator,
+    spec = BackboneSpec(FACES, FACE_DIM, (FACE_DIM,), factory=face_pass, engines=("opencv",))  # not registered
+    return Backbone(spec=spec, input_shape=(FACE_DIM,), preprocessor=locator,
                     embed=lambda batch: batch.float(), device=torch.device("cpu"), uses_torch_device=False,
                     metadata=metadata, input_dtype="float32", runs_in_workers=True)
 

