@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import importlib.util
 import logging
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
