@@ -487,12 +487,13 @@ class FeatureStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, backbones: str | Sequence[str], split: str | None = None, *,
-             allow_incomplete: bool = False) -> SplitFeatures:
+             allow_incomplete: bool = False, out: np.ndarray | None = None) -> SplitFeatures:
         """The valid rows of `split` (None: all rows) as float32, backbones concatenated column-wise.
 
         A row is valid only when every backbone has it OK; the others are counted by reason. Damage
         found on the way (a chunk that fails its checksum, a lost status chunk, a non-finite row marked
-        OK) is a StoreError naming the backbone, unit and chunk.
+        OK) is a StoreError naming the backbone, unit and chunk. ``out``: a float32 array of the result's
+        shape to read into instead of a new one (a caller refilling a matrix it changed in place).
         """
         names = [backbones] if isinstance(backbones, str) else list(backbones)
         if not names:
@@ -503,7 +504,7 @@ class FeatureStore:
         valid = in_split & np.logical_and.reduce([status == Status.OK for status in statuses])
         index = np.flatnonzero(valid)
         dims = [group.attrs["dim"] for group in groups]
-        x = np.empty((len(index), sum(dims)), dtype=np.float32)
+        x = _destination(out, (len(index), sum(dims)))
         offsets = np.cumsum([0] + dims)
         for name, group, start, dim in zip(names, groups, offsets, dims):
             columns = slice(int(start), int(start + dim))
@@ -773,6 +774,15 @@ def _read_rows_into(array, index: np.ndarray, out: np.ndarray, *, column: int) -
         block = buffer[:last - first]
         _read_into(array, first, last, block)
         out[target, column:column + dim] = block if len(rows) == len(block) else block[rows - first]
+
+
+def _destination(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """A new float32 array of ``shape``, or ``out`` once checked to be one."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"read into: expected a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
+    return out
 
 
 def _read_into(array, first: int, last: int, destination: np.ndarray) -> None:
