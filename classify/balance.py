@@ -39,6 +39,7 @@ PROXY_BINS = (0.2, 0.4, 0.6, 0.8)  # edges on the proxy's P(attribute): 5 strata
 MIN_LABELLED = 20                   # train rows needed with each attribute value
 PROXY_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the proxy's inverse regularisation strengths, chosen by 5-fold CV
 MAX_WEIGHT = 10.0
+PREDICT_ROWS = 4096                 # rows the proxy predicts at a time
 MISSING = -1                        # how a store marks an attribute an image does not have
 
 
@@ -79,7 +80,7 @@ def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train
         method = {"method": "attribute", "strata": "the attribute value (0, 1)"}
     else:
         proxy, method = _fit_proxy(attribute, x_train, a_train, seed=seed)
-        s_train, s_val = (np.digitize(proxy.predict_proba(x)[:, 1], PROXY_BINS) for x in (x_train, x_val))
+        s_train, s_val = (proxy_strata(proxy, x) for x in (x_train, x_val))
     w_train, cells = reweigh(y_train, s_train)
     w_val, _ = reweigh(y_val, s_val)
     record = {"attribute": attribute, **method, "max_weight": MAX_WEIGHT, "train_cells": cells}
@@ -101,6 +102,17 @@ def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[di
             cells.append({"stratum": int(stratum), "male": bool(g), "rows": int(cell.sum()),
                           "weight": round(float(value), 4)})
     return weight * (len(weight) / weight.sum()), cells
+
+
+def proxy_strata(proxy, x: np.ndarray) -> np.ndarray:
+    """Each row's stratum: the proxy's P(attribute) binned at `PROXY_BINS`. Predicted `PREDICT_ROWS`
+    rows at a time: the pipeline's standardised copy of all rows (and the float64 one its float64
+    coefficients make) would be three times the train matrix; each row's probability is its own."""
+    strata = np.empty(len(x), dtype=np.int64)
+    for first in range(0, len(x), PREDICT_ROWS):
+        rows = slice(first, first + PREDICT_ROWS)
+        strata[rows] = np.digitize(proxy.predict_proba(x[rows])[:, 1], PROXY_BINS)
+    return strata
 
 
 def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):

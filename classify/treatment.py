@@ -18,6 +18,7 @@ import numpy as np
 
 TREATMENTS = ("none", "l2")
 BLOCK_TREATMENTS = ("none", "l2")
+BLOCK_ROWS = 1024  # rows normalised at a time: a 2,832-d float64 block is 23 MB
 
 
 def candidates(names: tuple[str, ...], backbones: tuple[str, ...], hints: dict[str, str | None]) -> list[dict]:
@@ -35,20 +36,39 @@ def candidates(names: tuple[str, ...], backbones: tuple[str, ...], hints: dict[s
     return out
 
 
-def apply(x: np.ndarray, treatment: dict, backbones: tuple[str, ...], dims: dict[str, int]) -> np.ndarray:
-    """``x`` with each backbone's block treated; ``x`` itself is returned when nothing changes."""
-    per = treatment["per_backbone"]
-    if all(per[b] == "none" for b in backbones):
+def apply(x: np.ndarray, treatment: dict, backbones: tuple[str, ...], dims: dict[str, int], *,
+          in_place: bool = False) -> np.ndarray:
+    """``x`` with each backbone's block treated; ``x`` itself is returned when nothing changes.
+
+    ``in_place``: treat ``x`` itself (no copy; the caller gives up its values) and return it.
+    """
+    if not changes(treatment, backbones):
         return x
-    out = x.copy()
+    per = treatment["per_backbone"]
+    out = x if in_place else x.copy()
     start = 0
     for name in backbones:
-        block = out[:, start:start + dims[name]]
         if per[name] == "l2":
-            norms = np.linalg.norm(block.astype(np.float64), axis=1, keepdims=True)
-            block /= np.maximum(norms, 1e-12).astype(np.float32)
+            _l2_rows(out[:, start:start + dims[name]])
         start += dims[name]
     return out
+
+
+def changes(treatment: dict, backbones: tuple[str, ...]) -> bool:
+    """Whether ``treatment`` changes any column of ``backbones``' features."""
+    return any(treatment["per_backbone"][b] != "none" for b in backbones)
+
+
+def _l2_rows(block: np.ndarray) -> None:
+    """Divide each row of ``block`` by its Euclidean norm, in place, `BLOCK_ROWS` rows at a time.
+
+    The norm is taken in float64 per row (a row's sum does not depend on the other rows), so the
+    numbers are those of one whole-matrix pass without its two float64 copies of the block.
+    """
+    for first in range(0, block.shape[0], BLOCK_ROWS):
+        rows = block[first:first + BLOCK_ROWS]
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+        rows /= np.maximum(norms, 1e-12).astype(np.float32)
 
 
 def check(treatment, backbones: tuple[str, ...]) -> str | None:

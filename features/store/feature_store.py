@@ -198,19 +198,20 @@ class FeatureStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, backbones: str | Sequence[str], split: str | None = None, *,
-             allow_incomplete: bool = False) -> SplitFeatures:
+             allow_incomplete: bool = False, out: np.ndarray | None = None) -> SplitFeatures:
         """The valid rows of `split` (None: all rows) as float32, backbones concatenated column-wise.
 
         A row is valid only when every backbone has it OK; the others are counted by reason. Damage
         found on the way (a chunk that fails its checksum, a lost status chunk, a non-finite row marked
-        OK) is a StoreError naming the backbone, unit and chunk.
+        OK) is a StoreError naming the backbone, unit and chunk. ``out``: a float32 array of the result's
+        shape to read into instead of a new one (a caller refilling a matrix it changed in place).
         """
         names = [backbones] if isinstance(backbones, str) else list(backbones)
         if not names:
             raise ValueError("read needs at least one backbone")
         entries = [_readable(self, name, allow_incomplete) for name in names]
         in_split = np.ones(self.n_rows, dtype=bool) if split is None else self.split == split_code(split)
-        return read_split(entries, in_split, self.gender)
+        return read_split(entries, in_split, self.gender, out=out)
 
     # -- checking every unit (python -m extract verify) ------------------------------------------------
     def damaged_units(self, name: str) -> dict[int, str]:

@@ -9,6 +9,8 @@ import zarr
 
 from features.store.schema import FINAL, Status, StoreError
 
+FINITE_BLOCK_ROWS = 4096  # rows checked for NaN at a time: one bool per value of a whole split is 0.33 GB
+
 
 def damage(path: str, name: str, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
     """The one-line error for a damaged unit: backbone, unit, chunk, and what to do."""
@@ -65,7 +67,10 @@ class Entry:
 
     def check_finite(self, index: np.ndarray, x: np.ndarray) -> None:
         """Rows `index` read into `x` that are marked OK must be finite (a lost chunk reads as NaN)."""
-        bad = ~np.isfinite(x).all(axis=1)
+        bad = np.zeros(len(x), dtype=bool)
+        for first in range(0, len(x), FINITE_BLOCK_ROWS):
+            rows = slice(first, first + FINITE_BLOCK_ROWS)
+            bad[rows] = ~np.isfinite(x[rows]).all(axis=1)
         if bad.any():
             units = np.unique(index[bad] // self.unit_rows)
             raise self.damage(int(units[0]), "embeddings", f"{int(bad.sum())} rows marked OK are not "

@@ -11,13 +11,15 @@ from features.store.schema import SplitFeatures, Status
 READ_BLOCK_BYTES = 64 << 20  # rows read per call: several chunks decode concurrently, memory stays bounded
 
 
-def read_split(entries: list[Entry], in_split: np.ndarray, gender: np.ndarray) -> SplitFeatures:
-    """The rows of `in_split` valid in every entry, entries concatenated column-wise as float32."""
+def read_split(entries: list[Entry], in_split: np.ndarray, gender: np.ndarray, *,
+               out: np.ndarray | None = None) -> SplitFeatures:
+    """The rows of `in_split` valid in every entry, entries concatenated column-wise as float32 (into
+    ``out`` when given: see `destination`)."""
     statuses = [entry.status() for entry in entries]
     valid = in_split & np.logical_and.reduce([status == Status.OK for status in statuses])
     index = np.flatnonzero(valid)
     dims = [int(entry.group.attrs["dim"]) for entry in entries]
-    x = np.empty((len(index), sum(dims)), dtype=np.float32)
+    x = destination(out, (len(index), sum(dims)))
     offsets = np.cumsum([0] + dims)
     for entry, start, dim in zip(entries, offsets, dims):
         columns = slice(int(start), int(start + dim))
@@ -69,3 +71,13 @@ def _count_invalid(statuses: list[np.ndarray], in_split: np.ndarray) -> dict[str
     counts = np.bincount(reason[in_split], minlength=len(Status))
     return {Status(code).name.lower(): int(count) for code, count in enumerate(counts)
             if code != Status.OK and count}
+
+
+def destination(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """A new float32 array of ``shape``, or ``out`` once checked to be one (a caller refilling a matrix it
+    changed in place reads into it instead of holding a second copy)."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"read into: expected a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
+    return out
