@@ -139,12 +139,15 @@ def test_image_over_the_pixel_limit_is_too_large(tmp_path):
 
 
 PEAK_SCRIPT = """
-import resource, sys, cv2, numpy as np
+import sys, cv2, numpy as np
 from extract.faces import FaceDetector, decode
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after importing extract (torch: ~0.7 GB)
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across a vfork+exec)
+hwm = lambda: int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])
+detector = FaceDetector()  # loading YuNet into OpenCV's DNN costs ~0.5 GB whatever the image
+before = hwm()
 decoded = decode(sys.argv[1])
-faces = FaceDetector().faces(decoded.image)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+faces = detector.faces(decoded.image)
+after = hwm()
 print(decoded.image.shape[1], decoded.scale, len(faces), after - before, after)
 """
 

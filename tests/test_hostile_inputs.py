@@ -33,8 +33,10 @@ def _env() -> dict[str, str]:
 def _extract(args: list[str], *, seconds: int = 90) -> subprocess.CompletedProcess:
     """`python -m extract ARGS` under `timeout` (a hang is exit 124, not a stuck test run), printing
     its peak RSS in MB on the last line of stdout."""
-    code = ("import resource, sys\nfrom extract.cli import main\nrc = main(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\nsys.exit(rc)")
+    # VmHWM: this process's own peak (ru_maxrss can carry a parent's peak across exec)
+    code = ("import sys\nfrom extract.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1]) // 1024)"
+            "\nsys.exit(rc)")
     return subprocess.run(["timeout", str(seconds), sys.executable, "-c", code, *args, "--plugin", "tests.extract_tiny",
                            "--backbones", "tiny_test", "--batch-size", "1", "--workers", "0", "--no-progress"],
                           cwd=REPO, env=_env(), capture_output=True, text=True)
