@@ -130,13 +130,6 @@ class RunResult:
     head_sha256: str
     record: dict = field(repr=False, compare=False, default_factory=dict)
 
-    def __getitem__(self, key: str):
-        """The JSON field ``key`` (for report writers not yet reading fields; new code reads fields)."""
-        return self.record[key]
-
-    def get(self, key: str, default=None):
-        return self.record.get(key, default)
-
     @property
     def title(self) -> str:
         return f"{'+'.join(self.backbones)} + {self.head}"

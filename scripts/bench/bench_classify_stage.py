@@ -3,7 +3,7 @@
 Generates (once, seeded, in a child process) a feature store shaped like full CelebA (162,770 train /
 19,867 val / 19,962 test rows) with the main job's six backbones at their registered dims
 (efficientnet_lite0 1280, sface 128, sface_map 1024, dlib_resnet 128, dlib_age 256, dlib_gender 16),
-each a different random ReLU mixing of one latent, with `scripts/bench_classify.py`'s dataset (gender
+each a different random ReLU mixing of one latent, with `scripts/bench/bench_classify.py`'s dataset (gender
 a noisy function of the latent) and CelebA's ``Young`` attribute tied to gender as in CelebA. Then runs
 what ``scripts/main.sh`` runs on it: ``python -m classify train`` with both heads on each backbone and
 on their 2,832-d concatenation, ``--balance-by Young``. Each ``classify train`` is a child process;
@@ -18,7 +18,7 @@ on ``PYTHONPATH``, reports before/after ratios, and checks that both wrote the s
     python scripts/bench/bench_classify_stage.py --compare-ref /tmp/main   # and main's code: ratios
     python scripts/bench/bench_classify_stage.py --rows 20000              # rows split as CelebA's
     python scripts/bench/bench_classify_stage.py --store S --backbones synthetic2048  # a store of
-        # scripts/bench_classify.py: its one 2,048-d backbone (no Young: trained without balancing)
+        # scripts/bench/bench_classify.py: its one 2,048-d backbone (no Young: trained without balancing)
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(HERE), str(HERE.parent)]  # the project, and bench_classify where it lies
+sys.path[:0] = [str(ROOT), str(HERE)]  # the project, and bench_classify beside this script
 
 from bench_classify import LATENT, UNIT_ROWS, make_dataset, split_sizes  # noqa: E402
 from same_results import main as same_results  # noqa: E402
