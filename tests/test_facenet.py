@@ -161,3 +161,26 @@ def test_the_torch_module_matches_opencvs_dnn_on_real_chips(device):
     reference = _opencv_embeddings(chips, SHIPPED.weights_dir() / SHIPPED.weights_file)
     assert ours.shape == reference.shape == (12, 512)
     assert np.abs(ours - reference).max() <= 1e-4
+
+
+# --- vggface2 reads Sandberg's frozen graphs too ----------------------------------------------------
+def test_vggface2_reads_a_frozen_graph_with_separate_batch_norms(tmp_path, model):
+    path = tmp_path / "20180402-114759.pb"
+    path.write_bytes(fg.graph_bytes(model, folded=False))
+    backbone = load_backbone("vggface2", weights=str(path))
+    chips = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = model(facenet_casia.standardise(chips, "fixed"))  # vggface2's own standardisation
+    assert (backbone.embed(chips) - expected).abs().max() < 1e-5
+    assert backbone.metadata["graph_batch_norm"] == "separate"
+
+
+@needs_graph
+def test_vggface2_reads_the_shipped_graph_as_the_same_network():
+    """The CASIA graph stands in for Sandberg's 20180402-114759.pb (not available offline)."""
+    path = SHIPPED.weights_dir() / SHIPPED.weights_file
+    vggface2, casia = load_backbone("vggface2", weights=str(path)), load_backbone("facenet_casia")
+    x = facenet_casia.standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8), "fixed")
+    with torch.inference_mode():
+        assert torch.allclose(vggface2.module(x), casia.module(x), atol=1e-6)
+    assert vggface2.metadata["weights"] == f"sha256:{FACENET_CASIA_SHA256}"

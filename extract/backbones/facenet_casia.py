@@ -17,7 +17,6 @@ says (PERFORMANCE.md, "FaceNet (CASIA-WebFace)", has the measurements behind bot
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 
 import torch
@@ -29,10 +28,9 @@ from extract.faces import FaceTemplate
 from ._image import AlignedCrop, FacePreprocessor
 from ._registry import Backbone, register
 from ._torchnet import DeviceEmbed, build_random, freeze, random_meta
-from ._weights import backbone_versions, default_weights_file, existing_file, load_into, unusable, weights_identity
-from .facenet_graph import state_dict_from_graph
+from ._weights import backbone_versions, default_weights_file, existing_file, weights_identity
+from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
-from .tf_graph import GraphError
 
 MARGIN = 0.125
 STANDARDISATION = "prewhiten"
@@ -67,18 +65,6 @@ class StandardisedEmbed(DeviceEmbed):
 
     def prepare(self, chips: torch.Tensor) -> torch.Tensor:
         return standardise(chips, self.how)
-
-
-def graph_module(path: str | os.PathLike, *, name: str) -> tuple[InceptionResnetV1, dict]:
-    """The module filled from the frozen FaceNet graph at ``path`` and how the graph was read; a file that
-    is not such a graph is one-line `WeightsUnavailable`."""
-    try:
-        state, info = state_dict_from_graph(path)
-    except (GraphError, OSError) as error:
-        raise unusable(path, name, str(error)) from error
-    model = InceptionResnetV1()
-    load_into(model, state, path=path, name=name)
-    return model, {"graph_batch_norm": info["batch_norm"]}
 
 
 def _weights(facts: BackboneFacts, weights: str | None) -> tuple[InceptionResnetV1, dict]:

@@ -24,7 +24,8 @@ import os
 import numpy as np
 import torch
 
-from .inception_resnet_v1 import BN_EPS
+from ._weights import load_into, unusable
+from .inception_resnet_v1 import BN_EPS, InceptionResnetV1
 from .tf_graph import GraphError, Node, constant, read_graph
 
 ROOT = "InceptionResnetV1"
@@ -148,3 +149,15 @@ def state_dict_from_graph(path: str | os.PathLike) -> tuple[dict[str, torch.Tens
     folded = not graph.has(f"{ROOT}/Conv2d_1a_3x3/BatchNorm/moving_mean")
     state = {key: torch.from_numpy(np.array(value, order="C")) for key, value in arrays.items()}
     return state, {"batch_norm": "folded" if folded else "separate"}
+
+
+def graph_module(path: str | os.PathLike, *, name: str) -> tuple[InceptionResnetV1, dict]:
+    """The module filled from the frozen FaceNet graph at ``path`` and how the graph was read; a file that
+    is not such a graph is one-line `WeightsUnavailable`."""
+    try:
+        state, info = state_dict_from_graph(path)
+    except (GraphError, OSError) as error:
+        raise unusable(path, name, str(error)) from error
+    model = InceptionResnetV1()
+    load_into(model, state, path=path, name=name)
+    return model, {"graph_batch_norm": info["batch_norm"]}

@@ -166,8 +166,9 @@ def read_graph(path: str | os.PathLike) -> dict[str, Node]:
     data = memoryview(open(path, "rb").read())
     try:
         nodes = [_node(value) for number, wire, value in fields(data) if number == 1 and wire == 2]
-    except (UnicodeDecodeError, struct.error) as error:
-        raise GraphError(f"not a TensorFlow GraphDef ({type(error).__name__})") from None
+    except (GraphError, UnicodeDecodeError) as error:
+        reason = str(error) if isinstance(error, GraphError) else "a node name is not UTF-8"
+        raise GraphError(f"not a TensorFlow GraphDef ({reason})") from None
     if not nodes or any(not node.name or not node.op for node in nodes):
         raise GraphError("not a TensorFlow GraphDef (no named nodes)")
     return {node.name: node for node in nodes}
