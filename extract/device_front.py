@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from extract.backbones import Backbone
-from extract.backbones._image import AlignedCrop
 from extract.backbones.onnx_nets import warp_chips
+from extract.catalog import FACE_ALIGNED, FACE_DLIB, InputTemplate
 from extract.errors import UsageError
-from extract.faces import (DECODE_MAX_PIXELS, imdecode_with_warnings, jpeg_frame, jpeg_is_complete,
-                           landmarks_of)
+from extract.faces import (DECODE_MAX_PIXELS, FaceTemplate, imdecode_with_warnings, jpeg_frame,
+                           jpeg_is_complete, landmarks_of)
 from extract.images import ImageRows
 from features.store import Status
 
@@ -45,17 +45,16 @@ Chipper = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (3, H, W) uint8 
 
 # -- which backbones, which path -------------------------------------------------------------------
 def device_chipper(backbone: Backbone) -> Chipper | None:
-    """The function cutting ``backbone``'s chip from a decoded image on its device, None if it has none
-    (a model outside torch, an input that is not a face chip)."""
-    from extract.backbones.dlib_resnet import DlibChip
-
-    aligner = getattr(backbone.preprocessor, "aligner", None)
-    if not backbone.uses_torch_device or not backbone.uses_faces:
+    """The function cutting ``backbone``'s chip from a decoded image on its device, as its spec's face
+    template says; None if it has none (a model outside torch, an input that is not a face chip, an
+    engine whose network runs in the preprocessor)."""
+    spec = backbone.spec
+    if not backbone.uses_torch_device or not backbone.uses_faces or backbone.input_shape != spec.input_shape:
         return None
-    if isinstance(aligner, AlignedCrop):
-        return lambda image, face: aligned_chip(image, face, aligner)
-    if isinstance(aligner, DlibChip):
-        return lambda image, face: dlib_chip(image, face, aligner)
+    if spec.face == FACE_ALIGNED:
+        return lambda image, face: aligned_chip(image, face, spec.input)
+    if spec.face == FACE_DLIB:  # the shape predictor is the preprocessor's (one per process)
+        return lambda image, face: dlib_chip(image, face, backbone.preprocessor.aligner)
     return None
 
 
@@ -73,16 +72,15 @@ def decodes_on_device(decode: str, backbone: Backbone) -> bool:
                              "the dlib nets, and sface/sface_map on their torch engine, which CUDA or "
                              "EXTRACT_SFACE_ENGINE=torch selects); use --decode cpu or auto")
         return True
-    from extract.backbones.dlib_resnet import DlibChip
-
-    whole_chip_on_device = not isinstance(getattr(backbone.preprocessor, "aligner", None), DlibChip)
+    whole_chip_on_device = backbone.spec.face != FACE_DLIB
     return chipper is not None and backbone.device.type == "cuda" and whole_chip_on_device
 
 
 # -- the chips ---------------------------------------------------------------------------------------
-def aligned_chip(image: torch.Tensor, face: np.ndarray, crop: AlignedCrop) -> torch.Tensor:
-    """`AlignedCrop` of a decoded (3, H, W) uint8 RGB image on its device: (S, S, 3) uint8."""
-    template, landmarks = crop.template, landmarks_of(face)
+def aligned_chip(image: torch.Tensor, face: np.ndarray, crop: InputTemplate) -> torch.Tensor:
+    """The aligned chip (`extract.backbones._image.AlignedCrop` of the same template) of a decoded
+    (3, H, W) uint8 RGB image on its device: (S, S, 3) uint8."""
+    template, landmarks = FaceTemplate(crop.size, margin=crop.margin), landmarks_of(face)
     pixels = image.unsqueeze(0).float()
     shrunk = template.shrunk_size(template.matrix(landmarks), image.shape[2], image.shape[1])
     if shrunk is not None:  # as FaceTemplate.warp: resize first (rounded to uint8, as cv2 does), then warp

@@ -37,7 +37,7 @@ import numpy as np
 
 from extract.catalog import BUILTIN
 
-DETECTOR_REQUIREMENT = BUILTIN["sface"].requirement  # YuNet ships with SFace
+DETECTOR_REQUIREMENT = BUILTIN["sface"].weights.requirement  # YuNet ships with SFace
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SCORE_THRESHOLD = 0.6            # YuNet's own default, as sface used before
 DETECT_MAX_SIDE = 1024           # detector input bound: faces down to ~1/40 of the photo still found

@@ -11,7 +11,7 @@ import torch
 
 from extract import distributed
 from extract.device_front import decodes_on_device
-from extract.backbones import Backbone, load_backbone
+from extract.backbones import Backbone, BackboneSpec, load_backbone
 from extract.batching import batch_size
 from extract.config import ExtractConfig
 from extract.device import resolve_device
@@ -97,7 +97,8 @@ def face_pass(dataset: Dataset) -> Backbone:
                 "weights_source": str(detector_path()), "preprocessing": locator.describe(),
                 "columns": "box x, y, w, h; landmarks x0, y0 .. x4, y4 (right eye, left eye, nose, right "
                 "and left mouth corner); score; source (1 detected, 2 dataset template); original pixels"}
-    return Backbone(name=FACES, dim=FACE_DIM, input_shape=(FACE_DIM,), preprocessor=locator,
+    spec = BackboneSpec(FACES, FACE_DIM, (FACE_DIM,), factory=face_pass, engines=("opencv",))  # not registered
+    return Backbone(spec=spec, input_shape=(FACE_DIM,), preprocessor=locator,
                     embed=lambda batch: batch.float(), device=torch.device("cpu"), uses_torch_device=False,
                     metadata=metadata, input_dtype="float32", runs_in_workers=True)
 

@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         print(f"no .jpg images in {args.image_dir}; pass --image-dir", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    recognizer = dlib_resnet.default_weights_file(dlib_resnet.FACTS)
+    recognizer = dlib_resnet.default_weights_file(dlib_resnet.SPEC)
     chips = face_chips(paths)
     reference, dlib_rate = dlib_descriptors(chips, recognizer)
     device = torch.device(args.device)

@@ -246,9 +246,9 @@ def cached_chips(path: Path, key: str, store: FeatureStore, index: np.ndarray) -
 
 def sface_file() -> Path:
     from extract.backbones._weights import default_weights_file
-    from extract.backbones.sface import FACTS
+    from extract.backbones.sface import SPEC
 
-    return Path(default_weights_file(FACTS))
+    return Path(default_weights_file(SPEC))
 
 
 def model_variant(source: Path, target: Path, *, bits: int, outputs: tuple[str, ...] = ()) -> float:

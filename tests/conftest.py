@@ -13,12 +13,12 @@ def tiny_backbones():
     that copy; the original registry comes back afterwards, so no other module sees them (test order
     does not matter). `--plugin tests.extract_tiny` inside a test finds the module already imported.
     """
-    from extract.backbones import _registry
+    from extract import catalog
 
     with pytest.MonkeyPatch.context() as patch:
         # a copy without them, should a module have imported tests.extract_tiny itself
-        built_in = {name: entry for name, entry in _registry._REGISTRY.items()
-                    if entry.factory.__module__ != "tests.extract_tiny"}
-        patch.setattr(_registry, "_REGISTRY", built_in)
+        built_in = {name: spec for name, spec in catalog._REGISTRY.items()
+                    if getattr(spec.factory, "__module__", "") != "tests.extract_tiny"}
+        patch.setattr(catalog, "_REGISTRY", built_in)
         patch.delitem(sys.modules, "tests.extract_tiny", raising=False)
         yield importlib.import_module("tests.extract_tiny")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.backbones import Backbone, NoFaceFound, WeightsUnavailable, register
+from extract.backbones import Backbone, BackboneSpec, NoFaceFound, WeightsUnavailable, register
 
 DIM = 8
 SIZE = 16
@@ -49,9 +49,9 @@ class TinyNet(nn.Module):
         return self.linear(x.flatten(1))
 
 
-def _make(name: str, seed: int, *, weights, device, precision) -> Backbone:
+def _make(spec: BackboneSpec, seed: int, *, weights, device, precision) -> Backbone:
     if weights not in (None, "random"):
-        raise WeightsUnavailable(f"{name} has no weight files; it cannot load {weights!r}")
+        raise WeightsUnavailable(f"{spec.name} has no weight files; it cannot load {weights!r}")
     net = TinyNet(seed).to(device).eval().requires_grad_(False)
     delay = float(os.environ.get("EXTRACT_TINY_DELAY", "0"))
 
@@ -60,17 +60,19 @@ def _make(name: str, seed: int, *, weights, device, precision) -> Backbone:
             time.sleep(delay)
         return net(batch)
 
-    return Backbone(name=name, dim=DIM, input_shape=(3, SIZE, SIZE), preprocessor=TinyPreprocess(),
+    return Backbone(spec=spec, input_shape=(3, SIZE, SIZE), preprocessor=TinyPreprocess(),
                     embed=embed, device=torch.device(device), uses_torch_device=True,
                     metadata={"weights": "random", "seed": seed, "precision": precision},
                     input_dtype="float32", module=net)
 
 
-@register("tiny_test", dim=DIM, input_shape=(3, SIZE, SIZE), available=lambda: True)
-def tiny_test(*, weights=None, device="cpu", precision="fp32") -> Backbone:
-    return _make("tiny_test", 0, weights=weights, device=device, precision=precision)
+def tiny_test(*, spec, weights=None, device="cpu", precision="fp32") -> Backbone:
+    return _make(spec, 0, weights=weights, device=device, precision=precision)
 
 
-@register("tiny_test_b", dim=DIM, input_shape=(3, SIZE, SIZE), available=lambda: True)
-def tiny_test_b(*, weights=None, device="cpu", precision="fp32") -> Backbone:
-    return _make("tiny_test_b", 1, weights=weights, device=device, precision=precision)
+def tiny_test_b(*, spec, weights=None, device="cpu", precision="fp32") -> Backbone:
+    return _make(spec, 1, weights=weights, device=device, precision=precision)
+
+
+for _name, _factory in (("tiny_test", tiny_test), ("tiny_test_b", tiny_test_b)):
+    register(BackboneSpec(_name, DIM, (3, SIZE, SIZE), factory=_factory, available=lambda: True))

@@ -98,7 +98,9 @@ def test_unknown_name_raises_value_error_listing_names():
 
 def test_duplicate_register_raises():
     with pytest.raises(ValueError, match="already registered"):
-        register("resnet50")(lambda **kwargs: None)
+        register(catalog.BUILTIN["resnet50"])
+    with pytest.raises(ValueError, match="already registered"):
+        register(catalog.BackboneSpec("resnet50", 8, (8,), factory=lambda **kwargs: None))
 
 
 def test_bad_precision_raises_listing_choices():
@@ -124,24 +126,60 @@ def test_describe_backbones_matches_loaded_records():
 
 
 @pytest.mark.parametrize("name", REGISTERED)
-def test_the_torch_free_catalog_says_what_the_registry_says(name):
-    """`extract list` and argument checks read extract/catalog.py (no torch): it must match."""
-    rows = {row["name"]: row for row in describe_backbones()}
-    assert catalog.BUILTIN[name].describe() == rows[name]
+def test_each_spec_names_a_factory_in_its_module_and_a_consistent_input(name):
+    """The registry holds one record per backbone: its factory is importable, its input template (when it
+    cuts a face chip) gives its input shape, and `extract list` prints the spec's own row."""
+    spec = catalog.spec(name)
+    module, _, function = spec.factory.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert spec.face in (catalog.FACE_ALIGNED, catalog.FACE_DLIB)
+    assert spec.input.shape == spec.input_shape and spec.weights.file
+    assert {row["name"]: row for row in describe_backbones()}[name] == spec.describe()
+
+
+@pytest.mark.parametrize("name", [name for name in REGISTERED if catalog.spec(name).face == catalog.FACE_ALIGNED])
+def test_an_aligned_backbone_crops_as_its_spec_says(name):
+    """The preprocessor a module builds is the spec's template (the device front end reads the spec)."""
+    from extract.backbones._image import aligned_crop
+
+    module = importlib.import_module(catalog.spec(name).factory.partition(":")[0])
+    assert module.PREPROCESS.aligner == aligned_crop(catalog.spec(name))
+
+
+def test_the_cydral_normalisation_is_the_specs():
+    from extract.backbones import dlib_cydral
+
+    for name in ("dlib_age", "dlib_gender"):
+        template = catalog.spec(name).input
+        assert np.allclose(np.array(template.mean) * 255, dlib_cydral.CHANNEL_MEANS)
+        assert np.allclose(np.array(template.std) * 255, dlib_cydral.SCALE)
+        assert template.padding == dlib_cydral.PADDING
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_FILES))
 def test_the_catalog_url_is_torchvisions(name):
     """The catalog states the download URL; the module's torchvision weights enum must agree."""
     module = importlib.import_module(f"extract.backbones.{name}")
-    assert module.DEFAULT_WEIGHTS.url == catalog.BUILTIN[name].default_weights
-    assert catalog.BUILTIN[name].weights_file == TORCHVISION_FILES[name]
+    assert module.DEFAULT_WEIGHTS.url == catalog.BUILTIN[name].weights.default
+    assert catalog.BUILTIN[name].weights.file == TORCHVISION_FILES[name]
 
 
-def test_a_builtin_is_registered_by_name_alone():
-    """Its facts come from the catalog; stating them again (and so possibly otherwise) is refused."""
-    with pytest.raises(ValueError, match="described in extract.catalog"):
-        register("resnet50", dim=2048)
+def test_a_plugin_registers_a_spec_as_the_builtins_do(monkeypatch):
+    """One API: a spec with a callable factory is listed, validated and built like a built-in."""
+    monkeypatch.setattr(catalog, "_REGISTRY", dict(catalog._REGISTRY))
+    efficientnet = catalog.spec("efficientnet_lite0")
+
+    def load(*, spec, **options):
+        from dataclasses import replace
+
+        return replace(efficientnet.build(**options), spec=spec)
+
+    spec = register(catalog.BackboneSpec("plugged", 1280, (224, 224, 3), factory=load, input=efficientnet.input,
+                                         face=catalog.FACE_ALIGNED))
+    assert "plugged" in backbone_names() and catalog.backbone_names() == backbone_names()
+    assert load_backbone("plugged", weights="random").spec is spec
+    with pytest.raises(ValueError, match="valid names: .*plugged"):
+        catalog.spec("plugge")
 
 
 def test_the_catalog_sees_missing_weights_as_the_registry_does(monkeypatch, tmp_path):

@@ -28,7 +28,7 @@ needs_celeba = pytest.mark.skipif(not (DATA / "img_align_celeba").is_dir(), reas
 
 
 def network_file(name: str) -> str:
-    return str(BUILTIN[name].weights_dir() / BUILTIN[name].weights_file)
+    return str(BUILTIN[name].weights.directory() / BUILTIN[name].weights.file)
 
 
 def celeba_faces(count: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:

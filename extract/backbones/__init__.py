@@ -1,11 +1,11 @@
-"""Backbone registry: ``load_backbone(name, weights=..., device=..., precision=...)`` returns a
-`Backbone` record (frozen network + picklable OpenCV preprocessor + dim + metadata).
-
-Importing this package registers every backbone module below; none loads weights at import.
+"""Backbones: ``load_backbone(name, weights=..., device=..., precision=...)`` builds the registered
+`BackboneSpec` (`extract.catalog`) into a `Backbone` (its spec + frozen network + picklable OpenCV
+preprocessor + metadata). A built-in's module is imported when it is first loaded.
 """
 
 from ._registry import (
     Backbone,
+    BackboneSpec,
     NoFaceFound,
     WeightsUnavailable,
     backbone_names,
@@ -13,11 +13,10 @@ from ._registry import (
     load_backbone,
     register,
 )
-from . import (dlib_cydral, dlib_resnet, efficientnet_lite0, facenet_casia, inception_v3, resnet50,  # noqa: F401
-               sface, sface_map, vggface2)  # (registration)
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
     "NoFaceFound",
     "WeightsUnavailable",
     "backbone_names",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from extract.catalog import FACE_ALIGNED, BackboneSpec
 from extract.faces import DETECTOR_FILE, SCORE_THRESHOLD, FaceDetector, FaceTemplate, landmarks_of
 
 _INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
@@ -173,6 +174,15 @@ class AlignedCrop:
                 "face_template": self.template.describe(), "scale": "1/255", "mean_rgb": list(self.mean),
                 "std_rgb": list(self.std),
                 "layout": "uint8 HWC chip in the workers; normalised to float on the model's device"}
+
+
+def aligned_crop(spec: BackboneSpec) -> AlignedCrop:
+    """The `AlignedCrop` of a backbone whose spec cuts its input with the 5-landmark template."""
+    if spec.face != FACE_ALIGNED:
+        raise ValueError(f"backbone {spec.name!r} does not take an aligned crop (face {spec.face!r})")
+    template = spec.input
+    return AlignedCrop(FaceTemplate(template.size, margin=template.margin), mean=template.mean, std=template.std,
+                       rgb=template.rgb)
 
 
 class FacePreprocessor:

@@ -1,21 +1,19 @@
-"""The backbone record, the name -> factory registry, and `load_backbone`.
-
-Modelled on torchvision's ``Weights`` (one record carries the module, its preprocessing, its output
-size and where its weights came from) and timm's registry (``@register`` fills a dict; unknown names
-raise ``ValueError`` listing the valid ones).
+"""`Backbone`, a built backbone (its `extract.catalog.BackboneSpec` plus the frozen network, its
+preprocessor and metadata), and `load_backbone`, which builds one from the registry's spec.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from extract import catalog
-from extract.catalog import PRECISIONS, TTAS
+from extract.catalog import (PRECISIONS, TTAS, BackboneSpec, backbone_names, describe_backbones,  # noqa: F401
+                             register)  # re-exported: the registry is the catalog's
 from extract.device import resolve_device
 from extract.errors import UsageError, WeightsUnavailable  # noqa: F401  (re-exported)
 from extract.faces import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
@@ -25,15 +23,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Backbone:
-    """Everything the extraction loop needs to turn decoded images into embeddings.
+    """A built backbone: its `BackboneSpec` and everything the extraction loop needs to turn decoded
+    images into embeddings (name and dim are the spec's).
 
+    ``input_shape``: what ``embed`` receives per image (the spec's network input, except for an engine
+    that runs the network in the preprocessor: dlib's gives its descriptors).
     ``preprocessor`` maps one BGR uint8 HxWx3 image (``cv2.imread`` output) to one array of
     ``input_shape`` (or raises `NoFaceFound`); it pickles, so DataLoader workers can run it.
     ``embed`` maps a batch ``(B, *input_shape)`` already on ``device`` to ``(B, dim)`` float32.
     """
 
-    name: str
-    dim: int
+    spec: BackboneSpec
     input_shape: tuple[int, ...]
     preprocessor: Callable[[np.ndarray], np.ndarray]
     embed: Callable[[torch.Tensor], torch.Tensor]
@@ -47,6 +47,14 @@ class Backbone:
     # The whole model runs in the preprocessor, i.e. in the reader workers (dlib's net, the detection
     # pass): the main process only collects rows, so every core can be a worker.
     runs_in_workers: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
 
     @property
     def uses_faces(self) -> bool:
@@ -84,61 +92,6 @@ def with_tta(backbone: Backbone, tta: str) -> Backbone:
     return replace(backbone, embed=FlipAveraged(backbone.embed), metadata=metadata)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    factory: Callable[..., Backbone]
-    info: dict[str, Any]
-    available: Callable[[], bool] | None
-
-
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register(
-    name: str,
-    *,
-    dim: int | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    default_weights: str | None = None,
-    available: Callable[[], bool] | None = None,
-) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Decorator registering ``factory(*, weights, device, precision) -> Backbone`` under ``name``.
-
-    The optional keywords feed `describe_backbones` without loading any weights; ``available``
-    answers whether the default weights are on disk (no network). A built-in backbone passes none:
-    its facts are its `extract.catalog.BUILTIN` record (the one place they are written).
-    """
-    facts = catalog.BUILTIN.get(name)
-    if facts is not None:
-        if (dim, input_shape, default_weights, available) != (None, None, None, None):
-            raise ValueError(f"backbone {name!r} is described in extract.catalog; register it by name alone")
-        dim, input_shape, default_weights = facts.dim, facts.input_shape, facts.default_weights
-        available = facts.available_offline
-
-    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
-        info = {"dim": dim, "input_shape": input_shape, "default_weights": default_weights}
-        _REGISTRY[name] = _Entry(factory=factory, info=info, available=available)
-        return factory
-
-    return decorator
-
-
-def backbone_names() -> list[str]:
-    """Registered backbone names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def _entry(name: str) -> _Entry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown backbone {name!r}; valid names: {', '.join(backbone_names())}"
-        ) from None
-
-
 def _check_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -164,24 +117,12 @@ def load_backbone(
     (half precisions are applied with autocast on CUDA only). ``tta``: "none", or "flip" to average
     the embeddings of the face and its mirror image (recorded as metadata "tta").
     """
-    entry = _entry(name)
+    spec = catalog.spec(name)
     torch_device = resolve_device(device)
     precision = _check_precision(precision, torch_device)
-    backbone = with_tta(entry.factory(weights=weights, device=torch_device, precision=precision), tta)
-    if entry.info["dim"] is not None and backbone.dim != entry.info["dim"]:  # a bug, not bad input
-        raise RuntimeError(f"backbone {name!r} built a {backbone.dim}-d record, registered as "
-                           f"{entry.info['dim']}-d")
+    backbone = with_tta(spec.build(weights=weights, device=torch_device, precision=precision), tta)
+    if backbone.spec != spec:  # a bug, not bad input
+        raise RuntimeError(f"backbone {name!r} built a record of another spec: {backbone.spec}")
     log.info("loaded backbone %s (%s) on %s", name, backbone.metadata.get("weights"),
              backbone.device)
     return backbone
-
-
-def describe_backbones() -> list[dict]:
-    """One dict per backbone: name, dim, input_shape, default weights source, and whether those
-    weights are on disk now (``available_offline``; checking never downloads)."""
-    rows = []
-    for name in backbone_names():
-        entry = _REGISTRY[name]
-        available = entry.available() if entry.available is not None else None
-        rows.append({"name": name, **entry.info, "available_offline": available})
-    return rows

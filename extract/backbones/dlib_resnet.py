@@ -26,20 +26,19 @@ import cv2
 import numpy as np
 import torch
 
-from extract.catalog import BUILTIN
+from extract.catalog import BUILTIN, BackboneSpec
 
 from ._image import FacePreprocessor
-from ._registry import Backbone, register
+from ._registry import Backbone
 from ._weights import (check_packaged_load, default_weights_file, package_model_file,
                        packaged_metadata)
 from .dlib_torch import TorchDlibEmbed, dlib_engine, dlib_resnet_module
 
 
-FACTS = BUILTIN["dlib_resnet"]
-REQUIREMENT = FACTS.requirement  # ships the recognizer (FACTS.weights_file) and LANDMARKS_FILE
+SPEC = BUILTIN["dlib_resnet"]
+REQUIREMENT = SPEC.weights.requirement  # ships the recognizer (SPEC.weights.file) and LANDMARKS_FILE
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
-CHIP = FACTS.input_shape[0]  # the aligned chip the net sees
-PADDING = 0.25
+CHIP, PADDING = SPEC.input.size, SPEC.input.padding  # the aligned chip the net sees
 # HOG box relative to YuNet's (x, y, w, h): centre shifted by (dx * w, dy * h), size (sw * w, sh * h).
 # Medians over 296 CelebA aligned images (MAD 0.03-0.06): scripts/calibrate_faces.py.
 DLIB_BOX = {"dx": -0.0142, "dy": 0.0646, "sw": 1.0406, "sh": 0.7717}
@@ -165,21 +164,21 @@ def pass_through(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
-@register(FACTS.name)  # catalog input: the chip the net sees (the dlib engine's record: (dim,), what embed gets)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    """The spec's input is the chip the net sees; the dlib engine's record takes (dim,), what embed gets."""
     torch_engine = dlib_engine(device) == "torch"
-    check_packaged_load(FACTS.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
+    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
                         device=device, precision=precision, on_device=torch_engine)
     recognizer = (Path(weights) if weights is not None
-                  else default_weights_file(FACTS))
-    landmarks = package_model_file(FACTS.name, REQUIREMENT, LANDMARKS_FILE)
+                  else default_weights_file(spec))
+    landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
     if torch_engine:
         return _torch_engine(recognizer, landmarks, device=device, precision=precision)
     preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
     return Backbone(
-        name=FACTS.name, dim=FACTS.dim, input_shape=(FACTS.dim,), preprocessor=preprocessor, embed=pass_through,
+        spec=spec, input_shape=(spec.dim,), preprocessor=preprocessor, embed=pass_through,
         device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True,
-        metadata={**_metadata(recognizer, landmarks, preprocessor, input_shape=(FACTS.dim,)),
+        metadata={**_metadata(recognizer, landmarks, preprocessor, input_shape=(spec.dim,)),
                   "implementation": "dlib (face_recognition_model_v1, in the reader workers)"},
         input_dtype="float32",
     )
@@ -188,10 +187,10 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
 def _torch_engine(recognizer: Path, landmarks: Path, *, device: torch.device, precision: str) -> Backbone:
     module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
     preprocessor = FacePreprocessor(DlibChip(str(landmarks)))
-    metadata = {**_metadata(recognizer, landmarks, preprocessor, input_shape=FACTS.input_shape),
+    metadata = {**_metadata(recognizer, landmarks, preprocessor, input_shape=SPEC.input_shape),
                 "implementation": "torch (dlib_torch.DlibResNet, weights read from the .dat)", "precision": precision}
     return Backbone(
-        name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=preprocessor,
+        spec=SPEC, input_shape=SPEC.input_shape, preprocessor=preprocessor,
         embed=TorchDlibEmbed(module, device=device, precision=precision), device=device, uses_torch_device=True,
         metadata=metadata, input_dtype="uint8",
     )
@@ -200,5 +199,5 @@ def _torch_engine(recognizer: Path, landmarks: Path, *, device: torch.device, pr
 def _metadata(recognizer: Path, landmarks: Path, preprocessor: FacePreprocessor, *, input_shape: tuple) -> dict:
     packages = ("dlib-bin", "face-recognition-models", "opencv-python-headless")
     return {**packaged_metadata(recognizer=recognizer, aligner=landmarks, preprocessing=preprocessor.describe(),
-                                input_shape=input_shape, dim=FACTS.dim, packages=packages),
+                                input_shape=input_shape, dim=SPEC.dim, packages=packages),
             "normalisation": "l2"}

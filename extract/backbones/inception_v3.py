@@ -6,20 +6,18 @@ from torch import nn
 from torchvision.models import Inception_V3_Weights, inception_v3
 
 from extract.catalog import BUILTIN
-from extract.faces import FaceTemplate
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._torchnet import build_random, random_meta, register_torch
+from ._image import FacePreprocessor, aligned_crop
+from ._torchnet import build_random, random_meta, torch_factory
 from ._torchvision import resolve_state_dict
 from ._weights import load_into
 
-FACTS = BUILTIN["inception_v3"]
-DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is FACTS.default_weights (a test checks)
+SPEC = BUILTIN["inception_v3"]
+DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is SPEC.weights.default (a test checks)
 # The aligned face (margin 0.25, as efficientnet_lite0) at 299, ImageNet mean/std as
 # DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input
 # to the (x - 0.5) / 0.5 scaling the ported Google weights were trained with, as torchvision sets for these weights.
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(299, margin=0.25), mean=(0.485, 0.456, 0.406),
-                                          std=(0.229, 0.224, 0.225)))
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
 def _architecture(*, init_weights: bool) -> nn.Module:
@@ -34,14 +32,14 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         meta = random_meta()
     else:
         state_dict, meta = resolve_state_dict(
-            name=FACTS.name, default=DEFAULT_WEIGHTS, weights=weights
+            name=SPEC.name, default=DEFAULT_WEIGHTS, weights=weights
         )
         model = _architecture(init_weights=False)
-        load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
+        load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
     model.AuxLogits = None
     model.aux_logits = False
     model.fc = nn.Identity()
     return model, {**meta, "transform_input": True}
 
 
-load = register_torch(FACTS, build, PREPROCESS)
+load = torch_factory(build, PREPROCESS)

@@ -6,18 +6,16 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from extract.catalog import BUILTIN
-from extract.faces import FaceTemplate
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._torchnet import build_random, random_meta, register_torch
+from ._image import FacePreprocessor, aligned_crop
+from ._torchnet import build_random, random_meta, torch_factory
 from ._torchvision import resolve_state_dict
 from ._weights import load_into
 
-FACTS = BUILTIN["resnet50"]
-DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is FACTS.default_weights (a test checks)
+SPEC = BUILTIN["resnet50"]
+DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is SPEC.weights.default (a test checks)
 # The aligned face (margin 0.25, as efficientnet_lite0) at 224, ImageNet mean/std as DEFAULT_WEIGHTS.
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(224, margin=0.25), mean=(0.485, 0.456, 0.406),
-                                          std=(0.229, 0.224, 0.225)))
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
 def build(weights: str | None) -> tuple[nn.Module, dict]:
@@ -26,11 +24,11 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         model = build_random(lambda: resnet50(weights=None))
         meta = random_meta()
     else:
-        state_dict, meta = resolve_state_dict(name=FACTS.name, default=DEFAULT_WEIGHTS, weights=weights)
+        state_dict, meta = resolve_state_dict(name=SPEC.name, default=DEFAULT_WEIGHTS, weights=weights)
         model = resnet50(weights=None)
-        load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
+        load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
     model.fc = nn.Identity()
     return model, meta
 
 
-load = register_torch(FACTS, build, PREPROCESS)
+load = torch_factory(build, PREPROCESS)

