@@ -3,33 +3,35 @@
     python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
     python -m extract list                      # registered backbones, dims, offline weights
     python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
+    python -m extract upgrade ...               # (extract/upgrade.py, when present) bring a store up to date
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
 `extract.run` runs the checked `ExtractConfig`. Rerunning the same command resumes: units already
-marked done in the store are skipped. Exit codes:
-0 done, 1 unexpected error, 2 bad input (one line on stderr says what), 130 interrupted (finished units
-are kept).
+marked done in the store are skipped. Every subcommand is a ``main(argv) -> int`` (`SUBCOMMANDS`), run
+under the one convention of both stages (`features.cli.run_cli`): exit 0 done, 1 a bug (traceback), 2 bad
+input (one line on stderr says what), 130 interrupted (finished units are kept).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from extract import catalog
 from extract.batching import CPU_BATCH, CUDA_BATCH
 from extract.config import DECODES, DTYPES, ExtractConfig
-from extract.errors import UsageError, expected_errors
+from extract.errors import expected_errors
+from features.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, UsageError, run_cli
 
 if TYPE_CHECKING:  # torch and zarr take seconds to import: parsing and checking the arguments come first
     from extract import distributed
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXAMPLES = """examples:
   python -m extract list
   python -m extract --dataset celeba --root data/celeba --backbones sface dlib_resnet \\
@@ -101,21 +103,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code. Parses and checks the arguments before importing torch."""
     argv = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
+    return run_cli(lambda: _bad_input_as_usage(_dispatch, argv),
+                   interrupted_note="finished units are kept; rerun the same command to resume")
+
+
+def _dispatch(argv: list[str]) -> int:
+    """The subcommand named first (`SUBCOMMANDS`), else an extraction run."""
+    command = SUBCOMMANDS.get(argv[0]) if argv else None
     try:
-        if argv[:1] == ["list"]:
-            return list_backbones(_parse(_list_parser(), argv[1:]))
-        if argv[:1] == ["verify"]:
-            from extract import verify  # zarr only, no torch
-            return verify.main(argv[1:])
-        return _run(ExtractConfig.from_args(_parse(build_parser(), argv)))
+        return command(argv[1:]) if command is not None else extract_main(argv)
     except _ParseExit as stop:
         return stop.code
-    except KeyboardInterrupt:
-        log.warning("interrupted; finished units are kept; rerun the same command to resume")
-        return EXIT_INTERRUPTED
-    except expected_errors() as error:
-        log.error("error: %s", error)
-        return EXIT_BAD_INPUT
+
+
+def _bad_input_as_usage(body: Callable[[list[str]], int], argv: list[str]) -> int:
+    """``body(argv)``, its bad-input errors raised as `UsageError` for `run_cli`: which those are is known
+    only once they are raised (the store's errors exist once zarr, seconds to import, has been)."""
+    try:
+        return body(argv)
+    except Exception as error:
+        if isinstance(error, expected_errors()) and not isinstance(error, UsageError):
+            raise UsageError(str(error)) from error
+        raise
+
+
+def extract_main(argv: list[str]) -> int:
+    """``python -m extract --dataset ... --store ...``: check the arguments, then run."""
+    return _run(ExtractConfig.from_args(_parse(build_parser(), argv)))
+
+
+def _module_main(module: str) -> Callable[[list[str]], int]:
+    """A subcommand living in ``module`` as ``main(argv) -> int``, imported when it is run."""
+    return lambda argv: importlib.import_module(module).main(argv)
 
 
 def _run(config: ExtractConfig) -> int:
@@ -132,7 +151,7 @@ def _run(config: ExtractConfig) -> int:
         if failure.expected:
             return EXIT_BAD_INPUT  # rank 0 reported the error
         log.error("error: %s", failure)
-        return EXIT_FAILED
+        return EXIT_BUG
 
 
 class _ParseExit(Exception):
@@ -175,6 +194,11 @@ def _list_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def list_main(argv: list[str]) -> int:
+    """``python -m extract list [--plugin M]``: print every registered backbone's spec."""
+    return list_backbones(_parse(_list_parser(), argv))
+
+
 def list_backbones(args: argparse.Namespace) -> int:
     """Print name, dim, input shape and offline availability of every registered backbone."""
     rows = [("name", "dim", "input", "weights offline", "default weights")]
@@ -186,3 +210,9 @@ def list_backbones(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return EXIT_OK
+
+
+# -- subcommands: each a main(argv) -> int; extract/upgrade.py (the store helper's) joins when present -------
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"list": list_main, "verify": _module_main("extract.verify")}
+if importlib.util.find_spec("extract.upgrade") is not None:
+    SUBCOMMANDS["upgrade"] = _module_main("extract.upgrade")

@@ -35,8 +35,9 @@ from extract.backbones import Backbone
 from extract.backbones.onnx_nets import warp_chips
 from extract.catalog import FACE_ALIGNED, FACE_DLIB, InputTemplate
 from extract.errors import UsageError
-from extract.faces import (DECODE_MAX_PIXELS, FaceTemplate, imdecode_with_warnings, jpeg_frame,
-                           jpeg_is_complete, landmarks_of)
+from extract.align import FaceTemplate
+from extract.decode import DECODE_MAX_PIXELS, imdecode_with_warnings, jpeg_frame, jpeg_is_complete
+from extract.face_row import landmarks_of
 from extract.images import ImageRows
 from features.store import Status
 

@@ -3,9 +3,10 @@
 Anything else raised during a run is a bug (ours or a plugin's) and keeps its traceback (exit 1).
 Torch-free, so argument checking can raise them before torch is imported.
 
-    ExtractError            base; catch this (with the dataset and store errors) for "bad input"
-    ├─ UsageError           an option, backbone name, device, precision or environment variable is wrong
-    └─ WeightsUnavailable   a weight file is missing, unreadable or not the network's
+    features.cli.UsageError   an option, backbone name, device, precision or environment variable is
+                              wrong (the one UsageError of both stages, re-exported here)
+    ExtractError              base of extraction's own bad-input errors
+    └─ WeightsUnavailable     a weight file is missing, unreadable or not the network's
 
 The dataset and store errors live where those are read, in `features` (which extract depends on, never
 the reverse): `features.dataset.DatasetError` and `features.store.StoreError`. Both subclass ValueError,
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 import sys
 
+from features.cli import UsageError
+
 
 class ExtractError(Exception):
     """Bad input to extraction; the message is meant for the user and says what to do."""
-
-
-class UsageError(ExtractError, ValueError):
-    """A command-line option (or the environment a run reads) names something invalid."""
 
 
 class WeightsUnavailable(ExtractError, RuntimeError):
@@ -36,7 +35,7 @@ _FEATURES_ERRORS = {"features.dataset": "DatasetError", "features.store": "Store
 
 
 def expected_errors() -> tuple[type[Exception], ...]:
-    """Every error type that means bad input (exit 2, one line): `ExtractError` and the dataset and
-    store errors. Bare ValueError is not among them: a bug keeps its traceback."""
-    return (ExtractError, *(getattr(sys.modules[module], name) for module, name in _FEATURES_ERRORS.items()
+    """Every error type that means bad input (exit 2, one line): `UsageError`, `ExtractError` and the
+    dataset and store errors. Bare ValueError is not among them: a bug keeps its traceback."""
+    return (UsageError, ExtractError, *(getattr(sys.modules[module], name) for module, name in _FEATURES_ERRORS.items()
                             if module in sys.modules))

@@ -22,7 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from extract.backbones import NoFaceFound
-from extract.faces import FaceLocator, ImageTooLarge, Unreadable, decode, scaled
+from extract.decode import ImageTooLarge, Unreadable, decode
+from extract.detect import FaceLocator
+from extract.face_row import scaled
 from features.store import Status
 
 Preprocessor = Callable[[np.ndarray], np.ndarray]

@@ -9,7 +9,7 @@ a run killed at any moment leaves only whole units marked done, and the same com
 the pending ones. Batches follow unit order and never cross a unit boundary: a resumed (or
 distributed) run computes exactly the batches an uninterrupted one does.
 
-`embed_paths` is the store-less variant for predicting on a handful of images.
+`extract.embed` is the store-less variant for predicting on a handful of images.
 """
 from __future__ import annotations
 
@@ -20,17 +20,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from extract import device_front
-from extract.backbones import Backbone, load_backbone
-from extract.device import resolve_device
-from extract.faces import decode, scaled
-from extract.images import (INVALID_ROW_ERRORS, ImageRows, collate_rows, invalid_status, make_loader,
-                            quiet_opencv, start_workers, unit_batches)
+from extract.backbones import Backbone
+from extract.images import ImageRows, collate_rows, make_loader, start_workers, unit_batches
 from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
@@ -309,166 +306,3 @@ def _shutdown(batches) -> None:
     shutdown = getattr(batches, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
-
-
-# -- the aligned-dataset check --------------------------------------------------------------------
-TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
-
-
-def record_template_check(store, alignment: dict | None, paths: Sequence[str], *,
-                          sample: int = TEMPLATE_CHECK_SAMPLE) -> dict | None:
-    """On an aligned dataset, after its detection pass: log and record in the faces entry's metadata
-    (``template_check``) how many rows fell back to the known template, and how far detected landmarks
-    lie from it (median and 95th percentile over an evenly spaced sample of detected rows). None, and
-    nothing recorded, for a wild dataset."""
-    from extract.faces import SOURCE_DETECTED, Alignment, image_size, template_check
-    from features.store import FACES
-
-    known = Alignment.from_info(alignment)
-    if known.kind == "wild":
-        return None
-    rows, status = store.faces()
-    detected = np.flatnonzero((status == Status.OK) & (rows[:, 15] == SOURCE_DETECTED))
-    chosen = detected[np.unique(np.linspace(0, len(detected) - 1, min(sample, len(detected))).astype(int))] \
-        if len(detected) else detected
-    summary = template_check(rows, status, known, {int(r): image_size(paths[r]) for r in chosen})
-    store.update_metadata(FACES, {"template_check": summary})
-    px = summary["landmark_distance_px"]
-    log.info("%s: aligned dataset (%s): %d of %d valid rows fell back to the template; detected landmarks "
-             "lie %s px from it (median; 95th percentile %s px; %d rows checked)", FACES, known.kind,
-             summary["template_fallback_rows"], summary["valid_rows"], px["median"], px["p95"],
-             summary["checked_sample"])
-    return summary
-
-
-# -- store-less embedding -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FaceRows:
-    """Per-face results of `embed_faces`: one row per face found (all faces, or the largest), and one
-    row with the reason for an image without a usable face (status not OK, NaN box and embeddings).
-
-    image: (K,) int64 index into the paths; box: (K, 4) float32 x, y, w, h in original-image pixels
-    (NaN for backbones without a face detector, or none found); status: (K,) uint8 `Status`;
-    embeddings: backbone name -> (K, dim) float32.
-    """
-
-    image: np.ndarray
-    box: np.ndarray
-    status: np.ndarray
-    embeddings: dict[str, np.ndarray]
-
-
-class _ImageFaces(torch.utils.data.Dataset):
-    """Path i -> [(i, box, status, {backbone: input array})], one tuple per face: decoded and
-    detected once, then cut for every backbone."""
-
-    def __init__(self, paths: Sequence[str], backbones: Sequence[Backbone], *, all_faces: bool):
-        self.paths, self.all_faces = list(paths), all_faces
-        self.preprocessors = {b.name: b.preprocessor for b in backbones}
-        self.detector = next((b.preprocessor.detector for b in backbones if b.uses_faces), None)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> list:
-        no_box = np.full(4, np.nan, dtype=np.float32)
-        try:
-            decoded = decode(self.paths[index])
-            # backbones that take the whole image (and may have their own aligner)
-            whole = {name: p(decoded.image) for name, p in self.preprocessors.items() if not hasattr(p, "align")}
-        except INVALID_ROW_ERRORS as error:
-            return [(index, no_box, invalid_status(error), {})]
-        if self.detector is None:
-            return [(index, no_box, int(Status.OK), whole)]
-        faces = self.detector.faces(decoded.image)
-        if not len(faces):
-            return [(index, no_box, int(Status.NO_FACE), {})]
-        return [(index, scaled(face, 1.0 / decoded.scale)[:4], int(Status.OK),
-                 {**whole, **{name: p.align(decoded.image, face) for name, p in self.preprocessors.items()
-                              if hasattr(p, "align")}})
-                for face in (faces if self.all_faces else faces[:1])]
-
-
-def _flatten(items: list[list]) -> list:
-    return [face for image in items for face in image]
-
-
-def embed_faces(paths: Sequence[str], backbones: Sequence[Backbone], *, all_faces: bool = False,
-                batch_size: int = 32, workers: int | None = None) -> FaceRows:
-    """Embed image files without a store, with loaded `backbones`: one face detection per image serves
-    every backbone (the largest face, or each face with `all_faces`).
-
-    workers: decoding/detection processes (None = `default_workers`; 0 = this process).
-    """
-    paths = [str(p) for p in paths]
-    gpu = any(b.uses_torch_device and b.device.type == "cuda" for b in backbones)
-    loader = make_loader(_ImageFaces(paths, backbones, all_faces=all_faces),
-                         unit_batches([(0, len(paths))], batch_size), workers=workers, gpu=gpu, collate=_flatten)
-    image, box, status, parts = [], [], [], {b.name: [] for b in backbones}
-    for faces in start_workers(loader):
-        codes = np.array([face[2] for face in faces], dtype=np.uint8)
-        image += [face[0] for face in faces]
-        box += [face[1] for face in faces]
-        status.append(codes)
-        for backbone in backbones:
-            parts[backbone.name].append(_embed_faces_of(backbone, faces, codes))
-    if not paths:
-        return FaceRows(np.empty(0, np.int64), np.empty((0, 4), np.float32), np.empty(0, np.uint8),
-                        {b.name: np.empty((0, b.dim), np.float32) for b in backbones})
-    return FaceRows(np.asarray(image, dtype=np.int64), np.stack(box).astype(np.float32),
-                    np.concatenate(status), {name: np.concatenate(rows) for name, rows in parts.items()})
-
-
-def _embed_faces_of(backbone: Backbone, faces: list, codes: np.ndarray) -> np.ndarray:
-    placeholder = np.zeros(backbone.input_shape, dtype=backbone.input_dtype)
-    batch = np.stack([face[3].get(backbone.name, placeholder) for face in faces])
-    return embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes))
-
-
-def load_checked(name: str, *, weights: str | None = None, device: str = "auto", precision: str = "fp32",
-                 tta: str = "none", expect_weights: str | None = None) -> Backbone:
-    """`load_backbone`, then a ValueError unless its weights identity is ``expect_weights`` (when given:
-    "sha256:..." or "random", what a store recorded)."""
-    model = load_backbone(name, weights=weights, device=resolve_device(device), precision=precision, tta=tta)
-    if expect_weights is not None and model.metadata["weights"] != expect_weights:
-        raise ValueError(f"{name} loaded weights {model.metadata['weights'][:19]}..., not the "
-                         f"{expect_weights[:19]}... the caller needs")
-    return model
-
-
-def embed_images(paths: Sequence[str], backbones: Mapping[str, Mapping], *, all_faces: bool = False,
-                 device: str = "auto", batch_size: int = 32, workers: int | None = None) -> FaceRows:
-    """Embed image files without a store with several backbones at once (classify's predict): each
-    loaded by `load_checked` with its options (weights, precision, tta, expect_weights), then ONE
-    `embed_faces` pass, so each image is decoded and its faces detected once for all of them.
-
-    A backbone that cannot be loaded raises ValueError naming it.
-    """
-    quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
-    models = []
-    for name, options in backbones.items():
-        try:
-            models.append(load_checked(name, device=device, **options))
-        except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
-            raise ValueError(f"backbone {name}: {error}") from None
-    return embed_faces(paths, models, all_faces=all_faces, batch_size=batch_size, workers=workers)
-
-
-def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = None,
-                device: str = "auto", batch_size: int = 32, workers: int | None = None,
-                precision: str = "fp32", expect_weights: str | None = None,
-                tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
-
-    The same face front end as extract (largest face). workers: DataLoader workers (None =
-    `default_workers`: min(4, CPUs), or half the CPUs when the model runs on a GPU; 0 decodes in this
-    process). expect_weights: the weights identity the caller needs ("sha256:..." or "random"); a
-    backbone loaded with other weights raises ValueError. tta: as recorded in the store ("none", "flip").
-    """
-    paths = [str(p) for p in paths]
-    quiet_opencv()
-    model = load_checked(backbone, weights=weights, device=device, precision=precision, tta=tta,
-                         expect_weights=expect_weights)
-    rows = embed_faces(paths, [model], batch_size=batch_size, workers=workers)
-    assert np.array_equal(rows.image, np.arange(len(paths))), "one row per path"
-    return rows.embeddings[model.name], rows.status

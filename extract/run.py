@@ -17,16 +17,16 @@ from extract.config import ExtractConfig
 from extract.device import resolve_device
 from extract.errors import expected_errors
 from extract.images import configure_threads
-from extract.pipeline import ExtractionInterrupted, RunStats, extract_units, record_template_check
-from extract.storage import add_backbone, backbone_lock, open_store
+from extract.pipeline import ExtractionInterrupted, RunStats, extract_units
+from extract.storage import add_backbone, backbone_lock, open_store, record_template_check
 from extract.subset import limit_rows
 from features.dataset import Dataset
 from features.datasets import load_dataset
+from features.cli import EXIT_INTERRUPTED, EXIT_OK
 from features.provenance import sha256_file
 from features.store import FACES, FeatureStore
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
 Faces = tuple[np.ndarray, np.ndarray]  # (face rows, status) of every row of the table
 
 
@@ -89,7 +89,8 @@ def image_paths(dataset: Dataset) -> list[str]:
 def face_pass(dataset: Dataset) -> Backbone:
     """The detection pass written like a backbone under the store's reserved FACES entry: one face row
     per image (`extract.faces`), shared by every face backbone of the run and of later runs."""
-    from extract.faces import FACE_DIM, Alignment, FaceDetector, FaceLocator, detector_path
+    from extract.detect import Alignment, FaceDetector, FaceLocator, detector_path
+    from extract.face_row import FACE_DIM
 
     alignment = Alignment.from_info(dataset.alignment)
     locator = FaceLocator(FaceDetector(detector_path()), alignment)

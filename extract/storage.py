@@ -1,15 +1,20 @@
-"""The store side of a run: open (or create) the store for the dataset under --limit, and add a
-backbone's entry, or take the existing one when it was made the same way (resume)."""
+"""The store side of a run: open (or create) the store for the dataset under --limit, add a backbone's
+entry, or take the existing one when it was made the same way (resume); after the detection pass of an
+aligned dataset, record how its detections agree with the known template."""
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+from typing import Sequence
+
+import numpy as np
 
 from extract.config import CONFIG_KEY, ExtractConfig
 from extract.subset import limit_rows
 from features.dataset import Dataset
-from features.store import FACES, BackboneWriter, FeatureStore, StoreError, writer_lock
+from extract.face_row import SOURCE, SOURCE_DETECTED
+from features.store import FACES, BackboneWriter, FeatureStore, Status, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +87,32 @@ def _check_resumable(where: str, name: str, held: dict, asked: dict, *, pending:
 def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):
     """One writer per backbone (and per detection pass); torchrun ranks write disjoint units, no lock."""
     return contextlib.nullcontext() if distributed else writer_lock(config.store, name, wait=config.wait_lock)
+
+
+# -- the aligned-dataset check ----------------------------------------------------------------------
+TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
+
+
+def record_template_check(store, alignment: dict | None, paths: Sequence[str], *,
+                          sample: int = TEMPLATE_CHECK_SAMPLE) -> dict | None:
+    """On an aligned dataset, after its detection pass: log and record in the faces entry's metadata
+    (``template_check``) how many rows fell back to the known template, and how far detected landmarks
+    lie from it (median and 95th percentile over an evenly spaced sample of detected rows). None, and
+    nothing recorded, for a wild dataset."""
+    from extract.detect import Alignment, image_size, template_check  # cv2: only on an aligned dataset
+
+    known = Alignment.from_info(alignment)
+    if known.kind == "wild":
+        return None
+    rows, status = store.faces()
+    detected = np.flatnonzero((status == Status.OK) & (rows[:, SOURCE] == SOURCE_DETECTED))
+    chosen = detected[np.unique(np.linspace(0, len(detected) - 1, min(sample, len(detected))).astype(int))] \
+        if len(detected) else detected
+    summary = template_check(rows, status, known, {int(r): image_size(paths[r]) for r in chosen})
+    store.update_metadata(FACES, {"template_check": summary})
+    px = summary["landmark_distance_px"]
+    log.info("%s: aligned dataset (%s): %d of %d valid rows fell back to the template; detected landmarks "
+             "lie %s px from it (median; 95th percentile %s px; %d rows checked)", FACES, known.kind,
+             summary["template_fallback_rows"], summary["valid_rows"], px["median"], px["p95"],
+             summary["checked_sample"])
+    return summary

@@ -40,7 +40,8 @@ import torch
 from extract.backbones import Backbone, load_backbone
 from extract.catalog import PRECISIONS
 from extract.images import ImageRows, configure_threads, default_workers
-from extract.pipeline import embed_batch, extract_units, resolve_device, start_embedding
+from extract.device import resolve_device
+from extract.pipeline import embed_batch, extract_units, start_embedding
 from extract.demo import synthetic_table
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore

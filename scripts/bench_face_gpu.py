@@ -90,7 +90,7 @@ def rate(function, batches: list[torch.Tensor], device: torch.device) -> float:
 
 
 def parity(chain: FaceChain, paths: list[str], images: torch.Tensor, count: int) -> str:
-    from extract.pipeline import embed_paths
+    from extract.embed import embed_paths
 
     os.environ["EXTRACT_SFACE_ENGINE"] = "opencv"
     reference, _ = embed_paths(paths[:count], "sface", device="cpu", workers=0)

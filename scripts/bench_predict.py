@@ -5,7 +5,7 @@ and --repeat times: ``python -m extract`` into a fresh store (a subprocess, as a
 including start-up and model loading, and its own loop time, the sum of the detection pass's and each
 backbone's "N rows ... S s" summary), and ``classify.predict.predict_images`` with a head trained on
 the first store for all the backbones at once (this process: wall time with model loading, and
-without it, the time spent in `extract.pipeline.load_checked` taken off). Prints images/s of each and
+without it, the time spent in `extract.embed.load_checked` taken off). Prints images/s of each and
 the ratio predict / extract.
 
     .venv/bin/python scripts/bench_predict.py --n 200 --backbones dlib_resnet sface
@@ -79,7 +79,7 @@ def train_head(store: Path, out: Path, backbones: list[str]) -> Path:
 def run_predict(head: Path, paths: list[Path]) -> tuple[float, float]:
     """(wall seconds of predict_images, seconds of it spent loading the backbones)."""
     from classify.predict import predict_images
-    from extract import pipeline
+    from extract import embed as pipeline
 
     loading = [0.0]
     original = pipeline.load_checked

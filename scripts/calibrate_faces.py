@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from extract.face_row import BOX, landmarks_of
 from extract.faces import FaceDetector
 
 
@@ -31,11 +32,11 @@ def main() -> None:
             fails += 1
             continue
         face = faces[0]
-        landmarks.append(face[4:14].reshape(5, 2))
+        landmarks.append(landmarks_of(face))
         rects = hog(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), 0) if i < 300 else []
         if len(rects):
             r = max(rects, key=lambda r: r.area())
-            x, y, w, h = face[:4]
+            x, y, w, h = face[BOX]
             boxes.append((((r.left() + r.right()) / 2 - (x + w / 2)) / w,
                           ((r.top() + r.bottom()) / 2 - (y + h / 2)) / h,
                           (r.right() - r.left()) / w, (r.bottom() - r.top()) / h))

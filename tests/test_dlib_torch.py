@@ -146,7 +146,7 @@ def test_both_engines_make_resumable_records(monkeypatch, tta):
 @needs_celeba
 @pytest.mark.parametrize("tta", ["none", "flip"])
 def test_pipeline_rows_equal_between_engines(monkeypatch, tta):
-    from extract.pipeline import embed_paths
+    from extract.embed import embed_paths
 
     paths = [str(p) for p in sorted(CELEBA.glob("*.jpg"))[:4]]
     rows = {}

@@ -465,3 +465,18 @@ def test_the_run_config_is_saved_with_each_backbone_and_does_not_block_resume(ce
     # another batch size and worker count still resume the same store (the config is a record, not a key)
     assert main(cli_args(celeba, store_path, "--workers", "1", "--limit", "8", "--batch-size", "2")) == 0
     assert FeatureStore.open(store_path).backbone_info("tiny_test")["metadata"]["extract_config"] == config
+
+
+def test_extract_follows_the_one_cli_convention_of_both_stages(capsys):
+    """One UsageError (features.cli's) and one dispatch table of ``main(argv) -> int`` subcommands; the
+    store helper's extract/upgrade.py joins it when present."""
+    import importlib.util
+
+    from extract import cli, errors
+    from features import cli as shared
+
+    assert errors.UsageError is shared.UsageError and not hasattr(errors, "ExtractUsageError")
+    assert {"list", "verify"} <= set(cli.SUBCOMMANDS)
+    assert ("upgrade" in cli.SUBCOMMANDS) == (importlib.util.find_spec("extract.upgrade") is not None)
+    assert main(["--dataset", "folder", "--root", "r", "--backbones", "nope", "--store", "s.zarr"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

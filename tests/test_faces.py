@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_jpeg_with_damaged_data_inside_is_unreadable_with_libjpegs_warning(tmp_p
 
 
 def _scratch_inode(_=None) -> int:
-    from extract.faces import warnings_file
+    from extract.decode import warnings_file
 
     return os.fstat(warnings_file().fileno()).st_ino
 
@@ -244,3 +245,20 @@ def test_template_check_counts_fallbacks_and_measures_detections_against_the_tem
     assert check["landmark_distance_px"]["p95"] == pytest.approx(np.percentile([1, 2, 3, 4], 95), abs=1e-3)
     eye = np.linalg.norm(known[1] - known[0])
     assert check["landmark_distance_eye"]["median"] == pytest.approx(np.median([1, 2, 1.5, 4]) / eye, abs=1e-3)
+
+
+def test_the_face_row_fields_are_named_in_one_place():
+    """extract.face_row names the 16 columns; nothing else in extract reads a face row by raw index."""
+    from extract import face_row as fr
+
+    row = fr.face_row((10, 20, 30, 40), np.arange(10).reshape(5, 2), 0.9, fr.SOURCE_DETECTED)
+    assert row.shape == (fr.FACE_DIM,) and row[fr.BOX].tolist() == [10, 20, 30, 40]
+    assert fr.landmarks_of(row).tolist() == np.arange(10).reshape(5, 2).tolist()
+    half = fr.scaled(row, 0.5)
+    assert half[fr.BOX].tolist() == [5, 10, 15, 20] and half[fr.SCORE] == row[fr.SCORE]
+    assert half[fr.SOURCE] == fr.SOURCE_DETECTED
+    package = Path(fr.__file__).parent
+    raw = re.compile(r"\[:, *1[45]\]|\[(:, *)?4:14\]|\[:14\]")
+    offenders = [str(path) for path in package.rglob("*.py") if path.name != "face_row.py"
+                 and raw.search(path.read_text())]
+    assert offenders == []

@@ -96,7 +96,7 @@ def test_yunet_detect_returns_empty_for_a_faceless_image():
 @needs_celeba
 def test_sface_backbone_torch_engine_stores_the_opencv_embeddings(monkeypatch):
     from extract.backbones import load_backbone
-    from extract.pipeline import embed_paths
+    from extract.embed import embed_paths
 
     paths = [str(p) for p in sorted(CELEBA.glob("*.jpg"))[:8]]
     monkeypatch.setenv("EXTRACT_SFACE_ENGINE", "opencv")

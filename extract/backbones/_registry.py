@@ -16,7 +16,7 @@ from extract.catalog import (PRECISIONS, TTAS, BackboneSpec, backbone_names, des
                              register)  # re-exported: the registry is the catalog's
 from extract.device import resolve_device
 from extract.errors import UsageError, WeightsUnavailable  # noqa: F401  (re-exported)
-from extract.faces import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
+from extract.detect import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
 
 log = logging.getLogger(__name__)
 

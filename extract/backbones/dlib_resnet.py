@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
+from extract.face_row import BOX
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
@@ -46,7 +47,7 @@ DLIB_BOX = {"dx": -0.0142, "dy": 0.0646, "sw": 1.0406, "sh": 0.7717}
 
 def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the box dlib's HOG detector would give for a YuNet face row."""
-    x, y, w, h = (float(v) for v in face[:4])
+    x, y, w, h = (float(v) for v in face[BOX])
     cx, cy = x + w / 2 + DLIB_BOX["dx"] * w, y + h / 2 + DLIB_BOX["dy"] * h
     half_w, half_h = DLIB_BOX["sw"] * w / 2, DLIB_BOX["sh"] * h / 2
     return round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h)

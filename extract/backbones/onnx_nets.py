@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extract.face_row import BOX, SCORE
+
 from ._torchnet import DeviceEmbed, engine_from_environment
 
 YUNET_STRIDES = (8, 16, 32)
@@ -311,15 +313,15 @@ class YuNet(nn.Module):
             landmarks = (kps.reshape(*kps.shape[:2], 5, 2) + cell[:, None, :]) * stride
             per_level.append(torch.cat([centre - wh / 2, wh, landmarks.flatten(2), score[..., None]], -1))
         faces = torch.cat(per_level, 1)  # (B, cells, 15)
-        return [image_faces[image_faces[:, 14] >= self.score_threshold] for image_faces in faces]
+        return [image_faces[image_faces[:, SCORE] >= self.score_threshold] for image_faces in faces]
 
     def _nms(self, faces: torch.Tensor) -> np.ndarray:
         # As cv2.dnn.NMSBoxes on Rect2i(int(x), int(y), int(w), int(h)): stable sort by score, greedy.
         faces = faces.cpu().numpy().astype(np.float32)
         if len(faces) <= 1:
             return faces.reshape(-1, 15)
-        boxes = faces[:, :4].astype(np.int32).astype(np.int64)  # truncation toward zero, as int()
-        order = np.argsort(-faces[:, 14], kind="stable")[: self.top_k]
+        boxes = faces[:, BOX].astype(np.int32).astype(np.int64)  # truncation toward zero, as int()
+        order = np.argsort(-faces[:, SCORE], kind="stable")[: self.top_k]
         keep: list[int] = []
         for index in order:
             if all(_iou(boxes[index], boxes[kept]) <= self.nms_threshold for kept in keep):
@@ -355,30 +357,6 @@ class TorchSFaceEmbed(DeviceEmbed):
 
     def prepare(self, chips: torch.Tensor) -> torch.Tensor:
         return chips.flip(-1).permute(0, 3, 1, 2).float()
-
-
-class BatchFaceDetector:
-    """Callable for a face front end: list of BGR uint8 HxWx3 images -> per image the (N, 15) faces
-    ``cv2.FaceDetectorYN`` would return, run batched (images grouped by size) on ``device``."""
-
-    def __init__(self, path: str | Path, *, device: torch.device, score_threshold: float = 0.6,
-                 batch_size: int = 64) -> None:
-        self.net = YuNet(path, score_threshold=score_threshold).to(device)
-        self.device = device
-        self.batch_size = batch_size
-
-    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        by_size: dict[tuple, list[int]] = {}
-        for index, image in enumerate(images):
-            by_size.setdefault(image.shape, []).append(index)
-        faces: list[np.ndarray] = [np.zeros((0, 15), np.float32)] * len(images)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                batch = torch.from_numpy(np.stack([images[i] for i in chunk])).to(self.device)
-                for index, found in zip(chunk, self.net.detect(batch.permute(0, 3, 1, 2).float())):
-                    faces[index] = found
-        return faces
 
 
 def warp_chips(images: torch.Tensor, matrices: torch.Tensor, *, size: int = 112) -> torch.Tensor:

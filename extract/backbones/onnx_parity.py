@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from extract.face_row import BOX, LANDMARKS, SCORE, landmarks_of
+
 from .onnx_nets import YuNet, sface_module
 from .sface import CHIP
 
@@ -46,9 +48,9 @@ def yunet_parity(images: list[np.ndarray], detector_path: str, *, score_threshol
             continue
         faces += len(a)
         if len(a):
-            landmark = max(landmark, float(np.abs(a[:, 4:14] - b[:, 4:14]).max()))
-            box = max(box, float(np.abs(a[:, :4] - b[:, :4]).max()))
-            score = max(score, float(np.abs(a[:, 14] - b[:, 14]).max()))
+            landmark = max(landmark, float(np.abs(a[:, LANDMARKS] - b[:, LANDMARKS]).max()))
+            box = max(box, float(np.abs(a[:, BOX] - b[:, BOX]).max()))
+            score = max(score, float(np.abs(a[:, SCORE] - b[:, SCORE]).max()))
     return DetectionParity(len(images), faces, mismatches, landmark, box, score)
 
 
@@ -91,7 +93,7 @@ def largest_face_matrix(faces: np.ndarray) -> np.ndarray | None:
     if faces is None or len(faces) == 0:
         return None
     largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
-    return sface.similarity_transform(largest[4:14].reshape(5, 2).astype(np.float64), sface.ARCFACE_TEMPLATE)
+    return sface.similarity_transform(landmarks_of(largest), sface.ARCFACE_TEMPLATE)
 
 
 def opencv_chip(image: np.ndarray, detector_path: str, *, score_threshold: float = 0.6) -> np.ndarray | None:

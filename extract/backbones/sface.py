@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
-from extract.faces import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
+from extract.align import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
