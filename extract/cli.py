@@ -208,11 +208,11 @@ def list_main(argv: list[str]) -> int:
 
 def list_backbones(args: argparse.Namespace) -> int:
     """Print name, dim, input shape and offline availability of every registered backbone."""
-    rows = [("name", "dim", "input", "weights offline")]
+    rows = [("name", "dim", "input", "weights offline", "default weights")]
     for info in catalog.describe_backbones():
         available = {True: "yes", False: "no (pass --weights)", None: "unknown"}[info["available_offline"]]
         shape = "x".join(map(str, info["input_shape"])) if info["input_shape"] else "?"
-        rows.append((info["name"], str(info["dim"] or "?"), shape, available))
+        rows.append((info["name"], str(info["dim"] or "?"), shape, available, info["default_weights"] or "?"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

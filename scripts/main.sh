@@ -4,7 +4,7 @@
 # report (per-group metrics, calibration, error gallery) beside it.
 #   CELEBA_ROOT  CelebA folder (default data/celeba; any layout `python -m extract` reads)
 #   OUT          output folder (default runs/celeba, or runs/demo on the demo data)
-#   BACKBONES    backbones to extract (default: the six whose weights ship in pip packages)
+#   BACKBONES    backbones to extract (default: the seven whose weights ship in pip packages)
 #   UTKFACE_ROOT UTKFace folder (default ../shared/data/utkface); when present (and not on demo data) it is
 #                extracted into its own store and every head is also evaluated on it (CelebA -> UTKFace)
 # Rerunning resumes: finished extraction units are skipped.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 py=.venv/bin/python
 root=${CELEBA_ROOT:-data/celeba}
-backbones=${BACKBONES:-efficientnet_lite0 sface sface_map dlib_resnet dlib_age dlib_gender}
+backbones=${BACKBONES:-efficientnet_lite0 sface sface_map dlib_resnet dlib_age dlib_gender facenet_casia}
 demo=""
 if [ ! -e "$root" ]; then
   cat >&2 <<MSG
@@ -48,6 +48,9 @@ fi
 all=$(echo $backbones | tr ' ' '+')
 specs="$backbones"
 [ "$all" != "$backbones" ] && specs="$backbones $all"  # also every backbone concatenated
+# FaceNet beside dlib's face net (issue 20), when both were extracted
+case " $backbones " in *" facenet_casia "*) case " $backbones " in *" dlib_resnet "*)
+  specs="$specs facenet_casia+dlib_resnet";; esac;; esac
 # CelebA ties age to gender (its women are far more often young than its men): when the store records
 # `Young`, the training rows are reweighed so that "older -> male" earns a head nothing (classify/balance.py)
 balance=""

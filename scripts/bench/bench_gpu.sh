@@ -9,6 +9,7 @@
 #     3d. --decode device vs --decode cpu (JPEG decode + chips on the GPU) for sface, dlib_resnet,
 #     efficientnet_lite0: rates, ratio, and how far the rows are apart
 #     3e. sface_map, dlib_age, dlib_gender (torch) through the pipeline
+#     3f. facenet_casia (FaceNet CASIA-WebFace, torch InceptionResNetV1): model-only vs pipeline, bf16 and fp32
 #  4. parity of torch SFace/YuNet on the GPU with OpenCV (PARITY_IMAGES, default 2000 of the 6,000)
 #  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
 #  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
@@ -66,6 +67,12 @@ done
 step "3e. the backbones added with issue 8 through the extract pipeline (torch on $device)"
 for b in sface_map dlib_age dlib_gender; do
   EXTRACT_SFACE_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone "$b" --device "$device" --precision bf16 \
+    --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+done
+
+step "3f. facenet_casia (issue 20): model-only vs pipeline on $device"
+for precision in bf16 fp32; do
+  "$python" scripts/bench_extract.py --backbone facenet_casia --device "$device" --precision "$precision" \
     --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
