@@ -72,7 +72,7 @@ done
 
 step "3f. facenet_casia (issue 20): model-only vs pipeline on $device"
 for precision in bf16 fp32; do
-  "$python" scripts/bench_extract.py --backbone facenet_casia --device "$device" --precision "$precision" \
+  "$python" scripts/bench/bench_extract.py --backbone facenet_casia --device "$device" --precision "$precision" \
     --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
