@@ -72,8 +72,14 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = columns or [key for key in rows[0] if not str(key).startswith("_")]
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join(f"<tr{_class(row.get('_class'))}>"
-                   + "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+                   + "".join(f"<td>{_breakable(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _breakable(text: str) -> str:
+    """``text`` escaped, with a line-break opportunity after each "+": cells do not wrap, and a run over
+    seven backbones ("a+b+...+g") would otherwise push the table past the window."""
+    return esc(text).replace("+", "+<wbr>")
 
 
 def scroll(inner: str) -> str:

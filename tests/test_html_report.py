@@ -22,6 +22,11 @@ from tests.fixtures import write_face
 
 HOSTILE = '<script>alert("x")</script>&<b>.jpg'
 CHECK = """<script>
+function compactLeaderboard() {  // the first table after the Leaderboard heading
+  let node = Array.from(document.querySelectorAll('h2')).find(h => h.textContent === 'Leaderboard');
+  while (node && !(node.tagName === 'TABLE' || node.querySelector('table'))) node = node.nextElementSibling;
+  return node.tagName === 'TABLE' ? node : node.querySelector('table');
+}
 window.addEventListener('load', () => {
   const images = Array.from(document.images);
   const broken = images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt);
@@ -29,6 +34,7 @@ window.addEventListener('load', () => {
                   scripts: document.querySelectorAll('script').length,
                   bold: Array.from(document.querySelectorAll('b')).map(b => b.textContent),
                   scroll_width: document.documentElement.scrollWidth,
+                  compact_right: compactLeaderboard().getBoundingClientRect().right,
                   client_width: document.documentElement.clientWidth};
   document.body.setAttribute('data-check', JSON.stringify(result));
 });
@@ -75,7 +81,10 @@ def _sections(tmp_path: Path) -> dict:
                    "predicted": "male", "groups": {}, "label_check": "29 of the 29 other images are labelled male"})
     long_id = "57_0_1_20170116000000081_a_very_long_file_name_without_any_break.jpg.chip.jpg"
     # a leaderboard as wide as the real one (25+ columns): only the compact columns show at first
-    board = [{"rank": r, "backbones": "sface+dlib_resnet+efficientnet_lite0", "head": "logreg",
+    # and a run over many backbones, whose name is wider than the page unless it wraps
+    seven = "+".join(["efficientnet_lite0", "sface", "sface_map", "dlib_resnet", "dlib_age", "dlib_gender",
+                      "facenet_casia"] * 3)
+    board = [{"rank": r, "backbones": seven if r == 2 else "sface+dlib_resnet+efficientnet_lite0", "head": "logreg",
               **{f"column_{c}": f"0.{r}{c:03d} long text {c}" for c in range(26)}, "choice": "recommended" * (r == 1)}
              for r in (1, 2)]
     return {"title": "report <test>", "dataset": {"name": "utkface", "root": str(tmp_path), "store": "s.zarr",
@@ -133,6 +142,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert HOSTILE in result["bold"]
     # readable at 1,280 px without scrolling sideways: the 30-column leaderboard scrolls in its own box
     assert result["scroll_width"] <= result["client_width"] <= 1280, result
+    assert result["compact_right"] <= result["client_width"], result  # the compact leaderboard is not cut
 
 
 def test_the_first_screen_is_the_summary_and_a_compact_leaderboard(tmp_path):
