@@ -127,15 +127,23 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> dict
     return header
 
 
-def header_problem(header: dict) -> str | None:
-    """What is wrong with a head header's fields as data (None when every field has its type)."""
-    head, backbones = header.get("head"), header.get("backbones")
+def head_kind_problem(head) -> str | None:
+    """What is wrong with a recorded head kind (None when it names a registered head)."""
     if not isinstance(head, str):
         return "head must name a head kind"
     try:
         get_head_class(head)
     except ValueError as error:
         return str(error)[:200]
+    return None
+
+
+def header_problem(header: dict) -> str | None:
+    """What is wrong with a head header's fields as data (None when every field has its type)."""
+    head, backbones = header.get("head"), header.get("backbones")
+    problem = head_kind_problem(head)
+    if problem:
+        return problem
     if (not isinstance(backbones, list) or not backbones or not all(
             isinstance(b, dict) and isinstance(b.get("name"), str) and SAFE_NAME.match(b["name"])
             and _count(b.get("dim")) and isinstance(b.get("weights"), (str, type(None))) for b in backbones)):

@@ -29,7 +29,7 @@ from classify import treatment
 from classify.calibration import CalibrationError
 from classify.decision import Decision
 from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError,
-                               check_kind_and_version, read_head_file, sha256_file, write_head_file)
+                               check_kind_and_version, head_kind_problem, read_head_file, sha256_file, write_head_file)
 from classify.heads import Head, get_head_class
 from classify.images import Prediction, embed, expand_inputs, face_indices, status_text, unreadable_reason
 from features import atomic
@@ -204,12 +204,9 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
     if not isinstance(config, dict) or not isinstance(store, dict) or not isinstance(store.get("backbones"), dict):
         return "no config or store record"
     head_name, backbones = config.get("head"), config.get("backbones")
-    if not isinstance(head_name, str):
-        return "no head kind"
-    try:
-        get_head_class(head_name)
-    except ValueError as error:
-        return str(error)[:200]
+    problem = head_kind_problem(head_name)
+    if problem:
+        return problem
     if (not isinstance(backbones, list) or not backbones
             or not all(isinstance(b, str) and SAFE_NAME.match(b) for b in backbones)):
         return "config.backbones must be a non-empty list of backbone names"
