@@ -16,6 +16,17 @@ from pathlib import Path
 from typing import IO
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes its file 0600; an output is made with the mode `open` would give it (0666 less the umask),
+# read once at import, while the process has not yet started worker threads that could create files.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing (``mode`` "w" or "wb", ``kwargs`` to `open`);
@@ -25,6 +36,7 @@ def atomic_open(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
     path = Path(path)
     handle_fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle_fd, FILE_MODE)
         with os.fdopen(handle_fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()

@@ -202,3 +202,12 @@ def test_leaderboard_cells_cannot_inject_formulas_or_break_the_markdown_table(tm
     assert "<i>" not in markdown and r"\|x\|&lt;i>y" in row
     assert row.count(" | ") - row.count(r"\| ") == markdown.splitlines()[0].count(" | ")  # no extra column
     assert markdown_cell("a\nb") == "a b"
+
+
+def test_an_atomic_write_gets_the_mode_open_would_give_it(tmp_path):
+    """The temporary file mkstemp makes is 0600: an output must not end up readable by its owner only
+    (a shared results folder, a report served from disk)."""
+    write_text(tmp_path / "atomic.txt", "x")
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
