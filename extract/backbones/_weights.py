@@ -7,25 +7,23 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from extract import catalog
-from extract.catalog import BackboneSpec, torch_home  # noqa: F401  (torch_home re-exported)
+from extract.catalog import BackboneSpec
 from extract.errors import UsageError, WeightsUnavailable
 from features.provenance import sha256_file
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 
 log = logging.getLogger(__name__)
 
 # torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
-
-
-def hub_checkpoint_dir() -> Path:
-    """Where torchvision's weights API caches files: ``torch.hub.get_dir()/checkpoints``."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -63,6 +61,26 @@ def fetch_cached(*, name: str, url: str, directory: Path, extra_hint: str = "") 
             f"and put it at {path}{extra_hint}, or pass --weights PATH to a local copy."
         ) from error
     return path
+
+
+def default_download(spec: BackboneSpec) -> tuple[Path, dict]:
+    """A downloaded backbone's default weight file (its `WeightsSource`: cached, else downloaded) and its
+    identity, with the sha256 prefix a torch.hub style name embeds checked."""
+    source = spec.weights
+    folder = "hub/checkpoints" if source.location == "hub" else "checkpoints"
+    path = fetch_cached(name=spec.name, url=source.default, directory=source.directory(),
+                        extra_hint=f" (that directory is $TORCH_HOME/{folder})")
+    return path, {**weights_identity(path, check_hash_prefix(path)), "weights_url": source.default}
+
+
+def torchvision_state_dict(spec: BackboneSpec, default: WeightsEnum, weights: str | None) -> tuple[dict, dict]:
+    """State dict and metadata of a torchvision ImageNet model for ``weights``: None = ``default`` (the
+    spec's download), else a local file (state dict, or a checkpoint with a "model" key)."""
+    if weights is None:
+        path, meta = default_download(spec)
+        return load_state_dict(path, name=spec.name), {**meta, "weights_name": str(default)}
+    path = Path(weights)
+    return load_state_dict(path, name=spec.name), weights_identity(path)
 
 
 def check_hash_prefix(path: Path) -> str:
