@@ -33,7 +33,6 @@ TTAS = ("none", "flip")
 FACE_ALIGNED = "aligned"  # the 5 landmarks warped onto extract.faces.FaceTemplate(size, margin)
 FACE_DLIB = "dlib_chip"  # dlib's shape predictor on the face box, then dlib.get_face_chip(size, padding)
 FACES = (FACE_ALIGNED, FACE_DLIB, "")  # "": the input is not cut from a detected face
-WEIGHTS_LOCATIONS = ("package", "hub", "checkpoints")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from extract.catalog import BackboneSpec
+from extract.errors import UsageError
 
-from ._registry import Backbone, UsageError
+from ._registry import Backbone
 
 RANDOM_SEED = 0
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
