@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from extract.errors import UsageError
+from features.provenance import library_versions
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TTAS = ("none", "flip")
 FACE_ALIGNED = "aligned"  # the 5 landmarks warped onto extract.faces.FaceTemplate(size, margin)
 FACE_DLIB = "dlib_chip"  # dlib's shape predictor on the face box, then dlib.get_face_chip(size, padding)
 FACES = (FACE_ALIGNED, FACE_DLIB, "")  # "": the input is not cut from a detected face
-WEIGHTS_LOCATIONS = ("package", "hub", "checkpoints")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -154,6 +154,19 @@ class BackboneSpec:
             module, _, function = factory.partition(":")
             factory = getattr(importlib.import_module(module), function)
         return factory(spec=self, **options)
+
+    def store_metadata(self, weights: dict, preprocessing: dict, *, precision: str, packages: tuple[str, ...],
+                       input_shape: tuple[int, ...] | None = None, **facts: Any) -> dict:
+        """The metadata stored with this backbone's rows, the one builder every backbone's goes through:
+        ``weights`` (what is known only once the files are read: their sha256 and paths, ``weights_identity``),
+        the ``preprocessing`` record, ``input_shape`` (the spec's, unless an engine embeds another input),
+        the spec's dim and normalisation (a hint for classify: "l2" for face-recognition embeddings),
+        ``precision``, the versions of torch, numpy and ``packages``, and ``facts`` ("implementation"...).
+        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.storage`), the
+        store its "weights" and dim: keep their values as earlier versions wrote them."""
+        return {**weights, "preprocessing": preprocessing, "input_shape": list(input_shape or self.input_shape),
+                "dim": self.dim, "precision": precision, "normalisation": self.normalisation,
+                "library_versions": library_versions("torch", "numpy", *packages), **facts}
 
     def describe(self) -> dict:
         """The row `python -m extract list` prints (and `describe_backbones` gives)."""

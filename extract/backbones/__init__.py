@@ -3,24 +3,11 @@
 preprocessor + metadata). A built-in's module is imported when it is first loaded.
 """
 
-from ._registry import (
-    Backbone,
-    BackboneSpec,
-    NoFaceFound,
-    WeightsUnavailable,
-    backbone_names,
-    describe_backbones,
-    load_backbone,
-    register,
-)
+from extract.catalog import BackboneSpec, backbone_names, describe_backbones, register
+from extract.detect import NoFaceFound  # preprocessors raise it
+from extract.errors import WeightsUnavailable
 
-__all__ = [
-    "Backbone",
-    "BackboneSpec",
-    "NoFaceFound",
-    "WeightsUnavailable",
-    "backbone_names",
-    "describe_backbones",
-    "load_backbone",
-    "register",
-]
+from ._registry import Backbone, load_backbone
+
+__all__ = ["Backbone", "BackboneSpec", "NoFaceFound", "WeightsUnavailable", "backbone_names",
+           "describe_backbones", "load_backbone", "register"]

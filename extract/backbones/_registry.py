@@ -12,11 +12,9 @@ import numpy as np
 import torch
 
 from extract import catalog
-from extract.catalog import (PRECISIONS, TTAS, BackboneSpec, backbone_names, describe_backbones,  # noqa: F401
-                             register)  # re-exported: the registry is the catalog's
+from extract.catalog import PRECISIONS, TTAS, BackboneSpec
 from extract.device import resolve_device
-from extract.errors import UsageError, WeightsUnavailable  # noqa: F401  (re-exported)
-from extract.detect import NoFaceFound  # noqa: F401  (re-exported: preprocessors raise it)
+from extract.errors import UsageError
 
 log = logging.getLogger(__name__)
 

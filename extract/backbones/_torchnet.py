@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from extract.catalog import BackboneSpec
+from extract.errors import UsageError
 
-from ._registry import Backbone, UsageError
-from ._weights import backbone_versions
+from ._registry import Backbone
 
 RANDOM_SEED = 0
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,53 +89,24 @@ class DeviceEmbed:
                 return self.module(x).float()
 
 
-def torch_backbone(
-    spec: BackboneSpec,
-    *,
-    module: nn.Module,
-    preprocessor,
-    device: torch.device,
-    precision: str,
-    weights_meta: dict,
-    extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless"),
-) -> Backbone:
-    """Freeze ``module`` and wrap it with its preprocessor and metadata into the `Backbone` of ``spec``."""
-    input_shape, dim = preprocessor.output_shape, spec.dim
-    if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
-        raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
-    module = freeze(module, device)
-    mean, std = preprocessor.normalisation()
-    metadata = {
-        **weights_meta,
-        "preprocessing": preprocessor.describe(),
-        "input_shape": list(input_shape),
-        "dim": dim,
-        "precision": precision,
-        "normalisation": spec.normalisation,  # hint for classify: "l2" for face-recognition embeddings
-        "library_versions": backbone_versions(*extra_versions),
-    }
-    return Backbone(
-        spec=spec,
-        input_shape=input_shape,
-        preprocessor=preprocessor,
-        embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
-        device=device,
-        uses_torch_device=True,
-        metadata=metadata,
-        input_dtype="uint8",
-        module=module,
-    )
-
-
 def torch_factory(build: Callable[[str | None], tuple[nn.Module, dict]], preprocessor,
-                  **options) -> Callable[..., Backbone]:
+                  extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless")) -> Callable:
     """The factory of a torch backbone (its spec's ``factory``): ``build(weights) -> (headless module,
-    weights metadata)``, wrapped by `torch_backbone` (``options``: its extra_versions)."""
+    weights metadata)``; the module frozen, with ``preprocessor`` and its metadata (the versions of
+    ``extra_versions`` recorded), is the `Backbone` of the spec."""
 
     def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+        input_shape = preprocessor.output_shape
+        if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
+            raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
         module, meta = build(weights)
-        return torch_backbone(spec, module=module, preprocessor=preprocessor, device=device,
-                              precision=precision, weights_meta=meta, **options)
+        module = freeze(module, device)
+        mean, std = preprocessor.normalisation()
+        return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor,
+                        embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
+                        device=device, uses_torch_device=True, input_dtype="uint8", module=module,
+                        metadata=spec.store_metadata(meta, preprocessor.describe(), precision=precision,
+                                                     packages=extra_versions))
 
     return load
 

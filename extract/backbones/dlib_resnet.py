@@ -31,8 +31,7 @@ from extract.face_row import BOX
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
-from ._weights import (check_packaged_load, default_weights_file, package_model_file,
-                       packaged_metadata)
+from ._weights import check_packaged_load, default_weights_file, package_model_file, weights_identity
 from .dlib_torch import TorchDlibEmbed, dlib_engine, dlib_resnet_module
 
 
@@ -170,35 +169,22 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
     torch_engine = dlib_engine(device) == "torch"
     check_packaged_load(spec.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
                         device=device, precision=precision, on_device=torch_engine)
-    recognizer = (Path(weights) if weights is not None
-                  else default_weights_file(spec))
+    recognizer = Path(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
-    if torch_engine:
-        return _torch_engine(recognizer, landmarks, device=device, precision=precision)
-    preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
-    return Backbone(
-        spec=spec, input_shape=(spec.dim,), preprocessor=preprocessor, embed=pass_through,
-        device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True,
-        metadata={**_metadata(recognizer, landmarks, preprocessor, input_shape=(spec.dim,)),
-                  "implementation": "dlib (face_recognition_model_v1, in the reader workers)"},
-        input_dtype="float32",
-    )
-
-
-def _torch_engine(recognizer: Path, landmarks: Path, *, device: torch.device, precision: str) -> Backbone:
-    module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
-    preprocessor = FacePreprocessor(DlibChip(str(landmarks)))
-    metadata = {**_metadata(recognizer, landmarks, preprocessor, input_shape=SPEC.input_shape),
-                "implementation": "torch (dlib_torch.DlibResNet, weights read from the .dat)", "precision": precision}
-    return Backbone(
-        spec=SPEC, input_shape=SPEC.input_shape, preprocessor=preprocessor,
-        embed=TorchDlibEmbed(module, device=device, precision=precision), device=device, uses_torch_device=True,
-        metadata=metadata, input_dtype="uint8",
-    )
-
-
-def _metadata(recognizer: Path, landmarks: Path, preprocessor: FacePreprocessor, *, input_shape: tuple) -> dict:
     packages = ("dlib-bin", "face-recognition-models", "opencv-python-headless")
-    return {**packaged_metadata(recognizer=recognizer, aligner=landmarks, preprocessing=preprocessor.describe(),
-                                input_shape=input_shape, dim=SPEC.dim, packages=packages),
-            "normalisation": "l2"}
+    if torch_engine:
+        module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
+        preprocessor = FacePreprocessor(DlibChip(str(landmarks)))
+        metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
+                                       precision=precision, packages=packages,
+                                       implementation="torch (dlib_torch.DlibResNet, weights read from the .dat)")
+        return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=preprocessor,
+                        embed=TorchDlibEmbed(module, device=device, precision=precision), device=device,
+                        uses_torch_device=True, metadata=metadata, input_dtype="uint8")
+    preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
+    metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
+                                   precision="fp32", packages=packages, input_shape=(spec.dim,),
+                                   implementation="dlib (face_recognition_model_v1, in the reader workers)")
+    return Backbone(spec=spec, input_shape=(spec.dim,), preprocessor=preprocessor, embed=pass_through,
+                    device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True, metadata=metadata,
+                    input_dtype="float32")

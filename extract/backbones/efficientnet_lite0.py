@@ -27,12 +27,6 @@ MODEL_NAME = "efficientnet-lite0"  # the architecture's name in efficientnet_lit
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
-def _weights_path(weights: str | None) -> Path:
-    if weights is not None:
-        return Path(weights)
-    return default_weights_file(SPEC, hint=", or pass --weights PATH")
-
-
 def build(weights: str | None) -> tuple[nn.Module, dict]:
     """The headless network and its weights metadata."""
     from efficientnet_lite_pytorch import EfficientNet
@@ -41,7 +35,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         model = build_random(lambda: EfficientNet.from_name(MODEL_NAME))
         meta = random_meta()
     else:
-        path = _weights_path(weights)
+        path = Path(weights) if weights is not None else default_weights_file(SPEC, hint=", or pass --weights PATH")
         model = EfficientNet.from_name(MODEL_NAME)
         load_into(model, load_state_dict(path, name=SPEC.name), path=path, name=SPEC.name)
         meta = weights_identity(path)

@@ -28,7 +28,7 @@ from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
 from ._torchnet import DeviceEmbed, build_random, freeze, random_meta
-from ._weights import backbone_versions, default_weights_file, existing_file, weights_identity
+from ._weights import default_weights_file, existing_file, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
 
@@ -90,12 +90,9 @@ def _backbone(spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module]
               weights: str | None, device: torch.device, precision: str) -> Backbone:
     module, meta = _weights(spec, weights)
     module = freeze(head(module), device)
-    metadata = {
-        **meta, "preprocessing": preprocessing(), "features": features, "input_shape": list(spec.input_shape),
-        "dim": spec.dim, "precision": precision, "normalisation": spec.normalisation,
-        "implementation": "torch (InceptionResnetV1, weights converted from the frozen graph)",
-        "library_versions": backbone_versions("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
-    }
+    metadata = spec.store_metadata(meta, preprocessing(), precision=precision, features=features,
+                                   packages=("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
+                                   implementation="torch (InceptionResnetV1, weights converted from the frozen graph)")
     embed = StandardisedEmbed(module, device=device, precision=precision, how=STANDARDISATION)
     return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed, device=device,
                     uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)

