@@ -7,11 +7,8 @@
 training store's identity: path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
 ``training_stores`` (path, dataset, fingerprint, n_rows of each pooled store), ``treatment`` (chosen and
 tried), library versions and timings. Version 2 (no decision, no groups or calibration) is refused
-with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head
-(`classify.headfile`): before anything runs, `classify.model.GenderModel.load` checks the sidecar's fields,
-the file's sha256, and that the head file's header and arrays agree with the sidecar's backbones, dims,
-head and treatment.
-Nothing is unpickled; version-1 heads (``.joblib``) are refused with a request to retrain.
+with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head (`classify.headfile`),
+which `classify.model.GenderModel.load` checks against it before anything runs.
 """
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ from classify.model import SIDECAR_LIMIT, GenderModel
 from classify.protocol import RunConfig
 from classify.runresult import RunResult, RunResultError
 from features import provenance
-from features.jsonfile import jsonable, read_json, regular_file  # noqa: F401  (jsonable re-exported)
+from features.jsonfile import read_json, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +66,6 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
     return replace(model, backbones=backbones, record=record).save(out_dir / f"{name}{SUFFIX}")
 
 
-def read_run(path: Path) -> dict:
-    """One results file's JSON, validated as a `RunResult`; HeadFileError (one line) if it is not one."""
-    return read_result(path).record
-
-
 def read_result(path: Path) -> RunResult:
     """One results file as a `RunResult`; HeadFileError naming the file and the field if it is not one."""
     record = read_json(path, limit=SIDECAR_LIMIT, error=HeadFileError, what="results file")
@@ -98,8 +90,3 @@ def load_results(directory: Path) -> list[RunResult]:
         except HeadFileError as error:
             log.warning("skipping %s", error)
     return runs
-
-
-def load_runs(directory: Path) -> list[dict]:
-    """The JSON of every valid results file in ``directory`` (`load_results`; prefer its typed records)."""
-    return [run.record for run in load_results(directory)]
