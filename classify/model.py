@@ -14,9 +14,7 @@ recorded ``{dim, metadata}``, in column order). Callers ask, never rebuild the c
 Features in (rows of the backbones' embeddings concatenated): `p_male`, `predict`; images in:
 `predict_images` (the backbones run through `extract`, torch imported only then). On disk a model is
 the head file ``<run>.npz`` (`classify.headfile`) and its sidecar ``<run>.json`` (the run's results
-file, `classify.results`); `load` is the one loader: every field of both is checked as data (types,
-finite values, sizes) and the head file against its sidecar (sha256, backbones, head, treatment,
-decision) before anything runs, and anything wrong is one `HeadFileError` line.
+file, `classify.results`); `load` is the one loader, and checks both before anything runs.
 """
 from __future__ import annotations
 
@@ -85,7 +83,7 @@ class GenderModel:
     def min_group_n(self) -> int:
         """The smallest group its run reported per-group metrics for (30 unless the run said)."""
         value = ((self.record or {}).get("config") or {}).get("min_group_n", 30)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 30
+        return value if positive_int(value) else 30
 
     @property
     def training_stores(self) -> list[dict]:

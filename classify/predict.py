@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from classify.images import PredictError, Prediction, status_text  # noqa: F401  (re-exported)
+from classify.images import Prediction
 from classify.model import GenderModel
 from features import atomic
 from features.cli import one_line

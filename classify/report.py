@@ -26,9 +26,9 @@ from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disag
                               leaderboard, recommend, recommendation_text, run_title)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
+from classify.images import status_text
 from classify.label_audit import count_doubted, doubt_note
 from classify.metrics import fmt
-from classify.predict import status_text
 from classify.results import HeadFileError, library_versions, load_results
 from classify.runresult import RunResult, Scores
 from features import atomic
