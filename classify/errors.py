@@ -41,9 +41,8 @@ from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from classify.results import store_identity
+from classify.results import RunResult, store_identity
 from classify.run_analysis import error_rows
-from classify.runresult import RunResult
 from features import atomic
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
@@ -86,7 +85,7 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
 
 def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
-    eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
+    eval store reported (`error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
     backbones = model.names
     out = {}

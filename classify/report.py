@@ -29,8 +29,7 @@ from classify.html_report import write_html
 from classify.images import status_text
 from classify.label_audit import count_doubted, doubt_note
 from classify.metrics import fmt
-from classify.results import HeadFileError, library_versions, load_results
-from classify.runresult import RunResult, Scores
+from classify.results import HeadFileError, RunResult, Scores, library_versions, load_results
 from features import atomic
 from features.dataset import SPLITS
 from features.store import FeatureStore, Status, StoreError
