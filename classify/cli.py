@@ -11,12 +11,6 @@
     python -m classify audit-labels --store S.zarr [--backbones a b] [--out doubts.csv]
     python -m classify report --store S.zarr --results DIR --out report.html [--demo]
 
-Several ``--store``: their train splits are pooled (`classify.protocol` step 7). ``--eval-store``: every
-run is also evaluated on that store (step 8). ``--calibrate`` and
-``--threshold``: the decision after the head (`classify.decision`), chosen on val, recorded with the head
-and applied by predict and evaluate. ``train`` prints one line per run; ``-v`` adds the per-C
-and per-epoch lines with the criterion each choice is made on.
-
 The CLI only parses and prints: training is `classify.train.train`, the rest the library functions each
 command names. Exit codes follow `features.cli.run_cli`: 0 done, 2 an expected error (bad store, unknown
 backbone or head, missing files, a modified or malformed head file: one line on stderr), 130
@@ -34,7 +28,8 @@ from classify.compare import CompareError, compare, recommend
 from classify.decision import CALIBRATE_CHOICES
 from classify.errors import write_error_csv, write_errors_for
 from classify.heads import head_names
-from classify.predict import PredictError, format_predictions, predict_images, write_predictions
+from classify.images import PredictError
+from classify.predict import format_predictions, predict_images, write_predictions
 from classify.protocol import ProtocolError
 from classify.results import HeadFileError, load_results
 from classify.train import TrainSettings, resolve_backbones, train

@@ -30,8 +30,7 @@ from pathlib import Path
 from classify.errors import read_error_file
 from classify.label_audit import doubt_note
 from classify.metrics import fmt  # noqa: F401  (re-exported: the reports format with it)
-from classify.results import load_results
-from classify.runresult import CrossResult, RunResult, Scores
+from classify.results import CrossResult, RunResult, Scores, load_results
 from features import atomic
 from features.tables import csv_cell, markdown_cell
 

@@ -1,6 +1,6 @@
 """Error analysis of one run: its test images that are wrong, most confident first, and the rejected ones.
 
-`error_analysis` reloads the run's head (every check of `classify.results.load_head`), scores the test
+`error_analysis` reloads the run's head (every check of `classify.model.GenderModel.load`), scores the test
 rows of each training store with the recorded decision (calibrated p(male), recorded threshold: what
 predict would say), and lists
 - ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|), each with its
@@ -41,9 +41,8 @@ from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from classify.results import store_identity
+from classify.results import RunResult, store_identity
 from classify.run_analysis import error_rows
-from classify.runresult import RunResult
 from features import atomic
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
@@ -59,9 +58,8 @@ ERRORS_LIMIT = 256 << 20  # bytes of an errors.json that is read back
 ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 
 
-def error_analysis(run: RunResult | dict, results_dir: Path, *, split: str = "test") -> dict:
+def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") -> dict:
     """The wrong and the rejected ``split`` rows of ``run`` (a run of ``results_dir``)."""
-    run = run if isinstance(run, RunResult) else RunResult.from_json(run, results_dir)
     model = GenderModel.load(Path(results_dir) / f"{run.run}{SUFFIX}")
     backbones, decision = model.names, model.decision
 
@@ -74,13 +72,8 @@ def error_analysis(run: RunResult | dict, results_dir: Path, *, split: str = "te
         part = store.read(list(backbones), split)
         paths = image_paths(store)
         if len(part.gender):
-            p_male = model.p_male(part.x)  # what predict would say
-            attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-            rows = error_rows(store.ids[part.index], paths[part.index], part.gender, p_male,
-                              threshold=decision.value, attributes=attributes)
             doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
-            errors += [{"dataset": store.dataset_name, **row, "label_check": doubts.get(row["id"], "")}
-                       for row in rows]
+            errors += wrong_rows(model, store, part, paths, store.dataset_name, doubts)
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
@@ -92,7 +85,7 @@ def error_analysis(run: RunResult | dict, results_dir: Path, *, split: str = "te
 
 def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
-    eval store reported (`classify.evaluate.error_list`, with both label checks); an eval store no
+    eval store reported (`error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
     backbones = model.names
     out = {}
@@ -115,15 +108,21 @@ def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, 
     """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
     confident first, each with its label checks (`classify.label_audit`: the identity check, and a
     cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
-    part, paths = data.report, image_paths(store)
+    paths = image_paths(store)
+    doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
+    return {"errors": wrong_rows(model, store, data.report, paths, data.label, doubts),
+            "rejected": rejected_rows(store, model.names, paths, None if data.report_rows == "all" else "test",
+                                      dataset=data.label)}
+
+
+def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray, dataset: str,
+               doubts: dict[str, str]) -> list[dict]:
+    """The rows of ``part`` (read from ``store``) the model's decision gets wrong (what predict would say),
+    most confident first, each with its dataset and label check."""
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
     rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
                       threshold=model.threshold, attributes=attributes)
-    doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
-    return {"errors": [{"dataset": data.label, **row, "label_check": doubts.get(row["id"], "")}
-                       for row in rows],
-            "rejected": rejected_rows(store, model.names, paths, None if data.report_rows == "all" else "test",
-                                      dataset=data.label)}
+    return [{"dataset": dataset, **row, "label_check": doubts.get(row["id"], "")} for row in rows]
 
 
 def image_paths(store: FeatureStore) -> np.ndarray:

@@ -46,7 +46,6 @@ from classify.decision import Decision
 from classify.heads import get_head_class
 from features import atomic
 from features.jsonfile import loads_strict
-from features.provenance import sha256_file  # noqa: F401  (re-exported: results and predict check head files)
 
 HEAD_KIND = "classify-head"
 HEAD_VERSION = 2
@@ -56,7 +55,6 @@ RESULTS_VERSION = 3
 MAX_FEATURES = 1 << 20  # columns a head may take: far beyond any concatenation of backbones
 MAX_ARRAY_BYTES = 1 << 29  # all of a head's arrays together (512 MB)
 _MAX_HEADER_BYTES = 16 << 20
-_MEMBER = re.compile(r"^a/[A-Za-z0-9_]{1,64}\.npy$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
 
 
@@ -146,25 +144,31 @@ def header_problem(header: dict) -> str | None:
         return problem
     if (not isinstance(backbones, list) or not backbones or not all(
             isinstance(b, dict) and isinstance(b.get("name"), str) and SAFE_NAME.match(b["name"])
-            and _count(b.get("dim")) and isinstance(b.get("weights"), (str, type(None))) for b in backbones)):
+            and positive_int(b.get("dim")) and isinstance(b.get("weights"), (str, type(None))) for b in backbones)):
         return "backbones must be a non-empty list of {name, dim, weights} records"
     n_features = header.get("n_features")
-    if not _count(n_features) or n_features > MAX_FEATURES or n_features != sum(b["dim"] for b in backbones):
+    if not positive_int(n_features) or n_features > MAX_FEATURES or n_features != sum(b["dim"] for b in backbones):
         return f"n_features must be the sum of the backbones' dims (at most {MAX_FEATURES})"
-    problem = treatment.check(header.get("treatment"), tuple(b["name"] for b in backbones))
+    return chain_problem(header.get("training_stores", []), header.get("treatment"),
+                         tuple(b["name"] for b in backbones), header.get("decision"))
+
+
+def chain_problem(training_stores, chosen_treatment, names: tuple[str, ...], decision) -> str | None:
+    """What is wrong with the training stores, feature treatment and decision a head header or its sidecar
+    records (None when each is sound as data)."""
+    if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
+        return "training_stores must be a list of store records"
+    problem = treatment.check(chosen_treatment, names)
     if problem:
         return problem
-    stores = header.get("training_stores", [])
-    if not isinstance(stores, list) or not all(isinstance(entry, dict) for entry in stores):
-        return "training_stores must be a list of store records"
     try:
-        Decision.from_json(header.get("decision"))
+        Decision.from_json(decision)
     except CalibrationError as error:
         return f"decision: {error}"
     return None
 
 
-def _count(value) -> bool:
+def positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 

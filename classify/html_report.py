@@ -215,15 +215,16 @@ def _binary_cells(family: str, data: dict) -> dict:
             "note": "too small" if yes["too_small"] or no["too_small"] else ""}
 
 
-def _dots(ax, values, cis, small, *, offset=0.0, color="tab:blue", name=None):
-    """One dot per group with its interval as whiskers (dots, not bars: the axis need not start at 0)."""
+def _dots(ax, groups: list[dict], *, offset=0.0, color="tab:blue", name=None):
+    """A dot per group's accuracy, its interval as whiskers (dots, not bars: the axis need not start at 0)."""
     labelled = False
-    for row, (value, ci, too_small) in enumerate(zip(values, cis, small)):
+    for row, group in enumerate(groups):
+        value, ci = group["accuracy"], group["accuracy_ci"]
         if value is None:
             continue
         whiskers = [[value - ci[0]], [ci[1] - value]] if ci else None
         ax.errorbar([value], [row + offset], xerr=whiskers, fmt="o", capsize=2,
-                    color="#bbb" if too_small else color, label=None if labelled else name)
+                    color="#bbb" if group["too_small"] else color, label=None if labelled else name)
         labelled = True
 
 
@@ -236,7 +237,7 @@ def _accuracy_axis(ax, groups: list[dict]) -> None:
 def _group_plot(family: str, groups: list[dict]) -> str:
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
-    _dots(ax, [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups], [g["too_small"] for g in groups])
+    _dots(ax, groups)
     ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=8)
     ax.invert_yaxis()
     _accuracy_axis(ax, groups)
@@ -250,9 +251,7 @@ def _binary_plot(binary: dict) -> str:
     names = list(binary)
     figure, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(names)))
     for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
-        groups = [binary[f]["groups"][index] for f in names]
-        _dots(ax, [g["accuracy"] for g in groups], [g["accuracy_ci"] for g in groups],
-              [g["too_small"] for g in groups], offset=offset, color=color, name=name)
+        _dots(ax, [binary[f]["groups"][index] for f in names], offset=offset, color=color, name=name)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
     _accuracy_axis(ax, [group for f in names for group in binary[f]["groups"]])

@@ -14,30 +14,27 @@ recorded ``{dim, metadata}``, in column order). Callers ask, never rebuild the c
 Features in (rows of the backbones' embeddings concatenated): `p_male`, `predict`; images in:
 `predict_images` (the backbones run through `extract`, torch imported only then). On disk a model is
 the head file ``<run>.npz`` (`classify.headfile`) and its sidecar ``<run>.json`` (the run's results
-file, `classify.results`); `load` is the one loader: every field of both is checked as data (types,
-finite values, sizes) and the head file against its sidecar (sha256, backbones, head, treatment,
-decision) before anything runs, and anything wrong is one `HeadFileError` line.
+file, `classify.results`); `load` is the one loader, and checks both before anything runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from classify import treatment
-from classify.calibration import CalibrationError
 from classify.decision import Decision
-from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError,
-                               check_kind_and_version, head_kind_problem, read_head_file, sha256_file, write_head_file)
+from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError, chain_problem,
+                               check_kind_and_version, head_kind_problem, positive_int, read_head_file, write_head_file)
 from classify.heads import Head, get_head_class
 from classify.images import Prediction, embed, expand_inputs, face_indices, status_text, unreadable_reason
 from features import atomic
 from features.jsonfile import dumps, jsonable, read_json, regular_file
+from features.provenance import sha256_file
 from features.store import Status
 
 SIDECAR_LIMIT = 64 << 20  # bytes of a results file; real ones are well under 1 MB
-COMPATIBILITY_KEYS = ("dim", "weights", "precision", "preprocessing", "aligner_weights", "tta")
 
 
 def compatibility_of(info: dict) -> dict:
@@ -86,7 +83,7 @@ class GenderModel:
     def min_group_n(self) -> int:
         """The smallest group its run reported per-group metrics for (30 unless the run said)."""
         value = ((self.record or {}).get("config") or {}).get("min_group_n", 30)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 30
+        return value if positive_int(value) else 30
 
     @property
     def training_stores(self) -> list[dict]:
@@ -97,13 +94,10 @@ class GenderModel:
         """`compatibility_of` each backbone, as a store's must be for these features to fit the model."""
         return {name: compatibility_of(info) for name, info in self.backbones.items()}
 
-    def treat(self, x: np.ndarray) -> np.ndarray:
-        """The features as the head saw them in training (the chosen treatment applied)."""
-        return treatment.apply(x, self.treatment, self.names, self.dims)
-
     def raw_p_male(self, x: np.ndarray) -> np.ndarray:
-        """The head's own p(male), before the calibrator (float64)."""
-        return self.head.predict_proba(self.treat(x))[:, 1].astype(np.float64)
+        """The head's own p(male) of the treated features, before the calibrator (float64)."""
+        treated = treatment.apply(x, self.treatment, self.names, self.dims)
+        return self.head.predict_proba(treated)[:, 1].astype(np.float64)
 
     def p_male(self, x: np.ndarray) -> np.ndarray:
         """The calibrated p(male) per row of features, the probability predict reports."""
@@ -142,10 +136,8 @@ class GenderModel:
             raise HeadFileError(f"{path}: a model is saved as a {SUFFIX} head file")
         fitted, arrays = self.head.to_arrays()
         record = self.record or self._minimal_record(path.stem)
-        backbones = [{"name": name, "dim": info["dim"], "weights": (info.get("metadata") or {}).get("weights")}
-                     for name, info in self.backbones.items()]
         write_head_file(path, jsonable({
-            "head": self.head.head_name, "fitted": fitted, "backbones": backbones,
+            "head": self.head.head_name, "fitted": fitted, "backbones": _header_backbones(self.backbones),
             "n_features": self.head.n_features_in_, "treatment": self.treatment,
             "training_stores": record.get("training_stores", []), "decision": self.decision.to_json()}), arrays)
         record = {**record, "head_file": {"name": path.name, "sha256": sha256_file(path)}}
@@ -183,9 +175,6 @@ class GenderModel:
         except (HeadFileError, ValueError) as error:
             raise HeadFileError(f"{head_path}: {error}: retrain") from None
 
-    def with_record(self, record: dict) -> GenderModel:
-        return replace(self, record=record)
-
 
 def _head_path(path: Path) -> Path:
     if path.suffix == ".joblib":
@@ -212,23 +201,16 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
         return "config.backbones must be a non-empty list of backbone names"
     for name in backbones:
         info = store["backbones"].get(name)
-        if not isinstance(info, dict) or not isinstance(info.get("dim"), int) or isinstance(info["dim"], bool) \
-                or info["dim"] < 1:
+        if not isinstance(info, dict) or not positive_int(info.get("dim")):
             return f"no positive dim recorded for backbone {name!r}"
         if not isinstance(info.get("metadata", {}), dict):
             return f"the metadata recorded for backbone {name!r} is not a record"
-    training_stores = record.get("training_stores", [])
-    if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
-        return "training_stores must be a list of store records"
     if not isinstance(record.get("treatment"), dict):
         return "no treatment record"
-    problem = treatment.check(record["treatment"].get("chosen"), tuple(backbones))
+    problem = chain_problem(record.get("training_stores", []), record["treatment"].get("chosen"), tuple(backbones),
+                            record.get("decision"))
     if problem:
         return problem
-    try:
-        Decision.from_json(record.get("decision"))
-    except CalibrationError as error:
-        return f"decision: {error}"
     head_file = record.get("head_file")
     if (not isinstance(head_file, dict) or head_file.get("name") != file_name
             or not isinstance(head_file.get("sha256"), str) or not head_file["sha256"]):
@@ -236,12 +218,17 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
     return None
 
 
+def _header_backbones(infos: dict[str, dict]) -> list[dict]:
+    """The head header's ``backbones``: {name, dim, weights} of each recorded backbone, in column order."""
+    return [{"name": name, "dim": info["dim"], "weights": (info.get("metadata") or {}).get("weights")}
+            for name, info in infos.items()]
+
+
 def _rebuild(header: dict, arrays: dict, record: dict) -> GenderModel:
     """The model from its file, after checking the file says what the sidecar says."""
     names = record["config"]["backbones"]
     infos = {name: record["store"]["backbones"][name] for name in names}
-    recorded = [{"name": name, "dim": info["dim"], "weights": (info.get("metadata") or {}).get("weights")}
-                for name, info in infos.items()]
+    recorded = _header_backbones(infos)
     in_file = [{key: b.get(key) for key in ("name", "dim", "weights")} for b in header["backbones"]]
     if in_file != recorded:
         raise HeadFileError(f"the head file was fitted on backbones {str(in_file)[:300]}, the sidecar names "

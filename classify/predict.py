@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from classify.images import PredictError, Prediction, status_text  # noqa: F401  (re-exported)
+from classify.images import Prediction
 from classify.model import GenderModel
 from features import atomic
 from features.cli import one_line
@@ -42,7 +42,7 @@ def format_predictions(predictions: list[Prediction], *, faces: bool = False) ->
 
     faces: one line per face, with its index in the image and its box ('path  0  12,40 88x104  male  0.97').
     """
-    shown = [_shown(p.path) for p in predictions]  # one line each, however the file is named
+    shown = [one_line(p.path, limit=300) for p in predictions]  # one line each, however the file is named
     width = max(len(text) for text in shown + ["image"])
     boxes = [_box_text(p) for p in predictions]
     where = max(len(text) for text in boxes + ["face  box x,y wxh"]) if faces else 0
@@ -55,11 +55,6 @@ def format_predictions(predictions: list[Prediction], *, faces: bool = False) ->
         else:
             lines.append(f"{start}{p.status}{': ' + one_line(p.reason, limit=200) if p.reason else ''}".rstrip())
     return "\n".join(lines + [totals(predictions, faces=faces)])
-
-
-def _shown(path: str) -> str:
-    """A path as one console line: newlines escaped, an absurdly long name cut (`features.cli.one_line`)."""
-    return one_line(path, limit=300)
 
 
 def _box_text(p: Prediction) -> str:

@@ -26,11 +26,10 @@ from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disag
                               leaderboard, recommend, recommendation_text, run_title)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
+from classify.images import status_text
 from classify.label_audit import count_doubted, doubt_note
 from classify.metrics import fmt
-from classify.predict import status_text
-from classify.results import HeadFileError, library_versions, load_results
-from classify.runresult import RunResult, Scores
+from classify.results import HeadFileError, RunResult, Scores, library_versions, load_results
 from features import atomic
 from features.dataset import SPLITS
 from features.store import FeatureStore, Status, StoreError
@@ -67,7 +66,7 @@ def errors_of(run: RunResult, results_dir: Path) -> dict | None:
     if found is not None and found["run"] == run.run:
         return found
     try:
-        return error_analysis(run.record, results_dir)
+        return error_analysis(run, results_dir)
     except (StoreError, HeadFileError, FileNotFoundError) as error:
         log.warning("no error gallery: %s", error)
         return None
@@ -183,23 +182,19 @@ def galleries(errors: dict | None) -> list[dict] | None:
     """One gallery per scored set: test, then each eval store (errors most confident first, rejected)."""
     if errors is None:
         return None
-    out = [{"title": f"{errors['split']} (in domain)", "n_scored": errors["n_scored"], "errors": errors["errors"],
-            "rejected": errors["rejected"]}]
-    for label, part in errors.get("cross_dataset", {}).items():
-        out.append({"title": f"{label}, {part['rows']} rows (cross-dataset)", "n_scored": part["n_scored"],
-                    "errors": part["errors"], "rejected": part["rejected"]})
-    return out
+    parts = [(f"{errors['split']} (in domain)", errors)]
+    parts += [(f"{label}, {part['rows']} rows (cross-dataset)", part)
+              for label, part in errors["cross_dataset"].items()]
+    return [{"title": title, "n_scored": part["n_scored"], "errors": part["errors"], "rejected": part["rejected"]}
+            for title, part in parts]
 
 
 def extraction_rows(store: FeatureStore) -> list[dict]:
     """Per backbone: dim, and the rows per status (valid, unreadable, no face found, too large)."""
-    rows = []
-    for name in store.backbones():
-        counts = np.bincount(store.status(name), minlength=len(Status))
-        row = {"backbone": name, "dim": store.backbone_info(name)["dim"]}
-        row.update({status_text(code): int(counts[code]) for code in Status if code != Status.PENDING})
-        rows.append(row)
-    return rows
+    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
+    return [{"backbone": name, "dim": store.backbone_info(name)["dim"],
+             **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
+            for name, n in counts.items()]
 
 
 # -- Markdown --------------------------------------------------------------------------------------------

@@ -7,31 +7,53 @@
 training store's identity: path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
 ``training_stores`` (path, dataset, fingerprint, n_rows of each pooled store), ``treatment`` (chosen and
 tried), library versions and timings. Version 2 (no decision, no groups or calibration) is refused
-with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head
-(`classify.headfile`): before anything runs, `classify.model.GenderModel.load` checks the sidecar's fields,
-the file's sha256, and that the head file's header and arrays agree with the sidecar's backbones, dims,
-head and treatment.
-Nothing is unpickled; version-1 heads (``.joblib``) are refused with a request to retrain.
+with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head (`classify.headfile`),
+which `classify.model.GenderModel.load` checks against it before anything runs.
+
+`write_run` writes it; `read_result` reads it as a `RunResult`: `RunResult.from_json` checks every field
+a reader uses, with its type, and turns the nested dicts into frozen dataclasses; a wrong type or a
+missing field is one `RunResultError` line naming the file and the field (``metrics.val.accuracy must be
+a number, not 'high'``). Readers (compare, the reports, scripts) use fields (``run.test.accuracy_ci95.low``),
+never ``run["metrics"]["test"]["ci95"]["accuracy"][0]`` chains. What only a report renders whole (group
+tables, reliability bins, recalls) stays available as the validated JSON of each `Scores` (``record``).
+
+Schema (the fields read; others are kept in ``record`` untouched)::
+
+    kind "classify-run", version 3, run (str)
+    config      {backbones [str], head str, seed int, min_group_n int (default 30), stores [str]}
+    store       {path str, dataset str, fingerprint str}
+    training_stores [{dataset str, ...}] (default: [store])
+    metrics     {val: Scores, test: Scores}
+    cross_dataset {label: {path str, dataset str, fingerprint str, rows "test"|"all",
+                           report: Scores (+ accuracy_all, invalid, seen_in_training), val: Scores|null}}
+    decision    {calibrator {method str}, threshold {rule str, value number}}
+    selection   {str: JSON}          counts {test {invalid {str: int}}}
+    treatment   {chosen {name str}}  balance {attribute str}|null    timings {fit_s number}
+    head_file   {name str, sha256 str}
+    Scores      {n int, accuracy number, recall/female_recall/f1/macro_f1/roc_auc number|null,
+                 ci95 {accuracy [lo, hi], f1 [lo, hi]}, confusion_matrix [[int]*2]*2,
+                 roc {fpr [number], tpr [number]}, groups {summary {balanced_accuracy number|null,
+                 worst_group {family, group, accuracy, n}|null}}, calibration {before, after {ece number}}}
 """
 from __future__ import annotations
 
 import logging
 import platform
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError
+from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError, check_kind_and_version
 from classify.model import SIDECAR_LIMIT, GenderModel
 from classify.protocol import RunConfig
-from classify.runresult import RunResult, RunResultError
 from features import provenance
-from features.jsonfile import jsonable, read_json, regular_file  # noqa: F401  (jsonable re-exported)
+from features.jsonfile import read_json, regular_file
 
 log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_NUMBER = (int, float)
 
 
 def run_name(config: RunConfig) -> str:
@@ -69,11 +91,6 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
     return replace(model, backbones=backbones, record=record).save(out_dir / f"{name}{SUFFIX}")
 
 
-def read_run(path: Path) -> dict:
-    """One results file's JSON, validated as a `RunResult`; HeadFileError (one line) if it is not one."""
-    return read_result(path).record
-
-
 def read_result(path: Path) -> RunResult:
     """One results file as a `RunResult`; HeadFileError naming the file and the field if it is not one."""
     record = read_json(path, limit=SIDECAR_LIMIT, error=HeadFileError, what="results file")
@@ -100,6 +117,221 @@ def load_results(directory: Path) -> list[RunResult]:
     return runs
 
 
-def load_runs(directory: Path) -> list[dict]:
-    """The JSON of every valid results file in ``directory`` (`load_results`; prefer its typed records)."""
-    return [run.record for run in load_results(directory)]
+class RunResultError(ValueError):
+    """A results file with a field missing or of the wrong type: one line naming file and field."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class WorstGroup:
+    family: str
+    group: str
+    accuracy: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One scored set of rows (`classify.protocol.score_split`'s record)."""
+
+    n: int
+    accuracy: float
+    recall: float | None  # male recall
+    female_recall: float | None
+    f1: float | None
+    macro_f1: float | None
+    roc_auc: float | None
+    accuracy_ci95: Interval
+    f1_ci95: Interval
+    confusion_matrix: tuple[tuple[int, int], tuple[int, int]]
+    roc_fpr: tuple[float, ...]
+    roc_tpr: tuple[float, ...]
+    balanced_accuracy: float | None
+    worst_group: WorstGroup | None
+    ece: float | None  # after the calibrator
+    ece_raw: float | None  # before it
+    record: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """A store a run read: where it was and what it held (its dataset fingerprint)."""
+
+    path: str
+    dataset: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class CrossResult:
+    """The run on one eval store (`classify.protocol` step 8)."""
+
+    label: str
+    path: str
+    dataset: str
+    fingerprint: str
+    rows: str  # "test" or "all"
+    report: Scores
+    accuracy_all: float
+    val: Scores | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One results file, validated; ``record`` is its JSON (for writers that pass it on whole)."""
+
+    run: str
+    file: str
+    backbones: tuple[str, ...]
+    head: str
+    seed: int
+    min_group_n: int
+    stores: tuple[str, ...]
+    store_path: str
+    store_dataset: str
+    store_fingerprint: str
+    training_datasets: tuple[str, ...]
+    training_stores: tuple[StoreRef, ...]
+    val: Scores
+    test: Scores
+    cross: dict[str, CrossResult]
+    calibrator: str
+    threshold: float
+    threshold_rule: str
+    selection: dict
+    invalid_test: int
+    treatment: str
+    balanced_by: str | None
+    fit_s: float
+    head_sha256: str
+    record: dict = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{'+'.join(self.backbones)} + {self.head}"
+
+    @classmethod
+    def from_json(cls, record, file: Path | str) -> RunResult:
+        """The typed record of ``record`` (a results file's JSON), RunResultError naming the field."""
+        check_kind_and_version(record, file, kind=RESULTS_KIND, version=RESULTS_VERSION,
+                               what="classify results file",
+                               news="with calibration, threshold and per-group metrics", error=RunResultError)
+        r = _Reader(record, str(file))
+        config = r.sub("config")
+        store = r.sub("store")
+        training = r.get("training_stores", list, default=None)
+        refs = (_store_ref(store),) if training is None else tuple(
+            _store_ref(r.sub(f"training_stores.{i}")) for i in range(len(training)))
+        decision = r.sub("decision")
+        head_file = r.sub("head_file")
+        invalid = r.sub("counts.test.invalid")
+        balance = r.get("balance", dict, default=None, none=True)
+        return cls(
+            run=r.get("run", str), file=str(file), backbones=config.strings("backbones"),
+            head=config.get("head", str), seed=config.get("seed", int),
+            min_group_n=config.get("min_group_n", int, default=30), stores=config.strings("stores"),
+            store_path=store.get("path", str), store_dataset=store.get("dataset", str),
+            store_fingerprint=store.get("fingerprint", str),
+            training_datasets=tuple(ref.dataset for ref in refs), training_stores=refs,
+            val=_scores(r.sub("metrics.val")), test=_scores(r.sub("metrics.test")),
+            cross={label: _cross(r.sub(f"cross_dataset.{label}"), label)
+                   for label in r.get("cross_dataset", dict, default={})},
+            calibrator=decision.get("calibrator.method", str), threshold=decision.get("threshold.value", _NUMBER),
+            threshold_rule=decision.get("threshold.rule", str), selection=r.get("selection", dict),
+            invalid_test=sum(invalid.get(key, int) for key in invalid.value),
+            treatment=r.get("treatment.chosen.name", str),
+            balanced_by=None if balance is None else r.get("balance.attribute", str, default=None, none=True),
+            fit_s=r.get("timings.fit_s", _NUMBER), head_sha256=head_file.get("sha256", str), record=record)
+
+
+class _Reader:
+    """Typed access to a JSON object by dotted path; errors name the file and the full field path."""
+
+    def __init__(self, value, file: str, prefix: str = ""):
+        self.value, self.file, self.prefix = value, file, prefix
+
+    def _fail(self, where: str, what: str):
+        raise RunResultError(f"{self.file}: field {self.prefix}{where} {what}")
+
+    def get(self, where: str, kind, *, default=..., none: bool = False):
+        value, keys = self.value, where.split(".")
+        for depth, key in enumerate(keys):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            elif default is not ...:
+                return default
+            elif isinstance(value, (dict, list)) or depth == 0:
+                self._fail(".".join(keys[:depth + 1]), "is missing")
+            else:
+                self._fail(".".join(keys[:depth]), f"must be an object, not {str(value)[:40]!r}")
+        if value is None and none:
+            return None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = {str: "a string", int: "an integer", dict: "an object", list: "a list", _NUMBER: "a number"}
+            self._fail(where, f"must be {names.get(kind, kind)}, not {str(value)[:40]!r}")
+        return value
+
+    def sub(self, where: str) -> _Reader:
+        return _Reader(self.get(where, dict), self.file, f"{self.prefix}{where}.")
+
+    def number(self, where: str, *, none: bool = True) -> float | None:
+        value = self.get(where, _NUMBER, none=none)
+        return None if value is None else float(value)
+
+    def strings(self, where: str) -> tuple[str, ...]:
+        values = self.get(where, list)
+        if not all(isinstance(v, str) for v in values):
+            self._fail(where, "must be a list of strings")
+        return tuple(values)
+
+    def interval(self, where: str) -> Interval:
+        values = self.get(where, list)
+        if len(values) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
+            self._fail(where, "must be [low, high], two numbers")
+        return Interval(float(values[0]), float(values[1]))
+
+    def numbers(self, where: str) -> tuple[float, ...]:
+        values = self.get(where, list)
+        if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
+            self._fail(where, "must be a list of numbers")
+        return tuple(float(v) for v in values)
+
+
+def _store_ref(r: _Reader) -> StoreRef:
+    return StoreRef(r.get("path", str), r.get("dataset", str), r.get("fingerprint", str))
+
+
+def _scores(r: _Reader) -> Scores:
+    matrix = r.get("confusion_matrix", list)
+    if len(matrix) != 2 or not all(isinstance(row, list) and len(row) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in row) for row in matrix):
+        r._fail("confusion_matrix", "must be 2 x 2 integers")
+    summary = r.sub("groups.summary")
+    worst = summary.get("worst_group", dict, none=True)
+    if worst is not None:
+        w = summary.sub("worst_group")
+        worst = WorstGroup(str(w.get("family", str)), str(w.get("group", (str, int))),
+                           float(w.get("accuracy", _NUMBER)), w.get("n", int))
+    calibration = r.sub("calibration")
+    return Scores(n=r.get("n", int), accuracy=float(r.get("accuracy", _NUMBER)), recall=r.number("recall"),
+                  female_recall=r.number("female_recall"), f1=r.number("f1"), macro_f1=r.number("macro_f1"),
+                  roc_auc=r.number("roc_auc"), accuracy_ci95=r.interval("ci95.accuracy"),
+                  f1_ci95=r.interval("ci95.f1"), confusion_matrix=tuple(tuple(row) for row in matrix),
+                  roc_fpr=r.numbers("roc.fpr"), roc_tpr=r.numbers("roc.tpr"),
+                  balanced_accuracy=summary.number("balanced_accuracy"), worst_group=worst,
+                  ece=calibration.number("after.ece"), ece_raw=calibration.number("before.ece"), record=r.value)
+
+
+def _cross(r: _Reader, label: str) -> CrossResult:
+    val = r.get("val", dict, none=True)
+    return CrossResult(label=label, path=r.get("path", str), dataset=r.get("dataset", str),
+                       fingerprint=r.get("fingerprint", str), rows=r.get("rows", str), report=_scores(r.sub("report")),
+                       accuracy_all=float(r.get("report.accuracy_all", _NUMBER)),
+                       val=None if val is None else _scores(r.sub("val")))

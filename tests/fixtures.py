@@ -72,7 +72,7 @@ def write_steps(run) -> list[str]:
 
 def scores_record(accuracy: float, *, n: int = 100, ci: tuple[float, float] | None = None, cm=None,
                   roc_auc: float = 0.9, **extra) -> dict:
-    """One scored set of rows as a results file holds it (`classify.runresult.Scores`), with the given
+    """One scored set of rows as a results file holds it (`classify.results.Scores`), with the given
     accuracy; every field a reader checks is present."""
     low, high = ci or (accuracy - 0.01, accuracy + 0.01)
     cm = cm or [[n // 2, 0], [0, n - n // 2]]

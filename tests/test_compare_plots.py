@@ -10,7 +10,7 @@ import pytest
 from classify import cli
 from classify.compare import DEMO_MARKER, _plot_accuracy, _plot_confusions, _plot_roc, leaderboard
 from classify.results import load_results
-from classify.runresult import RunResult
+from classify.results import RunResult
 from tests.fixtures import result_record, scores_record
 from tests.test_classify_cli import make_store
 

@@ -8,7 +8,7 @@ import pytest
 
 from classify import cli
 from classify.compare import compare
-from classify.runresult import RunResult, RunResultError
+from classify.results import RunResult, RunResultError
 from tests.fixtures import result_record, scores_record
 
 
