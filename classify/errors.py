@@ -147,7 +147,8 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
         status = store.status(name)
         for row in np.flatnonzero(in_split & (status != Status.OK)):
             reasons.setdefault(int(row), []).append(f"{status_text(int(status[row]))} ({name})")
-    return [{"dataset": dataset or store.dataset_name, "id": str(store.ids[row]), "path": str(paths[row]),
+    ids = store.ids  # decoded from the store on each access: once, not once per row
+    return [{"dataset": dataset or store.dataset_name, "id": str(ids[row]), "path": str(paths[row]),
              "reason": "; ".join(texts)} for row, texts in sorted(reasons.items())]
 
 
