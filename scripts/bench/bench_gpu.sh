@@ -72,7 +72,8 @@ step "5. checks: bf16 vs fp32, pipeline store vs embed_paths"
 "$python" - "$images" "$device" <<'PY'
 import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
-from extract.pipeline import embed_paths, extract_units
+from extract.embed import embed_paths
+from extract.pipeline import extract_units
 from features.dataset import Dataset
 from features.store import FeatureStore
 device = sys.argv[2]
