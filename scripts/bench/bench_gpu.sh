@@ -1,19 +1,8 @@
 #!/usr/bin/env bash
-# GPU numbers for PERFORMANCE.md (issue 12), in a few minutes on one GPU; everything printed is also
-# written to $OUT/bench_gpu.txt (OUT defaults to ./bench_out).
-#  1. resnet50 (random weights) model-only vs full pipeline, bf16 and fp32 (target: pipeline >= 0.8 x model)
-#  2. efficientnet_lite0 (real weights) model-only vs pipeline, bf16 (target >= 8,000 img/s)
-#  3. sface: torch YuNet + warp + SFace chain on the device (target >= 3,000 img/s), and sface through
-#     `python -m extract`'s pipeline (YuNet/alignment in CPU workers, SFace in torch on the GPU)
-#     dlib_resnet: torch DlibResNet on the GPU vs dlib's net (parity, bf16, rate) and through the pipeline
-#     3d. --decode device vs --decode cpu (JPEG decode + chips on the GPU) for sface, dlib_resnet,
-#     efficientnet_lite0: rates, ratio, and how far the rows are apart
-#     3e. sface_map, dlib_age, dlib_gender (torch) through the pipeline
-#     3f. facenet_casia (FaceNet CASIA-WebFace, torch InceptionResNetV1): model-only vs pipeline, bf16 and fp32
-#  4. parity of torch SFace/YuNet on the GPU with OpenCV (PARITY_IMAGES, default 2000 of the 6,000)
-#  5. checks: bf16 vs fp32 embeddings, pipeline store == embed_paths
-#  6. FULL_SIZE=N (default 0: skipped): the main job's extraction over N generated CelebA images
-#     (202599 = full size) with per-backbone wall times.
+# GPU numbers for PERFORMANCE.md (issue 12), in a few minutes on one GPU: each step's heading says what it
+# measures. Everything printed is also written to $OUT/bench_gpu.txt (OUT defaults to ./bench_out).
+# FULL_SIZE=N (default 0: skipped) adds step 6, the main job's extraction over N generated CelebA images
+# (202599 = full size); PARITY_IMAGES (default 2000 of the 6,000) sizes step 4.
 # Usage: bash scripts/bench/bench_gpu.sh [IMAGE_DIR]   (default ../shared/data/celeba/img_align_celeba)
 # TINY=1 runs every step on the CPU with a few images (checks the script itself, numbers meaningless).
 set -euo pipefail
@@ -32,17 +21,17 @@ fi
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, device $device"
 step() { echo; echo "## $*"; }
 
-step "1. resnet50 random weights: model-only vs pipeline"
+step "1. resnet50 random weights: model-only vs pipeline, bf16 and fp32 (target: pipeline >= 0.8 x model)"
 for precision in bf16 fp32; do
   "$python" scripts/bench/bench_extract.py --backbone resnet50 --weights random --device "$device" \
     --precision "$precision" --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
-step "2. efficientnet_lite0 real weights: model-only vs pipeline"
+step "2. efficientnet_lite0 real weights: model-only vs pipeline, bf16 (target >= 8,000 img/s)"
 "$python" scripts/bench/bench_extract.py --backbone efficientnet_lite0 --device "$device" --precision bf16 \
   --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 
-step "3a. sface, torch chain on the device (YuNet -> warp_chips -> SFace)"
+step "3a. sface, torch chain on the device (YuNet -> warp_chips -> SFace; target >= 3,000 img/s)"
 for precision in bf16 fp32; do
   "$python" scripts/bench/bench_face_gpu.py --device "$device" --images "$n" --batch-size "$face_batch" \
     --precision "$precision" --image-dir "$images" --parity-images 256
@@ -64,13 +53,13 @@ for b in sface dlib_resnet efficientnet_lite0; do
     --image-dir "$images" || echo "DECODE BENCH FAILED ($b)"
 done
 
-step "3e. the backbones added with issue 8 through the extract pipeline (torch on $device)"
+step "3e. sface_map, dlib_age, dlib_gender (issue 8) through the extract pipeline (torch on $device)"
 for b in sface_map dlib_age dlib_gender; do
   EXTRACT_SFACE_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone "$b" --device "$device" --precision bf16 \
     --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 done
 
-step "3f. facenet_casia (issue 20): model-only vs pipeline on $device"
+step "3f. facenet_casia (issue 20, torch InceptionResNetV1): model-only vs pipeline on $device, bf16 and fp32"
 for precision in bf16 fp32; do
   "$python" scripts/bench/bench_extract.py --backbone facenet_casia --device "$device" --precision "$precision" \
     --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
@@ -83,7 +72,8 @@ step "5. checks: bf16 vs fp32, pipeline store vs embed_paths"
 "$python" - "$images" "$device" <<'PY'
 import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
-from extract.pipeline import embed_paths, extract_units
+from extract.embed import embed_paths
+from extract.pipeline import extract_units
 from features.dataset import Dataset
 from features.store import FeatureStore
 device = sys.argv[2]

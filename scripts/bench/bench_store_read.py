@@ -16,17 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_classify import CELEBA_SPLIT, split_sizes  # a sibling script
 from extract.demo import fill_units, split_codes, synthetic_table
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
 
-CELEBA_SPLIT_SIZES = (162_770, 19_867, 19_962)
-
 
 def celeba_sized_table(rows: int, *, seed: int) -> Dataset:
     """A generated table with CelebA's split proportions (train rows first, as in CelebA)."""
-    sizes = np.round(np.array(CELEBA_SPLIT_SIZES) / sum(CELEBA_SPLIT_SIZES) * rows).astype(int)
-    sizes[0] = rows - sizes[1:].sum()
+    sizes = split_sizes(rows)
     rng = np.random.default_rng(seed)
     return synthetic_table(rows, name="generated", root="generated", ids=[f"{i + 1:06d}.jpg" for i in range(rows)],
                            gender=rng.integers(0, 2, rows), split=split_codes(sizes))
@@ -65,7 +63,7 @@ def bench_dtype(folder: Path, table: Dataset, *, dim: int, dtype: str, repeats: 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=sum(CELEBA_SPLIT_SIZES))
+    parser.add_argument("--rows", type=int, default=sum(CELEBA_SPLIT))
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

@@ -25,12 +25,6 @@ from extract.backbones.onnx_parity import opencv_chip, sface_cosines, yunet_pari
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
 
-def aligned_chips(images: list[np.ndarray], detector: str) -> list[np.ndarray]:
-    """OpenCV's own chips (FaceDetectorYN + alignCrop's warp) of the images with a face."""
-    chips = (opencv_chip(image, detector) for image in images)
-    return [chip for chip in chips if chip is not None]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES)
@@ -52,7 +46,8 @@ def main(argv=None) -> int:
           f"{detection.max_landmark_error_px:.2e} px, max box error {detection.max_box_error_px:.2e} px, "
           f"max score difference {detection.max_score_error:.2e}", flush=True)
     start = time.perf_counter()
-    cosines = sface_cosines(aligned_chips(images, detector), recognizer, device=args.device)
+    chips = (opencv_chip(image, detector) for image in images)  # OpenCV's own: FaceDetectorYN + alignCrop
+    cosines = sface_cosines([chip for chip in chips if chip is not None], recognizer, device=args.device)
     print(f"SFace on {len(cosines)} aligned chips ({time.perf_counter() - start:.0f} s): cosine to OpenCV "
           f"min {cosines.min():.7f}, median {np.median(cosines):.7f}")
     ok = detection.count_mismatches == 0 and detection.max_landmark_error_px < 1 and cosines.min() >= 0.999
