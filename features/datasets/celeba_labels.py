@@ -8,14 +8,13 @@ counts, value sets, duplicate ids) and returns ids as a str array in file order.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-import re
-
 from features.dataset import DatasetError
-from features.datasets.files import open_regular
+from features.datasets.files import read_label_file
 from features.datasets.table import check_unique, decode_codes, decode_ints, read_table
 
 PLUS_MINUS_ONE = {b"1": 1, b"-1": 0, b"+1": 1}
@@ -103,9 +102,6 @@ def _distinct(names: list[str], path: Path) -> list[str]:
 
 def _head(path: Path, lines: int) -> list[str]:
     """The first `lines` lines of a file, stripped ("" past its end), without reading the rest."""
-    with open_regular(path, "label file") as handle:
-        try:
-            return [handle.readline().decode("utf-8", errors="replace").strip() for _ in range(lines)]
-        except OSError as error:
-            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
+    return read_label_file(path, lambda handle: [handle.readline().decode("utf-8", errors="replace").strip()
+                                                 for _ in range(lines)])
 

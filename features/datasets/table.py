@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import DatasetError, describe_examples
-from features.datasets.files import open_regular
+from features.datasets.files import read_label_file
 
 
 class Table:
@@ -42,7 +42,7 @@ def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = N
     sep: None for whitespace-separated files, "," for CSV (fields must not be empty or hold spaces).
     Blank lines are skipped; a line with another number of fields raises `DatasetError`.
     """
-    data = _read_bytes(path)
+    data = read_label_file(path, lambda handle: handle.read())
     headers, body = _split_header(data, header_lines, path)
     raw = np.frombuffer(body, dtype=np.uint8)
     separator = raw <= ord(" ")  # space, tab, CR, LF (and other control bytes)
@@ -52,14 +52,6 @@ def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = N
     ends = np.flatnonzero(~separator & np.r_[separator[1:], True]) + 1
     _check_field_counts(body, raw, starts, width, path, first_line=header_lines + 1)
     return headers, Table(body, starts, ends, width)
-
-
-def _read_bytes(path: Path) -> bytes:
-    with open_regular(path, "label file") as handle:
-        try:
-            return handle.read()
-        except OSError as error:
-            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
 
 
 def _split_header(data: bytes, header_lines: int, path: Path) -> tuple[list[str], bytes]:
