@@ -83,6 +83,14 @@ def extracted_store(*, n: int, args):
     return celeba, reference, store
 
 
+def flip_bit(path: Path, byte: int = 5) -> None:
+    """Flip a bit of a chunk file, its checksum left as it was (byte 5: an exponent bit of the second
+    float32, 1e0 -> ~3e38 or the like)."""
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
 def one_error_line(capsys) -> str:
     """The one error line on stderr (progress lines may precede it; no traceback)."""
     err = capsys.readouterr().err

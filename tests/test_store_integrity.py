@@ -17,7 +17,7 @@ import zarr
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError, writer_lock
-from tests.fixtures import extracted_store, one_error_line
+from tests.fixtures import extracted_store, flip_bit, one_error_line
 
 
 N, UNIT_ROWS = 20, 4  # 5 units; make_celeba's split puts rows of every split in several units
@@ -43,12 +43,6 @@ def test_schema_version_is_3_and_new_chunks_carry_a_checksum(store):
                   "table/ids_utf8", "table/gender", "table/split"):
         codecs = group[array].metadata.codecs
         assert [type(codec).__name__ for codec in codecs][-1] == "Crc32cCodec"
-
-
-def flip_bit(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[5] ^= 0x40  # an exponent bit of the second float: 1e0 -> ~3e38 or the like
-    path.write_bytes(bytes(data))
 
 
 def truncate(path: Path) -> None:

@@ -21,7 +21,7 @@ import zarr
 
 from extract.cli import main
 from features.store import CRASH_HOOK, FACES, FeatureStore, StoreError
-from tests.fixtures import extracted_store, one_error_line, write_steps
+from tests.fixtures import extracted_store, flip_bit, one_error_line, write_steps
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS = 8, 4  # 2 units per entry
@@ -102,9 +102,7 @@ def kill_in_first_zarr_json_write() -> None:
 def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from_it(celeba, reference, store,
                                                                                      capsys, chunk):
     named, chunk = chunk, store / "backbones" / FACES / chunk
-    data = bytearray(chunk.read_bytes())
-    data[0] ^= 0x40  # a value byte: the chunk's checksum no longer matches
-    chunk.write_bytes(bytes(data))
+    flip_bit(chunk, byte=0)  # a value byte: the chunk's checksum no longer matches
     capsys.readouterr()
     assert main(args(celeba, store)) == 2
     assert FACES in one_error_line(capsys)

@@ -251,7 +251,7 @@ def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group
 def _check_same_backbone(store: FeatureStore, name: str, *, dim: int, dtype: str, metadata: dict) -> None:
     info = store.backbone_info(name)
     asked = {"dim": dim, "dtype": np.dtype(dtype).name, "weights": metadata["weights"]}
-    held = {key: info[key] if key != "weights" else info["metadata"]["weights"] for key in asked}
+    held = {"dim": info["dim"], "dtype": info["dtype"], "weights": info["metadata"]["weights"]}
     if asked != held:
         raise StoreError(f"{store.path} already holds backbone {name!r} with {held}, not {asked}; "
                          "use another store, or the same weights and dtype to resume")

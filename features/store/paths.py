@@ -55,16 +55,15 @@ def refuse_foreign(path) -> None:
                          "choose a new path (nothing in it was touched)")
 
 
-# What a creation killed before the root zarr.json exists leaves (its first write, whose temporary file
-# `zarr.<hex>.partial` was not yet renamed; or a rebuild's rmtree, after the root zarr.json went but
-# before the table did): nothing but these names at the top, and Zarr's own files below them.
 _LEFTOVER_FOLDERS = ("table", "backbones")
 
 
 def _only_leftovers(folder: Path) -> bool:
-    """A local folder without a root zarr.json holding only what an interrupted creation of ours leaves:
-    zarr's temporary `*.partial` files, and `table/`, `backbones/` holding only zarr.json files, their
-    `*.partial` temporaries and chunks (`c/...`). Anything else (a user's file) makes it foreign."""
+    """A local folder without a root zarr.json holding only what a creation of ours killed before that file
+    existed leaves (in its first write, whose `zarr.<hex>.partial` was not yet renamed; or in a rebuild's
+    rmtree, after the root zarr.json went but before the table did): zarr's `*.partial` files, and `table/`,
+    `backbones/` holding only zarr.json files, their `*.partial` temporaries and chunks (`c/...`). Anything
+    else (a user's file) makes it foreign."""
     for entry in folder.iterdir():
         if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
             continue
