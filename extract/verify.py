@@ -1,7 +1,7 @@
 """`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
 
 Reads every backbone, and the face detection pass (the store's `_faces` entry), unit by unit
-(`FeatureStore.damaged_units`: chunks that fail their crc32c checksum or have the wrong size, done units with
+(`Entry.damaged_units`: chunks that fail their crc32c checksum or have the wrong size, done units with
 pending rows, rows marked OK that are not finite) and prints one line per damaged unit. `--repair` marks those
 units not done, holding each backbone's writer lock, so the same extract command re-embeds exactly them and
 nothing else. Damaged face units also un-mark the units of every face backbone holding those rows (embedded
@@ -42,9 +42,9 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_OK if stop.code in (0, None) else EXIT_DAMAGED
     store = FeatureStore.open(args.store, mode="r+" if args.repair else "r")
     store.ids, store.gender, store.split, store.attributes  # noqa: B018 - a damaged table raises here
-    damaged = {name: store.damaged_units(name) for name in store.entries()}
+    damaged = {name: store.entry(name).damaged_units() for name in store.entries()}
     for name, units in damaged.items():
-        log.info("%s: %d of %d units damaged", name, len(units), store.n_units(name))
+        log.info("%s: %d of %d units damaged", name, len(units), store.entry(name).n_units)
     dependent = units_from_faces(store, damaged)
     for found in (damaged, dependent):
         for name, units in found.items():
@@ -73,7 +73,7 @@ def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: boo
     for name, units in damaged.items():
         if units:
             with writer_lock(store.path, name, wait=wait):
-                store.unmark_units(name, sorted(units))
+                store.entry(name).unmark(sorted(units))
 
 
 def face_backbones(store: FeatureStore) -> list[str]:

@@ -55,12 +55,6 @@ def write_text(path: Path | str, text: str) -> None:
         handle.write(text)
 
 
-def write_bytes(path: Path | str, data: bytes) -> None:
-    """``path`` holds ``data``, replaced atomically."""
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
-
-
 def _fsync_folder(folder: Path) -> None:
     """Make the rename durable; folders cannot be opened for fsync on some systems (Windows): skipped."""
     try:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 MALE, FEMALE = 1, 0
 
 
@@ -22,9 +21,9 @@ class DatasetError(ValueError):
 
 def split_code(split: str) -> int:
     """The int8 code of a split name; ValueError naming the valid ones."""
-    if split not in SPLIT_CODES:
+    if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return SPLIT_CODES[split]
+    return SPLITS.index(split)
 
 
 def describe_examples(items, *, limit: int = 5) -> str:

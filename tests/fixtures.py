@@ -6,15 +6,18 @@
     root = make_folder_dataset(tmp_path, n_male=6, n_female=6)
     table = synthetic_table(600, split=split_codes((300, 150, 150)))   # a table with no images
     fill_units(writer, lambda start, stop: (embeddings[start:stop], status[start:stop]))
+    celeba, reference, store = extracted_store(n=20, args=args)  # module fixtures of a test that damages it
 
 Images are real decodable images (random face-like drawings), so extraction tests can use them.
 Everything is deterministic given the arguments.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from extract.demo import (CELEBA_ATTRIBUTES, CELEBA_FILES, CELEBA_SIZE, CelebaLabels,  # noqa: F401
                           attribute_lines, celeba_labels, face_image, fill_units, make_celeba,
@@ -54,6 +57,46 @@ def make_folder_dataset(tmp_path: Path, n_male: int = 6, n_female: int = 6, *,
                        seed=seed * 100_003 + number + (0 if label == "male" else 50_000))
     return root
 
+
+def extracted_store(*, n: int, args):
+    """Three fixtures for the tests that damage a store: ``celeba``, a CelebA folder of ``n`` images;
+    ``reference``, the store ``extract.cli.main(args(celeba, path))`` writes (both once per module); and
+    ``store``, a fresh copy of it for each test."""
+    @pytest.fixture(scope="module")
+    def celeba(tmp_path_factory) -> Path:
+        return make_celeba(tmp_path_factory.mktemp("data"), n=n)
+
+    @pytest.fixture(scope="module")
+    def reference(celeba, tmp_path_factory) -> Path:
+        from extract.cli import main
+
+        store = tmp_path_factory.mktemp("reference") / "features.zarr"
+        assert main(args(celeba, store)) == 0
+        return store
+
+    @pytest.fixture
+    def store(reference, tmp_path) -> Path:
+        copy = tmp_path / "features.zarr"
+        shutil.copytree(reference, copy)
+        return copy
+
+    return celeba, reference, store
+
+
+def flip_bit(path: Path, byte: int = 5) -> None:
+    """Flip a bit of a chunk file, its checksum left as it was (byte 5: an exponent bit of the second
+    float32, 1e0 -> ~3e38 or the like)."""
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def one_error_line(capsys) -> str:
+    """The one error line on stderr (progress lines may precede it; no traceback)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 def write_steps(run) -> list[str]:

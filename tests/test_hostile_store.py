@@ -4,7 +4,6 @@ or an allocation sized by a forged shape. Each case edits a copy of a store writ
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import zarr
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import FeatureStore, StoreError
-from tests.fixtures import make_celeba
+from tests.fixtures import extracted_store, one_error_line
 
 N, UNIT_ROWS = 12, 4
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
@@ -25,23 +24,7 @@ def args(root: Path, store: Path) -> list[str]:
             "--unit-rows", str(UNIT_ROWS), "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def celeba(tmp_path_factory) -> Path:
-    return make_celeba(tmp_path_factory.mktemp("data"), n=N)
-
-
-@pytest.fixture(scope="module")
-def reference(celeba, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("reference") / "features.zarr"
-    assert main(args(celeba, store)) == 0
-    return store
-
-
-@pytest.fixture
-def store(reference, tmp_path) -> Path:
-    copy = tmp_path / "features.zarr"
-    shutil.copytree(reference, copy)
-    return copy
+celeba, reference, store = extracted_store(n=N, args=args)
 
 
 def set_attr(key: str, field: str, value):
@@ -93,13 +76,6 @@ CASES = {  # what is edited -> the field the error line names
     "gender 10**9 rows": (set_metadata("table/gender", "shape", [10**9]), "table/gender shape is [1000000000]"),
     "ids width": (set_attr("table/ids_utf8", "width", 3), "table/ids_utf8 attributes is"),
 }
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -137,11 +137,6 @@ def test_open_or_create_refuses_another_dataset(store):
     assert FeatureStore.open_or_create(store.path, make_table()).n_rows == 10
 
 
-def test_open_checks_dataset_name(store):
-    with pytest.raises(StoreError, match="holds dataset 'toy', not 'celeba'"):
-        FeatureStore.open(store.path, dataset_name="celeba")
-
-
 def test_create_refuses_existing_store(store, table):
     with pytest.raises(StoreError, match="already exists"):
         FeatureStore.create(store.path, table)

@@ -17,16 +17,11 @@ import zarr
 from classify.cli import main as classify_main
 from extract.cli import main
 from features.store import FeatureStore, Status, StoreError, writer_lock
-from tests.fixtures import make_celeba
+from tests.fixtures import extracted_store, flip_bit, one_error_line
 
 
 N, UNIT_ROWS = 20, 4  # 5 units; make_celeba's split puts rows of every split in several units
 pytestmark = pytest.mark.usefixtures("tiny_backbones")  # registered for this module only
-
-
-@pytest.fixture(scope="module")
-def celeba(tmp_path_factory) -> Path:
-    return make_celeba(tmp_path_factory.mktemp("data"), n=N)
 
 
 def args(root: Path, store: Path, *extra: str) -> list[str]:
@@ -34,19 +29,7 @@ def args(root: Path, store: Path, *extra: str) -> list[str]:
             "--unit-rows", str(UNIT_ROWS), "--batch-size", "3", "--workers", "0", "--no-progress", *extra]
 
 
-@pytest.fixture(scope="module")
-def reference(celeba, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("reference") / "features.zarr"
-    assert main(args(celeba, store)) == 0
-    return store
-
-
-@pytest.fixture
-def store(reference, tmp_path) -> Path:
-    import shutil
-    copy = tmp_path / "features.zarr"
-    shutil.copytree(reference, copy)
-    return copy
+celeba, reference, store = extracted_store(n=N, args=args)
 
 
 def chunk(store: Path, array: str, unit: int) -> Path:
@@ -60,12 +43,6 @@ def test_schema_version_is_3_and_new_chunks_carry_a_checksum(store):
                   "table/ids_utf8", "table/gender", "table/split"):
         codecs = group[array].metadata.codecs
         assert [type(codec).__name__ for codec in codecs][-1] == "Crc32cCodec"
-
-
-def flip_bit(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[5] ^= 0x40  # an exponent bit of the second float: 1e0 -> ~3e38 or the like
-    path.write_bytes(bytes(data))
 
 
 def truncate(path: Path) -> None:
@@ -127,14 +104,6 @@ def test_verify_of_an_intact_store(store, capsys):
 
 
 # -- garbage and foreign stores (item 6) ----------------------------------------------------------------
-def one_error_line(capsys) -> str:
-    """The one error line on stderr (progress lines may precede it; no traceback)."""
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
-
-
 def test_garbage_root_metadata_is_one_line(celeba, store, capsys):
     (store / "zarr.json").write_text("{not json")
     capsys.readouterr()

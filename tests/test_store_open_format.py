@@ -11,7 +11,7 @@ import zarr
 
 from extract.cli import main
 from features.store import FACES, IDS, FeatureStore
-from tests.fixtures import make_celeba
+from tests.fixtures import flip_bit, make_celeba
 
 ts = pytest.importorskip("tensorstore")
 pytestmark = pytest.mark.usefixtures("tiny_backbones")
@@ -91,9 +91,6 @@ def test_a_flipped_bit_fails_tensorstore_s_checksum_too(extracted, tmp_path):
 
     copy = tmp_path / "copy.zarr"
     shutil.copytree(extracted, copy)
-    chunk = copy / "backbones" / "tiny_test" / "embeddings" / "c" / "1" / "0"
-    data = bytearray(chunk.read_bytes())
-    data[5] ^= 0x40
-    chunk.write_bytes(bytes(data))
+    flip_bit(copy / "backbones" / "tiny_test" / "embeddings" / "c" / "1" / "0")
     with pytest.raises(ValueError, match="Digest mismatch"):
         tensorstore_read(copy, "backbones/tiny_test/embeddings")

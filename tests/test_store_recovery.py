@@ -11,7 +11,6 @@ aligned ones, so every row takes the dataset's template and the runs are quick.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,15 +21,10 @@ import zarr
 
 from extract.cli import main
 from features.store import CRASH_HOOK, FACES, FeatureStore, StoreError
-from tests.fixtures import make_celeba, write_steps
+from tests.fixtures import extracted_store, flip_bit, one_error_line, write_steps
 
 REPO = Path(__file__).resolve().parents[1]
 N, UNIT_ROWS = 8, 4  # 2 units per entry
-
-
-@pytest.fixture(scope="module")
-def celeba(tmp_path_factory) -> Path:
-    return make_celeba(tmp_path_factory.mktemp("data"), n=N)
 
 
 def args(root: Path, store: Path) -> list[str]:
@@ -38,11 +32,7 @@ def args(root: Path, store: Path) -> list[str]:
             "--unit-rows", str(UNIT_ROWS), "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def reference(celeba, tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("reference") / "features.zarr"
-    assert main(args(celeba, store)) == 0
-    return store
+celeba, reference, store = extracted_store(n=N, args=args)
 
 
 @pytest.fixture(scope="module")
@@ -107,23 +97,12 @@ def kill_in_first_zarr_json_write() -> None:
     pathlib.Path.replace = die_before(pathlib.Path.replace)
 
 
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
-
-
 # -- 1. a damaged detection pass: verify finds it, --repair un-marks it and the rows embedded from it ----
 @pytest.mark.parametrize("chunk", ["embeddings/c/1/0", "done/c/1"])
-def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from_it(celeba, reference,
-                                                                                     tmp_path, capsys, chunk):
-    store = tmp_path / "features.zarr"
-    shutil.copytree(reference, store)
+def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from_it(celeba, reference, store,
+                                                                                     capsys, chunk):
     named, chunk = chunk, store / "backbones" / FACES / chunk
-    data = bytearray(chunk.read_bytes())
-    data[0] ^= 0x40  # a value byte: the chunk's checksum no longer matches
-    chunk.write_bytes(bytes(data))
+    flip_bit(chunk, byte=0)  # a value byte: the chunk's checksum no longer matches
     capsys.readouterr()
     assert main(args(celeba, store)) == 2
     assert FACES in one_error_line(capsys)

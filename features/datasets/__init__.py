@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Callable
 
 from features.dataset import Dataset, DatasetError
+from features.datasets.celeba import load_celeba
+from features.datasets.folder import load_folder
+from features.datasets.utkface import load_utkface
 
 Loader = Callable[..., Dataset]
-_LOADERS: dict[str, Loader] = {}
+_LOADERS: dict[str, Loader] = {"celeba": load_celeba, "utkface": load_utkface, "folder": load_folder}
 
 # Kinds whose image ids are the release's own file names: the same id is the same photo in every copy of
 # the dataset (CelebA's aligned and in-the-wild releases share them). A folder's ids are its own paths.
@@ -43,14 +46,3 @@ def load_dataset(kind: str, root, *, seed: int = 0) -> Dataset:
     if kind not in _LOADERS:
         raise DatasetError(f"unknown dataset kind {kind!r}; valid: {', '.join(dataset_kinds())}")
     return _LOADERS[kind](root, seed=seed)
-
-
-def _register_builtin() -> None:
-    from features.datasets.celeba import load_celeba
-    from features.datasets.folder import load_folder
-    from features.datasets.utkface import load_utkface
-    for kind, loader in (("celeba", load_celeba), ("utkface", load_utkface), ("folder", load_folder)):
-        register(kind)(loader)
-
-
-_register_builtin()

@@ -28,9 +28,6 @@ from features.datasets.celeba_labels import (read_attribute_file, read_identity_
                                              read_partition_file)
 from features.datasets.files import absolute_paths, dataset_root, require_files
 
-__all__ = ["LAYOUTS", "CelebaLayout", "find_layout", "load_celeba", "read_attribute_file",
-           "read_identity_file", "read_partition_file"]
-
 IMAGE_FOLDER = "img_align_celeba"
 WILD_IMAGE_FOLDER = "img_celeba"
 ALIGNMENTS = {IMAGE_FOLDER: {"kind": "celeba_aligned", "size": [178, 218]}, WILD_IMAGE_FOLDER: {"kind": "wild"}}

@@ -8,14 +8,13 @@ counts, value sets, duplicate ids) and returns ids as a str array in file order.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-import re
-
 from features.dataset import DatasetError
-from features.datasets.files import open_regular
+from features.datasets.files import read_label_file
 from features.datasets.table import check_unique, decode_codes, decode_ints, read_table
 
 PLUS_MINUS_ONE = {b"1": 1, b"-1": 0, b"+1": 1}
@@ -25,7 +24,7 @@ SPLIT_VALUES = {b"0": 0, b"1": 1, b"2": 2}
 def read_partition_file(path) -> tuple[np.ndarray, np.ndarray]:
     """(ids, split) from `list_eval_partition.txt` or `.csv`; split is int8 0 train/1 val/2 test."""
     path = Path(path)
-    _, table = read_table(path, **_format(path), width=2)
+    table = read_table(path, **_format(path), width=2)
     ids = _ids(table, path)
     return ids, decode_codes(table.columns(1), SPLIT_VALUES, what="split codes", ids=ids, path=path)
 
@@ -33,7 +32,7 @@ def read_partition_file(path) -> tuple[np.ndarray, np.ndarray]:
 def read_identity_file(path) -> tuple[np.ndarray, np.ndarray]:
     """(ids, identity) from `identity_CelebA.txt` or `.csv`; identity is int32."""
     path = Path(path)
-    _, table = read_table(path, **_format(path), width=2)
+    table = read_table(path, **_format(path), width=2)
     ids = _ids(table, path)
     return ids, decode_ints(table.columns(1), what="identities", ids=ids, path=path, dtype=np.int32)
 
@@ -47,7 +46,7 @@ def read_attribute_file(path, *, check_count: bool = True) -> tuple[np.ndarray, 
     path = Path(path)
     names, expected_rows = _attribute_header(path)
     layout = _format(path) if expected_rows is None else {"header_lines": 2}
-    _, table = read_table(path, **layout, width=1 + len(names))
+    table = read_table(path, **layout, width=1 + len(names))
     if check_count and expected_rows is not None and expected_rows != table.rows:
         raise DatasetError(f"{path}: line 1 says {expected_rows} rows but the file has {table.rows}")
     ids = _ids(table, path)
@@ -103,9 +102,6 @@ def _distinct(names: list[str], path: Path) -> list[str]:
 
 def _head(path: Path, lines: int) -> list[str]:
     """The first `lines` lines of a file, stripped ("" past its end), without reading the rest."""
-    with open_regular(path, "label file") as handle:
-        try:
-            return [handle.readline().decode("utf-8", errors="replace").strip() for _ in range(lines)]
-        except OSError as error:
-            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
+    return read_label_file(path, lambda handle: [handle.readline().decode("utf-8", errors="replace").strip()
+                                                 for _ in range(lines)])
 

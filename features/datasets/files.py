@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, TypeVar
 
 import numpy as np
 
 from features.dataset import DatasetError, describe_examples
+
+T = TypeVar("T")
 
 
 def dataset_root(root, kind: str) -> Path:
@@ -31,17 +33,21 @@ def file_names(folder: Path) -> set[str]:
         raise DatasetError(f"cannot list image folder {folder}: {error.strerror or error}") from None
 
 
-def open_regular(path: Path, what: str) -> BinaryIO:
-    """``path`` opened for reading if it is a regular file after links, else a `DatasetError` at once:
-    opened without blocking and checked on the descriptor, so a FIFO cannot hang the reader."""
+def read_label_file(path: Path, read: Callable[[BinaryIO], T]) -> T:
+    """``read(handle)`` of label file ``path`` if it is a regular file after links, else a `DatasetError` at
+    once: opened without blocking and checked on the descriptor, so a FIFO cannot hang the reader."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
-        raise DatasetError(f"cannot read {what} {path}: {error.strerror or error}") from None
+        raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
-        raise DatasetError(f"{what} {path} is not a regular file; give the file itself")
-    return os.fdopen(descriptor, "rb")
+        raise DatasetError(f"label file {path} is not a regular file; give the file itself")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            return read(handle)
+        except OSError as error:
+            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
 
 
 def require_files(folder: Path, names: np.ndarray) -> None:

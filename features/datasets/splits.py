@@ -3,25 +3,22 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
 
 
-def stratified_split(labels: np.ndarray, *, seed: int,
-                     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> np.ndarray:
+def stratified_split(labels: np.ndarray, *, seed: int) -> np.ndarray:
     """int8 split codes (0 train, 1 val, 2 test) holding each label's share in every split.
 
     Each class is shuffled with one generator seeded by `seed` (classes in sorted order, so the
-    result depends only on labels and seed) and cut by `fractions`; a class of 3 or more images
+    result depends only on labels and seed) and cut by `FRACTIONS`; a class of 3 or more images
     puts at least one in val and one in test, so tiny datasets still evaluate.
     """
-    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     split = np.zeros(len(labels), dtype=np.int8)
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_val, n_test = (_share(len(members), fraction) for fraction in fractions[1:])
+        n_val, n_test = (_share(len(members), fraction) for fraction in FRACTIONS[1:])
         split[members[len(members) - n_val - n_test:len(members) - n_test]] = 1
         split[members[len(members) - n_test:]] = 2
     return split
@@ -29,4 +26,4 @@ def stratified_split(labels: np.ndarray, *, seed: int,
 
 def _share(size: int, fraction: float) -> int:
     share = int(round(size * fraction))
-    return max(share, 1) if size >= 3 and fraction > 0 else share
+    return max(share, 1) if size >= 3 else share

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from features.dataset import DatasetError, describe_examples
-from features.datasets.files import open_regular
+from features.datasets.files import read_label_file
 
 
 class Table:
@@ -35,15 +35,14 @@ class Table:
         return cut.view(f"S{size}")[..., 0]
 
 
-def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = None
-               ) -> tuple[list[str], Table]:
-    """Header lines (decoded, stripped) and the body of a label file.
+def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = None) -> Table:
+    """The body of a label file, after its `header_lines` (its reader parses those itself).
 
     sep: None for whitespace-separated files, "," for CSV (fields must not be empty or hold spaces).
     Blank lines are skipped; a line with another number of fields raises `DatasetError`.
     """
-    data = _read_bytes(path)
-    headers, body = _split_header(data, header_lines, path)
+    data = read_label_file(path, lambda handle: handle.read())
+    body = _skip_header(data, header_lines, path)
     raw = np.frombuffer(body, dtype=np.uint8)
     separator = raw <= ord(" ")  # space, tab, CR, LF (and other control bytes)
     if sep is not None:
@@ -51,27 +50,17 @@ def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = N
     starts = np.flatnonzero(~separator & np.r_[True, separator[:-1]])
     ends = np.flatnonzero(~separator & np.r_[separator[1:], True]) + 1
     _check_field_counts(body, raw, starts, width, path, first_line=header_lines + 1)
-    return headers, Table(body, starts, ends, width)
+    return Table(body, starts, ends, width)
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open_regular(path, "label file") as handle:
-        try:
-            return handle.read()
-        except OSError as error:
-            raise DatasetError(f"cannot read label file {path}: {error.strerror or error}") from None
-
-
-def _split_header(data: bytes, header_lines: int, path: Path) -> tuple[list[str], bytes]:
-    headers, offset = [], 0
+def _skip_header(data: bytes, header_lines: int, path: Path) -> bytes:
+    offset = 0
     for _ in range(header_lines):
         if offset >= len(data):
             raise DatasetError(f"{path}: expected {header_lines} header line(s), the file ends first")
         end = data.find(b"\n", offset)
-        end = len(data) if end < 0 else end
-        headers.append(data[offset:end].decode("utf-8", errors="replace").strip())
-        offset = end + 1
-    return headers, data[offset:]
+        offset = (len(data) if end < 0 else end) + 1
+    return data[offset:]
 
 
 def _check_field_counts(body: bytes, raw: np.ndarray, starts: np.ndarray, width: int, path: Path,

@@ -26,9 +26,8 @@ from features.dataset import Dataset, DatasetError, describe_examples
 from features.datasets.files import absolute_paths, dataset_root, file_names
 from features.datasets.splits import stratified_split
 
-# The race field is optional (3 names lack it). The datetime field is digits; what follows varies
-# in the release (".jpg.chip.jpg", and one known file with "jpg.chip.jpg"), so only the final ".jpg"
-# is required after it, but not "_": "39_1_5_2017..." (race 5) must not pass as datetime 5.
+# The rules above; after the datetime anything but a digit or "_" ("39_1_5_2017...", race 5, must not
+# pass as datetime 5), and a final ".jpg".
 NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_(?:([0-4])_)?(\d{17})[^\d_].*\.jpg", re.IGNORECASE)
 AGE_RANGE = (1, 116)
 RACE_UNKNOWN = -1

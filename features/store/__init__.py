@@ -18,12 +18,9 @@ The modules, one job each:
 from features.store.crash import CRASH_HOOK
 from features.store.feature_store import FeatureStore
 from features.store.locks import writer_lock
-from features.store.reads import READ_BLOCK_BYTES
-from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, OLD_IDS, SCHEMA_VERSION, STORE_KIND,
-                                   SplitFeatures, Status, StoreError, decode_ids, encode_ids)
+from features.store.schema import FACES, IDS, OLD_IDS, SCHEMA_VERSION, SplitFeatures, Status, StoreError
 from features.store.upgrade import upgrade
 from features.store.writer import BackboneWriter
 
-__all__ = ["BackboneWriter", "CRASH_HOOK", "DEFAULT_UNIT_ROWS", "FACES", "FeatureStore", "IDS", "OLD_IDS",
-           "READ_BLOCK_BYTES", "SCHEMA_VERSION", "STORE_KIND", "SplitFeatures", "Status", "StoreError",
-           "decode_ids", "encode_ids", "upgrade", "writer_lock"]
+__all__ = ["BackboneWriter", "CRASH_HOOK", "FACES", "FeatureStore", "IDS", "OLD_IDS", "SCHEMA_VERSION",
+           "SplitFeatures", "Status", "StoreError", "upgrade", "writer_lock"]

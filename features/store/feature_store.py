@@ -18,7 +18,7 @@ from features.store.paths import (delete_prefix, exists, half_created, interrupt
 from features.store.reads import read_split
 from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, SCHEMA_VERSION, STORE_KIND, SplitFeatures,
                                    StoreError, decode_ids)
-from features.store.validation import check_dataset, check_entry, check_table_array
+from features.store.validation import check_dataset, check_entry, check_table_array, node
 from features.store.writer import BackboneWriter
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,15 @@ class FeatureStore:
         return cls(creation.build(path, dataset, mode="w-"), str(path))
 
     @classmethod
-    def open(cls, path, *, mode: str = "r", dataset_name: str | None = None) -> FeatureStore:
-        """Open an existing store ("r" or "r+"); `dataset_name` additionally checks which dataset it holds."""
+    def open(cls, path, *, mode: str = "r") -> FeatureStore:
+        """Open an existing store ("r" or "r+")."""
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
         refuse_foreign(path)
         if interrupted_creation(path):
             raise StoreError(f"{path}: its creation was interrupted (no root zarr.json yet); rerun the "
                              "extract command to create it again")
-        store = cls(open_group(path, mode), str(path))
-        if dataset_name is not None and store.dataset_name != dataset_name:
-            raise StoreError(f"{path} holds dataset {store.dataset_name!r}, not {dataset_name!r}")
-        return store
+        return cls(open_group(path, mode), str(path))
 
     @classmethod
     def open_or_create(cls, path, dataset: Dataset) -> FeatureStore:
@@ -97,7 +94,7 @@ class FeatureStore:
     @property
     def ids(self) -> np.ndarray:
         """The image ids as a numpy unicode array (row i is image ids[i])."""
-        ids = table_array(self._group, self.path, IDS.removeprefix("table/"))
+        ids = self._table(IDS.removeprefix("table/"))
         try:
             return decode_ids(ids, node(self._group, self.path, IDS).attrs.asdict())
         except ValueError as error:
@@ -105,17 +102,26 @@ class FeatureStore:
 
     @property
     def gender(self) -> np.ndarray:
-        return table_array(self._group, self.path, "gender")
+        return self._table("gender")
 
     @property
     def split(self) -> np.ndarray:
-        return table_array(self._group, self.path, "split")
+        return self._table("split")
 
     @property
     def attributes(self) -> dict[str, np.ndarray]:
         group = node(self._group, self.path, "table/attributes")
-        return {name: table_array(self._group, self.path, f"attributes/{name}")
-                for name, _ in sorted(group.arrays())}
+        return {name: self._table(f"attributes/{name}") for name, _ in sorted(group.arrays())}
+
+    def _table(self, key: str) -> np.ndarray:
+        """A whole array of the table; one that does not decode is a StoreError naming it."""
+        array = node(self._group, self.path, f"table/{key}")
+        check_table_array(self.path, f"table/{key}", array, self.n_rows)
+        try:
+            return array[:]
+        except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
+            raise StoreError(f"{self.path}: table/{key} is damaged ({type(error).__name__}: {error}); "
+                             "extract into a new store") from None
 
     # -- entries: the backbones and the faces pass -------------------------------------------------------
     def backbones(self) -> list[str]:
@@ -213,25 +219,6 @@ class FeatureStore:
         in_split = np.ones(self.n_rows, dtype=bool) if split is None else self.split == split_code(split)
         return read_split(entries, in_split, self.gender, out=out)
 
-    # -- checking every unit (python -m extract verify) ------------------------------------------------
-    def damaged_units(self, name: str) -> dict[int, str]:
-        """Every damaged unit of backbone `name` -> what is wrong, reading the whole backbone unit by unit.
-
-        Damaged: a chunk that does not decode (checksum, size), a done unit with pending rows or status
-        codes that do not exist, rows marked OK that are not finite, invalid rows that are not NaN, a
-        done marker that does not decode.
-        """
-        return self.entry(name).damaged_units()
-
-    def n_units(self, name: str) -> int:
-        return self.entry(name).group["done"].shape[0]
-
-    def unmark_units(self, name: str, units: Sequence[int]) -> None:
-        """Mark `units` not done, so that the extract command embeds them again (and only them)."""
-        done = node(self._group, self.path, f"backbones/{name}/done")
-        for unit in units:
-            done[int(unit)] = False
-
 
 def check_schema(path: str, attrs) -> None:
     """A StoreError unless the root is a finished feature store of this schema version."""
@@ -250,28 +237,6 @@ def check_schema(path: str, attrs) -> None:
                          "the extract command to create it again")
 
 
-def node(group: zarr.Group, path: str, key: str):
-    """A node of the store; unreadable metadata is a StoreError naming it."""
-    try:
-        return group[key]
-    except KeyError:
-        raise StoreError(f"{path} has no {key}: the store is damaged; extract into a new store") from None
-    except (ValueError, TypeError) as error:
-        raise StoreError(f"{path}/{key}/zarr.json is not readable Zarr metadata "
-                         f"({type(error).__name__}: {error}); the store is damaged") from None
-
-
-def table_array(group: zarr.Group, path: str, key: str) -> np.ndarray:
-    """A whole array of the table; one that does not decode is a StoreError naming it."""
-    array = node(group, path, f"table/{key}")
-    check_table_array(path, f"table/{key}", array, int(group.attrs["dataset"]["n_rows"]))
-    try:
-        return array[:]
-    except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
-        raise StoreError(f"{path}: table/{key} is damaged ({type(error).__name__}: {error}); "
-                         "extract into a new store") from None
-
-
 def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group]]:
     try:
         with warnings.catch_warnings():  # a half-deleted entry (no zarr.json) is expected after a kill
@@ -286,7 +251,7 @@ def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group
 def _check_same_backbone(store: FeatureStore, name: str, *, dim: int, dtype: str, metadata: dict) -> None:
     info = store.backbone_info(name)
     asked = {"dim": dim, "dtype": np.dtype(dtype).name, "weights": metadata["weights"]}
-    held = {key: info[key] if key != "weights" else info["metadata"]["weights"] for key in asked}
+    held = {"dim": info["dim"], "dtype": info["dtype"], "weights": info["metadata"]["weights"]}
     if asked != held:
         raise StoreError(f"{store.path} already holds backbone {name!r} with {held}, not {asked}; "
                          "use another store, or the same weights and dtype to resume")

@@ -12,13 +12,9 @@ from features.store.schema import FINAL, Status, StoreError
 FINITE_BLOCK_ROWS = 4096  # rows checked for NaN at a time: one bool per value of a whole split is 0.33 GB
 
 
-def damage(path: str, name: str, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
-    """The one-line error for a damaged unit: backbone, unit, chunk, and what to do."""
-    chunk = f"backbones/{name}/{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
-    others = f" (and {more} more damaged units)" if more else ""
-    return StoreError(f"{path}: backbone {name!r} unit {unit}, chunk {chunk}: {what}{others}; "
-                      f"run `python -m extract verify --store {path} --repair`, then the same "
-                      "extract command to re-embed the damaged units")
+def chunk_key(array: str, unit: int) -> str:
+    """The key of unit `unit`'s chunk of `array` inside its entry (embeddings chunks are 2-d)."""
+    return f"{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
 
 
 @dataclass(frozen=True)
@@ -33,23 +29,36 @@ class Entry:
     def unit_rows(self) -> int:
         return int(self.group.attrs["unit_rows"])
 
+    @property
+    def n_units(self) -> int:
+        return self.group["done"].shape[0]
+
     def damage(self, unit: int, array: str, what: str, *, more: int = 0) -> StoreError:
-        return damage(self.path, self.name, unit, array, what, more=more)
+        """The one-line error for a damaged unit: backbone, unit, chunk, and what to do."""
+        others = f" (and {more} more damaged units)" if more else ""
+        return StoreError(f"{self.path}: backbone {self.name!r} unit {unit}, chunk backbones/{self.name}/"
+                          f"{chunk_key(array, unit)}: {what}{others}; run `python -m extract verify --store "
+                          f"{self.path} --repair`, then the same extract command to re-embed the damaged units")
+
+    def undecodable(self, array: str, units) -> StoreError | None:
+        """The damage of the first of `units` whose chunk of `array` does not decode; None when all do."""
+        rows = 1 if array == "done" else self.unit_rows  # `validation.check_entry` checked the chunks
+        for unit in units:
+            try:
+                self.group[array][unit * rows:(unit + 1) * rows]
+            except Exception as error:  # noqa: BLE001 - any decode failure is damage
+                return self.damage(int(unit), array, f"does not decode ({type(error).__name__}: {error})")
+        return None
 
     def whole(self, array: str) -> np.ndarray:
         """A whole per-unit array (status, done, the faces' rows); a chunk that does not decode is named."""
         try:
             return self.group[array][:]
-        except Exception as error:  # noqa: BLE001 - locate the chunk
-            chunk_rows = self.group[array].chunks[0]
-            for unit in range(self.group[array].shape[0] // chunk_rows + 1):
-                try:
-                    self.group[array][unit * chunk_rows:(unit + 1) * chunk_rows]
-                except Exception as chunk_error:  # noqa: BLE001
-                    unit = unit if array == "done" else unit * chunk_rows // self.unit_rows
-                    raise self.damage(unit, array, f"does not decode ({type(chunk_error).__name__}: "
-                                      f"{chunk_error})") from None
-            raise error
+        except Exception:  # noqa: BLE001 - locate the chunk
+            damaged = self.undecodable(array, range(self.n_units))
+            if damaged is None:
+                raise
+            raise damaged from None
 
     def done(self) -> np.ndarray:
         return self.whole("done")
@@ -76,21 +85,20 @@ class Entry:
             raise self.damage(int(units[0]), "embeddings", f"{int(bad.sum())} rows marked OK are not "
                               "finite (the chunk is missing or was overwritten)", more=len(units) - 1)
 
-    def locate_damage(self, index: np.ndarray, error: Exception) -> Exception:
-        """The first unit among rows `index` whose embeddings do not decode, named; else `error`."""
-        for unit in np.unique(index // self.unit_rows).tolist():
-            try:
-                self.group["embeddings"][unit * self.unit_rows:(unit + 1) * self.unit_rows]
-            except Exception as chunk_error:  # noqa: BLE001 - any decode failure is damage
-                return self.damage(unit, "embeddings", f"does not decode "
-                                   f"({type(chunk_error).__name__}: {chunk_error})")
-        return error
-
     def damaged_units(self) -> dict[int, str]:
-        """Every damaged unit -> what is wrong, reading the whole entry unit by unit."""
-        n_units = self.group["done"].shape[0]
-        return {unit: problem for unit in range(n_units)
+        """Every damaged unit -> what is wrong, reading the whole entry unit by unit (`extract verify`).
+
+        Damaged: a chunk that does not decode (checksum, size), a done unit with pending rows or status
+        codes that do not exist, rows marked OK that are not finite, invalid rows that are not NaN, a
+        done marker that does not decode.
+        """
+        return {unit: problem for unit in range(self.n_units)
                 if (problem := unit_problem(self.group, unit, self.unit_rows)) is not None}
+
+    def unmark(self, units) -> None:
+        """Mark `units` not done, so that the extract command embeds them again (and only them)."""
+        for unit in units:
+            self.group["done"][int(unit)] = False
 
 
 def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
@@ -106,8 +114,7 @@ def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
         try:
             values = group[array][rows]
         except Exception as error:  # noqa: BLE001
-            chunk = f"{array}/c/{unit}" + ("/0" if array == "embeddings" else "")
-            return f"{chunk}: does not decode ({type(error).__name__}: {error})"
+            return f"{chunk_key(array, unit)}: does not decode ({type(error).__name__}: {error})"
         if array == "status":
             status = values
             continue

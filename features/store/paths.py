@@ -24,10 +24,13 @@ def is_local(path) -> bool:
     return "://" not in location(path)
 
 
-def open_group(path, mode: str) -> zarr.Group:
+def open_group(path, mode: str, *, missing_ok: bool = False) -> zarr.Group | None:
+    """The root group; None when there is none and `missing_ok`, else a StoreError saying so."""
     try:
         return zarr.open_group(location(path), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
+        if missing_ok:
+            return None
         raise StoreError(f"no feature store at {path} ({type(error).__name__})") from None
     except (ValueError, TypeError, KeyError) as error:  # zarr.json that is not JSON or not Zarr metadata
         raise StoreError(f"{path}/zarr.json is not readable Zarr metadata ({type(error).__name__}: "
@@ -35,13 +38,8 @@ def open_group(path, mode: str) -> zarr.Group:
 
 
 def exists(path) -> bool:
-    try:
-        zarr.open_group(location(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        return False
-    except (ValueError, TypeError, KeyError):
-        open_group(path, "r")  # raises the one-line StoreError for unreadable metadata
-    return True
+    """Whether a Zarr root is there; one whose metadata does not read is a StoreError."""
+    return open_group(path, "r", missing_ok=True) is not None
 
 
 def refuse_foreign(path) -> None:
@@ -52,22 +50,20 @@ def refuse_foreign(path) -> None:
     folder = Path(location(path))
     if folder.is_file():
         raise StoreError(f"--store {path} is an existing file, not a feature store; choose a new path")
-    if folder.is_dir() and not (folder / "zarr.json").exists() and any(folder.iterdir()) \
-            and not _only_leftovers(folder):
+    if _rootless(folder) and not _only_leftovers(folder):
         raise StoreError(f"--store {path} is an existing folder that is not a Zarr store (no zarr.json); "
                          "choose a new path (nothing in it was touched)")
 
 
-# What a creation killed before the root zarr.json exists leaves (its first write, whose temporary file
-# `zarr.<hex>.partial` was not yet renamed; or a rebuild's rmtree, after the root zarr.json went but
-# before the table did): nothing but these names at the top, and Zarr's own files below them.
 _LEFTOVER_FOLDERS = ("table", "backbones")
 
 
 def _only_leftovers(folder: Path) -> bool:
-    """A local folder without a root zarr.json holding only what an interrupted creation of ours leaves:
-    zarr's temporary `*.partial` files, and `table/`, `backbones/` holding only zarr.json files, their
-    `*.partial` temporaries and chunks (`c/...`). Anything else (a user's file) makes it foreign."""
+    """A local folder without a root zarr.json holding only what a creation of ours killed before that file
+    existed leaves (in its first write, whose `zarr.<hex>.partial` was not yet renamed; or in a rebuild's
+    rmtree, after the root zarr.json went but before the table did): zarr's `*.partial` files, and `table/`,
+    `backbones/` holding only zarr.json files, their `*.partial` temporaries and chunks (`c/...`). Anything
+    else (a user's file) makes it foreign."""
     for entry in folder.iterdir():
         if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
             continue
@@ -88,8 +84,12 @@ def _only_zarr_files(folder: Path) -> bool:
 def interrupted_creation(path) -> bool:
     """A local store path left by a creation killed before its root zarr.json existed."""
     folder = Path(location(path))
-    return is_local(path) and folder.is_dir() and not (folder / "zarr.json").exists() \
-        and any(folder.iterdir()) and _only_leftovers(folder)
+    return is_local(path) and _rootless(folder) and _only_leftovers(folder)
+
+
+def _rootless(folder: Path) -> bool:
+    """A folder holding something but no root zarr.json."""
+    return folder.is_dir() and not (folder / "zarr.json").exists() and any(folder.iterdir())
 
 
 def half_created(path) -> bool:

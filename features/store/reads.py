@@ -26,7 +26,7 @@ def read_split(entries: list[Entry], in_split: np.ndarray, gender: np.ndarray, *
         try:
             _read_rows_into(entry.group["embeddings"], index, x, column=int(start))
         except Exception as error:  # noqa: BLE001 - locate the chunk that does not decode
-            raise entry.locate_damage(index, error) from None
+            raise entry.undecodable("embeddings", np.unique(index // entry.unit_rows)) or error from None
         entry.check_finite(index, x[:, columns])
     return SplitFeatures(x=x, gender=gender[index], index=index, n_invalid=_count_invalid(statuses, in_split))
 
@@ -74,8 +74,7 @@ def _count_invalid(statuses: list[np.ndarray], in_split: np.ndarray) -> dict[str
 
 
 def destination(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """A new float32 array of ``shape``, or ``out`` once checked to be one (a caller refilling a matrix it
-    changed in place reads into it instead of holding a second copy)."""
+    """A new float32 array of ``shape``, or ``out`` once checked to be one."""
     if out is None:
         return np.empty(shape, dtype=np.float32)
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:

@@ -86,14 +86,20 @@ def _check_metadata(path: str, where: str, metadata) -> None:
         raise _refuse(path, f"{where} attribute metadata.preprocessing", metadata["preprocessing"], "a dict")
 
 
-def _array(path: str, group: zarr.Group, where: str, key: str) -> zarr.Array:
+def node(group: zarr.Group, path: str, key: str, *, where: str = ""):
+    """The node `key` of `group` (at `where` in the store); unreadable metadata is a StoreError naming it."""
+    shown = f"{where}/{key}" if where else key
     try:
-        array = group[key]
+        return group[key]
     except KeyError:
-        raise StoreError(f"{path} has no {where}/{key}: the store is damaged; extract into a new store") from None
+        raise StoreError(f"{path} has no {shown}: the store is damaged; extract into a new store") from None
     except (ValueError, TypeError) as error:
-        raise StoreError(f"{path}/{where}/{key}/zarr.json is not readable Zarr metadata "
+        raise StoreError(f"{path}/{shown}/zarr.json is not readable Zarr metadata "
                          f"({type(error).__name__}: {error}); the store is damaged") from None
+
+
+def _array(path: str, group: zarr.Group, where: str, key: str) -> zarr.Array:
+    array = node(group, path, key, where=where)
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{path}: {where}/{key} is a group, not an array; the store is damaged")
     return array
@@ -107,5 +113,3 @@ def _check_array(path: str, field: str, array: zarr.Array, shape: tuple, chunks:
         raise _refuse(path, f"{field} chunks", list(array.chunks), f"{list(chunks)} (from unit_rows)")
     if array.dtype != np.dtype(dtype):
         raise _refuse(path, f"{field} dtype", str(array.dtype), dtype)
-
-
