@@ -74,7 +74,10 @@ def test_ids_are_utf8_bytes_zero_padded_in_a_uint8_array(tmp_path):
         "encoding": "utf-8", "width": width}
     raw = array[...]
     assert bytes(raw[1]).rstrip(b"\0").decode() == "Zoë/été.jpg" and raw[4, 1:].sum() == 0
-    assert FeatureStore.open(path).ids.tolist() == IDS_HELD
+    store = FeatureStore.open(path)
+    assert store.ids.tolist() == IDS_HELD
+    with pytest.raises(ValueError, match="read-only"):  # decoded once per store: no caller may change it
+        store.ids[0] = "other.jpg"
 
 
 def test_an_id_with_a_zero_byte_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 each job to its module: creation and locks, the table, entries (`integrity.Entry`), reads, damage."""
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Sequence
@@ -91,14 +92,18 @@ class FeatureStore:
     def n_rows(self) -> int:
         return int(self.dataset_info["n_rows"])
 
-    @property
+    @functools.cached_property
     def ids(self) -> np.ndarray:
-        """The image ids as a numpy unicode array (row i is image ids[i])."""
-        ids = self._table(IDS.removeprefix("table/"))
+        """The image ids as a read-only numpy unicode array (row i is image ids[i]).
+
+        Decoded once per opened store (a full CelebA's ids take about a second), as the table never
+        changes after creation."""
         try:
-            return decode_ids(ids, node(self._group, self.path, IDS).attrs.asdict())
+            ids = decode_ids(self._table(IDS.removeprefix("table/")), node(self._group, self.path, IDS).attrs.asdict())
         except ValueError as error:
             raise StoreError(f"{self.path}: {IDS} is damaged ({error}); extract into a new store") from None
+        ids.flags.writeable = False
+        return ids
 
     @property
     def gender(self) -> np.ndarray:
