@@ -48,10 +48,8 @@ class FaceTemplate:
         return similarity_transform(np.asarray(landmarks, dtype=np.float64), self.points)
 
     def warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """The image warped so the landmarks land on the template (INTER_LINEAR, black outside).
-
-        Shrinking by more than 2x is done in steps of INTER_AREA first, so a large face is not aliased.
-        """
+        """The image warped so the landmarks land on the template (INTER_LINEAR, black outside); a warp
+        shrinking by more than 2x resizes by INTER_AREA first, so a large face is not aliased."""
         matrix = self.matrix(landmarks)
         shrunk = self.shrunk_size(matrix, image.shape[1], image.shape[0])
         if shrunk is not None:

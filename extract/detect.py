@@ -131,11 +131,9 @@ KNOWN_ALIGNMENTS = {
 
 
 class FaceLocator:
-    """Picklable: BGR image -> the one face row a dataset image is represented by.
-
-    Wild images: the largest detected face. Aligned images: the detected face nearest the known
-    landmarks if within TEMPLATE_TOLERANCE, else the template itself (source 2), never NoFace.
-    """
+    """Picklable: BGR image -> the one face row a dataset image is represented by. Wild images: the largest
+    detected face. Aligned images: the detected face nearest the known landmarks if within
+    TEMPLATE_TOLERANCE, else the template itself (source 2), never NoFace."""
 
     def __init__(self, detector: FaceDetector, alignment: Alignment = Alignment()) -> None:
         self.detector, self.alignment = detector, alignment
