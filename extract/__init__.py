@@ -1,11 +1,8 @@
-"""Embed face images with pre-trained backbones into the feature store (`python -m extract`).
+"""Embed face images with pre-trained backbones into the feature store (`python -m extract`, `extract.cli`).
 
-The only package that imports torch / OpenCV-DNN / dlib. `embed_images` embeds a few files without a
-store with every backbone of a head in one pass (classify's predict; `embed_paths`: one backbone); the
-CLI (`extract.cli`) runs the resumable, shardable loop of `extract.pipeline` (the store-less one is
-`extract.embed`). Importing the package
-itself does not import torch (seconds), so `--help`, `list` and argument errors answer at once; both
-functions load the pipeline on first use.
+The only package that imports torch / OpenCV-DNN / dlib. `embed_images` and `embed_paths` (`extract.embed`)
+embed a few files without a store (classify's predict). Importing the package does not import torch
+(seconds), so `--help`, `list` and argument errors answer at once; both functions load it on first use.
 """
 
 import os

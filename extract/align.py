@@ -48,17 +48,14 @@ class FaceTemplate:
         return similarity_transform(np.asarray(landmarks, dtype=np.float64), self.points)
 
     def warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """The image warped so the landmarks land on the template (INTER_LINEAR, black outside).
-
-        Shrinking by more than 2x is done in steps of INTER_AREA first, so a large face is not aliased.
-        """
+        """The image warped so the landmarks land on the template (INTER_LINEAR, black outside); a warp
+        shrinking by more than 2x resizes by INTER_AREA first, so a large face is not aliased."""
         matrix = self.matrix(landmarks)
         shrunk = self.shrunk_size(matrix, image.shape[1], image.shape[0])
         if shrunk is not None:
-            height, width = image.shape[:2]
-            small = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
-            factors = np.array([small.shape[1] / width, small.shape[0] / height])
-            return self.warp_exact(small, np.asarray(landmarks) * factors)
+            landmarks = np.asarray(landmarks) * [shrunk[0] / image.shape[1], shrunk[1] / image.shape[0]]
+            image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+            matrix = self.matrix(landmarks)
         return cv2.warpAffine(image, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR)
 
     @staticmethod
@@ -70,9 +67,6 @@ class FaceTemplate:
             return None
         pre = 0.5 / scale
         return max(1, round(width / pre)), max(1, round(height / pre))
-
-    def warp_exact(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return cv2.warpAffine(image, self.matrix(landmarks), (self.size, self.size), flags=cv2.INTER_LINEAR)
 
     def describe(self) -> dict:
         return {"template": "ArcFace 5-point (112x112) with margin, similarity (Umeyama) warp",

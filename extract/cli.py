@@ -7,10 +7,8 @@
     torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
 
 Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
-`extract.run` runs the checked `ExtractConfig`. Rerunning the same command resumes: units already
-marked done in the store are skipped. Every subcommand is a ``main(argv) -> int`` (`SUBCOMMANDS`), run
-under the one convention of both stages (`features.cli.run_cli`): exit 0 done, 1 a bug (traceback), 2 bad
-input (one line on stderr says what), 130 interrupted (finished units are kept).
+`extract.run` runs the checked `ExtractConfig`, skipping units already done. Every subcommand runs under
+`features.cli.run_cli`: exit 0 done, 1 a bug (traceback), 2 bad input (one line), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -22,8 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from extract import catalog
-from extract.batching import CPU_BATCH, CUDA_BATCH
-from extract.config import DECODES, DTYPES, ExtractConfig
+from extract.config import CPU_BATCH, CUDA_BATCH, DECODES, DTYPES, ExtractConfig
 from extract.errors import expected_errors
 from features.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, UsageError, run_cli
 
@@ -103,27 +100,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code. Parses and checks the arguments before importing torch."""
     argv = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
-    return run_cli(lambda: _bad_input_as_usage(_dispatch, argv),
+    return run_cli(lambda: _dispatch(argv),
                    interrupted_note="finished units are kept; rerun the same command to resume")
-
-
-def _dispatch(argv: list[str]) -> int:
-    """The subcommand named first (`SUBCOMMANDS`), else an extraction run."""
-    command = SUBCOMMANDS.get(argv[0]) if argv else None
-    try:
-        return command(argv[1:]) if command is not None else extract_main(argv)
-    except _ParseExit as stop:
-        return stop.code
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a store write that cannot land: bad environment, not a bug
 
 
-def _bad_input_as_usage(body: Callable[[list[str]], int], argv: list[str]) -> int:
-    """``body(argv)``, its bad-input errors raised as `UsageError` for `run_cli`: which those are is known
-    only once they are raised (the store's errors exist once zarr, seconds to import, has been)."""
+def _dispatch(argv: list[str]) -> int:
+    """The subcommand named first (`SUBCOMMANDS`), else an extraction run; its bad-input errors raised as
+    `UsageError` for `run_cli`: which those are is known only once they are raised (the store's errors
+    exist once zarr, seconds to import, has been)."""
+    command = SUBCOMMANDS.get(argv[0]) if argv else None
     try:
-        return body(argv)
+        if command is not None:
+            return command(argv[1:])
+        return _run(ExtractConfig.from_args(parse(build_parser(), argv)))
+    except ParseExit as stop:
+        return stop.code
     except Exception as error:
         if isinstance(error, OSError) and error.errno in DISK_FULL:
             raise UsageError(f"no space left on the device holding {error.filename or 'the store'} "
@@ -132,16 +126,6 @@ def _bad_input_as_usage(body: Callable[[list[str]], int], argv: list[str]) -> in
         if isinstance(error, expected_errors()) and not isinstance(error, UsageError):
             raise UsageError(str(error)) from error
         raise
-
-
-def extract_main(argv: list[str]) -> int:
-    """``python -m extract --dataset ... --store ...``: check the arguments, then run."""
-    return _run(ExtractConfig.from_args(_parse(build_parser(), argv)))
-
-
-def _module_main(module: str) -> Callable[[list[str]], int]:
-    """A subcommand living in ``module`` as ``main(argv) -> int``, imported when it is run."""
-    return lambda argv: importlib.import_module(module).main(argv)
 
 
 def _run(config: ExtractConfig) -> int:
@@ -161,18 +145,20 @@ def _run(config: ExtractConfig) -> int:
         return EXIT_BUG
 
 
-class _ParseExit(Exception):
+class ParseExit(Exception):
+    """argparse stopped (--help, or an error it has printed): the exit code to return."""
+
     def __init__(self, code: int):
         self.code = code
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """parse_args, returning instead of exiting (argparse has already printed usage and error)."""
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """parse_args, raising `ParseExit` instead of exiting; then import the --plugin modules, if any."""
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(list(argv))
     except SystemExit as stop:
-        raise _ParseExit(EXIT_OK if stop.code in (0, None) else EXIT_BAD_INPUT) from None
-    for module in args.plugin:
+        raise ParseExit(EXIT_OK if stop.code in (0, None) else EXIT_BAD_INPUT) from None
+    for module in getattr(args, "plugin", ()):
         try:
             importlib.import_module(module)
         except ImportError as error:
@@ -202,12 +188,9 @@ def _list_parser() -> argparse.ArgumentParser:
 
 
 def list_main(argv: list[str]) -> int:
-    """``python -m extract list [--plugin M]``: print every registered backbone's spec."""
-    return list_backbones(_parse(_list_parser(), argv))
-
-
-def list_backbones(args: argparse.Namespace) -> int:
-    """Print name, dim, input shape and offline availability of every registered backbone."""
+    """``python -m extract list [--plugin M]``: name, dim, input shape and offline availability of every
+    registered backbone."""
+    parse(_list_parser(), argv)
     rows = [("name", "dim", "input", "weights offline", "default weights")]
     for info in catalog.describe_backbones():
         available = {True: "yes", False: "no (pass --weights)", None: "unknown"}[info["available_offline"]]
@@ -219,6 +202,9 @@ def list_backbones(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- subcommands: each a main(argv) -> int; extract/upgrade.py (the store helper's) joins when present -------
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"list": list_main, "verify": _module_main("extract.verify"),
-                                                     "upgrade": _module_main("extract.upgrade")}
+# -- subcommands: each a main(argv) -> int; verify and upgrade are imported when run -----------------------
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "list": list_main,
+    "verify": lambda argv: importlib.import_module("extract.verify").main(argv),
+    "upgrade": lambda argv: importlib.import_module("extract.upgrade").main(argv),
+}

@@ -1,10 +1,8 @@
 """Strict, bounded decoding of one image file (the face front end's first step, `extract.faces`).
 
 - a JPEG must end with its end-of-image marker after its last scan (a truncated file does not), and
-  must decode from memory without error (OpenCV's in-memory JPEG source fails on "Premature end of JPEG
-  file", where `cv2.imread` only warns and returns a grey-filled image): else `Unreadable`;
-  a JPEG whose decoding makes libjpeg warn (damaged entropy-coded data, "Corrupt JPEG data") is
-  `Unreadable` too, as OpenCV would hand back an image with garbage in it;
+  must decode from memory without error (`cv2.imread` would only warn and fill it with grey) or libjpeg
+  warning ("Corrupt JPEG data": OpenCV would hand back garbage): else `Unreadable`;
 - only a regular file is read (after links): a FIFO, device or socket named x.jpg is `Unreadable` at
   once (opened without blocking, checked with fstat, so it cannot hang the reader); a file over
   MAX_FILE_BYTES is `ImageTooLarge` before it is read;
@@ -76,13 +74,10 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-# -- sizes from headers ----------------------------------------------------------------------------------
+# -- sizes from headers (each reader is called on data that starts with its format's magic) -------------
 def png_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR chunk, or None."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
+    return struct.unpack(">II", data[16:24]) if len(data) >= 24 and data[12:16] == b"IHDR" else None
 
 
 def gif_size(data: bytes) -> tuple[int, int] | None:
@@ -109,10 +104,8 @@ def bmp_size(data: bytes) -> tuple[int, int] | None:
     (header,) = struct.unpack("<I", data[14:18])
     if header == 12:  # BITMAPCOREHEADER: 16-bit sizes
         return struct.unpack("<HH", data[18:22])
-    if header < 40 or len(data) < 26:
-        return None
     width, height = struct.unpack("<ii", data[18:26])
-    return (width, abs(height)) if width > 0 and height != 0 else None
+    return (width, abs(height)) if header >= 40 and width > 0 and height != 0 else None
 
 
 def tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -201,11 +194,8 @@ def jpeg_is_complete(data: bytes) -> bool:
 
 
 def reduction_for(pixels: int) -> int:
-    """The smallest DCT reduction (1, 2, 4, 8) bringing `pixels` under DECODE_MAX_PIXELS."""
-    for factor in (1, 2, 4, 8):
-        if pixels <= DECODE_MAX_PIXELS * factor * factor:
-            return factor
-    return 8
+    """The smallest DCT reduction (1, 2, 4, 8) bringing `pixels` under DECODE_MAX_PIXELS (else 8)."""
+    return next((factor for factor in (1, 2, 4) if pixels <= DECODE_MAX_PIXELS * factor * factor), 8)
 
 
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -297,11 +287,10 @@ def warnings_file():
 def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
     """`cv2.imdecode` of a JPEG, and the first warning libjpeg printed while decoding it ("" if none).
 
-    libjpeg reports damaged entropy-coded data ("Corrupt JPEG data: N extraneous bytes before marker")
-    only as a warning on file descriptor 2 and still returns an image with garbage in it; OpenCV does not
-    surface it. So fd 2 points at a scratch file (one per process, never a pipe: a long message cannot
-    block) for the call. The lock keeps threads of one process from interleaving; what another thread
-    writes to stderr in that instant lands in the scratch file and is shown as part of the warning.
+    libjpeg reports damaged entropy-coded data only as a warning on fd 2, which OpenCV does not surface;
+    so fd 2 points at a scratch file (per process, never a pipe: a long message cannot block) for the
+    call. The lock keeps threads of one process from interleaving; what another thread writes to stderr
+    in that instant lands in the scratch file and is shown as part of the warning.
     """
     with _DECODE_LOCK:
         scratch = warnings_file().fileno()

@@ -72,13 +72,11 @@ def make_celeba(parent: Path, n: int = 12, layout: str = "flat", *, names=tuple(
     attributes_file, partition_file, identity_file, images = (root / name for name in CELEBA_FILES[layout])
     csv = layout == "csv"
     write_lines(attributes_file, attribute_lines(labels, csv=csv), newline=newline)
-    rows = zip(labels.ids, labels.split)
-    write_lines(partition_file, (["image_id,partition"] if csv else [])
-                + [f"{i},{s}" if csv else f"{i} {s}" for i, s in rows], newline=newline)
-    if identity:
-        rows = zip(labels.ids, labels.identity)
-        write_lines(identity_file, (["image_id,identity"] if csv else [])
-                    + [f"{i},{p}" if csv else f"{i} {p}" for i, p in rows], newline=newline)
+    files = [(partition_file, "partition", labels.split)]
+    files += [(identity_file, "identity", labels.identity)] if identity else []
+    for path, column, values in files:
+        write_lines(path, (["image_id," + column] if csv else [])
+                    + [f"{i},{v}" if csv else f"{i} {v}" for i, v in zip(labels.ids, values)], newline=newline)
     for number, image_id in enumerate(labels.ids):
         write_face(images / image_id, size=CELEBA_SIZE, seed=seed * 100_003 + number)
     return root
@@ -93,6 +91,7 @@ def attribute_lines(labels: CelebaLabels, *, csv: bool = False) -> list[str]:
     return [str(len(labels.ids)), " ".join(labels.names)] + [
         image_id + " " + " ".join(f"{value:2d}" for value in row)
         for image_id, row in zip(labels.ids, signed)]
+
 
 def face_image(size=CELEBA_SIZE, *, seed: int = 0) -> np.ndarray:
     """A BGR uint8 image (width, height = size) of a noisy face-like drawing: head, eyes, mouth."""

@@ -45,10 +45,8 @@ class FaceDetector:
 
     def __init__(self, path: str | None = None, *, score_threshold: float = SCORE_THRESHOLD,
                  max_side: int = DETECT_MAX_SIDE) -> None:
-        self.path = str(path) if path is not None else str(detector_path())
-        self.score_threshold = score_threshold
-        self.max_side = max_side
-        self._detector = None
+        self.path = str(path if path is not None else detector_path())
+        self.score_threshold, self.max_side, self._detector = score_threshold, max_side, None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_detector": None}
@@ -133,22 +131,17 @@ KNOWN_ALIGNMENTS = {
 
 
 class FaceLocator:
-    """Picklable: BGR image -> the one face row a dataset image is represented by.
-
-    Wild images: the largest detected face. Aligned images: the detected face nearest the known
-    landmarks if within TEMPLATE_TOLERANCE, else the template itself (source 2), never NoFace.
-    """
+    """Picklable: BGR image -> the one face row a dataset image is represented by. Wild images: the largest
+    detected face. Aligned images: the detected face nearest the known landmarks if within
+    TEMPLATE_TOLERANCE, else the template itself (source 2), never NoFace."""
 
     def __init__(self, detector: FaceDetector, alignment: Alignment = Alignment()) -> None:
-        self.detector = detector
-        self.alignment = alignment
+        self.detector, self.alignment = detector, alignment
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        faces = self.detector.faces(image)
         if self.alignment.kind == "wild":
-            if not len(faces):
-                raise NoFaceFound(f"YuNet found no face (score >= {self.detector.score_threshold})")
-            return faces[0]
+            return self.detector.largest(image)
+        faces = self.detector.faces(image)
         template = template_row(self.alignment.size, np.array(self.alignment.landmarks),
                                 (image.shape[1], image.shape[0]))
         if len(faces):

@@ -5,20 +5,17 @@ batches on the model's device, each backbone's aligned chip cut there.
     main process:   torchvision.io.decode_jpeg(list of bytes, device=...)  (nvJPEG on CUDA, libjpeg-turbo
                     on CPU) -> the backbone's chip on the device -> the backbone's embed
 
-The chip is the CPU path's (`extract.faces.FaceTemplate`): the same similarity matrix from the face row's
-5 landmarks, the same pre-shrink for a warp that shrinks by more than 2x (OpenCV's INTER_AREA weights as
-matrix products), the warp by `onnx_nets.warp_chips` (grid_sample for ``cv2.warpAffine``). dlib's
-chip needs its shape predictor on the pixels, so for `dlib_resnet` the decoded image is copied back to
-the host and cut by dlib itself, in the main process.
+The chip is the CPU path's (`extract.align.FaceTemplate`): the same similarity matrix, the same
+pre-shrink for a warp that shrinks by more than 2x (OpenCV's INTER_AREA weights as matrix products),
+the warp by `onnx_nets.warp_chips` (grid_sample for ``cv2.warpAffine``). dlib's chip needs its shape
+predictor on the pixels: for `dlib_resnet` the decoded image goes back to the host, cut by dlib there.
 
-A row never gets another status than the CPU path gives it: the workers hand over bytes only for a
-JPEG the strict CPU decoder (`extract.faces.decode`) would accept at full size: complete, under
-DECODE_MAX_PIXELS, 1 or 3 colour components, no EXIF rotation, and entropy-decoded by libjpeg without
-a warning (the same check as the CPU path, at 1/8 scale in grey: about a third of a full decode).
-Everything else (PNG, truncated, damaged, huge, rotated, CMYK) takes the CPU path in the worker, and a
-file the batch decoder still refuses takes it in the main process. Rows of the two paths agree within
-the decoders' and warps' differences (tests/test_device_front.py states them); the choice is recorded
-in the run's config, not in the store's resume keys.
+A row never gets another status than the CPU path gives it: the workers hand over bytes only for a JPEG
+the strict CPU decoder (`extract.decode`) would accept at full size (`device_decodable`); everything
+else (PNG, truncated, damaged, huge, rotated, CMYK) takes the CPU path in the worker, and a file the
+batch decoder still refuses takes it in the main process. Rows of the two paths agree within the
+decoders' and warps' differences (tests/test_device_front.py); the choice is recorded in the run's
+config, not in the store's resume keys.
 """
 from __future__ import annotations
 
@@ -38,7 +35,7 @@ from extract.align import FaceTemplate
 from extract.decode import (DECODE_MAX_PIXELS, ImageTooLarge, Unreadable, imdecode_with_warnings, jpeg_frame,
                             jpeg_is_complete, read_image_file)
 from extract.face_row import landmarks_of
-from extract.images import ImageRows
+from extract.images import ImageRows, collate_rows
 from features.store import Status
 
 Chipper = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (3, H, W) uint8 RGB, face row -> (S, S, 3)
@@ -46,9 +43,8 @@ Chipper = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (3, H, W) uint8 
 
 # -- which backbones, which path -------------------------------------------------------------------
 def device_chipper(backbone: Backbone) -> Chipper | None:
-    """The function cutting ``backbone``'s chip from a decoded image on its device, as its spec's face
-    template says; None if it has none (a model outside torch, an input that is not a face chip, an
-    engine whose network runs in the preprocessor)."""
+    """The function cutting ``backbone``'s chip from a decoded image on its device; None if it has none (a
+    model outside torch, an input that is not a face chip, an engine whose net runs in the preprocessor)."""
     spec = backbone.spec
     if not backbone.uses_torch_device or not backbone.uses_faces or backbone.input_shape != spec.input_shape:
         return None
@@ -73,8 +69,7 @@ def decodes_on_device(decode: str, backbone: Backbone) -> bool:
                              "the dlib nets, and sface/sface_map on their torch engine, which CUDA or "
                              "EXTRACT_SFACE_ENGINE=torch selects); use --decode cpu or auto")
         return True
-    whole_chip_on_device = backbone.spec.face != FACE_DLIB
-    return chipper is not None and backbone.device.type == "cuda" and whole_chip_on_device
+    return chipper is not None and backbone.device.type == "cuda" and backbone.spec.face != FACE_DLIB
 
 
 # -- the chips ---------------------------------------------------------------------------------------
@@ -146,11 +141,12 @@ def exif_rotated(data: bytes) -> bool:
 
 
 def device_decodable(data: bytes) -> bool:
-    """Whether the batch decoder may take this file: a JPEG the strict CPU decoder accepts at full size."""
+    """Whether the batch decoder may take this file: a JPEG the strict CPU decoder accepts at full size
+    (complete, under DECODE_MAX_PIXELS, 1 or 3 components, not EXIF-rotated, and entropy-decoded by libjpeg
+    without a warning: the CPU path's check, at 1/8 scale in grey, about a third of a full decode)."""
     frame = jpeg_frame(data)
-    if frame is None or not jpeg_is_complete(data) or frame[0] * frame[1] > DECODE_MAX_PIXELS:
-        return False
-    if frame[2] not in (1, 3) or exif_rotated(data):
+    if frame is None or not jpeg_is_complete(data) or frame[0] * frame[1] > DECODE_MAX_PIXELS \
+            or frame[2] not in (1, 3) or exif_rotated(data):
         return False
     image, warning = imdecode_with_warnings(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
     return image is not None and not warning
@@ -177,37 +173,26 @@ class EncodedRows(ImageRows):
 
 def collate_encoded(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
     """(rows, chips with placeholders, status, [(position in batch, bytes), ...] to decode)."""
-    rows, arrays, status, encoded = zip(*items)
-    return (torch.tensor(rows, dtype=torch.int64), torch.from_numpy(np.stack(arrays)),
-            torch.tensor(status, dtype=torch.uint8),
-            [(i, data) for i, data in enumerate(encoded) if data is not None])
+    return (*collate_rows([item[:3] for item in items]),
+            [(i, item[3]) for i, item in enumerate(items) if item[3] is not None])
 
 
 # -- main process ------------------------------------------------------------------------------------
-class DeviceFront:
-    """Finishes the reader's batches on the device: decode the bytes, cut the chips, fill them in."""
-
-    def __init__(self, backbone: Backbone, reader: EncodedRows, faces: np.ndarray):
-        self.chipper = device_chipper(backbone)
-        self.device, self.reader, self.faces = backbone.device, reader, faces
-
-    def batches(self, encoded_batches: Iterator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The (rows, chips on the device, status) the CPU reader would have yielded."""
-        for rows, chips, status, encoded in encoded_batches:
-            yield (rows, *self.finish(rows, chips, status, encoded))
-
-    def finish(self, rows: torch.Tensor, chips: torch.Tensor, status: torch.Tensor,
-               encoded: list) -> tuple[torch.Tensor, torch.Tensor]:
-        chips, status = chips.to(self.device, non_blocking=True), status.clone()
-        images = decode_batch([data for _, data in encoded], self.device)
-        for (position, _), image in zip(encoded, images):
+def device_batches(backbone: Backbone, reader: EncodedRows, faces: np.ndarray,
+                   encoded_batches: Iterator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The reader's batches finished on the device (the bytes decoded, the chips cut and filled in): the
+    (rows, chips on the device, status) the CPU reader would have yielded."""
+    chipper, device = device_chipper(backbone), backbone.device
+    for rows, chips, status, encoded in encoded_batches:
+        chips, status = chips.to(device, non_blocking=True), status.clone()
+        for (position, _), image in zip(encoded, decode_batch([data for _, data in encoded], device)):
             row = int(rows[position])
             if image is None:  # the batch decoder refused it: the CPU path decides
-                _, array, code = self.reader.cpu_item(row)
-                chips[position], status[position] = torch.from_numpy(array).to(self.device), code
+                _, array, code = reader.cpu_item(row)
+                chips[position], status[position] = torch.from_numpy(array).to(device), code
             else:
-                chips[position] = self.chipper(image, self.faces[row])
-        return chips, status
+                chips[position] = chipper(image, faces[row])
+        yield rows, chips, status
 
 
 def decode_batch(datas: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:

@@ -23,11 +23,8 @@ from features.store import Status
 class FaceRows:
     """Per-face results of `embed_faces`: one row per face found (all faces, or the largest), and one
     row with the reason for an image without a usable face (status not OK, NaN box and embeddings).
-
     image: (K,) int64 index into the paths; box: (K, 4) float32 x, y, w, h in original-image pixels
-    (NaN for backbones without a face detector, or none found); status: (K,) uint8 `Status`;
-    embeddings: backbone name -> (K, dim) float32.
-    """
+    (NaN without a face detector, or none found); status: (K,) uint8; embeddings: name -> (K, dim)."""
 
     image: np.ndarray
     box: np.ndarray
@@ -73,33 +70,24 @@ def _flatten(items: list[list]) -> list:
 def embed_faces(paths: Sequence[str], backbones: Sequence[Backbone], *, all_faces: bool = False,
                 batch_size: int = 32, workers: int | None = None) -> FaceRows:
     """Embed image files without a store, with loaded `backbones`: one face detection per image serves
-    every backbone (the largest face, or each face with `all_faces`).
-
-    workers: decoding/detection processes (None = `default_workers`; 0 = this process).
-    """
+    every backbone (the largest face, or each face with `all_faces`). workers: as `make_loader`'s."""
     paths = [str(p) for p in paths]
     gpu = any(b.uses_torch_device and b.device.type == "cuda" for b in backbones)
     loader = make_loader(_ImageFaces(paths, backbones, all_faces=all_faces),
                          unit_batches([(0, len(paths))], batch_size), workers=workers, gpu=gpu, collate=_flatten)
-    image, box, status, parts = [], [], [], {b.name: [] for b in backbones}
+    image, box, status = [], [np.empty((0, 4), np.float32)], [np.empty(0, np.uint8)]
+    parts = {b.name: [np.empty((0, b.dim), np.float32)] for b in backbones}  # the rows of no image at all
     for faces in start_workers(loader):
         codes = np.array([face[2] for face in faces], dtype=np.uint8)
         image += [face[0] for face in faces]
-        box += [face[1] for face in faces]
+        box.append(np.stack([face[1] for face in faces]).astype(np.float32))
         status.append(codes)
         for backbone in backbones:
-            parts[backbone.name].append(_embed_faces_of(backbone, faces, codes))
-    if not paths:
-        return FaceRows(np.empty(0, np.int64), np.empty((0, 4), np.float32), np.empty(0, np.uint8),
-                        {b.name: np.empty((0, b.dim), np.float32) for b in backbones})
-    return FaceRows(np.asarray(image, dtype=np.int64), np.stack(box).astype(np.float32),
-                    np.concatenate(status), {name: np.concatenate(rows) for name, rows in parts.items()})
-
-
-def _embed_faces_of(backbone: Backbone, faces: list, codes: np.ndarray) -> np.ndarray:
-    placeholder = np.zeros(backbone.input_shape, dtype=backbone.input_dtype)
-    batch = np.stack([face[3].get(backbone.name, placeholder) for face in faces])
-    return embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes))
+            placeholder = np.zeros(backbone.input_shape, dtype=backbone.input_dtype)
+            batch = np.stack([face[3].get(backbone.name, placeholder) for face in faces])
+            parts[backbone.name].append(embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes)))
+    return FaceRows(np.asarray(image, dtype=np.int64), np.concatenate(box), np.concatenate(status),
+                    {name: np.concatenate(rows) for name, rows in parts.items()})
 
 
 def load_checked(name: str, *, weights: str | None = None, device: str = "auto", precision: str = "fp32",
@@ -115,12 +103,9 @@ def load_checked(name: str, *, weights: str | None = None, device: str = "auto",
 
 def embed_images(paths: Sequence[str], backbones: Mapping[str, Mapping], *, all_faces: bool = False,
                  device: str = "auto", batch_size: int = 32, workers: int | None = None) -> FaceRows:
-    """Embed image files without a store with several backbones at once (classify's predict): each
-    loaded by `load_checked` with its options (weights, precision, tta, expect_weights), then ONE
-    `embed_faces` pass, so each image is decoded and its faces detected once for all of them.
-
-    A backbone that cannot be loaded raises ValueError naming it.
-    """
+    """Embed image files without a store with several backbones at once (classify's predict): each loaded
+    by `load_checked` with its options (weights, precision, tta, expect_weights), then ONE `embed_faces`
+    pass for all of them. A backbone that cannot be loaded raises ValueError naming it."""
     quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
     models = []
     for name, options in backbones.items():
@@ -135,13 +120,8 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
                 device: str = "auto", batch_size: int = 32, workers: int | None = None,
                 precision: str = "fp32", expect_weights: str | None = None,
                 tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Embed image files without a store: ((N, dim) float32 with NaN rows, (N,) uint8 `Status`).
-
-    The same face front end as extract (largest face). workers: DataLoader workers (None =
-    `default_workers`: min(4, CPUs), or half the CPUs when the model runs on a GPU; 0 decodes in this
-    process). expect_weights: the weights identity the caller needs ("sha256:..." or "random"); a
-    backbone loaded with other weights raises ValueError. tta: as recorded in the store ("none", "flip").
-    """
+    """Embed image files without a store with one backbone (its largest face per image, options as
+    `load_checked`'s): ((N, dim) float32 with NaN rows, (N,) uint8 `Status`)."""
     paths = [str(p) for p in paths]
     quiet_opencv()
     model = load_checked(backbone, weights=weights, device=device, precision=precision, tta=tta,

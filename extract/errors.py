@@ -1,16 +1,8 @@
-"""The errors that mean bad input to extraction: the CLI prints their message as one line and exits 2.
-
-Anything else raised during a run is a bug (ours or a plugin's) and keeps its traceback (exit 1).
-Torch-free, so argument checking can raise them before torch is imported.
-
-    features.cli.UsageError   an option, backbone name, device, precision or environment variable is
-                              wrong (the one UsageError of both stages, re-exported here)
-    ExtractError              base of extraction's own bad-input errors
-    └─ WeightsUnavailable     a weight file is missing, unreadable or not the network's
-
-The dataset and store errors live where those are read, in `features` (which extract depends on, never
-the reverse): `features.dataset.DatasetError` and `features.store.StoreError`. Both subclass ValueError,
-as `UsageError` does, so callers that catch ValueError keep working.
+"""The errors that mean bad input to extraction: the CLI prints their message as one line and exits 2;
+anything else raised during a run is a bug (ours or a plugin's) and keeps its traceback (exit 1). Torch-free,
+so argument checking can raise them before torch is imported. `UsageError` (features.cli, re-exported) is
+the one usage error of both stages; the dataset and store errors live where those are read, in `features`
+(DatasetError, StoreError); all three subclass ValueError, so callers that catch ValueError keep working.
 """
 from __future__ import annotations
 

@@ -3,34 +3,12 @@
     file --decode--> BGR image (reduced when huge) --detect--> face rows --align--> each backbone's chip
     (`extract.decode`)                            (`extract.detect`)    (`extract.align`)
 
-- `extract.decode`: strict, bounded decoding: regular files only, the size read from the header before
-  any pixel is; `Unreadable`, `ImageTooLarge`.
-- `extract.detect`: one YuNet detection per image (`FaceDetector`), an aligned dataset's known
-  landmarks as check and fallback (`FaceLocator`, `Alignment`); `NoFaceFound`.
-- `extract.face_row`: the FACE_DIM values that stand for one face, their named columns.
-- `extract.align`: the similarity warp of the 5 landmarks onto each backbone's own template
-  (`FaceTemplate`: ArcFace 112x112 for sface, a margin crop for the ImageNet / VGGFace2 nets; the dlib
-  nets use the detector's box through their own shape predictor, see backbones/dlib_resnet.py).
-
-This module gathers their public names, so callers import the front end from one place.
+with `extract.face_row` the FACE_DIM values that stand for one face. This module gathers the names
+scripts and tests import from the front end, so they import it from one place.
 """
-from extract.align import ARCFACE_112, CANONICAL, FaceTemplate, similarity_transform
-from extract.decode import (DECODE_MAX_PIXELS, MAX_PIXELS, UNREDUCED_MAX_PIXELS, Decoded, ImageTooLarge,
-                            Unreadable, decode, header_size, imdecode_with_warnings, jpeg_frame, jpeg_is_complete,
-                            jpeg_size, png_size, read_image_file)
-from extract.detect import (CELEBA_ALIGNED_LANDMARKS, CELEBA_ALIGNED_SIZE, DETECT_MAX_SIDE, DETECTOR_FILE,
-                            DETECTOR_REQUIREMENT, KNOWN_ALIGNMENTS, SCORE_THRESHOLD, TEMPLATE_TOLERANCE,
-                            Alignment, FaceDetector, FaceLocator, NoFaceFound, detector_path, image_size,
-                            template_check)
-from extract.face_row import (FACE_DIM, SOURCE_DETECTED, SOURCE_TEMPLATE, face_row, landmarks_of, scaled,
+from extract.align import FaceTemplate  # noqa: F401
+from extract.decode import MAX_PIXELS, ImageTooLarge, Unreadable, decode  # noqa: F401
+from extract.detect import (CELEBA_ALIGNED_LANDMARKS, KNOWN_ALIGNMENTS, Alignment, FaceDetector,  # noqa: F401
+                            FaceLocator, NoFaceFound, template_check)
+from extract.face_row import (SOURCE_DETECTED, SOURCE_TEMPLATE, face_row, landmarks_of, scaled,  # noqa: F401
                               template_row)
-
-__all__ = [
-    "ARCFACE_112", "CANONICAL", "CELEBA_ALIGNED_LANDMARKS", "CELEBA_ALIGNED_SIZE", "DECODE_MAX_PIXELS",
-    "DETECTOR_FILE", "DETECTOR_REQUIREMENT", "DETECT_MAX_SIDE", "FACE_DIM", "KNOWN_ALIGNMENTS", "MAX_PIXELS",
-    "SCORE_THRESHOLD", "SOURCE_DETECTED", "SOURCE_TEMPLATE", "TEMPLATE_TOLERANCE", "UNREDUCED_MAX_PIXELS",
-    "Alignment", "Decoded", "FaceDetector", "FaceLocator", "FaceTemplate", "ImageTooLarge", "NoFaceFound",
-    "Unreadable", "decode", "detector_path", "face_row", "header_size", "image_size", "imdecode_with_warnings",
-    "jpeg_frame", "jpeg_is_complete", "jpeg_size", "landmarks_of", "png_size", "read_image_file", "scaled",
-    "similarity_transform", "template_check", "template_row",
-]

@@ -1,15 +1,12 @@
-"""The reader of the extraction loop: decode images, preprocess them, batch them by store unit.
+"""The reader of the extraction loop: decode images (`extract.decode`), preprocess them, batch them by unit.
 
 Each item is ``(row, array, status)``: the row of the dataset table, the preprocessed array (a zero
-placeholder of the right shape and dtype when the image is invalid, so batches stay rectangular)
-and a `Status` code. Images are decoded by the face front end (`extract.faces.decode`: strict, reduced
-when huge). Invalid images never stop a run: an image that cannot be decoded completely (missing,
-truncated, not an image) is UNREADABLE, one over the pixel limit TOO_LARGE, one where no face is found
-NO_FACE. With `faces` (the run's one detection per image, from the store), a face backbone aligns
-from the stored face row and a row whose detection failed takes that status without being decoded,
-so every backbone of a run drops the same images.
-Batches never straddle two store units, so a resumed run feeds the model exactly the same batches
-as an uninterrupted one (which keeps the CPU results bitwise equal).
+placeholder when the image is invalid, so batches stay rectangular) and a `Status` code. An invalid image
+never stops a run: it is UNREADABLE (missing, truncated, not an image), TOO_LARGE or NO_FACE. With `faces`
+(the run's one detection per image, from the store) a face backbone aligns from the stored face row, and
+a row whose detection failed takes that status undecoded, so every backbone of a run drops the same images.
+Batches never straddle two store units, so a resumed run feeds the model exactly the batches of an
+uninterrupted one (which keeps the CPU results bitwise equal).
 """
 from __future__ import annotations
 
@@ -38,15 +35,13 @@ def available_cpus() -> int:
 
 
 def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int:
-    """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's
-    threads (`default_threads`) never ask for more cores than there are; every CPU when the model
-    itself runs in the workers (``model_in_workers``: dlib's net, the detection pass), as the main
-    process then only collects rows (one worker on 2 cores halved dlib's rate).
+    """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's threads
+    (`default_threads`) never ask for more cores than there are; every CPU when the model itself runs in
+    the workers (dlib's net, the detection pass: one worker on 2 cores halved dlib's rate).
 
-    With a GPU, measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360
-    images/s, 14 only 3,340, as the workers then starve the main process that collects their batches.
-    On CPU the old min(4, CPUs) plus torch's one thread per core oversubscribed a 2-core machine, and
-    any competing process then stalled torch's OpenMP barriers (issue 12, PERFORMANCE.md).
+    Measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360 images/s, 14 only
+    3,340, starving the main process that collects their batches. On CPU the old min(4, CPUs) plus torch's
+    thread per core oversubscribed 2 cores and stalled torch's OpenMP barriers (issue 12, PERFORMANCE.md).
     """
     cpus = available_cpus()
     if model_in_workers:
@@ -55,11 +50,9 @@ def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int
 
 
 def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
-    """torch intra-op threads: the CPUs the reader workers leave free (at least one).
-
-    An OpenMP parallel region waits for its slowest thread; with more busy threads than cores, a
-    descheduled thread stalls every operator, which is what made efficientnet_lite0 10x slower with
-    one competing process. With a GPU the main process only launches kernels: 2 threads are enough.
+    """torch intra-op threads: the CPUs the reader workers leave free (at least one). An OpenMP region
+    waits for its slowest thread: with more busy threads than cores, a descheduled one stalls every operator
+    (efficientnet_lite0 ran 10x slower beside one competing process). With a GPU, 2 threads launch kernels.
     """
     workers = default_workers(gpu=gpu) if workers is None else workers
     spare = max(1, available_cpus() - workers)
@@ -67,13 +60,10 @@ def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
 
 
 def configure_threads(*, gpu: bool = False, workers: int | None = None, threads: int | None = None) -> int:
-    """Lower torch's intra-op threads for extraction to ``threads`` (else `default_threads`); returns the
-    count in force.
-
-    Only ever lowered: torch starts with one thread per core, and in a process forked from one that
-    had run OpenMP (a test harness, a fork-based launcher) torch drops to one thread because GNU OpenMP's
-    pool does not survive a fork; raising it again there deadlocks the first parallel operator.
-    """
+    """Lower torch's intra-op threads to ``threads`` (else `default_threads`); returns the count in force.
+    Only ever lowered: in a process forked from one that had run OpenMP (a test harness, a fork-based
+    launcher) torch drops to one thread, GNU OpenMP's pool not surviving a fork, and raising it again
+    there deadlocks the first parallel operator."""
     wanted = threads or default_threads(gpu=gpu, workers=workers)
     torch.set_num_threads(min(wanted, torch.get_num_threads()))
     return torch.get_num_threads()
@@ -158,13 +148,8 @@ def unit_batches(spans: Iterable[tuple[int, int]], batch_size: int) -> list[list
 def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None,
                 gpu: bool = False, pin_memory: bool = False, prefetch: int = 4,
                 collate: Callable[[list], Any] = collate_rows, model_in_workers: bool = False) -> DataLoader:
-    """A DataLoader yielding `batches` of `rows` (an `ImageRows`, by default) in order (workers keep
-    that order), decoding in `workers` processes (None: `default_workers(gpu=gpu, model_in_workers=...)`;
-    0: this process).
-
-    Workers are not persistent: each loader makes a single pass (one backbone), so keeping them
-    alive would only hold idle processes.
-    """
+    """A DataLoader yielding `batches` of `rows` in order, decoding in `workers` processes (None:
+    `default_workers`; 0: this process). Not persistent: a loader makes one pass (one backbone)."""
     workers = default_workers(gpu=gpu, model_in_workers=model_in_workers) if workers is None else workers
     if workers < 0:
         raise ValueError(f"workers must be >= 0, not {workers}")
@@ -174,12 +159,9 @@ def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None,
 
 
 def start_workers(loader: DataLoader) -> Iterator:
-    """`iter(loader)`, forking its workers while OpenCV's thread pool is stopped.
-
-    A child forked from a process whose OpenCV thread pool has run (an OpenCV-DNN net's forward, a
-    resize) deadlocks in `cv2.setNumThreads`; with the pool stopped for the fork it does not.
-    ("spawn"/"forkserver" workers avoid that too, but outlive a SIGKILLed parent.)
-    """
+    """`iter(loader)`, forking its workers while OpenCV's thread pool is stopped: a child forked from a
+    process whose pool has run (a DNN forward, a resize) deadlocks in `cv2.setNumThreads`. ("spawn" and
+    "forkserver" workers avoid that too, but outlive a SIGKILLed parent.)"""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:

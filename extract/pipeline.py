@@ -1,15 +1,11 @@
 """The extraction loop: reader (`extract.images`) -> model (`start_embedding`) -> writer (`UnitSink`).
 
 The loop keeps one batch in flight on the GPU and hands finished batches to a writer thread
-(`BackgroundSink`), so decoding, the model and the store writes overlap.
-
-`extract_units` embeds the rows of the given store units of one backbone and writes each unit as
-soon as all its rows are embedded; the store writes a unit's rows before its completion marker, so
-a run killed at any moment leaves only whole units marked done, and the same command resumes with
-the pending ones. Batches follow unit order and never cross a unit boundary: a resumed (or
-distributed) run computes exactly the batches an uninterrupted one does.
-
-`extract.embed` is the store-less variant for predicting on a handful of images.
+(`BackgroundSink`), so decoding, the model and the store writes overlap. `extract_units` writes each
+unit as soon as all its rows are embedded; the store writes a unit's rows before its completion marker,
+so a run killed at any moment leaves only whole units marked done, and the same command resumes with the
+pending ones. Batches never cross a unit boundary: a resumed (or distributed) run computes exactly the
+batches an uninterrupted one does. `extract.embed` is the store-less variant.
 """
 from __future__ import annotations
 
@@ -36,10 +32,6 @@ log = logging.getLogger(__name__)
 
 class ExtractionInterrupted(Exception):
     """Ctrl-C during extraction; the workers are shut down and every finished unit is kept."""
-
-    def __init__(self, backbone: str):
-        super().__init__(f"extraction of {backbone!r} interrupted")
-        self.backbone = backbone
 
 
 @dataclass
@@ -93,10 +85,8 @@ class PendingEmbeddings:
 
 
 def start_embedding(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> PendingEmbeddings:
-    """Queue a batch on the backbone's device and return at once on CUDA (the copy back is queued too).
-
-    The loop keeps one batch in flight: while the GPU embeds batch i+1, the CPU writes batch i.
-    """
+    """Queue a batch on the backbone's device and return at once on CUDA (the copy back is queued too),
+    so the GPU embeds batch i+1 while the CPU writes batch i."""
     ok = (status == Status.OK).numpy()
     if not ok.any():
         return PendingEmbeddings(backbone, ok, None)  # nothing valid: don't run the model on placeholders
@@ -181,11 +171,9 @@ class UnitSink:
 
 
 class BackgroundSink:
-    """Runs `UnitSink.add` (and so the store writes) in a thread, overlapping the next batches.
-
-    An error in the thread is raised again in the caller at its next `add` or at `close`. Ctrl-C
-    raises KeyboardInterrupt in the main thread only, so it cannot stop a store write half-way.
-    """
+    """Runs `UnitSink.add` (and so the store writes) in a thread, overlapping the next batches. An error
+    there is raised again in the caller at its next `add` or at `close`. Ctrl-C raises KeyboardInterrupt
+    in the main thread only, so it cannot stop a store write half-way."""
 
     def __init__(self, sink: UnitSink, *, depth: int = 8):
         self.sink = sink
@@ -231,13 +219,9 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
                   progress: bool = True, faces: tuple[np.ndarray, np.ndarray] | None = None,
                   decode_on_device: bool = False) -> RunStats:
     """Embed the rows of `units` (in unit order) with `backbone` and write them through `writer`.
-
     faces: (face rows, status) of every row from the run's detection pass, for a face backbone.
-    decode_on_device: the workers hand over JPEG bytes, decoded and cut on the backbone's device
-    (`extract.device_front`; needs ``faces``).
-
-    Raises `ExtractionInterrupted` on Ctrl-C after shutting the reader workers down; every unit
-    written before that stays done.
+    decode_on_device: JPEGs decoded and chips cut on the backbone's device (`extract.device_front`).
+    Raises `ExtractionInterrupted` on Ctrl-C, after shutting the reader workers down (written units stay).
     """
     units = sorted(units)
     if not units:
@@ -254,7 +238,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     sink, stats = BackgroundSink(UnitSink(writer, units)), RunStats()
     started = time.perf_counter()
     workers_batches = start_workers(loader)
-    batches = (device_front.DeviceFront(backbone, reader, face_rows).batches(workers_batches)
+    batches = (device_front.device_batches(backbone, reader, face_rows, workers_batches)
                if decode_on_device else workers_batches)
     bar = Progress(sum(stop - start for start, stop in spans), name=backbone.name, bar=progress)
     in_flight = None
@@ -268,7 +252,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
             _finish(in_flight, sink, stats, paths, bar)
         sink.close()
     except KeyboardInterrupt:
-        raise ExtractionInterrupted(backbone.name) from None
+        raise ExtractionInterrupted(f"extraction of {backbone.name!r} interrupted") from None
     finally:
         _stop(sink, bar, workers_batches)
     sink.check_complete()
@@ -278,31 +262,23 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
 
 
 def _stop(sink: BackgroundSink, bar, batches) -> None:
-    """Write what is queued, then stop the progress bar and the reader workers (also after errors)."""
+    """Write what is queued, then stop the progress bar and the reader workers (also after errors): the
+    DataLoader workers now, not whenever the iterator is collected."""
     try:
         # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
         with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
             sink.close()
     finally:
         bar.close()
-        _shutdown(batches)
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _finish(batch: tuple, sink: BackgroundSink, stats: RunStats, paths: Sequence[str], bar) -> None:
     rows, status, pending = batch
     sink.add(rows, pending.result(), status)
-    _count(stats, status, [paths[r] for r in rows[status != Status.OK]])
-    bar.update(len(rows))
-
-
-def _count(stats: RunStats, status: np.ndarray, invalid_paths: list[str]) -> None:
     stats.rows += len(status)
     stats.status.update(Status(int(code)).name for code in status)
-    stats.invalid_examples.extend(invalid_paths[:5 - len(stats.invalid_examples)])
-
-
-def _shutdown(batches) -> None:
-    """Stop the DataLoader workers now (not whenever the iterator is collected)."""
-    shutdown = getattr(batches, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+    stats.invalid_examples.extend([paths[r] for r in rows[status != Status.OK]][:5 - len(stats.invalid_examples)])
+    bar.update(len(rows))

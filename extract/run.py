@@ -3,6 +3,7 @@ run the face detection pass when a face backbone needs it, then embed every back
 (one process, or this rank's share under torchrun). Imports torch; `extract.cli` parses first."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -12,8 +13,7 @@ import torch
 from extract import distributed
 from extract.device_front import decodes_on_device
 from extract.backbones import Backbone, BackboneSpec, load_backbone
-from extract.batching import batch_size
-from extract.config import ExtractConfig
+from extract.config import ExtractConfig, batch_size
 from extract.device import resolve_device
 from extract.errors import expected_errors
 from extract.images import configure_threads
@@ -36,8 +36,11 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
     full = load_dataset(config.dataset, config.root, seed=config.seed)
     dataset = limit_rows(full, config.limit)
     configure_threads(gpu=device.type == "cuda", workers=config.workers)  # workers + threads <= CPUs
-    paths = image_paths(dataset)
-    check_device_decode(config, device)
+    paths = [str(Path(dataset.root) / path) for path in dataset.paths]  # the table may hold them relative
+    if config.decode == "device":  # must suit every backbone: refused before the store is opened, not later
+        for name in config.backbones:
+            decodes_on_device(config.decode, load_backbone(name, weights=config.weights.get(name), device=device,
+                                                           precision=config.precision, tta=config.tta))
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
             ranks, lambda: open_store(config.store, full, config.limit),
@@ -45,16 +48,6 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", config.store, store.dataset_name, store.n_rows)
         return _extract_backbones(store, dataset, paths, config, ranks, device)
-
-
-def check_device_decode(config: ExtractConfig, device: torch.device) -> None:
-    """``--decode device`` must suit every backbone of the run: a UsageError before the store is opened
-    (or created), rather than after the first backbones' work. Loads each backbone once to ask it."""
-    if config.decode != "device":
-        return
-    for name in config.backbones:
-        decodes_on_device(config.decode, load_backbone(name, weights=config.weights.get(name), device=device,
-                                                       precision=config.precision, tta=config.tta))
 
 
 def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,
@@ -78,12 +71,6 @@ def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], 
         if code != EXIT_OK:
             return code
     return EXIT_OK
-
-
-def image_paths(dataset: Dataset) -> list[str]:
-    """Absolute image paths (the table may hold them relative to the root)."""
-    root = Path(dataset.root)
-    return [str(root / path) for path in dataset.paths]
 
 
 def face_pass(dataset: Dataset) -> Backbone:
@@ -154,9 +141,7 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
 
 
 def _summarise(store: FeatureStore, name: str, all_stats: list[RunStats]) -> None:
-    total = all_stats[0]
-    for stats in all_stats[1:]:
-        total = total.add(stats)
+    total = functools.reduce(RunStats.add, all_stats)
     info = store.backbone_info(name)
     ranks = f"; units per rank: {', '.join(str(s.units) for s in all_stats)}" if len(all_stats) > 1 else ""
     log.info("%s; store: %d of %d units done%s", total.summary(name), info["units_done"], info["n_units"],

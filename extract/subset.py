@@ -9,11 +9,8 @@ from features.dataset import Dataset
 
 
 def limit_rows(dataset: Dataset, limit: int | None) -> Dataset:
-    """`limit` rows, each split keeping its share (in table order); all of it when None or larger.
-
-    Not simply the first rows: CelebA's table is in split order, so its first rows are all train and
-    the classify step would have no val or test rows.
-    """
+    """`limit` rows, each split keeping its share (in table order); all of it when None or larger. Not
+    simply the first rows: CelebA's table is in split order, so those would all be train rows."""
     if limit is None or limit >= len(dataset):
         return dataset
     keep = np.sort(np.concatenate([rows[:k] for rows, k in _rows_per_split(dataset.split, limit)]))

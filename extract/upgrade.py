@@ -1,11 +1,9 @@
 """`python -m extract upgrade --store S`: bring a feature store written by an older version to the
-current schema in place, keeping every embedding computed.
+current schema in place, keeping every embedding computed (`features.store.upgrade` documents the steps).
 
-Version 2 -> 3 rewrites the image ids alone, from zarr-python's variable-length strings (which no other
-Zarr implementation reads) to UTF-8 bytes in a uint8 array (`features.store` documents the schema and
-`features.store.upgrade` the steps). A kill at any instant leaves the old store or the new one, both
-usable; rerunning the command finishes it. A store at the current version is left as it is. Exit codes
-follow `features.cli`: 0 done (or nothing to do), 2 not an upgradable store (one line), 130 interrupted.
+A kill at any instant leaves the old store or the new one, both usable; rerunning the command finishes
+it. A store at the current version is left as it is. Exit codes follow `features.cli`: 0 done (or nothing
+to do), 2 not an upgradable store (one line), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -13,7 +11,8 @@ import argparse
 import logging
 from typing import Sequence
 
-from features.cli import EXIT_BAD_INPUT, EXIT_OK, run_cli
+from extract.cli import parse
+from features.cli import EXIT_OK, run_cli
 from features.store import StoreError, upgrade
 
 log = logging.getLogger(__name__)
@@ -29,10 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Parse, upgrade, say what was done; returns the exit code."""
-    try:
-        args = build_parser().parse_args(list(argv))
-    except SystemExit as stop:
-        return EXIT_OK if stop.code in (0, None) else EXIT_BAD_INPUT
+    args = parse(build_parser(), argv)
     return run_cli(lambda: _upgrade(args.store), expected=(StoreError,),
                    interrupted_note="the store is either as it was or upgraded; rerun to finish")
 

@@ -1,13 +1,10 @@
 """`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
 
-Reads every backbone, and the face detection pass (the store's `_faces` entry), unit by unit
-(`Entry.damaged_units`: chunks that fail their crc32c checksum or have the wrong size, done units with
-pending rows, rows marked OK that are not finite) and prints one line per damaged unit. `--repair` marks those
-units not done, holding each backbone's writer lock, so the same extract command re-embeds exactly them and
-nothing else. Damaged face units also un-mark the units of every face backbone holding those rows (embedded
-from the damaged detections), so the rerun detects the faces again and re-embeds those rows from them. Exit
-codes: 0 no damage (or all of it un-marked), 2 damage found and not repaired, or the store cannot be read at
-all."""
+Reads every backbone and the face detection pass (`_faces`) unit by unit (`Entry.damaged_units`)
+and prints one line per damaged unit. `--repair` marks those units not done, under each backbone's writer
+lock, so the same extract command re-embeds exactly them. Damaged face units also un-mark the units of
+every face backbone embedded from those detections. Exit codes: 0 no damage (or all of it un-marked), 2
+damage found and not repaired, or the store cannot be read at all."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from extract.cli import parse
 from features.store import FACES, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
@@ -36,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Parse, verify, maybe repair; StoreError propagates to the extract CLI (one line, exit 2)."""
-    try:
-        args = build_parser().parse_args(list(argv))
-    except SystemExit as stop:
-        return EXIT_OK if stop.code in (0, None) else EXIT_DAMAGED
+    args = parse(build_parser(), argv)
     store = FeatureStore.open(args.store, mode="r+" if args.repair else "r")
     store.ids, store.gender, store.split, store.attributes  # noqa: B018 - a damaged table raises here
     damaged = {name: store.entry(name).damaged_units() for name in store.entries()}
@@ -58,7 +53,10 @@ def main(argv: Sequence[str]) -> int:
         log.error("error: %s has %d damaged units; run `python -m extract verify --store %s --repair`, then "
                   "the same extract command to re-embed them", args.store, total, args.store)
         return EXIT_DAMAGED
-    repair(store, {**damaged, **dependent}, wait=args.wait_lock)
+    for name, units in {**damaged, **dependent}.items():  # un-marked under each backbone's writer lock
+        if units:
+            with writer_lock(store.path, name, wait=args.wait_lock):
+                store.entry(name).unmark(sorted(units))
     log.info("%d damaged units marked not done; rerun the same extract command to re-embed exactly them",
              total)
     if dependent:
@@ -66,20 +64,6 @@ def main(argv: Sequence[str]) -> int:
                  "extract command with %s too, or they stay incomplete",
                  sum(map(len, dependent.values())), ", ".join(dependent), " ".join(dependent))
     return EXIT_OK
-
-
-def repair(store: FeatureStore, damaged: dict[str, dict[int, str]], *, wait: bool) -> None:
-    """Un-mark the damaged units of each backbone under its writer lock."""
-    for name, units in damaged.items():
-        if units:
-            with writer_lock(store.path, name, wait=wait):
-                store.entry(name).unmark(sorted(units))
-
-
-def face_backbones(store: FeatureStore) -> list[str]:
-    """The backbones that embed chips cut from the detection pass's faces (their preprocessing names it)."""
-    return [name for name in store.backbones()
-            if "face_detection" in (store.backbone_attrs(name)["metadata"].get("preprocessing") or {})]
 
 
 def units_from_faces(store: FeatureStore, damaged: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
@@ -95,7 +79,9 @@ def units_from_faces(store: FeatureStore, damaged: dict[str, dict[int, str]]) ->
     why = f"embedded from damaged face rows ({FACES} units {', '.join(map(str, sorted(face_units)))}): " \
           "embed again"
     dependent = {}
-    for name in face_backbones(store):
+    for name in store.backbones():
+        if "face_detection" not in (store.backbone_attrs(name)["metadata"].get("preprocessing") or {}):
+            continue  # not a face backbone: its chips are not cut from the detection pass's faces
         try:
             pending = set(store.backbone_writer(name).pending_units())
         except StoreError:  # its done markers do not decode: listed as damage already, un-mark all
