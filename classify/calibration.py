@@ -224,14 +224,6 @@ def _fit_platt(y, z) -> tuple[float, float]:
     return float(found.x[0]), float(found.x[1])
 
 
-def _score(criterion: str, y, p) -> float:
-    if criterion == "log_loss":
-        return log_loss(y, p)
-    if criterion == "brier":
-        return brier_score(y, p)
-    return expected_calibration_error(y, p)
-
-
 def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row, each sex dealt round-robin over the folds after a seeded shuffle."""
     rng = np.random.default_rng(seed)
@@ -242,22 +234,11 @@ def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _fit_without_choice(methods, y, p, *, criterion: str, n_folds: int, counts: np.ndarray) -> Calibrator:
-    """One method asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex
-    for every fold to train on both: no calibration ("none"), rather than a choice made on noise."""
-    if len(methods) == 1:
-        method, why = methods[0], "the only method asked for, fitted on all of val"
-    else:
-        method, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {n_folds}-fold "
-                               "cross-validation: no calibration")
-    fitted = fit_method(method, y, p)
-    return Calibrator(method, fitted.params, {"n": int(len(y)), "criterion": criterion, "selection": why,
-                                              "cv_scores": {}})
-
-
 def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss", n_folds: int = 5,
                    seed: int = 0) -> Calibrator:
-    """The method with the best cross-validated ``criterion`` on val, refitted on all of val."""
+    """The method with the best cross-validated ``criterion`` on val, refitted on all of val. One method
+    asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex for every fold
+    to train on both: no calibration ("none"), rather than a choice made on noise."""
     y, p = _checked(y_val, p_val)
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
@@ -265,21 +246,27 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss"
     if unknown or not methods:
         raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
     counts = np.bincount(y.astype(np.int64), minlength=2)
-    if len(methods) == 1 or counts.min() < n_folds:
-        return _fit_without_choice(methods, y, p, criterion=criterion, n_folds=n_folds, counts=counts)
-    fold = _folds(y, n_folds, seed)
     scores = {}
-    for method in methods:
-        out = np.empty_like(p)
-        for k in range(n_folds):
-            held = fold == k
-            out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
-        scores[method] = _score(criterion, y, out)
-    chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
+    if len(methods) == 1:
+        chosen, why = methods[0], "the only method asked for, fitted on all of val"
+    elif counts.min() < n_folds:
+        chosen, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {n_folds}-fold "
+                               "cross-validation: no calibration")
+    else:
+        fold = _folds(y, n_folds, seed)
+        score = {"log_loss": log_loss, "brier": brier_score, "ece": expected_calibration_error}[criterion]
+        for method in methods:
+            out = np.empty_like(p)
+            for k in range(n_folds):
+                held = fold == k
+                out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
+            scores[method] = score(y, out)
+        chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
+        why = (f"{n_folds}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
+               "all of val")
     fitted = fit_method(chosen, y, p)
-    return Calibrator(chosen, fitted.params, {
-        "n": int(len(y)), "criterion": criterion, "selection": f"{n_folds}-fold cross-validation on val "
-        f"(folds stratified by sex, seed {seed}), then refitted on all of val", "cv_scores": scores})
+    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": criterion, "selection": why,
+                                              "cv_scores": scores})
 
 
 # -- decision threshold ----------------------------------------------------------------------------------

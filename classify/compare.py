@@ -29,7 +29,7 @@ from pathlib import Path
 
 from classify.errors import read_error_file
 from classify.label_audit import doubt_note
-from classify.metrics import fmt  # noqa: F401  (re-exported: the reports format with it)
+from classify.metrics import fmt
 from classify.results import load_results
 from classify.runresult import CrossResult, RunResult, Scores
 from features import atomic
@@ -69,11 +69,6 @@ def rank_key(run: RunResult) -> tuple:
     return -run.val.accuracy, -(run.val.roc_auc or 0.0), run.run
 
 
-def best_run(runs: list[RunResult]) -> RunResult:
-    """The recommended run (see `recommend`)."""
-    return recommend(runs)
-
-
 def cross_val_accuracy(run: RunResult) -> float | None:
     """Mean val accuracy over the run's eval stores that have a val split (None if none has)."""
     values = [c.val.accuracy for c in run.cross.values() if c.val is not None]
@@ -93,8 +88,7 @@ def simplicity(run: RunResult) -> tuple[int, int]:
 
 
 def recommend(runs: list[RunResult]) -> RunResult:
-    """Best on val; near-ties broken by cross-dataset val when there is one, then by simplicity
-    (fewer backbones, then logreg over mlp), then the val ranking."""
+    """The recommended run (module docstring)."""
     tied = near_ties(runs)
     if any(cross_val_accuracy(run) is not None for run in tied):
         return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
@@ -213,7 +207,6 @@ def _row(rank: int, run: RunResult) -> dict:
 
 def treatment_cell(run: RunResult) -> str:
     """The chosen feature treatment, and the attribute the training rows were balanced against."""
-    run = _typed([run])[0]
     return run.treatment if run.balanced_by is None else f"{run.treatment}, balanced by {run.balanced_by}"
 
 
@@ -223,17 +216,12 @@ def usable_share(run: RunResult) -> float:
 
 
 def accuracy_all_test(run: RunResult) -> float:
-    """Test accuracy counting the test images the run could not use as errors.
-
-    Runs on different backbones drop different images; this column compares them on all test images.
-    """
-    run = _typed([run])[0]
+    """Test accuracy counting the test images the run could not use (other backbones drop others) as errors."""
     return run.test.accuracy * usable_share(run)
 
 
 def to_markdown(rows: list[dict]) -> str:
-    """A Markdown table; cells escaped (`features.tables.markdown_cell`: a ``|`` or ``<`` in a name
-    cannot break the table or open a tag)."""
+    """A Markdown table; cells escaped (a ``|`` or ``<`` in a name cannot break the table or open a tag)."""
     columns = list(rows[0])
     lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for row in rows]
@@ -241,7 +229,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """The rows as CSV, atomically; formula-like text cells quoted (`features.tables.csv_cell`)."""
+    """The rows as CSV, atomically; formula-like text cells quoted."""
     with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[csv_cell(c) for c in rows[0]])
         writer.writeheader()
@@ -250,10 +238,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     """Write leaderboard.md/.csv and the plots into ``directory``; returns (markdown, written paths).
-
-    demo: the results come from generated demo data; marks the folder (`DEMO_MARKER`), and every
-    file written from a marked folder carries the mark.
-    """
+    ``demo``: mark the folder (`DEMO_MARKER`); every file written from a marked folder carries the mark."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CompareError(f"results directory {directory} does not exist")
@@ -282,14 +267,14 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     return markdown, paths
 
 
-def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:
+def plot_all(runs: list[RunResult], directory: Path, *, demo: bool = False) -> list[Path]:
     """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(_typed(runs), key=rank_key)
+    runs = sorted(runs, key=rank_key)
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
@@ -364,7 +349,7 @@ def _plot_accuracy(plt, runs, *, demo: bool = False):
     ax.set_xlabel("test accuracy on all test images (images a backbone could not use count as errors);\n"
                   "line: 95% bootstrap interval; hollow grey dot: accuracy on the images the run could use",
                   fontsize=8)
-    ax.set_title(("DEMO DATA: THESE NUMBERS MEAN NOTHING\n" if demo else "")
+    ax.set_title((DEMO_TITLE + "\n" if demo else "")
                  + "Runs in val ranking order, best first (ties: val ROC-AUC, then name); test reported",
                  fontsize=9, color="tab:red" if demo else "black")
     return fig
