@@ -34,11 +34,8 @@ GROUPS_VERSION = 1
 MISSING = -1
 AGE_BINS = ((0, 2), (3, 9), (10, 19), (20, 39), (40, 59), (60, None))
 UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+AGE_LABELS = tuple(f"{low}-{high}" if high is not None else f"{low}+" for low, high in AGE_BINS)
 NOT_GROUPS = ("Male",)  # the label itself: the `sex` family already covers it
-
-
-def age_bin_labels() -> list[str]:
-    return [f"{low}-{high}" if high is not None else f"{low}+" for low, high in AGE_BINS]
 
 
 def bin_ages(age: np.ndarray) -> np.ndarray:
@@ -55,7 +52,7 @@ def group_families(gender: np.ndarray, attributes: dict[str, np.ndarray], *,
     families = {"sex": {"male": gender == 1, "female": gender == 0}}
     skipped = {}
     if "age" in attributes:
-        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(age_bin_labels())))
+        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(AGE_LABELS)))
     if "race" in attributes:
         races = np.asarray(attributes["race"])
         families["race"] = _coded_masks(races, UTKFACE_RACES)
@@ -65,7 +62,7 @@ def group_families(gender: np.ndarray, attributes: dict[str, np.ndarray], *,
                                       for age, age_mask in families["age"].items()}
     for name in sorted(set(attributes) - {"age", "race", *NOT_GROUPS}):
         values = np.asarray(attributes[name])
-        levels = np.unique(values[values >= 0])
+        levels = _levels(values)
         if len(levels) > max_levels:
             skipped[name] = f"{len(levels)} distinct values (more than {max_levels}): not a grouping"
         elif set(levels.tolist()) <= {0, 1}:
@@ -94,7 +91,7 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, 
         out_families[family] = {"groups": groups, "n_missing": int((~in_any).sum()),
                                 **_family_summary(family, groups)}
     return {"kind": "group-metrics", "version": GROUPS_VERSION, "min_n": min_n, "n_resamples": n_resamples,
-            "seed": seed, "level": level, "missing_code": MISSING, "age_bins": age_bin_labels(),
+            "seed": seed, "level": level, "missing_code": MISSING, "age_bins": list(AGE_LABELS),
             "families": out_families, "skipped": skipped,
             "summary": _summary(y_true, y_pred, out_families)}
 
@@ -200,21 +197,21 @@ def _largest(values: list[tuple[float, str]]) -> dict | None:
     return {"family": family, "value": value}
 
 
-def row_groups(attributes: dict[str, np.ndarray], row: int, *, max_levels: int = 10) -> dict[str, str]:
+def row_groups(attributes: dict[str, np.ndarray], row: int) -> dict[str, str]:
     """The groups one row belongs to, for an error gallery: race, age (value and bin), attributes set."""
     out = {}
     if "race" in attributes and attributes["race"][row] >= 0:
         out["race"] = UTKFACE_RACES.get(int(attributes["race"][row]), str(attributes["race"][row]))
     if "age" in attributes and attributes["age"][row] >= 0:
         age = int(attributes["age"][row])
-        out["age"] = f"{age} ({age_bin_labels()[int(bin_ages(np.array([age]))[0])]})"
+        out["age"] = f"{age} ({AGE_LABELS[int(bin_ages(np.array([age]))[0])]})"
     present = [name for name in sorted(attributes) if name not in ("age", "race", *NOT_GROUPS)
-               and _is_binary(attributes[name], max_levels) and attributes[name][row] == 1]
+               and set(_levels(np.asarray(attributes[name])).tolist()) <= {0, 1} and attributes[name][row] == 1]
     if present:
         out["attributes"] = ", ".join(present)
     return out
 
 
-def _is_binary(values: np.ndarray, max_levels: int) -> bool:
-    levels = np.unique(np.asarray(values)[np.asarray(values) >= 0])
-    return len(levels) <= max_levels and set(levels.tolist()) <= {0, 1}
+def _levels(values: np.ndarray) -> np.ndarray:
+    """The distinct known (non-negative) values."""
+    return np.unique(values[values >= 0])

@@ -123,7 +123,6 @@ class EvalSet:
     choose: SplitFeatures | None
     report: SplitFeatures
     report_rows: str
-    age: np.ndarray | None = None  # of the report rows, when the store records ages
     attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "choose"/"report" -> rows'
     seen: int = 0  # valid rows left out: photos the head was trained or chosen on (`seen_ids`)
 
@@ -215,11 +214,10 @@ def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: di
     if len(report.gender) == 0:
         raise ProtocolError(f"{store.path}: no valid {rows} rows to evaluate {'+'.join(backbones)} on "
                             f"(invalid: {report.n_invalid or 'none'})")
-    ages = store.attributes.get("age")
     attributes = {which: rows_attributes(store, part) for which, part in (("report", report), ("choose", choose))
                   if part is not None}
     return EvalSet(label=label, identity=identity, choose=choose, report=report, report_rows=rows,
-                   age=None if ages is None else np.asarray(ages)[report.index], attributes=attributes, seen=n_seen)
+                   attributes=attributes, seen=n_seen)
 
 
 def seen_ids(training: list[FeatureStore], dataset_name: str) -> frozenset[str]:
@@ -353,8 +351,9 @@ def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: i
     n_invalid = sum(data.report.n_invalid.values())
     report.update(invalid=dict(data.report.n_invalid), seen_in_training=data.seen,
                   accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
-    if data.age is not None and np.any(data.age >= ADULT_AGE):
-        adult = data.age >= ADULT_AGE
+    age = data.attributes.get("report", {}).get("age")
+    if age is not None and np.any(age >= ADULT_AGE):
+        adult = age >= ADULT_AGE
         p_adult = model.p_male(data.report.x)[adult]
         adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
                                   n_resamples=n_resamples, seed=seed)
