@@ -15,11 +15,10 @@ Calibrators (`fit_calibrator`), fitted on val probabilities of the head:
 - ``platt``: sigmoid(a * logit(p) + b) by maximum likelihood;
 - ``isotonic``: scikit-learn's IsotonicRegression (clipped to its range), kept as its breakpoints and
   applied by linear interpolation between them, exactly as IsotonicRegression.predict does.
-The method is chosen by ``criterion`` (default log loss; or ``ece``, ``brier``) measured by
-``n_folds``-fold cross-validation on val (folds stratified by sex, seeded): a calibrator scored on the
-rows it was fitted on would always favour isotonic, which memorises them. The chosen method is then
-refitted on all of val. A calibrator is plain JSON (`Calibrator.to_json` / `Calibrator.from_json`),
-never a pickle.
+The method is chosen by its log loss under `N_FOLDS`-fold cross-validation on val (folds stratified by
+sex, seeded): a calibrator scored on the rows it was fitted on would always favour isotonic, which
+memorises them. The chosen method is then refitted on all of val. A calibrator is plain JSON
+(`Calibrator.to_json` / `Calibrator.from_json`), never a pickle.
 
 Decision threshold (`decision_threshold`), applied to the (calibrated) p(male): predicted male when
 p > threshold. Rules: ``0.5`` (the default), a fixed value in (0, 1), or ``balanced``: the threshold on
@@ -35,7 +34,7 @@ import numpy as np
 CALIBRATOR_KIND = "probability-calibrator"
 CALIBRATOR_VERSION = 1
 METHODS = ("none", "temperature", "platt", "isotonic")
-CRITERIA = ("log_loss", "ece", "brier")
+N_FOLDS = 5
 _EPS = 1e-15
 
 
@@ -224,24 +223,21 @@ def _fit_platt(y, z) -> tuple[float, float]:
     return float(found.x[0]), float(found.x[1])
 
 
-def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def _folds(y: np.ndarray, seed: int) -> np.ndarray:
     """Fold number per row, each sex dealt round-robin over the folds after a seeded shuffle."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
     for label in (0, 1):
         rows = rng.permutation(np.flatnonzero(y == label))
-        fold[rows] = np.arange(len(rows)) % n_folds
+        fold[rows] = np.arange(len(rows)) % N_FOLDS
     return fold
 
 
-def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss", n_folds: int = 5,
-                   seed: int = 0) -> Calibrator:
-    """The method with the best cross-validated ``criterion`` on val, refitted on all of val. One method
+def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrator:
+    """The method with the best cross-validated log loss on val, refitted on all of val. One method
     asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex for every fold
     to train on both: no calibration ("none"), rather than a choice made on noise."""
     y, p = _checked(y_val, p_val)
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
@@ -249,23 +245,22 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss"
     scores = {}
     if len(methods) == 1:
         chosen, why = methods[0], "the only method asked for, fitted on all of val"
-    elif counts.min() < n_folds:
-        chosen, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {n_folds}-fold "
+    elif counts.min() < N_FOLDS:
+        chosen, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {N_FOLDS}-fold "
                                "cross-validation: no calibration")
     else:
-        fold = _folds(y, n_folds, seed)
-        score = {"log_loss": log_loss, "brier": brier_score, "ece": expected_calibration_error}[criterion]
+        fold = _folds(y, seed)
         for method in methods:
             out = np.empty_like(p)
-            for k in range(n_folds):
+            for k in range(N_FOLDS):
                 held = fold == k
                 out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
-            scores[method] = score(y, out)
+            scores[method] = log_loss(y, out)
         chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
-        why = (f"{n_folds}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
+        why = (f"{N_FOLDS}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
                "all of val")
     fitted = fit_method(chosen, y, p)
-    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": criterion, "selection": why,
+    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": "log_loss", "selection": why,
                                               "cv_scores": scores})
 
 

@@ -14,12 +14,9 @@ The recommendation (`recommend`) is the best on val unless others are within the
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's test errors and rejected images are listed by train in errors.json/.csv
-(`classify.errors`); compare only reads them (the label-check note), and only when they belong to
-the recommended run's current head (by its sha256).
-Plots use matplotlib's Agg backend:
-ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
-bootstrap interval (dots and lines, in val-ranking order).
+The recommended run's error lists (errors.json/.csv, written by train: `classify.errors`) are only read,
+for the label-check note, and only when they belong to the recommended run's current head (by its sha256).
+Plots (matplotlib, Agg): ROC curves, confusion matrices, accuracy on all test images with its 95% interval.
 """
 from __future__ import annotations
 
@@ -37,20 +34,14 @@ from features.tables import csv_cell, markdown_cell
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
-           "accuracy_ci95", "balanced_accuracy", "worst_group_accuracy", "worst_group", "ece", "f1", "f1_ci95",
-           "roc_auc", "macro_f1", "n_test", "invalid_test", "treatment", "decision", "selected", "fit_s", "choice")
 CROSS_COLUMNS = ("accuracy", "accuracy_all", "accuracy_ci95", "male_recall", "female_recall", "balanced_accuracy",
                  "worst_group_accuracy", "ece", "n")
 
-
-# A results folder of a run on generated demo data holds this file (`train --demo` writes it), and
-# everything compare writes from that folder says so.
+# in a results folder of a run on generated demo data (`train --demo`): everything written from it says so
 DEMO_MARKER = "DEMO_DATA.txt"
 DEMO_TITLE = "DEMO DATA: THESE NUMBERS MEAN NOTHING"
 DEMO_NOTE = (f"> **{DEMO_TITLE}.** Generated cartoon faces with random labels, not a face dataset; set "
              "`CELEBA_ROOT` to a CelebA folder for real results.\n\n")
-
 
 HEAD_ORDER = ("logreg", "mlp")  # simplest first: the tie-break's second key
 
@@ -149,7 +140,7 @@ def recommendation_text(runs: list[RunResult]) -> str:
 
 
 def leaderboard(runs: list[RunResult]) -> list[dict]:
-    """Rows of `COLUMNS` (and the cross-dataset columns), ranked by `rank_key`."""
+    """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
     runs = _typed(runs)
     labels, chosen = eval_datasets(runs), recommend(runs)
     best_out = {label: best_out_of_domain(runs, label) for label in labels}
