@@ -299,11 +299,10 @@ def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
 
 def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     levels = np.unique(p)  # candidate i: male when p > levels[i], placed midway to the next level
-    male = np.sort(p[y == 1])
-    female = np.sort(p[y == 0])
-    male_recall = 1 - np.searchsorted(male, levels, side="right") / len(male)
-    female_recall = np.searchsorted(female, levels, side="right") / len(female)
+    male, female = np.sort(p[y == 1]), np.sort(p[y == 0])
+    tpr = 1 - np.searchsorted(male, levels, side="right") / len(male)  # male recall
+    tnr = np.searchsorted(female, levels, side="right") / len(female)  # female recall
+    # "everyone male" (tpr 1, tnr 0) is never the balanced one
     candidates = np.r_[(levels[:-1] + levels[1:]) / 2, (levels[-1] + 1) / 2]
-    tpr, tnr = male_recall, female_recall  # "everyone male" (tpr 1, tnr 0) is never the balanced one
     order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
     return float(candidates[order[0]])

@@ -81,7 +81,12 @@ def _coded_masks(codes: np.ndarray, names: dict[int, str]) -> dict[str, np.ndarr
 def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, np.ndarray], *,
                   min_n: int = 30, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Per-group metrics with bootstrap intervals and the fairness summary (see the module docstring)."""
-    y_true, y_pred = _checked(y_true, y_pred, attributes)
+    male, predicted_male = check_binary(y_true, y_pred)
+    wrong = [name for name, values in attributes.items() if np.shape(values) != male.shape]
+    if wrong:
+        raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
+                         f"({len(male)}); index them with the split's store rows first")
+    y_true, y_pred = male.astype(np.int8), predicted_male.astype(np.int8)
     families, skipped = group_families(y_true, attributes)
     out_families = {}
     for family, masks in families.items():
@@ -95,16 +100,6 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, 
             "seed": seed, "level": LEVEL, "missing_code": MISSING, "age_bins": list(AGE_LABELS),
             "families": out_families, "skipped": skipped,
             "summary": _summary(y_true, y_pred, out_families)}
-
-
-def _checked(y_true, y_pred, attributes) -> tuple[np.ndarray, np.ndarray]:
-    male, predicted_male = check_binary(y_true, y_pred)
-    y_true = np.asarray(y_true)
-    wrong = [name for name, values in attributes.items() if np.shape(values) != y_true.shape]
-    if wrong:
-        raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
-                         f"({len(y_true)}); index them with the split's store rows first")
-    return male.astype(np.int8), predicted_male.astype(np.int8)
 
 
 def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
