@@ -1,29 +1,22 @@
 """Reweighing the training rows so that gender no longer predicts a confounding attribute.
 
-Why: a dataset's labels can tie gender to something else. In CelebA the women are far more often
-young than the men (`Young` on the shared subset's 548 labelled train rows: 87% of the women,
-64% of the men). A head trained there learns "older -> male": trained on that subset, dlib_resnet +
-logreg calls 13% of UTKFace women aged 45-59 men, and 41% of those aged 75 and over (9% and 22% with
-``--balance-by Young``; docs/findings.md).
+Why: in CelebA the women are far more often young than the men (`Young`: 87% of the women, 64% of the
+men on the shared subset's labelled train rows), and a head trained there learns "older -> male"
+(docs/findings.md measures it on UTKFace, with and without ``--balance-by Young``).
 
-Reweighing (Kamiran & Calders, "Data preprocessing techniques for classification without
-discrimination", 2012) gives every row of a (gender g, stratum s) cell the weight
-P(g) P(s) / P(g, s). Under the weighted rows the stratum is independent of gender, and the total
-weight is still the number of rows. The head is fitted on the weighted train rows. Its
-hyperparameters are chosen on val rows weighted the same way, so that they suit the same reweighted
-distribution.
+Reweighing (Kamiran & Calders, 2012) gives every row of a (gender g, stratum s) cell the weight
+P(g) P(s) / P(g, s): under the weighted rows the stratum is independent of gender, and the total weight
+is still the number of rows. The head is fitted on the weighted train rows, and its hyperparameters are
+chosen on val rows weighted the same way, so that they suit the same reweighted distribution.
 
-Strata:
-- **attribute**: when every train and val row records the attribute (full CelebA has 40 attributes
-  per image), the stratum is the attribute value.
-- **proxy**: otherwise (a subset that has the attribute for some rows only, -1 for the others), a
-  logistic regression predicts P(attribute) for every row. It is fitted on the labelled train rows'
-  features (standardised; C chosen by 5-fold cross-validation), and rows are binned by its
-  prediction into `PROXY_BINS` strata.
+Strata: the attribute value (**attribute**) when every train and val row records it; otherwise
+(**proxy**: the attribute known for some rows only, -1 for the others) a standardised logistic regression
+fitted on the labelled train rows (C by 5-fold cross-validation) predicts P(attribute) for every row, binned
+into `PROXY_BINS` strata.
 
-Weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT]: a nearly empty cell must not hand a few rows
-the whole fit. The record (`BalanceResult.record`) says which method ran, how many labelled rows
-the proxy had, and each cell's rows and weight; it is saved with the run's results.
+Weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT]: a nearly empty cell must not hand a few rows the
+whole fit. The record (`BalanceResult.record`: the method, the proxy's labelled rows, each cell's rows and
+weight) is saved with the run's results.
 """
 from __future__ import annotations
 

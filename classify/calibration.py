@@ -15,11 +15,10 @@ Calibrators (`fit_calibrator`), fitted on val probabilities of the head:
 - ``platt``: sigmoid(a * logit(p) + b) by maximum likelihood;
 - ``isotonic``: scikit-learn's IsotonicRegression (clipped to its range), kept as its breakpoints and
   applied by linear interpolation between them, exactly as IsotonicRegression.predict does.
-The method is chosen by ``criterion`` (default log loss; or ``ece``, ``brier``) measured by
-``n_folds``-fold cross-validation on val (folds stratified by sex, seeded): a calibrator scored on the
-rows it was fitted on would always favour isotonic, which memorises them. The chosen method is then
-refitted on all of val. A calibrator is plain JSON (`Calibrator.to_json` / `Calibrator.from_json`),
-never a pickle.
+The method is chosen by its log loss under `N_FOLDS`-fold cross-validation on val (folds stratified by
+sex, seeded): a calibrator scored on the rows it was fitted on would always favour isotonic, which
+memorises them. The chosen method is then refitted on all of val. A calibrator is plain JSON
+(`Calibrator.to_json` / `Calibrator.from_json`), never a pickle.
 
 Decision threshold (`decision_threshold`), applied to the (calibrated) p(male): predicted male when
 p > threshold. Rules: ``0.5`` (the default), a fixed value in (0, 1), or ``balanced``: the threshold on
@@ -35,7 +34,7 @@ import numpy as np
 CALIBRATOR_KIND = "probability-calibrator"
 CALIBRATOR_VERSION = 1
 METHODS = ("none", "temperature", "platt", "isotonic")
-CRITERIA = ("log_loss", "ece", "brier")
+N_FOLDS = 5
 _EPS = 1e-15
 
 
@@ -224,62 +223,45 @@ def _fit_platt(y, z) -> tuple[float, float]:
     return float(found.x[0]), float(found.x[1])
 
 
-def _score(criterion: str, y, p) -> float:
-    if criterion == "log_loss":
-        return log_loss(y, p)
-    if criterion == "brier":
-        return brier_score(y, p)
-    return expected_calibration_error(y, p)
-
-
-def _folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def _folds(y: np.ndarray, seed: int) -> np.ndarray:
     """Fold number per row, each sex dealt round-robin over the folds after a seeded shuffle."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
     for label in (0, 1):
         rows = rng.permutation(np.flatnonzero(y == label))
-        fold[rows] = np.arange(len(rows)) % n_folds
+        fold[rows] = np.arange(len(rows)) % N_FOLDS
     return fold
 
 
-def _fit_without_choice(methods, y, p, *, criterion: str, n_folds: int, counts: np.ndarray) -> Calibrator:
-    """One method asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex
-    for every fold to train on both: no calibration ("none"), rather than a choice made on noise."""
-    if len(methods) == 1:
-        method, why = methods[0], "the only method asked for, fitted on all of val"
-    else:
-        method, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {n_folds}-fold "
-                               "cross-validation: no calibration")
-    fitted = fit_method(method, y, p)
-    return Calibrator(method, fitted.params, {"n": int(len(y)), "criterion": criterion, "selection": why,
-                                              "cv_scores": {}})
-
-
-def fit_calibrator(y_val, p_val, *, methods=METHODS, criterion: str = "log_loss", n_folds: int = 5,
-                   seed: int = 0) -> Calibrator:
-    """The method with the best cross-validated ``criterion`` on val, refitted on all of val."""
+def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrator:
+    """The method with the best cross-validated log loss on val, refitted on all of val. One method
+    asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex for every fold
+    to train on both: no calibration ("none"), rather than a choice made on noise."""
     y, p = _checked(y_val, p_val)
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
     counts = np.bincount(y.astype(np.int64), minlength=2)
-    if len(methods) == 1 or counts.min() < n_folds:
-        return _fit_without_choice(methods, y, p, criterion=criterion, n_folds=n_folds, counts=counts)
-    fold = _folds(y, n_folds, seed)
     scores = {}
-    for method in methods:
-        out = np.empty_like(p)
-        for k in range(n_folds):
-            held = fold == k
-            out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
-        scores[method] = _score(criterion, y, out)
-    chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
+    if len(methods) == 1:
+        chosen, why = methods[0], "the only method asked for, fitted on all of val"
+    elif counts.min() < N_FOLDS:
+        chosen, why = "none", (f"val has {counts[1]} male and {counts[0]} female rows, too few for {N_FOLDS}-fold "
+                               "cross-validation: no calibration")
+    else:
+        fold = _folds(y, seed)
+        for method in methods:
+            out = np.empty_like(p)
+            for k in range(N_FOLDS):
+                held = fold == k
+                out[held] = fit_method(method, y[~held], p[~held]).apply(p[held])
+            scores[method] = log_loss(y, out)
+        chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
+        why = (f"{N_FOLDS}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
+               "all of val")
     fitted = fit_method(chosen, y, p)
-    return Calibrator(chosen, fitted.params, {
-        "n": int(len(y)), "criterion": criterion, "selection": f"{n_folds}-fold cross-validation on val "
-        f"(folds stratified by sex, seed {seed}), then refitted on all of val", "cv_scores": scores})
+    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": "log_loss", "selection": why,
+                                              "cv_scores": scores})
 
 
 # -- decision threshold ----------------------------------------------------------------------------------
@@ -317,11 +299,10 @@ def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
 
 def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     levels = np.unique(p)  # candidate i: male when p > levels[i], placed midway to the next level
-    male = np.sort(p[y == 1])
-    female = np.sort(p[y == 0])
-    male_recall = 1 - np.searchsorted(male, levels, side="right") / len(male)
-    female_recall = np.searchsorted(female, levels, side="right") / len(female)
+    male, female = np.sort(p[y == 1]), np.sort(p[y == 0])
+    tpr = 1 - np.searchsorted(male, levels, side="right") / len(male)  # male recall
+    tnr = np.searchsorted(female, levels, side="right") / len(female)  # female recall
+    # "everyone male" (tpr 1, tnr 0) is never the balanced one
     candidates = np.r_[(levels[:-1] + levels[1:]) / 2, (levels[-1] + 1) / 2]
-    tpr, tnr = male_recall, female_recall  # "everyone male" (tpr 1, tnr 0) is never the balanced one
     order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
     return float(candidates[order[0]])

@@ -14,12 +14,9 @@ The recommendation (`recommend`) is the best on val unless others are within the
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's test errors and rejected images are listed by train in errors.json/.csv
-(`classify.errors`); compare only reads them (the label-check note), and only when they belong to
-the recommended run's current head (by its sha256).
-Plots use matplotlib's Agg backend:
-ROC curves of every run, the confusion matrices, and the accuracy on all test images with its 95%
-bootstrap interval (dots and lines, in val-ranking order).
+The recommended run's error lists (errors.json/.csv, written by train: `classify.errors`) are only read,
+for the label-check note, and only when they belong to the recommended run's current head (by its sha256).
+Plots (matplotlib, Agg): ROC curves, confusion matrices, accuracy on all test images with its 95% interval.
 """
 from __future__ import annotations
 
@@ -29,27 +26,21 @@ from pathlib import Path
 
 from classify.errors import read_error_file
 from classify.label_audit import doubt_note
-from classify.metrics import fmt  # noqa: F401  (re-exported: the reports format with it)
+from classify.metrics import fmt
 from classify.results import CrossResult, RunResult, Scores, load_results
 from features import atomic
 from features.tables import csv_cell, markdown_cell
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("rank", "backbones", "head", "dataset", "val_accuracy", "accuracy", "accuracy_all_test",
-           "accuracy_ci95", "balanced_accuracy", "worst_group_accuracy", "worst_group", "ece", "f1", "f1_ci95",
-           "roc_auc", "macro_f1", "n_test", "invalid_test", "treatment", "decision", "selected", "fit_s", "choice")
 CROSS_COLUMNS = ("accuracy", "accuracy_all", "accuracy_ci95", "male_recall", "female_recall", "balanced_accuracy",
                  "worst_group_accuracy", "ece", "n")
 
-
-# A results folder of a run on generated demo data holds this file (`train --demo` writes it), and
-# everything compare writes from that folder says so.
+# in a results folder of a run on generated demo data (`train --demo`): everything written from it says so
 DEMO_MARKER = "DEMO_DATA.txt"
 DEMO_TITLE = "DEMO DATA: THESE NUMBERS MEAN NOTHING"
 DEMO_NOTE = (f"> **{DEMO_TITLE}.** Generated cartoon faces with random labels, not a face dataset; set "
              "`CELEBA_ROOT` to a CelebA folder for real results.\n\n")
-
 
 HEAD_ORDER = ("logreg", "mlp")  # simplest first: the tie-break's second key
 
@@ -66,11 +57,6 @@ def _typed(runs: list) -> list[RunResult]:
 def rank_key(run: RunResult) -> tuple:
     """Sort key: best val accuracy first, then val ROC-AUC, then run name (test is never looked at)."""
     return -run.val.accuracy, -(run.val.roc_auc or 0.0), run.run
-
-
-def best_run(runs: list[RunResult]) -> RunResult:
-    """The recommended run (see `recommend`)."""
-    return recommend(runs)
 
 
 def cross_val_accuracy(run: RunResult) -> float | None:
@@ -92,8 +78,7 @@ def simplicity(run: RunResult) -> tuple[int, int]:
 
 
 def recommend(runs: list[RunResult]) -> RunResult:
-    """Best on val; near-ties broken by cross-dataset val when there is one, then by simplicity
-    (fewer backbones, then logreg over mlp), then the val ranking."""
+    """The recommended run (module docstring)."""
     tied = near_ties(runs)
     if any(cross_val_accuracy(run) is not None for run in tied):
         return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
@@ -154,7 +139,7 @@ def recommendation_text(runs: list[RunResult]) -> str:
 
 
 def leaderboard(runs: list[RunResult]) -> list[dict]:
-    """Rows of `COLUMNS` (and the cross-dataset columns), ranked by `rank_key`."""
+    """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
     runs = _typed(runs)
     labels, chosen = eval_datasets(runs), recommend(runs)
     best_out = {label: best_out_of_domain(runs, label) for label in labels}
@@ -212,7 +197,6 @@ def _row(rank: int, run: RunResult) -> dict:
 
 def treatment_cell(run: RunResult) -> str:
     """The chosen feature treatment, and the attribute the training rows were balanced against."""
-    run = _typed([run])[0]
     return run.treatment if run.balanced_by is None else f"{run.treatment}, balanced by {run.balanced_by}"
 
 
@@ -222,17 +206,12 @@ def usable_share(run: RunResult) -> float:
 
 
 def accuracy_all_test(run: RunResult) -> float:
-    """Test accuracy counting the test images the run could not use as errors.
-
-    Runs on different backbones drop different images; this column compares them on all test images.
-    """
-    run = _typed([run])[0]
+    """Test accuracy counting the test images the run could not use (other backbones drop others) as errors."""
     return run.test.accuracy * usable_share(run)
 
 
 def to_markdown(rows: list[dict]) -> str:
-    """A Markdown table; cells escaped (`features.tables.markdown_cell`: a ``|`` or ``<`` in a name
-    cannot break the table or open a tag)."""
+    """A Markdown table; cells escaped (a ``|`` or ``<`` in a name cannot break the table or open a tag)."""
     columns = list(rows[0])
     lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for row in rows]
@@ -240,7 +219,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """The rows as CSV, atomically; formula-like text cells quoted (`features.tables.csv_cell`)."""
+    """The rows as CSV, atomically; formula-like text cells quoted."""
     with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[csv_cell(c) for c in rows[0]])
         writer.writeheader()
@@ -249,10 +228,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     """Write leaderboard.md/.csv and the plots into ``directory``; returns (markdown, written paths).
-
-    demo: the results come from generated demo data; marks the folder (`DEMO_MARKER`), and every
-    file written from a marked folder carries the mark.
-    """
+    ``demo``: mark the folder (`DEMO_MARKER`); every file written from a marked folder carries the mark."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CompareError(f"results directory {directory} does not exist")
@@ -281,14 +257,14 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     return markdown, paths
 
 
-def plot_all(runs: list[dict], directory: Path, *, demo: bool = False) -> list[Path]:
+def plot_all(runs: list[RunResult], directory: Path, *, demo: bool = False) -> list[Path]:
     """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(_typed(runs), key=rank_key)
+    runs = sorted(runs, key=rank_key)
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
@@ -363,7 +339,7 @@ def _plot_accuracy(plt, runs, *, demo: bool = False):
     ax.set_xlabel("test accuracy on all test images (images a backbone could not use count as errors);\n"
                   "line: 95% bootstrap interval; hollow grey dot: accuracy on the images the run could use",
                   fontsize=8)
-    ax.set_title(("DEMO DATA: THESE NUMBERS MEAN NOTHING\n" if demo else "")
+    ax.set_title((DEMO_TITLE + "\n" if demo else "")
                  + "Runs in val ranking order, best first (ties: val ROC-AUC, then name); test reported",
                  fontsize=9, color="tab:red" if demo else "black")
     return fig

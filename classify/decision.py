@@ -1,20 +1,11 @@
-"""What happens after the head: the post-hoc calibrator and the decision threshold, chosen on val.
+"""What happens after the head (`classify.protocol` step 5): the post-hoc calibrator of the raw p(male)
+(``--calibrate``) and the decision threshold on the *calibrated* p(male) (``--threshold``), both chosen on
+val (`classify.calibration`).
 
-A head gives a raw p(male). Training (`classify.protocol` step 5) turns it into the probability a user
-is shown and the gender said:
-
-1. calibration (``--calibrate``): ``auto`` (the default) fits every method of
-   `classify.calibration.METHODS` ("none" among them) on val and keeps the one with the best
-   cross-validated log loss on val, refitted on all of val; a method name forces that method; ``none``
-   keeps the raw probability. Auto is the default because predict promises a probability that means
-   what it says: "none" competes on equal terms, so a head whose raw probabilities are already
-   calibrated keeps them, and the fit takes milliseconds.
-2. the decision threshold (``--threshold``) on the *calibrated* p(male): ``0.5`` (the default),
-   ``balanced`` (chosen on val to equalise male and female recall) or a fixed value in (0, 1); predicted
-   male when p > threshold.
-
-A `Decision` is plain JSON (``{"calibrate", "calibrator", "threshold"}``), recorded in the results file
-and the head file, and applied by `predict` and `evaluate` exactly as in training.
+``auto`` calibration is the default because predict promises a probability that means what it says:
+"none" competes on equal terms, so a head whose raw probabilities are already calibrated keeps them, and
+the fit takes milliseconds. A `Decision` is plain JSON (``{"calibrate", "calibrator", "threshold"}``),
+recorded in the results file and the head file, and applied by `predict` and `evaluate` as in training.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Groups come from a store's per-image attributes, restricted by the caller to the
 - the true sex itself (family ``sex``: ``male``, ``female``);
 - UTKFace ``race`` (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) and ``age`` binned into `AGE_BINS`,
   and their cross ``race x age``;
-- every other attribute with at most ``max_levels`` distinct values (each CelebA attribute: ``yes``/``no``).
+- every other attribute with at most `MAX_LEVELS` distinct values (each CelebA attribute: ``yes``/``no``).
   Attributes with more levels (``identity``) are listed under ``skipped`` with the reason.
 Negative codes mean "no value" (`MISSING`, e.g. a CelebA image absent from the 40-attribute file, a
 UTKFace name without race): those rows belong to no group of that family; they are counted, not guessed.
@@ -34,11 +34,10 @@ GROUPS_VERSION = 1
 MISSING = -1
 AGE_BINS = ((0, 2), (3, 9), (10, 19), (20, 39), (40, 59), (60, None))
 UTKFACE_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+AGE_LABELS = tuple(f"{low}-{high}" if high is not None else f"{low}+" for low, high in AGE_BINS)
 NOT_GROUPS = ("Male",)  # the label itself: the `sex` family already covers it
-
-
-def age_bin_labels() -> list[str]:
-    return [f"{low}-{high}" if high is not None else f"{low}+" for low, high in AGE_BINS]
+LEVEL = 0.95  # of the bootstrap intervals
+MAX_LEVELS = 10  # an attribute with more distinct values is no grouping
 
 
 def bin_ages(age: np.ndarray) -> np.ndarray:
@@ -48,14 +47,14 @@ def bin_ages(age: np.ndarray) -> np.ndarray:
     return np.where(age < 0, MISSING, np.searchsorted(uppers, age, side="left"))
 
 
-def group_families(gender: np.ndarray, attributes: dict[str, np.ndarray], *,
-                   max_levels: int = 10) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+def group_families(gender: np.ndarray,
+                   attributes: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """({family: {group name: row mask}}, {skipped attribute: why}) for the evaluated rows."""
     gender = np.asarray(gender)
     families = {"sex": {"male": gender == 1, "female": gender == 0}}
     skipped = {}
     if "age" in attributes:
-        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(age_bin_labels())))
+        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(AGE_LABELS)))
     if "race" in attributes:
         races = np.asarray(attributes["race"])
         families["race"] = _coded_masks(races, UTKFACE_RACES)
@@ -65,9 +64,9 @@ def group_families(gender: np.ndarray, attributes: dict[str, np.ndarray], *,
                                       for age, age_mask in families["age"].items()}
     for name in sorted(set(attributes) - {"age", "race", *NOT_GROUPS}):
         values = np.asarray(attributes[name])
-        levels = np.unique(values[values >= 0])
-        if len(levels) > max_levels:
-            skipped[name] = f"{len(levels)} distinct values (more than {max_levels}): not a grouping"
+        levels = _levels(values)
+        if len(levels) > MAX_LEVELS:
+            skipped[name] = f"{len(levels)} distinct values (more than {MAX_LEVELS}): not a grouping"
         elif set(levels.tolist()) <= {0, 1}:
             families[name] = {"yes": values == 1, "no": values == 0}
         else:
@@ -80,33 +79,27 @@ def _coded_masks(codes: np.ndarray, names: dict[int, str]) -> dict[str, np.ndarr
 
 
 def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, np.ndarray], *,
-                  min_n: int = 30, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                  max_levels: int = 10) -> dict:
+                  min_n: int = 30, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Per-group metrics with bootstrap intervals and the fairness summary (see the module docstring)."""
-    y_true, y_pred = _checked(y_true, y_pred, attributes)
-    families, skipped = group_families(y_true, attributes, max_levels=max_levels)
+    male, predicted_male = check_binary(y_true, y_pred)
+    wrong = [name for name, values in attributes.items() if np.shape(values) != male.shape]
+    if wrong:
+        raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
+                         f"({len(male)}); index them with the split's store rows first")
+    y_true, y_pred = male.astype(np.int8), predicted_male.astype(np.int8)
+    families, skipped = group_families(y_true, attributes)
     out_families = {}
     for family, masks in families.items():
-        groups = [_group_row(family, name, y_true[mask], y_pred[mask], min_n=min_n,
-                             n_resamples=n_resamples, seed=seed, level=level)
+        groups = [_group_row(name, y_true[mask], y_pred[mask], min_n=min_n, n_resamples=n_resamples,
+                             seed=[seed, zlib.crc32(f"{family}\0{name}".encode())])
                   for name, mask in masks.items()]
         in_any = np.any(np.stack(list(masks.values())), axis=0) if masks else np.zeros(len(y_true), bool)
         out_families[family] = {"groups": groups, "n_missing": int((~in_any).sum()),
                                 **_family_summary(family, groups)}
     return {"kind": "group-metrics", "version": GROUPS_VERSION, "min_n": min_n, "n_resamples": n_resamples,
-            "seed": seed, "level": level, "missing_code": MISSING, "age_bins": age_bin_labels(),
+            "seed": seed, "level": LEVEL, "missing_code": MISSING, "age_bins": list(AGE_LABELS),
             "families": out_families, "skipped": skipped,
             "summary": _summary(y_true, y_pred, out_families)}
-
-
-def _checked(y_true, y_pred, attributes) -> tuple[np.ndarray, np.ndarray]:
-    male, predicted_male = check_binary(y_true, y_pred)
-    y_true = np.asarray(y_true)
-    wrong = [name for name, values in attributes.items() if np.shape(values) != y_true.shape]
-    if wrong:
-        raise ValueError(f"attributes {', '.join(wrong)} do not have one value per evaluated row "
-                         f"({len(y_true)}); index them with the split's store rows first")
-    return male.astype(np.int8), predicted_male.astype(np.int8)
 
 
 def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -119,24 +112,12 @@ def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
             "female_recall": float((~t & ~p).sum() / n_female) if n_female else None}
 
 
-def _group_row(family: str, name: str, y_true, y_pred, *, min_n, n_resamples, seed, level) -> dict:
+def _group_row(name: str, y_true, y_pred, *, min_n: int, n_resamples: int, seed: list[int]) -> dict:
+    """`rates` with percentile intervals of accuracy, TPR and TNR; resamples without a row of a sex are
+    skipped for its recall (NaN), so a recall's interval comes from the resamples where it is defined."""
     row = {"group": name, **rates(y_true, y_pred), "too_small": bool(len(y_true) < min_n)}
-    intervals = _bootstrap(y_true, y_pred, n_resamples=n_resamples, level=level,
-                           seed=_group_seed(seed, family, name))
-    for metric in ("accuracy", "male_recall", "female_recall"):
-        row[f"{metric}_ci"] = intervals[metric] if row[metric] is not None else None
-    return row
-
-
-def _group_seed(seed: int, family: str, name: str) -> list[int]:
-    return [seed, zlib.crc32(f"{family}\0{name}".encode())]
-
-
-def _bootstrap(y_true, y_pred, *, n_resamples: int, level: float, seed) -> dict[str, list[float] | None]:
-    """Percentile intervals of accuracy, TPR and TNR; resamples without a row of a sex are skipped for its
-    recall (NaN), so a recall's interval comes from the resamples where it is defined."""
     if len(y_true) == 0:
-        return {"accuracy": None, "male_recall": None, "female_recall": None}
+        return {**row, "accuracy_ci": None, "male_recall_ci": None, "female_recall_ci": None}
     codes = (2 * y_true + y_pred).astype(np.int64)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)
     # Resampling n rows with replacement only matters through how many of each code it draws, and those
@@ -147,9 +128,11 @@ def _bootstrap(y_true, y_pred, *, n_resamples: int, level: float, seed) -> dict[
     with np.errstate(invalid="ignore", divide="ignore"):
         values = {"accuracy": (tn + tp) / len(codes), "male_recall": tp / (tp + fn),
                   "female_recall": tn / (tn + fp)}
-    tail = 100 * (1 - level) / 2
-    return {name: (np.nanpercentile(v, [tail, 100 - tail]).tolist() if np.isfinite(v).any() else None)
-            for name, v in values.items()}
+    tail = 100 * (1 - LEVEL) / 2
+    for metric, v in values.items():
+        row[f"{metric}_ci"] = (np.nanpercentile(v, [tail, 100 - tail]).tolist()
+                               if row[metric] is not None and np.isfinite(v).any() else None)
+    return row
 
 
 def _family_summary(family: str, groups: list[dict]) -> dict:
@@ -200,21 +183,21 @@ def _largest(values: list[tuple[float, str]]) -> dict | None:
     return {"family": family, "value": value}
 
 
-def row_groups(attributes: dict[str, np.ndarray], row: int, *, max_levels: int = 10) -> dict[str, str]:
+def row_groups(attributes: dict[str, np.ndarray], row: int) -> dict[str, str]:
     """The groups one row belongs to, for an error gallery: race, age (value and bin), attributes set."""
     out = {}
     if "race" in attributes and attributes["race"][row] >= 0:
         out["race"] = UTKFACE_RACES.get(int(attributes["race"][row]), str(attributes["race"][row]))
     if "age" in attributes and attributes["age"][row] >= 0:
         age = int(attributes["age"][row])
-        out["age"] = f"{age} ({age_bin_labels()[int(bin_ages(np.array([age]))[0])]})"
+        out["age"] = f"{age} ({AGE_LABELS[int(bin_ages(np.array([age]))[0])]})"
     present = [name for name in sorted(attributes) if name not in ("age", "race", *NOT_GROUPS)
-               and _is_binary(attributes[name], max_levels) and attributes[name][row] == 1]
+               and set(_levels(np.asarray(attributes[name])).tolist()) <= {0, 1} and attributes[name][row] == 1]
     if present:
         out["attributes"] = ", ".join(present)
     return out
 
 
-def _is_binary(values: np.ndarray, max_levels: int) -> bool:
-    levels = np.unique(np.asarray(values)[np.asarray(values) >= 0])
-    return len(levels) <= max_levels and set(levels.tolist()) <= {0, 1}
+def _levels(values: np.ndarray) -> np.ndarray:
+    """The distinct known (non-negative) values."""
+    return np.unique(values[values >= 0])

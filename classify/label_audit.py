@@ -1,11 +1,8 @@
 """Gender labels in doubt: a check of the data, not of the heads. Two checks, both only flag.
 
 CelebA labels ``Male`` per image, and some images carry the other label from most images of the same
-person. In the shared 6,000-image subset, 40 images (of 23 of its 200 identities) disagree with the
-majority of their identity's other images. Six of the recommended head's seven CelebA test errors are
-such images, and the photos show the sex of the majority (docs/findings.md). A test error on one of them
-is more likely a label error than a head error, and a user should see that beside the error, not
-discover it later.
+person; most of the recommended head's CelebA test errors are such images, and the photos show the sex of
+the majority (docs/findings.md). A user should see that beside the error, not discover it later.
 
 `label_doubts` flags a row when at least `MIN_OTHERS` other images of its identity exist (in the whole
 store, every split) and at least `MIN_SHARE` of them carry the other label. It never changes a label
@@ -19,10 +16,7 @@ regression on a backbone's features is fitted on four fifths of the store's rows
 five times over, so that every row gets a probability of its own label from a head that never saw it.
 A row is flagged when that probability is below `MAX_P_LABEL`: a head trained on the dataset's own
 labels is at least 95% sure of the other sex. Folds are grouped by identity when the store records it,
-so that a person's other images do not vouch for them. Measured with dlib_resnet
-(``audit-labels --backbones dlib_resnet``, docs/findings.md): on the shared CelebA subset it flags 22 rows,
-16 of them among the 40 the identity check flags; on 5,000 UTKFace faces, which record no identity, it
-flags 37, and about 30 of those photos plainly show the other sex from their label.
+so that a person's other images do not vouch for them (measured in docs/findings.md).
 ``audit-labels --backbones B`` adds this check to the identity check, and ``classify evaluate --errors``
 puts both beside a head's errors on another dataset (the head's backbones are the check's features).
 """

@@ -103,24 +103,6 @@ def thin_curve(fpr: np.ndarray, tpr: np.ndarray, *, points: int = 200) -> dict[s
     return {"fpr": np.round(fpr[keep], 5).tolist(), "tpr": np.round(tpr[keep], 5).tolist()}
 
 
-def group_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, np.ndarray], *,
-                   max_values: int = 10) -> dict[str, dict[str, dict]]:
-    """Accuracy per value of each attribute with at most ``max_values`` distinct values.
-
-    Attributes with more values (identities, ages) are skipped; negative codes (unknown) are ignored.
-    """
-    correct = np.asarray(y_true) == np.asarray(y_pred)
-    out = {}
-    for name, values in sorted(groups.items()):
-        values = np.asarray(values)
-        levels = np.unique(values[values >= 0])
-        if len(levels) > max_values:
-            continue
-        out[name] = {str(level): {"n": int(np.sum(values == level)),
-                                  "accuracy": float(correct[values == level].mean())} for level in levels}
-    return out
-
-
 def evaluate(y_true: np.ndarray, proba_male: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
              threshold: float = 0.5) -> dict:
     """All metrics for one split: male probability per row -> predicted male when > ``threshold``."""

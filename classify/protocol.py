@@ -123,7 +123,6 @@ class EvalSet:
     choose: SplitFeatures | None
     report: SplitFeatures
     report_rows: str
-    age: np.ndarray | None = None  # of the report rows, when the store records ages
     attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "choose"/"report" -> rows'
     seen: int = 0  # valid rows left out: photos the head was trained or chosen on (`seen_ids`)
 
@@ -200,9 +199,8 @@ def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
 
 def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
                   label: str, identity: dict, all_rows: bool = False, seen: frozenset[str] = frozenset()) -> EvalSet:
-    """An eval store's rows under step 8, after checking it against the training backbones;
-    ``all_rows``: every row reported, whatever its split, none used for a choice; ``seen``: ids of
-    photos the head was trained or chosen on (`seen_ids`), left out of both (unusable ones stay counted)."""
+    """An eval store's rows under step 8; ``all_rows``: every row reported, none used for a choice;
+    ``seen``: ids of photos the head was trained or chosen on (`seen_ids`), left out (unusable ones stay counted)."""
     check_compatible(reference, store, backbones)
     present = set(np.unique(store.split).tolist())
     if len(present) == 1 or all_rows:
@@ -212,23 +210,19 @@ def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: di
         usable = val is not None and len(np.unique(val.gender)) == 2
         choose, report, rows = (val if usable else None), store.read(list(backbones), "test"), "test"
     report, n_seen = _unseen(store, report, seen)
-    if choose is not None:
-        choose, _ = _unseen(store, choose, seen)
+    choose = None if choose is None else _unseen(store, choose, seen)[0]
     if len(report.gender) == 0:
         raise ProtocolError(f"{store.path}: no valid {rows} rows to evaluate {'+'.join(backbones)} on "
                             f"(invalid: {report.n_invalid or 'none'})")
-    ages = store.attributes.get("age")
-    attributes = {"report": rows_attributes(store, report)}
-    if choose is not None:
-        attributes["choose"] = rows_attributes(store, choose)
+    attributes = {which: rows_attributes(store, part) for which, part in (("report", report), ("choose", choose))
+                  if part is not None}
     return EvalSet(label=label, identity=identity, choose=choose, report=report, report_rows=rows,
-                   age=None if ages is None else np.asarray(ages)[report.index], attributes=attributes, seen=n_seen)
+                   attributes=attributes, seen=n_seen)
 
 
 def seen_ids(training: list[FeatureStore], dataset_name: str) -> frozenset[str]:
-    """Ids of the photos a head fitted on ``training`` saw (their train and val rows) that a store of
-    ``dataset_name`` may hold again (CelebA's in-the-wild release holds subset photos); only for
-    datasets whose ids name photos (`features.datasets.RELEASE_IDS`)."""
+    """Ids of the photos a head fitted on ``training`` saw (train and val rows) that a store of ``dataset_name``
+    may hold again (CelebA's in-the-wild release holds subset photos); only where ids name photos."""
     from features.datasets import RELEASE_IDS
 
     if dataset_name not in RELEASE_IDS:
@@ -260,13 +254,12 @@ def read_splits(store: FeatureStore, backbones: tuple[str, ...]) -> dict[str, Sp
 
 
 def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tuple[GenderModel, dict]:
-    """Fit ``config.head`` per candidate treatment on train, select on val (step 6), choose the decision
-    (step 5), evaluate test and the eval sets: (the fitted model, results)."""
+    """Steps 4-6 and 8 for one run: (the fitted model, results)."""
     train, val, test = (data.splits[s] for s in SPLITS)
     started = time.perf_counter()
     tried = []
     for candidate in treatment.candidates(config.treatments, config.backbones, data.hints):
-        prepare = _preparer(candidate, config.backbones, data.dims)
+        prepare = partial(treatment.apply, treatment=candidate, backbones=config.backbones, dims=data.dims)
         with _train_rows(data, candidate, config.backbones) as x_train:
             x_val = prepare(val.x)
             weights = _balance(config, data, x_train, x_val)
@@ -279,7 +272,8 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
     chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
-    raw = {name: _raw_p_male(head, prepare, part) for name, part in (("val", val), ("test", test))}
+    raw = {name: head.predict_proba(prepare(part.x))[:, 1].astype(np.float64)
+           for name, part in (("val", val), ("test", test))}
     chosen_decision = decision.choose(val.gender, raw["val"], calibrate=config.calibrate,
                                       threshold=config.threshold, seed=config.seed)
     model = GenderModel(head, {name: {"dim": data.dims[name]} for name in config.backbones}, chosen,
@@ -300,9 +294,8 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
 
 @contextlib.contextmanager
 def _train_rows(data: TrainingData, candidate: dict, backbones: tuple[str, ...]) -> Iterator[np.ndarray]:
-    """The train rows under ``candidate``. A treatment that changes them is applied to the train matrix
-    in place, which is read back from the stores afterwards: a treated copy beside it would double the
-    run's largest array (1.3 GB at CelebA size, 2,048-d). Without ``data.refill_train``: a treated copy."""
+    """The train rows under ``candidate``, treated in place and read back from the stores afterwards: a treated
+    copy would double the run's largest array (1.3 GB at CelebA size, 2,048-d). Without ``refill_train``: a copy."""
     x = data.splits["train"].x
     if data.refill_train is None or not treatment.changes(candidate, backbones):
         yield treatment.apply(x, candidate, backbones, data.dims)
@@ -311,10 +304,6 @@ def _train_rows(data: TrainingData, candidate: dict, backbones: tuple[str, ...])
         yield treatment.apply(x, candidate, backbones, data.dims, in_place=True)
     finally:
         data.refill_train(x)
-
-
-def _preparer(candidate: dict, backbones: tuple[str, ...], dims: dict[str, int]):
-    return lambda x: treatment.apply(x, candidate, backbones, dims)
 
 
 def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
@@ -351,8 +340,7 @@ def _best_treatment(scores: list[dict]) -> int:
 
 
 def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: int, min_n: int = 30) -> dict:
-    """Step 8's record for one eval set: identity, rows used, val (choosing) and report metrics, each
-    with the model's decision applied, per-group metrics and calibration (step 5's record)."""
+    """Step 8's record for one eval set: identity, rows used, and step 5's record of its val and report rows."""
     chosen = model.decision
 
     def scored(part: SplitFeatures, which: str) -> dict:
@@ -363,8 +351,9 @@ def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: i
     n_invalid = sum(data.report.n_invalid.values())
     report.update(invalid=dict(data.report.n_invalid), seen_in_training=data.seen,
                   accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
-    if data.age is not None and np.any(data.age >= ADULT_AGE):
-        adult = data.age >= ADULT_AGE
+    age = data.attributes.get("report", {}).get("age")
+    if age is not None and np.any(age >= ADULT_AGE):
+        adult = age >= ADULT_AGE
         p_adult = model.p_male(data.report.x)[adult]
         adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
                                   n_resamples=n_resamples, seed=seed)
@@ -372,10 +361,6 @@ def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: i
         report["adults"]["min_age"] = ADULT_AGE
     return {**data.identity, "rows": data.report_rows, "report": report,
             "val": None if data.choose is None else scored(data.choose, "choose")}
-
-
-def _raw_p_male(head: Head, prepare, part: SplitFeatures) -> np.ndarray:
-    return head.predict_proba(prepare(part.x))[:, 1].astype(np.float64)
 
 
 def score_split(y: np.ndarray, raw: np.ndarray, chosen: decision.Decision, attributes: dict[str, np.ndarray], *,

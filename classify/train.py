@@ -1,12 +1,9 @@
-"""Train: every (backbone set, head) run on the stores, its results file and model, then the error lists
-of the recommended run and the leaderboard (``python -m classify train`` is `train` with its options).
+"""Train (``python -m classify train``): every (backbone set, head) run on the stores, its results file and
+model, then the error lists of the recommended run and the leaderboard.
 
-For each backbone set the training rows are read once (`classify.protocol.read_training`), and so are
-the eval stores' rows; each head is fitted under the protocol (`classify.protocol.run`) and saved as
-its model and results file (`classify.results.write_run`) after the run's older error lists are
-removed (`classify.errors.forget`: they would describe the head being replaced). Then the error lists
-of the recommended run are computed where the scores are (`classify.errors.write_errors_for`), and
-compare aggregates the folder (`classify.compare.compare`), reading but never recomputing them.
+Each backbone set's rows (training and eval stores) are read once for all its heads. A run's older error
+lists are removed before its head is replaced (they would describe the old head); the recommended run's
+are computed here, where the scores are, and compare only reads them.
 """
 from __future__ import annotations
 
@@ -148,19 +145,16 @@ def eval_labels(stores: list[FeatureStore], trained_on: tuple[str, ...] = ()) ->
 def run_line(config: RunConfig, results: dict) -> str:
     """One line per run: the choice made, on what, and the numbers reported."""
     val, test = results["metrics"]["val"], results["metrics"]["test"]
+    threshold = results["decision"]["threshold"]
     line = (f"{config.backbone_spec} + {config.head}: treatment {results['treatment']['chosen']['name']}, "
             f"val accuracy {val['accuracy']:.4f} (the selection criterion), test accuracy {test['accuracy']:.4f} "
             f"(balanced {fmt(test['groups']['summary']['balanced_accuracy'])}, worst group "
             f"{fmt((test['groups']['summary']['worst_group'] or {}).get('accuracy'))}, ECE "
-            f"{test['calibration']['after']['ece']:.4f}; {decision_text(results['decision'])})")
+            f"{test['calibration']['after']['ece']:.4f}; calibrator {results['decision']['calibrator']['method']}, "
+            f"threshold {threshold['value']:.4f} ({threshold['rule']}))")
     for label, cross in results["cross_dataset"].items():
         report = cross["report"]
         line += f"; {label} {cross['rows']} accuracy {report['accuracy']:.4f}"
         if "adults" in report:
             line += f" (aged >= {report['adults']['min_age']}: {report['adults']['accuracy']:.4f})"
     return line
-
-
-def decision_text(decision: dict) -> str:
-    threshold = decision["threshold"]
-    return f"calibrator {decision['calibrator']['method']}, threshold {threshold['value']:.4f} ({threshold['rule']})"

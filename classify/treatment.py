@@ -26,10 +26,7 @@ def candidates(names: tuple[str, ...], backbones: tuple[str, ...], hints: dict[s
     hinted = any(hints.get(b) is not None for b in backbones)
     out = []
     for name in names:
-        if name == "none":
-            per = {b: "none" for b in backbones}
-        else:
-            per = {b: "l2" if (hints.get(b) == "l2" or not hinted) else "none" for b in backbones}
+        per = {b: "l2" if name == "l2" and (hints.get(b) == "l2" or not hinted) else "none" for b in backbones}
         if all(value == "none" for value in per.values()) and name != "none" and "none" in names:
             continue  # identical to "none"
         out.append({"name": name, "per_backbone": per})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from classify import cli
-from classify.compare import best_run, leaderboard
+from classify.compare import leaderboard, recommend
 from classify.images import PredictError, weights_argument
 from classify.model import GenderModel
 from classify.results import HeadFileError
@@ -111,7 +111,7 @@ def test_leaderboard_ranks_on_val_never_on_test():
     rows = leaderboard(runs)
     assert [row["backbones"] for row in rows] == ["b", "a"]
     assert rows[1]["accuracy"] == "0.9900" and rows[1]["accuracy_all_test"] == "0.4950"  # 9.9 of 20
-    assert best_run(runs).run == "b"
+    assert recommend(runs).run == "b"
 
 
 def test_tampered_head_is_refused(trained, tmp_path, capsys):

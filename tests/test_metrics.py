@@ -85,12 +85,3 @@ def _bin(n):
     y, proba = _labels(n=n, seed=5)
     return y, (proba > 0.5).astype(np.int8)
 
-
-def test_group_accuracy_skips_many_valued_and_unknown():
-    y = np.array([1, 0, 1, 0, 1, 0])
-    pred = np.array([1, 0, 0, 0, 1, 1])
-    groups = {"smiling": np.array([1, 1, 1, 0, 0, -1]), "identity": np.arange(6)}
-    got = metrics.group_accuracy(y, pred, groups, max_values=3)
-    assert set(got) == {"smiling"}
-    assert got["smiling"]["1"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
-    assert got["smiling"]["0"] == {"n": 2, "accuracy": 1.0}
