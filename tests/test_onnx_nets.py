@@ -17,7 +17,7 @@ import torch
 from extract.backbones import sface
 from extract.backbones._weights import package_model_file
 from extract.backbones.onnx_nets import YuNet, sface_module
-from extract.backbones.onnx_parity import (bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
+from tests.onnx_parity import (bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
                                            yunet_parity)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -26,7 +26,7 @@ from extract.backbones import sface  # noqa: E402
 from extract.backbones._torchnet import autocast  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
-from extract.backbones.onnx_parity import largest_face_matrix  # noqa: E402
+from tests.onnx_parity import largest_face_matrix  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 

@@ -1,6 +1,7 @@
-"""Compare the torch SFace/YuNet (`onnx_nets`) with OpenCV's DNN on the same inputs.
+"""Compare the torch SFace/YuNet (`extract.backbones.onnx_nets`) with OpenCV's DNN on the same inputs.
 
-Used by tests/test_onnx_nets.py (64 images, CI) and scripts/bench/check_parity.py (all 6,000 CelebA images).
+A checking tool, not part of the product: used by tests/test_onnx_nets.py (64 images, CI) and
+scripts/bench/check_parity.py (all 6,000 CelebA images).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import torch
 
 from extract.face_row import BOX, LANDMARKS, SCORE, landmarks_of
 
-from .onnx_nets import YuNet, sface_module
-from .sface import CHIP
+from extract.backbones.onnx_nets import YuNet, sface_module
+from extract.backbones.sface import CHIP
 
 
 @dataclass
