@@ -15,7 +15,7 @@ import torch
 from extract.face_row import BOX, LANDMARKS, SCORE, landmarks_of
 
 from extract.backbones.onnx_nets import YuNet, sface_module
-from extract.backbones.sface import CHIP
+from extract.backbones.sface import ARCFACE_TEMPLATE, CHIP, similarity_transform
 
 
 @dataclass
@@ -89,12 +89,10 @@ def sface_cosines(chips: list[np.ndarray], recognizer_path: str, *, batch_size: 
 def largest_face_matrix(faces: np.ndarray) -> np.ndarray | None:
     """The 2x3 similarity taking the largest face's 5 landmarks onto the 112x112 ArcFace template
     (FaceRecognizerSF's alignCrop); None when there is no face."""
-    from . import sface
-
     if faces is None or len(faces) == 0:
         return None
     largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
-    return sface.similarity_transform(landmarks_of(largest), sface.ARCFACE_TEMPLATE)
+    return similarity_transform(landmarks_of(largest), ARCFACE_TEMPLATE)
 
 
 def opencv_chip(image: np.ndarray, detector_path: str, *, score_threshold: float = 0.6) -> np.ndarray | None:
