@@ -323,36 +323,26 @@ def _backward(params, acts, dz: np.ndarray) -> list[np.ndarray]:
 
 
 class _Adam:
-    """Adam (Kingma & Ba) with L2 weight decay on the weight matrices; moments kept in float32.
-
-    The update runs in place in scratch buffers allocated once: a fresh temporary per operation cost as
-    much as the minibatch's matrix products. Every operation, operand order and dtype is that of the
-    textbook expression ``p -= (lr * correction) * m / (sqrt(v) + eps)`` (correction is a float64 scalar,
-    so the step is taken in float64 and rounded into p), so the weights are bit for bit the same.
-    """
+    """Adam (Kingma & Ba) with L2 weight decay on the weight matrices; moments kept in float32."""
 
     def __init__(self, params, *, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
-        self.scratch = [(np.empty_like(p), np.empty_like(p), np.empty(p.shape)) for p in params]
         self.t = 0
 
     def step(self, params, grads) -> None:
         self.t += 1
         b1, b2 = self.betas
-        step_size = self.lr * (np.sqrt(1 - b2**self.t) / (1 - b1**self.t))
-        for p, g, m, v, (decayed, term, step) in zip(params, grads, self.m, self.v, self.scratch):
+        correction = np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        for p, g, m, v in zip(params, grads, self.m, self.v):
             if p.ndim == 2 and self.weight_decay:
-                g = np.add(g, np.multiply(self.weight_decay, p, out=decayed), out=decayed)
+                g = g + self.weight_decay * p
             m *= b1
-            m += np.multiply(1 - b1, g, out=term)
+            m += (1 - b1) * g
             v *= b2
-            np.multiply(1 - b2, g, out=term)
-            v += np.multiply(term, g, out=term)
-            np.multiply(step_size, m, out=step)
-            np.add(np.sqrt(v, out=term), self.eps, out=term)
-            np.subtract(p, np.divide(step, term, out=step), out=p, casting="same_kind")
+            v += (1 - b2) * g * g
+            p -= (self.lr * correction) * m / (np.sqrt(v) + self.eps)
 
 
 @register_head("mlp")
@@ -427,12 +417,9 @@ class MLPHead(Head):
 
     def _epoch(self, params, adam: _Adam, x, y32, rng: np.random.Generator, weight=None) -> None:
         order = rng.permutation(x.shape[0])
-        batch = np.empty((min(self.batch_size, x.shape[0]), x.shape[1]), dtype=np.float32)  # reused
         for start in range(0, len(order), self.batch_size):
             rows = np.sort(order[start:start + self.batch_size])  # sorted: faster gather, same batch
-            xb = np.take(x, rows, axis=0, out=batch[:len(rows)])
-            xb -= self.mean_
-            xb /= self.scale_
+            xb = (x[rows] - self.mean_) / self.scale_
             logits, acts = _forward(params, xb)
             dz = (_sigmoid(logits) - y32[rows]) / len(rows)
             if weight is not None:
