@@ -20,7 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from extract import catalog
-from extract.config import CPU_BATCH, CUDA_BATCH, DECODES, DTYPES, ExtractConfig
+from extract.config import CPU_BATCH, CUDA_BATCH, DECODES, DTYPES, ExtractConfig, ParseExit, parse
 from extract.errors import expected_errors
 from features.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, UsageError, run_cli
 
@@ -143,27 +143,6 @@ def _run(config: ExtractConfig) -> int:
             return EXIT_BAD_INPUT  # rank 0 reported the error
         log.error("error: %s", failure)
         return EXIT_BUG
-
-
-class ParseExit(Exception):
-    """argparse stopped (--help, or an error it has printed): the exit code to return."""
-
-    def __init__(self, code: int):
-        self.code = code
-
-
-def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """parse_args, raising `ParseExit` instead of exiting; then import the --plugin modules, if any."""
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as stop:
-        raise ParseExit(EXIT_OK if stop.code in (0, None) else EXIT_BAD_INPUT) from None
-    for module in getattr(args, "plugin", ()):
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise UsageError(f"--plugin {module}: cannot import it ({error})") from None
-    return args
 
 
 def _configure_logging(ranks: distributed.Ranks | None = None) -> None:

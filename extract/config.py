@@ -2,16 +2,19 @@
 checked there (before torch is imported), then handed to the run (`extract.run`) and saved with each
 backbone it writes (metadata key ``extract_config``). The saved config is a record, not a key: resuming
 compares only what `extract.storage` compares (dim, dtype, weights, precision, preprocessing, tta), so a
-store stays resumable with other --workers, --batch-size or --decode.
+store stays resumable with other --workers, --batch-size or --decode. `parse` is argparse for every
+extract subcommand: it returns an exit code instead of exiting, and imports the --plugin modules.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from extract import catalog
 from extract.errors import UsageError
+from features.cli import EXIT_BAD_INPUT, EXIT_OK
 
 DTYPES = ("float32", "float16")
 DECODES = ("auto", "cpu", "device")  # --decode: where a face backbone decodes JPEGs (extract.device_front)
@@ -103,3 +106,24 @@ def batch_size(asked: int | None, device_type: str) -> int:
     if asked is not None:
         return asked
     return CUDA_BATCH if device_type == "cuda" else CPU_BATCH
+
+
+class ParseExit(Exception):
+    """argparse stopped (--help, or an error it has printed): the exit code to return."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """parse_args, raising `ParseExit` instead of exiting; then import the --plugin modules, if any."""
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as stop:
+        raise ParseExit(EXIT_OK if stop.code in (0, None) else EXIT_BAD_INPUT) from None
+    for module in getattr(args, "plugin", ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UsageError(f"--plugin {module}: cannot import it ({error})") from None
+    return args

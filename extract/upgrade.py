@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import Sequence
 
-from extract.cli import parse
+from extract.config import parse
 from features.cli import EXIT_OK, run_cli
 from features.store import StoreError, upgrade
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from extract.cli import parse
+from extract.config import parse
 from features.store import FACES, FeatureStore, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
