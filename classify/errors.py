@@ -197,7 +197,37 @@ def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | N
         log.warning("ignoring %s: it lists the errors of another head than %s's current one", path,
                     str(record.get("run"))[:200])
         return None
+    problem = _shape_problem(record)
+    if problem:
+        log.warning("ignoring %s: %s", path, problem)
+        return None
     return record
+
+
+_ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float), "true": str, "predicted": str,
+                 "groups": dict, "label_check": str}
+_REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
+
+
+def _shape_problem(record: dict) -> str | None:
+    """What in an error list the reports could not read, field by field (None: nothing): a crafted or
+    damaged file is ignored as a torn one is, never a traceback in compare or report."""
+    cross = record.get("cross_dataset")
+    if not isinstance(record.get("run"), str) or not isinstance(record.get("split"), str) \
+            or not isinstance(cross, dict):
+        return "run and split must be names, cross_dataset a record"
+    parts = [("", record), *((f"cross_dataset[{str(label)[:60]!r}] ", part) for label, part in cross.items())]
+    for where, part in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("n_scored"), int) \
+                or (where and not isinstance(part.get("rows"), str)):
+            return f"{where}is not a record of scored rows"
+        for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
+            rows = part.get(key)
+            if not isinstance(rows, list) or not all(
+                    isinstance(row, dict) and all(isinstance(row.get(field), kind) for field, kind in fields.items())
+                    for row in rows):
+                return f"{where}{key} must be a list of records with {', '.join(fields)}"
+    return None
 
 
 def forget(directory: Path, run: str) -> None:

@@ -149,6 +149,27 @@ def test_an_unreadable_error_list_or_result_counts_as_absent(store, tmp_path, ca
     assert "ignoring" in caplog.text and "torn__logreg.json" in caplog.text
 
 
+@pytest.mark.parametrize("change", [
+    {"errors": [{"id": 1}]},  # a row without the fields the gallery shows
+    {"errors": "none"},
+    {"rejected": [["a", "b"]]},
+    {"cross_dataset": {"other": {"rows": "all", "n_scored": 3, "errors": [None], "rejected": []}}},
+    {"cross_dataset": []},
+    {"n_scored": "many"},
+])
+def test_a_crafted_error_list_of_the_current_head_is_ignored_not_a_traceback(store, tmp_path, caplog, change):
+    # kind, version, run and head sha256 all right: before, compare and report raised KeyError / TypeError
+    out = tmp_path / "runs"
+    assert _train(store, out) == 0
+    (out / ERRORS_JSON).write_text(json.dumps({**json.loads((out / ERRORS_JSON).read_text()), **change}))
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["compare", str(out)]) == 0
+        assert cli.main(["report", "--store", store.path, "--results", str(out),
+                         "--out", str(tmp_path / "report.html")]) == 0  # the gallery computed anew
+    assert f"ignoring {out / ERRORS_JSON}: " in caplog.text
+    assert read_error_file(out) is None
+
+
 def test_a_fifo_in_the_results_folder_never_hangs_compare(store, tmp_path):
     out = tmp_path / "runs"
     assert _train(store, out) == 0
