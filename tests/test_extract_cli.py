@@ -225,12 +225,18 @@ def test_bad_input_is_one_error_line_and_exit_2(celeba, tmp_path, capsys, extra,
 def test_an_unusable_weights_file_is_one_error_line_and_exit_2(celeba, tmp_path, capsys):
     weights = tmp_path / "resnet50.pth"
     weights.write_bytes(b"not a torch file")
-    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"resnet50={weights}",
-                    backbones=("resnet50",))
+    line = refused_weights_line(celeba, tmp_path, capsys, "resnet50", weights)
+    assert line.startswith(f"error: {weights}: not a usable resnet50 checkpoint (torch.load: "), line
+
+
+def refused_weights_line(celeba, tmp_path, capsys, backbone: str, weights) -> str:
+    """The last stderr line of an extract with ``--weights backbone=weights`` that exits 2 without a traceback."""
+    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"{backbone}={weights}",
+                    backbones=(backbone,))
     assert main(args) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith(f"error: {weights}: not a usable resnet50 checkpoint (torch.load: "), lines
     assert not any("Traceback" in line for line in lines)
+    return lines[-1]
 
 
 @pytest.mark.parametrize("engine", ["opencv", "torch"])
@@ -245,12 +251,8 @@ def test_a_missing_or_non_onnx_sface_file_is_one_error_line_and_exit_2(celeba, t
     weights = tmp_path / "sface.onnx"
     if content is not None:
         weights.write_bytes(content)
-    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"sface={weights}",
-                    backbones=("sface",))
-    assert main(args) == 2
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith("error: ") and str(weights) in lines[-1] and message in lines[-1], lines
-    assert not any("Traceback" in line for line in lines)
+    line = refused_weights_line(celeba, tmp_path, capsys, "sface", weights)
+    assert line.startswith("error: ") and str(weights) in line and message in line, line
 
 
 @pytest.mark.parametrize("content, message", [
@@ -261,12 +263,8 @@ def test_a_missing_or_wrong_vggface2_graph_is_one_error_line_and_exit_2(celeba, 
     weights = tmp_path / "20180402-114759.pb"  # Sandberg's frozen graph, read by extract/backbones/facenet_graph.py
     if content is not None:
         weights.write_bytes(content)
-    args = cli_args(celeba, tmp_path / "features.zarr", "--workers", "0", "--weights", f"vggface2={weights}",
-                    backbones=("vggface2",))
-    assert main(args) == 2
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith("error: ") and str(weights) in lines[-1] and message in lines[-1], lines
-    assert not any("Traceback" in line for line in lines)
+    line = refused_weights_line(celeba, tmp_path, capsys, "vggface2", weights)
+    assert line.startswith("error: ") and str(weights) in line and message in line, line
 
 
 def test_tta_flip_against_a_finished_store_made_without_it_is_refused(celeba, tmp_path, capsys):
