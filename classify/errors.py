@@ -41,7 +41,7 @@ from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from classify.results import RunResult, store_identity
+from classify.results import FieldReader, RunResult, RunResultError, store_identity
 from classify.run_analysis import error_rows
 from features import atomic
 from features.dataset import SPLITS, DatasetError
@@ -197,9 +197,9 @@ def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | N
         log.warning("ignoring %s: it lists the errors of another head than %s's current one", path,
                     str(record.get("run"))[:200])
         return None
-    problem = _shape_problem(record)
+    problem = _shape_problem(record, path)
     if problem:
-        log.warning("ignoring %s: %s", path, problem)
+        log.warning("ignoring %s", problem)
         return None
     return record
 
@@ -209,24 +209,25 @@ _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float),
 _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 
-def _shape_problem(record: dict) -> str | None:
-    """What in an error list the reports could not read, field by field (None: nothing): a crafted or
-    damaged file is ignored as a torn one is, never a traceback in compare or report."""
-    cross = record.get("cross_dataset")
-    if not isinstance(record.get("run"), str) or not isinstance(record.get("split"), str) \
-            or not isinstance(cross, dict):
-        return "run and split must be names, cross_dataset a record"
-    parts = [("", record), *((f"cross_dataset[{str(label)[:60]!r}] ", part) for label, part in cross.items())]
-    for where, part in parts:
-        if not isinstance(part, dict) or not isinstance(part.get("n_scored"), int) \
-                or (where and not isinstance(part.get("rows"), str)):
-            return f"{where}is not a record of scored rows"
-        for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
-            rows = part.get(key)
-            if not isinstance(rows, list) or not all(
-                    isinstance(row, dict) and all(isinstance(row.get(field), kind) for field, kind in fields.items())
-                    for row in rows):
-                return f"{where}{key} must be a list of records with {', '.join(fields)}"
+def _shape_problem(record: dict, path: Path) -> str | None:
+    """The first field of an error list the reports could not read ("<path>: field ... is missing"; None:
+    none): a crafted or damaged file is ignored as a torn one is, never a traceback in compare or report."""
+    reader = FieldReader(record, str(path))
+    try:
+        reader.get("run", str)
+        reader.get("split", str)
+        cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
+        for part in cross:
+            part.get("rows", str)
+        for part in [reader, *cross]:
+            part.get("n_scored", int)
+            for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
+                for i in range(len(part.get(key, list))):
+                    row = part.sub(f"{key}.{i}")
+                    for name, kind in fields.items():
+                        row.get(name, kind)
+    except RunResultError as error:
+        return str(error)
     return None
 
 

@@ -118,7 +118,8 @@ def load_results(directory: Path) -> list[RunResult]:
 
 
 class RunResultError(ValueError):
-    """A results file with a field missing or of the wrong type: one line naming file and field."""
+    """A results folder's JSON file (a run's results, its error lists) with a field missing or of the wrong
+    type: one line naming file and field."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class RunResult:
         check_kind_and_version(record, file, kind=RESULTS_KIND, version=RESULTS_VERSION,
                                what="classify results file",
                                news="with calibration, threshold and per-group metrics", error=RunResultError)
-        r = _Reader(record, str(file))
+        r = FieldReader(record, str(file))
         config = r.sub("config")
         store = r.sub("store")
         training = r.get("training_stores", list, default=None)
@@ -249,8 +250,9 @@ class RunResult:
             fit_s=r.get("timings.fit_s", _NUMBER), head_sha256=head_file.get("sha256", str), record=record)
 
 
-class _Reader:
-    """Typed access to a JSON object by dotted path; errors name the file and the full field path."""
+class FieldReader:
+    """Typed access to a JSON object by dotted path; errors (`RunResultError`) name the file and the full
+    field path. Results files are read with it, and so are the error lists (`classify.errors`)."""
 
     def __init__(self, value, file: str, prefix: str = ""):
         self.value, self.file, self.prefix = value, file, prefix
@@ -278,8 +280,8 @@ class _Reader:
             self._fail(where, f"must be {names.get(kind, kind)}, not {str(value)[:40]!r}")
         return value
 
-    def sub(self, where: str) -> _Reader:
-        return _Reader(self.get(where, dict), self.file, f"{self.prefix}{where}.")
+    def sub(self, where: str) -> FieldReader:
+        return FieldReader(self.get(where, dict), self.file, f"{self.prefix}{where}.")
 
     def number(self, where: str, *, none: bool = True) -> float | None:
         value = self.get(where, _NUMBER, none=none)
@@ -304,11 +306,11 @@ class _Reader:
         return tuple(float(v) for v in values)
 
 
-def _store_ref(r: _Reader) -> StoreRef:
+def _store_ref(r: FieldReader) -> StoreRef:
     return StoreRef(r.get("path", str), r.get("dataset", str), r.get("fingerprint", str))
 
 
-def _scores(r: _Reader) -> Scores:
+def _scores(r: FieldReader) -> Scores:
     matrix = r.get("confusion_matrix", list)
     if len(matrix) != 2 or not all(isinstance(row, list) and len(row) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in row) for row in matrix):
@@ -329,7 +331,7 @@ def _scores(r: _Reader) -> Scores:
                   ece=calibration.number("after.ece"), ece_raw=calibration.number("before.ece"), record=r.value)
 
 
-def _cross(r: _Reader, label: str) -> CrossResult:
+def _cross(r: FieldReader, label: str) -> CrossResult:
     val = r.get("val", dict, none=True)
     return CrossResult(label=label, path=r.get("path", str), dataset=r.get("dataset", str),
                        fingerprint=r.get("fingerprint", str), rows=r.get("rows", str), report=_scores(r.sub("report")),
