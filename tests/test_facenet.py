@@ -59,6 +59,15 @@ def test_tensor_values_broadcast_and_negative_ints_decode():
     assert np.array_equal(decode_tensor(fg.tensor_proto(raw)), raw)
 
 
+@pytest.mark.parametrize("dims", [(1 << 30,), (1 << 40, 1 << 40)])
+def test_a_crafted_shape_is_refused_before_anything_is_allocated(dims):
+    # one float_val broadcast over the declared shape: before, a 4 GB fill, or an overflowed count
+    shape = b"".join(fg.length_field(2, fg.varint(1 << 3) + fg.varint(size)) for size in dims)
+    proto = fg.varint(1 << 3) + fg.varint(1) + fg.length_field(2, shape) + fg.length_field(5, bytes(4))
+    with pytest.raises(GraphError, match="declares shape"):
+        decode_tensor(proto, name="bomb")
+
+
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n" + bytes(64), b"PK\x03\x04" + bytes(range(200))])
 def test_a_file_that_is_not_a_graph_is_a_graph_error(tmp_path, content):
     path = tmp_path / "not.pb"

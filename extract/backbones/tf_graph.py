@@ -11,11 +11,14 @@ Only the fields a weight converter needs are decoded (field numbers from TensorF
                  7 int_val, 10 int64_val (repeated, packed or not; one value fills the whole shape)
     TensorShape  2 dim (repeated: 1 size)
 
-A file that is not such a graph (another format, truncated) raises `GraphError` naming what failed.
+A file that is not such a graph (another format, truncated, a constant declaring more values than
+`MAX_CONSTANT_VALUES`, over protobuf's 2 GB limit) raises `GraphError` naming what failed, before any
+large allocation.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -26,6 +29,10 @@ import numpy as np
 # TensorFlow DataType enum values -> numpy dtypes (the ones weight constants use)
 DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
 _VALUE_FIELDS = {5: "<f", 6: "<d", 7: "varint", 10: "varint"}  # float_val, double_val, int_val, int64_val
+# Values one constant may declare: far above any weight here (FaceNet's largest, the bottleneck, holds 917,504);
+# a shape is otherwise only a claim, and one value broadcast over a crafted shape would fill the memory.
+MAX_CONSTANT_VALUES = 1 << 27
+MAX_GRAPH_BYTES = (1 << 31) - 1  # protobuf's limit on one message: a larger file is no GraphDef
 
 
 class GraphError(ValueError):
@@ -133,7 +140,9 @@ def decode_tensor(data: bytes | memoryview, *, name: str = "") -> np.ndarray:
     if dtype_code not in DTYPES:
         raise GraphError(f"constant {name!r} has TensorFlow dtype {dtype_code}, not one of float/int")
     dtype, dims = np.dtype(DTYPES[dtype_code]).newbyteorder("<"), _shape(shape)
-    count = int(np.prod(dims)) if dims else 1
+    count = math.prod(dims)  # Python ints: no overflow
+    if count > MAX_CONSTANT_VALUES:
+        raise GraphError(f"constant {name!r} declares shape {dims}: over {MAX_CONSTANT_VALUES} values")
     if content is not None:
         array = np.frombuffer(bytes(content), dtype=dtype)
     else:
@@ -163,7 +172,10 @@ def _node(data: memoryview) -> Node:
 
 def read_graph(path: str | os.PathLike) -> dict[str, Node]:
     """The nodes of the GraphDef in file ``path``, by name."""
-    data = memoryview(open(path, "rb").read())
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size > MAX_GRAPH_BYTES:
+            raise GraphError(f"not a TensorFlow GraphDef (over protobuf's {MAX_GRAPH_BYTES:,}-byte limit)")
+        data = memoryview(handle.read())
     try:
         nodes = [_node(value) for number, wire, value in fields(data) if number == 1 and wire == 2]
     except (GraphError, UnicodeDecodeError) as error:
