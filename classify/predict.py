@@ -6,20 +6,13 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from classify.images import Prediction
-from classify.model import GenderModel
 from features import atomic
 from features.cli import one_line
 from features.tables import csv_row
-
-
-def predict_images(head_path: Path, inputs: list[str], *, device: str = "auto",
-                   all_faces: bool = False) -> list[Prediction]:
-    """`GenderModel.predict_images` of the model saved at ``head_path`` (every check made before any
-    backbone runs)."""
-    return GenderModel.load(head_path).predict_images(inputs, all_faces=all_faces, device=device)
 
 
 CSV_COLUMNS = ["path", "gender", "probability", "status", "reason", "face", "box_x", "box_y", "box_w", "box_h"]
@@ -70,12 +63,8 @@ def _box_text(p: Prediction) -> str:
 def totals(predictions: list[Prediction], *, faces: bool = False) -> str:
     """'12 images: 5 male, 4 female, 2 no face found, 1 unreadable'; with faces, '12 images, 15 faces: ...'
     (male/female count faces, the other statuses images)."""
-    counts: dict[str, int] = {}
-    for p in predictions:
-        key = p.gender if p.status == "ok" else p.status
-        counts[key] = counts.get(key, 0) + 1
-    order = ["male", "female"] + sorted(set(counts) - {"male", "female"})
-    parts = [f"{counts.get(key, 0)} {key}" for key in order if key in counts or key in ("male", "female")]
+    counts = Counter(p.gender if p.status == "ok" else p.status for p in predictions)
+    parts = [f"{counts[key]} {key}" for key in ["male", "female", *sorted(set(counts) - {"male", "female"})]]
     images = sum(1 for p in predictions if not p.face)  # face 0 or None: one such row per image
     found = f", {sum(1 for p in predictions if p.status == 'ok')} faces" if faces else ""
     return f"{images} images{found}: " + ", ".join(parts)

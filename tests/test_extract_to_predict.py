@@ -13,7 +13,6 @@ from classify import cli as classify_cli
 from classify import treatment
 from classify.calibration import brier_score
 from classify.decision import Decision
-from classify.predict import predict_images
 from classify.model import GenderModel
 from extract.cli import main as extract_main
 from features.store import FeatureStore
@@ -48,7 +47,7 @@ def test_a_calibrated_head_predicts_its_calibrated_probabilities(tmp_path):
 
     test = FeatureStore.open(store_path).read("tiny_test", "test")
     images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
-    predictions = predict_images(head_path, images, device="cpu")
+    predictions = GenderModel.load(head_path).predict_images(images, device="cpu")
     said_male = np.array([p.gender == "male" for p in predictions])
     p_male = np.where(said_male, [p.probability for p in predictions], [1 - p.probability for p in predictions])
 
@@ -76,7 +75,7 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
     images = [str(root / "img_align_celeba" / f"{row + 1:06d}.jpg") for row in test.index]
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert len(images) == 8  # 20% of 40
-    predictions = predict_images(head_path, [*images, str(tmp_path / "empty.jpg")], device="cpu")
+    predictions = GenderModel.load(head_path).predict_images([*images, str(tmp_path / "empty.jpg")], device="cpu")
 
     model = GenderModel.load(head_path)
 
@@ -90,4 +89,4 @@ def test_extract_train_predict_on_the_tiny_backbone(tmp_path):
                                rtol=1e-5)
     assert all(p.face == 0 and p.box is None for p in predictions[:-1])  # no face detector: no box
     # --all-faces with a backbone that takes the whole image: still one row per image, the same numbers
-    assert predict_images(head_path, images, device="cpu", all_faces=True) == predictions[:-1]
+    assert GenderModel.load(head_path).predict_images(images, device="cpu", all_faces=True) == predictions[:-1]

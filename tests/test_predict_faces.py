@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from classify import cli as classify_cli
-from classify.predict import predict_images
+from classify.model import GenderModel
 from extract.cli import main as extract_main
 from extract.faces import FaceDetector
 
@@ -68,7 +68,7 @@ def test_predict_all_faces_on_a_group_photo(tmp_path):
     boxes = _group_photo(photo, sources)
     cv2.imwrite(str(blank), np.full((300, 400, 3), 90, dtype=np.uint8))
 
-    faces = predict_images(head, [str(photo), str(blank)], device="cpu", all_faces=True)
+    faces = GenderModel.load(head).predict_images([str(photo), str(blank)], device="cpu", all_faces=True)
     assert [(Path(p.path).name, p.face, p.status) for p in faces] == [
         ("group.jpg", 0, "ok"), ("group.jpg", 1, "ok"), ("group.jpg", 2, "ok"), ("blank.jpg", None, "no face found")]
     by_area = [boxes[1], boxes[2], boxes[0]]  # largest first: scales 2.0, 1.4, 1.0
@@ -84,7 +84,7 @@ def test_predict_all_faces_on_a_group_photo(tmp_path):
     cosine = unit(together) @ unit(alone).T
     assert (np.argmax(cosine, axis=1) == [0, 1, 2]).all() and cosine.diagonal().min() > 0.9, cosine.round(3)
     # without the flag: the largest face only, with its box
-    largest = predict_images(head, [str(photo)], device="cpu")
+    largest = GenderModel.load(head).predict_images([str(photo)], device="cpu")
     assert len(largest) == 1 and largest[0].face == 0 and largest[0].box == faces[0].box
 
     csv_path = tmp_path / "faces.csv"

@@ -3,7 +3,7 @@
 Builds a CelebA folder of N shared aligned images (symlinks, real labels), then, back to back
 and --repeat times: ``python -m extract`` into a fresh store (a subprocess, as a user runs it: wall time
 including start-up and model loading, and its own loop time, the sum of the detection pass's and each
-backbone's "N rows ... S s" summary), and ``classify.predict.predict_images`` with a head trained on
+backbone's "N rows ... S s" summary), and ``GenderModel.load(head).predict_images`` with a head trained on
 the first store for all the backbones at once (this process: wall time with model loading, and
 without it, the time spent in `extract.embed.load_checked` taken off). Prints images/s of each and
 the ratio predict / extract.
@@ -78,7 +78,7 @@ def train_head(store: Path, out: Path, backbones: list[str]) -> Path:
 
 def run_predict(head: Path, paths: list[Path]) -> tuple[float, float]:
     """(wall seconds of predict_images, seconds of it spent loading the backbones)."""
-    from classify.predict import predict_images
+    from classify import GenderModel
     from extract import embed as pipeline
 
     loading = [0.0]
@@ -94,7 +94,7 @@ def run_predict(head: Path, paths: list[Path]) -> tuple[float, float]:
     pipeline.load_checked = timed_load
     try:
         start = time.perf_counter()
-        predictions = predict_images(head, [str(p) for p in paths])
+        predictions = GenderModel.load(head).predict_images([str(p) for p in paths])
         wall = time.perf_counter() - start
     finally:
         pipeline.load_checked = original
