@@ -29,7 +29,8 @@ from classify.decision import CALIBRATE_CHOICES
 from classify.errors import write_error_csv, write_errors_for
 from classify.heads import head_names
 from classify.images import PredictError
-from classify.predict import format_predictions, predict_images, write_predictions
+from classify.model import GenderModel
+from classify.predict import format_predictions, write_predictions
 from classify.protocol import ProtocolError
 from classify.results import HeadFileError, load_results
 from classify.train import TrainSettings, resolve_backbones, train
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> None:
     markdown, paths = train(TrainSettings(
         stores=tuple(args.stores), out=args.out, eval_stores=tuple(args.eval_stores),
         backbones=None if args.backbones is None else tuple(args.backbones),
@@ -127,35 +128,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap, balance_by=args.balance_by, demo=args.demo))
     print(markdown, end="")
     log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> None:
     markdown, paths = compare(args.directory, demo=args.demo)
     print(markdown, end="")
     log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return 0
 
 
-def cmd_errors(args: argparse.Namespace) -> int:
+def cmd_errors(args: argparse.Namespace) -> None:
     runs = load_results(args.directory)
     if not runs:
         raise CompareError(f"no classify results files (*.json) in {args.directory}")
     paths, _ = write_errors_for(recommend(runs), args.directory)
     log.info("wrote %s", ", ".join(str(p) for p in paths) or "nothing")
-    return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    predictions = predict_images(args.head, args.images, device=args.device, all_faces=args.all_faces)
+def cmd_predict(args: argparse.Namespace) -> None:
+    predictions = GenderModel.load(args.head).predict_images(args.images, all_faces=args.all_faces,
+                                                             device=args.device)
     print(format_predictions(predictions, faces=args.all_faces))
     if args.out:
         write_predictions(predictions, args.out)
         log.info("wrote %s", args.out)
-    return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap must be a positive number of resamples, not {args.bootstrap}")
     result = evaluate.evaluate_head(args.head, args.store, n_resamples=args.bootstrap, seed=args.seed,
@@ -167,10 +165,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         atomic.write_text(args.out, dumps(result))
         log.info("wrote %s", args.out)
-    return 0
 
 
-def cmd_audit_labels(args: argparse.Namespace) -> int:
+def cmd_audit_labels(args: argparse.Namespace) -> None:
     store = FeatureStore.open(args.store)
     # "a b" and "a+b" alike: one concatenation, each backbone in the store and complete
     backbones = resolve_backbones(store, ["+".join(args.backbones)])[0] if args.backbones else ()
@@ -180,15 +177,13 @@ def cmd_audit_labels(args: argparse.Namespace) -> int:
     if args.out:
         label_audit.write_audit(rows, args.out)
         log.info("wrote %s", args.out)
-    return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> None:
     from classify.report import write_reports  # matplotlib and the thumbnails: only when reporting
 
     paths = write_reports(args.store, args.results, args.out, demo=args.demo)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return 0
 
 
 COMMANDS = {"train": cmd_train, "compare": cmd_compare, "errors": cmd_errors, "predict": cmd_predict,
@@ -200,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    return run_cli(lambda: COMMANDS[args.command](args), expected=EXPECTED_ERRORS)
+    return run_cli(lambda: COMMANDS[args.command](args) or 0, expected=EXPECTED_ERRORS)  # a command that returns: 0
