@@ -119,8 +119,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> dict
         raise HeadFileError(f"{path}: the header: {error}") from None
     check_kind_and_version(header, path, kind=HEAD_KIND, version=HEAD_VERSION, what="head file",
                            news="heads now carry their calibrator and decision threshold", error=HeadFileError)
-    problem = header_problem(header)
-    if problem:
+    if problem := header_problem(header):
         raise HeadFileError(f"{path}: the header's {problem}")
     return header
 
@@ -139,8 +138,7 @@ def head_kind_problem(head) -> str | None:
 def header_problem(header: dict) -> str | None:
     """What is wrong with a head header's fields as data (None when every field has its type)."""
     head, backbones = header.get("head"), header.get("backbones")
-    problem = head_kind_problem(head)
-    if problem:
+    if problem := head_kind_problem(head):
         return problem
     if (not isinstance(backbones, list) or not backbones or not all(
             isinstance(b, dict) and isinstance(b.get("name"), str) and SAFE_NAME.match(b["name"])
@@ -158,8 +156,7 @@ def chain_problem(training_stores, chosen_treatment, names: tuple[str, ...], dec
     records (None when each is sound as data)."""
     if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
         return "training_stores must be a list of store records"
-    problem = treatment.check(chosen_treatment, names)
-    if problem:
+    if problem := treatment.check(chosen_treatment, names):
         return problem
     try:
         Decision.from_json(decision)

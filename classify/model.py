@@ -135,7 +135,11 @@ class GenderModel:
         if path.suffix != SUFFIX:
             raise HeadFileError(f"{path}: a model is saved as a {SUFFIX} head file")
         fitted, arrays = self.head.to_arrays()
-        record = self.record or self._minimal_record(path.stem)
+        record = self.record or {  # a model fitted outside `classify train`: the fields `load` checks
+            "kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": path.stem,
+            "config": {"head": self.head.head_name, "backbones": list(self.names)},
+            "store": {"backbones": self.backbones}, "treatment": {"chosen": self.treatment},
+            "decision": self.decision.to_json(), "training_stores": []}
         write_head_file(path, jsonable({
             "head": self.head.head_name, "fitted": fitted, "backbones": _header_backbones(self.backbones),
             "n_features": self.head.n_features_in_, "treatment": self.treatment,
@@ -145,16 +149,17 @@ class GenderModel:
         atomic.write_text(sidecar, dumps(record))
         return sidecar
 
-    def _minimal_record(self, name: str) -> dict:
-        return {"kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": name,
-                "config": {"head": self.head.head_name, "backbones": list(self.names)},
-                "store": {"backbones": self.backbones}, "treatment": {"chosen": self.treatment},
-                "decision": self.decision.to_json(), "training_stores": []}
-
     @classmethod
     def load(cls, path: Path | str) -> GenderModel:
         """The model saved at ``path`` (a ``<run>.npz``), every check made; HeadFileError naming the problem."""
-        head_path = _head_path(Path(path))
+        head_path = Path(path)
+        if head_path.suffix == ".joblib":
+            raise HeadFileError(f"{head_path} is a head of the old pickle format, which this version never loads "
+                                "(a pickle can run code): retrain with `python -m classify train`")
+        if head_path.suffix != SUFFIX:
+            raise HeadFileError(f"{head_path} is not a head file: pass the <run>{SUFFIX} written by train")
+        if not regular_file(head_path):
+            raise HeadFileError(f"no head file at {head_path} (or not a regular file)")
         sidecar = head_path.with_suffix(".json")
         if not regular_file(sidecar):
             raise HeadFileError(f"head {head_path} has no sidecar {sidecar.name} beside it; cannot verify it")
@@ -162,8 +167,7 @@ class GenderModel:
         check_kind_and_version(record, sidecar, kind=RESULTS_KIND, version=RESULTS_VERSION,
                                what="classify results file",
                                news="with calibration, threshold and per-group metrics", error=HeadFileError)
-        problem = sidecar_problem(record, head_path.name)
-        if problem:
+        if problem := sidecar_problem(record, head_path.name):
             raise HeadFileError(f"{sidecar}: {problem}; this sidecar does not describe a head train wrote: retrain")
         expected, actual = record["head_file"]["sha256"], sha256_file(head_path)
         if actual != expected:
@@ -176,25 +180,13 @@ class GenderModel:
             raise HeadFileError(f"{head_path}: {error}: retrain") from None
 
 
-def _head_path(path: Path) -> Path:
-    if path.suffix == ".joblib":
-        raise HeadFileError(f"{path} is a head of the old pickle format, which this version never loads "
-                            "(a pickle can run code): retrain with `python -m classify train`")
-    if path.suffix != SUFFIX:
-        raise HeadFileError(f"{path} is not a head file: pass the <run>{SUFFIX} written by train")
-    if not regular_file(path):
-        raise HeadFileError(f"no head file at {path} (or not a regular file)")
-    return path
-
-
 def sidecar_problem(record: dict, file_name: str) -> str | None:
     """What makes a sidecar unusable (None when it is sound): fields, names and dims, checked as data."""
     config, store = record.get("config"), record.get("store")
     if not isinstance(config, dict) or not isinstance(store, dict) or not isinstance(store.get("backbones"), dict):
         return "no config or store record"
     head_name, backbones = config.get("head"), config.get("backbones")
-    problem = head_kind_problem(head_name)
-    if problem:
+    if problem := head_kind_problem(head_name):
         return problem
     if (not isinstance(backbones, list) or not backbones
             or not all(isinstance(b, str) and SAFE_NAME.match(b) for b in backbones)):
@@ -207,9 +199,8 @@ def sidecar_problem(record: dict, file_name: str) -> str | None:
             return f"the metadata recorded for backbone {name!r} is not a record"
     if not isinstance(record.get("treatment"), dict):
         return "no treatment record"
-    problem = chain_problem(record.get("training_stores", []), record["treatment"].get("chosen"), tuple(backbones),
-                            record.get("decision"))
-    if problem:
+    if problem := chain_problem(record.get("training_stores", []), record["treatment"].get("chosen"),
+                                tuple(backbones), record.get("decision")):
         return problem
     head_file = record.get("head_file")
     if (not isinstance(head_file, dict) or head_file.get("name") != file_name
@@ -226,8 +217,7 @@ def _header_backbones(infos: dict[str, dict]) -> list[dict]:
 
 def _rebuild(header: dict, arrays: dict, record: dict) -> GenderModel:
     """The model from its file, after checking the file says what the sidecar says."""
-    names = record["config"]["backbones"]
-    infos = {name: record["store"]["backbones"][name] for name in names}
+    infos = {name: record["store"]["backbones"][name] for name in record["config"]["backbones"]}
     recorded = _header_backbones(infos)
     in_file = [{key: b.get(key) for key in ("name", "dim", "weights")} for b in header["backbones"]]
     if in_file != recorded:
