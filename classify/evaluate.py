@@ -27,15 +27,15 @@ def evaluate_head(head_path: Path, store_path: str, *, n_resamples: int = 1000, 
     ``all_rows`` reports on every row of a store the head was not trained on (no val, no choice);
     ``errors`` adds the report rows' error list (`error_list`)."""
     model = GenderModel.load(head_path)
-    backbones = model.names
     store = FeatureStore.open(store_path)
-    if all_rows:
-        refuse_training_store(model, store)
+    if all_rows and store.fingerprint in {entry.get("fingerprint") for entry in model.training_stores}:
+        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {model.name} was trained on: "
+                                     "--all-rows would score its train rows; evaluate without --all-rows "
+                                     "(its test split)")
     seen = protocol.seen_ids(training_stores(model, store.dataset_name), store.dataset_name)
-    data = protocol.read_eval_set(store, backbones, model.compatibility(), label=store.dataset_name,
+    data = protocol.read_eval_set(store, model.names, model.compatibility(), label=store.dataset_name,
                                   identity=store_identity(store), all_rows=all_rows, seen=seen)
-    result = protocol.evaluate_set(model, data, n_resamples=n_resamples, seed=seed,
-                                   min_n=model.min_group_n)
+    result = protocol.evaluate_set(model, data, n_resamples=n_resamples, seed=seed, min_n=model.min_group_n)
     listed = error_list(model, store, data, seed=seed) if errors else {}
     return {"run": model.name, "head": str(head_path), **result, **listed}
 
@@ -56,15 +56,6 @@ def training_stores(model: GenderModel, dataset_name: str) -> list[FeatureStore]
             continue
         found.append(store)
     return found
-
-
-def refuse_training_store(model: GenderModel, store: FeatureStore) -> None:
-    """All rows of a store the head was trained on would score its own train rows: refused."""
-    trained_on = {entry.get("fingerprint") for entry in model.training_stores}
-    if store.fingerprint in trained_on:
-        raise protocol.ProtocolError(f"{store.path} holds the dataset the head {model.name} was trained on: "
-                                     "--all-rows would score its train rows; evaluate without --all-rows "
-                                     "(its test split)")
 
 
 def summary(result: dict) -> str:

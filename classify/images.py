@@ -27,13 +27,11 @@ from features.store import Status
 
 log = logging.getLogger(__name__)
 
-STATUS_TEXT = {Status.OK: "ok", Status.UNREADABLE: "unreadable", Status.NO_FACE: "no face found"}
-
 
 def status_text(code: int) -> str:
     """'no face found', 'unreadable', or the status's name for others (e.g. 'too large')."""
-    if code in STATUS_TEXT:
-        return STATUS_TEXT[code]
+    if code == Status.NO_FACE:
+        return "no face found"
     try:
         return Status(code).name.lower().replace("_", " ")
     except ValueError:
@@ -123,19 +121,17 @@ class FaceFeatures:
     status: np.ndarray  # (K,) uint8 `Status`
 
 
-def load_options(name: str, metadata: dict) -> dict:
-    """How extract must load backbone ``name`` to rebuild what the store recorded in ``metadata``."""
-    return {"weights": weights_argument(name, metadata), "precision": metadata.get("precision", "fp32"),
-            "tta": metadata.get("tta", "none"), "expect_weights": metadata.get("weights")}
-
-
 def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", all_faces: bool = False) -> FaceFeatures:
     """Features of ``paths`` from the backbones ``infos`` (name -> recorded {dim, metadata}, in the head's
     column order), concatenated: the largest face of each image, or every face with ``all_faces``; one
     detection per image serves every backbone."""
     import extract  # lazy: classify must not import torch unless it predicts
 
-    options = {name: load_options(name, info.get("metadata", {})) for name, info in infos.items()}
+    options = {}
+    for name, info in infos.items():  # how extract must load each to rebuild what the store recorded
+        metadata = info.get("metadata", {})
+        options[name] = {"weights": weights_argument(name, metadata), "precision": metadata.get("precision", "fp32"),
+                         "tta": metadata.get("tta", "none"), "expect_weights": metadata.get("weights")}
     try:
         rows = extract.embed_images([str(p) for p in paths], options, all_faces=all_faces, device=device)
     except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights

@@ -74,8 +74,9 @@ def store_identity(store, backbones: tuple[str, ...] = ()) -> dict:
     """Path, dataset and fingerprint of the store, and the metadata of each backbone used."""
     identity = {"path": str(store.path), "dataset": store.dataset_name, "fingerprint": store.fingerprint,
                 "n_rows": store.n_rows}
-    return {**identity, "backbones": {name: store.backbone_info(name) for name in backbones}} if backbones \
-        else identity
+    if backbones:
+        identity["backbones"] = {name: store.backbone_info(name) for name in backbones}
+    return identity
 
 
 def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dict, *, store_info: dict,
@@ -93,11 +94,7 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
 
 def read_result(path: Path) -> RunResult:
     """One results file as a `RunResult`; HeadFileError naming the file and the field if it is not one."""
-    record = read_json(path, limit=SIDECAR_LIMIT, error=HeadFileError, what="results file")
-    try:
-        return RunResult.from_json(record, path)
-    except RunResultError as error:
-        raise HeadFileError(str(error)) from None
+    return RunResult.from_json(read_json(path, limit=SIDECAR_LIMIT, error=HeadFileError, what="results file"), path)
 
 
 def load_results(directory: Path) -> list[RunResult]:
@@ -105,7 +102,7 @@ def load_results(directory: Path) -> list[RunResult]:
     regular files (a FIFO would block the read) and malformed results are skipped with a warning."""
     runs = []
     for path in sorted(Path(directory).glob("*.json")):
-        if path.name == "errors.json" or path.name.startswith("errors."):  # `classify.errors`' files
+        if path.name.startswith("errors."):  # `classify.errors`' files
             continue
         if not regular_file(path):
             log.warning("skipping %s: not a regular file", path)
@@ -117,7 +114,7 @@ def load_results(directory: Path) -> list[RunResult]:
     return runs
 
 
-class RunResultError(ValueError):
+class RunResultError(HeadFileError):
     """A results folder's JSON file (a run's results, its error lists) with a field missing or of the wrong
     type: one line naming file and field."""
 
@@ -187,7 +184,6 @@ class RunResult:
     """One results file, validated; ``record`` is its JSON (for writers that pass it on whole)."""
 
     run: str
-    file: str
     backbones: tuple[str, ...]
     head: str
     seed: int
@@ -233,7 +229,7 @@ class RunResult:
         invalid = r.sub("counts.test.invalid")
         balance = r.get("balance", dict, default=None, none=True)
         return cls(
-            run=r.get("run", str), file=str(file), backbones=config.strings("backbones"),
+            run=r.get("run", str), backbones=config.strings("backbones"),
             head=config.get("head", str), seed=config.get("seed", int),
             min_group_n=config.get("min_group_n", int, default=30), stores=config.strings("stores"),
             store_path=store.get("path", str), store_dataset=store.get("dataset", str),
