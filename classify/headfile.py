@@ -36,6 +36,7 @@ import io
 import json
 import re
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,11 @@ def check_kind_and_version(record, path, *, kind: str, version: int, what: str, 
     if record.get("version") != version:
         raise error(f"{path} is a {what} of version {str(record.get('version'))[:20]}; this tool reads version "
                     f"{version} ({news}): retrain with `python -m classify train`")
+
+
+# the check of a results file, a head's sidecar (`classify.results`)
+check_results_kind = partial(check_kind_and_version, kind=RESULTS_KIND, version=RESULTS_VERSION,
+                             what="classify results file", news="with calibration, threshold and per-group metrics")
 
 
 def read_head_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:

@@ -8,9 +8,7 @@ embedding widths must match the store's. An image whose face the detector cannot
 read, keeps its status (with the reason: empty file, not an image, damaged image) and is never guessed.
 
 `Prediction` is what `classify.model.GenderModel.predict_images` gives per image (its largest face), or
-with ``all_faces`` per face found, largest first, each with ``face`` (its index in the image, 0 the
-largest) and ``box`` (x, y, w, h in the original image's pixels; None for backbones without a face
-detector).
+with ``all_faces`` per face found, largest first.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import numpy as np
 from classify import treatment
 from classify.decision import Decision
 from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError, chain_problem,
-                               check_kind_and_version, head_kind_problem, positive_int, read_head_file, write_head_file)
+                               check_results_kind, head_kind_problem, positive_int, read_head_file, write_head_file)
 from classify.heads import Head, get_head_class
 from classify.images import Prediction, embed, expand_inputs, face_indices, status_text, unreadable_reason
 from features import atomic
@@ -62,10 +62,6 @@ class GenderModel:
         return tuple(self.backbones)
 
     @property
-    def dims(self) -> dict[str, int]:
-        return {name: info["dim"] for name, info in self.backbones.items()}
-
-    @property
     def threshold(self) -> float:
         return self.decision.value
 
@@ -96,7 +92,8 @@ class GenderModel:
 
     def raw_p_male(self, x: np.ndarray) -> np.ndarray:
         """The head's own p(male) of the treated features, before the calibrator (float64)."""
-        treated = treatment.apply(x, self.treatment, self.names, self.dims)
+        dims = {name: info["dim"] for name, info in self.backbones.items()}
+        treated = treatment.apply(x, self.treatment, self.names, dims)
         return self.head.predict_proba(treated)[:, 1].astype(np.float64)
 
     def p_male(self, x: np.ndarray) -> np.ndarray:
@@ -164,9 +161,7 @@ class GenderModel:
         if not regular_file(sidecar):
             raise HeadFileError(f"head {head_path} has no sidecar {sidecar.name} beside it; cannot verify it")
         record = read_json(sidecar, limit=SIDECAR_LIMIT, error=HeadFileError, what="sidecar")
-        check_kind_and_version(record, sidecar, kind=RESULTS_KIND, version=RESULTS_VERSION,
-                               what="classify results file",
-                               news="with calibration, threshold and per-group metrics", error=HeadFileError)
+        check_results_kind(record, sidecar, error=HeadFileError)
         if problem := sidecar_problem(record, head_path.name):
             raise HeadFileError(f"{sidecar}: {problem}; this sidecar does not describe a head train wrote: retrain")
         expected, actual = record["head_file"]["sha256"], sha256_file(head_path)

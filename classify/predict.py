@@ -35,18 +35,14 @@ def format_predictions(predictions: list[Prediction], *, faces: bool = False) ->
 
     faces: one line per face, with its index in the image and its box ('path  0  12,40 88x104  male  0.97').
     """
-    shown = [one_line(p.path, limit=300) for p in predictions]  # one line each, however the file is named
-    width = max(len(text) for text in shown + ["image"])
-    boxes = [_box_text(p) for p in predictions]
-    where = max(len(text) for text in boxes + ["face  box x,y wxh"]) if faces else 0
-    header = f"{'image':<{width}}  " + (f"{'face  box x,y wxh':<{where}}  " if faces else "")
-    lines = [header + "gender  probability of that gender"]
-    for p, path, box in zip(predictions, shown, boxes):
-        start = f"{path:<{width}}  " + (f"{box:<{where}}  " if faces else "")
-        if p.status == "ok":
-            lines.append(f"{start}{p.gender:<6}  {p.probability:.4f}")
-        else:
-            lines.append(f"{start}{p.status}{': ' + one_line(p.reason, limit=200) if p.reason else ''}".rstrip())
+    rows = [("image", "face  box x,y wxh", "gender  probability of that gender")]
+    for p in predictions:  # one line each, however the file is named
+        answer = (f"{p.gender:<6}  {p.probability:.4f}" if p.status == "ok"
+                  else f"{p.status}{': ' + one_line(p.reason, limit=200) if p.reason else ''}")
+        rows.append((one_line(p.path, limit=300), _box_text(p), answer))
+    width, where = (max(len(row[column]) for row in rows) for column in (0, 1))
+    lines = [(f"{path:<{width}}  " + (f"{box:<{where}}  " if faces else "") + answer).rstrip()
+             for path, box, answer in rows]
     return "\n".join(lines + [totals(predictions, faces=faces)])
 
 

@@ -10,12 +10,10 @@ tried), library versions and timings. Version 2 (no decision, no groups or calib
 with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head (`classify.headfile`),
 which `classify.model.GenderModel.load` checks against it before anything runs.
 
-`write_run` writes it; `read_result` reads it as a `RunResult`: `RunResult.from_json` checks every field
-a reader uses, with its type, and turns the nested dicts into frozen dataclasses; a wrong type or a
-missing field is one `RunResultError` line naming the file and the field (``metrics.val.accuracy must be
-a number, not 'high'``). Readers (compare, the reports, scripts) use fields (``run.test.accuracy_ci95.low``),
-never ``run["metrics"]["test"]["ci95"]["accuracy"][0]`` chains. What only a report renders whole (group
-tables, reliability bins, recalls) stays available as the validated JSON of each `Scores` (``record``).
+`write_run` writes it; `read_result` reads it as a `RunResult` of frozen dataclasses, every field a reader
+uses checked with its type (else one `RunResultError` line naming the file and the field). Readers use
+fields (``run.test.accuracy_ci95.low``); what only a report renders whole (group tables, reliability bins,
+recalls) stays available as the validated JSON of each `Scores` (``record``).
 
 Schema (the fields read; others are kept in ``record`` untouched)::
 
@@ -44,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError, check_kind_and_version
+from classify.headfile import RESULTS_KIND, RESULTS_VERSION, SUFFIX, HeadFileError, check_results_kind
 from classify.model import SIDECAR_LIMIT, GenderModel
 from classify.protocol import RunConfig
 from features import provenance
@@ -215,9 +213,7 @@ class RunResult:
     @classmethod
     def from_json(cls, record, file: Path | str) -> RunResult:
         """The typed record of ``record`` (a results file's JSON), RunResultError naming the field."""
-        check_kind_and_version(record, file, kind=RESULTS_KIND, version=RESULTS_VERSION,
-                               what="classify results file",
-                               news="with calibration, threshold and per-group metrics", error=RunResultError)
+        check_results_kind(record, file, error=RunResultError)
         r = FieldReader(record, str(file))
         config = r.sub("config")
         store = r.sub("store")
