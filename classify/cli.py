@@ -1,15 +1,5 @@
-"""Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels,report}``.
-
-    python -m classify train --store S.zarr [--store T.zarr] [--eval-store U.zarr ...] [--backbones a b a+b]
-                             [--heads logreg mlp] [--treatments none l2] [--calibrate auto|none|METHOD]
-                             [--threshold 0.5|balanced|VALUE] [--balance-by ATTRIBUTE] --out DIR [--seed 0] [-v]
-    python -m classify compare DIR            (aggregates only: reads the results and error lists)
-    python -m classify errors DIR             (the recommended run's error lists; train runs it itself)
-    python -m classify predict --head DIR/<run>.npz IMAGE_OR_FOLDER... [--out preds.csv] [--all-faces]
-    python -m classify evaluate --head DIR/<run>.npz --store U.zarr [--all-rows] [--out result.json]
-                                [--errors errors.csv]
-    python -m classify audit-labels --store S.zarr [--backbones a b] [--out doubts.csv]
-    python -m classify report --store S.zarr --results DIR --out report.html [--demo]
+"""Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels,report}``; each
+command's flags: ``python -m classify COMMAND --help`` (`build_parser`), walked through in docs/stages.md.
 
 The CLI only parses and prints: training is `classify.train.train`, the rest the library functions each
 command names. Exit codes follow `features.cli.run_cli`: 0 done, 2 an expected error (bad store, unknown

@@ -275,8 +275,8 @@ class FieldReader:
     def sub(self, where: str) -> FieldReader:
         return FieldReader(self.get(where, dict), self.file, f"{self.prefix}{where}.")
 
-    def number(self, where: str, *, none: bool = True) -> float | None:
-        value = self.get(where, _NUMBER, none=none)
+    def number(self, where: str) -> float | None:
+        value = self.get(where, _NUMBER, none=True)
         return None if value is None else float(value)
 
     def strings(self, where: str) -> tuple[str, ...]:
@@ -285,17 +285,14 @@ class FieldReader:
             self._fail(where, "must be a list of strings")
         return tuple(values)
 
-    def interval(self, where: str) -> Interval:
+    def numbers(self, where: str, *, size: int | None = None, what: str = "a list of numbers") -> tuple[float, ...]:
         values = self.get(where, list)
-        if len(values) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
-            self._fail(where, "must be [low, high], two numbers")
-        return Interval(float(values[0]), float(values[1]))
-
-    def numbers(self, where: str) -> tuple[float, ...]:
-        values = self.get(where, list)
-        if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
-            self._fail(where, "must be a list of numbers")
+        if size not in (None, len(values)) or not all(isinstance(v, _NUMBER) and type(v) is not bool for v in values):
+            self._fail(where, f"must be {what}")
         return tuple(float(v) for v in values)
+
+    def interval(self, where: str) -> Interval:
+        return Interval(*self.numbers(where, size=2, what="[low, high], two numbers"))
 
 
 def _store_ref(r: FieldReader) -> StoreRef:
@@ -311,7 +308,7 @@ def _scores(r: FieldReader) -> Scores:
     worst = summary.get("worst_group", dict, none=True)
     if worst is not None:
         w = summary.sub("worst_group")
-        worst = WorstGroup(str(w.get("family", str)), str(w.get("group", (str, int))),
+        worst = WorstGroup(w.get("family", str), str(w.get("group", (str, int))),
                            float(w.get("accuracy", _NUMBER)), w.get("n", int))
     calibration = r.sub("calibration")
     return Scores(n=r.get("n", int), accuracy=float(r.get("accuracy", _NUMBER)), recall=r.number("recall"),
