@@ -74,7 +74,7 @@ import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
 from extract.embed import embed_paths
 from extract.pipeline import extract_units
-from features.dataset import Dataset
+from extract.demo import synthetic_table
 from features.store import FeatureStore
 device = sys.argv[2]
 paths = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:256 if device == "cuda" else 16]
@@ -85,8 +85,7 @@ rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
 print(f"resnet50 random: |bf16 - fp32| / |fp32| on {device} = {rel(b, a):.2e}; "
       f"|{device} fp32 - cpu fp32| / |cpu| = {rel(a[:16], c):.2e}")
 n = len(paths)
-table = Dataset(name="check", root="/", ids=np.array([str(i) for i in range(n)]), paths=np.array(paths),
-                gender=np.zeros(n, np.int8), split=np.zeros(n, np.int8))
+table = synthetic_table(n, name="check", root="/", paths=paths)
 with tempfile.TemporaryDirectory() as scratch:
     store = FeatureStore.create(scratch + "/check.zarr", table)
     model = load_backbone("resnet50", weights="random", device=device)
