@@ -73,7 +73,7 @@ def check_entry(path: str, name: str, group: zarr.Group, n_rows: int) -> None:
                 "status": ((n_rows,), (unit_rows,), "uint8"),
                 "done": ((math.ceil(n_rows / unit_rows),), (1,), "bool")}
     for key, (shape, chunks, dtype) in expected.items():
-        _check_array(path, f"{where}/{key}", _array(path, group, where, key), shape, chunks, dtype)
+        _check_array(path, group, where, key, shape, chunks, dtype)
 
 
 def _check_metadata(path: str, where: str, metadata) -> None:
@@ -98,14 +98,11 @@ def node(group: zarr.Group, path: str, key: str, *, where: str = ""):
                          f"({type(error).__name__}: {error}); the store is damaged") from None
 
 
-def _array(path: str, group: zarr.Group, where: str, key: str) -> zarr.Array:
-    array = node(group, path, key, where=where)
+def _check_array(path: str, group: zarr.Group, where: str, key: str, shape: tuple, chunks: tuple, dtype: str) -> None:
+    """The array `key` of the entry `group` (at `where`) has the shape, chunks and dtype its attributes say."""
+    array, field = node(group, path, key, where=where), f"{where}/{key}"
     if not isinstance(array, zarr.Array):
-        raise StoreError(f"{path}: {where}/{key} is a group, not an array; the store is damaged")
-    return array
-
-
-def _check_array(path: str, field: str, array: zarr.Array, shape: tuple, chunks: tuple, dtype: str) -> None:
+        raise StoreError(f"{path}: {field} is a group, not an array; the store is damaged")
     if array.shape != shape:
         raise _refuse(path, f"{field} shape", list(array.shape), f"{list(shape)} (from dataset.n_rows and "
                       "the entry's dim and unit_rows)")

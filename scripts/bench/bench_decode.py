@@ -29,7 +29,7 @@ from extract.images import configure_threads, default_workers
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
-from bench_extract import add_common_args, check_timed_images, image_files  # a sibling script
+from bench_extract import add_common_args, check_timed_images, image_files, synchronize  # a sibling script
 
 
 class MemoryWriter:
@@ -67,12 +67,10 @@ def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, 
     run = dict(batch_size=args.batch_size, workers=args.workers, progress=False, faces=faces,
                decode_on_device=on_device)
     extract_units(writer, backbone, paths, units[:1], **run)
-    if backbone.device.type == "cuda":
-        torch.cuda.synchronize(backbone.device)
+    synchronize(backbone.device)
     start = time.perf_counter()
     stats = extract_units(writer, backbone, paths, units[1:], **run)
-    if backbone.device.type == "cuda":
-        torch.cuda.synchronize(backbone.device)
+    synchronize(backbone.device)
     return stats.rows / (time.perf_counter() - start), writer
 
 

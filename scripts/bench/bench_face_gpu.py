@@ -28,14 +28,11 @@ from extract.backbones._weights import package_model_file  # noqa: E402
 from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
 from tests.onnx_parity import largest_face_matrix  # noqa: E402
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
+from bench_extract import DEFAULT_IMAGES, image_files, synchronize  # noqa: E402 - a sibling script
 
 
 def load_images(folder: Path, count: int) -> tuple[list[str], torch.Tensor]:
-    files = sorted(str(p) for p in folder.glob("*.jpg"))
-    if not files:
-        raise SystemExit(f"no .jpg images in {folder}; pass --image-dir")
-    paths = [files[i % len(files)] for i in range(count)]
+    paths = image_files(folder, count)
     decoded = {path: cv2.imread(path) for path in set(paths)}
     return paths, torch.from_numpy(np.stack([decoded[p] for p in paths]))  # (N, H, W, 3) BGR uint8
 
@@ -79,13 +76,11 @@ class FaceChain:
 
 def rate(function, batches: list[torch.Tensor], device: torch.device) -> float:
     function(batches[0])  # warm-up: cuDNN autotune, lazy init
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for batch in batches:
         function(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 

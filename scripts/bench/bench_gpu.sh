@@ -21,15 +21,19 @@ fi
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, device $device"
 step() { echo; echo "## $*"; }
 
+# bench_extract.py BACKBONE [ARGS]: model-only vs pipeline on $device, this run's images, batch and workers
+extract_bench() {
+  "$python" scripts/bench/bench_extract.py --backbone "$@" --device "$device" --batch-size "$batch" \
+    --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+}
+
 step "1. resnet50 random weights: model-only vs pipeline, bf16 and fp32 (target: pipeline >= 0.8 x model)"
 for precision in bf16 fp32; do
-  "$python" scripts/bench/bench_extract.py --backbone resnet50 --weights random --device "$device" \
-    --precision "$precision" --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+  extract_bench resnet50 --weights random --precision "$precision"
 done
 
 step "2. efficientnet_lite0 real weights: model-only vs pipeline, bf16 (target >= 8,000 img/s)"
-"$python" scripts/bench/bench_extract.py --backbone efficientnet_lite0 --device "$device" --precision bf16 \
-  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+extract_bench efficientnet_lite0 --precision bf16
 
 step "3a. sface, torch chain on the device (YuNet -> warp_chips -> SFace; target >= 3,000 img/s)"
 for precision in bf16 fp32; do
@@ -37,14 +41,12 @@ for precision in bf16 fp32; do
     --precision "$precision" --image-dir "$images" --parity-images 256
 done
 step "3b. sface through the extract pipeline (EXTRACT_SFACE_ENGINE=auto: torch SFace on cuda)"
-"$python" scripts/bench/bench_extract.py --backbone sface --device "$device" --precision bf16 \
-  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+extract_bench sface --precision bf16
 
 step "3c. dlib_resnet: torch DlibResNet on $device vs dlib (parity, bf16, net-only rate) and through the pipeline"
 "$python" scripts/bench/check_dlib_parity.py --device "$device" --precision bf16 --batch "$batch" \
   --images "$(( parity < 512 ? parity : 512 ))" --image-dir "$images" || echo "PARITY FAILED"
-EXTRACT_DLIB_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone dlib_resnet --device "$device" --precision bf16 \
-  --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+EXTRACT_DLIB_ENGINE=torch extract_bench dlib_resnet --precision bf16
 
 step "3d. --decode device (nvJPEG decode + chips on $device) vs --decode cpu, same face rows (extract/device_front.py)"
 for b in sface dlib_resnet efficientnet_lite0; do
@@ -55,14 +57,12 @@ done
 
 step "3e. sface_map, dlib_age, dlib_gender (issue 8) through the extract pipeline (torch on $device)"
 for b in sface_map dlib_age dlib_gender; do
-  EXTRACT_SFACE_ENGINE=torch "$python" scripts/bench/bench_extract.py --backbone "$b" --device "$device" --precision bf16 \
-    --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+  EXTRACT_SFACE_ENGINE=torch extract_bench "$b" --precision bf16
 done
 
 step "3f. facenet_casia (issue 20, torch InceptionResNetV1): model-only vs pipeline on $device, bf16 and fp32"
 for precision in bf16 fp32; do
-  "$python" scripts/bench/bench_extract.py --backbone facenet_casia --device "$device" --precision "$precision" \
-    --batch-size "$batch" --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
+  extract_bench facenet_casia --precision "$precision"
 done
 
 step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
@@ -74,7 +74,7 @@ import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
 from extract.embed import embed_paths
 from extract.pipeline import extract_units
-from features.dataset import Dataset
+from extract.demo import synthetic_table
 from features.store import FeatureStore
 device = sys.argv[2]
 paths = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:256 if device == "cuda" else 16]
@@ -85,8 +85,7 @@ rel = lambda x, y: float(np.linalg.norm(x - y) / np.linalg.norm(y))
 print(f"resnet50 random: |bf16 - fp32| / |fp32| on {device} = {rel(b, a):.2e}; "
       f"|{device} fp32 - cpu fp32| / |cpu| = {rel(a[:16], c):.2e}")
 n = len(paths)
-table = Dataset(name="check", root="/", ids=np.array([str(i) for i in range(n)]), paths=np.array(paths),
-                gender=np.zeros(n, np.int8), split=np.zeros(n, np.int8))
+table = synthetic_table(n, name="check", root="/", paths=paths)
 with tempfile.TemporaryDirectory() as scratch:
     store = FeatureStore.create(scratch + "/check.zarr", table)
     model = load_backbone("resnet50", weights="random", device=device)
