@@ -1,19 +1,27 @@
 """Writing a store crash-safely, with a kill point between the steps: its creation and each entry's, whose
 declaring attributes come after everything they declare (the schema's "Creation is crash-safe"), then
-`BackboneWriter`, a unit's rows before its done marker."""
+`BackboneWriter`, a unit's rows before its done marker; and one writer at a time (`writer_lock`): a lock per
+backbone (and one while the store is created or upgraded), as files in the folder `<store>.locks/` beside a
+local store; fsspec URLs take none (torchrun ranks write disjoint units)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 
+import filelock
 import numpy as np
 import zarr
 
 from features.dataset import Dataset
 from features.provenance import library_versions
 from features.store import crash
-from features.store.paths import location
+from features.store.paths import is_local, location
 from features.store.schema import FINAL, IDS, SCHEMA_VERSION, STORE_KIND, Status, StoreError, checksum, encode_ids
+
+log = logging.getLogger(__name__)
 
 
 def now() -> str:
@@ -147,3 +155,31 @@ def _checked_unit_rows(name: str, unit: int, embeddings, status: np.ndarray, sha
                          "embeddings (try fp32 precision)")
     rows[~ok] = np.nan
     return rows
+
+
+@contextlib.contextmanager
+def writer_lock(path, name: str, *, wait: bool = False):
+    """Hold the lock that lets one process at a time write `name` (a backbone, or "create") in the local
+    store at `path`; a no-op on fsspec URLs. Not waiting, a held lock is a StoreError saying who holds it."""
+    if not is_local(path):
+        yield
+        return
+    folder = Path(str(Path(location(path))).rstrip("/") + ".locks")
+    lock = filelock.FileLock(folder / f"{name}.lock")
+    what = "the store" if name == "create" else f"backbone {name!r}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if not wait:
+            raise StoreError(f"another process is writing {what} in {path} (lock {lock.lock_file}); wait "
+                             "for it to finish, or pass --wait-lock to wait for it") from None
+        log.info("another process is writing %s in %s; waiting for it to finish", what, path)
+        lock.acquire()
+    except OSError as error:  # a missing, read-only or special (/proc) location: no store can be written there
+        raise StoreError(f"cannot write the store at {path}: its lock {lock.lock_file} cannot be created "
+                         f"({error.strerror or error}); choose a store path in a writable folder") from None
+    try:
+        yield
+    finally:
+        lock.release()

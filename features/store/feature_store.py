@@ -1,5 +1,5 @@
 """`FeatureStore`: one opened store, the object callers hold. It checks the schema on open and hands
-each job to its module: paths and locks, creation and writing, entries and reads (`reads.Entry`)."""
+each job to its module: creation and locks, entries and their damage (`integrity.Entry`), reads."""
 from __future__ import annotations
 
 import functools
@@ -12,10 +12,10 @@ import zarr
 
 from features.dataset import Dataset, split_code
 from features.store import creation
-from features.store.creation import BackboneWriter
-from features.store.paths import (delete_prefix, exists, half_created, interrupted_creation, open_group,
-                                  refuse_foreign, writer_lock)
-from features.store.reads import Entry, read_split
+from features.store.creation import BackboneWriter, writer_lock
+from features.store.integrity import Entry
+from features.store.paths import delete_prefix, exists, half_created, interrupted_creation, open_group, refuse_foreign
+from features.store.reads import read_split
 from features.store.schema import (DEFAULT_UNIT_ROWS, FACES, IDS, SCHEMA_VERSION, STORE_KIND, SplitFeatures,
                                    StoreError, decode_ids)
 from features.store.validation import check_dataset, check_entry, check_table_array, node

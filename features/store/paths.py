@@ -1,21 +1,14 @@
 """Where a store is and what is there: local paths and fsspec URLs, opening the root group, telling a store
-of ours, an interrupted creation of ours, and a foreign folder or file apart; and one writer at a time
-(`writer_lock`): a lock per backbone (and one while the store is created or upgraded), as files in the
-folder `<store>.locks/` beside a local store; fsspec URLs take none (torchrun ranks write disjoint units)."""
+of ours, an interrupted creation of ours, and a foreign folder or file apart."""
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 
-import filelock
 import zarr
 from zarr.core.sync import sync
 
 from features.store.schema import SCHEMA_VERSION, STORE_KIND, StoreError
-
-log = logging.getLogger(__name__)
 
 
 def location(path) -> str:
@@ -120,31 +113,3 @@ def delete_prefix(group: zarr.Group, key: str) -> bool:
         return False
     sync(prefix.delete_dir())
     return True
-
-
-@contextlib.contextmanager
-def writer_lock(path, name: str, *, wait: bool = False):
-    """Hold the lock that lets one process at a time write `name` (a backbone, or "create") in the local
-    store at `path`; a no-op on fsspec URLs. Not waiting, a held lock is a StoreError saying who holds it."""
-    if not is_local(path):
-        yield
-        return
-    folder = Path(str(Path(location(path))).rstrip("/") + ".locks")
-    lock = filelock.FileLock(folder / f"{name}.lock")
-    what = "the store" if name == "create" else f"backbone {name!r}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        if not wait:
-            raise StoreError(f"another process is writing {what} in {path} (lock {lock.lock_file}); wait "
-                             "for it to finish, or pass --wait-lock to wait for it") from None
-        log.info("another process is writing %s in %s; waiting for it to finish", what, path)
-        lock.acquire()
-    except OSError as error:  # a missing, read-only or special (/proc) location: no store can be written there
-        raise StoreError(f"cannot write the store at {path}: its lock {lock.lock_file} cannot be created "
-                         f"({error.strerror or error}); choose a store path in a writable folder") from None
-    try:
-        yield
-    finally:
-        lock.release()

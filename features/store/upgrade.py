@@ -6,8 +6,8 @@ import numpy as np
 import zarr
 
 from features.store import crash
-from features.store.creation import now, write_ids
-from features.store.paths import delete_prefix, open_group, refuse_foreign, writer_lock
+from features.store.creation import now, write_ids, writer_lock
+from features.store.paths import delete_prefix, open_group, refuse_foreign
 from features.store.schema import IDS, OLD_IDS, SCHEMA_VERSION, STORE_KIND, StoreError, decode_ids
 
 
