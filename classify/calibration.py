@@ -109,7 +109,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))  # overflow-free
 
 
@@ -127,9 +127,9 @@ class Calibrator:
         if self.method == "none":
             return p.copy()
         if self.method == "temperature":
-            return _sigmoid(_logit(p) / self.params["temperature"])
+            return sigmoid(_logit(p) / self.params["temperature"])
         if self.method == "platt":
-            return _sigmoid(self.params["a"] * _logit(p) + self.params["b"])
+            return sigmoid(self.params["a"] * _logit(p) + self.params["b"])
         return np.interp(p, self.params["x"], self.params["y"])
 
     def to_json(self) -> dict:
@@ -155,7 +155,7 @@ class Calibrator:
 _MAX_BREAKPOINTS = 1_000_000  # isotonic breakpoints: at most one per val row
 
 
-def _finite_number(value) -> bool:
+def finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
@@ -168,14 +168,14 @@ def _check_params(method, params) -> None:
     if not isinstance(params, dict) or set(params) != wanted[method]:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, got {got}")
-    if method in ("temperature", "platt") and not all(_finite_number(v) for v in params.values()):
+    if method in ("temperature", "platt") and not all(finite_number(v) for v in params.values()):
         raise CalibrationError(f"{method} calibrator parameters must be finite numbers")
     if method == "temperature" and not params["temperature"] > 0:
         raise CalibrationError("temperature must be positive")
     if method == "isotonic":
         x, y = params["x"], params["y"]
         if not (isinstance(x, list) and isinstance(y, list) and 0 < len(x) == len(y) <= _MAX_BREAKPOINTS
-                and all(_finite_number(v) for v in x + y)):
+                and all(finite_number(v) for v in x + y)):
             raise CalibrationError("isotonic breakpoints must be equal-length lists of finite numbers")
         if np.any(np.diff(np.asarray(x, dtype=float)) < 0):
             raise CalibrationError("isotonic breakpoints must have x non-decreasing")
@@ -216,7 +216,7 @@ def _fit_platt(y, z) -> tuple[float, float]:
 
     def objective(ab):
         s = ab[0] * z + ab[1]
-        gradient = _sigmoid(s) - y
+        gradient = sigmoid(s) - y
         return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
 
     found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
