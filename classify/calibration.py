@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import minimize, minimize_scalar
 
 CALIBRATOR_KIND = "probability-calibrator"
 CALIBRATOR_VERSION = 1
@@ -77,11 +78,7 @@ def reliability(y, p, *, n_bins: int = 15, on: str = "p_male") -> dict:
     bins = [{"low": float(edges[i]), "high": float(edges[i + 1]), "n": int(n[i]),
              "mean_predicted": float(mean_score[i]) if filled[i] else None,
              "observed": float(observed[i]) if filled[i] else None} for i in range(n_bins)]
-    return {"ece": ece, "binning": binning, "on": on, "n_bins": n_bins, "bins": bins}
-
-
-def expected_calibration_error(y, p, *, n_bins: int = 15, on: str = "p_male") -> float:
-    return reliability(y, p, n_bins=n_bins, on=on)["ece"]
+    return {"ece": ece, "binning": binning, "bins": bins}
 
 
 def brier_score(y, p) -> float:
@@ -95,11 +92,11 @@ def log_loss(y, p) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def calibration_report(y, p, *, n_bins: int = 15) -> dict:
+def calibration_report(y, p) -> dict:
     """ECE (binning stated), top-label ECE, Brier score, log loss and the reliability bins; JSON-ready."""
-    diagram = reliability(y, p, n_bins=n_bins)
+    diagram = reliability(y, p)
     return {"n": int(len(y)), "ece": diagram["ece"], "binning": diagram["binning"],
-            "ece_confidence": expected_calibration_error(y, p, n_bins=n_bins, on="confidence"),
+            "ece_confidence": reliability(y, p, on="confidence")["ece"],
             "brier": brier_score(y, p), "log_loss": log_loss(y, p), "reliability": diagram["bins"]}
 
 
@@ -187,10 +184,20 @@ def fit_method(method: str, y, p) -> Calibrator:
     if method == "none":
         return Calibrator("none")
     if method == "temperature":
-        return Calibrator("temperature", {"temperature": _fit_temperature(y, _logit(p))})
+        z = _logit(p)
+        found = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(-5, 5), method="bounded",
+                                options={"xatol": 1e-8})
+        return Calibrator("temperature", {"temperature": float(np.exp(found.x))})
     if method == "platt":
-        a, b = _fit_platt(y, _logit(p))
-        return Calibrator("platt", {"a": a, "b": b})
+        z = _logit(p)
+
+        def objective(ab):
+            s = ab[0] * z + ab[1]
+            gradient = sigmoid(s) - y
+            return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
+
+        found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
+        return Calibrator("platt", {"a": float(found.x[0]), "b": float(found.x[1])})
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
@@ -201,26 +208,6 @@ def fit_method(method: str, y, p) -> Calibrator:
 
 def _nll(y, z) -> float:
     return float(np.mean(np.logaddexp(0, z) - y * z))
-
-
-def _fit_temperature(y, z) -> float:
-    from scipy.optimize import minimize_scalar
-
-    found = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(-5, 5), method="bounded",
-                            options={"xatol": 1e-8})
-    return float(np.exp(found.x))
-
-
-def _fit_platt(y, z) -> tuple[float, float]:
-    from scipy.optimize import minimize
-
-    def objective(ab):
-        s = ab[0] * z + ab[1]
-        gradient = sigmoid(s) - y
-        return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
-
-    found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
-    return float(found.x[0]), float(found.x[1])
 
 
 def _folds(y: np.ndarray, seed: int) -> np.ndarray:
@@ -281,10 +268,8 @@ def parse_threshold(text: str) -> str | float:
 def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
     """{"rule", "value", and for balanced the val recalls it gives}; predicted male when p > value."""
     if rule != "balanced":
-        value = parse_threshold(str(rule)) if not isinstance(rule, float) else rule
-        if not 0 < value < 1:
-            raise CalibrationError(f"threshold must be in (0, 1), not {value}")
-        return {"rule": "fixed" if value != 0.5 else "default", "value": float(value)}
+        value = parse_threshold(str(rule))
+        return {"rule": "fixed" if value != 0.5 else "default", "value": value}
     if y_val is None or p_val is None:
         raise CalibrationError("the balanced threshold is chosen on val: give val labels and probabilities")
     y, p = _checked(y_val, p_val)
