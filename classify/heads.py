@@ -29,6 +29,7 @@ Adding a head::
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Callable
 
@@ -391,12 +392,27 @@ class MLPHead(Head):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight):
-        for hidden in self.hidden_grid:
-            for lr in self.lr_grid:
-                params, record = self._fit_one(x_train, y_train, x_val, y_val, weight, val_weight,
-                                               hidden=tuple(hidden), lr=lr)
-                yield record, record, params
+    def _candidates(self, x, y, x_val, y_val, weight, val_weight):
+        for hidden, lr in itertools.product(map(tuple, self.hidden_grid), self.lr_grid):
+            rng = np.random.default_rng(self.random_state)
+            params = _init_layers([x.shape[1], *hidden, 1], rng)
+            adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
+            y32 = y.astype(np.float32)
+            best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
+            best_params, stale, epoch = [p.copy() for p in params], 0, 0
+            for epoch in range(1, self.max_epochs + 1):
+                self._epoch(params, adam, x, y32, rng, weight)
+                scores = val_scores(y_val, self._logits(params, x_val), val_weight)
+                if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
+                    best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
+                else:
+                    stale += 1
+                log.debug("mlp %s lr=%g epoch %d: val log loss %.4f (early-stopping criterion), val accuracy %.4f",
+                          hidden, lr, epoch, scores["val_log_loss"], scores["val_accuracy"])
+                if stale >= self.patience:
+                    break
+            record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
+            yield record, record, best_params
 
     def _restore(self, fitted: dict, arrays: list[np.ndarray]) -> None:
         self.params_ = arrays
@@ -404,27 +420,6 @@ class MLPHead(Head):
         self.learning_rate_, self.best_epoch_ = float(fitted["learning_rate"]), int(fitted["best_epoch"])
         self.selection_ = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": self.learning_rate_,
                            "best_epoch": self.best_epoch_}
-
-    def _fit_one(self, x, y, x_val, y_val, weight, val_weight, *, hidden: tuple[int, ...], lr: float):
-        rng = np.random.default_rng(self.random_state)
-        params = _init_layers([x.shape[1], *hidden, 1], rng)
-        adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
-        y32 = y.astype(np.float32)
-        best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
-        best_params, stale, epoch = [p.copy() for p in params], 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            self._epoch(params, adam, x, y32, rng, weight)
-            scores = val_scores(y_val, self._logits(params, x_val), val_weight)
-            if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
-                best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
-            else:
-                stale += 1
-            log.debug("mlp %s lr=%g epoch %d: val log loss %.4f (early-stopping criterion), val accuracy %.4f",
-                      hidden, lr, epoch, scores["val_log_loss"], scores["val_accuracy"])
-            if stale >= self.patience:
-                break
-        record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
-        return best_params, record
 
     def _epoch(self, params, adam: _Adam, x, y32, rng: np.random.Generator, weight=None) -> None:
         order = rng.permutation(x.shape[0])

@@ -58,7 +58,7 @@ from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
 from classify.groups import group_metrics
 from classify.run_analysis import decision_recalls
-from classify.heads import Head, make_head, val_scores
+from classify.heads import make_head, val_scores
 from classify.model import GenderModel, compatibility_of
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
@@ -266,7 +266,11 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
             train_weight, val_weight = (None, None) if weights is None else (weights.train, weights.val)
             head = make_head(config.head, seed=config.seed, **config.head_params)
             head.fit(x_train, train.gender, x_val, val.gender, sample_weight=train_weight, val_weight=val_weight)
-        scores = _choice_scores(head, prepare, x_val, val.gender, evals, val_weight=val_weight)
+        # step 6's criteria: (weighted) val scores of the treated val rows, and cross-dataset val accuracy
+        scores = val_scores(val.gender, head.decision_function(x_val), val_weight)
+        cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
+                 if e.choose is not None]
+        scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
         tried.append((candidate, head, prepare, scores, weights))
         log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], scores)
     chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
@@ -312,22 +316,12 @@ def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
     if config.balance_by is None:
         return None
     train, val = data.splits["train"], data.splits["val"]
-    values = {split: data.attributes.get(split, {}).get(config.balance_by) for split in ("train", "val")}
+    a_train, a_val = (data.attributes.get(split, {}).get(config.balance_by) for split in ("train", "val"))
     try:
-        return balance.balance(config.balance_by, x_train=x_train, y_train=train.gender, a_train=values["train"],
-                               x_val=x_val, y_val=val.gender, a_val=values["val"], seed=config.seed)
+        return balance.balance(config.balance_by, x_train=x_train, y_train=train.gender, a_train=a_train,
+                               x_val=x_val, y_val=val.gender, a_val=a_val, seed=config.seed)
     except balance.BalanceError as error:
         raise ProtocolError(str(error)) from None
-
-
-def _choice_scores(head: Head, prepare, x_val: np.ndarray, y_val: np.ndarray, evals, *,
-                   val_weight: np.ndarray | None = None) -> dict:
-    """Step 6's criteria: (weighted) val scores of the prepared val rows, and cross-dataset val accuracy."""
-    scores = val_scores(y_val, head.decision_function(x_val), val_weight)
-    cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
-             if e.choose is not None]
-    scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
-    return scores
 
 
 def _best_treatment(scores: list[dict]) -> int:
@@ -357,8 +351,8 @@ def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: i
         p_adult = model.p_male(data.report.x)[adult]
         adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
                                   n_resamples=n_resamples, seed=seed)
-        report["adults"] = {key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")}
-        report["adults"]["min_age"] = ADULT_AGE
+        report["adults"] = {**{key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")},
+                            "min_age": ADULT_AGE}
     return {**data.identity, "rows": data.report_rows, "report": report,
             "val": None if data.choose is None else scored(data.choose, "choose")}
 
