@@ -141,8 +141,26 @@ class Calibrator:
         if record.get("version") != CALIBRATOR_VERSION:
             raise CalibrationError(f"calibrator version {record.get('version')!r} is not "
                                    f"{CALIBRATOR_VERSION}; retrain or upgrade")
+        # the parameters must be the JSON values the method needs: finite numbers (lists of them for
+        # isotonic), so a crafted record cannot reach numpy as strings, NaN or nested lists
         method, params = record.get("method"), record.get("params", {})
-        _check_params(method, params)
+        wanted = {"none": set(), "temperature": {"temperature"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}
+        if not isinstance(method, str) or method not in wanted:
+            raise CalibrationError(f"unknown calibration method {str(method)[:40]!r}; valid: {', '.join(METHODS)}")
+        if not isinstance(params, dict) or set(params) != wanted[method]:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, got {got}")
+        if method in ("temperature", "platt") and not all(finite_number(v) for v in params.values()):
+            raise CalibrationError(f"{method} calibrator parameters must be finite numbers")
+        if method == "temperature" and not params["temperature"] > 0:
+            raise CalibrationError("temperature must be positive")
+        if method == "isotonic":
+            x, y = params["x"], params["y"]
+            if not (isinstance(x, list) and isinstance(y, list) and 0 < len(x) == len(y) <= _MAX_BREAKPOINTS
+                    and all(finite_number(v) for v in x + y)):
+                raise CalibrationError("isotonic breakpoints must be equal-length lists of finite numbers")
+            if np.any(np.diff(np.asarray(x, dtype=float)) < 0):
+                raise CalibrationError("isotonic breakpoints must have x non-decreasing")
         fitted_on = record.get("fitted_on", {})
         if not isinstance(fitted_on, dict):
             raise CalibrationError("calibrator fitted_on must be a record")
@@ -154,28 +172,6 @@ _MAX_BREAKPOINTS = 1_000_000  # isotonic breakpoints: at most one per val row
 
 def finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _check_params(method, params) -> None:
-    """CalibrationError unless ``params`` are the JSON values ``method`` needs: finite numbers (lists of
-    them for isotonic), so a crafted record cannot reach numpy as strings, NaN or nested lists."""
-    wanted = {"none": set(), "temperature": {"temperature"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}
-    if not isinstance(method, str) or method not in wanted:
-        raise CalibrationError(f"unknown calibration method {str(method)[:40]!r}; valid: {', '.join(METHODS)}")
-    if not isinstance(params, dict) or set(params) != wanted[method]:
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, got {got}")
-    if method in ("temperature", "platt") and not all(finite_number(v) for v in params.values()):
-        raise CalibrationError(f"{method} calibrator parameters must be finite numbers")
-    if method == "temperature" and not params["temperature"] > 0:
-        raise CalibrationError("temperature must be positive")
-    if method == "isotonic":
-        x, y = params["x"], params["y"]
-        if not (isinstance(x, list) and isinstance(y, list) and 0 < len(x) == len(y) <= _MAX_BREAKPOINTS
-                and all(finite_number(v) for v in x + y)):
-            raise CalibrationError("isotonic breakpoints must be equal-length lists of finite numbers")
-        if np.any(np.diff(np.asarray(x, dtype=float)) < 0):
-            raise CalibrationError("isotonic breakpoints must have x non-decreasing")
 
 
 def fit_method(method: str, y, p) -> Calibrator:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -189,12 +190,9 @@ def pooled_attributes(stores: list[FeatureStore], parts: list[SplitFeatures]) ->
 def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
     if len(parts) == 1:
         return parts[0]
-    invalid: dict[str, int] = {}
-    for part in parts:
-        for reason, count in part.n_invalid.items():
-            invalid[reason] = invalid.get(reason, 0) + count
+    invalid = sum((Counter(p.n_invalid) for p in parts), Counter())  # counts are positive: none is dropped
     return SplitFeatures(x=np.concatenate([p.x for p in parts]), gender=np.concatenate([p.gender for p in parts]),
-                         index=np.concatenate([p.index for p in parts]), n_invalid=invalid)
+                         index=np.concatenate([p.index for p in parts]), n_invalid=dict(invalid))
 
 
 def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
