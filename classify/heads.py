@@ -253,9 +253,8 @@ class LogRegHead(Head):
     previous solution. It stops when the largest gradient entry of the mean loss is below ``tol``, as
     scikit-learn's ``lbfgs`` does, but tighter by default: with 160k rows, scikit-learn's 1e-4 ends the
     large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics),
-    ``coef_``/``intercept_`` in
-    standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step), ``selection_``
-    (the chosen C and the path, for results files).
+    ``coef_``/``intercept_`` in standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations
+    per step), ``selection_`` (the chosen C and the path, for results files).
     """
 
     _tried = "path"
