@@ -271,14 +271,6 @@ def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
     y, p = _checked(y_val, p_val)
     if len(np.unique(y)) < 2:
         raise CalibrationError("the balanced threshold needs both sexes among the val rows")
-    value = _balanced_threshold(y, p)
-    predicted = p > value
-    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
-    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
-            "val_female_recall": female_recall}
-
-
-def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     levels = np.unique(p)  # candidate i: male when p > levels[i], placed midway to the next level
     male, female = np.sort(p[y == 1]), np.sort(p[y == 0])
     tpr = 1 - np.searchsorted(male, levels, side="right") / len(male)  # male recall
@@ -286,4 +278,8 @@ def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     # "everyone male" (tpr 1, tnr 0) is never the balanced one
     candidates = np.r_[(levels[:-1] + levels[1:]) / 2, (levels[-1] + 1) / 2]
     order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
-    return float(candidates[order[0]])
+    value = float(candidates[order[0]])
+    predicted = p > value
+    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
+    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
+            "val_female_recall": female_recall}

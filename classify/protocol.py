@@ -287,7 +287,9 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
                                    min_n=config.min_group_n) for e in evals}
     results = {"metrics": evaluation, "cross_dataset": cross, "decision": chosen_decision.to_json(),
                "selection": head.selection_,
-               "head_params": head.get_params(), "counts": _counts(data.splits),
+               "head_params": head.get_params(),
+               "counts": {split: {"n": int(len(part.gender)), "male": int(np.sum(part.gender == 1)),
+                                  "invalid": dict(part.n_invalid)} for split, part in data.splits.items()},
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
                "balance": None if weights is None else weights.record,
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
@@ -368,8 +370,3 @@ def score_split(y: np.ndarray, raw: np.ndarray, chosen: decision.Decision, attri
                       f"{chosen.calibrator.method} calibration, threshold {chosen.value:.4f} "
                       f"({chosen.threshold['rule']})": decision_recalls(y, predicted)}
     return out
-
-
-def _counts(splits: dict[str, SplitFeatures]) -> dict:
-    return {split: {"n": int(len(data.gender)), "male": int(np.sum(data.gender == 1)),
-                    "invalid": dict(data.n_invalid)} for split, data in splits.items()}
