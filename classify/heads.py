@@ -266,8 +266,7 @@ class LogRegHead(Head):
         self.tol = tol
 
     def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight):
-        """One L-BFGS fit per C, weakest regularisation last, each starting from the previous solution."""
-        inv_scale = (1.0 / self.scale_.astype(np.float64))
+        inv_scale = 1.0 / self.scale_.astype(np.float64)
         y = y_train.astype(np.float64)
         theta = np.zeros(x_train.shape[1] + 1)
         for c in sorted(self.Cs):
