@@ -266,9 +266,9 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
             head.fit(x_train, train.gender, x_val, val.gender, sample_weight=train_weight, val_weight=val_weight)
         # step 6's criteria: (weighted) val scores of the treated val rows, and cross-dataset val accuracy
         scores = val_scores(val.gender, head.decision_function(x_val), val_weight)
-        cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
-                 if e.choose is not None]
-        scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
+        cross_val = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
+                     if e.choose is not None]
+        scores["cross_val_accuracy"] = float(np.mean(cross_val)) if cross_val else None
         tried.append((candidate, head, prepare, scores, weights))
         log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], scores)
     chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
