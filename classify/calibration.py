@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import minimize, minimize_scalar
 
 CALIBRATOR_KIND = "probability-calibrator"
 CALIBRATOR_VERSION = 1
@@ -77,11 +78,7 @@ def reliability(y, p, *, n_bins: int = 15, on: str = "p_male") -> dict:
     bins = [{"low": float(edges[i]), "high": float(edges[i + 1]), "n": int(n[i]),
              "mean_predicted": float(mean_score[i]) if filled[i] else None,
              "observed": float(observed[i]) if filled[i] else None} for i in range(n_bins)]
-    return {"ece": ece, "binning": binning, "on": on, "n_bins": n_bins, "bins": bins}
-
-
-def expected_calibration_error(y, p, *, n_bins: int = 15, on: str = "p_male") -> float:
-    return reliability(y, p, n_bins=n_bins, on=on)["ece"]
+    return {"ece": ece, "binning": binning, "bins": bins}
 
 
 def brier_score(y, p) -> float:
@@ -95,11 +92,11 @@ def log_loss(y, p) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def calibration_report(y, p, *, n_bins: int = 15) -> dict:
+def calibration_report(y, p) -> dict:
     """ECE (binning stated), top-label ECE, Brier score, log loss and the reliability bins; JSON-ready."""
-    diagram = reliability(y, p, n_bins=n_bins)
+    diagram = reliability(y, p)
     return {"n": int(len(y)), "ece": diagram["ece"], "binning": diagram["binning"],
-            "ece_confidence": expected_calibration_error(y, p, n_bins=n_bins, on="confidence"),
+            "ece_confidence": reliability(y, p, on="confidence")["ece"],
             "brier": brier_score(y, p), "log_loss": log_loss(y, p), "reliability": diagram["bins"]}
 
 
@@ -109,7 +106,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))  # overflow-free
 
 
@@ -127,9 +124,9 @@ class Calibrator:
         if self.method == "none":
             return p.copy()
         if self.method == "temperature":
-            return _sigmoid(_logit(p) / self.params["temperature"])
+            return sigmoid(_logit(p) / self.params["temperature"])
         if self.method == "platt":
-            return _sigmoid(self.params["a"] * _logit(p) + self.params["b"])
+            return sigmoid(self.params["a"] * _logit(p) + self.params["b"])
         return np.interp(p, self.params["x"], self.params["y"])
 
     def to_json(self) -> dict:
@@ -144,8 +141,26 @@ class Calibrator:
         if record.get("version") != CALIBRATOR_VERSION:
             raise CalibrationError(f"calibrator version {record.get('version')!r} is not "
                                    f"{CALIBRATOR_VERSION}; retrain or upgrade")
+        # the parameters must be the JSON values the method needs: finite numbers (lists of them for
+        # isotonic), so a crafted record cannot reach numpy as strings, NaN or nested lists
         method, params = record.get("method"), record.get("params", {})
-        _check_params(method, params)
+        wanted = {"none": set(), "temperature": {"temperature"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}
+        if not isinstance(method, str) or method not in wanted:
+            raise CalibrationError(f"unknown calibration method {str(method)[:40]!r}; valid: {', '.join(METHODS)}")
+        if not isinstance(params, dict) or set(params) != wanted[method]:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, got {got}")
+        if method in ("temperature", "platt") and not all(finite_number(v) for v in params.values()):
+            raise CalibrationError(f"{method} calibrator parameters must be finite numbers")
+        if method == "temperature" and not params["temperature"] > 0:
+            raise CalibrationError("temperature must be positive")
+        if method == "isotonic":
+            x, y = params["x"], params["y"]
+            if not (isinstance(x, list) and isinstance(y, list) and 0 < len(x) == len(y) <= _MAX_BREAKPOINTS
+                    and all(finite_number(v) for v in x + y)):
+                raise CalibrationError("isotonic breakpoints must be equal-length lists of finite numbers")
+            if np.any(np.diff(np.asarray(x, dtype=float)) < 0):
+                raise CalibrationError("isotonic breakpoints must have x non-decreasing")
         fitted_on = record.get("fitted_on", {})
         if not isinstance(fitted_on, dict):
             raise CalibrationError("calibrator fitted_on must be a record")
@@ -155,30 +170,8 @@ class Calibrator:
 _MAX_BREAKPOINTS = 1_000_000  # isotonic breakpoints: at most one per val row
 
 
-def _finite_number(value) -> bool:
+def finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _check_params(method, params) -> None:
-    """CalibrationError unless ``params`` are the JSON values ``method`` needs: finite numbers (lists of
-    them for isotonic), so a crafted record cannot reach numpy as strings, NaN or nested lists."""
-    wanted = {"none": set(), "temperature": {"temperature"}, "platt": {"a", "b"}, "isotonic": {"x", "y"}}
-    if not isinstance(method, str) or method not in wanted:
-        raise CalibrationError(f"unknown calibration method {str(method)[:40]!r}; valid: {', '.join(METHODS)}")
-    if not isinstance(params, dict) or set(params) != wanted[method]:
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise CalibrationError(f"{method} calibrator needs parameters {sorted(wanted[method])}, got {got}")
-    if method in ("temperature", "platt") and not all(_finite_number(v) for v in params.values()):
-        raise CalibrationError(f"{method} calibrator parameters must be finite numbers")
-    if method == "temperature" and not params["temperature"] > 0:
-        raise CalibrationError("temperature must be positive")
-    if method == "isotonic":
-        x, y = params["x"], params["y"]
-        if not (isinstance(x, list) and isinstance(y, list) and 0 < len(x) == len(y) <= _MAX_BREAKPOINTS
-                and all(_finite_number(v) for v in x + y)):
-            raise CalibrationError("isotonic breakpoints must be equal-length lists of finite numbers")
-        if np.any(np.diff(np.asarray(x, dtype=float)) < 0):
-            raise CalibrationError("isotonic breakpoints must have x non-decreasing")
 
 
 def fit_method(method: str, y, p) -> Calibrator:
@@ -187,10 +180,20 @@ def fit_method(method: str, y, p) -> Calibrator:
     if method == "none":
         return Calibrator("none")
     if method == "temperature":
-        return Calibrator("temperature", {"temperature": _fit_temperature(y, _logit(p))})
+        z = _logit(p)
+        found = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(-5, 5), method="bounded",
+                                options={"xatol": 1e-8})
+        return Calibrator("temperature", {"temperature": float(np.exp(found.x))})
     if method == "platt":
-        a, b = _fit_platt(y, _logit(p))
-        return Calibrator("platt", {"a": a, "b": b})
+        z = _logit(p)
+
+        def objective(ab):
+            s = ab[0] * z + ab[1]
+            gradient = sigmoid(s) - y
+            return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
+
+        found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
+        return Calibrator("platt", {"a": float(found.x[0]), "b": float(found.x[1])})
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
@@ -201,26 +204,6 @@ def fit_method(method: str, y, p) -> Calibrator:
 
 def _nll(y, z) -> float:
     return float(np.mean(np.logaddexp(0, z) - y * z))
-
-
-def _fit_temperature(y, z) -> float:
-    from scipy.optimize import minimize_scalar
-
-    found = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(-5, 5), method="bounded",
-                            options={"xatol": 1e-8})
-    return float(np.exp(found.x))
-
-
-def _fit_platt(y, z) -> tuple[float, float]:
-    from scipy.optimize import minimize
-
-    def objective(ab):
-        s = ab[0] * z + ab[1]
-        gradient = _sigmoid(s) - y
-        return _nll(y, s), np.array([np.mean(gradient * z), np.mean(gradient)])
-
-    found = minimize(objective, x0=np.array([1.0, 0.0]), jac=True, method="BFGS", options={"gtol": 1e-9})
-    return float(found.x[0]), float(found.x[1])
 
 
 def _folds(y: np.ndarray, seed: int) -> np.ndarray:
@@ -281,23 +264,13 @@ def parse_threshold(text: str) -> str | float:
 def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
     """{"rule", "value", and for balanced the val recalls it gives}; predicted male when p > value."""
     if rule != "balanced":
-        value = parse_threshold(str(rule)) if not isinstance(rule, float) else rule
-        if not 0 < value < 1:
-            raise CalibrationError(f"threshold must be in (0, 1), not {value}")
-        return {"rule": "fixed" if value != 0.5 else "default", "value": float(value)}
+        value = parse_threshold(str(rule))
+        return {"rule": "fixed" if value != 0.5 else "default", "value": value}
     if y_val is None or p_val is None:
         raise CalibrationError("the balanced threshold is chosen on val: give val labels and probabilities")
     y, p = _checked(y_val, p_val)
     if len(np.unique(y)) < 2:
         raise CalibrationError("the balanced threshold needs both sexes among the val rows")
-    value = _balanced_threshold(y, p)
-    predicted = p > value
-    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
-    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
-            "val_female_recall": female_recall}
-
-
-def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     levels = np.unique(p)  # candidate i: male when p > levels[i], placed midway to the next level
     male, female = np.sort(p[y == 1]), np.sort(p[y == 0])
     tpr = 1 - np.searchsorted(male, levels, side="right") / len(male)  # male recall
@@ -305,4 +278,8 @@ def _balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     # "everyone male" (tpr 1, tnr 0) is never the balanced one
     candidates = np.r_[(levels[:-1] + levels[1:]) / 2, (levels[-1] + 1) / 2]
     order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
-    return float(candidates[order[0]])
+    value = float(candidates[order[0]])
+    predicted = p > value
+    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
+    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
+            "val_female_recall": female_recall}

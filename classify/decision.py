@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classify.calibration import (METHODS, CalibrationError, Calibrator, decision_threshold, fit_calibrator,
-                                  parse_threshold)
+from classify.calibration import METHODS, CalibrationError, Calibrator, decision_threshold, fit_calibrator
 
 CALIBRATE_CHOICES = ("auto", *METHODS)
 
@@ -66,6 +65,5 @@ def choose(y_val, p_val, *, calibrate: str = "auto", threshold: str = "0.5", see
     """Fit the calibrator on val (raw p), then choose the threshold on val's calibrated p."""
     methods = METHODS if parse_calibrate(calibrate) == "auto" else (calibrate,)
     calibrator = fit_calibrator(y_val, p_val, methods=methods, seed=seed)
-    rule = parse_threshold(str(threshold))
-    chosen = decision_threshold(rule, y_val, np.clip(calibrator.apply(p_val), 0.0, 1.0))
+    chosen = decision_threshold(threshold, y_val, np.clip(calibrator.apply(p_val), 0.0, 1.0))
     return Decision(calibrate, calibrator, chosen)

@@ -17,23 +17,27 @@ Adding a head::
     @register_head("myhead")
     class MyHead(Head):
         def __init__(self, *, random_state=0): ...
-        def fit(self, x_train, y_train, x_val, y_val, *, sample_weight=None, val_weight=None): ...; return self
+        def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight): ...
+            # per candidate, yield (its record with val_accuracy/val_log_loss, fitted, arrays)
+        def _restore(self, fitted, arrays): ...  # the fitted state, from JSON scalars and arrays; sets selection_
         def decision_function(self, x): ...   # male logit per row
-        def to_arrays(self): ...              # (JSON-ready scalars, {name: ndarray}) of the fitted state
+        def to_arrays(self): ...              # (fitted, {name: ndarray}): "mean", "scale", then the arrays
         @classmethod
-        def from_arrays(cls, fitted, arrays): ...  # the fitted head back, from what to_arrays gave
-        # and set ``selection_``: a JSON-ready record of what was chosen on val
+        def array_spec(cls, fitted, n_features): ...
 
 ``to_arrays``/``from_arrays`` are how `classify.headfile` saves a head without pickle.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Callable
 
 import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
+
+from classify.calibration import finite_number, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +114,11 @@ def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _log_loss(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> float:
-    logits = logits.astype(np.float64)
-    return float(np.average(np.logaddexp(0.0, logits) - y * logits, weights=weight))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def val_scores(y: np.ndarray, logits: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
     """The selection criteria on val: accuracy of ``logits > 0`` and log loss, ``weight``-averaged."""
+    z = logits.astype(np.float64)
     return {"val_accuracy": float(np.average((logits > 0) == (y == 1), weights=weight)),
-            "val_log_loss": _log_loss(y, logits, weight)}
+            "val_log_loss": float(np.average(np.logaddexp(0.0, z) - y * z, weights=weight))}
 
 
 def _row_weights(weight, n: int, *, what: str) -> np.ndarray | None:
@@ -142,17 +138,46 @@ def _best(candidates: list[dict]) -> int:
     return min(keys)[2]
 
 
+def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``logits_of`` applied to `_CHUNK_ROWS` rows of ``x`` at a time, into one float32 vector."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        out[start:start + _CHUNK_ROWS] = logits_of(x[start:start + _CHUNK_ROWS])
+    return out
+
+
 class Head(ClassifierMixin, BaseEstimator):
-    """Base of the binary heads: predictions from ``decision_function`` (the male logit)."""
+    """Base of the binary heads: predictions from ``decision_function`` (the male logit).
+
+    ``fit`` standardises on train, fits every candidate of ``_candidates`` and keeps the best on val
+    (`_best`); its records become ``<tried>_`` and ``selection_[tried]``.
+    """
 
     head_name = "?"
+    _tried = "?"  # the name of the candidates' records: logreg's C path, the MLP's grid
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "Head":
+        _check_xy(x_train, y_train, what="train")
+        _check_xy(x_val, y_val, what="val")
+        weight = _row_weights(sample_weight, len(y_train), what="sample_weight")
+        val_weight = _row_weights(val_weight, len(y_val), what="val_weight")
+        self.n_features_in_ = x_train.shape[1]
+        self.classes_ = np.array([0, 1])
+        self.mean_, self.scale_ = column_stats(x_train)
+        tried = list(self._candidates(x_train, y_train, x_val, y_val, weight, val_weight))
+        records = [record for record, _, _ in tried]
+        self._restore(*tried[_best(records)][1:])
+        setattr(self, f"{self._tried}_", records)
+        self.selection_[self._tried] = records
+        return self
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, 2) probabilities, columns [female, male]."""
-        male = _sigmoid(self.decision_function(x).astype(np.float64))
+        male = sigmoid(self.decision_function(x).astype(np.float64))
         return np.column_stack([1.0 - male, male])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -165,6 +190,26 @@ class Head(ClassifierMixin, BaseEstimator):
         scalars) on ``n_features`` columns; ValueError when ``fitted`` is not such a record. What a
         head file may hold is known from this before any array is read (`classify.headfile`)."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    @classmethod
+    def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "Head":
+        """The fitted head back from what `to_arrays` gave, every array checked against `array_spec`."""
+        mean = arrays.get("mean")
+        if mean is None or mean.ndim != 1:
+            raise ValueError("array 'mean': expected a 1-D vector")
+        spec = cls.array_spec(fitted, mean.shape[0])
+        for name, (shape, dtype) in spec.items():
+            value = arrays.get(name)
+            if value is None or value.shape != shape or value.dtype != dtype or not np.isfinite(value).all():
+                raise ValueError(f"array {name!r}: expected finite {dtype.name} values of shape {shape}, got "
+                                 f"{None if value is None else (value.shape, value.dtype.name)}")
+        if len(arrays) != len(spec):
+            raise ValueError(f"{cls.head_name}: unexpected arrays {sorted(set(arrays) - set(spec))}")
+        head = cls()
+        head.n_features_in_, head.classes_ = mean.shape[0], np.array([0, 1])
+        head.mean_, head.scale_, *rest = (arrays[name] for name in spec)
+        head._restore(fitted, rest)
+        return head
 
     def _check_fitted_x(self, x: np.ndarray) -> None:
         if not hasattr(self, "n_features_in_"):
@@ -192,19 +237,12 @@ def _logreg_objective(x, y, mean, inv_scale, c, weight=None):
         v = (w * inv_scale).astype(np.float32)
         logits = (x @ v).astype(np.float64) + (b - float(mean @ v))
         loss = np.mean(row_weight * (np.logaddexp(0.0, logits) - y * logits)) + (w @ w) / (2 * c * n)
-        r = (row_weight * (_sigmoid(logits) - y) / n).astype(np.float32)
+        r = (row_weight * (sigmoid(logits) - y) / n).astype(np.float32)
         r_sum = float(r.sum(dtype=np.float64))
         grad_w = inv_scale * ((x.T @ r).astype(np.float64) - mean * r_sum) + w / (c * n)
         return float(loss), np.append(grad_w, r_sum)
 
     return objective
-
-
-def _affine_logits(x: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
-    out = np.empty(x.shape[0], dtype=np.float32)
-    for start in range(0, x.shape[0], _CHUNK_ROWS):
-        out[start:start + _CHUNK_ROWS] = x[start:start + _CHUNK_ROWS] @ weights + bias
-    return out
 
 
 @register_head("logreg")
@@ -215,10 +253,11 @@ class LogRegHead(Head):
     previous solution. It stops when the largest gradient entry of the mean loss is below ``tol``, as
     scikit-learn's ``lbfgs`` does, but tighter by default: with 160k rows, scikit-learn's 1e-4 ends the
     large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics),
-    ``coef_``/``intercept_`` in
-    standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations per step), ``selection_``
-    (the chosen C and the path, for results files).
+    ``coef_``/``intercept_`` in standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations
+    per step), ``selection_`` (the chosen C and the path, for results files).
     """
+
+    _tried = "path"
 
     def __init__(self, *, Cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0), max_iter: int = 200,
                  tol: float = 1e-6):
@@ -226,22 +265,12 @@ class LogRegHead(Head):
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "LogRegHead":
-        _check_xy(x_train, y_train, what="train")
-        _check_xy(x_val, y_val, what="val")
-        weight = _row_weights(sample_weight, len(y_train), what="sample_weight")
-        val_weight = _row_weights(val_weight, len(y_val), what="val_weight")
-        self.n_features_in_ = x_train.shape[1]
-        self.classes_ = np.array([0, 1])
-        mean, std = column_stats(x_train)
-        self.mean_, self.scale_ = mean, std
-        inv_scale = (1.0 / std.astype(np.float64))
+    def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight):
+        inv_scale = 1.0 / self.scale_.astype(np.float64)
         y = y_train.astype(np.float64)
         theta = np.zeros(x_train.shape[1] + 1)
-        self.path_, solutions = [], []
         for c in sorted(self.Cs):
-            objective = _logreg_objective(x_train, y, mean.astype(np.float64), inv_scale, c, weight)
+            objective = _logreg_objective(x_train, y, self.mean_.astype(np.float64), inv_scale, c, weight)
             res = minimize(objective, theta, jac=True, method="L-BFGS-B",
                            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": _FTOL})
             theta = res.x
@@ -250,19 +279,19 @@ class LogRegHead(Head):
                     **val_scores(y_val, self.decision_function(x_val), val_weight)}
             log.debug("logreg C=%g: %d iterations, val accuracy %.4f (selection criterion; ties: val log "
                       "loss %.4f)", c, res.nit, step["val_accuracy"], step["val_log_loss"])
-            self.path_.append(step)
-            solutions.append(theta)
-        best = _best(self.path_)
-        self.C_ = self.path_[best]["C"]
-        self.coef_, self.intercept_ = solutions[best][:-1], float(solutions[best][-1])
-        self.selection_ = {"C": self.C_, "path": self.path_}
-        return self
+            yield step, {"C": c, "intercept": float(theta[-1])}, [theta[:-1]]
+
+    def _restore(self, fitted: dict, arrays: list[np.ndarray]) -> None:
+        (self.coef_,) = arrays
+        self.C_, self.intercept_ = float(fitted["C"]), float(fitted["intercept"])
+        self.selection_ = {"C": self.C_}
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Male logit per row."""
         self._check_fitted_x(x)
         v = self.coef_ / self.scale_.astype(np.float64)
-        return _affine_logits(x, v.astype(np.float32), np.float32(self.intercept_ - float(self.mean_ @ v)))
+        weights, bias = v.astype(np.float32), np.float32(self.intercept_ - float(self.mean_ @ v))
+        return _chunked_logits(x, lambda rows: rows @ weights + bias)
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {"C": float(self.C_), "intercept": float(self.intercept_)}
@@ -271,19 +300,10 @@ class LogRegHead(Head):
     @classmethod
     def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         if not isinstance(fitted, dict) or set(fitted) != {"C", "intercept"} or not all(
-                _finite_number(fitted[key]) for key in fitted):
+                finite_number(fitted[key]) for key in fitted):
             raise ValueError("logreg fitted state must be {C, intercept}, finite numbers")
         return {"mean": ((n_features,), np.dtype(np.float32)), "scale": ((n_features,), np.dtype(np.float32)),
                 "coef": ((n_features,), np.dtype(np.float64))}
-
-    @classmethod
-    def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "LogRegHead":
-        head = cls()
-        _set_standardisation(head, arrays)
-        head.coef_ = _vector(arrays, "coef", head.n_features_in_, np.float64)
-        head.intercept_, head.C_ = float(fitted["intercept"]), float(fitted["C"])
-        head.selection_ = {"C": head.C_}
-        return head
 
 
 # ---------------------------------------------------------------------------------------------- mlp
@@ -357,6 +377,8 @@ class MLPHead(Head):
     ``selection_`` (the chosen point and the grid, for results files).
     """
 
+    _tried = "grid"
+
     def __init__(self, *, hidden_grid: tuple[tuple[int, ...], ...] = ((256,),),
                  lr_grid: tuple[float, ...] = (1e-3, 3e-4), batch_size: int = 512, max_epochs: int = 30,
                  patience: int = 3, weight_decay: float = 1e-4, random_state: int = 0):
@@ -368,52 +390,34 @@ class MLPHead(Head):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-            sample_weight: np.ndarray | None = None, val_weight: np.ndarray | None = None) -> "MLPHead":
-        _check_xy(x_train, y_train, what="train")
-        _check_xy(x_val, y_val, what="val")
-        weights = (_row_weights(sample_weight, len(y_train), what="sample_weight"),
-                   _row_weights(val_weight, len(y_val), what="val_weight"))
-        self.n_features_in_ = x_train.shape[1]
-        self.classes_ = np.array([0, 1])
-        self.mean_, self.scale_ = column_stats(x_train)
-        self.grid_, fits = [], []
-        for hidden in self.hidden_grid:
-            for lr in self.lr_grid:
-                params, record = self._fit_one(x_train, y_train, x_val, y_val, hidden=tuple(hidden), lr=lr,
-                                               weights=weights)
-                self.grid_.append(record)
-                fits.append(params)
-        best = _best(self.grid_)
-        self.params_ = fits[best]
-        self.hidden_sizes_ = tuple(self.grid_[best]["hidden_sizes"])
-        self.learning_rate_ = self.grid_[best]["learning_rate"]
-        self.best_epoch_ = self.grid_[best]["best_epoch"]
-        self.selection_ = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": self.learning_rate_,
-                           "best_epoch": self.best_epoch_, "grid": self.grid_}
-        return self
+    def _candidates(self, x, y, x_val, y_val, weight, val_weight):
+        for hidden, lr in itertools.product(map(tuple, self.hidden_grid), self.lr_grid):
+            rng = np.random.default_rng(self.random_state)
+            params = _init_layers([x.shape[1], *hidden, 1], rng)
+            adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
+            y32 = y.astype(np.float32)
+            best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
+            best_params, stale, epoch = [p.copy() for p in params], 0, 0
+            for epoch in range(1, self.max_epochs + 1):
+                self._epoch(params, adam, x, y32, rng, weight)
+                scores = val_scores(y_val, self._logits(params, x_val), val_weight)
+                if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
+                    best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
+                else:
+                    stale += 1
+                log.debug("mlp %s lr=%g epoch %d: val log loss %.4f (early-stopping criterion), val accuracy %.4f",
+                          hidden, lr, epoch, scores["val_log_loss"], scores["val_accuracy"])
+                if stale >= self.patience:
+                    break
+            record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
+            yield record, record, best_params
 
-    def _fit_one(self, x, y, x_val, y_val, *, hidden: tuple[int, ...], lr: float, weights=(None, None)):
-        rng = np.random.default_rng(self.random_state)
-        weight, val_weight = weights
-        params = _init_layers([x.shape[1], *hidden, 1], rng)
-        adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
-        y32 = y.astype(np.float32)
-        best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
-        best_params, stale, epoch = [p.copy() for p in params], 0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            self._epoch(params, adam, x, y32, rng, weight)
-            scores = val_scores(y_val, self._logits(params, x_val), val_weight)
-            if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
-                best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
-            else:
-                stale += 1
-            log.debug("mlp %s lr=%g epoch %d: val log loss %.4f (early-stopping criterion), val accuracy %.4f",
-                      hidden, lr, epoch, scores["val_log_loss"], scores["val_accuracy"])
-            if stale >= self.patience:
-                break
-        record = {"hidden_sizes": list(hidden), "learning_rate": lr, "epochs_run": epoch, **best}
-        return best_params, record
+    def _restore(self, fitted: dict, arrays: list[np.ndarray]) -> None:
+        self.params_ = arrays
+        self.hidden_sizes_ = tuple(int(h) for h in fitted["hidden_sizes"])
+        self.learning_rate_, self.best_epoch_ = float(fitted["learning_rate"]), int(fitted["best_epoch"])
+        self.selection_ = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": self.learning_rate_,
+                           "best_epoch": self.best_epoch_}
 
     def _epoch(self, params, adam: _Adam, x, y32, rng: np.random.Generator, weight=None) -> None:
         order = rng.permutation(x.shape[0])
@@ -421,17 +425,13 @@ class MLPHead(Head):
             rows = np.sort(order[start:start + self.batch_size])  # sorted: faster gather, same batch
             xb = (x[rows] - self.mean_) / self.scale_
             logits, acts = _forward(params, xb)
-            dz = (_sigmoid(logits) - y32[rows]) / len(rows)
+            dz = (sigmoid(logits) - y32[rows]) / len(rows)
             if weight is not None:
                 dz = dz * weight[rows].astype(np.float32)
             adam.step(params, _backward(params, acts, dz.astype(np.float32)))
 
     def _logits(self, params, x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape[0], dtype=np.float32)
-        for start in range(0, x.shape[0], _CHUNK_ROWS):
-            chunk = (x[start:start + _CHUNK_ROWS] - self.mean_) / self.scale_
-            out[start:start + _CHUNK_ROWS] = _forward(params, chunk)[0]
-        return out
+        return _chunked_logits(x, lambda rows: _forward(params, (rows - self.mean_) / self.scale_)[0])
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Male logit per row."""
@@ -451,7 +451,7 @@ class MLPHead(Head):
         if (not isinstance(fitted, dict) or set(fitted) != {"hidden_sizes", "learning_rate", "best_epoch"}
                 or not isinstance(hidden, list) or not 0 < len(hidden) <= _MAX_LAYERS
                 or not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= _MAX_WIDTH for h in hidden)
-                or not _finite_number(fitted["learning_rate"]) or not isinstance(fitted["best_epoch"], int)):
+                or not finite_number(fitted["learning_rate"]) or not isinstance(fitted["best_epoch"], int)):
             raise ValueError(f"mlp fitted state must be {{hidden_sizes: 1 to {_MAX_LAYERS} sizes of 1 to "
                              f"{_MAX_WIDTH}, learning_rate: a finite number, best_epoch: an integer}}")
         spec = {"mean": ((n_features,), np.dtype(np.float32)), "scale": ((n_features,), np.dtype(np.float32))}
@@ -461,49 +461,5 @@ class MLPHead(Head):
             spec[f"layer{layer}_bias"] = ((fan_out,), np.dtype(np.float32))
         return spec
 
-    @classmethod
-    def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "MLPHead":
-        head = cls()
-        _set_standardisation(head, arrays)
-        hidden = tuple(int(h) for h in fitted["hidden_sizes"])
-        sizes = [head.n_features_in_, *hidden, 1]
-        head.params_ = []
-        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            weight = arrays.get(f"layer{layer}_weight")
-            if weight is None or weight.shape != (fan_in, fan_out) or weight.dtype != np.float32:
-                raise ValueError(f"mlp layer {layer}: expected a float32 ({fan_in}, {fan_out}) weight array")
-            head.params_ += [weight, _vector(arrays, f"layer{layer}_bias", fan_out, np.float32)]
-        if len(arrays) != 2 + 2 * (len(sizes) - 1):
-            raise ValueError(f"mlp with hidden sizes {list(hidden)}: unexpected arrays {sorted(arrays)}")
-        head.hidden_sizes_, head.learning_rate_ = hidden, float(fitted["learning_rate"])
-        head.best_epoch_ = int(fitted["best_epoch"])
-        head.selection_ = {"hidden_sizes": list(hidden), "learning_rate": head.learning_rate_,
-                           "best_epoch": head.best_epoch_}
-        return head
-
 
 _MAX_LAYERS, _MAX_WIDTH = 16, 65_536  # beyond any head this tool trains; bounds what a head file may declare
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _vector(arrays: dict[str, np.ndarray], name: str, size: int, dtype) -> np.ndarray:
-    """``arrays[name]``, checked to be a finite 1-D vector of ``size`` values of ``dtype``."""
-    value = arrays.get(name)
-    if value is None or value.shape != (size,) or value.dtype != dtype or not np.isfinite(value).all():
-        raise ValueError(f"array {name!r}: expected {size} finite {np.dtype(dtype).name} values, got "
-                         f"{None if value is None else (value.shape, value.dtype.name)}")
-    return value
-
-
-def _set_standardisation(head: Head, arrays: dict[str, np.ndarray]) -> None:
-    """``mean_``/``scale_`` and the fitted markers of a head rebuilt from arrays."""
-    mean = arrays.get("mean")
-    if mean is None or mean.ndim != 1:
-        raise ValueError("array 'mean': expected a 1-D vector")
-    head.n_features_in_ = mean.shape[0]
-    head.classes_ = np.array([0, 1])
-    head.mean_ = _vector(arrays, "mean", head.n_features_in_, np.float32)
-    head.scale_ = _vector(arrays, "scale", head.n_features_in_, np.float32)

@@ -97,22 +97,18 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1
             for name, values in (("accuracy", accuracy), ("f1", f1))}
 
 
-def thin_curve(fpr: np.ndarray, tpr: np.ndarray, *, points: int = 200) -> dict[str, list[float]]:
-    """At most ``points`` ROC points (end points kept), rounded, for results files and plots."""
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
-    return {"fpr": np.round(fpr[keep], 5).tolist(), "tpr": np.round(tpr[keep], 5).tolist()}
-
-
 def evaluate(y_true: np.ndarray, proba_male: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
              threshold: float = 0.5) -> dict:
     """All metrics for one split: male probability per row -> predicted male when > ``threshold``."""
     y_pred = (np.asarray(proba_male) > threshold).astype(np.int8)
     cm = confusion(y_true, y_pred)
     fpr, tpr, _ = roc_curve(y_true, proba_male)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(200, len(fpr))).round().astype(int))  # ends kept, for plots
     return {"n": int(len(y_true)), **scores_from_confusion(cm), "roc_auc": roc_auc(y_true, proba_male),
             "confusion_matrix": cm.tolist(), "confusion_labels": ["female", "male"],
             "ci95": bootstrap_ci(y_true, y_pred, n_resamples=n_resamples, seed=seed),
-            "n_resamples": n_resamples, "roc": thin_curve(fpr, tpr)}
+            "n_resamples": n_resamples, "roc": {"fpr": np.round(fpr[keep], 5).tolist(),
+                                                "tpr": np.round(tpr[keep], 5).tolist()}}
 
 
 def fmt(value) -> str:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,7 +59,7 @@ from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
 from classify.groups import group_metrics
 from classify.run_analysis import decision_recalls
-from classify.heads import Head, make_head, val_scores
+from classify.heads import make_head, val_scores
 from classify.model import GenderModel, compatibility_of
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
@@ -189,12 +190,9 @@ def pooled_attributes(stores: list[FeatureStore], parts: list[SplitFeatures]) ->
 def _concat(parts: list[SplitFeatures]) -> SplitFeatures:
     if len(parts) == 1:
         return parts[0]
-    invalid: dict[str, int] = {}
-    for part in parts:
-        for reason, count in part.n_invalid.items():
-            invalid[reason] = invalid.get(reason, 0) + count
+    invalid = sum((Counter(p.n_invalid) for p in parts), Counter())  # counts are positive: none is dropped
     return SplitFeatures(x=np.concatenate([p.x for p in parts]), gender=np.concatenate([p.gender for p in parts]),
-                         index=np.concatenate([p.index for p in parts]), n_invalid=invalid)
+                         index=np.concatenate([p.index for p in parts]), n_invalid=dict(invalid))
 
 
 def read_eval_set(store: FeatureStore, backbones: tuple[str, ...], reference: dict[str, dict], *,
@@ -266,7 +264,11 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
             train_weight, val_weight = (None, None) if weights is None else (weights.train, weights.val)
             head = make_head(config.head, seed=config.seed, **config.head_params)
             head.fit(x_train, train.gender, x_val, val.gender, sample_weight=train_weight, val_weight=val_weight)
-        scores = _choice_scores(head, prepare, x_val, val.gender, evals, val_weight=val_weight)
+        # step 6's criteria: (weighted) val scores of the treated val rows, and cross-dataset val accuracy
+        scores = val_scores(val.gender, head.decision_function(x_val), val_weight)
+        cross_val = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
+                     if e.choose is not None]
+        scores["cross_val_accuracy"] = float(np.mean(cross_val)) if cross_val else None
         tried.append((candidate, head, prepare, scores, weights))
         log.debug("%s %s treatment %s: %s", config.backbone_spec, config.head, candidate["name"], scores)
     chosen, head, prepare, _, weights = tried[_best_treatment([t[3] for t in tried])]
@@ -285,7 +287,9 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
                                    min_n=config.min_group_n) for e in evals}
     results = {"metrics": evaluation, "cross_dataset": cross, "decision": chosen_decision.to_json(),
                "selection": head.selection_,
-               "head_params": head.get_params(), "counts": _counts(data.splits),
+               "head_params": head.get_params(),
+               "counts": {split: {"n": int(len(part.gender)), "male": int(np.sum(part.gender == 1)),
+                                  "invalid": dict(part.n_invalid)} for split, part in data.splits.items()},
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
                "balance": None if weights is None else weights.record,
                "timings": {"fit_s": round(fit_s, 3), "evaluate_s": round(time.perf_counter() - started, 3)}}
@@ -312,22 +316,12 @@ def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
     if config.balance_by is None:
         return None
     train, val = data.splits["train"], data.splits["val"]
-    values = {split: data.attributes.get(split, {}).get(config.balance_by) for split in ("train", "val")}
+    a_train, a_val = (data.attributes.get(split, {}).get(config.balance_by) for split in ("train", "val"))
     try:
-        return balance.balance(config.balance_by, x_train=x_train, y_train=train.gender, a_train=values["train"],
-                               x_val=x_val, y_val=val.gender, a_val=values["val"], seed=config.seed)
+        return balance.balance(config.balance_by, x_train=x_train, y_train=train.gender, a_train=a_train,
+                               x_val=x_val, y_val=val.gender, a_val=a_val, seed=config.seed)
     except balance.BalanceError as error:
         raise ProtocolError(str(error)) from None
-
-
-def _choice_scores(head: Head, prepare, x_val: np.ndarray, y_val: np.ndarray, evals, *,
-                   val_weight: np.ndarray | None = None) -> dict:
-    """Step 6's criteria: (weighted) val scores of the prepared val rows, and cross-dataset val accuracy."""
-    scores = val_scores(y_val, head.decision_function(x_val), val_weight)
-    cross = [float(np.mean(head.predict(prepare(e.choose.x)) == e.choose.gender)) for e in evals
-             if e.choose is not None]
-    scores["cross_val_accuracy"] = float(np.mean(cross)) if cross else None
-    return scores
 
 
 def _best_treatment(scores: list[dict]) -> int:
@@ -357,8 +351,8 @@ def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: i
         p_adult = model.p_male(data.report.x)[adult]
         adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
                                   n_resamples=n_resamples, seed=seed)
-        report["adults"] = {key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")}
-        report["adults"]["min_age"] = ADULT_AGE
+        report["adults"] = {**{key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")},
+                            "min_age": ADULT_AGE}
     return {**data.identity, "rows": data.report_rows, "report": report,
             "val": None if data.choose is None else scored(data.choose, "choose")}
 
@@ -376,8 +370,3 @@ def score_split(y: np.ndarray, raw: np.ndarray, chosen: decision.Decision, attri
                       f"{chosen.calibrator.method} calibration, threshold {chosen.value:.4f} "
                       f"({chosen.threshold['rule']})": decision_recalls(y, predicted)}
     return out
-
-
-def _counts(splits: dict[str, SplitFeatures]) -> dict:
-    return {split: {"n": int(len(data.gender)), "male": int(np.sum(data.gender == 1)),
-                    "invalid": dict(data.n_invalid)} for split, data in splits.items()}

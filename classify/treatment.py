@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TREATMENTS = ("none", "l2")
-BLOCK_TREATMENTS = ("none", "l2")
+TREATMENTS = ("none", "l2")  # also what a treatment may do to one backbone's block
 BLOCK_ROWS = 1024  # rows normalised at a time: a 2,832-d float64 block is 23 MB
 
 
@@ -75,6 +74,6 @@ def check(treatment, backbones: tuple[str, ...]) -> str | None:
     per = treatment.get("per_backbone")
     if not isinstance(per, dict) or set(per) != set(backbones):
         return f"feature treatment must give a block treatment for exactly the backbones {list(backbones)}"
-    if not all(value in BLOCK_TREATMENTS for value in per.values()):
-        return f"block treatments must be {' or '.join(BLOCK_TREATMENTS)}"
+    if not all(value in TREATMENTS for value in per.values()):
+        return f"block treatments must be {' or '.join(TREATMENTS)}"
     return None

@@ -9,7 +9,7 @@ from sklearn.metrics import brier_score_loss
 from sklearn.metrics import log_loss as sk_log_loss
 
 from classify.calibration import (Calibrator, CalibrationError, brier_score, calibration_report,
-                                  decision_threshold, expected_calibration_error, fit_calibrator, fit_method,
+                                  decision_threshold, fit_calibrator, fit_method,
                                   log_loss, parse_threshold, reliability)
 
 
@@ -25,9 +25,9 @@ def test_ece_hand_computed_case():
     y = np.array([1, 0, 1, 1])
     p = np.array([0.1, 0.1, 0.9, 0.7])
     # 2 bins on [0, 1]: {0.1, 0.1} mean .1 observed .5; {0.9, 0.7} mean .8 observed 1
-    assert expected_calibration_error(y, p, n_bins=2) == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
+    assert reliability(y, p, n_bins=2)["ece"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
     # confidence bins on [0.5, 1] (2 bins): conf .9,.9,.9,.7 correct 0,1,1,1 -> {.7}: 1 vs .7; {.9 x3}: 2/3 vs .9
-    assert expected_calibration_error(y, p, n_bins=2, on="confidence") == pytest.approx(
+    assert reliability(y, p, n_bins=2, on="confidence")["ece"] == pytest.approx(
         0.25 * 0.3 + 0.75 * abs(2 / 3 - 0.9))
 
 
@@ -80,8 +80,8 @@ def test_fit_calibrator_lowers_ece_on_fresh_rows_and_records_choice():
     calibrator = fit_calibrator(y_val, p_val, seed=0)
     assert calibrator.method in ("temperature", "platt")  # the true miscalibration is a temperature
     assert set(calibrator.fitted_on["cv_scores"]) == {"none", "temperature", "platt", "isotonic"}
-    before = expected_calibration_error(y_test, p_test)
-    after = expected_calibration_error(y_test, calibrator.apply(p_test))
+    before = reliability(y_test, p_test)["ece"]
+    after = reliability(y_test, calibrator.apply(p_test))["ece"]
     assert after < before / 2
 
 
