@@ -43,12 +43,6 @@ class ImageTooLarge(Exception):
     """The image has more than MAX_PIXELS pixels."""
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF marker, or None when not a JPEG / no SOF found."""
-    frame = jpeg_frame(data)
-    return frame[:2] if frame is not None else None
-
-
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, colour components) from a JPEG's SOF marker, or None when not a JPEG / no SOF."""
     if data[:2] != b"\xff\xd8":
@@ -162,9 +156,9 @@ def pnm_size(data: bytes) -> tuple[int, int] | None:
     return tuple(fields) if len(fields) == 2 else None
 
 
-# format name -> (its first bytes, its size reader); every format `decode` accepts, and only these
+# format name -> (its first bytes, its reader of (width, height, ...)); every format `decode` accepts, and only these
 HEADER_READERS = {
-    "JPEG": ((b"\xff\xd8",), jpeg_size),
+    "JPEG": ((b"\xff\xd8",), jpeg_frame),
     "PNG": ((b"\x89PNG\r\n\x1a\n",), png_size),
     "GIF": ((b"GIF87a", b"GIF89a"), gif_size),
     "BMP": ((b"BM",), bmp_size),
@@ -181,7 +175,7 @@ def header_size(data: bytes) -> tuple[str, int, int]:
     for name, (magics, reader) in HEADER_READERS.items():
         if data.startswith(magics):
             size = reader(data)
-            if size is None or min(size) <= 0:
+            if size is None or min(size[:2]) <= 0:
                 raise Unreadable(f"{name} header cannot be parsed (damaged, or crafted to hide its size)")
             return name, size[0], size[1]
     raise Unreadable(f"not an image format this tool reads ({', '.join(HEADER_READERS)})")
@@ -220,21 +214,19 @@ def read_image_file(path: str | os.PathLike, *, limit: int = MAX_FILE_BYTES) -> 
     (which would block a plain open or read forever) or a file swapped after a check is never read."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
+                raise Unreadable(f"not a regular file ({kind})")
+            if info.st_size > limit:
+                raise ImageTooLarge(f"a file of {info.st_size:,} bytes, over the {limit:,} limit")
+            with os.fdopen(os.dup(descriptor), "rb") as handle:
+                return handle.read(limit)
+        finally:
+            os.close(descriptor)
     except OSError as error:
         raise Unreadable(f"cannot read the file ({error.strerror or type(error).__name__})") from None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
-            raise Unreadable(f"not a regular file ({kind})")
-        if info.st_size > limit:
-            raise ImageTooLarge(f"a file of {info.st_size:,} bytes, over the {limit:,} limit")
-        with os.fdopen(os.dup(descriptor), "rb") as handle:
-            return handle.read(limit)
-    except OSError as error:
-        raise Unreadable(f"cannot read the file ({error.strerror or type(error).__name__})") from None
-    finally:
-        os.close(descriptor)
 
 
 def checked_size(data: bytes) -> tuple[str, int]:

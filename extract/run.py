@@ -18,8 +18,7 @@ from extract.device import resolve_device
 from extract.errors import expected_errors
 from extract.images import configure_threads
 from extract.pipeline import ExtractionInterrupted, RunStats, extract_units
-from extract.storage import add_backbone, backbone_lock, open_store, record_template_check
-from extract.subset import limit_rows
+from extract.storage import add_backbone, backbone_lock, limit_rows, open_store, record_template_check
 from features.dataset import Dataset
 from features.datasets import load_dataset
 from features.cli import EXIT_INTERRUPTED, EXIT_OK
@@ -80,7 +79,7 @@ def face_pass(dataset: Dataset) -> Backbone:
     from extract.face_row import FACE_DIM
 
     alignment = Alignment.from_info(dataset.alignment)
-    locator = FaceLocator(FaceDetector(detector_path()), alignment)
+    locator = FaceLocator(FaceDetector(), alignment)
     metadata = {"role": "faces", "weights": f"sha256:{sha256_file(detector_path())}",
                 "weights_source": str(detector_path()), "preprocessing": locator.describe(),
                 "columns": "box x, y, w, h; landmarks x0, y0 .. x4, y4 (right eye, left eye, nose, right "
@@ -136,13 +135,8 @@ def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str],
     all_stats = distributed.gather(ranks, stats)
     distributed.barrier(ranks)
     if ranks.is_main:
-        _summarise(store, backbone.name, all_stats)
+        info, total = store.backbone_info(backbone.name), functools.reduce(RunStats.add, all_stats)
+        per_rank = f"; units per rank: {', '.join(str(s.units) for s in all_stats)}" if len(all_stats) > 1 else ""
+        log.info("%s; store: %d of %d units done%s", total.summary(backbone.name), info["units_done"],
+                 info["n_units"], per_rank)
     return EXIT_OK
-
-
-def _summarise(store: FeatureStore, name: str, all_stats: list[RunStats]) -> None:
-    total = functools.reduce(RunStats.add, all_stats)
-    info = store.backbone_info(name)
-    ranks = f"; units per rank: {', '.join(str(s.units) for s in all_stats)}" if len(all_stats) > 1 else ""
-    log.info("%s; store: %d of %d units done%s", total.summary(name), info["units_done"], info["n_units"],
-             ranks)

@@ -1,22 +1,46 @@
-"""The store side of a run: open (or create) the store for the dataset under --limit, add a backbone's
-entry, or take the existing one when it was made the same way (resume); after the detection pass of an
+"""The store side of a run: the dataset under --limit (`limit_rows`), open (or create) its store, add a
+backbone's entry, or take the existing one when it was made the same way (resume); after the detection pass of an
 aligned dataset, record how its detections agree with the known template."""
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from extract.config import CONFIG_KEY, ExtractConfig
-from extract.subset import limit_rows
 from features.dataset import Dataset
 from extract.face_row import SOURCE, SOURCE_DETECTED
 from features.store import FACES, BackboneWriter, FeatureStore, Status, StoreError, writer_lock
 
 log = logging.getLogger(__name__)
+
+
+def limit_rows(dataset: Dataset, limit: int | None) -> Dataset:
+    """--limit: `limit` rows, each split keeping its share (in table order); all of it when None or larger.
+    Not simply the first rows: CelebA's table is in split order, so those would all be train rows."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    keep = np.sort(np.concatenate([rows[:k] for rows, k in _rows_per_split(dataset.split, limit)]))
+    return replace(dataset, ids=dataset.ids[keep], paths=dataset.paths[keep],
+                   gender=dataset.gender[keep], split=dataset.split[keep],
+                   attributes={name: values[keep] for name, values in dataset.attributes.items()})
+
+
+def _rows_per_split(split: np.ndarray, limit: int) -> list[tuple[np.ndarray, int]]:
+    """(rows of each split, how many to keep): limit * share rounded, at least 1 when limit allows."""
+    groups = [np.flatnonzero(split == code) for code in np.unique(split)]
+    sizes = np.array([len(rows) for rows in groups])
+    # Rounding the cumulative shares keeps every split within a row of its share and the total at limit.
+    keep = np.diff(np.round(limit * np.cumsum(sizes) / sizes.sum()).astype(int), prepend=0)
+    if limit >= len(groups):
+        for empty in np.flatnonzero(keep == 0):  # a small split rounded to nothing: one row from the largest
+            keep[np.argmax(keep)] -= 1
+            keep[empty] = 1
+    return list(zip(groups, keep))
 
 
 def open_store(path: str, full: Dataset, limit: int | None) -> FeatureStore:
@@ -93,22 +117,23 @@ def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):
 TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
 
 
-def record_template_check(store, alignment: dict | None, paths: Sequence[str], *,
-                          sample: int = TEMPLATE_CHECK_SAMPLE) -> dict | None:
+def record_template_check(store, alignment: dict | None, paths: Sequence[str]) -> dict | None:
     """On an aligned dataset, after its detection pass: log and record in the faces entry's metadata
     (``template_check``) how many rows fell back to the known template, and how far detected landmarks
     lie from it (median and 95th percentile over an evenly spaced sample of detected rows). None, and
     nothing recorded, for a wild dataset."""
-    from extract.detect import Alignment, image_size, template_check  # cv2: only on an aligned dataset
+    from extract.decode import header_size, read_image_file  # cv2: only on an aligned dataset
+    from extract.detect import Alignment, template_check
 
     known = Alignment.from_info(alignment)
     if known.kind == "wild":
         return None
     rows, status = store.faces()
     detected = np.flatnonzero((status == Status.OK) & (rows[:, SOURCE] == SOURCE_DETECTED))
-    chosen = detected[np.unique(np.linspace(0, len(detected) - 1, min(sample, len(detected))).astype(int))] \
-        if len(detected) else detected
-    summary = template_check(rows, status, known, {int(r): image_size(paths[r]) for r in chosen})
+    spaced = np.linspace(0, len(detected) - 1, min(TEMPLATE_CHECK_SAMPLE, len(detected))).astype(int)
+    chosen = detected[np.unique(spaced)]
+    sizes = {int(r): header_size(read_image_file(paths[r]))[1:] for r in chosen}  # (width, height), not decoded
+    summary = template_check(rows, status, known, sizes)
     store.update_metadata(FACES, {"template_check": summary})
     px = summary["landmark_distance_px"]
     log.info("%s: aligned dataset (%s): %d of %d valid rows fell back to the template; detected landmarks "
