@@ -170,8 +170,7 @@ HEADER_READERS = {
 
 def header_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) read from the header alone; `Unreadable` when the format is not one
-    `decode` accepts or its header cannot be parsed (never "decode and see": a crafted header that
-    hides the size would let a bomb through)."""
+    `decode` accepts or its header cannot be parsed (a crafted header that hides the size is no bomb)."""
     for name, (magics, reader) in HEADER_READERS.items():
         if data.startswith(magics):
             size = reader(data)

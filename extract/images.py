@@ -5,8 +5,6 @@ placeholder when the image is invalid, so batches stay rectangular) and a `Statu
 never stops a run: it is UNREADABLE (missing, truncated, not an image), TOO_LARGE or NO_FACE. With `faces`
 (the run's one detection per image, from the store) a face backbone aligns from the stored face row, and
 a row whose detection failed takes that status undecoded, so every backbone of a run drops the same images.
-Batches never straddle two store units, so a resumed run feeds the model exactly the batches of an
-uninterrupted one (which keeps the CPU results bitwise equal).
 """
 from __future__ import annotations
 

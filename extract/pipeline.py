@@ -4,8 +4,9 @@ The loop keeps one batch in flight on the GPU and hands finished batches to a wr
 (`BackgroundSink`), so decoding, the model and the store writes overlap. `extract_units` writes each
 unit as soon as all its rows are embedded; the store writes a unit's rows before its completion marker,
 so a run killed at any moment leaves only whole units marked done, and the same command resumes with the
-pending ones. Batches never cross a unit boundary: a resumed (or distributed) run computes exactly the
-batches an uninterrupted one does. `extract.embed` is the store-less variant.
+pending ones. Batches never cross a unit boundary (`unit_batches`): a resumed (or distributed) run computes
+exactly the batches an uninterrupted one does, so its CPU results are bitwise equal. `extract.embed` is the
+store-less variant.
 """
 from __future__ import annotations
 
@@ -171,12 +172,11 @@ class UnitSink:
     """Buffers embedded rows per unit, in any order, and writes each unit once all its rows are in."""
 
     def __init__(self, writer: BackboneWriter, units: Sequence[int]):
-        self.writer = writer
+        self.writer, units = writer, sorted(units)  # in row order: a store's units hold consecutive rows
         spans = [writer.unit_rows(u) for u in units]
         self._buffers = {u: _UnitBuffer(start, stop, writer.dim) for u, (start, stop) in zip(units, spans)}
-        order = np.argsort([start for start, _ in spans])
-        self._starts, self._stops = (np.array([spans[i][k] for i in order], dtype=np.int64) for k in (0, 1))
-        self._units = np.asarray(units, dtype=np.int64)[order]
+        self._starts, self._stops = np.array(spans, dtype=np.int64).reshape(-1, 2).T
+        self._units = np.asarray(units, dtype=np.int64)
         self.written: list[int] = []
 
     def _units_of(self, rows: np.ndarray) -> np.ndarray:

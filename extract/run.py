@@ -95,16 +95,14 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config
     """Run (or resume) the detection pass; (face rows, status) of every row, None if interrupted."""
     # completeness first: store.faces() reads every chunk, and one that `verify --repair` un-marked may
     # not decode until it is detected again below
-    if FACES in store.entries() and store.is_complete(FACES):
-        if ranks.is_main and "template_check" not in store.backbone_info(FACES)["metadata"]:
-            # a run killed between its last detection unit and the check: record it now
-            record_template_check(store, dataset.alignment, paths)
-        return store.faces()
-    code = _extract_backbone(store, face_pass(dataset), paths, config, ranks)
-    if code != EXIT_OK:
-        return None
-    distributed.barrier(ranks)
-    if ranks.is_main:  # aligned datasets: fallbacks and detection-vs-template distances, logged and recorded
+    done = FACES in store.entries() and store.is_complete(FACES)
+    if not done:
+        if _extract_backbone(store, face_pass(dataset), paths, config, ranks) != EXIT_OK:
+            return None
+        distributed.barrier(ranks)
+    # aligned datasets: fallbacks and detection-vs-template distances, logged and recorded (also after a
+    # run killed between its last detection unit and the check)
+    if ranks.is_main and not (done and "template_check" in store.backbone_info(FACES)["metadata"]):
         record_template_check(store, dataset.alignment, paths)
     return store.faces()
 
