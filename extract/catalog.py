@@ -162,7 +162,7 @@ class BackboneSpec:
         the ``preprocessing`` record, ``input_shape`` (the spec's, unless an engine embeds another input),
         the spec's dim and normalisation (a hint for classify: "l2" for face-recognition embeddings),
         ``precision``, the versions of torch, numpy and ``packages``, and ``facts`` ("implementation"...).
-        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.storage`), the
+        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.run`), the
         store its "weights" and dim: keep their values as earlier versions wrote them."""
         return {**weights, "preprocessing": preprocessing, "input_shape": list(input_shape or self.input_shape),
                 "dim": self.dim, "precision": precision, "normalisation": self.normalisation,

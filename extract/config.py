@@ -1,7 +1,7 @@
 """`ExtractConfig`: everything that defines an extraction run, built once from the command line and
 checked there (before torch is imported), then handed to the run (`extract.run`) and saved with each
 backbone it writes (metadata key ``extract_config``). The saved config is a record, not a key: resuming
-compares only what `extract.storage` compares (dim, dtype, weights, precision, preprocessing, tta), so a
+compares only what `extract.run` compares (dim, dtype, weights, precision, preprocessing, tta), so a
 store stays resumable with other --workers, --batch-size or --decode. `parse` is argparse for every
 extract subcommand: it returns an exit code instead of exiting, and imports the --plugin modules.
 """
@@ -26,7 +26,7 @@ CPU_BATCH, CUDA_BATCH = 8, 256  # measured: efficientnet_lite0 on 2 CPU cores ru
 class ExtractConfig:
     """One `python -m extract` run. ``weights``: backbone -> "random" or a weight file (backbones not
     named load their default weights). None for batch_size, workers, unit_rows and limit: the defaults
-    (`batch_size`, `extract.images.default_workers`, the store's unit size, every image)."""
+    (CPU_BATCH or CUDA_BATCH, `extract.images.default_workers`, the store's unit size, every image)."""
 
     dataset: str
     root: str
@@ -88,13 +88,6 @@ def parse_weights(specs: Sequence[str], backbones: Sequence[str]) -> dict[str, s
             raise UsageError(f"--weights {spec!r}: {name!r} is not among --backbones ({', '.join(backbones)})")
         weights[name] = value
     return weights
-
-
-def batch_size(asked: int | None, device_type: str) -> int:
-    """``asked``, else small batches on CPU (they stay in cache) and large ones on CUDA."""
-    if asked is not None:
-        return asked
-    return CUDA_BATCH if device_type == "cuda" else CPU_BATCH
 
 
 class ParseExit(Exception):

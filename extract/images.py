@@ -22,8 +22,6 @@ from extract.detect import FaceLocator
 from extract.face_row import scaled
 from features.store import Status
 
-Preprocessor = Callable[[np.ndarray], np.ndarray]
-
 
 def available_cpus() -> int:
     try:
@@ -91,7 +89,7 @@ def worker_init(worker_id: int) -> None:
 class ImageRows(Dataset):
     """Rows of the dataset table -> (row, preprocessed array, status)."""
 
-    def __init__(self, paths: Sequence[str], preprocessor: Preprocessor, *,
+    def __init__(self, paths: Sequence[str], preprocessor: Callable[[np.ndarray], np.ndarray], *,
                  input_shape: tuple[int, ...], input_dtype: str = "float32",
                  faces: np.ndarray | None = None, face_status: np.ndarray | None = None):
         self.paths = list(paths)
