@@ -186,11 +186,6 @@ def jpeg_is_complete(data: bytes) -> bool:
     return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
 
 
-def reduction_for(pixels: int) -> int:
-    """The smallest DCT reduction (1, 2, 4, 8) bringing `pixels` under DECODE_MAX_PIXELS (else 8)."""
-    return next((factor for factor in (1, 2, 4) if pixels <= DECODE_MAX_PIXELS * factor * factor), 8)
-
-
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -247,7 +242,8 @@ def decode(path: str | os.PathLike) -> Decoded:
     """Read and decode one image strictly and within bounded memory (see the module docstring)."""
     data = read_image_file(path)
     kind, pixels = checked_size(data)
-    factor = reduction_for(pixels) if kind == "JPEG" else 1
+    # a JPEG: the smallest DCT reduction (1, 2, 4, 8) bringing it under DECODE_MAX_PIXELS (else 8)
+    factor = next((f for f in (1, 2, 4) if pixels <= DECODE_MAX_PIXELS * f * f), 8) if kind == "JPEG" else 1
     try:
         image, warning = imdecode_with_warnings(data, _REDUCED_FLAGS[factor]) if kind == "JPEG" else \
             (cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), "")
@@ -261,18 +257,16 @@ def decode(path: str | os.PathLike) -> Decoded:
 
 
 _DECODE_LOCK = threading.Lock()
-_WARNINGS_FILES: dict[int, object] = {}  # pid -> that process's scratch file
+_WARNINGS_FILE: list = [None, None]  # [pid, that process's scratch file]
 
 
 def warnings_file():
     """This process's scratch file for libjpeg's warnings. Keyed by pid: a reader worker forked after
     its parent decoded must not share the parent's file (and its offset) with its sibling workers, or
     one worker's warning about a damaged file is read as another's."""
-    pid = os.getpid()
-    if pid not in _WARNINGS_FILES:
-        _WARNINGS_FILES.clear()  # an inherited parent's entry: this process never writes to it
-        _WARNINGS_FILES[pid] = tempfile.TemporaryFile()
-    return _WARNINGS_FILES[pid]
+    if _WARNINGS_FILE[0] != os.getpid():  # none yet, or a parent's (inherited: this process never writes to it)
+        _WARNINGS_FILE[:] = os.getpid(), tempfile.TemporaryFile()
+    return _WARNINGS_FILE[1]
 
 
 def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:

@@ -172,7 +172,8 @@ class UnitSink:
     """Buffers embedded rows per unit, in any order, and writes each unit once all its rows are in."""
 
     def __init__(self, writer: BackboneWriter, units: Sequence[int]):
-        self.writer, units = writer, sorted(units)  # in row order: a store's units hold consecutive rows
+        self.writer = writer
+        units = sorted(units)  # in row order: a store's units hold consecutive rows
         spans = [writer.unit_rows(u) for u in units]
         self._buffers = {u: _UnitBuffer(start, stop, writer.dim) for u, (start, stop) in zip(units, spans)}
         self._starts, self._stops = np.array(spans, dtype=np.int64).reshape(-1, 2).T
