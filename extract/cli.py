@@ -1,10 +1,5 @@
-"""`python -m extract`: embed a dataset with one or more backbones into a feature store.
-
-    python -m extract --dataset celeba --root data/celeba --backbones sface resnet50 --store out.zarr
-    python -m extract list                      # registered backbones, dims, offline weights
-    python -m extract verify --store out.zarr [--repair]  # damaged units; --repair un-marks them
-    python -m extract upgrade --store out.zarr  # an older store to the current schema, embeddings kept
-    torchrun --nproc-per-node 4 -m extract ...  # same result, units dealt round-robin to the ranks
+"""`python -m extract`: embed a dataset with one or more backbones into a feature store (`EXAMPLES`);
+subcommands `list` (registered backbones), `verify` (damaged units) and `upgrade` (an older store).
 
 Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
 `extract.run` runs the checked `ExtractConfig`, skipping units already done. Every subcommand runs under

@@ -1,7 +1,7 @@
 """`ExtractConfig`: everything that defines an extraction run, built once from the command line and
 checked there (before torch is imported), then handed to the run (`extract.run`) and saved with each
 backbone it writes (metadata key ``extract_config``). The saved config is a record, not a key: resuming
-compares only what `extract.storage` compares (dim, dtype, weights, precision, preprocessing, tta), so a
+compares only what `extract.run` compares (dim, dtype, weights, precision, preprocessing, tta), so a
 store stays resumable with other --workers, --batch-size or --decode. `parse` is argparse for every
 extract subcommand: it returns an exit code instead of exiting, and imports the --plugin modules.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 from extract import catalog
@@ -26,7 +26,7 @@ CPU_BATCH, CUDA_BATCH = 8, 256  # measured: efficientnet_lite0 on 2 CPU cores ru
 class ExtractConfig:
     """One `python -m extract` run. ``weights``: backbone -> "random" or a weight file (backbones not
     named load their default weights). None for batch_size, workers, unit_rows and limit: the defaults
-    (`batch_size`, `extract.images.default_workers`, the store's unit size, every image)."""
+    (CPU_BATCH or CUDA_BATCH, `extract.images.default_workers`, the store's unit size, every image)."""
 
     dataset: str
     root: str
@@ -54,29 +54,19 @@ class ExtractConfig:
                 raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, not {value}")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be 0 or more, not {self.workers}")
-        for option, valid in (("precision", catalog.PRECISIONS), ("tta", catalog.TTAS), ("dtype", DTYPES),
-                              ("decode", DECODES)):
-            if getattr(self, option) not in valid:
-                raise UsageError(f"--{option} {getattr(self, option)!r}: valid: {', '.join(valid)}")
         known, backbones = catalog.backbone_names(), self.backbones
         unknown = [name for name in backbones if name not in known]
         if unknown:
             raise UsageError(f"unknown backbone(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(known)}")
         if len(set(backbones)) != len(backbones):
             raise UsageError(f"--backbones names a backbone twice: {' '.join(backbones)}")
-        strays = sorted(set(self.weights) - set(backbones))
-        if strays:
-            raise UsageError(f"--weights names {', '.join(strays)}, not among --backbones ({', '.join(backbones)})")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExtractConfig:
         """The config of parsed arguments (plugins already imported, so their backbones are known)."""
-        return cls(dataset=args.dataset, root=args.root, backbones=tuple(args.backbones), store=args.store,
-                   weights=parse_weights(args.weights, args.backbones), batch_size=args.batch_size,
-                   workers=args.workers, device=args.device, precision=args.precision, dtype=args.dtype,
-                   unit_rows=args.unit_rows, limit=args.limit, seed=args.seed, tta=args.tta,
-                   decode=args.decode, wait_lock=args.wait_lock, progress=not args.no_progress,
-                   plugins=tuple(args.plugin))
+        renamed = {"backbones": tuple(args.backbones), "weights": parse_weights(args.weights, args.backbones),
+                   "progress": not args.no_progress, "plugins": tuple(args.plugin)}
+        return cls(**renamed, **{f.name: getattr(args, f.name) for f in fields(cls) if f.name not in renamed})
 
     def record(self) -> dict:
         """The JSON-ready dict saved in the store with each backbone: every option but --store (the
@@ -98,14 +88,6 @@ def parse_weights(specs: Sequence[str], backbones: Sequence[str]) -> dict[str, s
             raise UsageError(f"--weights {spec!r}: {name!r} is not among --backbones ({', '.join(backbones)})")
         weights[name] = value
     return weights
-
-
-
-def batch_size(asked: int | None, device_type: str) -> int:
-    """``asked``, else small batches on CPU (they stay in cache) and large ones on CUDA."""
-    if asked is not None:
-        return asked
-    return CUDA_BATCH if device_type == "cuda" else CPU_BATCH
 
 
 class ParseExit(Exception):

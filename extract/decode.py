@@ -43,12 +43,6 @@ class ImageTooLarge(Exception):
     """The image has more than MAX_PIXELS pixels."""
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF marker, or None when not a JPEG / no SOF found."""
-    frame = jpeg_frame(data)
-    return frame[:2] if frame is not None else None
-
-
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, colour components) from a JPEG's SOF marker, or None when not a JPEG / no SOF."""
     if data[:2] != b"\xff\xd8":
@@ -162,9 +156,9 @@ def pnm_size(data: bytes) -> tuple[int, int] | None:
     return tuple(fields) if len(fields) == 2 else None
 
 
-# format name -> (its first bytes, its size reader); every format `decode` accepts, and only these
+# format name -> (its first bytes, its reader of (width, height, ...)); every format `decode` accepts, and only these
 HEADER_READERS = {
-    "JPEG": ((b"\xff\xd8",), jpeg_size),
+    "JPEG": ((b"\xff\xd8",), jpeg_frame),
     "PNG": ((b"\x89PNG\r\n\x1a\n",), png_size),
     "GIF": ((b"GIF87a", b"GIF89a"), gif_size),
     "BMP": ((b"BM",), bmp_size),
@@ -176,12 +170,11 @@ HEADER_READERS = {
 
 def header_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) read from the header alone; `Unreadable` when the format is not one
-    `decode` accepts or its header cannot be parsed (never "decode and see": a crafted header that
-    hides the size would let a bomb through)."""
+    `decode` accepts or its header cannot be parsed (a crafted header that hides the size is no bomb)."""
     for name, (magics, reader) in HEADER_READERS.items():
         if data.startswith(magics):
             size = reader(data)
-            if size is None or min(size) <= 0:
+            if size is None or min(size[:2]) <= 0:
                 raise Unreadable(f"{name} header cannot be parsed (damaged, or crafted to hide its size)")
             return name, size[0], size[1]
     raise Unreadable(f"not an image format this tool reads ({', '.join(HEADER_READERS)})")
@@ -191,11 +184,6 @@ def jpeg_is_complete(data: bytes) -> bool:
     """An end-of-image marker after the last start-of-scan (an EXIF thumbnail's own EOI comes before
     the main image's scans, and 0xFFD9 cannot occur inside entropy-coded data)."""
     return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
-
-
-def reduction_for(pixels: int) -> int:
-    """The smallest DCT reduction (1, 2, 4, 8) bringing `pixels` under DECODE_MAX_PIXELS (else 8)."""
-    return next((factor for factor in (1, 2, 4) if pixels <= DECODE_MAX_PIXELS * factor * factor), 8)
 
 
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -220,21 +208,19 @@ def read_image_file(path: str | os.PathLike, *, limit: int = MAX_FILE_BYTES) -> 
     (which would block a plain open or read forever) or a file swapped after a check is never read."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
+                raise Unreadable(f"not a regular file ({kind})")
+            if info.st_size > limit:
+                raise ImageTooLarge(f"a file of {info.st_size:,} bytes, over the {limit:,} limit")
+            with os.fdopen(os.dup(descriptor), "rb") as handle:
+                return handle.read(limit)
+        finally:
+            os.close(descriptor)
     except OSError as error:
         raise Unreadable(f"cannot read the file ({error.strerror or type(error).__name__})") from None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
-            raise Unreadable(f"not a regular file ({kind})")
-        if info.st_size > limit:
-            raise ImageTooLarge(f"a file of {info.st_size:,} bytes, over the {limit:,} limit")
-        with os.fdopen(os.dup(descriptor), "rb") as handle:
-            return handle.read(limit)
-    except OSError as error:
-        raise Unreadable(f"cannot read the file ({error.strerror or type(error).__name__})") from None
-    finally:
-        os.close(descriptor)
 
 
 def checked_size(data: bytes) -> tuple[str, int]:
@@ -256,7 +242,8 @@ def decode(path: str | os.PathLike) -> Decoded:
     """Read and decode one image strictly and within bounded memory (see the module docstring)."""
     data = read_image_file(path)
     kind, pixels = checked_size(data)
-    factor = reduction_for(pixels) if kind == "JPEG" else 1
+    # a JPEG: the smallest DCT reduction (1, 2, 4, 8) bringing it under DECODE_MAX_PIXELS (else 8)
+    factor = next((f for f in (1, 2, 4) if pixels <= DECODE_MAX_PIXELS * f * f), 8) if kind == "JPEG" else 1
     try:
         image, warning = imdecode_with_warnings(data, _REDUCED_FLAGS[factor]) if kind == "JPEG" else \
             (cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), "")
@@ -270,18 +257,16 @@ def decode(path: str | os.PathLike) -> Decoded:
 
 
 _DECODE_LOCK = threading.Lock()
-_WARNINGS_FILES: dict[int, object] = {}  # pid -> that process's scratch file
+_WARNINGS_FILE: list = [None, None]  # [pid, that process's scratch file]
 
 
 def warnings_file():
     """This process's scratch file for libjpeg's warnings. Keyed by pid: a reader worker forked after
     its parent decoded must not share the parent's file (and its offset) with its sibling workers, or
     one worker's warning about a damaged file is read as another's."""
-    pid = os.getpid()
-    if pid not in _WARNINGS_FILES:
-        _WARNINGS_FILES.clear()  # an inherited parent's entry: this process never writes to it
-        _WARNINGS_FILES[pid] = tempfile.TemporaryFile()
-    return _WARNINGS_FILES[pid]
+    if _WARNINGS_FILE[0] != os.getpid():  # none yet, or a parent's (inherited: this process never writes to it)
+        _WARNINGS_FILE[:] = os.getpid(), tempfile.TemporaryFile()
+    return _WARNINGS_FILE[1]
 
 
 def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from extract.align import CANONICAL
 from extract.catalog import BUILTIN
-from extract.decode import DECODE_MAX_PIXELS, MAX_PIXELS, header_size, read_image_file
+from extract.decode import DECODE_MAX_PIXELS, MAX_PIXELS
 from extract.face_row import (BOX, FACE_DIM, SCORE, SOURCE, SOURCE_DETECTED, SOURCE_TEMPLATE,
                               face_row, landmarks_of, template_row)
 
@@ -43,21 +43,19 @@ class FaceDetector:
     """Picklable YuNet wrapper: BGR image -> (K, FACE_DIM) face rows in image coordinates, largest
     first. The OpenCV detector is created lazily in each process and never pickled."""
 
-    def __init__(self, path: str | None = None, *, score_threshold: float = SCORE_THRESHOLD,
-                 max_side: int = DETECT_MAX_SIDE) -> None:
-        self.path = str(path if path is not None else detector_path())
-        self.score_threshold, self.max_side, self._detector = score_threshold, max_side, None
+    def __init__(self) -> None:
+        self.path, self._detector = str(detector_path()), None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_detector": None}
 
     def faces(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        shrink = min(1.0, self.max_side / max(height, width))
+        shrink = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = image if shrink == 1.0 else cv2.resize(
             image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA)
         if self._detector is None:
-            self._detector = cv2.FaceDetectorYN.create(self.path, "", (320, 320), self.score_threshold)
+            self._detector = cv2.FaceDetectorYN.create(self.path, "", (320, 320), SCORE_THRESHOLD)
         self._detector.setInputSize((small.shape[1], small.shape[0]))
         found = self._detector.detect(small)[1]
         if found is None or len(found) == 0:
@@ -88,13 +86,13 @@ class FaceDetector:
     def largest(self, image: np.ndarray) -> np.ndarray:
         faces = self.faces(image)
         if not len(faces):
-            raise NoFaceFound(f"YuNet found no face (score >= {self.score_threshold})")
+            raise NoFaceFound(f"YuNet found no face (score >= {SCORE_THRESHOLD})")
         return faces[0]
 
     def describe(self) -> dict:
-        return {"detector": f"YuNet ({Path(self.path).name})", "score_threshold": self.score_threshold,
+        return {"detector": f"YuNet ({Path(self.path).name})", "score_threshold": SCORE_THRESHOLD,
                 "landmark_refinement": f"{REFINE_STEPS} re-detections in a canonical crop {CANONICAL.describe()}",
-                "detect_max_side": self.max_side, "choice": "largest face (box area)",
+                "detect_max_side": DETECT_MAX_SIDE, "choice": "largest face (box area)",
                 "decode": {"strict_jpeg": "end-of-image marker required, in-memory decode must not fail",
                            "reduced_above_pixels": DECODE_MAX_PIXELS, "too_large_above_pixels": MAX_PIXELS}}
 
@@ -161,12 +159,6 @@ class FaceLocator:
                         template_tolerance=f"{TEMPLATE_TOLERANCE} x eye distance, mean over 5 points",
                         choice="detected face nearest the template, else the template (source 2)")
         return info
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) of an image file from its header (`extract.decode.header_size`), never decoded."""
-    _, width, height = header_size(read_image_file(path))
-    return width, height
 
 
 def template_check(rows: np.ndarray, status: np.ndarray, alignment: Alignment,

@@ -122,7 +122,6 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
                 tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Embed image files without a store with one backbone (its largest face per image, options as
     `load_checked`'s): ((N, dim) float32 with NaN rows, (N,) uint8 `Status`)."""
-    paths = [str(p) for p in paths]
     quiet_opencv()
     model = load_checked(backbone, weights=weights, device=device, precision=precision, tta=tta,
                          expect_weights=expect_weights)

@@ -1,8 +1,7 @@
 """The errors that mean bad input to extraction: the CLI prints their message as one line and exits 2;
 anything else raised during a run is a bug (ours or a plugin's) and keeps its traceback (exit 1). Torch-free,
-so argument checking can raise them before torch is imported. `UsageError` (features.cli, re-exported) is
-the one usage error of both stages; the dataset and store errors live where those are read, in `features`
-(DatasetError, StoreError); all three subclass ValueError, so callers that catch ValueError keep working.
+so argument checking can raise them before torch is imported. `UsageError` (features.cli's, the one of both
+stages), DatasetError and StoreError (in `features`) subclass ValueError; ExtractError does not.
 """
 from __future__ import annotations
 
@@ -20,9 +19,8 @@ class WeightsUnavailable(ExtractError, RuntimeError):
     message says which file to put where, or to pass ``--weights PATH``."""
 
 
-# Error types of `features` that also mean bad input, by module: looked up when an error is caught, in
-# the modules imported by then (zarr takes a while to import, and an error type whose module was never
-# imported cannot have been raised).
+# `features` errors that also mean bad input, looked up in the modules imported by the time an error is
+# caught (zarr is slow to import, and an error of a module never imported cannot have been raised).
 _FEATURES_ERRORS = {"features.dataset": "DatasetError", "features.store": "StoreError"}
 
 

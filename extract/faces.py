@@ -1,10 +1,5 @@
-"""The face front end shared by `extract` and `predict`, one module per step:
-
-    file --decode--> BGR image (reduced when huge) --detect--> face rows --align--> each backbone's chip
-    (`extract.decode`)                            (`extract.detect`)    (`extract.align`)
-
-with `extract.face_row` the FACE_DIM values that stand for one face. This module gathers the names
-scripts and tests import from the front end, so they import it from one place.
+"""The face front end's names in one place, for scripts and tests: file --decode (`extract.decode`)-->
+BGR image --detect (`extract.detect`)--> face rows (`extract.face_row`) --align (`extract.align`)--> chips.
 """
 from extract.align import FaceTemplate  # noqa: F401
 from extract.decode import MAX_PIXELS, ImageTooLarge, Unreadable, decode  # noqa: F401

@@ -5,8 +5,6 @@ placeholder when the image is invalid, so batches stay rectangular) and a `Statu
 never stops a run: it is UNREADABLE (missing, truncated, not an image), TOO_LARGE or NO_FACE. With `faces`
 (the run's one detection per image, from the store) a face backbone aligns from the stored face row, and
 a row whose detection failed takes that status undecoded, so every backbone of a run drops the same images.
-Batches never straddle two store units, so a resumed run feeds the model exactly the batches of an
-uninterrupted one (which keeps the CPU results bitwise equal).
 """
 from __future__ import annotations
 
@@ -23,8 +21,6 @@ from extract.decode import ImageTooLarge, Unreadable, decode
 from extract.detect import FaceLocator
 from extract.face_row import scaled
 from features.store import Status
-
-Preprocessor = Callable[[np.ndarray], np.ndarray]
 
 
 def available_cpus() -> int:
@@ -93,7 +89,7 @@ def worker_init(worker_id: int) -> None:
 class ImageRows(Dataset):
     """Rows of the dataset table -> (row, preprocessed array, status)."""
 
-    def __init__(self, paths: Sequence[str], preprocessor: Preprocessor, *,
+    def __init__(self, paths: Sequence[str], preprocessor: Callable[[np.ndarray], np.ndarray], *,
                  input_shape: tuple[int, ...], input_dtype: str = "float32",
                  faces: np.ndarray | None = None, face_status: np.ndarray | None = None):
         self.paths = list(paths)

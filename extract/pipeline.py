@@ -4,27 +4,29 @@ The loop keeps one batch in flight on the GPU and hands finished batches to a wr
 (`BackgroundSink`), so decoding, the model and the store writes overlap. `extract_units` writes each
 unit as soon as all its rows are embedded; the store writes a unit's rows before its completion marker,
 so a run killed at any moment leaves only whole units marked done, and the same command resumes with the
-pending ones. Batches never cross a unit boundary: a resumed (or distributed) run computes exactly the
-batches an uninterrupted one does. `extract.embed` is the store-less variant.
+pending ones. Batches never cross a unit boundary (`unit_batches`): a resumed (or distributed) run computes
+exactly the batches an uninterrupted one does, so its CPU results are bitwise equal. `extract.embed` is the
+store-less variant.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from extract import device_front
 from extract.backbones import Backbone
 from extract.images import ImageRows, collate_rows, make_loader, start_workers, unit_batches
-from extract.progress import Progress
 from features.store import BackboneWriter, Status
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,55 @@ class RunStats:
         examples = f" (first invalid: {', '.join(self.invalid_examples)})" if self.invalid_examples else ""
         return (f"{backbone}: {self.rows} rows in {self.units} units, {self.status[Status.OK.name]} valid, "
                 f"invalid: {invalid}{examples}; {self.seconds:.1f} s, {rate:.1f} images/s")
+
+
+# -- progress -----------------------------------------------------------------------------------
+PROGRESS_EVERY_S = 10.0
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `7 min 05 s`, `3 h 12 min`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress:
+    """Progress of one backbone: a tqdm bar on a terminal, else (a batch job, CI, `| tee`: a run there can
+    take hours) a log line every `PROGRESS_EVERY_S` seconds with the rows done, the rate and the time left;
+    `--no-progress` turns the bar off, not the lines. `update(rows)` after each batch; `close()` at the end."""
+
+    def __init__(self, total: int, *, name: str, bar: bool = True, every: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.name, self.done = total, name, 0
+        self.every = PROGRESS_EVERY_S if every is None else every
+        self._clock = clock
+        self._started = self._last = clock()
+        self._bar = tqdm(total=total, unit="img", desc=name, smoothing=0.1) \
+            if bar and sys.stderr.isatty() else None
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if self._bar is not None:
+            self._bar.update(rows)
+        elif self._clock() - self._last >= self.every or self.done >= self.total:
+            self._last = self._clock()
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        """`sface: 1200 of 6000 rows (20%), 14.8 images/s, about 5 min 24 s left`."""
+        elapsed = self._clock() - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f"about {duration((self.total - self.done) / rate)} left" if rate > 0 else "time left unknown"
+        return (f"{self.name}: {self.done} of {self.total} rows ({100 * self.done / max(self.total, 1):.0f}%), "
+                f"{rate:.1f} images/s, {left if self.done < self.total else 'done'}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 # -- model step -----------------------------------------------------------------------------------
@@ -122,11 +173,11 @@ class UnitSink:
 
     def __init__(self, writer: BackboneWriter, units: Sequence[int]):
         self.writer = writer
+        units = sorted(units)  # in row order: a store's units hold consecutive rows
         spans = [writer.unit_rows(u) for u in units]
         self._buffers = {u: _UnitBuffer(start, stop, writer.dim) for u, (start, stop) in zip(units, spans)}
-        order = np.argsort([start for start, _ in spans])
-        self._starts, self._stops = (np.array([spans[i][k] for i in order], dtype=np.int64) for k in (0, 1))
-        self._units = np.asarray(units, dtype=np.int64)[order]
+        self._starts, self._stops = np.array(spans, dtype=np.int64).reshape(-1, 2).T
+        self._units = np.asarray(units, dtype=np.int64)
         self.written: list[int] = []
 
     def _units_of(self, rows: np.ndarray) -> np.ndarray:
@@ -205,13 +256,6 @@ class BackgroundSink:
         if self._error is not None:
             raise self._error
 
-    @property
-    def written(self) -> list[int]:
-        return self.sink.written
-
-    def check_complete(self) -> None:
-        self.sink.check_complete()
-
 
 # -- the loop -------------------------------------------------------------------------------------
 def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[str],
@@ -255,8 +299,8 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
         raise ExtractionInterrupted(f"extraction of {backbone.name!r} interrupted") from None
     finally:
         _stop(sink, bar, workers_batches)
-    sink.check_complete()
-    stats.units = len(sink.written)
+    sink.sink.check_complete()
+    stats.units = len(sink.sink.written)
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -41,10 +41,9 @@ def main(argv: Sequence[str]) -> int:
     for name, units in damaged.items():
         log.info("%s: %d of %d units damaged", name, len(units), store.entry(name).n_units)
     dependent = units_from_faces(store, damaged)
-    for found in (damaged, dependent):
-        for name, units in found.items():
-            for unit, problem in units.items():
-                print(f"{name} unit {unit}: {problem}")
+    for name, units in [*damaged.items(), *dependent.items()]:
+        for unit, problem in units.items():
+            print(f"{name} unit {unit}: {problem}")
     total = sum(len(units) for units in damaged.values())
     if not total:
         log.info("%s: no damage found in %d backbones", args.store, len(damaged))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -21,17 +20,12 @@ DIM = 8
 SIZE = 16
 
 
-@dataclass(frozen=True)
-class TinyPreprocess:
+def tiny_preprocess(image: np.ndarray) -> np.ndarray:
     """BGR uint8 -> float32 (3, 16, 16) in [0, 1]; NoFaceFound on a (nearly) black image."""
-
-    size: int = SIZE
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        if image.mean() < 2:
-            raise NoFaceFound("black image")
-        small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(small.astype(np.float32).transpose(2, 0, 1) / 255)
+    if image.mean() < 2:
+        raise NoFaceFound("black image")
+    small = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(small.astype(np.float32).transpose(2, 0, 1) / 255)
 
 
 class TinyNet(nn.Module):
@@ -60,7 +54,7 @@ def _make(spec: BackboneSpec, seed: int, *, weights, device, precision) -> Backb
             time.sleep(delay)
         return net(batch)
 
-    return Backbone(spec=spec, input_shape=(3, SIZE, SIZE), preprocessor=TinyPreprocess(),
+    return Backbone(spec=spec, input_shape=(3, SIZE, SIZE), preprocessor=tiny_preprocess,
                     embed=embed, device=torch.device(device), uses_torch_device=True,
                     metadata={"weights": "random", "seed": seed, "precision": precision},
                     input_dtype="float32", module=net)

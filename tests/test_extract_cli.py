@@ -136,7 +136,7 @@ def test_extracts_every_unit_with_the_right_statuses(celeba, tmp_path, capsys):
 
 
 def test_without_a_terminal_progress_is_logged_as_lines(celeba, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("extract.progress.PROGRESS_EVERY_S", 0.0)  # a line per batch, not per 10 s
+    monkeypatch.setattr("extract.pipeline.PROGRESS_EVERY_S", 0.0)  # a line per batch, not per 10 s
     assert main(cli_args(celeba, tmp_path / "features.zarr", "--workers", "0")) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if " of 20 rows (" in line]
     # batches of 3 never cross the 4-row units: 3, 4, 7, 8, ... rows done
@@ -158,7 +158,7 @@ def test_limit_keeps_the_first_rows_of_every_split(celeba, tmp_path):
 
 
 def test_limit_rows_keeps_one_row_of_each_small_split(tmp_path):
-    from extract.subset import limit_rows
+    from extract.run import limit_rows
     from features.datasets import load_dataset
     dataset = load_dataset("celeba", str(make_celeba(tmp_path, n=40)))  # 24 train, 8 val, 8 test
     assert limit_rows(dataset, 3).split.tolist() == [0, 1, 2]  # round(3 * 0.2) = 1, not 0
@@ -289,7 +289,7 @@ def test_tta_flip_against_a_finished_store_made_without_it_is_refused(celeba, tm
 @pytest.mark.parametrize("changed", ["preprocessing", "precision"])
 def test_a_finished_entry_made_another_way_is_refused_as_a_pending_one_is(celeba, tmp_path, changed):
     from extract.config import ExtractConfig
-    from extract.storage import add_backbone
+    from extract.run import add_backbone
 
     store_path = tmp_path / "features.zarr"
     assert main(cli_args(celeba, store_path, "--workers", "0", "--limit", "4")) == 0

@@ -1,7 +1,7 @@
 """Progress lines when stderr is not a terminal (batch jobs, CI, `| tee`) or the bar is turned off."""
 import logging
 
-from extract.progress import Progress, duration
+from extract.pipeline import Progress, duration
 
 
 class FakeClock:
@@ -15,7 +15,7 @@ class FakeClock:
 def test_a_line_every_interval_with_rows_rate_and_time_left(caplog):
     clock = FakeClock()
     progress = Progress(1000, name="sface", bar=False, every=10, clock=clock)
-    with caplog.at_level(logging.INFO, logger="extract.progress"):
+    with caplog.at_level(logging.INFO, logger="extract.pipeline"):
         for _ in range(25):  # 40 rows every 2 s: 20 images/s
             clock.now += 2
             progress.update(40)
@@ -30,7 +30,7 @@ def test_a_terminal_bar_logs_no_lines(caplog, monkeypatch):
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     clock = FakeClock()
     progress = Progress(10, name="x", bar=True, every=0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="extract.progress"):
+    with caplog.at_level(logging.INFO, logger="extract.pipeline"):
         clock.now += 1
         progress.update(10)
         progress.close()
