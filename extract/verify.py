@@ -52,7 +52,8 @@ def main(argv: Sequence[str]) -> int:
         log.error("error: %s has %d damaged units; run `python -m extract verify --store %s --repair`, then "
                   "the same extract command to re-embed them", args.store, total, args.store)
         return EXIT_DAMAGED
-    for name, units in {**damaged, **dependent}.items():  # un-marked under each backbone's writer lock
+    for name in sorted(damaged.keys() | dependent.keys()):  # un-marked under each backbone's writer lock
+        units = {*damaged.get(name, {}), *dependent.get(name, {})}  # a face backbone may have both
         if units:
             with writer_lock(store.path, name, wait=args.wait_lock):
                 store.entry(name).unmark(sorted(units))

@@ -120,6 +120,20 @@ def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from
     assert entries(store) == entries(reference)
 
 
+
+def test_verify_repair_unmarks_a_face_backbones_own_damage_and_its_units_cut_from_damaged_faces(celeba, reference,
+                                                                                               store, capsys):
+    """sface unit 0 damaged itself, unit 1 cut from a damaged face unit: both are re-embedded (the units
+    cut from damaged faces once replaced the backbone's own damaged units, which stayed marked done)."""
+    flip_bit(store / "backbones" / FACES / "embeddings/c/1/0", byte=0)
+    flip_bit(store / "backbones" / "sface" / "embeddings/c/0/0", byte=0)
+    capsys.readouterr()
+    assert main(["verify", "--store", str(store), "--repair"]) == 0
+    assert FeatureStore.open(store).backbone_writer("sface").pending_units() == [0, 1]
+    assert main(args(celeba, store)) == 0
+    assert main(["verify", "--store", str(store)]) == 0
+    assert entries(store) == entries(reference)
+
 # -- 2. a kill before the root zarr.json exists: our leftovers are rebuilt, foreign content refused -----
 def test_a_kill_inside_the_first_root_zarr_json_write_then_the_same_command(celeba, reference, tmp_path):
     store = tmp_path / "features.zarr"
