@@ -80,9 +80,6 @@ class FacePreprocessor:
         self.aligner = aligner
         self._detector = detector
 
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
