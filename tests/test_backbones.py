@@ -418,13 +418,18 @@ def test_vggface2_default_found_in_torch_home_checkpoints(monkeypatch, tmp_path)
     assert backbone.metadata["weights_source"] == str(path)
 
 
-def test_vggface2_rejects_a_state_dict_with_missing_keys(tmp_path):
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"not a usable vggface2 checkpoint \(missing keys 1 \(first: block8.conv2d.weight\)\)"),
+    ("reshaped", r"\(wrong shapes 1 \(first: last_linear.weight\)\)")])
+def test_vggface2_rejects_a_state_dict_with_missing_keys_or_wrong_shapes(tmp_path, damage, message):
     state = InceptionResnetV1().state_dict()
-    del state["block8.conv2d.weight"]
-    path = tmp_path / "partial.pt"
+    if damage == "missing":
+        del state["block8.conv2d.weight"]
+    else:
+        state["last_linear.weight"] = torch.zeros(128, 1792)
+    path = tmp_path / "damaged.pt"
     torch.save(state, path)
-    with pytest.raises(WeightsUnavailable, match=r"not a usable vggface2 checkpoint \(missing keys 1 "
-                       r"\(first: block8.conv2d.weight\)\)"):
+    with pytest.raises(WeightsUnavailable, match=message):
         load_backbone("vggface2", weights=str(path))
 
 
@@ -448,15 +453,6 @@ def test_a_state_dict_of_another_model_is_weights_unavailable(tmp_path):
     assert message.startswith(f"{path}: not a usable resnet50 checkpoint (missing keys 320 (first: "
                               "conv1.weight")
     assert "unexpected keys 4 (first: conv2d_1a.conv.weight" in message and "\n" not in message
-
-
-def test_a_state_dict_with_wrong_shapes_is_weights_unavailable(tmp_path):
-    state = InceptionResnetV1().state_dict()
-    state["last_linear.weight"] = torch.zeros(128, 1792)
-    path = tmp_path / "wrong_dim.pt"
-    torch.save(state, path)
-    with pytest.raises(WeightsUnavailable, match=r"\(wrong shapes 1 \(first: last_linear.weight\)\)"):
-        load_backbone("vggface2", weights=str(path))
 
 
 # --- face aligners and real face-recognition weights -------------------------------------------

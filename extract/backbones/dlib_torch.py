@@ -363,8 +363,6 @@ def dlib_engine(device: torch.device) -> str:
     return "torch" if asked == "auto" else asked
 
 
-class TorchDlibEmbed(DeviceEmbed):
-    """(B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32 with `DlibResNet` on ``device`` (it takes
-    the chips as they are); bf16/fp16 under autocast as ``precision`` says (fp32 is the one equal to
-    dlib within 1e-4)."""
-
+# (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are; fp32 is the
+# one equal to dlib within 1e-4, bf16/fp16 run under autocast as ``precision`` says.
+TorchDlibEmbed = DeviceEmbed

@@ -232,18 +232,11 @@ class OnnxModule(nn.Module):
             self.register_buffer(key, tensor, persistent=False)
         self.eval()
 
-    def _value(self, name: str, values: dict[str, torch.Tensor]):
-        if name == "":
-            return None
-        if name in values:
-            return values[name]
-        return getattr(self, self._constant_keys[name])
-
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        values = dict(zip(self.input_names, inputs))
+        values = {"": None, **{name: getattr(self, key) for name, key in self._constant_keys.items()}}
+        values.update(zip(self.input_names, inputs))
         for op, names, outputs, attrs in self.nodes:
-            args = [self._value(n, values) for n in names]
-            values[outputs[0]] = _OPS[op](*args, **attrs)
+            values[outputs[0]] = _OPS[op](*[values[n] for n in names], **attrs)
         return [values[name] for name in self.output_names]
 
 
