@@ -94,13 +94,6 @@ class FacePreprocessor:
         check_bgr(image)
         return self.aligner(image, face)
 
-    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return self.aligner.normalisation()
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self.aligner.output_shape
-
     def with_flip(self) -> FacePreprocessor | None:
         """The same preprocessor averaging over a mirrored chip when the aligner computes the
         embedding itself (dlib), else None (the embed step then averages)."""

@@ -35,12 +35,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def engine_from_environment(variable: str, engines: tuple[str, ...]) -> str:
-    """``$variable`` lower-cased ("auto" when unset or empty); a value not in ``engines`` is a UsageError."""
+def engine_from_environment(variable: str, engines: tuple[str, ...], auto: str) -> str:
+    """``$variable`` lower-cased, ``auto`` when it says "auto" or is unset or empty; a value not in ``engines``
+    is a UsageError."""
     asked = os.environ.get(variable, "auto").strip().lower() or "auto"
     if asked not in engines:
         raise UsageError(f"{variable}={asked!r} is not one of {', '.join(engines)}")
-    return asked
+    return auto if asked == "auto" else asked
 
 
 def freeze(module: nn.Module, device: torch.device) -> nn.Module:
@@ -95,7 +96,7 @@ def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Call
     `Backbone` of the spec."""
 
     def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-        input_shape = preprocessor.output_shape
+        input_shape = preprocessor.aligner.output_shape
         if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
             raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
         if weights == "random":
@@ -105,7 +106,7 @@ def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Call
             module = architecture(False)
             load_into(module, state_dict, path=meta["weights_source"], name=spec.name)
         module = freeze(head(module), device)
-        mean, std = preprocessor.normalisation()
+        mean, std = preprocessor.aligner.normalisation()
         return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor,
                         embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
                         device=device, uses_torch_device=True, input_dtype="uint8", module=module,

@@ -52,15 +52,6 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
     return round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h)
 
 
-def cut_chip_rgb(predictor, rgb: np.ndarray, face: np.ndarray, *, size: int = CHIP,
-                 padding: float = PADDING) -> np.ndarray:
-    """The aligned face chip (RGB uint8) of the face (YuNet face row) in an RGB uint8 HxWx3 image; ``size``
-    and ``padding`` as ``dlib.get_face_chip`` takes them (other dlib nets use other chips)."""
-    import dlib
-
-    return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=size, padding=padding)
-
-
 class DlibChip:
     """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
     `DlibFaceNet` would embed; the net runs batched in ``embed``. ``flip`` only changes the record:
@@ -74,7 +65,6 @@ class DlibChip:
         self.landmarks_path = landmarks_path
         self.flip = flip
         self._predictor = None
-        self.output_shape = (self.size, self.size, 3)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_predictor": None}
@@ -83,12 +73,13 @@ class DlibChip:
         return self.chip_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
 
     def chip_rgb(self, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """The chip of an RGB image (the device front end's host copy of its decoded image)."""
+        """The chip of an RGB uint8 image (also the device front end's host copy of its decoded image)."""
         import dlib
 
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(self.landmarks_path)
-        return cut_chip_rgb(self._predictor, rgb, face, size=self.size, padding=self.padding)
+        shape = self._predictor(rgb, dlib.rectangle(*dlib_box(face)))
+        return dlib.get_face_chip(rgb, shape, size=self.size, padding=self.padding)
 
     def with_flip(self) -> DlibChip:
         return type(self)(self.landmarks_path, flip=True)
@@ -116,7 +107,6 @@ class DlibFaceNet(DlibChip):
         super().__init__(landmarks_path, flip=flip)
         self.recognizer_path = recognizer_path
         self._net = None
-        self.output_shape = (128,)
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "_net": None}

@@ -17,6 +17,7 @@ own code (PERFORMANCE.md, "FaceNet (CASIA-WebFace)", has the measurement).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -72,7 +73,7 @@ def preprocessing() -> dict:
             "standardisation": STANDARDISATION}
 
 
-def _backbone(spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str, *,
+def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str,
               weights: str | None, device: torch.device, precision: str) -> Backbone:
     module, meta = _weights(spec, weights)
     module = freeze(head(module), device).to(memory_format=torch.channels_last)
@@ -84,13 +85,8 @@ def _backbone(spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module]
                     uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
 
 
-def load_embedding(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    """``facenet_casia``'s factory: the 512-d embedding."""
-    return _backbone(spec, lambda net: net, "embeddings: bottleneck -> batch norm -> L2 (512-d)", weights=weights,
-                     device=device, precision=precision)
-
-
-def load_map(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    """``facenet_casia_map``'s factory: the 1792-d pooled map before the bottleneck."""
-    return _backbone(spec, PooledMap, "the last feature map (1792x3x3) averaged: the bottleneck's input",
-                     weights=weights, device=device, precision=precision)
+# The factories of facenet_casia (the 512-d embedding) and facenet_casia_map (the pooled map before the bottleneck).
+load_embedding = partial(_backbone, head=lambda net: net,
+                         features="embeddings: bottleneck -> batch norm -> L2 (512-d)")
+load_map = partial(_backbone, head=PooledMap,
+                   features="the last feature map (1792x3x3) averaged: the bottleneck's input")

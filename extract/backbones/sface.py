@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
-from extract.align import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
@@ -34,7 +33,6 @@ SPEC = BUILTIN["sface"]
 REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # the package also ships YuNet:
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 CHIP = SPEC.input.size
-ARCFACE_TEMPLATE = ARCFACE_112
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # BGR chip: the blob swaps
 
 

@@ -24,7 +24,7 @@ from extract.catalog import BUILTIN, BackboneSpec
 
 from ._registry import Backbone
 from .onnx_nets import SFace
-from .sface import SFaceEmbed, load_engine
+from .sface import PREPROCESS, SFaceEmbed, load_engine  # noqa: F401  (PREPROCESS: sface's chip, this module's too)
 
 SPEC = BUILTIN["sface_map"]
 MAP_LAYER = "conv_14_relu"  # (B, 1024, 7, 7): the last activation before the embedding layer
