@@ -86,18 +86,15 @@ def test_a_written_graph_converts_back_to_the_same_network(tmp_path, model, inpu
     assert (got - expected).abs().max() < 1e-5
 
 
-def test_a_graph_with_other_residual_scales_is_refused(tmp_path, model):
-    data = fg.graph_bytes(model, folded=True, scales={"Repeat_1/block17_3": 0.2})
+@pytest.mark.parametrize("damage, message", [("scales", "block17_3 scales its residual by 0.2"),
+                                             ("no_layers", "Conv2d_1a_3x3/weights")])
+def test_a_graph_with_other_residual_scales_or_missing_a_layer_is_refused_naming_it(tmp_path, model, damage, message):
     path = tmp_path / "graph.pb"
-    path.write_bytes(data)
-    with pytest.raises(GraphError, match="block17_3 scales its residual by 0.2"):
-        state_dict_from_graph(path)
-
-
-def test_a_graph_missing_a_layer_names_it(tmp_path):
-    path = tmp_path / "graph.pb"
-    path.write_bytes(fg.graph([fg.node("input", "Placeholder")]))
-    with pytest.raises(GraphError, match="Conv2d_1a_3x3/weights"):
+    if damage == "scales":
+        path.write_bytes(fg.graph_bytes(model, folded=True, scales={"Repeat_1/block17_3": 0.2}))
+    else:
+        path.write_bytes(fg.graph([fg.node("input", "Placeholder")]))
+    with pytest.raises(GraphError, match=message):
         state_dict_from_graph(path)
 
 
