@@ -127,11 +127,6 @@ class DlibFaceNet(DlibChip):
         return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
 
 
-def pass_through(batch: torch.Tensor) -> torch.Tensor:
-    """The descriptors were computed by the preprocessor (in the workers)."""
-    return batch.float()
-
-
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     """The spec's input is the chip the net sees; the dlib engine's record takes (dim,), what embed gets."""
     torch_engine = dlib_engine(device) == "torch"
@@ -145,7 +140,8 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
         aligner, input_shape = DlibChip(str(landmarks)), spec.input_shape
         implementation = "torch (dlib_torch.DlibResNet, weights read from the .dat)"
     else:
-        aligner, embed, input_shape = DlibFaceNet(str(recognizer), str(landmarks)), pass_through, (spec.dim,)
+        # the preprocessor computed the descriptors (in the workers): embed only hands them on
+        aligner, embed, input_shape = DlibFaceNet(str(recognizer), str(landmarks)), torch.Tensor.float, (spec.dim,)
         implementation = "dlib (face_recognition_model_v1, in the reader workers)"
     preprocessor = FacePreprocessor(aligner)
     metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),

@@ -66,18 +66,15 @@ def _weights(spec: BackboneSpec, weights: str | None) -> tuple[InceptionResnetV1
     return module, {**meta, **CASIA_GRAPH} if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}" else meta
 
 
-def preprocessing() -> dict:
-    """The recipe recorded with the rows: the aligned chip, then this backbone's standardisation."""
-    chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
-    return {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
-            "standardisation": STANDARDISATION}
-
-
 def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str,
               weights: str | None, device: torch.device, precision: str) -> Backbone:
     module, meta = _weights(spec, weights)
     module = freeze(head(module), device).to(memory_format=torch.channels_last)
-    metadata = spec.store_metadata(meta, preprocessing(), precision=precision, features=features,
+    # the recipe recorded with the rows: the aligned chip, then this backbone's standardisation
+    chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
+    preprocessing = {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
+                     "standardisation": STANDARDISATION}
+    metadata = spec.store_metadata(meta, preprocessing, precision=precision, features=features,
                                    packages=("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
                                    implementation="torch (InceptionResnetV1, weights converted from the frozen graph)")
     embed = StandardisedEmbed(module, device=device, precision=precision)
