@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from extract.face_row import BOX, LANDMARKS, SCORE, landmarks_of
-
+from extract.align import ARCFACE_112, similarity_transform
 from extract.backbones.onnx_nets import YuNet, sface_module
-from extract.backbones.sface import ARCFACE_TEMPLATE, CHIP, similarity_transform
+from extract.backbones.sface import CHIP
+from extract.face_row import BOX, LANDMARKS, SCORE, landmarks_of
 
 
 @dataclass
@@ -92,7 +92,7 @@ def largest_face_matrix(faces: np.ndarray) -> np.ndarray | None:
     if faces is None or len(faces) == 0:
         return None
     largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
-    return similarity_transform(landmarks_of(largest), ARCFACE_TEMPLATE)
+    return similarity_transform(landmarks_of(largest), ARCFACE_112)
 
 
 def opencv_chip(image: np.ndarray, detector_path: str, *, score_threshold: float = 0.6) -> np.ndarray | None:

@@ -52,8 +52,7 @@ needs_celeba = pytest.mark.skipif(not (CELEBA / "img_align_celeba").is_dir(), re
 @functools.cache
 def _weights_for_test(name: str) -> str | None:
     """Default weights when they are on disk (pip-shipped or cached), otherwise seeded random."""
-    row = next(row for row in describe_backbones() if row["name"] == name)
-    return None if row["available_offline"] else "random"
+    return None if catalog.spec(name).available_offline() else "random"
 
 
 @functools.cache
@@ -202,9 +201,10 @@ def test_dlib_resnet_input_is_its_face_chip():
 
 @needs_celeba
 @pytest.mark.parametrize("name", REGISTERED)
-def test_forward_on_real_images(name):
+def test_forward_on_real_images_and_the_preprocessor_pickles_after_use(name):
     backbone = _backbone(name, _weights_for_test(name))
-    inputs = [backbone.preprocessor(image) for image in _celeba_images(2)]
+    images = _celeba_images(2)
+    inputs = [backbone.preprocessor(image) for image in images]
     for array in inputs:
         assert array.shape == backbone.input_shape
         assert array.dtype == np.dtype(backbone.input_dtype)
@@ -214,17 +214,9 @@ def test_forward_on_real_images(name):
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert not torch.allclose(out[0], out[1]), "two different faces gave the same embedding"
-
-
-@needs_celeba
-@pytest.mark.parametrize("name", REGISTERED)
-def test_preprocessor_pickles_after_use(name):
     # Used first, so any lazily created detector exists and must be left out of the pickle.
-    backbone = _backbone(name, _weights_for_test(name))
-    image = _celeba_images(1)[0]
-    expected = backbone.preprocessor(image)
     clone = pickle.loads(pickle.dumps(backbone.preprocessor))
-    np.testing.assert_array_equal(clone(image), expected)
+    np.testing.assert_array_equal(clone(images[0]), inputs[0])
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -260,7 +252,7 @@ def uint8_batch(backbone, n: int, *, seed: int = 1) -> torch.Tensor:
 
 def normalised(backbone, x: torch.Tensor) -> torch.Tensor:
     """What a torch backbone's module sees for uint8 batch x: NCHW float, (x - mean) / std."""
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in backbone.preprocessor.normalisation())
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in backbone.preprocessor.aligner.normalisation())
     return (x.permute(0, 3, 1, 2).float() - mean) / std
 
 
@@ -289,13 +281,7 @@ def test_missing_weights_name_file_and_directory(name, monkeypatch, tmp_path):
     assert str(tmp_path) in message
     assert "--weights PATH" in message
     assert len(attempted) == 1 and attempted[0].endswith(ALL_MISSING_FILES[name])
-
-
-def test_describe_reports_missing_weights_offline(monkeypatch, tmp_path):
-    _offline(monkeypatch, tmp_path)
-    rows = {row["name"]: row for row in describe_backbones()}
-    for name in ALL_MISSING_FILES:
-        assert rows[name]["available_offline"] is False
+    assert {row["name"]: row for row in describe_backbones()}[name]["available_offline"] is False
 
 
 def test_corrupt_cached_torchvision_file_is_rejected(monkeypatch, tmp_path):
@@ -418,13 +404,18 @@ def test_vggface2_default_found_in_torch_home_checkpoints(monkeypatch, tmp_path)
     assert backbone.metadata["weights_source"] == str(path)
 
 
-def test_vggface2_rejects_a_state_dict_with_missing_keys(tmp_path):
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"not a usable vggface2 checkpoint \(missing keys 1 \(first: block8.conv2d.weight\)\)"),
+    ("reshaped", r"\(wrong shapes 1 \(first: last_linear.weight\)\)")])
+def test_vggface2_rejects_a_state_dict_with_missing_keys_or_wrong_shapes(tmp_path, damage, message):
     state = InceptionResnetV1().state_dict()
-    del state["block8.conv2d.weight"]
-    path = tmp_path / "partial.pt"
+    if damage == "missing":
+        del state["block8.conv2d.weight"]
+    else:
+        state["last_linear.weight"] = torch.zeros(128, 1792)
+    path = tmp_path / "damaged.pt"
     torch.save(state, path)
-    with pytest.raises(WeightsUnavailable, match=r"not a usable vggface2 checkpoint \(missing keys 1 "
-                       r"\(first: block8.conv2d.weight\)\)"):
+    with pytest.raises(WeightsUnavailable, match=message):
         load_backbone("vggface2", weights=str(path))
 
 
@@ -448,15 +439,6 @@ def test_a_state_dict_of_another_model_is_weights_unavailable(tmp_path):
     assert message.startswith(f"{path}: not a usable resnet50 checkpoint (missing keys 320 (first: "
                               "conv1.weight")
     assert "unexpected keys 4 (first: conv2d_1a.conv.weight" in message and "\n" not in message
-
-
-def test_a_state_dict_with_wrong_shapes_is_weights_unavailable(tmp_path):
-    state = InceptionResnetV1().state_dict()
-    state["last_linear.weight"] = torch.zeros(128, 1792)
-    path = tmp_path / "wrong_dim.pt"
-    torch.save(state, path)
-    with pytest.raises(WeightsUnavailable, match=r"\(wrong shapes 1 \(first: last_linear.weight\)\)"):
-        load_backbone("vggface2", weights=str(path))
 
 
 # --- face aligners and real face-recognition weights -------------------------------------------

@@ -93,19 +93,17 @@ def test_the_chip_is_dlibs_at_the_packages_size_and_padding(name):
     assert backbone.input_shape == (size, size, 3) and backbone.metadata["normalisation"] == "none"
 
 
-@pytest.mark.parametrize("content", [b"", b"not an onnx graph at all"])
-def test_a_file_that_is_not_the_net_gives_one_clear_error(tmp_path, content):
+@pytest.mark.parametrize("name, content", [("dlib_age", b""), ("dlib_age", b"not an onnx graph at all"),
+                                           ("dlib_age", "dlib_gender"), ("dlib_gender", "dlib_age")])
+def test_a_file_that_is_not_the_net_gives_one_clear_error(tmp_path, name, content):
+    """Bytes that are no ONNX graph, or the other net's file (named by content)."""
     path = tmp_path / "age-v1.onnx"
-    path.write_bytes(content)
-    with pytest.raises(WeightsUnavailable, match="not a usable dlib_age checkpoint") as error:
-        load_backbone("dlib_age", weights=str(path))
-    assert "\n" not in str(error.value)
-
-
-@pytest.mark.parametrize("name, other", [("dlib_age", "dlib_gender"), ("dlib_gender", "dlib_age")])
-def test_the_other_nets_file_is_refused(name, other):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path = network_file(content)
     with pytest.raises(WeightsUnavailable, match=f"not a usable {name} checkpoint") as error:
-        load_backbone(name, weights=network_file(other))
+        load_backbone(name, weights=str(path))
     assert "\n" not in str(error.value)
 
 

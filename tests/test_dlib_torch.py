@@ -86,8 +86,9 @@ def test_parser_reads_the_whole_file_with_dlibs_input_means():
     assert net.params[-1]["weight"].shape == (256, 128)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "version", "other_dlib_file", "empty"])
-def test_a_file_that_is_not_the_net_gives_one_clear_error(tmp_path, damage):
+@pytest.mark.parametrize("damage, detail", [("truncated", ""), ("version", ""), ("other_dlib_file", ""), ("empty", ""),
+                                            ("trailing", "1 bytes left after the last layer")])
+def test_a_file_that_is_not_the_net_gives_one_clear_error(tmp_path, damage, detail):
     data = recognizer_path().read_bytes()
     if damage == "truncated":
         data = data[: len(data) // 2]
@@ -97,20 +98,15 @@ def test_a_file_that_is_not_the_net_gives_one_clear_error(tmp_path, damage):
         landmarks = dlib_resnet.package_model_file("dlib_resnet", dlib_resnet.REQUIREMENT,
                                                    dlib_resnet.LANDMARKS_FILE)
         data = landmarks.read_bytes()
+    elif damage == "trailing":
+        data += b"\x00"
     else:
         data = b""
     path = tmp_path / "broken.dat"
     path.write_bytes(data)
-    with pytest.raises(WeightsUnavailable, match=f"{path}: not dlib's face recognition ResNet") as caught:
+    with pytest.raises(WeightsUnavailable, match=f"{path}: not dlib's face recognition ResNet.*{detail}") as caught:
         read_dat(path)
     assert "\n" not in str(caught.value)
-
-
-def test_trailing_bytes_are_refused(tmp_path):
-    path = tmp_path / "longer.dat"
-    path.write_bytes(recognizer_path().read_bytes() + b"\x00")
-    with pytest.raises(WeightsUnavailable, match="1 bytes left after the last layer"):
-        read_dat(path)
 
 
 def test_engine_follows_the_environment_variable(monkeypatch):

@@ -86,18 +86,15 @@ def test_a_written_graph_converts_back_to_the_same_network(tmp_path, model, inpu
     assert (got - expected).abs().max() < 1e-5
 
 
-def test_a_graph_with_other_residual_scales_is_refused(tmp_path, model):
-    data = fg.graph_bytes(model, folded=True, scales={"Repeat_1/block17_3": 0.2})
+@pytest.mark.parametrize("damage, message", [("scales", "block17_3 scales its residual by 0.2"),
+                                             ("no_layers", "Conv2d_1a_3x3/weights")])
+def test_a_graph_with_other_residual_scales_or_missing_a_layer_is_refused_naming_it(tmp_path, model, damage, message):
     path = tmp_path / "graph.pb"
-    path.write_bytes(data)
-    with pytest.raises(GraphError, match="block17_3 scales its residual by 0.2"):
-        state_dict_from_graph(path)
-
-
-def test_a_graph_missing_a_layer_names_it(tmp_path):
-    path = tmp_path / "graph.pb"
-    path.write_bytes(fg.graph([fg.node("input", "Placeholder")]))
-    with pytest.raises(GraphError, match="Conv2d_1a_3x3/weights"):
+    if damage == "scales":
+        path.write_bytes(fg.graph_bytes(model, folded=True, scales={"Repeat_1/block17_3": 0.2}))
+    else:
+        path.write_bytes(fg.graph([fg.node("input", "Placeholder")]))
+    with pytest.raises(GraphError, match=message):
         state_dict_from_graph(path)
 
 
@@ -119,14 +116,11 @@ def test_random_weights_run_batched_with_the_catalog_dims(name):
     assert torch.allclose(backbone.embed(chips[1:2]), out[1:2], atol=1e-5)  # rows do not mix in a batch
 
 
-def test_prewhitening_is_per_image_mean_and_std():
+def test_the_standardisation_is_fixed():
     chips = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8)
-    chips[1] = 7  # a flat image: std 0, so 1/sqrt(n) bounds the divisor
-    x = facenet_casia.standardise(chips, "prewhiten")
+    x = facenet_casia.standardise(chips)
     assert x.shape == (2, 3, 160, 160)
-    assert abs(float(x[0].mean())) < 1e-4 and abs(float(x[0].std(unbiased=False)) - 1) < 1e-4
-    assert float(x[1].abs().max()) == 0.0
-    assert torch.allclose(facenet_casia.standardise(chips, "fixed")[0, :, 0, 0], (chips[0, 0, 0].float() - 127.5) / 128)
+    assert torch.allclose(x[0, :, 0, 0], (chips[0, 0, 0].float() - 127.5) / 128)
 
 
 # --- the shipped graph ------------------------------------------------------------------------------
@@ -153,7 +147,7 @@ def _celeba_chips(count: int) -> np.ndarray:
 def _opencv_embeddings(chips: np.ndarray, path: Path) -> np.ndarray:
     """OpenCV's DNN on the graph, one chip at a time (the graph's Reshape fixes its batch at 1)."""
     net = cv2.dnn.readNetFromTensorflow(str(path))
-    blobs = facenet_casia.standardise(torch.from_numpy(chips), facenet_casia.STANDARDISATION).contiguous().numpy()
+    blobs = facenet_casia.standardise(torch.from_numpy(chips)).contiguous().numpy()
     out = []
     for blob in blobs:
         net.setInput(blob[None])
@@ -180,7 +174,7 @@ def test_vggface2_reads_a_frozen_graph_with_separate_batch_norms(tmp_path, model
     backbone = load_backbone("vggface2", weights=str(path))
     chips = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        expected = model(facenet_casia.standardise(chips, "fixed"))  # vggface2's own standardisation
+        expected = model(facenet_casia.standardise(chips))  # vggface2's own standardisation
     assert (backbone.embed(chips) - expected).abs().max() < 1e-5
     assert backbone.metadata["graph_batch_norm"] == "separate"
 
@@ -190,7 +184,7 @@ def test_vggface2_reads_the_shipped_graph_as_the_same_network():
     """The CASIA graph stands in for Sandberg's 20180402-114759.pb (not available offline)."""
     path = SHIPPED.weights.directory() / SHIPPED.weights.file
     vggface2, casia = load_backbone("vggface2", weights=str(path)), load_backbone("facenet_casia")
-    x = facenet_casia.standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8), "fixed")
+    x = facenet_casia.standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8))
     with torch.inference_mode():
         assert torch.allclose(vggface2.module(x), casia.module(x), atol=1e-6)
     assert vggface2.metadata["weights"] == f"sha256:{FACENET_CASIA_SHA256}"

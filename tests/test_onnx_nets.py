@@ -147,25 +147,13 @@ def test_warp_chips_matches_cv2_warp_affine_and_its_embeddings():
     assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.999
 
 
-def with_output(path: str, tensor: str, shape: list, folder: Path) -> str:
-    """A copy of the ONNX file at ``path`` that also outputs the inner float ``tensor`` of ``shape``
-    (OpenCV's DNN only returns a graph's outputs, and wants their type and shape)."""
-    import onnx
-
-    model = onnx.load(path)
-    model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, shape))
-    copy = folder / "with_output.onnx"
-    onnx.save(model, str(copy))
-    return str(copy)
-
-
 @needs_celeba
-def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path, monkeypatch):
+def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(monkeypatch):
     """sface_map's 1024-d rows (torch engine) equal the mean over 7x7 of the conv_14_relu map OpenCV's DNN
     computes from the same file and blob (an independent runtime), as do the OpenCV engine's; both come
     from the sface chip."""
     from extract.backbones import load_backbone
-    from extract.backbones.sface_map import MAP_LAYER
+    from extract.backbones.sface_map import MAP_LAYER, with_map_output
 
     chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(16)]
     chips = np.stack([chip for chip in chips if chip is not None])
@@ -178,8 +166,7 @@ def test_sface_map_is_opencvs_last_feature_map_averaged_over_space(tmp_path, mon
     np.testing.assert_allclose(engines["opencv"].embed(torch.from_numpy(chips)).numpy(), ours,
                                atol=1e-3 * np.abs(ours).max())
     assert engines["opencv"].metadata["preprocessing"] == backbone.metadata["preprocessing"]  # resumable
-    graph = with_output(model_path(sface.RECOGNIZER_FILE), MAP_LAYER, ["n", 1024, 7, 7], tmp_path)
-    net = cv2.dnn.readNetFromONNX(graph)
+    net = cv2.dnn.readNetFromONNX(with_map_output(Path(model_path(sface.RECOGNIZER_FILE))))
     net.setInput(cv2.dnn.blobFromImages(list(chips), 1.0, (112, 112), (0, 0, 0), swapRB=True), "data")
     feature_map = net.forward(MAP_LAYER)
     assert feature_map.shape == (len(chips), 1024, 7, 7)

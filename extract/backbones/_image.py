@@ -80,9 +80,6 @@ class FacePreprocessor:
         self.aligner = aligner
         self._detector = detector
 
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
@@ -96,13 +93,6 @@ class FacePreprocessor:
     def align(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
         check_bgr(image)
         return self.aligner(image, face)
-
-    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return self.aligner.normalisation()
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self.aligner.output_shape
 
     def with_flip(self) -> FacePreprocessor | None:
         """The same preprocessor averaging over a mirrored chip when the aligner computes the

@@ -61,11 +61,11 @@ class Backbone:
         return callable(getattr(self.preprocessor, "align", None))
 
 
+@dataclass(frozen=True)
 class FlipAveraged:
     """embed of a batch of HWC chips averaged with embed of their mirror images (``--tta flip``)."""
 
-    def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.embed = embed
+    embed: Callable[[torch.Tensor], torch.Tensor]
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return (self.embed(batch) + self.embed(batch.flip(2))) / 2

@@ -14,16 +14,18 @@ from extract.catalog import BackboneSpec
 from extract.errors import UsageError
 
 from ._registry import Backbone
+from ._weights import load_into
 
 RANDOM_SEED = 0
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build_random(build: Callable[[], nn.Module]) -> nn.Module:
-    """``build()`` under ``torch.manual_seed(0)``, without disturbing the caller's RNG state."""
+def build_random(build: Callable[[], nn.Module]) -> tuple[nn.Module, dict]:
+    """``build()`` under ``torch.manual_seed(0)``, without disturbing the caller's RNG state, and the
+    weights metadata of seeded random initialisation."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        return build()
+        return build(), {"weights": "random", "weights_source": f"torch.manual_seed({RANDOM_SEED})"}
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -33,41 +35,19 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def engine_from_environment(variable: str, engines: tuple[str, ...]) -> str:
-    """``$variable`` lower-cased ("auto" when unset or empty); a value not in ``engines`` is a UsageError."""
+def engine_from_environment(variable: str, engines: tuple[str, ...], auto: str) -> str:
+    """``$variable`` lower-cased, ``auto`` when it says "auto" or is unset or empty; a value not in ``engines``
+    is a UsageError."""
     asked = os.environ.get(variable, "auto").strip().lower() or "auto"
     if asked not in engines:
         raise UsageError(f"{variable}={asked!r} is not one of {', '.join(engines)}")
-    return asked
+    return auto if asked == "auto" else asked
 
 
 def freeze(module: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode, no gradients, moved to ``device``."""
     module.eval().requires_grad_(False)
     return module.to(device)
-
-
-class TorchEmbed:
-    """``(B, H, W, 3)`` uint8 RGB on the module's device -> ``(B, dim)`` float32.
-
-    Normalises on the device, ``(x - mean) / std`` on 0..255 values; the NHWC batch permuted to
-    NCHW is a channels_last tensor, which the module (converted once) runs fastest on CPU and CUDA.
-    bf16/fp16 run under autocast.
-    """
-
-    def __init__(self, module: nn.Module, *, device: torch.device, precision: str,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.module = module.to(memory_format=torch.channels_last)
-        self.device = device
-        self.precision = precision
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            x = (batch.permute(0, 3, 1, 2).float() - self.mean) / self.std
-            with autocast(self.device, self.precision):
-                return self.module(x).float()
 
 
 class DeviceEmbed:
@@ -89,28 +69,48 @@ class DeviceEmbed:
                 return self.module(x).float()
 
 
-def torch_factory(build: Callable[[str | None], tuple[nn.Module, dict]], preprocessor,
+class TorchEmbed(DeviceEmbed):
+    """``(B, H, W, 3)`` uint8 RGB on the module's device -> ``(B, dim)`` float32.
+
+    Normalises on the device, ``(x - mean) / std`` on 0..255 values; the NHWC batch permuted to
+    NCHW is a channels_last tensor, which the module (converted once) runs fastest on CPU and CUDA.
+    """
+
+    def __init__(self, module: nn.Module, *, device: torch.device, precision: str,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__(module.to(memory_format=torch.channels_last), device=device, precision=precision)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def prepare(self, chips: torch.Tensor) -> torch.Tensor:
+        return (chips.permute(0, 3, 1, 2).float() - self.mean) / self.std
+
+
+def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Callable[[str | None], tuple[dict, dict]],
+                  head: Callable[[nn.Module], nn.Module], preprocessor, *, weights_facts: dict | None = None,
                   extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless")) -> Callable:
-    """The factory of a torch backbone (its spec's ``factory``): ``build(weights) -> (headless module,
-    weights metadata)``; the module frozen, with ``preprocessor`` and its metadata (the versions of
-    ``extra_versions`` recorded), is the `Backbone` of the spec."""
+    """The factory of a torch backbone (its spec's ``factory``): ``architecture(random)`` builds the network,
+    seeded (`build_random`) for weights "random", else filled strictly from ``state_dict_of(weights) -> (state
+    dict, weights metadata)``; ``head`` makes it headless. The module frozen, with ``preprocessor`` and its
+    metadata (``weights_facts`` added to the weights', the versions of ``extra_versions`` recorded), is the
+    `Backbone` of the spec."""
 
     def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-        input_shape = preprocessor.output_shape
+        input_shape = preprocessor.aligner.output_shape
         if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
             raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
-        module, meta = build(weights)
-        module = freeze(module, device)
-        mean, std = preprocessor.normalisation()
+        if weights == "random":
+            module, meta = build_random(lambda: architecture(True))
+        else:
+            state_dict, meta = state_dict_of(weights)
+            module = architecture(False)
+            load_into(module, state_dict, path=meta["weights_source"], name=spec.name)
+        module = freeze(head(module), device)
+        mean, std = preprocessor.aligner.normalisation()
         return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor,
                         embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
                         device=device, uses_torch_device=True, input_dtype="uint8", module=module,
-                        metadata=spec.store_metadata(meta, preprocessor.describe(), precision=precision,
-                                                     packages=extra_versions))
+                        metadata=spec.store_metadata({**meta, **(weights_facts or {})}, preprocessor.describe(),
+                                                     precision=precision, packages=extra_versions))
 
     return load
-
-
-def random_meta() -> dict:
-    """Metadata for seeded random initialisation."""
-    return {"weights": "random", "weights_source": f"torch.manual_seed({RANDOM_SEED})"}

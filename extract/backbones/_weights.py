@@ -42,35 +42,34 @@ def _download(url: str, destination: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def fetch_cached(*, name: str, url: str, directory: Path, extra_hint: str = "") -> Path:
-    """Return ``directory/<basename of url>``, downloading it first if absent.
-
-    Any download failure (offline, proxy, HTTP error) becomes one `WeightsUnavailable` saying which
-    file to put where, or to pass ``--weights PATH``.
-    """
-    path = directory / os.path.basename(url)
-    if path.is_file():
-        return path
-    log.info("%s: %s not cached, downloading %s", name, path.name, url)
-    try:
-        _download(url, path)
-    except Exception as error:  # urllib, http and OS errors all mean the same thing to the user
-        raise WeightsUnavailable(
-            f"{name}: pre-trained weight file {path.name!r} is not in {directory} and could not "
-            f"be downloaded from {url} ({type(error).__name__}: {error}). Download it elsewhere "
-            f"and put it at {path}{extra_hint}, or pass --weights PATH to a local copy."
-        ) from error
-    return path
-
-
 def default_download(spec: BackboneSpec) -> tuple[Path, dict]:
     """A downloaded backbone's default weight file (its `WeightsSource`: cached, else downloaded) and its
-    identity, with the sha256 prefix a torch.hub style name embeds checked."""
+    identity. Any download failure (offline, proxy, HTTP error) becomes one `WeightsUnavailable` saying which
+    file to put where, or to pass ``--weights PATH``; the sha256 prefix a torch.hub style name embeds must
+    match."""
     source = spec.weights
-    folder = "hub/checkpoints" if source.location == "hub" else "checkpoints"
-    path = fetch_cached(name=spec.name, url=source.default, directory=source.directory(),
-                        extra_hint=f" (that directory is $TORCH_HOME/{folder})")
-    return path, {**weights_identity(path, check_hash_prefix(path)), "weights_url": source.default}
+    url, directory = source.default, source.directory()
+    path = directory / os.path.basename(url)
+    if not path.is_file():
+        log.info("%s: %s not cached, downloading %s", spec.name, path.name, url)
+        try:
+            _download(url, path)
+        except Exception as error:  # urllib, http and OS errors all mean the same thing to the user
+            folder = "hub/checkpoints" if source.location == "hub" else "checkpoints"
+            raise WeightsUnavailable(
+                f"{spec.name}: pre-trained weight file {path.name!r} is not in {directory} and could not "
+                f"be downloaded from {url} ({type(error).__name__}: {error}). Download it elsewhere "
+                f"and put it at {path} (that directory is $TORCH_HOME/{folder}), or pass --weights PATH "
+                "to a local copy."
+            ) from error
+    digest = sha256_file(path)
+    match = _HASH_IN_NAME.search(path.name)
+    if match and not digest.startswith(match.group(1)):
+        raise WeightsUnavailable(
+            f"{path} looks corrupt: sha256 {digest[:12]}... does not start with {match.group(1)} "
+            f"as its name says; delete it and download it again"
+        )
+    return path, {**weights_identity(path, digest), "weights_url": url}
 
 
 def torchvision_state_dict(spec: BackboneSpec, default: WeightsEnum, weights: str | None) -> tuple[dict, dict]:
@@ -81,18 +80,6 @@ def torchvision_state_dict(spec: BackboneSpec, default: WeightsEnum, weights: st
         return load_state_dict(path, name=spec.name), {**meta, "weights_name": str(default)}
     path = Path(weights)
     return load_state_dict(path, name=spec.name), weights_identity(path)
-
-
-def check_hash_prefix(path: Path) -> str:
-    """sha256 of ``path``; if its name embeds a hash prefix (torch.hub style), it must match."""
-    digest = sha256_file(path)
-    match = _HASH_IN_NAME.search(path.name)
-    if match and not digest.startswith(match.group(1)):
-        raise WeightsUnavailable(
-            f"{path} looks corrupt: sha256 {digest[:12]}... does not start with {match.group(1)} "
-            f"as its name says; delete it and download it again"
-        )
-    return digest
 
 
 def load_state_dict(path: str | os.PathLike, *, name: str) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ own runtime (onnxruntime) is not needed, so it is installed without its dependen
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -85,7 +86,7 @@ class PenultimateLayer(torch.nn.Module):
         return self.graph(x)[0].float()
 
 
-def _load(spec: BackboneSpec, chip: type[DlibChip], *, weights: str | None, device: torch.device,
+def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, device: torch.device,
           precision: str) -> Backbone:
     check_packaged_load(spec.name, "shipped-weights", weights=weights, device=device, precision=precision,
                         on_device=True)
@@ -102,9 +103,5 @@ def _load(spec: BackboneSpec, chip: type[DlibChip], *, weights: str | None, devi
                     module=embed.module)
 
 
-def load_age(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    return _load(spec, AgeChip, weights=weights, device=device, precision=precision)
-
-
-def load_gender(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    return _load(spec, GenderChip, weights=weights, device=device, precision=precision)
+load_age = partial(_load, chip=AgeChip)
+load_gender = partial(_load, chip=GenderChip)

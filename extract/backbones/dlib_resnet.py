@@ -52,38 +52,12 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
     return round(cx - half_w), round(cy - half_h), round(cx + half_w), round(cy + half_h)
 
 
-def cut_chip(predictor, image: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """The aligned 150x150x3 RGB uint8 face chip of the face (BGR image, YuNet face row)."""
-    return cut_chip_rgb(predictor, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
-
-
-def cut_chip_rgb(predictor, rgb: np.ndarray, face: np.ndarray, *, size: int = CHIP,
-                 padding: float = PADDING) -> np.ndarray:
-    """`cut_chip` of an RGB uint8 HxWx3 image (as the device front end decodes it); ``size`` and
-    ``padding`` as ``dlib.get_face_chip`` takes them (other dlib nets use other chips)."""
-    import dlib
-
-    return dlib.get_face_chip(rgb, predictor(rgb, dlib.rectangle(*dlib_box(face))), size=size, padding=padding)
-
-
-def describe(landmarks_path: str, *, flip: bool) -> dict:
-    """The preprocessing record of both engines (a resume key: the text stays as the dlib engine's first
-    stores wrote it, so either engine resumes the other's store)."""
-    return {
-        "colour_order": "RGB (converted from cv2's BGR)",
-        "aligner": f"YuNet face box -> dlib HOG-style box (DLIB_BOX {DLIB_BOX}), "
-        f"{Path(landmarks_path).name}, dlib.get_face_chip(size={CHIP}, padding={PADDING})",
-        "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
-        "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
-        "run in the reader workers" + (", averaged with the mirrored chip's" if flip else ""),
-    }
-
-
 class DlibChip:
     """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
     `DlibFaceNet` would embed; the net runs batched in ``embed``. ``flip`` only changes the record:
     with ``--tta flip`` the embed averages over mirrored chips (`with_tta`). Subclasses cut other
-    dlib chips (``size``, ``padding``) and describe them (`dlib_cydral`)."""
+    dlib chips (``size``, ``padding``) and describe them (`dlib_cydral`). The shape predictor is
+    created lazily in each process and never pickled."""
 
     size, padding = CHIP, PADDING
 
@@ -91,7 +65,6 @@ class DlibChip:
         self.landmarks_path = landmarks_path
         self.flip = flip
         self._predictor = None
-        self.output_shape = (self.size, self.size, 3)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_predictor": None}
@@ -100,68 +73,58 @@ class DlibChip:
         return self.chip_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)  # dlib's nets: RGB
 
     def chip_rgb(self, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """The chip of an RGB image (the device front end's host copy of its decoded image)."""
+        """The chip of an RGB uint8 image (also the device front end's host copy of its decoded image)."""
         import dlib
 
         if self._predictor is None:
             self._predictor = dlib.shape_predictor(self.landmarks_path)
-        return cut_chip_rgb(self._predictor, rgb, face, size=self.size, padding=self.padding)
+        shape = self._predictor(rgb, dlib.rectangle(*dlib_box(face)))
+        return dlib.get_face_chip(rgb, shape, size=self.size, padding=self.padding)
 
     def with_flip(self) -> DlibChip:
         return type(self)(self.landmarks_path, flip=True)
 
     def describe(self) -> dict:
-        return describe(self.landmarks_path, flip=self.flip)
+        """The preprocessing record of both engines (a resume key: the text stays as the dlib engine's first
+        stores wrote it, so either engine resumes the other's store)."""
+        return {
+            "colour_order": "RGB (converted from cv2's BGR)",
+            "aligner": f"YuNet face box -> dlib HOG-style box (DLIB_BOX {DLIB_BOX}), "
+            f"{Path(self.landmarks_path).name}, dlib.get_face_chip(size={CHIP}, padding={PADDING})",
+            "chip": f"{CHIP}x{CHIP}x3 RGB uint8",
+            "embed": "face_recognition_model_v1.compute_face_descriptor(chip), num_jitters=0, "
+            "run in the reader workers" + (", averaged with the mirrored chip's" if self.flip else ""),
+        }
 
 
-class DlibFaceNet:
-    """Picklable aligner of a `FacePreprocessor`: (BGR image, face row) -> 128-d float32 descriptor.
-
-    The shape predictor and recognition net are created lazily in each process and never pickled.
+class DlibFaceNet(DlibChip):
+    """Picklable aligner of a `FacePreprocessor`: (BGR image, face row) -> 128-d float32 descriptor of
+    `DlibChip`'s chip. The recognition net, like the shape predictor, is created lazily in each process.
     ``flip``: average the descriptors of the chip and its mirror image (``--tta flip``).
     """
 
     def __init__(self, recognizer_path: str, landmarks_path: str, *, flip: bool = False) -> None:
+        super().__init__(landmarks_path, flip=flip)
         self.recognizer_path = recognizer_path
-        self.landmarks_path = landmarks_path
-        self.flip = flip
-        self._models = None
-        self.output_shape = (128,)
+        self._net = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_models": None}
-
-    def _load(self):
-        import dlib
-
-        if self._models is None:
-            self._models = (dlib.shape_predictor(self.landmarks_path),
-                            dlib.face_recognition_model_v1(self.recognizer_path))
-        return self._models
-
-    def chip(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """The aligned 150x150x3 RGB uint8 face chip of the face."""
-        return cut_chip(self._load()[0], image, face)
+        return {**super().__getstate__(), "_net": None}
 
     def __call__(self, image: np.ndarray, face: np.ndarray) -> np.ndarray:
-        chip = self.chip(image, face)
-        net = self._load()[1]
-        descriptor = np.asarray(net.compute_face_descriptor(chip), dtype=np.float32)
+        import dlib
+
+        chip = super().__call__(image, face)
+        if self._net is None:
+            self._net = dlib.face_recognition_model_v1(self.recognizer_path)
+        descriptor = np.asarray(self._net.compute_face_descriptor(chip), dtype=np.float32)
         if self.flip:
             mirrored = np.ascontiguousarray(chip[:, ::-1])
-            descriptor = (descriptor + np.asarray(net.compute_face_descriptor(mirrored), dtype=np.float32)) / 2
+            descriptor = (descriptor + np.asarray(self._net.compute_face_descriptor(mirrored), dtype=np.float32)) / 2
         return descriptor
 
     def with_flip(self) -> DlibFaceNet:
         return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
-
-    def describe(self) -> dict:
-        return describe(self.landmarks_path, flip=self.flip)
-
-
-def pass_through(batch: torch.Tensor) -> torch.Tensor:
-    """The descriptors were computed by the preprocessor (in the workers)."""
-    return batch.float()
 
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
@@ -171,20 +134,21 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
                         device=device, precision=precision, on_device=torch_engine)
     recognizer = Path(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
-    packages = ("dlib-bin", "face-recognition-models", "opencv-python-headless")
     if torch_engine:
         module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
-        preprocessor = FacePreprocessor(DlibChip(str(landmarks)))
-        metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
-                                       precision=precision, packages=packages,
-                                       implementation="torch (dlib_torch.DlibResNet, weights read from the .dat)")
-        return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=preprocessor,
-                        embed=TorchDlibEmbed(module, device=device, precision=precision), device=device,
-                        uses_torch_device=True, metadata=metadata, input_dtype="uint8")
-    preprocessor = FacePreprocessor(DlibFaceNet(str(recognizer), str(landmarks)))
+        embed = TorchDlibEmbed(module, device=device, precision=precision)
+        aligner, input_shape = DlibChip(str(landmarks)), spec.input_shape
+        implementation = "torch (dlib_torch.DlibResNet, weights read from the .dat)"
+    else:
+        # the preprocessor computed the descriptors (in the workers): embed only hands them on
+        aligner, embed, input_shape = DlibFaceNet(str(recognizer), str(landmarks)), torch.Tensor.float, (spec.dim,)
+        implementation = "dlib (face_recognition_model_v1, in the reader workers)"
+    preprocessor = FacePreprocessor(aligner)
     metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
-                                   precision="fp32", packages=packages, input_shape=(spec.dim,),
-                                   implementation="dlib (face_recognition_model_v1, in the reader workers)")
-    return Backbone(spec=spec, input_shape=(spec.dim,), preprocessor=preprocessor, embed=pass_through,
-                    device=torch.device("cpu"), uses_torch_device=False, runs_in_workers=True, metadata=metadata,
-                    input_dtype="float32")
+                                   precision=precision if torch_engine else "fp32", input_shape=input_shape,
+                                   packages=("dlib-bin", "face-recognition-models", "opencv-python-headless"),
+                                   implementation=implementation)
+    return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor, embed=embed,
+                    device=device if torch_engine else torch.device("cpu"), uses_torch_device=torch_engine,
+                    runs_in_workers=not torch_engine, metadata=metadata,
+                    input_dtype="uint8" if torch_engine else "float32")

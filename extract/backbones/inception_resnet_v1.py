@@ -31,25 +31,34 @@ def _chain(*convs: BasicConv2d) -> nn.Module:
     return convs[0] if len(convs) == 1 else nn.Sequential(*convs)
 
 
-class _ResidualBlock(nn.Module):
-    """Parallel branches, concatenated, projected by a 1x1 ``conv2d`` and added scaled to the input."""
+class _Concat(nn.Module):
+    """Reduction block: branches run in parallel and are concatenated on channels."""
 
-    def __init__(self, branches: list[nn.Module], concat_ch: int, ch: int, scale: float, relu: bool):
+    def __init__(self, branches: list[nn.Module]) -> None:
         super().__init__()
         for index, branch in enumerate(branches):
             self.add_module(f"branch{index}", branch)
         self.n_branches = len(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.n_branches)], 1)
+
+
+class _ResidualBlock(_Concat):
+    """Parallel branches, concatenated, projected by a 1x1 ``conv2d`` and added scaled to the input."""
+
+    def __init__(self, branches: list[nn.Module], concat_ch: int, ch: int, scale: float, relu: bool):
+        super().__init__(branches)
         self.conv2d = nn.Conv2d(concat_ch, ch, kernel_size=1)
         self.scale = scale
         self.use_relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [getattr(self, f"branch{i}")(x) for i in range(self.n_branches)]
-        out = self.conv2d(torch.cat(branches, 1)) * self.scale + x
+        out = self.conv2d(super().forward(x)) * self.scale + x
         return F.relu(out) if self.use_relu else out
 
 
-def block35(scale: float = 0.17) -> _ResidualBlock:
+def block35(scale: float) -> _ResidualBlock:
     branches = [
         _chain(BasicConv2d(256, 32, 1)),
         _chain(BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1)),
@@ -58,40 +67,18 @@ def block35(scale: float = 0.17) -> _ResidualBlock:
     return _ResidualBlock(branches, 96, 256, scale, relu=True)
 
 
-def block17(scale: float = 0.10) -> _ResidualBlock:
+def _factorised_block(ch: int, width: int, kernel: int, scale: float, relu: bool = True) -> _ResidualBlock:
+    """block17 (kernel 7) and block8 (kernel 3): a 1x1 branch and a 1x1 -> 1xk -> kx1 branch."""
+    half = kernel // 2
     branches = [
-        _chain(BasicConv2d(896, 128, 1)),
+        _chain(BasicConv2d(ch, width, 1)),
         _chain(
-            BasicConv2d(896, 128, 1),
-            BasicConv2d(128, 128, (1, 7), padding=(0, 3)),
-            BasicConv2d(128, 128, (7, 1), padding=(3, 0)),
+            BasicConv2d(ch, width, 1),
+            BasicConv2d(width, width, (1, kernel), padding=(0, half)),
+            BasicConv2d(width, width, (kernel, 1), padding=(half, 0)),
         ),
     ]
-    return _ResidualBlock(branches, 256, 896, scale, relu=True)
-
-
-def block8(scale: float = 0.20, relu: bool = True) -> _ResidualBlock:
-    branches = [
-        _chain(BasicConv2d(1792, 192, 1)),
-        _chain(
-            BasicConv2d(1792, 192, 1),
-            BasicConv2d(192, 192, (1, 3), padding=(0, 1)),
-            BasicConv2d(192, 192, (3, 1), padding=(1, 0)),
-        ),
-    ]
-    return _ResidualBlock(branches, 384, 1792, scale, relu=relu)
-
-
-class _Concat(nn.Module):
-    """Reduction block: branches run in parallel and are concatenated on channels."""
-
-    def __init__(self, branches: list[nn.Module]) -> None:
-        super().__init__()
-        for index, branch in enumerate(branches):
-            self.add_module(f"branch{index}", branch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([branch(x) for branch in self.children()], 1)
+    return _ResidualBlock(branches, 2 * width, ch, scale, relu=relu)
 
 
 def mixed_6a() -> _Concat:
@@ -125,10 +112,10 @@ class InceptionResnetV1(nn.Module):
         self.conv2d_4b = BasicConv2d(192, 256, 3, stride=2)
         self.repeat_1 = nn.Sequential(*[block35(0.17) for _ in range(5)])
         self.mixed_6a = mixed_6a()
-        self.repeat_2 = nn.Sequential(*[block17(0.10) for _ in range(10)])
+        self.repeat_2 = nn.Sequential(*[_factorised_block(896, 128, 7, 0.10) for _ in range(10)])  # block17
         self.mixed_7a = mixed_7a()
-        self.repeat_3 = nn.Sequential(*[block8(0.20) for _ in range(5)])
-        self.block8 = block8(1.0, relu=False)
+        self.repeat_3 = nn.Sequential(*[_factorised_block(1792, 192, 3, 0.20) for _ in range(5)])  # block8
+        self.block8 = _factorised_block(1792, 192, 3, 1.0, relu=False)
         self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
         self.last_linear = nn.Linear(1792, 512, bias=False)
         self.last_bn = nn.BatchNorm1d(512, eps=BN_EPS, momentum=0.1)

@@ -8,8 +8,8 @@ from torchvision.models import Inception_V3_Weights, inception_v3
 from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
-from ._torchnet import build_random, random_meta, torch_factory
-from ._weights import load_into, torchvision_state_dict
+from ._torchnet import torch_factory
+from ._weights import torchvision_state_dict
 
 SPEC = BUILTIN["inception_v3"]
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is SPEC.weights.default (a test checks)
@@ -19,24 +19,17 @@ DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is SPEC.weights.
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
-def _architecture(*, init_weights: bool) -> nn.Module:
-    # aux_logits=True so the checkpoint's AuxLogits.* keys load strictly; dropped afterwards.
-    return inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=init_weights)
+def _architecture(random: bool) -> nn.Module:
+    # aux_logits=True so the checkpoint's AuxLogits.* keys load strictly; dropped by _headless.
+    return inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=random)
 
 
-def build(weights: str | None) -> tuple[nn.Module, dict]:
-    """The headless network and its weights metadata."""
-    if weights == "random":
-        model = build_random(lambda: _architecture(init_weights=True))
-        meta = random_meta()
-    else:
-        state_dict, meta = torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights)
-        model = _architecture(init_weights=False)
-        load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
+def _headless(model: nn.Module) -> nn.Module:
     model.AuxLogits = None
     model.aux_logits = False
     model.fc = nn.Identity()
-    return model, {**meta, "transform_input": True}
+    return model
 
 
-load = torch_factory(build, PREPROCESS)
+load = torch_factory(_architecture, lambda weights: torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights), _headless,
+                     PREPROCESS, weights_facts={"transform_input": True})

@@ -22,6 +22,7 @@ they meet it. Measured on CelebA chips: SFace under bf16 autocast keeps cosine >
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -155,11 +156,8 @@ _OPS = {
 def _fold_batch_norms(nodes: list, constants: dict) -> list:
     """Conv followed by its only consumer BatchNormalization -> one Conv with scaled weights and a
     bias (what inference engines, OpenCV's included, do; saves two full passes over each activation)."""
-    consumers: dict[str, int] = {}
-    for _, inputs, _, _ in nodes:
-        for name in inputs:
-            consumers[name] = consumers.get(name, 0) + 1
-    producer = {outputs[0]: node for node in nodes for outputs in [node[2]]}
+    consumers = Counter(name for _, inputs, _, _ in nodes for name in inputs)
+    producer = {node[2][0]: node for node in nodes}
     folded = []
     for node in nodes:
         op, inputs, outputs, attrs = node
@@ -222,28 +220,19 @@ class OnnxModule(nn.Module):
             else:
                 self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self.nodes = _needed(_fold_batch_norms(self.nodes, constants), self.output_names)
-        self._constant_keys = {}
         used = {name for _, inputs, _, _ in self.nodes for name in inputs}
-        for index, name in enumerate(sorted(used & constants.keys())):
-            key = f"c{index}"
-            self._constant_keys[name] = key
+        self._constant_keys = {name: f"c{index}" for index, name in enumerate(sorted(used & constants.keys()))}
+        for name, key in self._constant_keys.items():
             value = constants[name]
             tensor = torch.from_numpy(np.array(value, np.float32 if value.dtype.kind == "f" else value.dtype))
             self.register_buffer(key, tensor, persistent=False)
         self.eval()
 
-    def _value(self, name: str, values: dict[str, torch.Tensor]):
-        if name == "":
-            return None
-        if name in values:
-            return values[name]
-        return getattr(self, self._constant_keys[name])
-
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        values = dict(zip(self.input_names, inputs))
+        values = {"": None, **{name: getattr(self, key) for name, key in self._constant_keys.items()}}
+        values.update(zip(self.input_names, inputs))
         for op, names, outputs, attrs in self.nodes:
-            args = [self._value(n, values) for n in names]
-            values[outputs[0]] = _OPS[op](*args, **attrs)
+            values[outputs[0]] = _OPS[op](*[values[n] for n in names], **attrs)
         return [values[name] for name in self.output_names]
 
 
@@ -345,10 +334,7 @@ ENGINES = ("auto", "torch", "opencv")
 def sface_engine(device: torch.device) -> str:
     """Which SFace implementation to run: ``$EXTRACT_SFACE_ENGINE`` (auto, torch, opencv); auto is
     torch on CUDA and OpenCV's DNN on CPU (faster there: see PERFORMANCE.md)."""
-    asked = engine_from_environment(ENGINE_VARIABLE, ENGINES)
-    if asked == "auto":
-        return "torch" if device.type == "cuda" else "opencv"
-    return asked
+    return engine_from_environment(ENGINE_VARIABLE, ENGINES, "torch" if device.type == "cuda" else "opencv")
 
 
 class TorchSFaceEmbed(DeviceEmbed):

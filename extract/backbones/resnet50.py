@@ -8,8 +8,8 @@ from torchvision.models import ResNet50_Weights, resnet50
 from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
-from ._torchnet import build_random, random_meta, torch_factory
-from ._weights import load_into, torchvision_state_dict
+from ._torchnet import torch_factory
+from ._weights import torchvision_state_dict
 
 SPEC = BUILTIN["resnet50"]
 DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is SPEC.weights.default (a test checks)
@@ -17,17 +17,10 @@ DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is SPEC.weights.defa
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
-def build(weights: str | None) -> tuple[nn.Module, dict]:
-    """The headless network and its weights metadata."""
-    if weights == "random":
-        model = build_random(lambda: resnet50(weights=None))
-        meta = random_meta()
-    else:
-        state_dict, meta = torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights)
-        model = resnet50(weights=None)
-        load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
+def _headless(model: nn.Module) -> nn.Module:
     model.fc = nn.Identity()
-    return model, meta
+    return model
 
 
-load = torch_factory(build, PREPROCESS)
+load = torch_factory(lambda random: resnet50(weights=None),
+                     lambda weights: torchvision_state_dict(SPEC, DEFAULT_WEIGHTS, weights), _headless, PREPROCESS)

