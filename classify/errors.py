@@ -37,12 +37,12 @@ import numpy as np
 
 from classify import label_audit, protocol
 from classify.calibration import CalibrationError
+from classify.groups import row_groups
 from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
 from classify.results import FieldReader, RunResult, RunResultError, store_identity
-from classify.run_analysis import error_rows
 from features import atomic
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
@@ -123,6 +123,18 @@ def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray,
     rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
                       threshold=model.threshold, attributes=attributes)
     return [{"dataset": dataset, **row, "label_check": doubts.get(row["id"], "")} for row in rows]
+
+
+def error_rows(ids, paths, y_true, p_male, *, attributes: dict[str, np.ndarray], threshold: float = 0.5) -> list[dict]:
+    """The wrong rows, most confident first: {"id", "path", "p_male", "true", "predicted", "groups"}."""
+    y_true, p_male = np.asarray(y_true), np.asarray(p_male, dtype=np.float64)
+    pred = p_male > threshold
+    wrong = np.flatnonzero(pred != (y_true == 1))
+    confidence = np.abs(p_male[wrong] - threshold)
+    names = ("female", "male")
+    return [{"id": str(ids[i]), "path": str(paths[i]), "p_male": float(p_male[i]), "true": names[int(y_true[i])],
+             "predicted": names[int(pred[i])], "groups": row_groups(attributes, i)}
+            for i in wrong[np.argsort(-confidence, kind="stable")]]
 
 
 def image_paths(store: FeatureStore) -> np.ndarray:

@@ -112,6 +112,14 @@ def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
             "female_recall": float((~t & ~p).sum() / n_female) if n_female else None}
 
 
+def decision_recalls(y, pred) -> dict:
+    """Accuracy, male and female recall and their gap of one decision (JSON-ready; `classify.protocol`)."""
+    r = rates(y, pred)
+    return {"accuracy": r["accuracy"], "male recall": r["male_recall"], "female recall": r["female_recall"],
+            "recall gap": abs(r["male_recall"] - r["female_recall"])
+            if None not in (r["male_recall"], r["female_recall"]) else None}
+
+
 def _group_row(name: str, y_true, y_pred, *, min_n: int, n_resamples: int, seed: list[int]) -> dict:
     """`rates` with percentile intervals of accuracy, TPR and TNR; resamples without a row of a sex are
     skipped for its recall (NaN), so a recall's interval comes from the resamples where it is defined."""

@@ -1,7 +1,7 @@
-"""The error rows of one scored set (classify/run_analysis.py), most confident first."""
+"""The error rows of one scored set (classify/errors.py), most confident first."""
 import numpy as np
 
-from classify.run_analysis import error_rows
+from classify.errors import error_rows
 
 
 def test_error_rows_most_confident_first():
