@@ -71,15 +71,12 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "<p>(none)</p>"
     columns = columns or [key for key in rows[0] if not str(key).startswith("_")]
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join(f"<tr{_class(row.get('_class'))}>"
-                   + "".join(f"<td>{_breakable(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+    # a line-break opportunity after each "+": cells do not wrap, and a run over seven backbones
+    # ("a+b+...+g") would otherwise push the table past the window
+    body = "".join((f'<tr class="{esc(row["_class"])}">' if row.get("_class") else "<tr>")
+                   + "".join(f"<td>{esc(fmt(row.get(c))).replace('+', '+<wbr>')}</td>" for c in columns) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _breakable(text: str) -> str:
-    """``text`` escaped, with a line-break opportunity after each "+": cells do not wrap, and a run over
-    seven backbones ("a+b+...+g") would otherwise push the table past the window."""
-    return esc(text).replace("+", "+<wbr>")
 
 
 def scroll(inner: str) -> str:
@@ -87,8 +84,18 @@ def scroll(inner: str) -> str:
     return f"<div class='scroll'>{inner}</div>"
 
 
-def _class(name: str | None) -> str:
-    return f' class="{esc(name)}"' if name else ""
+def data_uri(kind: str, data: bytes) -> str:
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def figure_axes(figsize: tuple[float, float]):
+    """A new matplotlib figure and its axes (Agg backend, imported here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
 
 
 def png_data_uri(figure) -> str:
@@ -98,7 +105,7 @@ def png_data_uri(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri("png", buffer.getvalue())
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
@@ -117,20 +124,11 @@ def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
         image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode() if ok else None
+    return data_uri("jpeg", encoded.tobytes()) if ok else None
 
 
 def img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{esc(alt)}">'
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # -- sections --------------------------------------------------------------------------------------------
@@ -171,7 +169,9 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
-    return folded(f"<h3>{esc(label)}</h3>", "".join(parts), open_=open_)
+    if open_:
+        return f"<h3>{esc(label)}</h3>" + "".join(parts)
+    return f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>"
 
 
 def _family_block(family: str, data: dict) -> str:
@@ -183,13 +183,6 @@ def _family_block(family: str, data: dict) -> str:
     return (f"<h4>{esc(family)}</h4><div class='pair'><div>" + scroll(table([_group_cells(g) for g in present]))
             + "".join(f"<p>{esc(note)}</p>" for note in notes) + "</div>"
             + img(_group_plot(family, present), f"accuracy by {family}") + "</div>")
-
-
-def folded(heading: str, body: str, *, open_: bool) -> str:
-    """``heading`` then ``body``, or both in a <details> that starts closed."""
-    if open_:
-        return heading + body
-    return f"<details><summary>{heading.replace('<h3>', '<b>').replace('</h3>', '</b>')}</summary>{body}</details>"
 
 
 def _interval(value, ci) -> str:
@@ -228,36 +221,31 @@ def _dots(ax, groups: list[dict], *, offset=0.0, color="tab:blue", name=None):
         labelled = True
 
 
-def _accuracy_axis(ax, groups: list[dict]) -> None:
-    """From a little below the lowest interval end shown, to 1."""
+def _accuracy_axes(ax, names: list[str], groups: list[dict], *, fontsize: int) -> None:
+    """A line per name, top down; accuracy from a little below the lowest interval end shown, to 1."""
+    ax.set_yticks(range(len(names)), names, fontsize=fontsize)
+    ax.invert_yaxis()
     lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in groups if g["accuracy"] is not None]
     ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
+    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
 
 
 def _group_plot(family: str, groups: list[dict]) -> str:
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
+    figure, ax = figure_axes((6, 0.6 + 0.28 * len(groups)))
     _dots(ax, groups)
-    ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=8)
-    ax.invert_yaxis()
-    _accuracy_axis(ax, groups)
-    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
+    _accuracy_axes(ax, [g["group"] for g in groups], groups, fontsize=8)
     ax.set_title(family)
     return png_data_uri(figure)
 
 
 def _binary_plot(binary: dict) -> str:
-    plt = _pyplot()
     names = list(binary)
-    figure, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(names)))
+    figure, ax = figure_axes((6, 0.6 + 0.3 * len(names)))
     for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
         _dots(ax, [binary[f]["groups"][index] for f in names], offset=offset, color=color, name=name)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.invert_yaxis()
-    _accuracy_axis(ax, [group for f in names for group in binary[f]["groups"]])
+    _accuracy_axes(ax, names, [group for f in names for group in binary[f]["groups"]], fontsize=7)
     if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
         ax.legend(fontsize=7)
-    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
     return png_data_uri(figure)
 
 
@@ -289,8 +277,7 @@ def _calibration_cells(label: str, entry: dict) -> dict:
 
 
 def _reliability_plot(label: str, entry: dict) -> str:
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(4, 3.6))
+    figure, ax = figure_axes((4, 3.6))
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     for name, report, marker in (("raw", entry["before"], "o"), ("calibrated", entry.get("after"), "s")):
         if report:
@@ -358,14 +345,9 @@ def leaderboard_section(rows: list[dict], columns: list[str] | None, chosen: str
 
 
 def plots_section(plots: dict) -> str:
-    figures = "".join(f"<figure style='margin:0'>{img(file_data_uri(path), title)}<figcaption>{esc(title)}"
-                      "</figcaption></figure>" for title, path in plots.items())
+    figures = "".join(f"<figure style='margin:0'>{img(data_uri('png', Path(path).read_bytes()), title)}"
+                      f"<figcaption>{esc(title)}</figcaption></figure>" for title, path in plots.items())
     return f"<h2>Plots</h2><div class='grid'>{figures}</div>"
-
-
-def file_data_uri(path) -> str:
-    """A PNG file as a data URI."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def render(*, title: str, summary: dict | None = None, dataset: dict | None = None,
@@ -378,23 +360,15 @@ def render(*, title: str, summary: dict | None = None, dataset: dict | None = No
              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
     parts += [f"<p class='warn'>{esc(w)}</p>" for w in warnings]
-    if summary:
-        parts.append(summary_section(summary))
-    if leaderboard is not None:
-        parts.append(leaderboard_section(leaderboard, compact_columns, chosen))
-    if plots:
-        parts.append(plots_section(plots))
-    if dataset:
-        parts.append(dataset_section(dataset))
-    if extraction is not None:
-        parts.append("<h2>Extraction</h2>" + scroll(table(extraction)))
-    if groups:
-        parts.append("<h2>Per-group metrics</h2>" + "".join(
-            groups_section(label, result, open_="val" not in label.split()) for label, result in groups.items()))
-    if calibration:
-        parts.append("<h2>Calibration</h2>" + calibration_section(calibration))
-    if galleries is not None:
-        parts.append("<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>"))
+    parts += [summary_section(summary) if summary else "",
+              leaderboard_section(leaderboard, compact_columns, chosen) if leaderboard is not None else "",
+              plots_section(plots) if plots else "", dataset_section(dataset) if dataset else "",
+              "<h2>Extraction</h2>" + scroll(table(extraction)) if extraction is not None else "",
+              "<h2>Per-group metrics</h2>" + "".join(groups_section(label, result, open_="val" not in label.split())
+                                                    for label, result in groups.items()) if groups else "",
+              "<h2>Calibration</h2>" + calibration_section(calibration) if calibration else "",
+              "<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>")
+              if galleries is not None else ""]
     return "".join(parts) + "</body></html>"
 
 
