@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from classify.errors import read_error_file
+from classify.html_report import pyplot
 from classify.label_audit import doubt_note
 from classify.metrics import fmt
 from classify.results import CrossResult, RunResult, Scores, load_results
@@ -107,20 +108,15 @@ def disagreements(runs: list[RunResult]) -> list[str]:
             continue
         theirs = best.cross[label].report
         if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
-            out.append(f"WARNING: on {label} the recommended {run_title(chosen)} scores "
-                       f"{fmt(mine.report.accuracy)}, and {run_title(best)} scores "
+            out.append(f"WARNING: on {label} the recommended {chosen.title} scores "
+                       f"{fmt(mine.report.accuracy)}, and {best.title} scores "
                        f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
                        f"transfer best to {label}.")
     return out
 
 
-def run_title(run: RunResult) -> str:
-    return run.title
-
-
 def recommendation_text(runs: list[RunResult]) -> str:
     """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
-    runs = _typed(runs)
     chosen, tied = recommend(runs), near_ties(runs)
     if len(tied) == 1:
         why = "best val accuracy"
@@ -130,10 +126,10 @@ def recommendation_text(runs: list[RunResult]) -> str:
     else:
         why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
                "then the simpler head")
-    lines = [f"Recommended: {run_title(chosen)} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
+    lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
     for label in eval_datasets(runs):
         best = best_out_of_domain(runs, label)
-        lines.append(f"Best out of domain on {label}: {run_title(best)} "
+        lines.append(f"Best out of domain on {label}: {best.title} "
                      f"({fmt(best.cross[label].report.accuracy)}).")
     return "\n".join(lines + disagreements(runs)) + "\n"
 
@@ -176,11 +172,6 @@ def fairness_cells(scores: Scores) -> dict:
             "ece": fmt(scores.ece)}
 
 
-def decision_cell(run: RunResult) -> str:
-    return (f"{run.calibrator}, threshold {run.threshold:.4f}"
-            + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""))
-
-
 def _row(rank: int, run: RunResult) -> dict:
     test = run.test
     selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
@@ -191,7 +182,9 @@ def _row(rank: int, run: RunResult) -> dict:
             "accuracy_ci95": f"{fmt(test.accuracy_ci95.low)}-{fmt(test.accuracy_ci95.high)}", **fairness_cells(test),
             "f1": fmt(test.f1), "f1_ci95": f"{fmt(test.f1_ci95.low)}-{fmt(test.f1_ci95.high)}",
             "roc_auc": fmt(test.roc_auc), "macro_f1": fmt(test.macro_f1), "n_test": test.n,
-            "invalid_test": run.invalid_test, "treatment": treatment_cell(run), "decision": decision_cell(run),
+            "invalid_test": run.invalid_test, "treatment": treatment_cell(run),
+            "decision": f"{run.calibrator}, threshold {run.threshold:.4f}"
+                        + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""),
             "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run.fit_s}
 
 
@@ -258,12 +251,8 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
 
 
 def plot_all(runs: list[RunResult], directory: Path, *, demo: bool = False) -> list[Path]:
-    """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """roc.png, confusion_matrices.png and accuracy.png."""
+    plt = pyplot()
     runs = sorted(runs, key=rank_key)
     written = []
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),

@@ -88,23 +88,21 @@ def data_uri(kind: str, data: bytes) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
-def figure_axes(figsize: tuple[float, float]):
-    """A new matplotlib figure and its axes (Agg backend, imported here)."""
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported only where something is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=figsize)
+    return plt
 
 
 def png_data_uri(figure) -> str:
     """A matplotlib figure as a PNG data URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
+    pyplot().close(figure)
     return data_uri("png", buffer.getvalue())
 
 
@@ -231,7 +229,7 @@ def _accuracy_axes(ax, names: list[str], groups: list[dict], *, fontsize: int) -
 
 
 def _group_plot(family: str, groups: list[dict]) -> str:
-    figure, ax = figure_axes((6, 0.6 + 0.28 * len(groups)))
+    figure, ax = pyplot().subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
     _dots(ax, groups)
     _accuracy_axes(ax, [g["group"] for g in groups], groups, fontsize=8)
     ax.set_title(family)
@@ -240,7 +238,7 @@ def _group_plot(family: str, groups: list[dict]) -> str:
 
 def _binary_plot(binary: dict) -> str:
     names = list(binary)
-    figure, ax = figure_axes((6, 0.6 + 0.3 * len(names)))
+    figure, ax = pyplot().subplots(figsize=(6, 0.6 + 0.3 * len(names)))
     for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
         _dots(ax, [binary[f]["groups"][index] for f in names], offset=offset, color=color, name=name)
     _accuracy_axes(ax, names, [group for f in names for group in binary[f]["groups"]], fontsize=7)
@@ -277,7 +275,7 @@ def _calibration_cells(label: str, entry: dict) -> dict:
 
 
 def _reliability_plot(label: str, entry: dict) -> str:
-    figure, ax = figure_axes((4, 3.6))
+    figure, ax = pyplot().subplots(figsize=(4, 3.6))
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     for name, report, marker in (("raw", entry["before"], "o"), ("calibrated", entry.get("after"), "s")):
         if report:

@@ -5,13 +5,8 @@ it (same name, ``.md``), from a feature store and a `classify train` results fol
 Everything shown was computed by train and compare; nothing is refitted. The error galleries come from
 train's error lists (errors.json, bound to the recommended run's head by its sha256); where those are
 missing or of another head, they are computed for the recommended run (`classify.errors`). The main job runs
-it; a user who trained by hand gets the same reports. Imports neither torch nor extract.
-
-HTML sections, in order: a summary (the recommended run, its accuracy with 95% interval and per-sex
-recall in domain and on every eval store, the run best out of domain, the label-check counts, a one-line
-verdict); dataset and extraction; the leaderboard (a compact table, all columns behind a toggle); the
-compare plots; per-group tables; calibration across splits; the error galleries of test and of each
-eval store, most confident first, with their label checks.
+it; a user who trained by hand gets the same reports (their sections: docs/stages.md). Imports neither torch
+nor extract.
 """
 from __future__ import annotations
 
@@ -23,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets,
-                              leaderboard, recommend, recommendation_text, run_title)
+                              leaderboard, recommend, recommendation_text)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.images import status_text
@@ -88,17 +83,12 @@ def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs:
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
         "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
-        "compact_columns": compact_columns(runs),
+        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
         "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
         "galleries": galleries(errors)}
-
-
-def compact_columns(runs: list[RunResult]) -> list[str]:
-    """`COMPACT`, with each eval store's accuracy before the last column."""
-    return [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]]
 
 
 def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
@@ -111,9 +101,9 @@ def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
         adults = cross.report.record.get("adults")
         if isinstance(adults, dict):
             scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
-    out_of_domain = [f"{label}: {run_title(other)} ({fmt(other.cross[label].report.accuracy)})"
+    out_of_domain = [f"{label}: {other.title} ({fmt(other.cross[label].report.accuracy)})"
                      for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
-    return {"recommended": run_title(best), "reason": reason[reason.find("(") + 1:reason.rfind(")")],
+    return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
             "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
             "verdict": verdict(runs, demo=demo)}
 
@@ -145,7 +135,7 @@ def label_check_lines(errors: dict | None) -> list[str]:
 def verdict(runs: list[RunResult], *, demo: bool) -> str:
     """One line: what the recommended run scores, and whether it transfers."""
     best = recommend(runs)
-    line = f"{run_title(best)} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
+    line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
     for label in eval_datasets(runs):
@@ -154,7 +144,7 @@ def verdict(runs: list[RunResult], *, demo: bool) -> str:
             continue
         line += f"; {mine.report.accuracy:.1%} on {label}"
         if other is not None and other is not best:
-            line += f" (best there: {run_title(other)}, {other.cross[label].report.accuracy:.1%})"
+            line += f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})"
         else:
             line += " (also the best there)"
     return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
@@ -255,7 +245,7 @@ def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[s
     test, ci = best.test, best.test.accuracy_ci95
     lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
              "Recommended (val, near-ties broken as the leaderboard says): "
-             f"**{run_title(best)}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
+             f"**{best.title}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
              f"**{fmt(test.accuracy)}** (95% bootstrap CI {fmt(ci.low)}-{fmt(ci.high)}), F1 (male) {fmt(test.f1)}, "
              f"ROC-AUC {fmt(test.roc_auc)}, on {test.n:,} test images. Rows invalid for a backbone (no face "
              "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
