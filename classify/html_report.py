@@ -157,9 +157,12 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     parts += [_family_block(family, data) for family, data in result["families"].items()
               if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
+        series = [(offset, color, name, [data["groups"][index] for data in binary.values()])
+                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent"))]
+        plot = _accuracy_plot(list(binary), series, row_height=0.3, fontsize=7)
         parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
-                     + img(_binary_plot(binary), "accuracy by attribute") + "</div>")
+                     + img(plot, "accuracy by attribute") + "</div>")
     absent = [f for f in yes_no if f not in binary]
     if absent:  # one line, the names behind it: a CelebA subset can lack 39 of the 40 attributes
         parts.append(f"<details><summary>No rows here record {len(absent)} attribute{'s' * (len(absent) > 1)}"
@@ -180,7 +183,8 @@ def _family_block(family: str, data: dict) -> str:
         [f"{data['n_missing']:,} rows have no {family} value."] if data["n_missing"] else [])
     return (f"<h4>{esc(family)}</h4><div class='pair'><div>" + scroll(table([_group_cells(g) for g in present]))
             + "".join(f"<p>{esc(note)}</p>" for note in notes) + "</div>"
-            + img(_group_plot(family, present), f"accuracy by {family}") + "</div>")
+            + img(_accuracy_plot([g["group"] for g in present], [(0.0, "tab:blue", None, present)], row_height=0.28,
+                                 fontsize=8, title=family), f"accuracy by {family}") + "</div>")
 
 
 def _interval(value, ci) -> str:
@@ -206,44 +210,28 @@ def _binary_cells(family: str, data: dict) -> dict:
             "note": "too small" if yes["too_small"] or no["too_small"] else ""}
 
 
-def _dots(ax, groups: list[dict], *, offset=0.0, color="tab:blue", name=None):
-    """A dot per group's accuracy, its interval as whiskers (dots, not bars: the axis need not start at 0)."""
-    labelled = False
-    for row, group in enumerate(groups):
-        value, ci = group["accuracy"], group["accuracy_ci"]
-        if value is None:
-            continue
-        whiskers = [[value - ci[0]], [ci[1] - value]] if ci else None
-        ax.errorbar([value], [row + offset], xerr=whiskers, fmt="o", capsize=2,
-                    color="#bbb" if group["too_small"] else color, label=None if labelled else name)
-        labelled = True
-
-
-def _accuracy_axes(ax, names: list[str], groups: list[dict], *, fontsize: int) -> None:
-    """A line per name, top down; accuracy from a little below the lowest interval end shown, to 1."""
+def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, fontsize: int,
+                   title: str | None = None) -> str:
+    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot at each
+    group's accuracy, its interval as whiskers, grey when the group is too small (dots, not bars: the axis
+    runs from a little below the lowest interval end shown, to 1)."""
+    figure, ax = pyplot().subplots(figsize=(6, 0.6 + row_height * len(names)))
+    shown = [g for *_, groups in series for g in groups if g["accuracy"] is not None]
+    for offset, color, name, groups in series:
+        drawn = [(row, group) for row, group in enumerate(groups) if group["accuracy"] is not None]
+        for i, (row, group) in enumerate(drawn):
+            value, ci = group["accuracy"], group["accuracy_ci"]
+            ax.errorbar([value], [row + offset], xerr=[[value - ci[0]], [ci[1] - value]] if ci else None, fmt="o",
+                        capsize=2, color="#bbb" if group["too_small"] else color, label=None if i else name)
     ax.set_yticks(range(len(names)), names, fontsize=fontsize)
     ax.invert_yaxis()
-    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in groups if g["accuracy"] is not None]
+    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in shown]
     ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
-    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
-
-
-def _group_plot(family: str, groups: list[dict]) -> str:
-    figure, ax = pyplot().subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
-    _dots(ax, groups)
-    _accuracy_axes(ax, [g["group"] for g in groups], groups, fontsize=8)
-    ax.set_title(family)
-    return png_data_uri(figure)
-
-
-def _binary_plot(binary: dict) -> str:
-    names = list(binary)
-    figure, ax = pyplot().subplots(figsize=(6, 0.6 + 0.3 * len(names)))
-    for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
-        _dots(ax, [binary[f]["groups"][index] for f in names], offset=offset, color=color, name=name)
-    _accuracy_axes(ax, names, [group for f in names for group in binary[f]["groups"]], fontsize=7)
     if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
         ax.legend(fontsize=7)
+    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
+    if title:
+        ax.set_title(title)
     return png_data_uri(figure)
 
 
