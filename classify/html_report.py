@@ -158,7 +158,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
               if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
         series = [(offset, color, name, [data["groups"][index] for data in binary.values()])
-                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent"))]
+                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"),
+                                                     (0.2, 1, "tab:orange", "absent"))]
         plot = _accuracy_plot(list(binary), series, row_height=0.3, fontsize=7)
         parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
