@@ -48,7 +48,7 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
         raise FileNotFoundError(f"no results files (version 3) in {results_dir}")
     demo = demo or (results_dir / DEMO_MARKER).exists()
     errors = errors_of(recommend(runs), results_dir)
-    html = write_html(out, **html_sections(store, str(store_path), results_dir, runs, errors, demo=demo))
+    html = write_html(out, **html_sections(store, results_dir, runs, errors, demo=demo))
     markdown = out.with_suffix(".md")
     atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent,
                                                          demo=demo)))
@@ -68,8 +68,8 @@ def errors_of(run: RunResult, results_dir: Path) -> dict | None:
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
-def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs: list[RunResult], errors: dict | None,
-                  *, demo: bool) -> dict:
+def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult], errors: dict | None, *,
+                  demo: bool) -> dict:
     """The keyword sections of `classify.html_report.render`."""
     best = recommend(runs)
     name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
@@ -78,8 +78,8 @@ def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs:
         "title": f"facegender report: {name}",
         "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
                      if demo else []) + disagreements(runs),
-        "summary": summary(runs, errors, demo=demo),
-        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store_path, "n_rows": store.n_rows,
+        "summary": summary(runs, best, errors, demo=demo),
+        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
         "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
@@ -88,12 +88,11 @@ def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs:
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
         "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
-        "galleries": galleries(errors)}
+        "galleries": None if errors is None else [{**part, "title": title} for _, title, part in error_sets(errors)]}
 
 
-def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
-    """The first screen: the recommendation, where it was scored, the best out of domain, label checks."""
-    best = recommend(runs)
+def summary(runs: list[RunResult], best: RunResult, errors: dict | None, *, demo: bool) -> dict:
+    """The first screen: the recommendation (``best``), where it was scored, the best out of domain, label checks."""
     reason = recommendation_text(runs).splitlines()[0]
     scored = [{"where": f"{best.store_dataset} test (in domain)", **_headline(best.test)}]
     for label, cross in best.cross.items():
@@ -105,7 +104,7 @@ def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
                      for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
     return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
             "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
-            "verdict": verdict(runs, demo=demo)}
+            "verdict": verdict(runs, best, demo=demo)}
 
 
 def _headline(scores: Scores) -> dict:
@@ -115,26 +114,29 @@ def _headline(scores: Scores) -> dict:
 
 def _adult_headline(adults: dict) -> dict:
     """The faces aged >= min_age of an eval store (a sub-record the typed `Scores` does not carry)."""
-    numbers = {key: adults.get(key) if isinstance(adults.get(key), (int, float)) else None
-               for key in ("accuracy", "recall", "female_recall", "n")}
-    ci = (adults.get("ci95") or {}).get("accuracy") if isinstance(adults.get("ci95"), dict) else None
-    return {"accuracy": numbers["accuracy"], "ci": ci, "male_recall": numbers["recall"],
-            "female_recall": numbers["female_recall"], "n": numbers["n"]}
+    number = {key: value if isinstance(value := adults.get(key), (int, float)) else None
+              for key in ("accuracy", "recall", "female_recall", "n")}
+    return {"accuracy": number["accuracy"], "male_recall": number["recall"], "female_recall": number["female_recall"],
+            "n": number["n"], "ci": adults["ci95"].get("accuracy") if isinstance(adults.get("ci95"), dict) else None}
 
 
 def label_check_lines(errors: dict | None) -> list[str]:
     """"k of n errors have a doubted label" for test and each eval store."""
     if errors is None:
         return ["no error list: the label checks could not be read"]
-    parts = [(f"{errors['split']}", errors["errors"])]
-    parts += [(f"{label} ({part['rows']} rows)", part["errors"]) for label, part in errors["cross_dataset"].items()]
-    return [f"{where}: {count_doubted(rows)[0]} of {count_doubted(rows)[1]} errors have a label in doubt"
-            for where, rows in parts]
+    return [f"{where}: {count_doubted(part['errors'])[0]} of {len(part['errors'])} errors have a label in doubt"
+            for where, _, part in error_sets(errors)]
 
 
-def verdict(runs: list[RunResult], *, demo: bool) -> str:
-    """One line: what the recommended run scores, and whether it transfers."""
-    best = recommend(runs)
+def error_sets(errors: dict) -> list[tuple[str, str, dict]]:
+    """(name in the label checks, gallery title, error list) of the test rows, then of each eval store's."""
+    return [(errors["split"], f"{errors['split']} (in domain)", errors)] + [
+        (f"{label} ({part['rows']} rows)", f"{label}, {part['rows']} rows (cross-dataset)", part)
+        for label, part in errors["cross_dataset"].items()]
+
+
+def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
+    """One line: what the recommended run (``best``) scores, and whether it transfers."""
     line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
@@ -168,17 +170,6 @@ def calibration_entry(run: RunResult, scores: Scores) -> dict:
             "threshold": {"rule": run.threshold_rule, "value": run.threshold}, "recalls": scores.record.get("recalls")}
 
 
-def galleries(errors: dict | None) -> list[dict] | None:
-    """One gallery per scored set: test, then each eval store (errors most confident first, rejected)."""
-    if errors is None:
-        return None
-    parts = [(f"{errors['split']} (in domain)", errors)]
-    parts += [(f"{label}, {part['rows']} rows (cross-dataset)", part)
-              for label, part in errors["cross_dataset"].items()]
-    return [{"title": title, "n_scored": part["n_scored"], "errors": part["errors"], "rejected": part["rejected"]}
-            for title, part in parts]
-
-
 def extraction_rows(store: FeatureStore) -> list[dict]:
     """Per backbone: dim, and the rows per status (valid, unreadable, no face found, too large)."""
     counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
@@ -195,22 +186,13 @@ DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was foun
 def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], report_dir: Path, *,
                    demo: bool) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", ""]
-    lines += [DEMO_WARNING] if demo else []
-    lines += md_dataset(store) + md_extraction(store) + md_results(results, runs, report_dir)
-    return lines + md_environment()
-
-
-def md_dataset(store: FeatureStore) -> list[str]:
     split, gender = store.split, store.gender
     counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
-    return ["## Dataset", "",
-            f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
-            f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", ""]
-
-
-def md_extraction(store: FeatureStore) -> list[str]:
-    lines = ["## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
+    lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", "",
+             *([DEMO_WARNING] if demo else []), "## Dataset", "",
+             f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
+             f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", "",
+             "## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
              "|---|---|---|---|---|---|---|"]
     for name in store.backbones():
         info = store.backbone_info(name)
@@ -219,7 +201,10 @@ def md_extraction(store: FeatureStore) -> list[str]:
         lines.append(f"| {name} | {info['dim']} | {weights[:19]}{'...' if len(weights) > 19 else ''} | "
                      f"{counts[Status.OK]:,} | {counts[Status.UNREADABLE]:,} | {counts[Status.NO_FACE]:,} | "
                      f"{info['units_done']}/{info['n_units']} units |")
-    return lines + [""]
+    versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
+    return lines + ["", *md_results(results, runs, report_dir), "## Environment", "",
+                    f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are in the results JSON "
+                    "files beside the leaderboard.", ""]
 
 
 def md_cross_dataset(run: RunResult) -> list[str]:
@@ -256,8 +241,3 @@ def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[s
             lines += [f"### {title}", "", f"![{title}]({os.path.relpath(results / name, report_dir)})", ""]
     return lines
 
-
-def md_environment() -> list[str]:
-    versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
-    return ["## Environment", "", f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are "
-            "in the results JSON files beside the leaderboard.", ""]
