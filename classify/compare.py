@@ -86,25 +86,21 @@ def recommend(runs: list[RunResult]) -> RunResult:
     return min(tied, key=lambda run: simplicity(run) + rank_key(run))
 
 
-def eval_datasets(runs: list[RunResult]) -> list[str]:
-    """Labels of the eval stores any run was evaluated on, in first-seen order."""
-    return list(dict.fromkeys(label for run in _typed(runs) for label in run.cross))
-
-
-def best_out_of_domain(runs: list[RunResult], label: str) -> RunResult | None:
-    """The run with the best reported accuracy on eval dataset ``label`` (None if no run has it)."""
-    scored = [run for run in _typed(runs) if label in run.cross]
-    return max(scored, key=lambda run: run.cross[label].report.accuracy) if scored else None
+def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
+    """{eval dataset label: the run with the best reported accuracy there}, for every eval store any run was
+    evaluated on, in first-seen order."""
+    runs = _typed(runs)
+    return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
+            for label in dict.fromkeys(label for run in runs for label in run.cross)}
 
 
 def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
     runs = _typed(runs)
     chosen, out = recommend(runs), []
-    for label in eval_datasets(runs):
-        best = best_out_of_domain(runs, label)
+    for label, best in best_out_of_domain(runs).items():
         mine = chosen.cross.get(label)
-        if best is None or best is chosen or mine is None:
+        if best is chosen or mine is None:
             continue
         theirs = best.cross[label].report
         if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
@@ -127,25 +123,22 @@ def recommendation_text(runs: list[RunResult]) -> str:
         why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
                "then the simpler head")
     lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
-    for label in eval_datasets(runs):
-        best = best_out_of_domain(runs, label)
-        lines.append(f"Best out of domain on {label}: {best.title} "
-                     f"({fmt(best.cross[label].report.accuracy)}).")
+    lines += [f"Best out of domain on {label}: {best.title} ({fmt(best.cross[label].report.accuracy)})."
+              for label, best in best_out_of_domain(runs).items()]
     return "\n".join(lines + disagreements(runs)) + "\n"
 
 
 def leaderboard(runs: list[RunResult]) -> list[dict]:
     """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
     runs = _typed(runs)
-    labels, chosen = eval_datasets(runs), recommend(runs)
-    best_out = {label: best_out_of_domain(runs, label) for label in labels}
+    chosen, best_out = recommend(runs), best_out_of_domain(runs)
     rows = []
     for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
         row = _row(rank, run)
         marks = (["recommended"] if run is chosen else []) + [
             f"best on {label}" for label, best in best_out.items() if best is run]
         row["choice"] = ", ".join(marks)
-        for label in labels:
+        for label in best_out:
             row.update(_cross_cells(label, run.cross.get(label)))
         rows.append(row)
     return rows

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets,
-                              leaderboard, recommend, recommendation_text)
+from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, leaderboard, recommend,
+                              recommendation_text)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.images import status_text
@@ -83,7 +83,7 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
         "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
-        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]],
+        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in best_out_of_domain(runs)), COMPACT[-1]],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
@@ -101,7 +101,7 @@ def summary(runs: list[RunResult], best: RunResult, errors: dict | None, *, demo
         if isinstance(adults, dict):
             scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
     out_of_domain = [f"{label}: {other.title} ({fmt(other.cross[label].report.accuracy)})"
-                     for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
+                     for label, other in best_out_of_domain(runs).items()]
     return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
             "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
             "verdict": verdict(runs, best, demo=demo)}
@@ -140,12 +140,12 @@ def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
     line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
-    for label in eval_datasets(runs):
-        mine, other = best.cross.get(label), best_out_of_domain(runs, label)
+    for label, other in best_out_of_domain(runs).items():
+        mine = best.cross.get(label)
         if mine is None:
             continue
         line += f"; {mine.report.accuracy:.1%} on {label}"
-        if other is not None and other is not best:
+        if other is not best:
             line += f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})"
         else:
             line += " (also the best there)"
