@@ -87,14 +87,13 @@ def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
     """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
     eval store reported (`error_list`, with both label checks); an eval store no
     longer at its recorded path is skipped with a warning."""
-    backbones = model.names
     out = {}
     for label, cross in run.cross.items():
         try:
             store = FeatureStore.open(cross.path)
             if store.fingerprint != cross.fingerprint:
                 raise StoreError(f"{cross.path} now holds another dataset than the run was evaluated on")
-            data = protocol.read_eval_set(store, backbones, model.compatibility(), label=label,
+            data = protocol.read_eval_set(store, model.names, model.compatibility(), label=label,
                                           identity=store_identity(store), all_rows=cross.rows == "all")
         except (StoreError, protocol.ProtocolError, OSError) as error:
             log.warning("no error list on %s: %s", label, error)
@@ -118,23 +117,17 @@ def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, 
 def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray, dataset: str,
                doubts: dict[str, str]) -> list[dict]:
     """The rows of ``part`` (read from ``store``) the model's decision gets wrong (what predict would say),
-    most confident first, each with its dataset and label check."""
+    most confident first: {"dataset", "id", "path", "p_male", "true", "predicted", "groups", "label_check"}."""
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
-                      threshold=model.threshold, attributes=attributes)
-    return [{"dataset": dataset, **row, "label_check": doubts.get(row["id"], "")} for row in rows]
-
-
-def error_rows(ids, paths, y_true, p_male, *, attributes: dict[str, np.ndarray], threshold: float = 0.5) -> list[dict]:
-    """The wrong rows, most confident first: {"id", "path", "p_male", "true", "predicted", "groups"}."""
-    y_true, p_male = np.asarray(y_true), np.asarray(p_male, dtype=np.float64)
+    ids, paths, y_true = store.ids[part.index], paths[part.index], np.asarray(part.gender)
+    p_male, threshold = np.asarray(model.p_male(part.x), dtype=np.float64), model.threshold
     pred = p_male > threshold
     wrong = np.flatnonzero(pred != (y_true == 1))
-    confidence = np.abs(p_male[wrong] - threshold)
     names = ("female", "male")
-    return [{"id": str(ids[i]), "path": str(paths[i]), "p_male": float(p_male[i]), "true": names[int(y_true[i])],
-             "predicted": names[int(pred[i])], "groups": row_groups(attributes, i)}
-            for i in wrong[np.argsort(-confidence, kind="stable")]]
+    return [{"dataset": dataset, "id": str(ids[i]), "path": str(paths[i]), "p_male": float(p_male[i]),
+             "true": names[int(y_true[i])], "predicted": names[int(pred[i])], "groups": row_groups(attributes, i),
+             "label_check": doubts.get(str(ids[i]), "")}
+            for i in wrong[np.argsort(-np.abs(p_male[wrong] - threshold), kind="stable")]]
 
 
 def image_paths(store: FeatureStore) -> np.ndarray:
