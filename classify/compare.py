@@ -3,20 +3,16 @@
 One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
 best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
 test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
-get cross-dataset columns beside the in-domain ones: ``<dataset>_accuracy`` (valid rows),
-``<dataset>_accuracy_all`` (invalid rows counted as errors), its CI, per-sex recall, balanced accuracy,
-worst-group accuracy and ECE. In-domain (test): ``balanced_accuracy`` (mean of male and female recall),
-``worst_group_accuracy`` and ``worst_group`` (the group of at least the run's min_group_n rows with the
-lowest accuracy, over every grouping of `classify.groups`), ``ece`` (after the run's calibrator; 15
-equal-width bins of p(male)) and ``decision`` (calibrator and threshold, chosen on val).
+get ``<dataset>_`` columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors) beside the
+in-domain ones. ``worst_group`` is the group of at least the run's min_group_n rows with the lowest
+accuracy over every grouping of `classify.groups`; ``ece`` is after the run's calibrator (15 equal-width
+bins of p(male)); ``decision`` is the calibrator and threshold chosen on val.
 
 The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's error lists (errors.json/.csv, written by train: `classify.errors`) are only read,
-for the label-check note, and only when they belong to the recommended run's current head (by its sha256).
-Plots (matplotlib, Agg): ROC curves, confusion matrices, accuracy on all test images with its 95% interval.
+The recommended run's error lists (`classify.errors`) are only read, for the label-check note.
 """
 from __future__ import annotations
 
@@ -279,10 +275,9 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
     for ax, run in zip(axes.flat, runs):
         cm = run.test.confusion_matrix
         image = ax.imshow(cm, cmap="Blues", vmin=0)  # from 0: a colour says how many, not how few
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
-                        color=text_colour(image.cmap(image.norm(cm[i][j]))))
+        for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
+                    color=text_colour(image.cmap(image.norm(cm[i][j]))))
         ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"],
                xlabel="predicted", ylabel="true")
         ax.set_title(run.run, fontsize=8)
