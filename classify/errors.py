@@ -42,7 +42,7 @@ from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from classify.results import FieldReader, RunResult, RunResultError, store_identity
+from classify.results import FieldReader, RunResult, store_identity
 from features import atomic
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
@@ -186,25 +186,16 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
 
 def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
     """errors.json of a results folder; None, with a warning, when it is missing, unreadable (not a
-    regular file, torn, not strict JSON), of another version, or, given ``head_sha256``, of another head."""
+    regular file, torn, not strict JSON), of another version, given ``head_sha256`` of another head, or
+    with a field the reports could not read (`_check`)."""
     path = Path(directory) / ERRORS_JSON
     if not path.exists():
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
-    except ValueError as error:
+        _check(record, path, head_sha256)
+    except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
-        return None
-    if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
-        log.warning("ignoring %s: not an error list of version %d", path, ERRORS_VERSION)
-        return None
-    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
-        log.warning("ignoring %s: it lists the errors of another head than %s's current one", path,
-                    str(record.get("run"))[:200])
-        return None
-    problem = _shape_problem(record, path)
-    if problem:
-        log.warning("ignoring %s", problem)
         return None
     return record
 
@@ -214,26 +205,28 @@ _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float),
 _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 
-def _shape_problem(record: dict, path: Path) -> str | None:
-    """The first field of an error list the reports could not read ("<path>: field ... is missing"; None:
-    none): a crafted or damaged file is ignored as a torn one is, never a traceback in compare or report."""
+def _check(record, path: Path, head_sha256: str | None) -> None:
+    """A ValueError ("<path>: ...") unless ``record`` is an error list of this version (and head) with every
+    field the reports read: a crafted or damaged file is ignored as a torn one is, never a traceback in
+    compare or report."""
+    if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
+        raise ValueError(f"{path}: not an error list of version {ERRORS_VERSION}")
+    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
+        raise ValueError(f"{path}: it lists the errors of another head than {str(record.get('run'))[:200]}'s "
+                         "current one")
     reader = FieldReader(record, str(path))
-    try:
-        reader.get("run", str)
-        reader.get("split", str)
-        cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
-        for part in cross:
-            part.get("rows", str)
-        for part in [reader, *cross]:
-            part.get("n_scored", int)
-            for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
-                for i in range(len(part.get(key, list))):
-                    row = part.sub(f"{key}.{i}")
-                    for name, kind in fields.items():
-                        row.get(name, kind)
-    except RunResultError as error:
-        return str(error)
-    return None
+    reader.get("run", str)
+    reader.get("split", str)
+    cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
+    for part in cross:
+        part.get("rows", str)
+    for part in [reader, *cross]:
+        part.get("n_scored", int)
+        for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
+            for i in range(len(part.get(key, list))):
+                row = part.sub(f"{key}.{i}")
+                for name, kind in fields.items():
+                    row.get(name, kind)
 
 
 def forget(directory: Path, run: str) -> None:
