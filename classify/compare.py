@@ -46,11 +46,6 @@ class CompareError(ValueError):
     """Nothing to compare."""
 
 
-def _typed(runs: list) -> list[RunResult]:
-    """Results as `RunResult` (records read elsewhere as plain JSON are validated here)."""
-    return [run if isinstance(run, RunResult) else RunResult.from_json(run, run.get("run", "?")) for run in runs]
-
-
 def rank_key(run: RunResult) -> tuple:
     """Sort key: best val accuracy first, then val ROC-AUC, then run name (test is never looked at)."""
     return -run.val.accuracy, -(run.val.roc_auc or 0.0), run.run
@@ -64,7 +59,6 @@ def cross_val_accuracy(run: RunResult) -> float | None:
 
 def near_ties(runs: list[RunResult]) -> list[RunResult]:
     """Runs whose val accuracy reaches the lower end of the val-best run's bootstrap interval."""
-    runs = _typed(runs)
     low = min(runs, key=rank_key).val.accuracy_ci95.low
     return [run for run in runs if run.val.accuracy >= low]
 
@@ -85,14 +79,12 @@ def recommend(runs: list[RunResult]) -> RunResult:
 def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
     """{eval dataset label: the run with the best reported accuracy there}, for every eval store any run was
     evaluated on, in first-seen order."""
-    runs = _typed(runs)
     return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
             for label in dict.fromkeys(label for run in runs for label in run.cross)}
 
 
 def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
-    runs = _typed(runs)
     chosen, out = recommend(runs), []
     for label, best in best_out_of_domain(runs).items():
         mine = chosen.cross.get(label)
@@ -126,7 +118,6 @@ def recommendation_text(runs: list[RunResult]) -> str:
 
 def leaderboard(runs: list[RunResult]) -> list[dict]:
     """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
-    runs = _typed(runs)
     chosen, best_out = recommend(runs), best_out_of_domain(runs)
     rows = []
     for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
