@@ -9,23 +9,20 @@ predict would say), and lists
   the same identity carry the other label (`classify.label_audit`), else "";
 - ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
   found, too large).
-Image paths come from re-reading the dataset at the store's recorded root; where it is gone, paths are
-empty and the rows are still listed.
-
+Image paths come from the dataset at the store's recorded root; where it is gone they are empty.
 The same lists for the rows each eval store reported (``cross_dataset``, by eval set label), where
-``label_check`` also carries the cross-validated check on that store's own labels
-(`classify.label_audit.cross_val_doubts`): a cross-dataset error is often the other dataset's label.
+``label_check`` also carries the cross-validated check on that store's own labels: a cross-dataset error
+is often the other dataset's label.
 
 Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 2:
 run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one
 line per error or rejected image, the eval stores' after the training stores': kind, dataset, id, path,
 true, predicted, p_male, reason, groups, label_check), each written atomically.
 
-The lists are computed where the scores are: by train for the recommended run (`write_errors_for`, or
-``python -m classify errors DIR``), never by compare or the reports, which only read them
-(`read_error_file`) and ignore a file whose ``head_sha256`` is not the current head's: after a kill
-between train and compare, no report shows another head's errors. Train also removes a run's lists
-before it replaces that run's head (`forget`).
+Train computes them for the recommended run (`write_errors_for`, or ``python -m classify errors DIR``);
+compare only reads them, and the reports compute them only where they are missing. A reader ignores a file
+whose ``head_sha256`` is not the current head's (after a kill between train and compare, no report shows
+another head's errors), and train removes a run's lists before it replaces that run's head (`forget`).
 """
 from __future__ import annotations
 
