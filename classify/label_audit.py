@@ -32,6 +32,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predi
 
 from classify.balance import standardised_logreg
 from features import atomic
+from features.dataset import SPLITS
 from features.tables import csv_cell
 
 MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
@@ -156,8 +157,6 @@ def merged(doubts: dict[str, dict[str, str]]) -> dict[str, str]:
 def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:
     """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order:
     {"id", "split", "label", "identity_check", "cross_val_check", "label_check"}."""
-    from features.dataset import SPLITS
-
     position = {str(image): row for row, image in enumerate(store.ids)}
     rows = []
     for image, why in sorted(merged(doubts).items()):

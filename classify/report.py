@@ -74,6 +74,9 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
     best = recommend(runs)
     name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
     sets = scored_sets(best)
+    decision = {"calibrator": {"method": best.calibrator,  # fitted_on: prose, shown as it is
+                               "fitted_on": best.record["decision"]["calibrator"].get("fitted_on", {})},
+                "threshold": {"rule": best.threshold_rule, "value": best.threshold}}
     return {
         "title": f"facegender report: {name}",
         "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
@@ -87,7 +90,8 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
-        "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
+        "calibration": {label: {**scores.record["calibration"], **decision, "recalls": scores.record.get("recalls")}
+                        for label, scores in sets},
         "galleries": None if errors is None else [{**part, "title": title} for _, title, part in error_sets(errors)]}
 
 
@@ -160,14 +164,6 @@ def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
         if cross.val is not None:
             sets.append((f"{label} val (cross-dataset, choosing)", cross.val))
     return sets
-
-
-def calibration_entry(run: RunResult, scores: Scores) -> dict:
-    """The calibration record of a scored set, with the run's decision (method, how it was chosen, threshold)."""
-    fitted = run.record["decision"]["calibrator"].get("fitted_on", {})  # prose, shown as it is
-    return {"before": scores.record["calibration"]["before"], "after": scores.record["calibration"]["after"],
-            "calibrator": {"method": run.calibrator, "fitted_on": fitted},
-            "threshold": {"rule": run.threshold_rule, "value": run.threshold}, "recalls": scores.record.get("recalls")}
 
 
 def extraction_rows(store: FeatureStore) -> list[dict]:
