@@ -226,23 +226,15 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     atomic.write_text(paths[0], markdown)
     write_csv(rows, paths[1])
-    paths += plot_all(runs, directory, demo=demo)
-    return markdown, paths
-
-
-def plot_all(runs: list[RunResult], directory: Path, *, demo: bool = False) -> list[Path]:
-    """roc.png, confusion_matrices.png and accuracy.png."""
-    plt = pyplot()
-    runs = sorted(runs, key=rank_key)
-    written = []
+    plt, ranked = pyplot(), sorted(runs, key=rank_key)
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
-        fig = draw(plt, runs, demo=demo)
+        fig = draw(plt, ranked, demo=demo)
         with atomic.atomic_open(directory / name, "wb") as handle:
             fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        written.append(directory / name)
-    return written
+        paths.append(directory / name)
+    return markdown, paths
 
 
 def _plot_roc(plt, runs, *, demo: bool = False):
