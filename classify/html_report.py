@@ -1,9 +1,8 @@
 """One self-contained HTML report: plots as embedded PNG data URIs, face thumbnails as small JPEG data URIs.
 
-Takes plain data (dicts and lists), so any results format can feed it; no torch, no network, no script:
-the file opens offline in any browser, reads at 1,280 px without horizontal scrolling (wide tables scroll
-inside their box) and prints. Every text that reaches the page goes through `html.escape` (file names
-and attribute names come from users). Sections, each optional, in this order:
+Takes plain data (dicts and lists); no torch, no network, no script: the file opens offline, reads at
+1,280 px without scrolling sideways (wide tables scroll in their box) and prints. Every text reaching the
+page goes through `html.escape` (file and attribute names come from users). Sections, each optional, in order:
 
 - ``summary``: {"recommended", "reason", "verdict", "scored": rows {"where", "accuracy", "ci", "male_recall",
   "female_recall", "n"}, "best_out_of_domain": [text], "label_checks": [text]}
@@ -16,9 +15,8 @@ and attribute names come from users). Sections, each optional, in this order:
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
   "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}: one table, then the diagrams
-- ``galleries``: [{"title", "n_scored", "errors": rows {"path", "id", "p_male", "true", "predicted",
-  "groups": {name: text}, "label_check"} (most confident first is the caller's order), "rejected": rows
-  {"path", "id", "reason"}}]
+- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], the rows as in errors.json (`classify.errors`),
+  in the caller's order (most confident first)
 """
 from __future__ import annotations
 
