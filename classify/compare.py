@@ -134,8 +134,7 @@ def leaderboard(runs: list[RunResult]) -> list[dict]:
 def _cross_cells(label: str, cross: CrossResult | None) -> dict:
     if cross is None:
         return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
-    report = cross.report
-    ci = report.accuracy_ci95
+    report, ci = cross.report, cross.report.accuracy_ci95
     return {f"{label}_accuracy": fmt(report.accuracy), f"{label}_accuracy_all": fmt(cross.accuracy_all),
             f"{label}_accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", f"{label}_male_recall": fmt(report.recall),
             f"{label}_female_recall": fmt(report.female_recall), **{

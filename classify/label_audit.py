@@ -147,11 +147,9 @@ def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
 
 def merged(doubts: dict[str, dict[str, str]]) -> dict[str, str]:
     """{id: every reason its label is in doubt, joined}."""
-    out: dict[str, list[str]] = {}
-    for check in ("identity", "cross_val"):
-        for image, why in doubts[check].items():
-            out.setdefault(image, []).append(why)
-    return {image: "; ".join(reasons) for image, reasons in out.items()}
+    checks = (doubts["identity"], doubts["cross_val"])
+    return {image: "; ".join(check[image] for check in checks if image in check)
+            for image in dict.fromkeys([*checks[0], *checks[1]])}
 
 
 def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:

@@ -148,11 +148,9 @@ def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
         mine = best.cross.get(label)
         if mine is None:
             continue
-        line += f"; {mine.report.accuracy:.1%} on {label}"
-        if other is not best:
-            line += f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})"
-        else:
-            line += " (also the best there)"
+        line += (f"; {mine.report.accuracy:.1%} on {label}"
+                 + (f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})" if other is not best
+                    else " (also the best there)"))
     return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
 
 
