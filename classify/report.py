@@ -106,8 +106,11 @@ def summary(runs: list[RunResult], best: RunResult, errors: dict | None, *, demo
             scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
     out_of_domain = [f"{label}: {other.title} ({fmt(other.cross[label].report.accuracy)})"
                      for label, other in best_out_of_domain(runs).items()]
+    label_checks = ["no error list: the label checks could not be read"] if errors is None else [
+        f"{where}: {count_doubted(part['errors'])[0]} of {len(part['errors'])} errors have a label in doubt"
+        for where, _, part in error_sets(errors)]
     return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
-            "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
+            "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_checks,
             "verdict": verdict(runs, best, demo=demo)}
 
 
@@ -122,14 +125,6 @@ def _adult_headline(adults: dict) -> dict:
               for key in ("accuracy", "recall", "female_recall", "n")}
     return {"accuracy": number["accuracy"], "male_recall": number["recall"], "female_recall": number["female_recall"],
             "n": number["n"], "ci": adults["ci95"].get("accuracy") if isinstance(adults.get("ci95"), dict) else None}
-
-
-def label_check_lines(errors: dict | None) -> list[str]:
-    """"k of n errors have a doubted label" for test and each eval store."""
-    if errors is None:
-        return ["no error list: the label checks could not be read"]
-    return [f"{where}: {count_doubted(part['errors'])[0]} of {len(part['errors'])} errors have a label in doubt"
-            for where, _, part in error_sets(errors)]
 
 
 def error_sets(errors: dict) -> list[tuple[str, str, dict]]:
