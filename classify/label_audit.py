@@ -156,14 +156,10 @@ def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:
     """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order:
     {"id", "split", "label", "identity_check", "cross_val_check", "label_check"}."""
     position = {str(image): row for row, image in enumerate(store.ids)}
-    rows = []
-    for image, why in sorted(merged(doubts).items()):
-        row = position[image]
-        rows.append({"id": image, "split": SPLITS[int(store.split[row])],
-                     "label": "male" if store.gender[row] == 1 else "female",
-                     "identity_check": doubts["identity"].get(image, ""),
-                     "cross_val_check": doubts["cross_val"].get(image, ""), "label_check": why})
-    return rows
+    return [{"id": image, "split": SPLITS[int(store.split[position[image]])],
+             "label": "male" if store.gender[position[image]] == 1 else "female",
+             "identity_check": doubts["identity"].get(image, ""), "cross_val_check": doubts["cross_val"].get(image, ""),
+             "label_check": why} for image, why in sorted(merged(doubts).items())]
 
 
 def audit_text(store, rows: list[dict], backbones: Sequence[str] = ()) -> str:
