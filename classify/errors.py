@@ -172,13 +172,11 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
                          "label_check"])
-        for row in errors:
-            groups = "; ".join(f"{k}: {v}" for k, v in row["groups"].items())
-            writer.writerow(csv_row(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
-                                     f"{row['p_male']:.4f}", "", groups, row.get("label_check", "")]))
-        for row in rejected:
-            writer.writerow(csv_row(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"],
-                                     "", ""]))
+        writer.writerows(csv_row(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
+                                  f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items()),
+                                  row.get("label_check", "")]) for row in errors)
+        writer.writerows(csv_row(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], "",
+                                  ""]) for row in rejected)
 
 
 def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
