@@ -81,9 +81,8 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
 
 
 def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
-    """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
-    eval store reported (`error_list`, with both label checks); an eval store no
-    longer at its recorded path is skipped with a warning."""
+    """{eval set label: {"rows", "n_scored", "errors", "rejected"}} of the rows each eval store reported
+    (`error_list`); an eval store no longer at its recorded path is skipped with a warning."""
     out = {}
     for label, cross in run.cross.items():
         try:
@@ -101,9 +100,8 @@ def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
 
 
 def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, *, seed: int = 0) -> dict:
-    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
-    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
-    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
+    """{"errors", "rejected"} of an eval set's report rows: the wrong rows, most confident first, with both
+    label checks (`classify.label_audit`, the cross-validated one on the run's backbones), the unusable rows."""
     paths = image_paths(store)
     doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
     return {"errors": wrong_rows(model, store, data.report, paths, data.label, doubts),
