@@ -122,9 +122,8 @@ def leaderboard(runs: list[RunResult]) -> list[dict]:
     rows = []
     for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
         row = _row(rank, run)
-        marks = (["recommended"] if run is chosen else []) + [
-            f"best on {label}" for label, best in best_out.items() if best is run]
-        row["choice"] = ", ".join(marks)
+        row["choice"] = ", ".join((["recommended"] if run is chosen else [])
+                                  + [f"best on {label}" for label, best in best_out.items() if best is run])
         for label in best_out:
             row.update(_cross_cells(label, run.cross.get(label)))
         rows.append(row)

@@ -74,6 +74,7 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
     best = recommend(runs)
     name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
     sets = scored_sets(best)
+    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
     decision = {"calibrator": {"method": best.calibrator,  # fitted_on: prose, shown as it is
                                "fitted_on": best.record["decision"]["calibrator"].get("fitted_on", {})},
                 "threshold": {"rule": best.threshold_rule, "value": best.threshold}}
@@ -85,7 +86,10 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
         "dataset": {"name": name, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
-        "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
+        "extraction": [{"backbone": name, "dim": store.backbone_info(name)["dim"],  # rows per status
+                        **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
+                       for name, n in counts.items()],
+        "leaderboard": leaderboard(runs),
         "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in best_out_of_domain(runs)), COMPACT[-1]],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
@@ -157,14 +161,6 @@ def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
         if cross.val is not None:
             sets.append((f"{label} val (cross-dataset, choosing)", cross.val))
     return sets
-
-
-def extraction_rows(store: FeatureStore) -> list[dict]:
-    """Per backbone: dim, and the rows per status (valid, unreadable, no face found, too large)."""
-    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
-    return [{"backbone": name, "dim": store.backbone_info(name)["dim"],
-             **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
-            for name, n in counts.items()]
 
 
 # -- Markdown --------------------------------------------------------------------------------------------
