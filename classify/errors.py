@@ -74,10 +74,9 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
-    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run,
-            "head_sha256": model.head_sha256, "split": split,
-            "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
-            "cross_dataset": cross_dataset_errors(run, model)}
+    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": model.head_sha256,
+            "split": split, "decision": decision.to_json(), "n_scored": scored, "errors": errors,
+            "rejected": rejected, "cross_dataset": cross_dataset_errors(run, model)}
 
 
 def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:

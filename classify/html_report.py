@@ -139,9 +139,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     """One scored set's per-group tables: the groups present, with a plot beside each table; one line for
     the groups and attributes with no rows here. Folded (a <details>) unless ``open_``."""
     summary = result["summary"]
-    worst = summary.get("worst_group") or {}
-    gap = summary.get("largest_accuracy_gap") or {}
-    odds = summary.get("equalised_odds_difference") or {}
+    worst, gap, odds = (summary.get(key) or {} for key in ("worst_group", "largest_accuracy_gap",
+                                                           "equalised_odds_difference"))
     parts = [f"<p>{summary['n']:,} rows: accuracy {fmt(summary['accuracy'])}, balanced accuracy "
              f"{fmt(summary['balanced_accuracy'])}, male recall {fmt(summary['male_recall'])}, female recall "
              f"{fmt(summary['female_recall'])}. Worst group ({result['min_n']}+ rows): {esc(worst.get('family', '-'))} "
@@ -239,8 +238,7 @@ def calibration_section(calibration: dict) -> str:
     then the reliability diagrams side by side."""
     rows = [_calibration_cells(label, entry) for label, entry in calibration.items()]
     first = next(iter(calibration.values()))
-    calibrator = first.get("calibrator") or {}
-    threshold = first.get("threshold") or {}
+    calibrator, threshold = (first.get(key) or {} for key in ("calibrator", "threshold"))
     fitted = calibrator.get("fitted_on", {})
     text = (f"<p>Calibrator: <b>{esc(calibrator.get('method', 'none'))}</b> "
             f"({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
