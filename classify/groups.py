@@ -155,11 +155,8 @@ def _accuracy_key(group: dict) -> tuple:
 
 def _equalised_odds(groups: list[dict]) -> float | None:
     """max(TPR spread, FPR spread) over groups; FPR = 1 - TNR, so the FPR spread is the TNR spread."""
-    spreads = []
-    for rate in ("male_recall", "female_recall"):
-        values = [g[rate] for g in groups if g[rate] is not None]
-        if len(values) >= 2:
-            spreads.append(max(values) - min(values))
+    defined = [[g[rate] for g in groups if g[rate] is not None] for rate in ("male_recall", "female_recall")]
+    spreads = [max(values) - min(values) for values in defined if len(values) >= 2]
     return max(spreads) if spreads else None
 
 
