@@ -267,8 +267,7 @@ def _reliability_plot(label: str, entry: dict) -> str:
             bins = [b for b in report["reliability"] if b["n"]]
             ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker=marker,
                     label=f"{name} (ECE {report['ece']:.3f})")
-    ax.set_xlabel("mean predicted p(male)")
-    ax.set_ylabel("fraction male")
+    ax.set(xlabel="mean predicted p(male)", ylabel="fraction male")
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
     return png_data_uri(figure)
