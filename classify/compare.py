@@ -3,20 +3,16 @@
 One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
 best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
 test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
-get cross-dataset columns beside the in-domain ones: ``<dataset>_accuracy`` (valid rows),
-``<dataset>_accuracy_all`` (invalid rows counted as errors), its CI, per-sex recall, balanced accuracy,
-worst-group accuracy and ECE. In-domain (test): ``balanced_accuracy`` (mean of male and female recall),
-``worst_group_accuracy`` and ``worst_group`` (the group of at least the run's min_group_n rows with the
-lowest accuracy, over every grouping of `classify.groups`), ``ece`` (after the run's calibrator; 15
-equal-width bins of p(male)) and ``decision`` (calibrator and threshold, chosen on val).
+get ``<dataset>_`` columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors) beside the
+in-domain ones. ``worst_group`` is the group of at least the run's min_group_n rows with the lowest
+accuracy over every grouping of `classify.groups`; ``ece`` is after the run's calibrator (15 equal-width
+bins of p(male)); ``decision`` is the calibrator and threshold chosen on val.
 
 The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
 interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
 when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
 names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's error lists (errors.json/.csv, written by train: `classify.errors`) are only read,
-for the label-check note, and only when they belong to the recommended run's current head (by its sha256).
-Plots (matplotlib, Agg): ROC curves, confusion matrices, accuracy on all test images with its 95% interval.
+The recommended run's error lists (`classify.errors`) are only read, for the label-check note.
 """
 from __future__ import annotations
 
@@ -25,6 +21,7 @@ import logging
 from pathlib import Path
 
 from classify.errors import read_error_file
+from classify.html_report import pyplot
 from classify.label_audit import doubt_note
 from classify.metrics import fmt
 from classify.results import CrossResult, RunResult, Scores, load_results
@@ -49,11 +46,6 @@ class CompareError(ValueError):
     """Nothing to compare."""
 
 
-def _typed(runs: list) -> list[RunResult]:
-    """Results as `RunResult` (records read elsewhere as plain JSON are validated here)."""
-    return [run if isinstance(run, RunResult) else RunResult.from_json(run, run.get("run", "?")) for run in runs]
-
-
 def rank_key(run: RunResult) -> tuple:
     """Sort key: best val accuracy first, then val ROC-AUC, then run name (test is never looked at)."""
     return -run.val.accuracy, -(run.val.roc_auc or 0.0), run.run
@@ -67,7 +59,6 @@ def cross_val_accuracy(run: RunResult) -> float | None:
 
 def near_ties(runs: list[RunResult]) -> list[RunResult]:
     """Runs whose val accuracy reaches the lower end of the val-best run's bootstrap interval."""
-    runs = _typed(runs)
     low = min(runs, key=rank_key).val.accuracy_ci95.low
     return [run for run in runs if run.val.accuracy >= low]
 
@@ -85,42 +76,31 @@ def recommend(runs: list[RunResult]) -> RunResult:
     return min(tied, key=lambda run: simplicity(run) + rank_key(run))
 
 
-def eval_datasets(runs: list[RunResult]) -> list[str]:
-    """Labels of the eval stores any run was evaluated on, in first-seen order."""
-    return list(dict.fromkeys(label for run in _typed(runs) for label in run.cross))
-
-
-def best_out_of_domain(runs: list[RunResult], label: str) -> RunResult | None:
-    """The run with the best reported accuracy on eval dataset ``label`` (None if no run has it)."""
-    scored = [run for run in _typed(runs) if label in run.cross]
-    return max(scored, key=lambda run: run.cross[label].report.accuracy) if scored else None
+def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
+    """{eval dataset label: the run with the best reported accuracy there}, for every eval store any run was
+    evaluated on, in first-seen order."""
+    return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
+            for label in dict.fromkeys(label for run in runs for label in run.cross)}
 
 
 def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
-    runs = _typed(runs)
     chosen, out = recommend(runs), []
-    for label in eval_datasets(runs):
-        best = best_out_of_domain(runs, label)
+    for label, best in best_out_of_domain(runs).items():
         mine = chosen.cross.get(label)
-        if best is None or best is chosen or mine is None:
+        if best is chosen or mine is None:
             continue
         theirs = best.cross[label].report
         if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
-            out.append(f"WARNING: on {label} the recommended {run_title(chosen)} scores "
-                       f"{fmt(mine.report.accuracy)}, and {run_title(best)} scores "
+            out.append(f"WARNING: on {label} the recommended {chosen.title} scores "
+                       f"{fmt(mine.report.accuracy)}, and {best.title} scores "
                        f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
                        f"transfer best to {label}.")
     return out
 
 
-def run_title(run: RunResult) -> str:
-    return run.title
-
-
 def recommendation_text(runs: list[RunResult]) -> str:
     """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
-    runs = _typed(runs)
     chosen, tied = recommend(runs), near_ties(runs)
     if len(tied) == 1:
         why = "best val accuracy"
@@ -130,26 +110,21 @@ def recommendation_text(runs: list[RunResult]) -> str:
     else:
         why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
                "then the simpler head")
-    lines = [f"Recommended: {run_title(chosen)} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
-    for label in eval_datasets(runs):
-        best = best_out_of_domain(runs, label)
-        lines.append(f"Best out of domain on {label}: {run_title(best)} "
-                     f"({fmt(best.cross[label].report.accuracy)}).")
+    lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
+    lines += [f"Best out of domain on {label}: {best.title} ({fmt(best.cross[label].report.accuracy)})."
+              for label, best in best_out_of_domain(runs).items()]
     return "\n".join(lines + disagreements(runs)) + "\n"
 
 
 def leaderboard(runs: list[RunResult]) -> list[dict]:
     """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
-    runs = _typed(runs)
-    labels, chosen = eval_datasets(runs), recommend(runs)
-    best_out = {label: best_out_of_domain(runs, label) for label in labels}
+    chosen, best_out = recommend(runs), best_out_of_domain(runs)
     rows = []
     for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
         row = _row(rank, run)
-        marks = (["recommended"] if run is chosen else []) + [
-            f"best on {label}" for label, best in best_out.items() if best is run]
-        row["choice"] = ", ".join(marks)
-        for label in labels:
+        row["choice"] = ", ".join((["recommended"] if run is chosen else [])
+                                  + [f"best on {label}" for label, best in best_out.items() if best is run])
+        for label in best_out:
             row.update(_cross_cells(label, run.cross.get(label)))
         rows.append(row)
     return rows
@@ -158,8 +133,7 @@ def leaderboard(runs: list[RunResult]) -> list[dict]:
 def _cross_cells(label: str, cross: CrossResult | None) -> dict:
     if cross is None:
         return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
-    report = cross.report
-    ci = report.accuracy_ci95
+    report, ci = cross.report, cross.report.accuracy_ci95
     return {f"{label}_accuracy": fmt(report.accuracy), f"{label}_accuracy_all": fmt(cross.accuracy_all),
             f"{label}_accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", f"{label}_male_recall": fmt(report.recall),
             f"{label}_female_recall": fmt(report.female_recall), **{
@@ -176,23 +150,19 @@ def fairness_cells(scores: Scores) -> dict:
             "ece": fmt(scores.ece)}
 
 
-def decision_cell(run: RunResult) -> str:
-    return (f"{run.calibrator}, threshold {run.threshold:.4f}"
-            + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""))
-
-
 def _row(rank: int, run: RunResult) -> dict:
     test = run.test
-    selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
-                for key, value in run.selection.items() if key not in ("grid", "path")}
     return {"rank": rank, "backbones": "+".join(run.backbones), "head": run.head,
             "dataset": "+".join(run.training_datasets), "val_accuracy": fmt(run.val.accuracy),
             "accuracy": fmt(test.accuracy), "accuracy_all_test": fmt(accuracy_all_test(run)),
             "accuracy_ci95": f"{fmt(test.accuracy_ci95.low)}-{fmt(test.accuracy_ci95.high)}", **fairness_cells(test),
             "f1": fmt(test.f1), "f1_ci95": f"{fmt(test.f1_ci95.low)}-{fmt(test.f1_ci95.high)}",
             "roc_auc": fmt(test.roc_auc), "macro_f1": fmt(test.macro_f1), "n_test": test.n,
-            "invalid_test": run.invalid_test, "treatment": treatment_cell(run), "decision": decision_cell(run),
-            "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run.fit_s}
+            "invalid_test": run.invalid_test, "treatment": treatment_cell(run),
+            "decision": f"{run.calibrator}, threshold {run.threshold:.4f}"
+                        + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""),
+            "selected": " ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, list) else v}"
+                                 for k, v in run.selection.items() if k not in ("grid", "path")), "fit_s": run.fit_s}
 
 
 def treatment_cell(run: RunResult) -> str:
@@ -253,27 +223,15 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     atomic.write_text(paths[0], markdown)
     write_csv(rows, paths[1])
-    paths += plot_all(runs, directory, demo=demo)
-    return markdown, paths
-
-
-def plot_all(runs: list[RunResult], directory: Path, *, demo: bool = False) -> list[Path]:
-    """roc.png, confusion_matrices.png and accuracy.png; matplotlib imported here, Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = sorted(runs, key=rank_key)
-    written = []
+    plt, ranked = pyplot(), sorted(runs, key=rank_key)
     for name, draw in (("roc.png", _plot_roc), ("confusion_matrices.png", _plot_confusions),
                        ("accuracy.png", _plot_accuracy)):
-        fig = draw(plt, runs, demo=demo)
+        fig = draw(plt, ranked, demo=demo)
         with atomic.atomic_open(directory / name, "wb") as handle:
             fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        written.append(directory / name)
-    return written
+        paths.append(directory / name)
+    return markdown, paths
 
 
 def _plot_roc(plt, runs, *, demo: bool = False):
@@ -297,10 +255,9 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
     for ax, run in zip(axes.flat, runs):
         cm = run.test.confusion_matrix
         image = ax.imshow(cm, cmap="Blues", vmin=0)  # from 0: a colour says how many, not how few
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
-                        color=text_colour(image.cmap(image.norm(cm[i][j]))))
+        for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=9,
+                    color=text_colour(image.cmap(image.norm(cm[i][j]))))
         ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"],
                xlabel="predicted", ylabel="true")
         ax.set_title(run.run, fontsize=8)

@@ -9,23 +9,20 @@ predict would say), and lists
   the same identity carry the other label (`classify.label_audit`), else "";
 - ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
   found, too large).
-Image paths come from re-reading the dataset at the store's recorded root; where it is gone, paths are
-empty and the rows are still listed.
-
+Image paths come from the dataset at the store's recorded root; where it is gone they are empty.
 The same lists for the rows each eval store reported (``cross_dataset``, by eval set label), where
-``label_check`` also carries the cross-validated check on that store's own labels
-(`classify.label_audit.cross_val_doubts`): a cross-dataset error is often the other dataset's label.
+``label_check`` also carries the cross-validated check on that store's own labels: a cross-dataset error
+is often the other dataset's label.
 
 Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 2:
 run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one
 line per error or rejected image, the eval stores' after the training stores': kind, dataset, id, path,
 true, predicted, p_male, reason, groups, label_check), each written atomically.
 
-The lists are computed where the scores are: by train for the recommended run (`write_errors_for`, or
-``python -m classify errors DIR``), never by compare or the reports, which only read them
-(`read_error_file`) and ignore a file whose ``head_sha256`` is not the current head's: after a kill
-between train and compare, no report shows another head's errors. Train also removes a run's lists
-before it replaces that run's head (`forget`).
+Train computes them for the recommended run (`write_errors_for`, or ``python -m classify errors DIR``);
+compare only reads them, and the reports compute them only where they are missing. A reader ignores a file
+whose ``head_sha256`` is not the current head's (after a kill between train and compare, no report shows
+another head's errors), and train removes a run's lists before it replaces that run's head (`forget`).
 """
 from __future__ import annotations
 
@@ -37,12 +34,12 @@ import numpy as np
 
 from classify import label_audit, protocol
 from classify.calibration import CalibrationError
+from classify.groups import row_groups
 from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
 from classify.label_audit import label_doubts
 from classify.model import GenderModel
-from classify.results import FieldReader, RunResult, RunResultError, store_identity
-from classify.run_analysis import error_rows
+from classify.results import FieldReader, RunResult, store_identity
 from features import atomic
 from features.dataset import SPLITS, DatasetError
 from features.datasets import load_dataset
@@ -77,24 +74,21 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
             scored += len(part.gender)
         rejected += rejected_rows(store, backbones, paths, split)
     errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
-    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run,
-            "head_sha256": model.head_sha256, "split": split,
-            "decision": decision.to_json(), "n_scored": scored, "errors": errors, "rejected": rejected,
-            "cross_dataset": cross_dataset_errors(run, model)}
+    return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": model.head_sha256,
+            "split": split, "decision": decision.to_json(), "n_scored": scored, "errors": errors,
+            "rejected": rejected, "cross_dataset": cross_dataset_errors(run, model)}
 
 
 def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
-    """{eval set label: {"rows", "n_scored", "errors", "rejected"}}: the run's errors on the rows each
-    eval store reported (`error_list`, with both label checks); an eval store no
-    longer at its recorded path is skipped with a warning."""
-    backbones = model.names
+    """{eval set label: {"rows", "n_scored", "errors", "rejected"}} of the rows each eval store reported
+    (`error_list`); an eval store no longer at its recorded path is skipped with a warning."""
     out = {}
     for label, cross in run.cross.items():
         try:
             store = FeatureStore.open(cross.path)
             if store.fingerprint != cross.fingerprint:
                 raise StoreError(f"{cross.path} now holds another dataset than the run was evaluated on")
-            data = protocol.read_eval_set(store, backbones, model.compatibility(), label=label,
+            data = protocol.read_eval_set(store, model.names, model.compatibility(), label=label,
                                           identity=store_identity(store), all_rows=cross.rows == "all")
         except (StoreError, protocol.ProtocolError, OSError) as error:
             log.warning("no error list on %s: %s", label, error)
@@ -105,9 +99,8 @@ def cross_dataset_errors(run: RunResult, model: GenderModel) -> dict:
 
 
 def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, *, seed: int = 0) -> dict:
-    """{"errors", "rejected"} of the report rows, as in errors.csv (`classify.errors`): the wrong rows, most
-    confident first, each with its label checks (`classify.label_audit`: the identity check, and a
-    cross-validated head on the store's own labels and the run's backbones), then the unusable rows."""
+    """{"errors", "rejected"} of an eval set's report rows: the wrong rows, most confident first, with both
+    label checks (`classify.label_audit`, the cross-validated one on the run's backbones), the unusable rows."""
     paths = image_paths(store)
     doubts = label_audit.merged(label_audit.store_doubts(store, model.names, seed=seed, required=False))
     return {"errors": wrong_rows(model, store, data.report, paths, data.label, doubts),
@@ -118,11 +111,17 @@ def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, 
 def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray, dataset: str,
                doubts: dict[str, str]) -> list[dict]:
     """The rows of ``part`` (read from ``store``) the model's decision gets wrong (what predict would say),
-    most confident first, each with its dataset and label check."""
+    most confident first: {"dataset", "id", "path", "p_male", "true", "predicted", "groups", "label_check"}."""
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
-    rows = error_rows(store.ids[part.index], paths[part.index], part.gender, model.p_male(part.x),
-                      threshold=model.threshold, attributes=attributes)
-    return [{"dataset": dataset, **row, "label_check": doubts.get(row["id"], "")} for row in rows]
+    ids, paths, y_true = store.ids[part.index], paths[part.index], np.asarray(part.gender)
+    p_male, threshold = np.asarray(model.p_male(part.x), dtype=np.float64), model.threshold
+    pred = p_male > threshold
+    wrong = np.flatnonzero(pred != (y_true == 1))
+    names = ("female", "male")
+    return [{"dataset": dataset, "id": str(ids[i]), "path": str(paths[i]), "p_male": float(p_male[i]),
+             "true": names[int(y_true[i])], "predicted": names[int(pred[i])], "groups": row_groups(attributes, i),
+             "label_check": doubts.get(str(ids[i]), "")}
+            for i in wrong[np.argsort(-np.abs(p_male[wrong] - threshold), kind="stable")]]
 
 
 def image_paths(store: FeatureStore) -> np.ndarray:
@@ -170,36 +169,25 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
                          "label_check"])
-        for row in errors:
-            groups = "; ".join(f"{k}: {v}" for k, v in row["groups"].items())
-            writer.writerow(csv_row(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
-                                     f"{row['p_male']:.4f}", "", groups, row.get("label_check", "")]))
-        for row in rejected:
-            writer.writerow(csv_row(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"],
-                                     "", ""]))
+        writer.writerows(csv_row(["error", row["dataset"], row["id"], row["path"], row["true"], row["predicted"],
+                                  f"{row['p_male']:.4f}", "", "; ".join(f"{k}: {v}" for k, v in row["groups"].items()),
+                                  row.get("label_check", "")]) for row in errors)
+        writer.writerows(csv_row(["rejected", row["dataset"], row["id"], row["path"], "", "", "", row["reason"], "",
+                                  ""]) for row in rejected)
 
 
 def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
     """errors.json of a results folder; None, with a warning, when it is missing, unreadable (not a
-    regular file, torn, not strict JSON), of another version, or, given ``head_sha256``, of another head."""
+    regular file, torn, not strict JSON), of another version, given ``head_sha256`` of another head, or
+    with a field the reports could not read (`_check`)."""
     path = Path(directory) / ERRORS_JSON
     if not path.exists():
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
-    except ValueError as error:
+        _check(record, path, head_sha256)
+    except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
-        return None
-    if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
-        log.warning("ignoring %s: not an error list of version %d", path, ERRORS_VERSION)
-        return None
-    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
-        log.warning("ignoring %s: it lists the errors of another head than %s's current one", path,
-                    str(record.get("run"))[:200])
-        return None
-    problem = _shape_problem(record, path)
-    if problem:
-        log.warning("ignoring %s", problem)
         return None
     return record
 
@@ -209,26 +197,28 @@ _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float),
 _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 
-def _shape_problem(record: dict, path: Path) -> str | None:
-    """The first field of an error list the reports could not read ("<path>: field ... is missing"; None:
-    none): a crafted or damaged file is ignored as a torn one is, never a traceback in compare or report."""
+def _check(record, path: Path, head_sha256: str | None) -> None:
+    """A ValueError ("<path>: ...") unless ``record`` is an error list of this version (and head) with every
+    field the reports read: a crafted or damaged file is ignored as a torn one is, never a traceback in
+    compare or report."""
+    if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
+        raise ValueError(f"{path}: not an error list of version {ERRORS_VERSION}")
+    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
+        raise ValueError(f"{path}: it lists the errors of another head than {str(record.get('run'))[:200]}'s "
+                         "current one")
     reader = FieldReader(record, str(path))
-    try:
-        reader.get("run", str)
-        reader.get("split", str)
-        cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
-        for part in cross:
-            part.get("rows", str)
-        for part in [reader, *cross]:
-            part.get("n_scored", int)
-            for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
-                for i in range(len(part.get(key, list))):
-                    row = part.sub(f"{key}.{i}")
-                    for name, kind in fields.items():
-                        row.get(name, kind)
-    except RunResultError as error:
-        return str(error)
-    return None
+    reader.get("run", str)
+    reader.get("split", str)
+    cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
+    for part in cross:
+        part.get("rows", str)
+    for part in [reader, *cross]:
+        part.get("n_scored", int)
+        for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
+            for i in range(len(part.get(key, list))):
+                row = part.sub(f"{key}.{i}")
+                for name, kind in fields.items():
+                    row.get(name, kind)
 
 
 def forget(directory: Path, run: str) -> None:

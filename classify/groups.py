@@ -54,10 +54,11 @@ def group_families(gender: np.ndarray,
     families = {"sex": {"male": gender == 1, "female": gender == 0}}
     skipped = {}
     if "age" in attributes:
-        families["age"] = _coded_masks(bin_ages(attributes["age"]), dict(enumerate(AGE_LABELS)))
+        ages = bin_ages(attributes["age"])
+        families["age"] = {label: ages == code for code, label in enumerate(AGE_LABELS)}
     if "race" in attributes:
         races = np.asarray(attributes["race"])
-        families["race"] = _coded_masks(races, UTKFACE_RACES)
+        families["race"] = {label: races == code for code, label in UTKFACE_RACES.items()}
         if "age" in attributes:
             families["race x age"] = {f"{race}, {age}": race_mask & age_mask
                                       for race, race_mask in families["race"].items()
@@ -72,10 +73,6 @@ def group_families(gender: np.ndarray,
         else:
             families[name] = {str(level): values == level for level in levels}
     return families, skipped
-
-
-def _coded_masks(codes: np.ndarray, names: dict[int, str]) -> dict[str, np.ndarray]:
-    return {label: codes == code for code, label in names.items()}
 
 
 def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, np.ndarray], *,
@@ -110,6 +107,14 @@ def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
             "accuracy": float((t == p).mean()) if t.size else None,
             "male_recall": float((t & p).sum() / n_male) if n_male else None,
             "female_recall": float((~t & ~p).sum() / n_female) if n_female else None}
+
+
+def decision_recalls(y, pred) -> dict:
+    """Accuracy, male and female recall and their gap of one decision (JSON-ready; `classify.protocol`)."""
+    r = rates(y, pred)
+    return {"accuracy": r["accuracy"], "male recall": r["male_recall"], "female recall": r["female_recall"],
+            "recall gap": abs(r["male_recall"] - r["female_recall"])
+            if None not in (r["male_recall"], r["female_recall"]) else None}
 
 
 def _group_row(name: str, y_true, y_pred, *, min_n: int, n_resamples: int, seed: list[int]) -> dict:
@@ -150,11 +155,8 @@ def _accuracy_key(group: dict) -> tuple:
 
 def _equalised_odds(groups: list[dict]) -> float | None:
     """max(TPR spread, FPR spread) over groups; FPR = 1 - TNR, so the FPR spread is the TNR spread."""
-    spreads = []
-    for rate in ("male_recall", "female_recall"):
-        values = [g[rate] for g in groups if g[rate] is not None]
-        if len(values) >= 2:
-            spreads.append(max(values) - min(values))
+    defined = [[g[rate] for g in groups if g[rate] is not None] for rate in ("male_recall", "female_recall")]
+    spreads = [max(values) - min(values) for values in defined if len(values) >= 2]
     return max(spreads) if spreads else None
 
 
@@ -165,22 +167,19 @@ def _summary(y_true, y_pred, families: dict) -> dict:
     sized = [(family, g) for family, data in families.items() for g in data["groups"]
              if not g["too_small"] and g["n"]]
     worst = min(sized, key=lambda item: _accuracy_key(item[1])) if sized else None
-    gaps = [(data["accuracy_gap"], family) for family, data in families.items()
-            if data["accuracy_gap"] is not None]
-    odds = [(data["equalised_odds_difference"], family) for family, data in families.items()
-            if data["equalised_odds_difference"] is not None]
     return {**overall, "balanced_accuracy": float(np.mean(defined)) if defined else None,
             "recall_gap": abs(recalls[0] - recalls[1]) if len(defined) == 2 else None,
             "worst_group": None if worst is None else {"family": worst[0], "group": worst[1]["group"],
                                                        "n": worst[1]["n"], "accuracy": worst[1]["accuracy"]},
-            "largest_accuracy_gap": _largest(gaps), "equalised_odds_difference": _largest(odds)}
+            "largest_accuracy_gap": _largest(families, "accuracy_gap"),
+            "equalised_odds_difference": _largest(families, "equalised_odds_difference")}
 
 
-def _largest(values: list[tuple[float, str]]) -> dict | None:
-    if not values:
-        return None
-    value, family = max(values)
-    return {"family": family, "value": value}
+def _largest(families: dict, key: str) -> dict | None:
+    """{"family", "value"} of the family with the largest ``key`` (ties: the later name), None if none has one."""
+    values = [(data[key], family) for family, data in families.items() if data[key] is not None]
+    value, family = max(values) if values else (None, None)
+    return None if family is None else {"family": family, "value": value}
 
 
 def row_groups(attributes: dict[str, np.ndarray], row: int) -> dict[str, str]:

@@ -1,9 +1,8 @@
 """One self-contained HTML report: plots as embedded PNG data URIs, face thumbnails as small JPEG data URIs.
 
-Takes plain data (dicts and lists), so any results format can feed it; no torch, no network, no script:
-the file opens offline in any browser, reads at 1,280 px without horizontal scrolling (wide tables scroll
-inside their box) and prints. Every text that reaches the page goes through `html.escape` (file names
-and attribute names come from users). Sections, each optional, in this order:
+Takes plain data (dicts and lists); no torch, no network, no script: the file opens offline, reads at
+1,280 px without scrolling sideways (wide tables scroll in their box) and prints. Every text reaching the
+page goes through `html.escape` (file and attribute names come from users). Sections, each optional, in order:
 
 - ``summary``: {"recommended", "reason", "verdict", "scored": rows {"where", "accuracy", "ci", "male_recall",
   "female_recall", "n"}, "best_out_of_domain": [text], "label_checks": [text]}
@@ -16,9 +15,8 @@ and attribute names come from users). Sections, each optional, in this order:
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
   "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}: one table, then the diagrams
-- ``galleries``: [{"title", "n_scored", "errors": rows {"path", "id", "p_male", "true", "predicted",
-  "groups": {name: text}, "label_check"} (most confident first is the caller's order), "rejected": rows
-  {"path", "id", "reason"}}]
+- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], the rows as in errors.json (`classify.errors`),
+  in the caller's order (most confident first)
 """
 from __future__ import annotations
 
@@ -71,15 +69,12 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "<p>(none)</p>"
     columns = columns or [key for key in rows[0] if not str(key).startswith("_")]
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join(f"<tr{_class(row.get('_class'))}>"
-                   + "".join(f"<td>{_breakable(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+    # a line-break opportunity after each "+": cells do not wrap, and a run over seven backbones
+    # ("a+b+...+g") would otherwise push the table past the window
+    body = "".join((f'<tr class="{esc(row["_class"])}">' if row.get("_class") else "<tr>")
+                   + "".join(f"<td>{esc(fmt(row.get(c))).replace('+', '+<wbr>')}</td>" for c in columns) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _breakable(text: str) -> str:
-    """``text`` escaped, with a line-break opportunity after each "+": cells do not wrap, and a run over
-    seven backbones ("a+b+...+g") would otherwise push the table past the window."""
-    return esc(text).replace("+", "+<wbr>")
 
 
 def scroll(inner: str) -> str:
@@ -87,18 +82,26 @@ def scroll(inner: str) -> str:
     return f"<div class='scroll'>{inner}</div>"
 
 
-def _class(name: str | None) -> str:
-    return f' class="{esc(name)}"' if name else ""
+def data_uri(kind: str, data: bytes) -> str:
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported only where something is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def png_data_uri(figure) -> str:
     """A matplotlib figure as a PNG data URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    pyplot().close(figure)
+    return data_uri("png", buffer.getvalue())
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
@@ -117,20 +120,11 @@ def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
         image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode() if ok else None
+    return data_uri("jpeg", encoded.tobytes()) if ok else None
 
 
 def img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{esc(alt)}">'
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # -- sections --------------------------------------------------------------------------------------------
@@ -145,9 +139,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     """One scored set's per-group tables: the groups present, with a plot beside each table; one line for
     the groups and attributes with no rows here. Folded (a <details>) unless ``open_``."""
     summary = result["summary"]
-    worst = summary.get("worst_group") or {}
-    gap = summary.get("largest_accuracy_gap") or {}
-    odds = summary.get("equalised_odds_difference") or {}
+    worst, gap, odds = (summary.get(key) or {} for key in ("worst_group", "largest_accuracy_gap",
+                                                           "equalised_odds_difference"))
     parts = [f"<p>{summary['n']:,} rows: accuracy {fmt(summary['accuracy'])}, balanced accuracy "
              f"{fmt(summary['balanced_accuracy'])}, male recall {fmt(summary['male_recall'])}, female recall "
              f"{fmt(summary['female_recall'])}. Worst group ({result['min_n']}+ rows): {esc(worst.get('family', '-'))} "
@@ -161,9 +154,13 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     parts += [_family_block(family, data) for family, data in result["families"].items()
               if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
+        series = [(offset, color, name, [data["groups"][index] for data in binary.values()])
+                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"),
+                                                     (0.2, 1, "tab:orange", "absent"))]
+        plot = _accuracy_plot(list(binary), series, row_height=0.3, fontsize=7)
         parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
-                     + img(_binary_plot(binary), "accuracy by attribute") + "</div>")
+                     + img(plot, "accuracy by attribute") + "</div>")
     absent = [f for f in yes_no if f not in binary]
     if absent:  # one line, the names behind it: a CelebA subset can lack 39 of the 40 attributes
         parts.append(f"<details><summary>No rows here record {len(absent)} attribute{'s' * (len(absent) > 1)}"
@@ -171,7 +168,9 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
-    return folded(f"<h3>{esc(label)}</h3>", "".join(parts), open_=open_)
+    if open_:
+        return f"<h3>{esc(label)}</h3>" + "".join(parts)
+    return f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>"
 
 
 def _family_block(family: str, data: dict) -> str:
@@ -182,14 +181,8 @@ def _family_block(family: str, data: dict) -> str:
         [f"{data['n_missing']:,} rows have no {family} value."] if data["n_missing"] else [])
     return (f"<h4>{esc(family)}</h4><div class='pair'><div>" + scroll(table([_group_cells(g) for g in present]))
             + "".join(f"<p>{esc(note)}</p>" for note in notes) + "</div>"
-            + img(_group_plot(family, present), f"accuracy by {family}") + "</div>")
-
-
-def folded(heading: str, body: str, *, open_: bool) -> str:
-    """``heading`` then ``body``, or both in a <details> that starts closed."""
-    if open_:
-        return heading + body
-    return f"<details><summary>{heading.replace('<h3>', '<b>').replace('</h3>', '</b>')}</summary>{body}</details>"
+            + img(_accuracy_plot([g["group"] for g in present], [(0.0, "tab:blue", None, present)], row_height=0.28,
+                                 fontsize=8, title=family), f"accuracy by {family}") + "</div>")
 
 
 def _interval(value, ci) -> str:
@@ -215,49 +208,28 @@ def _binary_cells(family: str, data: dict) -> dict:
             "note": "too small" if yes["too_small"] or no["too_small"] else ""}
 
 
-def _dots(ax, groups: list[dict], *, offset=0.0, color="tab:blue", name=None):
-    """A dot per group's accuracy, its interval as whiskers (dots, not bars: the axis need not start at 0)."""
-    labelled = False
-    for row, group in enumerate(groups):
-        value, ci = group["accuracy"], group["accuracy_ci"]
-        if value is None:
-            continue
-        whiskers = [[value - ci[0]], [ci[1] - value]] if ci else None
-        ax.errorbar([value], [row + offset], xerr=whiskers, fmt="o", capsize=2,
-                    color="#bbb" if group["too_small"] else color, label=None if labelled else name)
-        labelled = True
-
-
-def _accuracy_axis(ax, groups: list[dict]) -> None:
-    """From a little below the lowest interval end shown, to 1."""
-    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in groups if g["accuracy"] is not None]
+def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, fontsize: int,
+                   title: str | None = None) -> str:
+    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot at each
+    group's accuracy, its interval as whiskers, grey when the group is too small (dots, not bars: the axis
+    runs from a little below the lowest interval end shown, to 1)."""
+    figure, ax = pyplot().subplots(figsize=(6, 0.6 + row_height * len(names)))
+    shown = [g for *_, groups in series for g in groups if g["accuracy"] is not None]
+    for offset, color, name, groups in series:
+        drawn = [(row, group) for row, group in enumerate(groups) if group["accuracy"] is not None]
+        for i, (row, group) in enumerate(drawn):
+            value, ci = group["accuracy"], group["accuracy_ci"]
+            ax.errorbar([value], [row + offset], xerr=[[value - ci[0]], [ci[1] - value]] if ci else None, fmt="o",
+                        capsize=2, color="#bbb" if group["too_small"] else color, label=None if i else name)
+    ax.set_yticks(range(len(names)), names, fontsize=fontsize)
+    ax.invert_yaxis()
+    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in shown]
     ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
-
-
-def _group_plot(family: str, groups: list[dict]) -> str:
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(6, 0.6 + 0.28 * len(groups)))
-    _dots(ax, groups)
-    ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=8)
-    ax.invert_yaxis()
-    _accuracy_axis(ax, groups)
-    ax.set_xlabel("accuracy with 95% interval (grey: too small)")
-    ax.set_title(family)
-    return png_data_uri(figure)
-
-
-def _binary_plot(binary: dict) -> str:
-    plt = _pyplot()
-    names = list(binary)
-    figure, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(names)))
-    for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"), (0.2, 1, "tab:orange", "absent")):
-        _dots(ax, [binary[f]["groups"][index] for f in names], offset=offset, color=color, name=name)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.invert_yaxis()
-    _accuracy_axis(ax, [group for f in names for group in binary[f]["groups"]])
     if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
         ax.legend(fontsize=7)
     ax.set_xlabel("accuracy with 95% interval (grey: too small)")
+    if title:
+        ax.set_title(title)
     return png_data_uri(figure)
 
 
@@ -266,8 +238,7 @@ def calibration_section(calibration: dict) -> str:
     then the reliability diagrams side by side."""
     rows = [_calibration_cells(label, entry) for label, entry in calibration.items()]
     first = next(iter(calibration.values()))
-    calibrator = first.get("calibrator") or {}
-    threshold = first.get("threshold") or {}
+    calibrator, threshold = (first.get(key) or {} for key in ("calibrator", "threshold"))
     fitted = calibrator.get("fitted_on", {})
     text = (f"<p>Calibrator: <b>{esc(calibrator.get('method', 'none'))}</b> "
             f"({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
@@ -289,16 +260,14 @@ def _calibration_cells(label: str, entry: dict) -> dict:
 
 
 def _reliability_plot(label: str, entry: dict) -> str:
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(4, 3.6))
+    figure, ax = pyplot().subplots(figsize=(4, 3.6))
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     for name, report, marker in (("raw", entry["before"], "o"), ("calibrated", entry.get("after"), "s")):
         if report:
             bins = [b for b in report["reliability"] if b["n"]]
             ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker=marker,
                     label=f"{name} (ECE {report['ece']:.3f})")
-    ax.set_xlabel("mean predicted p(male)")
-    ax.set_ylabel("fraction male")
+    ax.set(xlabel="mean predicted p(male)", ylabel="fraction male")
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
     return png_data_uri(figure)
@@ -358,14 +327,9 @@ def leaderboard_section(rows: list[dict], columns: list[str] | None, chosen: str
 
 
 def plots_section(plots: dict) -> str:
-    figures = "".join(f"<figure style='margin:0'>{img(file_data_uri(path), title)}<figcaption>{esc(title)}"
-                      "</figcaption></figure>" for title, path in plots.items())
+    figures = "".join(f"<figure style='margin:0'>{img(data_uri('png', Path(path).read_bytes()), title)}"
+                      f"<figcaption>{esc(title)}</figcaption></figure>" for title, path in plots.items())
     return f"<h2>Plots</h2><div class='grid'>{figures}</div>"
-
-
-def file_data_uri(path) -> str:
-    """A PNG file as a data URI."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def render(*, title: str, summary: dict | None = None, dataset: dict | None = None,
@@ -378,23 +342,15 @@ def render(*, title: str, summary: dict | None = None, dataset: dict | None = No
              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
     parts += [f"<p class='warn'>{esc(w)}</p>" for w in warnings]
-    if summary:
-        parts.append(summary_section(summary))
-    if leaderboard is not None:
-        parts.append(leaderboard_section(leaderboard, compact_columns, chosen))
-    if plots:
-        parts.append(plots_section(plots))
-    if dataset:
-        parts.append(dataset_section(dataset))
-    if extraction is not None:
-        parts.append("<h2>Extraction</h2>" + scroll(table(extraction)))
-    if groups:
-        parts.append("<h2>Per-group metrics</h2>" + "".join(
-            groups_section(label, result, open_="val" not in label.split()) for label, result in groups.items()))
-    if calibration:
-        parts.append("<h2>Calibration</h2>" + calibration_section(calibration))
-    if galleries is not None:
-        parts.append("<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>"))
+    parts += [summary_section(summary) if summary else "",
+              leaderboard_section(leaderboard, compact_columns, chosen) if leaderboard is not None else "",
+              plots_section(plots) if plots else "", dataset_section(dataset) if dataset else "",
+              "<h2>Extraction</h2>" + scroll(table(extraction)) if extraction is not None else "",
+              "<h2>Per-group metrics</h2>" + "".join(groups_section(label, result, open_="val" not in label.split())
+                                                    for label, result in groups.items()) if groups else "",
+              "<h2>Calibration</h2>" + calibration_section(calibration) if calibration else "",
+              "<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>")
+              if galleries is not None else ""]
     return "".join(parts) + "</body></html>"
 
 

@@ -32,6 +32,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predi
 
 from classify.balance import standardised_logreg
 from features import atomic
+from features.dataset import SPLITS
 from features.tables import csv_cell
 
 MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
@@ -146,27 +147,19 @@ def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
 
 def merged(doubts: dict[str, dict[str, str]]) -> dict[str, str]:
     """{id: every reason its label is in doubt, joined}."""
-    out: dict[str, list[str]] = {}
-    for check in ("identity", "cross_val"):
-        for image, why in doubts[check].items():
-            out.setdefault(image, []).append(why)
-    return {image: "; ".join(reasons) for image, reasons in out.items()}
+    checks = (doubts["identity"], doubts["cross_val"])
+    return {image: "; ".join(check[image] for check in checks if image in check)
+            for image in dict.fromkeys([*checks[0], *checks[1]])}
 
 
 def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:
     """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order:
     {"id", "split", "label", "identity_check", "cross_val_check", "label_check"}."""
-    from features.dataset import SPLITS
-
     position = {str(image): row for row, image in enumerate(store.ids)}
-    rows = []
-    for image, why in sorted(merged(doubts).items()):
-        row = position[image]
-        rows.append({"id": image, "split": SPLITS[int(store.split[row])],
-                     "label": "male" if store.gender[row] == 1 else "female",
-                     "identity_check": doubts["identity"].get(image, ""),
-                     "cross_val_check": doubts["cross_val"].get(image, ""), "label_check": why})
-    return rows
+    return [{"id": image, "split": SPLITS[int(store.split[position[image]])],
+             "label": "male" if store.gender[position[image]] == 1 else "female",
+             "identity_check": doubts["identity"].get(image, ""), "cross_val_check": doubts["cross_val"].get(image, ""),
+             "label_check": why} for image, why in sorted(merged(doubts).items())]
 
 
 def audit_text(store, rows: list[dict], backbones: Sequence[str] = ()) -> str:

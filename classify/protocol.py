@@ -57,8 +57,7 @@ import numpy as np
 
 from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
-from classify.groups import group_metrics
-from classify.run_analysis import decision_recalls
+from classify.groups import decision_recalls, group_metrics
 from classify.heads import make_head, val_scores
 from classify.model import GenderModel, compatibility_of
 from features.dataset import SPLITS, split_code

@@ -5,13 +5,8 @@ it (same name, ``.md``), from a feature store and a `classify train` results fol
 Everything shown was computed by train and compare; nothing is refitted. The error galleries come from
 train's error lists (errors.json, bound to the recommended run's head by its sha256); where those are
 missing or of another head, they are computed for the recommended run (`classify.errors`). The main job runs
-it; a user who trained by hand gets the same reports. Imports neither torch nor extract.
-
-HTML sections, in order: a summary (the recommended run, its accuracy with 95% interval and per-sex
-recall in domain and on every eval store, the run best out of domain, the label-check counts, a one-line
-verdict); dataset and extraction; the leaderboard (a compact table, all columns behind a toggle); the
-compare plots; per-group tables; calibration across splits; the error galleries of test and of each
-eval store, most confident first, with their label checks.
+it; a user who trained by hand gets the same reports (their sections: docs/stages.md). Imports neither torch
+nor extract.
 """
 from __future__ import annotations
 
@@ -22,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, eval_datasets,
-                              leaderboard, recommend, recommendation_text, run_title)
+from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, leaderboard, recommend,
+                              recommendation_text)
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.images import status_text
@@ -53,7 +48,7 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
         raise FileNotFoundError(f"no results files (version 3) in {results_dir}")
     demo = demo or (results_dir / DEMO_MARKER).exists()
     errors = errors_of(recommend(runs), results_dir)
-    html = write_html(out, **html_sections(store, str(store_path), results_dir, runs, errors, demo=demo))
+    html = write_html(out, **html_sections(store, results_dir, runs, errors, demo=demo))
     markdown = out.with_suffix(".md")
     atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent,
                                                          demo=demo)))
@@ -73,37 +68,39 @@ def errors_of(run: RunResult, results_dir: Path) -> dict | None:
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
-def html_sections(store: FeatureStore, store_path: str, results_dir: Path, runs: list[RunResult], errors: dict | None,
-                  *, demo: bool) -> dict:
+def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult], errors: dict | None, *,
+                  demo: bool) -> dict:
     """The keyword sections of `classify.html_report.render`."""
     best = recommend(runs)
     name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
     sets = scored_sets(best)
+    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
+    decision = {"calibrator": {"method": best.calibrator,  # fitted_on: prose, shown as it is
+                               "fitted_on": best.record["decision"]["calibrator"].get("fitted_on", {})},
+                "threshold": {"rule": best.threshold_rule, "value": best.threshold}}
     return {
         "title": f"facegender report: {name}",
         "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
                      if demo else []) + disagreements(runs),
-        "summary": summary(runs, errors, demo=demo),
-        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store_path, "n_rows": store.n_rows,
+        "summary": summary(runs, best, errors, demo=demo),
+        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
-        "extraction": extraction_rows(store), "leaderboard": leaderboard(runs),
-        "compact_columns": compact_columns(runs),
+        "extraction": [{"backbone": name, "dim": store.backbone_info(name)["dim"],  # rows per status
+                        **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
+                       for name, n in counts.items()],
+        "leaderboard": leaderboard(runs),
+        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in best_out_of_domain(runs)), COMPACT[-1]],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
-        "calibration": {label: calibration_entry(best, scores) for label, scores in sets},
-        "galleries": galleries(errors)}
+        "calibration": {label: {**scores.record["calibration"], **decision, "recalls": scores.record.get("recalls")}
+                        for label, scores in sets},
+        "galleries": None if errors is None else [{**part, "title": title} for _, title, part in error_sets(errors)]}
 
 
-def compact_columns(runs: list[RunResult]) -> list[str]:
-    """`COMPACT`, with each eval store's accuracy before the last column."""
-    return [*COMPACT[:-1], *(f"{label}_accuracy" for label in eval_datasets(runs)), COMPACT[-1]]
-
-
-def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
-    """The first screen: the recommendation, where it was scored, the best out of domain, label checks."""
-    best = recommend(runs)
+def summary(runs: list[RunResult], best: RunResult, errors: dict | None, *, demo: bool) -> dict:
+    """The first screen: the recommendation (``best``), where it was scored, the best out of domain, label checks."""
     reason = recommendation_text(runs).splitlines()[0]
     scored = [{"where": f"{best.store_dataset} test (in domain)", **_headline(best.test)}]
     for label, cross in best.cross.items():
@@ -111,11 +108,14 @@ def summary(runs: list[RunResult], errors: dict | None, *, demo: bool) -> dict:
         adults = cross.report.record.get("adults")
         if isinstance(adults, dict):
             scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
-    out_of_domain = [f"{label}: {run_title(other)} ({fmt(other.cross[label].report.accuracy)})"
-                     for label in eval_datasets(runs) if (other := best_out_of_domain(runs, label)) is not None]
-    return {"recommended": run_title(best), "reason": reason[reason.find("(") + 1:reason.rfind(")")],
-            "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_check_lines(errors),
-            "verdict": verdict(runs, demo=demo)}
+    out_of_domain = [f"{label}: {other.title} ({fmt(other.cross[label].report.accuracy)})"
+                     for label, other in best_out_of_domain(runs).items()]
+    label_checks = ["no error list: the label checks could not be read"] if errors is None else [
+        f"{where}: {count_doubted(part['errors'])[0]} of {len(part['errors'])} errors have a label in doubt"
+        for where, _, part in error_sets(errors)]
+    return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
+            "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_checks,
+            "verdict": verdict(runs, best, demo=demo)}
 
 
 def _headline(scores: Scores) -> dict:
@@ -125,38 +125,31 @@ def _headline(scores: Scores) -> dict:
 
 def _adult_headline(adults: dict) -> dict:
     """The faces aged >= min_age of an eval store (a sub-record the typed `Scores` does not carry)."""
-    numbers = {key: adults.get(key) if isinstance(adults.get(key), (int, float)) else None
-               for key in ("accuracy", "recall", "female_recall", "n")}
-    ci = (adults.get("ci95") or {}).get("accuracy") if isinstance(adults.get("ci95"), dict) else None
-    return {"accuracy": numbers["accuracy"], "ci": ci, "male_recall": numbers["recall"],
-            "female_recall": numbers["female_recall"], "n": numbers["n"]}
+    number = {key: value if isinstance(value := adults.get(key), (int, float)) else None
+              for key in ("accuracy", "recall", "female_recall", "n")}
+    return {"accuracy": number["accuracy"], "male_recall": number["recall"], "female_recall": number["female_recall"],
+            "n": number["n"], "ci": adults["ci95"].get("accuracy") if isinstance(adults.get("ci95"), dict) else None}
 
 
-def label_check_lines(errors: dict | None) -> list[str]:
-    """"k of n errors have a doubted label" for test and each eval store."""
-    if errors is None:
-        return ["no error list: the label checks could not be read"]
-    parts = [(f"{errors['split']}", errors["errors"])]
-    parts += [(f"{label} ({part['rows']} rows)", part["errors"]) for label, part in errors["cross_dataset"].items()]
-    return [f"{where}: {count_doubted(rows)[0]} of {count_doubted(rows)[1]} errors have a label in doubt"
-            for where, rows in parts]
+def error_sets(errors: dict) -> list[tuple[str, str, dict]]:
+    """(name in the label checks, gallery title, error list) of the test rows, then of each eval store's."""
+    return [(errors["split"], f"{errors['split']} (in domain)", errors)] + [
+        (f"{label} ({part['rows']} rows)", f"{label}, {part['rows']} rows (cross-dataset)", part)
+        for label, part in errors["cross_dataset"].items()]
 
 
-def verdict(runs: list[RunResult], *, demo: bool) -> str:
-    """One line: what the recommended run scores, and whether it transfers."""
-    best = recommend(runs)
-    line = f"{run_title(best)} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
+def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
+    """One line: what the recommended run (``best``) scores, and whether it transfers."""
+    line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
-    for label in eval_datasets(runs):
-        mine, other = best.cross.get(label), best_out_of_domain(runs, label)
+    for label, other in best_out_of_domain(runs).items():
+        mine = best.cross.get(label)
         if mine is None:
             continue
-        line += f"; {mine.report.accuracy:.1%} on {label}"
-        if other is not None and other is not best:
-            line += f" (best there: {run_title(other)}, {other.cross[label].report.accuracy:.1%})"
-        else:
-            line += " (also the best there)"
+        line += (f"; {mine.report.accuracy:.1%} on {label}"
+                 + (f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})" if other is not best
+                    else " (also the best there)"))
     return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
 
 
@@ -170,33 +163,6 @@ def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
     return sets
 
 
-def calibration_entry(run: RunResult, scores: Scores) -> dict:
-    """The calibration record of a scored set, with the run's decision (method, how it was chosen, threshold)."""
-    fitted = run.record["decision"]["calibrator"].get("fitted_on", {})  # prose, shown as it is
-    return {"before": scores.record["calibration"]["before"], "after": scores.record["calibration"]["after"],
-            "calibrator": {"method": run.calibrator, "fitted_on": fitted},
-            "threshold": {"rule": run.threshold_rule, "value": run.threshold}, "recalls": scores.record.get("recalls")}
-
-
-def galleries(errors: dict | None) -> list[dict] | None:
-    """One gallery per scored set: test, then each eval store (errors most confident first, rejected)."""
-    if errors is None:
-        return None
-    parts = [(f"{errors['split']} (in domain)", errors)]
-    parts += [(f"{label}, {part['rows']} rows (cross-dataset)", part)
-              for label, part in errors["cross_dataset"].items()]
-    return [{"title": title, "n_scored": part["n_scored"], "errors": part["errors"], "rejected": part["rejected"]}
-            for title, part in parts]
-
-
-def extraction_rows(store: FeatureStore) -> list[dict]:
-    """Per backbone: dim, and the rows per status (valid, unreadable, no face found, too large)."""
-    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
-    return [{"backbone": name, "dim": store.backbone_info(name)["dim"],
-             **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
-            for name, n in counts.items()]
-
-
 # -- Markdown --------------------------------------------------------------------------------------------
 DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was found, so the job ran on generated "
                 "cartoon faces with random labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
@@ -205,22 +171,13 @@ DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was foun
 def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], report_dir: Path, *,
                    demo: bool) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", ""]
-    lines += [DEMO_WARNING] if demo else []
-    lines += md_dataset(store) + md_extraction(store) + md_results(results, runs, report_dir)
-    return lines + md_environment()
-
-
-def md_dataset(store: FeatureStore) -> list[str]:
     split, gender = store.split, store.gender
     counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
-    return ["## Dataset", "",
-            f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
-            f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", ""]
-
-
-def md_extraction(store: FeatureStore) -> list[str]:
-    lines = ["## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
+    lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", "",
+             *([DEMO_WARNING] if demo else []), "## Dataset", "",
+             f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
+             f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", "",
+             "## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
              "|---|---|---|---|---|---|---|"]
     for name in store.backbones():
         info = store.backbone_info(name)
@@ -229,7 +186,10 @@ def md_extraction(store: FeatureStore) -> list[str]:
         lines.append(f"| {name} | {info['dim']} | {weights[:19]}{'...' if len(weights) > 19 else ''} | "
                      f"{counts[Status.OK]:,} | {counts[Status.UNREADABLE]:,} | {counts[Status.NO_FACE]:,} | "
                      f"{info['units_done']}/{info['n_units']} units |")
-    return lines + [""]
+    versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
+    return lines + ["", *md_results(results, runs, report_dir), "## Environment", "",
+                    f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are in the results JSON "
+                    "files beside the leaderboard.", ""]
 
 
 def md_cross_dataset(run: RunResult) -> list[str]:
@@ -255,7 +215,7 @@ def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[s
     test, ci = best.test, best.test.accuracy_ci95
     lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
              "Recommended (val, near-ties broken as the leaderboard says): "
-             f"**{run_title(best)}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
+             f"**{best.title}** (val accuracy {fmt(best.val.accuracy)}): test accuracy "
              f"**{fmt(test.accuracy)}** (95% bootstrap CI {fmt(ci.low)}-{fmt(ci.high)}), F1 (male) {fmt(test.f1)}, "
              f"ROC-AUC {fmt(test.roc_auc)}, on {test.n:,} test images. Rows invalid for a backbone (no face "
              "found) are excluded from its runs and counted in `invalid_test`; `accuracy_all_test` counts them as "
@@ -266,8 +226,3 @@ def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[s
             lines += [f"### {title}", "", f"![{title}]({os.path.relpath(results / name, report_dir)})", ""]
     return lines
 
-
-def md_environment() -> list[str]:
-    versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
-    return ["## Environment", "", f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are "
-            "in the results JSON files beside the leaderboard.", ""]

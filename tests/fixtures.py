@@ -137,3 +137,10 @@ def result_record(name: str, *, val: dict, test: dict, backbones: list[str] | No
             "selection": {}, "counts": {"test": {"invalid": {"no_face": invalid}}},
             "treatment": {"chosen": {"name": "none"}}, "balance": None, "timings": {"fit_s": 1.0},
             "head_file": {"name": f"{name}.npz", "sha256": "0" * 64}}
+
+
+def typed(records: list[dict]) -> list:
+    """Results records as compare takes them, read as a results folder's are (`classify.results.RunResult`)."""
+    from classify.results import RunResult
+
+    return [RunResult.from_json(record, record["run"]) for record in records]

@@ -19,7 +19,7 @@ from classify.decision import Decision
 from classify.model import GenderModel
 from classify.treatment import apply as apply_treatment
 from features.store import Status
-from tests.fixtures import result_record, scores_record
+from tests.fixtures import result_record, scores_record, typed
 from tests.test_classify_cli import make_store
 
 TEST_INVALID = {460: Status.NO_FACE, 470: Status.NO_FACE, 480: Status.UNREADABLE}  # test rows of the eval store
@@ -268,26 +268,26 @@ def _run(name: str, val: float, *, backbones: int = 1, ci: float = 0.01, cross_v
 
 def test_near_tie_without_eval_stores_goes_to_the_simpler_run():
     runs = [_run("big", 0.990, backbones=3), _run("small", 0.985, backbones=1)]
-    assert recommend(runs).run == "small"
+    assert recommend(typed(runs)).run == "small"
 
 
 def test_near_tie_with_eval_stores_goes_to_the_better_cross_dataset_val():
     runs = [_run("big", 0.990, backbones=3, cross_val=0.90, cross=0.90),
             _run("small", 0.985, backbones=1, cross_val=0.96, cross=0.96)]
-    assert recommend(runs).run == "small"
+    assert recommend(typed(runs)).run == "small"
     runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.80
-    assert recommend(runs).run == "big"
+    assert recommend(typed(runs)).run == "big"
     runs[1]["cross_dataset"]["utk"]["val"]["accuracy"] = 0.90  # equal on cross val too: the simpler run
-    assert recommend(runs).run == "small"
+    assert recommend(typed(runs)).run == "small"
 
 
 def test_a_clear_val_winner_is_kept_and_the_disagreement_is_warned():
     runs = [_run("best", 0.99, ci=0.002, cross_val=0.80, cross=0.80),
             _run("other", 0.95, ci=0.002, cross_val=0.97, cross=0.97)]
-    assert recommend(runs).run == "best"
-    warnings = disagreements(runs)
+    assert recommend(typed(runs)).run == "best"
+    warnings = disagreements(typed(runs))
     assert len(warnings) == 1 and "WARNING: on utk" in warnings[0] and "other0 + logreg" in warnings[0]
-    rows = leaderboard(runs)
+    rows = leaderboard(typed(runs))
     assert rows[0]["choice"] == "recommended" and rows[1]["choice"] == "best on utk"
     assert rows[1]["utk_accuracy"] == "0.9700"
 
@@ -386,10 +386,10 @@ def test_near_tie_between_heads_goes_to_logreg_over_mlp():
     """Equal backbones: the simpler head wins a near-tie, whatever their order on val."""
     runs = [_run("a", 0.990, head="mlp"), _run("a", 0.985, head="logreg")]
     runs[0]["run"], runs[1]["run"] = "a__mlp", "a__logreg"
-    assert recommend(runs).run == "a__logreg"
-    assert "tie broken by fewest backbones, then the simpler head" in recommendation_text(runs)
+    assert recommend(typed(runs)).run == "a__logreg"
+    assert "tie broken by fewest backbones, then the simpler head" in recommendation_text(typed(runs))
     runs.append(_run("b", 0.986, backbones=2))  # more backbones loses before the head is looked at
-    assert recommend(runs).run == "a__logreg"
+    assert recommend(typed(runs)).run == "a__logreg"
     clear = [_run("a", 0.999, head="mlp", ci=0.001), _run("a", 0.90, head="logreg", ci=0.001)]
     clear[0]["run"] = "a__mlp"
-    assert recommend(clear).run == "a__mlp"  # not a tie: the val winner stays
+    assert recommend(typed(clear)).run == "a__mlp"  # not a tie: the val winner stays

@@ -24,7 +24,7 @@ from classify.results import load_results, read_result
 from features.atomic import atomic_open, write_text
 from features.provenance import sha256_file
 from features.tables import csv_cell, markdown_cell
-from tests.fixtures import result_record, scores_record
+from tests.fixtures import result_record, scores_record, typed
 from tests.test_classify_cli import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,12 +213,12 @@ def test_leaderboard_cells_cannot_inject_formulas_or_break_the_markdown_table(tm
     worst = {"family": "=1+1", "group": "yes", "accuracy": 0.5, "n": 3}
     test = scores_record(0.8, groups={"summary": {"balanced_accuracy": 0.8, "worst_group": worst}})
     run = result_record("bb__logreg", val=scores_record(0.9), test=test, backbones=["bb"])
-    rows = leaderboard([run])
+    rows = leaderboard(typed([run]))
     write_csv(rows, tmp_path / "leaderboard.csv")
     cell = next(csv.DictReader(open(tmp_path / "leaderboard.csv", newline="")))["worst_group"]
     assert cell == "'=1+1=yes (n=3)"
     worst["family"] = "|x|<i>y"
-    markdown = to_markdown(leaderboard([run]))
+    markdown = to_markdown(leaderboard(typed([run])))
     row = markdown.splitlines()[2]
     assert "<i>" not in markdown and r"\|x\|&lt;i>y" in row
     assert row.count(" | ") - row.count(r"\| ") == markdown.splitlines()[0].count(" | ")  # no extra column

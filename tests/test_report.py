@@ -10,7 +10,7 @@ import json
 import pytest
 
 from classify import cli
-from classify.compare import recommend, run_title
+from classify.compare import recommend
 from classify.results import load_results
 from tests.test_classify_cli import make_store
 from tests.test_html_report import browser, check_in_chromium
@@ -36,7 +36,7 @@ def test_report_writes_html_and_markdown_from_the_results(reported):
     test = chosen.test
     low, high = test.accuracy_ci95.low, test.accuracy_ci95.high
     summary = page[page.index("<h2>Summary</h2>"):page.index("<h2>Leaderboard</h2>")]
-    assert f"Recommended: <b>{run_title(chosen)}</b>" in summary
+    assert f"Recommended: <b>{chosen.title}</b>" in summary
     assert f"{test.accuracy:.3f} [{low:.3f}, {high:.3f}]" in summary  # in domain, with its interval
     cross = chosen.cross["synthetic:b"].report
     assert f"{cross.accuracy:.3f} [" in summary and "(cross-dataset)" in summary
