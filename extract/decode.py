@@ -19,7 +19,7 @@ import stat
 import struct
 import tempfile
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -185,8 +185,7 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A decoded BGR uint8 image and its scale: decoded pixels per original pixel (1, 1/2, 1/4, 1/8)."""
 
     image: np.ndarray

@@ -32,9 +32,8 @@ def available_cpus() -> int:
 def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int:
     """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's threads
     (`default_threads`) never ask for more cores than there are; every CPU when the model itself runs in
-    the workers (dlib's net, the detection pass: one worker on 2 cores halved dlib's rate). More starve
-    the main process that collects their batches (16-core H200, resnet50: 8 workers fed 5,360 images/s,
-    14 only 3,340; PERFORMANCE.md)."""
+    the workers (dlib's net, the detection pass). More starve the main process that collects their batches
+    (16-core H200, resnet50: 8 workers fed 5,360 images/s, 14 only 3,340; PERFORMANCE.md)."""
     cpus = available_cpus()
     if model_in_workers:
         return cpus
@@ -43,9 +42,8 @@ def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int
 
 def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
     """torch intra-op threads: the CPUs the reader workers leave free (at least one; at most 2 with a GPU,
-    where they only launch kernels). An OpenMP region waits for its slowest thread: with more busy threads
-    than cores, a descheduled one stalls every operator (efficientnet_lite0 ran 10x slower beside one other
-    process)."""
+    which they only feed). An OpenMP region waits for its slowest thread: more busy threads than cores stall
+    every operator (efficientnet_lite0 ran 10x slower beside one other process)."""
     workers = default_workers(gpu=gpu) if workers is None else workers
     spare = max(1, available_cpus() - workers)
     return min(2, spare) if gpu else spare
@@ -53,9 +51,8 @@ def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
 
 def configure_threads(*, gpu: bool = False, workers: int | None = None, threads: int | None = None) -> int:
     """Lower torch's intra-op threads to ``threads`` (else `default_threads`); returns the count in force.
-    Only ever lowered: in a process forked from one that had run OpenMP (a test harness, a fork-based
-    launcher) torch drops to one thread, GNU OpenMP's pool not surviving a fork, and raising it again
-    there deadlocks the first parallel operator."""
+    Only ever lowered: a process forked after OpenMP ran (a test harness, a fork-based launcher) has one
+    thread, GNU OpenMP's pool not surviving a fork, and raising it deadlocks the first parallel operator."""
     wanted = threads or default_threads(gpu=gpu, workers=workers)
     torch.set_num_threads(min(wanted, torch.get_num_threads()))
     return torch.get_num_threads()

@@ -78,7 +78,7 @@ def duration(seconds: float) -> str:
 class Progress:
     """Progress of one backbone: a tqdm bar on a terminal, else (a batch job, CI, `| tee`: a run there can
     take hours) a log line every `PROGRESS_EVERY_S` seconds with the rows done, the rate and the time left;
-    `--no-progress` turns the bar off, not the lines. `update(rows)` after each batch; `close()` at the end."""
+    `--no-progress` turns the bar off, not the lines."""
 
     def __init__(self, total: int, *, name: str, bar: bool = True, every: float | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -263,8 +263,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     """Embed the rows of `units` (in unit order) with `backbone` and write them through `writer`.
     faces: (face rows, status) of every row from the run's detection pass, for a face backbone.
     decode_on_device: JPEGs decoded and chips cut on the backbone's device (`extract.device_front`).
-    Raises `ExtractionInterrupted` on Ctrl-C, after shutting the reader workers down (written units stay).
-    """
+    Ctrl-C raises `ExtractionInterrupted` once the reader workers are shut down (written units stay)."""
     units = sorted(units)
     if not units:
         return RunStats()

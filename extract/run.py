@@ -52,30 +52,24 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
             lambda: FeatureStore.open(config.store, mode="r+"), expected=expected_errors())
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", config.store, store.dataset_name, store.n_rows)
-        return _extract_backbones(store, dataset, paths, config, ranks, device)
-
-
-def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,
-                       ranks: distributed.Ranks, device: torch.device) -> int:
-    """Each backbone of the run in turn, after the detection pass the first face backbone needs."""
-    faces = None
-    for name in config.backbones:
-        backbone = load_backbone(name, weights=config.weights.get(name), device=device,
-                                 precision=config.precision, tta=config.tta)
-        on_device = decodes_on_device(config.decode, backbone)
-        if on_device and ranks.is_main:
-            log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
-        if backbone.uses_faces and faces is None:
-            with backbone_lock(config, FACES, distributed=ranks.distributed):
-                faces = detect_faces(store, dataset, paths, config, ranks)
-            if faces is None:
-                return EXIT_INTERRUPTED
-        with backbone_lock(config, name, distributed=ranks.distributed):
-            code = _extract_backbone(store, backbone, paths, config, ranks,
-                                     faces=faces if backbone.uses_faces else None, decode_on_device=on_device)
-        if code != EXIT_OK:
-            return code
-    return EXIT_OK
+        faces = None  # the detection pass, run before the first face backbone
+        for name in config.backbones:
+            backbone = load_backbone(name, weights=config.weights.get(name), device=device,
+                                     precision=config.precision, tta=config.tta)
+            on_device = decodes_on_device(config.decode, backbone)
+            if on_device and ranks.is_main:
+                log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
+            if backbone.uses_faces and faces is None:
+                with backbone_lock(config, FACES, distributed=ranks.distributed):
+                    faces = detect_faces(store, dataset, paths, config, ranks)
+                if faces is None:
+                    return EXIT_INTERRUPTED
+            with backbone_lock(config, name, distributed=ranks.distributed):
+                code = _extract_backbone(store, backbone, paths, config, ranks,
+                                         faces=faces if backbone.uses_faces else None, decode_on_device=on_device)
+            if code != EXIT_OK:
+                return code
+        return EXIT_OK
 
 
 def face_pass(dataset: Dataset) -> Backbone:
