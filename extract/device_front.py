@@ -8,10 +8,8 @@ batches on the model's device, each backbone's aligned chip cut there.
 The aligned chip is the CPU path's (`extract.align.FaceTemplate`) done in torch; dlib's chip needs its
 shape predictor on the host pixels. A row never gets another status than the CPU path gives it: the
 workers hand over bytes only for a JPEG the strict CPU decoder would accept at full size
-(`device_decodable`); everything else takes the CPU path in the worker, and a file the batch decoder
-still refuses takes it in the main process. Rows of the two paths agree within the decoders' and warps'
-differences (tests/test_device_front.py); the choice is recorded in the run's config, not in the
-store's resume keys.
+(`device_decodable`), and a file the batch decoder still refuses takes the CPU path in the main process.
+Rows of the two paths agree within the decoders' and warps' differences (tests/test_device_front.py).
 """
 from __future__ import annotations
 
