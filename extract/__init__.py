@@ -1,8 +1,8 @@
 """Embed face images with pre-trained backbones into the feature store (`python -m extract`, `extract.cli`).
 
-The only package that imports torch / OpenCV-DNN / dlib. `embed_images` and `embed_paths` (`extract.embed`)
-embed a few files without a store (classify's predict). Importing the package does not import torch
-(seconds), so `--help`, `list` and argument errors answer at once; both functions load it on first use.
+The only package that imports torch / OpenCV-DNN / dlib, and only on first use (`embed_images` and
+`embed_paths`, `extract.embed`: a few files without a store), so `--help`, `list` and argument errors
+answer at once.
 """
 
 import os

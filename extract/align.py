@@ -25,10 +25,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     d = np.array([1.0, -1.0 if np.linalg.det(covariance) < 0 else 1.0])
     rotation = u @ np.diag(d) @ vt
     scale = (s * d).sum() / src_c.var(0).sum()
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
-    return matrix
+    return np.column_stack((scale * rotation, dst_mean - scale * rotation @ src_mean))
 
 
 @dataclass(frozen=True)

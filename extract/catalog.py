@@ -1,11 +1,10 @@
 """`BackboneSpec`, the one record of a backbone, and the registry of them; torch-free (importing torch
 takes seconds), so `python -m extract list` and argument checking read it before any network is built.
 
-A spec is what torchvision's ``Weights`` and timm's ``PretrainedCfg`` are: the name, the output dim,
-the input the network sees (`InputTemplate`: size, margin, colour order, mean/std), how that input is
-cut from a detected face (``face``), where the default weights come from (`WeightsSource`), the
-engines that can run it, and the factory that builds it. Built-ins and ``--plugin`` modules register
-the same record the same way::
+A spec is what torchvision's ``Weights`` and timm's ``PretrainedCfg`` are: name, output dim, the input
+the network sees (`InputTemplate`) and how it is cut from a detected face (``face``), the default weights
+(`WeightsSource`), the engines that can run it, and the factory that builds it. Built-ins and
+``--plugin`` modules register it the same way::
 
     SPEC = register(BackboneSpec(name="mynet", dim=256, input_shape=(112, 112, 3),
                                  input=InputTemplate(112, mean=(0.5,) * 3, std=(0.5,) * 3),
@@ -13,8 +12,7 @@ the same record the same way::
 
 ``factory(*, spec, weights, device, precision) -> Backbone`` is a callable or an entry-point string
 "module:function" (imported when the backbone is first loaded: the built-ins below, whose modules
-import torch). A duplicate name raises ValueError; `spec` of an unknown name raises one (a
-`UsageError`) that lists the valid names.
+import torch).
 """
 from __future__ import annotations
 
@@ -34,12 +32,6 @@ FACE_ALIGNED = "aligned"  # the 5 landmarks warped onto extract.faces.FaceTempla
 FACE_DLIB = "dlib_chip"  # dlib's shape predictor on the face box, then dlib.get_face_chip(size, padding)
 FACES = (FACE_ALIGNED, FACE_DLIB, "")  # "": the input is not cut from a detected face
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def torch_home() -> Path:
-    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's rule)."""
-    default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
 
 
 def package_dir(module: str) -> Path | None:
@@ -105,7 +97,10 @@ class WeightsSource:
             if self.module:
                 return package_dir(self.module)
             return package_models_dir(self.package.replace("-", "_"))
-        return torch_home() / ("hub/checkpoints" if self.location == "hub" else "checkpoints")
+        # $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch (torch's rule)
+        default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+        torch_home = Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))
+        return torch_home / ("hub/checkpoints" if self.location == "hub" else "checkpoints")
 
     def available_offline(self) -> bool:
         """Whether the default weight file is on disk now (never downloads)."""
@@ -157,13 +152,11 @@ class BackboneSpec:
 
     def store_metadata(self, weights: dict, preprocessing: dict, *, precision: str, packages: tuple[str, ...],
                        input_shape: tuple[int, ...] | None = None, **facts: Any) -> dict:
-        """The metadata stored with this backbone's rows, the one builder every backbone's goes through:
-        ``weights`` (what is known only once the files are read: their sha256 and paths, ``weights_identity``),
-        the ``preprocessing`` record, ``input_shape`` (the spec's, unless an engine embeds another input),
-        the spec's dim and normalisation (a hint for classify: "l2" for face-recognition embeddings),
-        ``precision``, the versions of torch, numpy and ``packages``, and ``facts`` ("implementation"...).
-        A resume compares its "preprocessing" and "precision" (and the run's "tta", `extract.run`), the
-        store its "weights" and dim: keep their values as earlier versions wrote them."""
+        """The metadata stored with this backbone's rows: ``weights`` (their sha256 and paths, known once the
+        files are read), ``preprocessing``, ``input_shape`` (the spec's unless an engine embeds another),
+        the spec's dim and normalisation, ``precision``, library versions (torch, numpy, ``packages``) and
+        ``facts``. A resume compares "preprocessing", "precision" and "tta" (`extract.run`), the store
+        "weights" and dim: keep their values as earlier versions wrote them."""
         return {**weights, "preprocessing": preprocessing, "input_shape": list(input_shape or self.input_shape),
                 "dim": self.dim, "precision": precision, "normalisation": self.normalisation,
                 "library_versions": library_versions("torch", "numpy", *packages), **facts}

@@ -1,9 +1,8 @@
 """`python -m extract`: embed a dataset with one or more backbones into a feature store (`EXAMPLES`);
 subcommands `list` (registered backbones), `verify` (damaged units) and `upgrade` (an older store).
 
-Parsing and checking the arguments (this module, `extract.config`) come before torch is imported;
-`extract.run` runs the checked `ExtractConfig`, skipping units already done. Every subcommand runs under
-`features.cli.run_cli`: exit 0 done, 1 a bug (traceback), 2 bad input (one line), 130 interrupted.
+The arguments are parsed and checked (this module, `extract.config`) before torch is imported, then
+`extract.run` runs them. Exit codes are `features.cli.run_cli`'s.
 """
 from __future__ import annotations
 

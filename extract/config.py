@@ -1,9 +1,7 @@
 """`ExtractConfig`: everything that defines an extraction run, built once from the command line and
 checked there (before torch is imported), then handed to the run (`extract.run`) and saved with each
-backbone it writes (metadata key ``extract_config``). The saved config is a record, not a key: resuming
-compares only what `extract.run` compares (dim, dtype, weights, precision, preprocessing, tta), so a
-store stays resumable with other --workers, --batch-size or --decode. `parse` is argparse for every
-extract subcommand: it returns an exit code instead of exiting, and imports the --plugin modules.
+backbone it writes (``extract_config``): a record, not a resume key, so a store stays resumable with
+other --workers, --batch-size or --decode. `parse`: argparse for every extract subcommand.
 """
 from __future__ import annotations
 

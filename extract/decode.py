@@ -1,19 +1,14 @@
 """Strict, bounded decoding of one image file (the face front end's first step, `extract.faces`).
 
-- a JPEG must end with its end-of-image marker after its last scan (a truncated file does not), and
-  must decode from memory without error (`cv2.imread` would only warn and fill it with grey) or libjpeg
-  warning ("Corrupt JPEG data": OpenCV would hand back garbage): else `Unreadable`;
-- only a regular file is read (after links): a FIFO, device or socket named x.jpg is `Unreadable` at
-  once (opened without blocking, checked with fstat, so it cannot hang the reader); a file over
-  MAX_FILE_BYTES is `ImageTooLarge` before it is read;
-- the size is read from the header before any pixel is decoded (`header_size`: JPEG, PNG, GIF, BMP,
-  TIFF, WebP, PNM, the formats this reads; any other format, or a header that cannot be parsed, is
-  `Unreadable`, never "decode and see"). A JPEG above MAX_PIXELS, or another format above
-  UNREDUCED_MAX_PIXELS (decoded at full size, at up to 8 bytes a pixel), is `ImageTooLarge`
-  (Status.TOO_LARGE); above DECODE_MAX_PIXELS a JPEG is decoded reduced by 2, 4 or 8 in the DCT
-  (`cv2.IMREAD_REDUCED_COLOR_N`), so a 100-megapixel photo decodes to about 6 megapixels. OpenCV's own
-  limit (OPENCV_IO_MAX_IMAGE_PIXELS, which `extract/__init__.py` sets to MAX_PIXELS before OpenCV is
-  loaded, unless the environment sets it) stands behind: what it refuses is `Unreadable`.
+- only a regular file (after links) of at most MAX_FILE_BYTES is read (`read_image_file`);
+- the size comes from the header before any pixel is decoded (`header_size`; a format it does not know,
+  or a header it cannot parse, is `Unreadable`, never "decode and see"); a JPEG must end with its
+  end-of-image marker, and over the pixel limits an image is `ImageTooLarge` (`checked_size`); above
+  DECODE_MAX_PIXELS a JPEG is decoded reduced by 2, 4 or 8 in the DCT (a 100-megapixel photo to about 6);
+- a JPEG must decode without error (`cv2.imread` would only warn and fill it with grey) or libjpeg
+  warning ("Corrupt JPEG data": OpenCV would hand back garbage): else `Unreadable`. OpenCV's own limit
+  (OPENCV_IO_MAX_IMAGE_PIXELS, set to MAX_PIXELS by `extract/__init__.py` unless the environment sets
+  it) stands behind: what it refuses is `Unreadable`.
 
 OpenCV and numpy only (no torch): classify's HTML report makes its thumbnails with `decode` too.
 """
@@ -24,7 +19,7 @@ import stat
 import struct
 import tempfile
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -190,8 +185,7 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A decoded BGR uint8 image and its scale: decoded pixels per original pixel (1, 1/2, 1/4, 1/8)."""
 
     image: np.ndarray
@@ -272,9 +266,8 @@ def warnings_file():
 def imdecode_with_warnings(data: bytes, flag: int) -> tuple[np.ndarray | None, str]:
     """`cv2.imdecode` of a JPEG, and the first warning libjpeg printed while decoding it ("" if none).
 
-    libjpeg reports damaged entropy-coded data only as a warning on fd 2, which OpenCV does not surface;
-    so fd 2 points at a scratch file (per process, never a pipe: a long message cannot block) for the
-    call. The lock keeps threads of one process from interleaving; what another thread writes to stderr
+    libjpeg reports damaged data only as a warning on fd 2, so fd 2 points at a scratch file (never a
+    pipe: a long message cannot block) for the call, under a lock; what another thread writes to stderr
     in that instant lands in the scratch file and is shown as part of the warning.
     """
     with _DECODE_LOCK:

@@ -1,9 +1,7 @@
 """Generated demo images and a CelebA-layout demo dataset (drawn faces, random labels).
 
-Used by `scripts/make_demo_celeba.py` (the main job's demo when CelebA is absent) and by the tests'
-fixture builders; `synthetic_table` and `fill_units` are the one builder of image-less tables and
-stores that tests and benchmarks share. Nothing can be learnt from it: face networks find no faces in
-drawings. Deterministic for given arguments.
+Also the image-less tables and stores of tests and benchmarks (`synthetic_table`, `fill_units`). Nothing
+can be learnt from the images: face networks find no faces in drawings. Deterministic for given arguments.
 """
 from __future__ import annotations
 

@@ -163,10 +163,9 @@ class FaceLocator:
 
 def template_check(rows: np.ndarray, status: np.ndarray, alignment: Alignment,
                    sizes: dict[int, tuple[int, int]]) -> dict:
-    """How a detection pass on an aligned dataset agrees with its known template: rows that fell back
-    to the template (source 2), and the distance of detected landmarks from the template (mean over
-    the 5 points, in pixels and in template eye distances) for the rows in ``sizes`` (row -> image
-    (width, height), a sample of detected rows)."""
+    """How a detection pass on an aligned dataset agrees with its known template: rows that fell back to
+    it (source 2), and how far detected landmarks lie from it (mean over the 5 points, in pixels and in eye
+    distances) for the sample of detected rows in ``sizes`` (row -> image (width, height))."""
     valid = status == 1  # Status.OK; the store's enum is not imported here (this module is cv2/numpy)
     pixels, eyes = [], []
     for row, size in sizes.items():

@@ -5,17 +5,11 @@ batches on the model's device, each backbone's aligned chip cut there.
     main process:   torchvision.io.decode_jpeg(list of bytes, device=...)  (nvJPEG on CUDA, libjpeg-turbo
                     on CPU) -> the backbone's chip on the device -> the backbone's embed
 
-The chip is the CPU path's (`extract.align.FaceTemplate`): the same similarity matrix, the same
-pre-shrink for a warp that shrinks by more than 2x (OpenCV's INTER_AREA weights as matrix products),
-the warp by `onnx_nets.warp_chips` (grid_sample for ``cv2.warpAffine``). dlib's chip needs its shape
-predictor on the pixels: for `dlib_resnet` the decoded image goes back to the host, cut by dlib there.
-
-A row never gets another status than the CPU path gives it: the workers hand over bytes only for a JPEG
-the strict CPU decoder (`extract.decode`) would accept at full size (`device_decodable`); everything
-else (PNG, truncated, damaged, huge, rotated, CMYK) takes the CPU path in the worker, and a file the
-batch decoder still refuses takes it in the main process. Rows of the two paths agree within the
-decoders' and warps' differences (tests/test_device_front.py); the choice is recorded in the run's
-config, not in the store's resume keys.
+The aligned chip is the CPU path's (`extract.align.FaceTemplate`) done in torch; dlib's chip needs its
+shape predictor on the host pixels. A row never gets another status than the CPU path gives it: the
+workers hand over bytes only for a JPEG the strict CPU decoder would accept at full size
+(`device_decodable`), and a file the batch decoder still refuses takes the CPU path in the main process.
+Rows of the two paths agree within the decoders' and warps' differences (tests/test_device_front.py).
 """
 from __future__ import annotations
 

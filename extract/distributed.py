@@ -1,8 +1,7 @@
 """Scale-out under torchrun: one process per device, each writing disjoint units of one store.
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK. Rank 0 does the setup (create the store, add the
-backbone) while the others wait; a failure there is broadcast so every rank stops with it instead of
-waiting forever. Rank r then embeds the pending units u with u % world_size == r.
+Rank 0 does the setup (create the store, add the backbone) while the others wait (`main_first`);
+then each rank embeds its share of the pending units (`Ranks.owns`).
 """
 from __future__ import annotations
 

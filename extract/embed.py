@@ -104,8 +104,7 @@ def load_checked(name: str, *, weights: str | None = None, device: str = "auto",
 def embed_images(paths: Sequence[str], backbones: Mapping[str, Mapping], *, all_faces: bool = False,
                  device: str = "auto", batch_size: int = 32, workers: int | None = None) -> FaceRows:
     """Embed image files without a store with several backbones at once (classify's predict): each loaded
-    by `load_checked` with its options (weights, precision, tta, expect_weights), then ONE `embed_faces`
-    pass for all of them. A backbone that cannot be loaded raises ValueError naming it."""
+    by `load_checked` with its options, then ONE `embed_faces` pass; a ValueError names one that fails."""
     quiet_opencv()  # callers like classify's predict print results, not OpenCV's per-net warnings
     models = []
     for name, options in backbones.items():
@@ -125,6 +124,5 @@ def embed_paths(paths: Sequence[str], backbone: str, *, weights: str | None = No
     quiet_opencv()
     model = load_checked(backbone, weights=weights, device=device, precision=precision, tta=tta,
                          expect_weights=expect_weights)
-    rows = embed_faces(paths, [model], batch_size=batch_size, workers=workers)
-    assert np.array_equal(rows.image, np.arange(len(paths))), "one row per path"
+    rows = embed_faces(paths, [model], batch_size=batch_size, workers=workers)  # the largest face: a row per path
     return rows.embeddings[model.name], rows.status

@@ -46,8 +46,7 @@ def scaled(row: np.ndarray, scale: float) -> np.ndarray:
 
 def template_row(size: tuple[int, int], landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """A face row for an aligned dataset's known landmarks, scaled from `size` to `image_size` (w, h)."""
-    fx, fy = image_size[0] / size[0], image_size[1] / size[1]
-    points = landmarks * [fx, fy]
+    points = landmarks * [image_size[0] / size[0], image_size[1] / size[1]]
     eye = np.linalg.norm(points[1] - points[0])
     centre = points.mean(0)
     box = (centre[0] - 1.1 * eye, centre[1] - 1.3 * eye, 2.2 * eye, 2.6 * eye)  # roughly YuNet's box

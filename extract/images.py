@@ -1,10 +1,9 @@
 """The reader of the extraction loop: decode images (`extract.decode`), preprocess them, batch them by unit.
 
 Each item is ``(row, array, status)``: the row of the dataset table, the preprocessed array (a zero
-placeholder when the image is invalid, so batches stay rectangular) and a `Status` code. An invalid image
-never stops a run: it is UNREADABLE (missing, truncated, not an image), TOO_LARGE or NO_FACE. With `faces`
-(the run's one detection per image, from the store) a face backbone aligns from the stored face row, and
-a row whose detection failed takes that status undecoded, so every backbone of a run drops the same images.
+placeholder when the image is invalid: UNREADABLE, TOO_LARGE or NO_FACE, which never stops a run) and a
+`Status` code. With `faces` (the run's detection pass) a face backbone aligns from the stored face row,
+and a row whose detection failed takes that status undecoded: every backbone drops the same images.
 """
 from __future__ import annotations
 
@@ -33,12 +32,8 @@ def available_cpus() -> int:
 def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int:
     """Reader processes: half the CPUs (at most 4 for a CPU model), so workers plus the model's threads
     (`default_threads`) never ask for more cores than there are; every CPU when the model itself runs in
-    the workers (dlib's net, the detection pass: one worker on 2 cores halved dlib's rate).
-
-    Measured on a 16-core H200 machine (resnet50 bf16, batch 256): 8 workers fed 5,360 images/s, 14 only
-    3,340, starving the main process that collects their batches. On CPU the old min(4, CPUs) plus torch's
-    thread per core oversubscribed 2 cores and stalled torch's OpenMP barriers (issue 12, PERFORMANCE.md).
-    """
+    the workers (dlib's net, the detection pass). More starve the main process that collects their batches
+    (16-core H200, resnet50: 8 workers fed 5,360 images/s, 14 only 3,340; PERFORMANCE.md)."""
     cpus = available_cpus()
     if model_in_workers:
         return cpus
@@ -46,10 +41,9 @@ def default_workers(*, gpu: bool = False, model_in_workers: bool = False) -> int
 
 
 def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
-    """torch intra-op threads: the CPUs the reader workers leave free (at least one). An OpenMP region
-    waits for its slowest thread: with more busy threads than cores, a descheduled one stalls every operator
-    (efficientnet_lite0 ran 10x slower beside one competing process). With a GPU, 2 threads launch kernels.
-    """
+    """torch intra-op threads: the CPUs the reader workers leave free (at least one; at most 2 with a GPU,
+    which they only feed). An OpenMP region waits for its slowest thread: more busy threads than cores stall
+    every operator (efficientnet_lite0 ran 10x slower beside one other process)."""
     workers = default_workers(gpu=gpu) if workers is None else workers
     spare = max(1, available_cpus() - workers)
     return min(2, spare) if gpu else spare
@@ -57,9 +51,8 @@ def default_threads(*, gpu: bool = False, workers: int | None = None) -> int:
 
 def configure_threads(*, gpu: bool = False, workers: int | None = None, threads: int | None = None) -> int:
     """Lower torch's intra-op threads to ``threads`` (else `default_threads`); returns the count in force.
-    Only ever lowered: in a process forked from one that had run OpenMP (a test harness, a fork-based
-    launcher) torch drops to one thread, GNU OpenMP's pool not surviving a fork, and raising it again
-    there deadlocks the first parallel operator."""
+    Only ever lowered: a process forked after OpenMP ran (a test harness, a fork-based launcher) has one
+    thread, GNU OpenMP's pool not surviving a fork, and raising it deadlocks the first parallel operator."""
     wanted = threads or default_threads(gpu=gpu, workers=workers)
     torch.set_num_threads(min(wanted, torch.get_num_threads()))
     return torch.get_num_threads()
@@ -141,15 +134,13 @@ def unit_batches(spans: Iterable[tuple[int, int]], batch_size: int) -> list[list
             for start, stop in spans for begin in range(start, stop, batch_size)]
 
 
-def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None,
-                gpu: bool = False, pin_memory: bool = False, prefetch: int = 4,
-                collate: Callable[[list], Any] = collate_rows, model_in_workers: bool = False) -> DataLoader:
+def make_loader(rows: Dataset, batches: list[list[int]], *, workers: int | None, gpu: bool = False,
+                pin_memory: bool = False, collate: Callable[[list], Any] = collate_rows,
+                model_in_workers: bool = False) -> DataLoader:
     """A DataLoader yielding `batches` of `rows` in order, decoding in `workers` processes (None:
     `default_workers`; 0: this process). Not persistent: a loader makes one pass (one backbone)."""
     workers = default_workers(gpu=gpu, model_in_workers=model_in_workers) if workers is None else workers
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, not {workers}")
-    options = {"worker_init_fn": worker_init, "prefetch_factor": prefetch} if workers else {}
+    options = {"worker_init_fn": worker_init, "prefetch_factor": 4} if workers else {}
     return DataLoader(rows, batch_sampler=batches, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, **options)
 

@@ -1,12 +1,10 @@
 """The extraction loop: reader (`extract.images`) -> model (`start_embedding`) -> writer (`UnitSink`).
 
-The loop keeps one batch in flight on the GPU and hands finished batches to a writer thread
-(`BackgroundSink`), so decoding, the model and the store writes overlap. `extract_units` writes each
-unit as soon as all its rows are embedded; the store writes a unit's rows before its completion marker,
-so a run killed at any moment leaves only whole units marked done, and the same command resumes with the
-pending ones. Batches never cross a unit boundary (`unit_batches`): a resumed (or distributed) run computes
-exactly the batches an uninterrupted one does, so its CPU results are bitwise equal. `extract.embed` is the
-store-less variant.
+One batch is in flight on the GPU while a writer thread (`BackgroundSink`) stores the finished ones. A
+unit is written (its rows, then its completion marker) once all its rows are embedded, so a run killed
+at any moment keeps only whole units and the same command resumes the rest. Batches never cross a unit
+boundary (`unit_batches`): a resumed or distributed run computes the batches an uninterrupted one does,
+bitwise equal on CPU. `extract.embed` is the store-less variant.
 """
 from __future__ import annotations
 
@@ -80,7 +78,7 @@ def duration(seconds: float) -> str:
 class Progress:
     """Progress of one backbone: a tqdm bar on a terminal, else (a batch job, CI, `| tee`: a run there can
     take hours) a log line every `PROGRESS_EVERY_S` seconds with the rows done, the rate and the time left;
-    `--no-progress` turns the bar off, not the lines. `update(rows)` after each batch; `close()` at the end."""
+    `--no-progress` turns the bar off, not the lines."""
 
     def __init__(self, total: int, *, name: str, bar: bool = True, every: float | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -265,8 +263,7 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
     """Embed the rows of `units` (in unit order) with `backbone` and write them through `writer`.
     faces: (face rows, status) of every row from the run's detection pass, for a face backbone.
     decode_on_device: JPEGs decoded and chips cut on the backbone's device (`extract.device_front`).
-    Raises `ExtractionInterrupted` on Ctrl-C, after shutting the reader workers down (written units stay).
-    """
+    Ctrl-C raises `ExtractionInterrupted` once the reader workers are shut down (written units stay)."""
     units = sorted(units)
     if not units:
         return RunStats()
@@ -297,26 +294,19 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
         sink.close()
     except KeyboardInterrupt:
         raise ExtractionInterrupted(f"extraction of {backbone.name!r} interrupted") from None
-    finally:
-        _stop(sink, bar, workers_batches)
+    finally:  # also on Ctrl-C or an error: the units whose rows all arrived are written and kept
+        try:
+            with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
+                sink.close()
+        finally:
+            bar.close()
+            shutdown = getattr(workers_batches, "_shutdown_workers", None)  # the workers now, not when collected
+            if shutdown is not None:
+                shutdown()
     sink.sink.check_complete()
     stats.units = len(sink.sink.written)
     stats.seconds = time.perf_counter() - started
     return stats
-
-
-def _stop(sink: BackgroundSink, bar, batches) -> None:
-    """Write what is queued, then stop the progress bar and the reader workers (also after errors): the
-    DataLoader workers now, not whenever the iterator is collected."""
-    try:
-        # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
-        with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
-            sink.close()
-    finally:
-        bar.close()
-        shutdown = getattr(batches, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
 
 
 def _finish(batch: tuple, sink: BackgroundSink, stats: RunStats, paths: Sequence[str], bar) -> None:

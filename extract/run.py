@@ -1,10 +1,6 @@
 """Running `python -m extract` once its arguments are an `ExtractConfig`: open (or create) the store,
 run the face detection pass when a face backbone needs it, then embed every backbone's pending units
-(one process, or this rank's share under torchrun). Imports torch; `extract.cli` parses first.
-
-The store side: the dataset under --limit (`limit_rows`) and its store; a backbone's entry, or the existing
-one when it was made the same way (resume); after the detection pass of an aligned dataset, how its
-detections agree with the known template."""
+(one process, or this rank's share under torchrun). Imports torch; `extract.cli` parses first."""
 from __future__ import annotations
 
 import contextlib
@@ -56,30 +52,24 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
             lambda: FeatureStore.open(config.store, mode="r+"), expected=expected_errors())
         if ranks.is_main:
             log.info("store %s: dataset %s, %d images", config.store, store.dataset_name, store.n_rows)
-        return _extract_backbones(store, dataset, paths, config, ranks, device)
-
-
-def _extract_backbones(store: FeatureStore, dataset: Dataset, paths: list[str], config: ExtractConfig,
-                       ranks: distributed.Ranks, device: torch.device) -> int:
-    """Each backbone of the run in turn, after the detection pass the first face backbone needs."""
-    faces = None
-    for name in config.backbones:
-        backbone = load_backbone(name, weights=config.weights.get(name), device=device,
-                                 precision=config.precision, tta=config.tta)
-        on_device = decodes_on_device(config.decode, backbone)
-        if on_device and ranks.is_main:
-            log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
-        if backbone.uses_faces and faces is None:
-            with backbone_lock(config, FACES, distributed=ranks.distributed):
-                faces = detect_faces(store, dataset, paths, config, ranks)
-            if faces is None:
-                return EXIT_INTERRUPTED
-        with backbone_lock(config, name, distributed=ranks.distributed):
-            code = _extract_backbone(store, backbone, paths, config, ranks,
-                                     faces=faces if backbone.uses_faces else None, decode_on_device=on_device)
-        if code != EXIT_OK:
-            return code
-    return EXIT_OK
+        faces = None  # the detection pass, run before the first face backbone
+        for name in config.backbones:
+            backbone = load_backbone(name, weights=config.weights.get(name), device=device,
+                                     precision=config.precision, tta=config.tta)
+            on_device = decodes_on_device(config.decode, backbone)
+            if on_device and ranks.is_main:
+                log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
+            if backbone.uses_faces and faces is None:
+                with backbone_lock(config, FACES, distributed=ranks.distributed):
+                    faces = detect_faces(store, dataset, paths, config, ranks)
+                if faces is None:
+                    return EXIT_INTERRUPTED
+            with backbone_lock(config, name, distributed=ranks.distributed):
+                code = _extract_backbone(store, backbone, paths, config, ranks,
+                                         faces=faces if backbone.uses_faces else None, decode_on_device=on_device)
+            if code != EXIT_OK:
+                return code
+        return EXIT_OK
 
 
 def face_pass(dataset: Dataset) -> Backbone:
@@ -153,23 +143,18 @@ def limit_rows(dataset: Dataset, limit: int | None) -> Dataset:
     Not simply the first rows: CelebA's table is in split order, so those would all be train rows."""
     if limit is None or limit >= len(dataset):
         return dataset
-    keep = np.sort(np.concatenate([rows[:k] for rows, k in _rows_per_split(dataset.split, limit)]))
+    groups = [np.flatnonzero(dataset.split == code) for code in np.unique(dataset.split)]
+    sizes = np.array([len(rows) for rows in groups])
+    # Rounding the cumulative shares keeps every split within a row of its share and the total at limit.
+    counts = np.diff(np.round(limit * np.cumsum(sizes) / sizes.sum()).astype(int), prepend=0)
+    if limit >= len(groups):
+        for empty in np.flatnonzero(counts == 0):  # a small split rounded to nothing: one row from the largest
+            counts[np.argmax(counts)] -= 1
+            counts[empty] = 1
+    keep = np.sort(np.concatenate([rows[:k] for rows, k in zip(groups, counts)]))
     return replace(dataset, ids=dataset.ids[keep], paths=dataset.paths[keep],
                    gender=dataset.gender[keep], split=dataset.split[keep],
                    attributes={name: values[keep] for name, values in dataset.attributes.items()})
-
-
-def _rows_per_split(split: np.ndarray, limit: int) -> list[tuple[np.ndarray, int]]:
-    """(rows of each split, how many to keep): limit * share rounded, at least 1 when limit allows."""
-    groups = [np.flatnonzero(split == code) for code in np.unique(split)]
-    sizes = np.array([len(rows) for rows in groups])
-    # Rounding the cumulative shares keeps every split within a row of its share and the total at limit.
-    keep = np.diff(np.round(limit * np.cumsum(sizes) / sizes.sum()).astype(int), prepend=0)
-    if limit >= len(groups):
-        for empty in np.flatnonzero(keep == 0):  # a small split rounded to nothing: one row from the largest
-            keep[np.argmax(keep)] -= 1
-            keep[empty] = 1
-    return list(zip(groups, keep))
 
 
 def open_store(path: str, full: Dataset, wanted: Dataset) -> FeatureStore:
@@ -218,9 +203,8 @@ def add_backbone(store: FeatureStore, name: str, *, dim: int, metadata: dict,
 
 
 def _check_resumable(where: str, name: str, held: dict, asked: dict, *, pending: bool) -> None:
-    """A StoreError when the entry held was made in a way that this run's rows would not match. Checked
-    whether or not units are pending: a finished entry made otherwise is not what this run asked for
-    (``pending`` only decides whether the message speaks of resuming)."""
+    """A StoreError when the entry held was made in a way that this run's rows would not match; also when
+    no unit is pending (a finished entry made otherwise is not what this run asked for either)."""
     action = "resume" if pending else "reuse"
     if held.get("tta", "none") != asked.get("tta", "none") and name != FACES:
         raise StoreError(f"{where} holds {name!r} made with --tta {held.get('tta', 'none')}, not "
@@ -245,10 +229,8 @@ TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header o
 
 
 def record_template_check(store, alignment: dict | None, paths: Sequence[str]) -> None:
-    """On an aligned dataset, after its detection pass: log and record in the faces entry's metadata
-    (``template_check``) how many rows fell back to the known template, and how far detected landmarks
-    lie from it (median and 95th percentile over an evenly spaced sample of detected rows). Nothing for a
-    wild dataset."""
+    """On an aligned dataset, after its detection pass: log `template_check` over an evenly spaced sample of
+    detected rows and record it in the faces entry's metadata (``template_check``)."""
     known = Alignment.from_info(alignment)
     if known.kind == "wild":
         return

@@ -1,9 +1,6 @@
 """`python -m extract upgrade --store S`: bring a feature store written by an older version to the
-current schema in place, keeping every embedding computed (`features.store.upgrade` documents the steps).
-
-A kill at any instant leaves the old store or the new one, both usable; rerunning the command finishes
-it. A store at the current version is left as it is. Exit codes follow `features.cli`: 0 done (or nothing
-to do), 2 not an upgradable store (one line), 130 interrupted.
+current schema in place, keeping every embedding computed (`features.store.upgrade` documents the steps:
+safe to kill at any instant, a rerun finishes). Exit codes as `features.cli`'s: 2 not an upgradable store.
 """
 from __future__ import annotations
 

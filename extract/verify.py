@@ -1,10 +1,9 @@
 """`python -m extract verify --store S [--repair]`: find every damaged unit of a feature store.
 
-Reads every backbone and the face detection pass (`_faces`) unit by unit (`Entry.damaged_units`)
-and prints one line per damaged unit. `--repair` marks those units not done, under each backbone's writer
-lock, so the same extract command re-embeds exactly them. Damaged face units also un-mark the units of
-every face backbone embedded from those detections. Exit codes: 0 no damage (or all of it un-marked), 2
-damage found and not repaired, or the store cannot be read at all."""
+Prints one line per damaged unit of every backbone and of the face detection pass (`_faces`).
+`--repair` marks them not done, so the same extract command re-embeds exactly them; damaged face units
+also un-mark the units of every face backbone embedded from them. Exit codes: 0 no damage (or all of it
+un-marked), 2 damage found and not repaired, or the store cannot be read at all."""
 from __future__ import annotations
 
 import argparse
