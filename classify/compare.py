@@ -152,6 +152,8 @@ def fairness_cells(scores: Scores) -> dict:
 
 def _row(rank: int, run: RunResult) -> dict:
     test = run.test
+    selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
+                for key, value in run.selection.items() if key not in ("grid", "path")}
     return {"rank": rank, "backbones": "+".join(run.backbones), "head": run.head,
             "dataset": "+".join(run.training_datasets), "val_accuracy": fmt(run.val.accuracy),
             "accuracy": fmt(test.accuracy), "accuracy_all_test": fmt(accuracy_all_test(run)),
@@ -161,8 +163,7 @@ def _row(rank: int, run: RunResult) -> dict:
             "invalid_test": run.invalid_test, "treatment": treatment_cell(run),
             "decision": f"{run.calibrator}, threshold {run.threshold:.4f}"
                         + (f" ({run.threshold_rule})" if run.threshold_rule != "default" else ""),
-            "selected": " ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, list) else v}"
-                                 for k, v in run.selection.items() if k not in ("grid", "path")), "fit_s": run.fit_s}
+            "selected": " ".join(f"{k}={v}" for k, v in selected.items()), "fit_s": run.fit_s}
 
 
 def treatment_cell(run: RunResult) -> str:
