@@ -52,9 +52,6 @@ def refuse_foreign(path) -> None:
                          "choose a new path (nothing in it was touched)")
 
 
-_LEFTOVER_FOLDERS = ("table", "backbones")
-
-
 def _only_leftovers(folder: Path) -> bool:
     """Whether a folder without a root zarr.json holds only what a creation of ours killed before that file
     existed leaves (the schema's "Creation is crash-safe"): zarr's `*.partial` files, and `table/`,
@@ -62,7 +59,7 @@ def _only_leftovers(folder: Path) -> bool:
     for entry in folder.iterdir():
         if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
             continue
-        if not (entry.is_dir() and entry.name in _LEFTOVER_FOLDERS and _only_zarr_files(entry)):
+        if not (entry.is_dir() and entry.name in ("table", "backbones") and _only_zarr_files(entry)):
             return False
     return True
 

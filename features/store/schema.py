@@ -55,10 +55,10 @@ prefix, its group zarr.json there or not. Only nodes marked as ours (`kind`, or 
 such leftovers are rebuilt; a foreign folder or file is never touched.
 
 Integrity on read: reads check every chunk's checksum, that rows marked OK are finite and that done units
-have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk; `python -m extract verify --store S
-[--repair]` lists every damaged unit (the faces entry's included) and un-marks them, so rerunning the
-extract command re-embeds exactly those. Before any of that, every attribute above and every array's
-shape, chunks and dtype are checked against each other (n_rows, dim, unit_rows, dtype;
+have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk; `python -m extract
+verify --store S [--repair]` lists every damaged unit (the faces entry's included) and un-marks them, so
+rerunning the extract command re-embeds exactly those. Before any of that, every attribute above and
+every array's shape, chunks and dtype are checked against each other (n_rows, dim, unit_rows, dtype;
 `features.store.validation`): the root's and the table's when a store is opened, an entry's before its
 first use; an edited or forged one is a `StoreError` naming the store and the field.
 

@@ -11,7 +11,6 @@ import zarr
 
 from features.store.schema import StoreError
 
-_DATASET_TEXT = ("name", "root", "fingerprint")
 _METADATA_TEXT = ("weights", "precision", "tta")  # the metadata keys readers compare as text
 
 
@@ -30,7 +29,7 @@ def check_dataset(path: str, info) -> None:
     """The root's `dataset` attribute: a dict of text fields, n_rows a positive integer, alignment a dict."""
     if not isinstance(info, dict):
         raise _refuse(path, "attribute dataset", info, "a dict")
-    for key in _DATASET_TEXT:
+    for key in ("name", "root", "fingerprint"):
         if not isinstance(info.get(key), str):
             raise _refuse(path, f"attribute dataset.{key}", info.get(key), "text")
     if not _is_int(info.get("n_rows")) or info["n_rows"] < 1:
