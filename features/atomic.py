@@ -1,10 +1,9 @@
 """Crash-safe output files: a file is replaced whole or not at all.
 
-Every output a later step reads (run JSONs, heads, error lists, leaderboards, CSVs) is written to a
-temporary file in the same folder, flushed and fsynced, then moved over the target with `os.replace`
-(atomic on POSIX and Windows within one file system), and the folder is fsynced so the rename itself
-survives a power cut. A kill at any instant leaves the old file or the new one, never a torn one; a
-leftover ``.<name>.*.tmp`` of a killed write is harmless and ignored by every reader.
+An output is written to a temporary file in the same folder, flushed and fsynced, then moved over the
+target with `os.replace` (atomic on POSIX and Windows within one file system), and the folder is fsynced
+so the rename survives a power cut. A kill at any instant leaves the old file or the new one, never a
+torn one; a killed write's leftover ``.<name>.*.tmp`` is harmless and ignored by every reader.
 """
 from __future__ import annotations
 
@@ -57,13 +56,9 @@ def write_text(path: Path | str, text: str) -> None:
 
 def _fsync_folder(folder: Path) -> None:
     """Make the rename durable; folders cannot be opened for fsync on some systems (Windows): skipped."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

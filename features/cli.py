@@ -22,8 +22,7 @@ class UsageError(ValueError):
 
 def run_cli(body: Callable[[], int], *, expected: tuple[type[BaseException], ...] = (),
             interrupted_note: str = "") -> int:
-    """Run ``body`` under the convention: its own exit code, 2 for ``expected`` errors and `UsageError`,
-    130 for Ctrl-C; any other exception propagates (exit 1 with a traceback: a bug)."""
+    """``body``'s exit code under the convention above (``expected``: its bad-input errors)."""
     try:
         return body()
     except KeyboardInterrupt:

@@ -38,13 +38,11 @@ def describe_examples(items, *, limit: int = 5) -> str:
 class Dataset:
     """Images with their gender label, split and per-image attributes, one row per image.
 
-    gender: int8, 1 male / 0 female. split: int8 codes of `SPLITS` (0 train, 1 val, 2 test).
-    attributes: name -> (N,) integer array (CelebA attributes as 1/0, identity; UTKFace age, race).
-    split_seed: the seed of a generated split, None for an official one.
-    images: which image release the paths point at when a dataset has several (CelebA:
-    "img_align_celeba" or "img_celeba"); alignment: where the faces are, {"kind": "wild"} (detect
-    them) or an aligned release's known landmarks ({"kind", "size", "landmarks"}); both are recorded
-    in the store's dataset info.
+    gender, split and attributes are coded as the store holds them (`features.store.schema`).
+    split_seed: the seed of a generated split, None for an official one. images: which image release
+    the paths point at when a dataset has several (CelebA: "img_align_celeba" or "img_celeba");
+    alignment: where the faces are, {"kind": "wild"} (detect them) or an aligned release's known
+    landmarks ({"kind", "size", "landmarks"}).
     """
 
     name: str
@@ -67,9 +65,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def split_mask(self, split: str) -> np.ndarray:
-        return self.split == split_code(split)
 
     def fingerprint(self) -> str:
         """sha256 over ids, labels and split: two stores of the same table share it."""

@@ -44,8 +44,7 @@ def loads_strict(text: str):
 
 
 def read_json(path: Path | str, *, limit: int, error: type[Exception] = ValueError, what: str = "JSON file"):
-    """The strict JSON value in ``path``; ``error`` naming the file when it is not a regular file, is
-    larger than ``limit`` bytes, cannot be read, or is not strict JSON."""
+    """The strict JSON value in ``path`` (at most ``limit`` bytes); else ``error``, one line naming the file."""
     if not regular_file(path):
         raise error(f"{what} {path} is missing or not a regular file")
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.dataset import FEMALE, MALE
+from features.dataset import FEMALE, MALE, split_code
 from features.datasets import load_dataset
 from features.datasets.celeba import (read_attribute_file, read_identity_file,
                                       read_partition_file)
@@ -27,7 +27,7 @@ def test_celeba_subset_counts_split_and_identity():
     assert np.bincount(data.split, minlength=3).tolist() == [4560, 780, 660]
     assert int((data.gender == MALE).sum()) == 1726
     for split, males, females in (("train", 1351, 3209), ("val", 219, 561), ("test", 156, 504)):
-        gender = data.gender[data.split_mask(split)]
+        gender = data.gender[data.split == split_code(split)]
         assert ((gender == MALE).sum(), (gender == FEMALE).sum()) == (males, females), split
     identity = data.attributes["identity"]
     assert len(np.unique(identity)) == 200

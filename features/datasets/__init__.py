@@ -40,9 +40,7 @@ def dataset_kinds() -> list[str]:
 
 def load_dataset(kind: str, root, *, seed: int = 0) -> Dataset:
     """Read the dataset of `kind` at `root`; `seed` drives generated splits (CelebA's is official).
-
-    Raises `DatasetError` (a ValueError) for an unknown kind and for a missing or malformed dataset.
-    """
+    `DatasetError` (a ValueError) for an unknown kind and for a missing or malformed dataset."""
     if kind not in _LOADERS:
         raise DatasetError(f"unknown dataset kind {kind!r}; valid: {', '.join(dataset_kinds())}")
     return _LOADERS[kind](root, seed=seed)

@@ -1,20 +1,12 @@
 """CelebA: the official split, `Male` as the gender label, the 40 attributes and identities.
 
-Three on-disk layouts are recognised, tried in this order:
-- flat (official files side by side): `img_align_celeba/`, `list_attr_celeba.txt`,
-  `list_eval_partition.txt`, optional `identity_CelebA.txt`;
-- nested (the official Google Drive folders): `Img/img_align_celeba/`, `Anno/list_attr_celeba.txt`,
-  `Eval/list_eval_partition.txt`, optional `Anno/identity_CelebA.txt`;
-- csv (the Kaggle copy): `list_attr_celeba.csv`, `list_eval_partition.csv`, optional
-  `identity_CelebA.csv`, images in `img_align_celeba/` (Kaggle nests it once more inside itself).
-Images: the aligned release `img_align_celeba/` (178x218, faces at a known place, recorded as alignment
-"celeba_aligned"), or else the in-the-wild originals `img_celeba/` (un-cropped photos, same file names,
-alignment "wild": the extractor detects the face); where a layout puts `img_align_celeba`, `img_celeba`
-is looked for. The release used is recorded in the store (dataset info `images`).
-Rows come in the partition file's order. Attributes are stored 1/0 by name (`Male` included),
-taken from the attribute file and every other `list_attr_celeba*.txt` beside it (an image a file does
-not list gets `MISSING_ATTRIBUTE`, -1, for that file's columns),
-plus `identity` (int32) when the identity file is there.
+The on-disk layouts (`LAYOUTS`, tried in order; the identity file is optional) are those of
+docs/datasets.md. Images: the aligned release `img_align_celeba/` (178x218, faces at a known place,
+alignment "celeba_aligned"), or else the in-the-wild originals `img_celeba/` in its place (un-cropped
+photos, same file names, alignment "wild": the extractor detects the face); the release used is the
+dataset's `images`. Rows come in the partition file's order. Attributes are stored 1/0 by name (`Male`
+included), from the attribute file and every other `list_attr_celeba*.txt` beside it
+(`merge_extra_attribute_files`), plus `identity` (int32) when the identity file is there.
 """
 from __future__ import annotations
 
@@ -58,14 +50,18 @@ def load_celeba(root, *, seed: int = 0) -> Dataset:
     """Read and validate a CelebA folder in any of `LAYOUTS`. `seed` is unused: the split is official."""
     root = dataset_root(root, "celeba")
     layout = find_layout(root)
-    ids, split = read_partition_file(root / layout.partition)
-    attributes = _read_attributes(root / layout.attributes, ids, partition=root / layout.partition)
-    merge_extra_attribute_files(root / layout.attributes, ids, attributes)
-    identity_path = root / layout.identity
-    if identity_path.is_file():
-        identity_ids, identity = read_identity_file(identity_path)
-        attributes["identity"] = identity[align_ids(ids, identity_ids, root / layout.partition,
-                                                    identity_path)]
+    partition, attribute_file, identity_file = (root / layout.partition, root / layout.attributes,
+                                                root / layout.identity)
+    ids, split = read_partition_file(partition)
+    attribute_ids, names, values = read_attribute_file(attribute_file)
+    if "Male" not in names:
+        raise DatasetError(f"{attribute_file}: no 'Male' column among the attributes {describe_examples(names)}")
+    values = values[align_ids(ids, attribute_ids, partition, attribute_file)]
+    attributes = {name: np.ascontiguousarray(values[:, column]) for column, name in enumerate(names)}
+    merge_extra_attribute_files(attribute_file, ids, attributes)
+    if identity_file.is_file():
+        identity_ids, identity = read_identity_file(identity_file)
+        attributes["identity"] = identity[align_ids(ids, identity_ids, partition, identity_file)]
     images = image_folder(root, layout)
     require_files(images, ids)
     return Dataset(name="celeba", root=str(root), ids=ids, paths=absolute_paths(images, ids),
@@ -112,23 +108,13 @@ def align_ids(reference: np.ndarray, ids: np.ndarray, reference_path: Path, path
     return order[np.searchsorted(ids[order], reference)]
 
 
-def _read_attributes(path: Path, ids: np.ndarray, *, partition: Path) -> dict[str, np.ndarray]:
-    attribute_ids, names, values = read_attribute_file(path)
-    if "Male" not in names:
-        raise DatasetError(f"{path}: no 'Male' column among the attributes {describe_examples(names)}")
-    values = values[align_ids(ids, attribute_ids, partition, path)]
-    return {name: np.ascontiguousarray(values[:, column]) for column, name in enumerate(names)}
-
-
 MISSING_ATTRIBUTE = -1  # an attribute no attribute file gives for this image (groups skip it)
 
 
 def merge_extra_attribute_files(main: Path, ids: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
-    """Add the attributes of every other `list_attr_celeba*.txt` beside `main` (e.g. the 40-attribute
-    rows of part of the images) to `attributes`, in place. Images a file does not list get
-    `MISSING_ATTRIBUTE` for its new columns; rows for images outside the dataset are ignored; a value that
-    contradicts another file (Male, say) raises, naming both files.
-    """
+    """Add to `attributes`, in place, those of every other `list_attr_celeba*.txt` beside `main` (e.g. the 40
+    attributes of part of the images): `MISSING_ATTRIBUTE` where a file does not list an image, rows of
+    images outside the dataset ignored; a value contradicting another file (Male, say) raises."""
     position = {image: row for row, image in enumerate(ids)}
     for path in sorted(main.parent.glob("list_attr_celeba*.txt")):
         if path.name == main.name:

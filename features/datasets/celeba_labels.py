@@ -6,10 +6,9 @@ Official text files: `list_eval_partition.txt` (`000001.jpg 0`), `identity_Celeb
 (`image_id,partition`, `image_id,5_o_Clock_Shadow,...`). Each parser validates its own file (field
 counts, value sets, duplicate ids) and returns ids as a str array in file order.
 
-The full files have 202,599 rows (8 million fields for the attribute file), so rows are not parsed one
-by one in Python (`read_table`): the field boundaries of the whole body are found with numpy over the raw
-bytes, every line's field count is checked (to name malformed lines), and columns are cut out of the
-bytes as fixed-width numpy byte strings.
+The full files have 202,599 rows (8 million fields for the attribute file), so `read_table` parses no
+row in Python: numpy finds the whole body's field boundaries and checks every line's field count (to
+name malformed lines), and columns are cut out as fixed-width numpy byte strings.
 """
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ def read_partition_file(path) -> tuple[np.ndarray, np.ndarray]:
 def read_identity_file(path) -> tuple[np.ndarray, np.ndarray]:
     """(ids, identity) from `identity_CelebA.txt` or `.csv`; identity is int32."""
     path, ids, values = _id_value_file(path)
-    return ids, decode_ints(values, what="identities", ids=ids, path=path, dtype=np.int32)
+    return ids, decode_ints(values, what="identities", ids=ids, path=path)
 
 
 def _id_value_file(path) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -46,10 +45,7 @@ def _id_value_file(path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 def read_attribute_file(path, *, check_count: bool = True) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(ids, attribute names, values) from `list_attr_celeba.txt` or `.csv`; values int8 1/0 for +1/-1.
-
-    check_count: compare the text file's first line with its number of rows (False for a file cut
-    short on purpose, whose first line still gives the full count).
-    """
+    `check_count`: compare the text file's first line with its rows (False for a file cut short on purpose)."""
     path = Path(path)
     names, expected_rows = _attribute_header(path)
     layout = _format(path) if expected_rows is None else {"header_lines": 2}
@@ -136,11 +132,9 @@ class Table:
 
 
 def read_table(path: Path, *, header_lines: int, width: int, sep: str | None = None) -> Table:
-    """The body of a label file, after its `header_lines` (its reader parses those itself).
-
-    sep: None for whitespace-separated files, "," for CSV (fields must not be empty or hold spaces).
-    Blank lines are skipped; a line with another number of fields raises `DatasetError`.
-    """
+    """The body of a label file, after its `header_lines` (its reader parses those itself). `sep`: None
+    for whitespace-separated files, "," for CSV (fields must not be empty or hold spaces). Blank lines
+    are skipped; a line with another number of fields raises `DatasetError`."""
     data = read_label_file(path, lambda handle: handle.read())
     body = _skip_header(data, header_lines, path)
     raw = np.frombuffer(body, dtype=np.uint8)
@@ -180,10 +174,9 @@ def _shorten(line: bytes, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def decode_codes(fields: np.ndarray, codes: dict[bytes, int], *, what: str, ids: np.ndarray,
-                 path: Path, dtype=np.int8) -> np.ndarray:
-    """Map each bytes field through `codes`; any other value raises naming the rows and values."""
-    out = np.zeros(fields.shape, dtype=dtype)
+def decode_codes(fields: np.ndarray, codes: dict[bytes, int], *, what: str, ids: np.ndarray, path: Path) -> np.ndarray:
+    """int8: each bytes field mapped through `codes`; any other value raises naming the rows and values."""
+    out = np.zeros(fields.shape, dtype=np.int8)
     known = np.zeros(fields.shape, dtype=bool)
     for key, value in codes.items():  # a handful of codes: one vectorised pass each
         match = fields == key
@@ -197,13 +190,13 @@ def decode_codes(fields: np.ndarray, codes: dict[bytes, int], *, what: str, ids:
     return out
 
 
-def decode_ints(fields: np.ndarray, *, what: str, ids: np.ndarray, path: Path, dtype) -> np.ndarray:
-    """Parse a column of non-negative decimal integers; anything else raises naming the rows."""
+def decode_ints(fields: np.ndarray, *, what: str, ids: np.ndarray, path: Path) -> np.ndarray:
+    """int32: a column of non-negative decimal integers parsed; anything else raises naming the rows."""
     bad = ~np.char.isdigit(fields) | (np.char.str_len(fields) > 9)
     if bad.any():
         raise DatasetError(f"{path}: {what} must be a non-negative integer below 10**9; bad values in "
                            f"{_offenders(ids[bad], fields[bad])}")
-    return fields.astype(np.int64).astype(dtype)
+    return fields.astype(np.int64).astype(np.int32)
 
 
 def _offenders(ids: np.ndarray, values: np.ndarray) -> str:

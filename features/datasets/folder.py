@@ -1,8 +1,8 @@
 """A user's own images sorted into `root/male/` and `root/female/` (subfolders allowed).
 
-Class folder names match case-insensitively; image files are recognised by extension (jpg, jpeg,
-png, bmp, webp, any case); hidden files and folders are skipped, other files are ignored with a
-log line. ids are paths relative to root with "/" separators. The split is seeded and stratified.
+Class folder names match case-insensitively; image files are recognised by extension (`IMAGE_EXTENSIONS`,
+any case); hidden files and folders are skipped, other files are ignored with a log line. ids are paths
+relative to root with "/" separators. The split is seeded and stratified.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def load_folder(root, *, seed: int = 0) -> Dataset:
     root = dataset_root(root, "folder")
     ids, gender = [], []
     for name, label in CLASS_FOLDERS.items():
-        images = list_images(class_folder(root, name), root)
+        folder = class_folder(root, name)
+        images = list_images(folder, root)
         if not images:
-            raise DatasetError(f"class folder {class_folder(root, name)} holds no images "
-                               f"({', '.join(IMAGE_EXTENSIONS)})")
+            raise DatasetError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         ids += images
         gender += [label] * len(images)
     order = np.argsort(ids, kind="stable")

@@ -7,12 +7,10 @@ FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
 
 
 def stratified_split(labels: np.ndarray, *, seed: int) -> np.ndarray:
-    """int8 split codes (0 train, 1 val, 2 test) holding each label's share in every split.
-
-    Each class is shuffled with one generator seeded by `seed` (classes in sorted order, so the
-    result depends only on labels and seed) and cut by `FRACTIONS`; a class of 3 or more images
-    puts at least one in val and one in test, so tiny datasets still evaluate.
-    """
+    """int8 split codes (0 train, 1 val, 2 test) holding each label's share in every split: each class,
+    in sorted order (so the result depends only on labels and seed), shuffled by one generator seeded by
+    `seed` and cut by `FRACTIONS`; a class of 3 or more images puts at least one in val and one in test,
+    so tiny datasets still evaluate."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     split = np.zeros(len(labels), dtype=np.int8)

@@ -3,17 +3,15 @@
 In the names gender is 0 male / 1 female; the Dataset stores 1 male / 0 female like every reader.
 Race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others, and -1 (`RACE_UNKNOWN`) for the 3 files of
 the full release whose names have no race field (`39_1_20170116174525125.jpg.chip.jpg`): their
-gender is known, so they stay. There is no official split, so a seeded split stratified by gender
-is made (`splits.stratified_split`).
+gender is known, so they stay. There is no official split: a seeded one stratified by gender is made.
 
-The rules for a `.jpg` name (every other name is an error, listed with how many and the first few: its
-labels are unknown, and silently dropping images would change the dataset behind the user's back):
-- age: 1 to 116 (`AGE_RANGE`, the release's range);
-- gender: 0 or 1; race: 0 to 4, or absent (race -1);
-- datetime: 17 digits, yyyymmddHHMMSSfff as in every name of the release, then ".jpg.chip.jpg" (or the one
-  known variant "jpg.chip.jpg": only the final ".jpg" is required). So `25_0_3.jpg.chip.jpg` (no datetime)
-  is refused rather than read as race absent, datetime 3;
-- the name is valid UTF-8 (a name that is not cannot be stored as an id).
+A `.jpg` name must hold age 1 to 116 (`AGE_RANGE`, the release's range), gender 0 or 1, race 0 to 4 or
+none, a 17-digit datetime (yyyymmddHHMMSSfff as in every name of the release, so `25_0_3.jpg.chip.jpg`
+is not read as race absent, datetime 3), then anything but a digit or "_" (`39_1_5_2017...`, race 5,
+must not pass as datetime 5), and end in ".jpg" (the release's ".jpg.chip.jpg", or its one variant
+"jpg.chip.jpg"); and be valid UTF-8 (else it cannot be stored as an id). Any other name is an error
+listing how many and the first few: its labels are unknown, and silently dropping images would change
+the dataset behind the user's back.
 """
 from __future__ import annotations
 
@@ -26,8 +24,6 @@ from features.dataset import Dataset, DatasetError, describe_examples
 from features.datasets.files import absolute_paths, dataset_root, file_names
 from features.datasets.splits import stratified_split
 
-# The rules above; after the datetime anything but a digit or "_" ("39_1_5_2017...", race 5, must not
-# pass as datetime 5), and a final ".jpg".
 NAME_PATTERN = re.compile(r"(\d{1,3})_([01])_(?:([0-4])_)?(\d{17})[^\d_].*\.jpg", re.IGNORECASE)
 AGE_RANGE = (1, 116)
 RACE_UNKNOWN = -1
@@ -71,16 +67,8 @@ def parse_names(names: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray
 
 def _refuse_undecodable(names: np.ndarray, folder: Path) -> None:
     """Names the OS gave back with undecodable bytes (os.fsdecode's surrogate escapes) are refused."""
-    bad = [name for name in names if not _is_utf8(name)]
+    shown = (name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for name in names)
+    bad = [text for name, text in zip(names, shown) if text != name]  # an escaped byte became \ufffd
     if bad:
-        shown = [name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for name in bad]
-        raise DatasetError(f"{folder}: {describe_examples(shown)} file names are not valid UTF-8 "
+        raise DatasetError(f"{folder}: {describe_examples(bad)} file names are not valid UTF-8 "
                            "(shown with \ufffd); rename those files")
-
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

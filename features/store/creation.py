@@ -1,8 +1,6 @@
-"""Writing a store crash-safely, with a kill point between the steps: its creation and each entry's, whose
-declaring attributes come after everything they declare (the schema's "Creation is crash-safe"), then
-`BackboneWriter`, a unit's rows before its done marker; and one writer at a time (`writer_lock`): a lock per
-backbone (and one while the store is created or upgraded), as files in the folder `<store>.locks/` beside a
-local store; fsspec URLs take none (torchrun ranks write disjoint units)."""
+"""Writing a store crash-safely (the schema's "Creation is crash-safe"), a kill point between the steps:
+the root and its table, each entry, a unit's rows before its done marker (`BackboneWriter`); and one
+writer at a time (`writer_lock`)."""
 from __future__ import annotations
 
 import contextlib
@@ -30,23 +28,13 @@ def now() -> str:
 
 def build(path, dataset: Dataset, *, mode: str) -> zarr.Group:
     """The root (marked as ours), the table, then the `dataset` attribute that declares it complete."""
-    if len(dataset) == 0:
+    n = len(dataset)
+    if n == 0:
         raise StoreError(f"dataset {dataset.name!r} has no rows; nothing to store")
     group = zarr.open_group(location(path), mode=mode, attributes={
         "kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "created": now(),
         "library_versions": library_versions("numpy", "zarr")})
     crash.checkpoint("store:root")
-    _write_table(group, dataset)
-    group.attrs.update({"dataset": {
-        "name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
-        "n_rows": len(dataset), "split_seed": dataset.split_seed, "images": dataset.images,
-        "alignment": dataset.alignment or {"kind": "wild"}}})
-    crash.checkpoint("store:declared")
-    return group
-
-
-def _write_table(group: zarr.Group, dataset: Dataset) -> None:
-    n = len(dataset)
     table = group.create_group("table")
     write_ids(group, dataset.ids)
     crash.checkpoint("store:table/ids")
@@ -60,6 +48,12 @@ def _write_table(group: zarr.Group, dataset: Dataset) -> None:
         crash.checkpoint(f"store:table/attributes/{name}")
     group.create_group("backbones")
     crash.checkpoint("store:backbones")
+    group.attrs.update({"dataset": {
+        "name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint(),
+        "n_rows": n, "split_seed": dataset.split_seed, "images": dataset.images,
+        "alignment": dataset.alignment or {"kind": "wild"}}})
+    crash.checkpoint("store:declared")
+    return group
 
 
 def write_ids(group: zarr.Group, ids, *, step: str = "") -> zarr.Array:
@@ -130,7 +124,21 @@ class BackboneWriter:
         """Write the unit's rows (NaN where status is not OK), then its completion marker."""
         start, stop = self.unit_rows(unit)
         status = np.asarray(status, dtype=np.uint8)
-        rows = _checked_unit_rows(self.name, unit, embeddings, status, (stop - start, self.dim))
+        rows = np.array(embeddings, dtype=np.float32)  # a copy: invalid rows are overwritten with NaN below
+        shape = (stop - start, self.dim)
+        if rows.shape != shape or status.shape != shape[:1]:
+            raise StoreError(f"backbone {self.name!r} unit {unit}: expected embeddings {shape} and status "
+                             f"{shape[:1]}, got {rows.shape} and {status.shape}")
+        known = np.isin(status, FINAL)
+        if not known.all():
+            raise StoreError(f"backbone {self.name!r} unit {unit}: status codes {sorted(set(status[~known]))} "
+                             f"are not final; valid: {[Status(code).name for code in FINAL]}")
+        ok = status == Status.OK
+        bad = ok & ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            raise StoreError(f"backbone {self.name!r} unit {unit}: {int(bad.sum())} valid rows have non-finite "
+                             "embeddings (try fp32 precision)")
+        rows[~ok] = np.nan
         self._group["embeddings"][start:stop] = rows.astype(self._group["embeddings"].dtype)
         crash.checkpoint("unit:embeddings")
         self._group["status"][start:stop] = status
@@ -139,28 +147,11 @@ class BackboneWriter:
         crash.checkpoint("unit:done")
 
 
-def _checked_unit_rows(name: str, unit: int, embeddings, status: np.ndarray, shape: tuple) -> np.ndarray:
-    rows = np.array(embeddings, dtype=np.float32)  # a copy: invalid rows are overwritten with NaN below
-    if rows.shape != shape or status.shape != shape[:1]:
-        raise StoreError(f"backbone {name!r} unit {unit}: expected embeddings {shape} and status "
-                         f"{shape[:1]}, got {rows.shape} and {status.shape}")
-    known = np.isin(status, FINAL)
-    if not known.all():
-        raise StoreError(f"backbone {name!r} unit {unit}: status codes {sorted(set(status[~known]))} are "
-                         f"not final; valid: {[Status(code).name for code in FINAL]}")
-    ok = status == Status.OK
-    bad = ok & ~np.isfinite(rows).all(axis=1)
-    if bad.any():
-        raise StoreError(f"backbone {name!r} unit {unit}: {int(bad.sum())} valid rows have non-finite "
-                         "embeddings (try fp32 precision)")
-    rows[~ok] = np.nan
-    return rows
-
-
 @contextlib.contextmanager
 def writer_lock(path, name: str, *, wait: bool = False):
-    """Hold the lock that lets one process at a time write `name` (a backbone, or "create") in the local
-    store at `path`; a no-op on fsspec URLs. Not waiting, a held lock is a StoreError saying who holds it."""
+    """Hold the lock that lets one process at a time write `name` (a backbone, or "create" while the store
+    is created or upgraded) in the local store at `path`, a file in the folder `<store>.locks/` beside it;
+    a no-op on fsspec URLs (torchrun ranks write disjoint units). Not waiting, a held lock is a StoreError."""
     if not is_local(path):
         yield
         return

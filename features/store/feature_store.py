@@ -92,10 +92,8 @@ class FeatureStore:
 
     @functools.cached_property
     def ids(self) -> np.ndarray:
-        """The image ids as a read-only numpy unicode array (row i is image ids[i]).
-
-        Decoded once per opened store (a full CelebA's ids take about a second), as the table never
-        changes after creation."""
+        """The image ids as a read-only numpy unicode array (row i is image ids[i]), decoded once per opened
+        store (a full CelebA's take about a second; the table never changes after creation)."""
         try:
             ids = decode_ids(self._table(IDS.removeprefix("table/")), node(self._group, self.path, IDS).attrs.asdict())
         except ValueError as error:
@@ -128,13 +126,11 @@ class FeatureStore:
 
     # -- entries: the backbones and the faces pass -------------------------------------------------------
     def backbones(self) -> list[str]:
-        """The embedding backbones whose creation finished (the reserved faces entry is not one; an
-        interrupted one is rebuilt by `add_backbone`)."""
+        """The embedding backbones whose creation finished (the reserved faces entry is not one)."""
         return [name for name in self.entries() if name != FACES]
 
     def entries(self) -> list[str]:
-        """Every finished entry under /backbones: the backbones, and the faces entry when there is one
-        (`extract verify` checks them all)."""
+        """Every finished entry under /backbones: the backbones, and the faces entry when there is one."""
         return sorted(name for name, group in _backbone_groups(self._group, self.path) if "dim" in group.attrs)
 
     def entry(self, name: str) -> Entry:
@@ -147,8 +143,7 @@ class FeatureStore:
         return Entry(self.path, name, group)
 
     def faces(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The detection pass (FACES entry, written like a backbone): ((N, D) face rows, (N,) status),
-        or None when the store has none. Layout of a row: `extract.faces` (box, landmarks, score, source)."""
+        """The detection pass: ((N, D) face rows, laid out as the schema says, (N,) status), or None."""
         if FACES not in self.entries():
             return None
         entry = self.entry(FACES)
@@ -156,21 +151,23 @@ class FeatureStore:
 
     def add_backbone(self, name: str, *, dim: int, dtype: str = "float32",
                      unit_rows: int = DEFAULT_UNIT_ROWS, metadata: dict) -> BackboneWriter:
-        """Room for one backbone's embeddings; returns the existing one when it matches (resume).
-
-        Callers make sure no other process adds `name` at the same time (`writer_lock`, or torchrun's
-        rank 0 alone): a group left half-created by an interrupted run is deleted and built again.
-        """
+        """Room for one backbone's embeddings; returns the existing one when it matches (resume). Callers
+        make sure no other process adds `name` at once (`writer_lock`, or torchrun's rank 0 alone): a group
+        left half-created by an interrupted run is deleted and built again."""
         if "weights" not in metadata:
             raise ValueError("backbone metadata must say which weights made it ('random' or 'sha256:...')")
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise ValueError(f"embedding dtype must be float32 or float16, not {dtype!r}")
         if name in self.entries():
-            _check_same_backbone(self, name, dim=dim, dtype=dtype, metadata=metadata)
+            info = self.backbone_info(name)
+            asked = {"dim": dim, "dtype": np.dtype(dtype).name, "weights": metadata["weights"]}
+            held = {"dim": info["dim"], "dtype": info["dtype"], "weights": info["metadata"]["weights"]}
+            if asked != held:
+                raise StoreError(f"{self.path} already holds backbone {name!r} with {held}, not {asked}; "
+                                 "use another store, or the same weights and dtype to resume")
             return self.backbone_writer(name)
         parent = node(self._group, self.path, "backbones")
-        # whatever is there, its group zarr.json included or not (a kill during this very delete
-        # removes it before its arrays), was left by an interrupted run: the whole prefix goes
+        # whatever is there was left by an interrupted run (the schema's "Creation is crash-safe")
         if delete_prefix(parent, name):
             log.info("%s: backbone %r was left half-created by an interrupted run; creating it again",
                      self.path, name)
@@ -179,8 +176,7 @@ class FeatureStore:
         return self.backbone_writer(name)
 
     def update_metadata(self, name: str, extra: dict) -> None:
-        """Add or replace keys of a backbone's metadata (e.g. the detection pass's template check);
-        the attributes file is rewritten whole."""
+        """Add or replace keys of a backbone's metadata; the attributes file is rewritten whole."""
         group = self.entry(name).group
         group.attrs.update({"metadata": {**group.attrs["metadata"], **extra}})
 
@@ -195,8 +191,7 @@ class FeatureStore:
                 "complete": bool(done.all())}
 
     def backbone_attrs(self, name: str) -> dict:
-        """One entry's attributes (metadata, dim, unit_rows, ...), without reading its done markers: for
-        `verify`, where those may be what is damaged."""
+        """One entry's attributes, without reading its done markers (for `verify`: they may be damaged)."""
         return dict(self.entry(name).group.attrs)
 
     def is_complete(self, name: str) -> bool:
@@ -210,15 +205,20 @@ class FeatureStore:
              allow_incomplete: bool = False, out: np.ndarray | None = None) -> SplitFeatures:
         """The valid rows of `split` (None: all rows) as float32, backbones concatenated column-wise.
 
-        A row is valid only when every backbone has it OK; the others are counted by reason. Damage
-        found on the way (a chunk that fails its checksum, a lost status chunk, a non-finite row marked
-        OK) is a StoreError naming the backbone, unit and chunk. ``out``: a float32 array of the result's
-        shape to read into instead of a new one (a caller refilling a matrix it changed in place).
-        """
+        A row is valid only when every backbone has it OK; the others are counted by reason. Damage is a
+        StoreError naming the backbone, unit and chunk. ``out``: a float32 array of the result's shape to
+        read into instead of a new one (a caller refilling a matrix it changed in place)."""
         names = [backbones] if isinstance(backbones, str) else list(backbones)
         if not names:
             raise ValueError("read needs at least one backbone")
-        entries = [_readable(self, name, allow_incomplete) for name in names]
+        entries = []
+        for name in names:
+            entries.append(self.entry(name))
+            done = entries[-1].done()
+            if not done.all() and not allow_incomplete:
+                raise StoreError(f"backbone {name!r} in {self.path} is incomplete ({int(done.sum())} of "
+                                 f"{len(done)} units done): finish extraction (rerun the same extract "
+                                 "command to resume) or allow incomplete embeddings")
         in_split = np.ones(self.n_rows, dtype=bool) if split is None else self.split == split_code(split)
         return read_split(entries, in_split, self.gender, out=out)
 
@@ -249,22 +249,3 @@ def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group
     except (ValueError, TypeError) as error:
         raise StoreError(f"{path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
                          f"({type(error).__name__}: {error}); the store is damaged") from None
-
-
-def _check_same_backbone(store: FeatureStore, name: str, *, dim: int, dtype: str, metadata: dict) -> None:
-    info = store.backbone_info(name)
-    asked = {"dim": dim, "dtype": np.dtype(dtype).name, "weights": metadata["weights"]}
-    held = {"dim": info["dim"], "dtype": info["dtype"], "weights": info["metadata"]["weights"]}
-    if asked != held:
-        raise StoreError(f"{store.path} already holds backbone {name!r} with {held}, not {asked}; "
-                         "use another store, or the same weights and dtype to resume")
-
-
-def _readable(store: FeatureStore, name: str, allow_incomplete: bool) -> Entry:
-    entry = store.entry(name)
-    done = entry.done()
-    if not done.all() and not allow_incomplete:
-        raise StoreError(f"backbone {name!r} in {store.path} is incomplete ({int(done.sum())} of "
-                         f"{len(done)} units done): finish extraction (rerun the same extract "
-                         "command to resume) or allow incomplete embeddings")
-    return entry

@@ -86,12 +86,7 @@ class Entry:
                               "finite (the chunk is missing or was overwritten)", more=len(units) - 1)
 
     def damaged_units(self) -> dict[int, str]:
-        """Every damaged unit -> what is wrong, reading the whole entry unit by unit (`extract verify`).
-
-        Damaged: a chunk that does not decode (checksum, size), a done unit with pending rows or status
-        codes that do not exist, rows marked OK that are not finite, invalid rows that are not NaN, a
-        done marker that does not decode.
-        """
+        """Every damaged unit -> what is wrong (`unit_problem`), reading the entry unit by unit."""
         return {unit: problem for unit in range(self.n_units)
                 if (problem := unit_problem(self.group, unit, self.unit_rows)) is not None}
 
@@ -102,7 +97,9 @@ class Entry:
 
 
 def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
-    """What is wrong with one unit (None: nothing, or not done yet and so to be written anyway)."""
+    """What is wrong with one unit: a done marker or chunk that does not decode (checksum, size), pending
+    or unknown status codes in a done unit, rows marked OK that are not finite, invalid rows that are not
+    NaN; None when nothing is, or the unit is not done (it is to be written anyway)."""
     rows = slice(unit * unit_rows, (unit + 1) * unit_rows)
     try:
         done = bool(group["done"][unit])
@@ -110,21 +107,20 @@ def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
         return f"done/c/{unit}: does not decode ({type(error).__name__})"
     if not done:
         return None
+    read = {}
     for array in ("status", "embeddings"):
         try:
-            values = group[array][rows]
+            read[array] = group[array][rows]
         except Exception as error:  # noqa: BLE001
             return f"{chunk_key(array, unit)}: does not decode ({type(error).__name__}: {error})"
-        if array == "status":
-            status = values
-            continue
-        known = np.isin(status, FINAL)
-        if not known.all():
-            return f"status/c/{unit}: {int((~known).sum())} rows pending or of unknown status in a done unit"
-        ok = status == Status.OK
-        if not np.isfinite(values[ok]).all():
-            return f"embeddings/c/{unit}/0: {int((~np.isfinite(values[ok]).all(axis=1)).sum())} rows " \
-                   "marked OK are not finite"
-        if not np.isnan(values[~ok]).all():
-            return f"embeddings/c/{unit}/0: invalid rows are not NaN"
+    status, embeddings = read["status"], read["embeddings"]
+    known = np.isin(status, FINAL)
+    if not known.all():
+        return f"status/c/{unit}: {int((~known).sum())} rows pending or of unknown status in a done unit"
+    ok = status == Status.OK
+    not_finite = ~np.isfinite(embeddings[ok]).all(axis=1)
+    if not_finite.any():
+        return f"embeddings/c/{unit}/0: {int(not_finite.sum())} rows marked OK are not finite"
+    if not np.isnan(embeddings[~ok]).all():
+        return f"embeddings/c/{unit}/0: invalid rows are not NaN"
     return None

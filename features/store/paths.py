@@ -12,12 +12,9 @@ from features.store.schema import SCHEMA_VERSION, STORE_KIND, StoreError
 
 
 def location(path) -> str:
-    """A local path, or an fsspec URL (s3://, gs://, memory://, ...) that zarr opens through fsspec.
-
-    file:// URLs become plain paths: fsspec's local filesystem would not create the store's folders.
-    """
-    path = str(path)
-    return path.removeprefix("file://") if path.startswith("file://") else path
+    """A local path, or an fsspec URL (s3://, gs://, memory://, ...) that zarr opens through fsspec;
+    file:// URLs become plain paths: fsspec's local filesystem would not create the store's folders."""
+    return str(path).removeprefix("file://")
 
 
 def is_local(path) -> bool:
@@ -43,8 +40,8 @@ def exists(path) -> bool:
 
 
 def refuse_foreign(path) -> None:
-    """A local path that exists but holds no Zarr root: a file, or a folder with other things in it than
-    the leftovers of an interrupted creation (`_only_leftovers`), which `open_or_create` builds again."""
+    """A StoreError for a local path holding no Zarr root: a file, or a folder with more in it than the
+    leftovers of an interrupted creation (`_only_leftovers`), which `open_or_create` builds again."""
     if not is_local(path):
         return
     folder = Path(location(path))
@@ -55,19 +52,14 @@ def refuse_foreign(path) -> None:
                          "choose a new path (nothing in it was touched)")
 
 
-_LEFTOVER_FOLDERS = ("table", "backbones")
-
-
 def _only_leftovers(folder: Path) -> bool:
-    """A local folder without a root zarr.json holding only what a creation of ours killed before that file
-    existed leaves (in its first write, whose `zarr.<hex>.partial` was not yet renamed; or in a rebuild's
-    rmtree, after the root zarr.json went but before the table did): zarr's `*.partial` files, and `table/`,
-    `backbones/` holding only zarr.json files, their `*.partial` temporaries and chunks (`c/...`). Anything
-    else (a user's file) makes it foreign."""
+    """Whether a folder without a root zarr.json holds only what a creation of ours killed before that file
+    existed leaves (the schema's "Creation is crash-safe"): zarr's `*.partial` files, and `table/`,
+    `backbones/` holding only zarr.json files, their `*.partial` temporaries and chunks (`c/...`)."""
     for entry in folder.iterdir():
         if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
             continue
-        if not (entry.is_dir() and entry.name in _LEFTOVER_FOLDERS and _only_zarr_files(entry)):
+        if not (entry.is_dir() and entry.name in ("table", "backbones") and _only_zarr_files(entry)):
             return False
     return True
 

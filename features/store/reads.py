@@ -14,29 +14,29 @@ READ_BLOCK_BYTES = 64 << 20  # rows read per call: several chunks decode concurr
 def read_split(entries: list[Entry], in_split: np.ndarray, gender: np.ndarray, *,
                out: np.ndarray | None = None) -> SplitFeatures:
     """The rows of `in_split` valid in every entry, entries concatenated column-wise as float32 (into
-    ``out`` when given: see `destination`)."""
+    ``out`` when given, once checked to be a C-contiguous float32 array of the result's shape)."""
     statuses = [entry.status() for entry in entries]
     valid = in_split & np.logical_and.reduce([status == Status.OK for status in statuses])
     index = np.flatnonzero(valid)
     dims = [int(entry.group.attrs["dim"]) for entry in entries]
-    x = destination(out, (len(index), sum(dims)))
+    shape = (len(index), sum(dims))
+    if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+        raise ValueError(f"read into: expected a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
+    x = np.empty(shape, dtype=np.float32) if out is None else out
     offsets = np.cumsum([0] + dims)
     for entry, start, dim in zip(entries, offsets, dims):
-        columns = slice(int(start), int(start + dim))
         try:
             _read_rows_into(entry.group["embeddings"], index, x, column=int(start))
         except Exception as error:  # noqa: BLE001 - locate the chunk that does not decode
             raise entry.undecodable("embeddings", np.unique(index // entry.unit_rows)) or error from None
-        entry.check_finite(index, x[:, columns])
+        entry.check_finite(index, x[:, int(start):int(start + dim)])
     return SplitFeatures(x=x, gender=gender[index], index=index, n_invalid=_count_invalid(statuses, in_split))
 
 
 def _read_rows_into(array, index: np.ndarray, out: np.ndarray, *, column: int) -> None:
-    """Copy `array[index]` into `out[:, column:column + D]`, a block of whole chunks at a time.
-
-    Zarr decodes straight into the destination (`out=`): into `out` itself when a block's rows are
-    contiguous and fill its full width, else into one reused block buffer that is then gathered.
-    """
+    """Copy `array[index]` into `out[:, column:column + D]`, a block of whole chunks at a time, decoded
+    straight into `out` where a block's rows are contiguous and fill its width, else into one reused
+    buffer that is then gathered."""
     if len(index) == 0:
         return
     dim = array.shape[1]
@@ -71,12 +71,3 @@ def _count_invalid(statuses: list[np.ndarray], in_split: np.ndarray) -> dict[str
     counts = np.bincount(reason[in_split], minlength=len(Status))
     return {Status(code).name.lower(): int(count) for code, count in enumerate(counts)
             if code != Status.OK and count}
-
-
-def destination(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """A new float32 array of ``shape``, or ``out`` once checked to be one."""
-    if out is None:
-        return np.empty(shape, dtype=np.float32)
-    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"read into: expected a C-contiguous float32 {shape} array, got {out.dtype} {out.shape}")
-    return out

@@ -6,27 +6,37 @@ One Zarr v3 group per dataset. Schema, version 3 (`schema_version` in the root a
                                      and last, dataset {name, root, fingerprint, n_rows, split_seed, images
                                      (release folder, e.g. img_celeba), alignment {kind: wild |
                                      celeba_aligned, size, landmarks}}
-    /table/ids_utf8           (N, L) uint8    image id (CelebA file name, UTKFace/folder relative path) as
-                                              UTF-8 bytes, zero-padded to L, the longest id's length;
-                                              attrs: encoding "utf-8", width L
-    /table/gender             (N,) int8       1 male, 0 female
-    /table/split              (N,) int8       0 train, 1 val, 2 test
-    /table/attributes/<name>  (N,) int        per-image attributes and groups (CelebA attributes as 1/0,
-                                              identity; UTKFace age and race), for per-group evaluation
+    /table/ids_utf8           (N, L) uint8    row i is image i's id (CelebA file name, UTKFace/folder
+                                              relative path): its UTF-8 bytes up to the first zero byte,
+                                              zero-padded to L, the longest id's length (ids hold no zero
+                                              byte); attrs: encoding "utf-8", width L
+    /table/gender             (N,) int8       1 male, 0 female (`features.dataset.MALE`, `FEMALE`)
+    /table/split              (N,) int8       0 train, 1 val, 2 test (`features.dataset.SPLITS` in order)
+    /table/attributes/<name>  (N,) int        per-image attributes and groups, for per-group evaluation,
+                                              integers as stored: CelebA attributes 1 yes / 0 no,
+                                              identity; UTKFace age in years, race code
     /backbones/<name>/        attrs, written last: name, metadata {weights ("random" | "sha256:<hex>"),
                                      weights_source, preprocessing, library_versions, ...}, dim, dtype,
                                      unit_rows, created
-    /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D), no compression (float
-                                  embeddings barely compress) but a crc32c checksum per chunk; NaN in
-                                  invalid rows
-    /backbones/<name>/status      (N,) uint8 `Status`, crc32c: PENDING until written, then OK or the reason
-                                  a row is invalid (UNREADABLE image, NO_FACE found by the aligner,
-                                  TOO_LARGE: over the decoder's pixel limit)
-    /backbones/<name>/done        (n_units,) bool, one chunk per unit, crc32c: the completion markers
+    /backbones/<name>/embeddings  (N, D) float32|float16, chunks (unit_rows, D): row i is image i's
+                                  embedding; NaN in invalid rows
+    /backbones/<name>/status      (N,) uint8 `Status`: 0 PENDING until written, then 1 OK or why a row is
+                                  invalid: 2 UNREADABLE image, 3 NO_FACE found by the aligner,
+                                  4 TOO_LARGE (over the decoder's pixel limit)
+    /backbones/<name>/done        (n_units,) bool, one chunk per unit: done[u] true when unit u is written
     /backbones/_faces/        the face detection pass (same arrays; metadata role "faces", detector,
                               thresholds, alignment, and on aligned datasets template_check: fallbacks
-                              to the template, detection-vs-template distances): every face backbone
-                              warps from these rows
+                              to the template, detection-vs-template distances), which every face
+                              backbone warps from: one row per image, 16 float32 values in the original
+                              image's pixels: box x, y, width, height; five landmarks x0, y0, ..., x4, y4
+                              (right eye, left eye, nose tip, right and left mouth corner); detector
+                              score; source (1 detected, 2 the aligned dataset's template); NaN where
+                              status is not OK (`extract.faces`)
+
+Any Zarr v3 implementation reads it without zarr-python (TensorStore, zarrs, zarr.js, ...): every array
+uses core data types only (uint8, int8, int16/int32/int64 for attributes, bool, float16/float32), the
+default `bytes` codec (little endian) and a `crc32c` checksum per chunk, no compression (float embeddings
+barely compress), chunk keys `c/...`; every group's attributes are JSON in its zarr.json ("attributes").
 
 Row i of every array is image `ids[i]`. A *unit* is the rows [u * unit_rows, (u + 1) * unit_rows): exactly
 one chunk of `embeddings` and `status`, and one chunk of `done`. A writer writes a unit's rows first and
@@ -44,37 +54,17 @@ deletion that rebuilds a half-created store) leaves a folder of zarr `*.partial`
 prefix, its group zarr.json there or not. Only nodes marked as ours (`kind`, or inside our `backbones/`) or
 such leftovers are rebuilt; a foreign folder or file is never touched.
 
-Integrity on read: every chunk carries a crc32c checksum; reads check that rows marked OK are finite and
-that done units have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk;
-`python -m extract verify --store S [--repair]` lists every damaged unit (the faces entry's included) and
-un-marks them, so rerunning the extract command re-embeds exactly those. Before any of that, every
-attribute above and every array's shape, chunks and dtype are checked against each other (n_rows, dim,
-unit_rows, dtype; `features.store.validation`): the root's and the table's when a store is opened, an
-entry's before its first use; an edited or forged one is a `StoreError` naming the store and the field.
+Integrity on read: reads check every chunk's checksum, that rows marked OK are finite and that done units
+have no pending row. Damage is a `StoreError` naming the backbone, unit and chunk; `python -m extract
+verify --store S [--repair]` lists every damaged unit (the faces entry's included) and un-marks them, so
+rerunning the extract command re-embeds exactly those. Before any of that, every attribute above and
+every array's shape, chunks and dtype are checked against each other (n_rows, dim, unit_rows, dtype;
+`features.store.validation`): the root's and the table's when a store is opened, an entry's before its
+first use; an edited or forged one is a `StoreError` naming the store and the field.
 
 Writers on a local store hold a lock per backbone (`filelock`, in the folder `<store>.locks/` beside
 the store; another holds `create.lock` while the store is created), so two extract processes never write
 one backbone at once; torchrun ranks write disjoint units and take no lock.
-
-Reading it without zarr-python (any Zarr v3 implementation: TensorStore, zarrs, zarr.js, ...): every
-array uses core data types only (uint8, int8, int16/int32/int64 for attributes, bool, float16/float32),
-the default `bytes` codec (little endian) and a `crc32c` codec, no compression, chunk keys `c/...`.
-
-    table/ids_utf8     row i is id i: the row's bytes up to the first zero byte, decoded as UTF-8 (ids
-                       hold no zero byte; attrs width = L, the array's second dimension)
-    table/gender       1 male, 0 female (`features.dataset.MALE`, `FEMALE`)
-    table/split        0 train, 1 val, 2 test (`features.dataset.SPLITS` in order)
-    table/attributes/  one array per attribute, named by the array's key: integers as stored (CelebA's
-                       attributes 1 yes / 0 no; identity; UTKFace age in years, race code)
-    embeddings         row i of backbone B is image i's embedding; NaN rows are invalid (see status)
-    status             `Status` codes: 0 PENDING (not written yet), 1 OK, 2 UNREADABLE, 3 NO_FACE,
-                       4 TOO_LARGE
-    done               done[u] true: unit u (rows u * unit_rows to (u + 1) * unit_rows) is written
-    _faces/embeddings  one face row per image, 16 float32 values in the original image's pixels: box
-                       x, y, width, height; five landmarks x0, y0, ..., x4, y4 (right eye, left eye,
-                       nose tip, right and left mouth corner); detector score; source (1 detected,
-                       2 the aligned dataset's template); NaN where status is not OK (`extract.faces`)
-    attributes         every group's attributes are JSON in its zarr.json ("attributes" key), as above
 
 Version 2 stores (ids in zarr-python's variable-length `string` type at table/ids, which other Zarr
 implementations do not read) are refused with a one-line note: `python -m extract upgrade --store S`
@@ -94,9 +84,7 @@ IDS = "table/ids_utf8"  # the image ids, UTF-8 bytes zero-padded to the longest 
 OLD_IDS = "table/ids"  # version 2's variable-length strings, which only zarr-python reads
 STORE_KIND = "face-gender-features"
 DEFAULT_UNIT_ROWS = 1024
-# Reserved entry under /backbones holding one face detection per image (box, 5 landmarks, score,
-# source; metadata role "faces"), written unit by unit like a backbone; `backbones()` leaves it out.
-FACES = "_faces"
+FACES = "_faces"  # the reserved entry of the face detection pass (above); `backbones()` leaves it out
 
 
 class StoreError(ValueError):
@@ -130,10 +118,7 @@ def checksum() -> list:
 
 
 def encode_ids(ids) -> np.ndarray:
-    """(N, L) uint8: each id's UTF-8 bytes, zero-padded to L, the longest id's length (at least 1).
-
-    A core Zarr v3 type that every implementation reads (zarr-python's variable-length `string` is
-    not one). Ids are file names, which hold no zero byte, so the padding is unambiguous."""
+    """(N, L) uint8: each id's UTF-8 bytes, zero-padded to L, the longest id's length (at least 1)."""
     try:
         encoded = [str(i).encode("utf-8") for i in ids]
     except UnicodeEncodeError as error:

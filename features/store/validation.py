@@ -11,7 +11,6 @@ import zarr
 
 from features.store.schema import StoreError
 
-_DATASET_TEXT = ("name", "root", "fingerprint")
 _METADATA_TEXT = ("weights", "precision", "tta")  # the metadata keys readers compare as text
 
 
@@ -30,7 +29,7 @@ def check_dataset(path: str, info) -> None:
     """The root's `dataset` attribute: a dict of text fields, n_rows a positive integer, alignment a dict."""
     if not isinstance(info, dict):
         raise _refuse(path, "attribute dataset", info, "a dict")
-    for key in _DATASET_TEXT:
+    for key in ("name", "root", "fingerprint"):
         if not isinstance(info.get(key), str):
             raise _refuse(path, f"attribute dataset.{key}", info.get(key), "text")
     if not _is_int(info.get("n_rows")) or info["n_rows"] < 1:
@@ -56,8 +55,7 @@ def check_table_array(path: str, key: str, array: zarr.Array, n_rows: int) -> No
 
 
 def check_entry(path: str, name: str, group: zarr.Group, n_rows: int) -> None:
-    """One entry's attributes (name, dim, dtype, unit_rows, metadata) and its arrays' shapes, dtypes and
-    chunks against them and the table's `n_rows`."""
+    """One entry's attributes, and its arrays' shapes, dtypes and chunks against them and `n_rows`."""
     where = f"backbones/{name}"
     attrs = group.attrs.asdict()
     if attrs.get("name") != name:
@@ -67,16 +65,7 @@ def check_entry(path: str, name: str, group: zarr.Group, n_rows: int) -> None:
             raise _refuse(path, f"{where} attribute {key}", attrs.get(key), "a positive integer")
     if attrs.get("dtype") not in ("float32", "float16"):
         raise _refuse(path, f"{where} attribute dtype", attrs.get("dtype"), "'float32' or 'float16'")
-    _check_metadata(path, where, attrs.get("metadata"))
-    dim, unit_rows = attrs["dim"], attrs["unit_rows"]
-    expected = {"embeddings": ((n_rows, dim), (unit_rows, dim), attrs["dtype"]),
-                "status": ((n_rows,), (unit_rows,), "uint8"),
-                "done": ((math.ceil(n_rows / unit_rows),), (1,), "bool")}
-    for key, (shape, chunks, dtype) in expected.items():
-        _check_array(path, group, where, key, shape, chunks, dtype)
-
-
-def _check_metadata(path: str, where: str, metadata) -> None:
+    metadata = attrs.get("metadata")
     if not isinstance(metadata, dict):
         raise _refuse(path, f"{where} attribute metadata", metadata, "a dict")
     for key in _METADATA_TEXT:
@@ -84,6 +73,12 @@ def _check_metadata(path: str, where: str, metadata) -> None:
             raise _refuse(path, f"{where} attribute metadata.{key}", metadata.get(key), "text")
     if metadata.get("preprocessing") is not None and not isinstance(metadata["preprocessing"], dict):
         raise _refuse(path, f"{where} attribute metadata.preprocessing", metadata["preprocessing"], "a dict")
+    dim, unit_rows = attrs["dim"], attrs["unit_rows"]
+    expected = {"embeddings": ((n_rows, dim), (unit_rows, dim), attrs["dtype"]),
+                "status": ((n_rows,), (unit_rows,), "uint8"),
+                "done": ((math.ceil(n_rows / unit_rows),), (1,), "bool")}
+    for key, (shape, chunks, dtype) in expected.items():
+        _check_array(path, group, where, key, shape, chunks, dtype)
 
 
 def node(group: zarr.Group, path: str, key: str, *, where: str = ""):
@@ -99,7 +94,6 @@ def node(group: zarr.Group, path: str, key: str, *, where: str = ""):
 
 
 def _check_array(path: str, group: zarr.Group, where: str, key: str, shape: tuple, chunks: tuple, dtype: str) -> None:
-    """The array `key` of the entry `group` (at `where`) has the shape, chunks and dtype its attributes say."""
     array, field = node(group, path, key, where=where), f"{where}/{key}"
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{path}: {field} is a group, not an array; the store is damaged")
