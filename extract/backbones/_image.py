@@ -1,9 +1,8 @@
-"""Picklable OpenCV preprocessors for the torch backbones (BGR uint8 HxWx3 -> RGB uint8 HxWx3 crop).
+"""Picklable OpenCV preprocessors of the face backbones (BGR uint8 HxWx3 image -> uint8 HxWx3 chip);
+``describe()`` gives the recipe stored in the backbone metadata.
 
-They are frozen dataclasses so DataLoader workers receive them by pickle, and ``describe()`` gives
-the exact recipe stored in the backbone metadata. The geometric part (colour order, resize, crop)
-runs in the workers and stays uint8; the normalisation (``normalisation()``: mean and std on 0..255
-values) runs in ``embed`` on the model's device. uint8 crops are a quarter of the bytes of float32
+The geometric part (alignment, colour order) runs in the DataLoader workers and stays uint8; the
+normalisation runs in ``embed`` on the model's device: uint8 chips are a quarter of the bytes of float32
 ones through the worker queues, pinned memory and the host-to-GPU copy, and NHWC batches become
 channels_last tensors for free.
 """
@@ -16,7 +15,7 @@ import cv2
 import numpy as np
 
 from extract.align import FaceTemplate
-from extract.catalog import FACE_ALIGNED, BackboneSpec
+from extract.catalog import BackboneSpec
 from extract.detect import DETECTOR_FILE, SCORE_THRESHOLD, FaceDetector
 from extract.face_row import landmarks_of
 
@@ -61,20 +60,14 @@ class AlignedCrop:
 
 def aligned_crop(spec: BackboneSpec) -> AlignedCrop:
     """The `AlignedCrop` of a backbone whose spec cuts its input with the 5-landmark template."""
-    if spec.face != FACE_ALIGNED:
-        raise ValueError(f"backbone {spec.name!r} does not take an aligned crop (face {spec.face!r})")
-    template = spec.input
-    return AlignedCrop(FaceTemplate(template.size, margin=template.margin), mean=template.mean, std=template.std,
-                       rgb=template.rgb)
+    crop = spec.input
+    return AlignedCrop(FaceTemplate(crop.size, margin=crop.margin), mean=crop.mean, std=crop.std, rgb=crop.rgb)
 
 
 class FacePreprocessor:
-    """Picklable preprocessor of a face backbone.
-
-    ``preprocessor(image)``: detect (YuNet, largest face) then align, for a lone image;
-    ``preprocessor.align(image, face)``: align from a face row already found (the extract run's one
-    detection per image, in the coordinates of ``image``). The detector is made lazily per process.
-    """
+    """Picklable preprocessor of a face backbone: ``align(image, face)`` cuts its input from a face row already
+    found (the extract run's one detection per image); called on a lone image, it detects first (YuNet, the
+    largest face; the detector is made lazily per process)."""
 
     def __init__(self, aligner, *, detector: FaceDetector | None = None) -> None:
         self.aligner = aligner

@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Backbone:
     """A built backbone: its `BackboneSpec` and everything the extraction loop needs to turn decoded
-    images into embeddings (name and dim are the spec's).
+    images into embeddings.
 
-    ``input_shape``: what ``embed`` receives per image (the spec's network input, except for an engine
-    that runs the network in the preprocessor: dlib's gives its descriptors).
     ``preprocessor`` maps one BGR uint8 HxWx3 image (``cv2.imread`` output) to one array of
-    ``input_shape`` (or raises `NoFaceFound`); it pickles, so DataLoader workers can run it.
-    ``embed`` maps a batch ``(B, *input_shape)`` already on ``device`` to ``(B, dim)`` float32.
+    ``input_shape`` (or raises `NoFaceFound`); it pickles, so DataLoader workers can run it. ``input_shape``
+    is the spec's network input, except where the network runs in the preprocessor (dlib's engine: its
+    descriptors). ``embed`` maps a batch ``(B, *input_shape)`` already on ``device`` to ``(B, dim)`` float32.
     """
 
     spec: BackboneSpec
@@ -79,8 +78,8 @@ def with_tta(backbone: Backbone, tta: str) -> Backbone:
     if tta == "none":
         return replace(backbone, metadata=metadata)
     flipped = getattr(backbone.preprocessor, "with_flip", lambda: None)()
-    if flipped is not None:  # the preprocessor records the flip (dlib): it computes it when the net runs
-        # in the workers, else (dlib's torch engine) the embed averages; both engines record the same
+    if flipped is not None:  # dlib: the preprocessor records the flip (both engines the same); it computes it
+        # when the net runs in the workers, else (the torch engine) the embed averages
         embed = backbone.embed if backbone.runs_in_workers else FlipAveraged(backbone.embed)
         return replace(backbone, preprocessor=flipped, embed=embed,
                        metadata={**metadata, "preprocessing": flipped.describe()})
@@ -88,16 +87,6 @@ def with_tta(backbone: Backbone, tta: str) -> Backbone:
         raise UsageError(f"backbone {backbone.name!r} takes {backbone.input_shape} inputs, not HxWx3 "
                          "images: it cannot average over mirrored inputs (--tta flip)")
     return replace(backbone, embed=FlipAveraged(backbone.embed), metadata=metadata)
-
-
-def _check_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision != "fp32" and device.type != "cuda":
-        log.info("precision %s requested on %s: half precision is CUDA-only here, using fp32",
-                 precision, device)
-        return "fp32"
-    return precision
 
 
 def load_backbone(
@@ -112,12 +101,16 @@ def load_backbone(
 
     ``weights``: None = the default pre-trained weights, "random" = seeded random init (torch
     backbones only), otherwise a path to a local weight file. ``precision``: fp32, bf16 or fp16
-    (half precisions are applied with autocast on CUDA only). ``tta``: "none", or "flip" to average
-    the embeddings of the face and its mirror image (recorded as metadata "tta").
+    (autocast, on CUDA only). ``tta``: see `with_tta`.
     """
     spec = catalog.spec(name)
     torch_device = resolve_device(device)
-    precision = _check_precision(precision, torch_device)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision != "fp32" and torch_device.type != "cuda":
+        log.info("precision %s requested on %s: half precision is CUDA-only here, using fp32", precision,
+                 torch_device)
+        precision = "fp32"
     backbone = with_tta(spec.build(weights=weights, device=torch_device, precision=precision), tta)
     if backbone.spec != spec:  # a bug, not bad input
         raise RuntimeError(f"backbone {name!r} built a record of another spec: {backbone.spec}")

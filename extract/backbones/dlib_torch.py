@@ -1,35 +1,22 @@
 """dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) as a torch module,
-with its weights read from the .dat file itself, so it batches on CPU and runs on CUDA.
+its weights read from the .dat file itself (no dlib build), so it batches on CPU and runs on CUDA.
 
-The network (dlib ``examples/dnn_face_recognition_ex.cpp``, ``anet_type``), bottom-up:
-input_rgb_image_sized<150> -> con<32,7,7,2,2> -> affine -> relu -> max_pool<3,3,2,2> -> 3 x ares<32>
--> ares_down<64> + 3 x ares<64> -> ares_down<128> + 2 x ares<128> -> ares_down<256> + 2 x ares<256>
--> ares_down<256> -> avg_pool_everything -> fc_no_bias<128> (loss_metric: the descriptor is the raw fc
-output), where ``block<N,stride>`` = con<N,3,3,stride> affine relu con<N,3,3,1> affine,
-``ares`` = relu(block(x) + x) and ``ares_down`` = relu(block_stride2(x) + avg_pool<2,2,2,2>(x)).
-`ARCHITECTURE` writes it as a list of ops; the parser and the module both walk that one list.
-
+The network (dlib ``examples/dnn_face_recognition_ex.cpp``, ``anet_type``) is `ARCHITECTURE`, the list of ops
+both the parser and the module walk; the descriptor is the raw output of its last layer, fc_no_bias<128>.
 dlib semantics kept exactly:
-- input: RGB, ``(pixel - mean) / 256`` with the per-channel means stored in the file (122.782,
-  117.001, 104.298);
+- input: RGB, ``(pixel - mean) / 256`` with the per-channel means stored in the file;
 - convolution/pooling padding is ``size // 2`` at stride 1 and 0 otherwise (stored in the file and
   checked); ``affine`` is per-channel ``gamma * x + beta`` (batch norm folded when the net was saved);
 - ``add_prev`` of tensors of different shapes zero-pads each to the larger size on every axis (dlib's
-  ``tt::add``): in ``ares_down`` the block output has twice the channels of the pooled skip, and in
-  the last two ``ares_down`` it is spatially smaller (3x3 vs 4x4, 1x1 vs 2x2), so the sum is
-  4x4 / 2x2 with the block output in the top-left corner.
+  ``tt::add``): in ``ares_down`` the block output has twice the channels of the pooled skip, and in the
+  last two it is also spatially smaller (3x3 vs 4x4, 1x1 vs 2x2), so it lands in the top-left corner.
 
-The .dat format is dlib's ``serialize()`` (dlib/serialize.h, dlib/float_details.h, dlib/dnn/core.h,
-layers.h, input.h, loss.h, tensor.h): integers as one byte ``size | 0x80 if negative`` then ``size``
-little-endian bytes; floats as a (int64 mantissa, int16 exponent) pair of such integers,
-``mantissa * 2**exponent``; strings and booleans as a length-prefixed byte string and ``'0'``/``'1'``;
-tensors as ``int version=2, n, k, nr, nc`` then raw little-endian float32. A network is written
-outermost first: the loss layer, then every wrapper's version number down to the input layer, then
-each layer's parameters (its version string first) bottom-up. `read_dat` parses it strictly against
-`ARCHITECTURE` (every version string, shape, stride and padding checked, nothing left over), so a
-file of another net or a damaged one gives one `WeightsUnavailable` naming the file. Public converters
-(e.g. ksachdeva/dlib-to-tf-keras-converter) go through dlib's C++ ``net_to_xml``; this reads the
-binary file directly, with no dlib build.
+The .dat format is dlib's ``serialize()`` (dlib/serialize.h, float_details.h, dnn/core.h, layers.h, input.h,
+loss.h, tensor.h): integers as one byte ``size | 0x80 if negative`` then ``size`` little-endian bytes; floats
+as ``mantissa * 2**exponent``, two such integers; strings and booleans as a length-prefixed byte string and
+``'0'``/``'1'``; tensors as ``int version=2, n, k, nr, nc`` then raw little-endian float32. The loss layer
+comes first, then every wrapper's version number down to the input layer, then each layer's parameters
+(its version string first) bottom-up. `read_dat` checks it all against `ARCHITECTURE` (nothing left over).
 """
 
 from __future__ import annotations
@@ -55,19 +42,19 @@ def _block(filters: int, stride: int) -> list[tuple]:
     return [("con", filters, 3, stride), ("affine",), ("relu",), ("con", filters, 3, 1), ("affine",)]
 
 
-def _residual(filters: int) -> list[tuple]:
+def _ares(filters: int) -> list[tuple]:
     return [("tag", 1), *_block(filters, 1), ("add_prev", 1), ("relu",)]
 
 
-def _residual_down(filters: int) -> list[tuple]:
+def _ares_down(filters: int) -> list[tuple]:
     return [("tag", 1), *_block(filters, 2), ("tag", 2), ("skip", 1), ("avg_pool", 2, 2), ("add_prev", 2),
             ("relu",)]
 
 
 def _levels() -> list[tuple]:
-    ops = [op for _ in range(3) for op in _residual(32)]  # level4
+    ops = [op for _ in range(3) for op in _ares(32)]  # level4
     for filters, plain in ((64, 3), (128, 2), (256, 2), (256, 0)):  # level3 .. level0
-        ops += _residual_down(filters) + [op for _ in range(plain) for op in _residual(filters)]
+        ops += _ares_down(filters) + [op for _ in range(plain) for op in _ares(filters)]
     return ops
 
 
@@ -279,11 +266,8 @@ def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class DlibResNet(nn.Module):
     """(B, 150, 150, 3) uint8 RGB chips (``dlib.get_face_chip`` output) -> (B, 128) float32 descriptors,
-    equal to ``face_recognition_model_v1.compute_face_descriptor(chip)`` (fp32, within 1e-4).
-
-    Each affine is folded into the convolution before it (in float64, then float32), as inference
-    engines fold batch norm. Device-agnostic and autocast-safe: the input is made float32 here.
-    """
+    equal to ``face_recognition_model_v1.compute_face_descriptor(chip)`` (fp32, within 1e-4). Each affine is
+    folded into the convolution before it (in float64), as inference engines fold batch norm."""
 
     def __init__(self, net: DlibNet):
         super().__init__()
@@ -318,27 +302,22 @@ class DlibResNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         tags: dict[int, torch.Tensor] = {}
         for op in self.ops:
-            x = self._run(op, x, tags)
+            kind = op[0]
+            if kind == "con":
+                x = self.convs[op[1]](x)
+            elif kind == "relu":
+                x = F.relu(x)
+            elif kind == "tag":
+                tags[op[1]] = x
+            elif kind == "skip":
+                x = tags[op[1]]
+            elif kind == "add_prev":
+                x = _add_zero_padded(x, tags[op[1]])
+            elif kind == "max_pool":
+                x = F.max_pool2d(x, op[1], op[2])
+            else:  # avg_pool (affine and fc are not in self.ops)
+                x = x.mean((2, 3), keepdim=True) if op[1] == 0 else F.avg_pool2d(x, op[1], op[2])
         return (x.flatten(1).float() @ self.fc).float()
-
-    def _run(self, op: tuple, x: torch.Tensor, tags: dict[int, torch.Tensor]) -> torch.Tensor:
-        kind = op[0]
-        if kind == "con":
-            return self.convs[op[1]](x)
-        if kind == "relu":
-            return F.relu(x)
-        if kind == "tag":
-            tags[op[1]] = x
-            return x
-        if kind == "skip":
-            return tags[op[1]]
-        if kind == "add_prev":
-            return _add_zero_padded(x, tags[op[1]])
-        if kind == "max_pool":
-            return F.max_pool2d(x, op[1], op[2])
-        if kind == "avg_pool":
-            return x.mean((2, 3), keepdim=True) if op[1] == 0 else F.avg_pool2d(x, op[1], op[2])
-        raise AssertionError(f"op {op} left in the module")  # fc is applied in forward
 
 
 def dlib_resnet_module(path: str | os.PathLike) -> DlibResNet:
@@ -347,16 +326,13 @@ def dlib_resnet_module(path: str | os.PathLike) -> DlibResNet:
 
 
 ENGINE_VARIABLE = "EXTRACT_DLIB_ENGINE"
-ENGINES = ("auto", "torch", "dlib")
 
 
 def dlib_engine(device: torch.device) -> str:
-    """Which implementation runs dlib's ResNet: ``$EXTRACT_DLIB_ENGINE`` (auto, torch, dlib). auto is
-    torch on every device: on CUDA for the GPU, and on CPU too, where batched torch beat dlib's own net
-    5.7x in the extraction pipeline and 12.8x net only per core (PERFORMANCE.md), with the same rows."""
-    return engine_from_environment(ENGINE_VARIABLE, ENGINES, "torch")
+    """Which implementation runs dlib's ResNet: ``$EXTRACT_DLIB_ENGINE`` (auto, torch, dlib). auto is torch on
+    every device: batched, it beats dlib's own net on CPU too (PERFORMANCE.md), with the same rows."""
+    return engine_from_environment(ENGINE_VARIABLE, ("auto", "torch", "dlib"), "torch")
 
 
-# (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are; fp32 is the
-# one equal to dlib within 1e-4, bf16/fp16 run under autocast as ``precision`` says.
+# (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are.
 TorchDlibEmbed = DeviceEmbed

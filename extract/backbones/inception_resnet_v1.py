@@ -1,10 +1,8 @@
 """Inception-ResNet-v1 (Szegedy et al. 2016) as used by FaceNet, 512-d face embeddings.
 
-Written for this project; module and parameter names follow facenet-pytorch's
-``models/inception_resnet_v1.py`` exactly (``conv2d_1a.conv.weight``, ``repeat_1.0.branch0.bn.
-running_mean``, ``mixed_6a.branch1.2.conv.weight``, ``block8.conv2d.bias``, ``last_linear.weight``,
-``last_bn.*``) so its checkpoint ``20180402-114759-vggface2.pt`` loads with strict key matching.
-The classification layer ``logits`` of that checkpoint is not part of this module.
+Written for this project with facenet-pytorch's module and parameter names (``models/inception_resnet_v1.py``:
+``repeat_1.0.branch0.bn.running_mean``, ``last_bn.*``...), so its checkpoint ``20180402-114759-vggface2.pt``
+loads with strict key matching, less its classifier ``logits``.
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ from ._weights import torchvision_state_dict
 
 SPEC = BUILTIN["inception_v3"]
 DEFAULT_WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1  # its url is SPEC.weights.default (a test checks)
-# The aligned face (margin 0.25, as efficientnet_lite0) at 299, ImageNet mean/std as
-# DEFAULT_WEIGHTS.transforms(). The network's transform_input=True then maps ImageNet-normalised input
-# to the (x - 0.5) / 0.5 scaling the ported Google weights were trained with, as torchvision sets for these weights.
+# The aligned face at 299, ImageNet mean/std as DEFAULT_WEIGHTS.transforms(); transform_input=True (as torchvision
+# sets for these weights) maps it to the (x - 0.5) / 0.5 scaling the ported Google weights were trained with.
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 

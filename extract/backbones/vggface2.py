@@ -1,13 +1,11 @@
-"""FaceNet Inception-ResNet-v1 trained on VGGFace2 (facenet-pytorch's checkpoint): 512-d.
+"""FaceNet Inception-ResNet-v1 trained on VGGFace2 (facenet-pytorch's checkpoint): 512-d, facenet-pytorch's
+``classify=False`` output (last_linear -> last_bn -> L2 normalisation).
 
-Weights: ``20180402-114759-vggface2.pt`` (facenet-pytorch's state-dict format), found in
-``$TORCH_HOME/checkpoints/`` (where facenet-pytorch caches it), downloaded there when online, or
-given with ``--weights PATH``. Its ``logits.*`` entries (VGGFace2 identity classifier) are dropped;
-every other key must match exactly. ``--weights vggface2=PATH.pb`` reads David Sandberg's frozen
-TensorFlow graph of the same model (``20180402-114759.pb``) through the converter `facenet_casia` uses
-(`facenet_graph`); the input stays this backbone's (facenet-pytorch's fixed standardisation, with which
-Sandberg trained the 2018 models). The embedding is facenet-pytorch's ``classify=False`` output:
-last_linear -> last_bn -> L2 normalisation. Input: the face aligned by `extract.faces`.
+Weights: ``20180402-114759-vggface2.pt`` (a state dict; its ``logits.*`` identity classifier is dropped, every
+other key must match) from ``$TORCH_HOME/checkpoints/`` (facenet-pytorch's cache), downloaded there when
+online, or ``--weights PATH``; a ``.pb`` is David Sandberg's frozen graph of the same model
+(``20180402-114759.pb``), read by `facenet_graph`. Input: the aligned face (margin 0.05: close to facenet's
+MTCNN box crops), standardised (x - 127.5) / 128 as facenet-pytorch's fixed_image_standardization.
 """
 
 from __future__ import annotations
@@ -24,8 +22,6 @@ from .inception_resnet_v1 import InceptionResnetV1
 
 SPEC = BUILTIN["vggface2"]
 CLASSIFIER_KEYS = ("logits.weight", "logits.bias")
-# The aligned face at 160 with a small margin (0.05: close to facenet's MTCNN box crops),
-# standardised as facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128.
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))
 
 
