@@ -13,23 +13,17 @@ min cosine).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
-import torch
 
-from extract.backbones import load_backbone
 from extract.demo import synthetic_table
-from extract.device import resolve_device
 from extract.device_front import decodes_on_device
 from extract.errors import UsageError
-from extract.images import configure_threads, default_workers
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
-from bench_extract import add_common_args, check_timed_images, image_files, synchronize  # a sibling script
+from bench_extract import common_parser, parse_timed, prepare, synchronize  # a sibling script
 
 
 class MemoryWriter:
@@ -74,28 +68,14 @@ def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, 
     return stats.rows / (time.perf_counter() - start), writer
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, backbone="sface", images=256, batch_size=8)
-    return check_timed_images(parser, parser.parse_args(argv))
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    args = parse_timed(common_parser(backbone="sface", images=256, batch_size=8, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter), argv)
+    device, backbone, paths = prepare(args, lambda backbone: backbone.metadata.get("implementation", "torch"))
     try:
         decodes_on_device("device", backbone)  # a backbone without a device front end: one clear line
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.workers is None:
-        args.workers = default_workers(gpu=device.type == "cuda")
-    threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
-    paths = image_files(args.image_dir, args.images)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# {args.backbone} ({backbone.metadata.get('implementation', 'torch')}), {len(paths)} images from "
-          f"{args.image_dir}, batch {args.batch_size}, {args.workers} reader workers, {threads} torch threads, "
-          f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
     faces = detect(paths, args.workers)
     cpu_rate, cpu = timed_run(backbone, paths, faces, args, on_device=False)
     device_rate, on_device = timed_run(backbone, paths, faces, args, on_device=True)
