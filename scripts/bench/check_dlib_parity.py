@@ -20,12 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from extract.backbones import dlib_resnet  # noqa: E402
-from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module  # noqa: E402
-from extract.faces import FaceDetector, NoFaceFound  # noqa: E402
+from extract.backbones import dlib_resnet
+from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module
+from extract.faces import FaceDetector, NoFaceFound
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
+from bench_extract import DEFAULT_IMAGES  # a sibling script
 
 
 def face_chips(paths: list[Path]) -> np.ndarray:
