@@ -1,10 +1,9 @@
 """`--decode cpu` against `--decode device` (extract/device_front.py) for one face backbone, in one run.
 
-On the same images, face rows (one detection pass first, untimed), batch size, workers and threads:
-the extraction loop (`extract_units`) with the CPU front end (decode + chip in the reader workers) and
-with the device front end (bytes from the workers, batched decode and chip on the model's device).
-Prints images/s of each, their ratio, and how far the two paths' rows are apart (statuses, max abs,
-min cosine).
+On the same images and face rows (one detection pass first, untimed), batch size, workers and threads: the
+extraction loop (`extract_units`) with the CPU front end (decode + chip in the reader workers), then with the
+device one (bytes from the workers, batched decode and chip on the model's device). Prints images/s of
+each, their ratio, and how far their rows are apart (statuses, max abs, min cosine).
 
     PYTHONPATH=. EXTRACT_SFACE_ENGINE=torch .venv/bin/python scripts/bench/bench_decode.py --backbone sface --images 256
     python scripts/bench/bench_decode.py --backbone efficientnet_lite0 --device cuda --precision bf16 \\
@@ -57,13 +56,12 @@ def detect(paths: list[str], workers: int) -> tuple[np.ndarray, np.ndarray]:
 def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, MemoryWriter]:
     """images/s of the loop after a warm-up unit (lazy init, cuDNN autotune)."""
     writer = MemoryWriter(len(paths), backbone.dim, args.batch_size * 4)
-    units = writer.units
     run = dict(batch_size=args.batch_size, workers=args.workers, progress=False, faces=faces,
                decode_on_device=on_device)
-    extract_units(writer, backbone, paths, units[:1], **run)
+    extract_units(writer, backbone, paths, writer.units[:1], **run)
     synchronize(backbone.device)
     start = time.perf_counter()
-    stats = extract_units(writer, backbone, paths, units[1:], **run)
+    stats = extract_units(writer, backbone, paths, writer.units[1:], **run)
     synchronize(backbone.device)
     return stats.rows / (time.perf_counter() - start), writer
 
