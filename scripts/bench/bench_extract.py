@@ -131,13 +131,12 @@ def load_comparison(backbone: Backbone, paths: list[str], args) -> None:
     """Pipeline images/s quiet vs with ``args.load`` competing processes, ``args.repeat`` pairs."""
     print(f"| backbone | workers | torch threads | quiet img/s | with {args.load} competing img/s | ratio |")
     print("|---|---|---|---|---|---|")
-    workers = args.workers
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as scratch:
-            quiet = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
+            quiet = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
         with tempfile.TemporaryDirectory() as scratch, competing_load(args.load):
-            loaded = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
-        print(f"| {args.backbone} | {workers} | {torch.get_num_threads()} | {quiet:.1f} | {loaded:.1f} | "
+            loaded = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
+        print(f"| {args.backbone} | {args.workers} | {torch.get_num_threads()} | {quiet:.1f} | {loaded:.1f} | "
               f"{loaded / quiet:.2f} |", flush=True)
 
 
