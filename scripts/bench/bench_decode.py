@@ -45,14 +45,6 @@ class MemoryWriter:
         self.embeddings[start:stop], self.status[start:stop] = embeddings, status
 
 
-def detect(paths: list[str], workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Face rows and status of every image (the run's detection pass, CPU workers)."""
-    faces = face_pass(synthetic_table(len(paths), name="bench", paths=paths))
-    writer = MemoryWriter(len(paths), faces.dim, 256)
-    extract_units(writer, faces, paths, writer.units, batch_size=64, workers=workers, progress=False)
-    return writer.embeddings, writer.status
-
-
 def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, MemoryWriter]:
     """images/s of the loop after a warm-up unit (lazy init, cuDNN autotune)."""
     writer = MemoryWriter(len(paths), backbone.dim, args.batch_size * 4)
@@ -74,7 +66,10 @@ def main(argv=None) -> int:
         decodes_on_device("device", backbone)  # a backbone without a device front end: one clear line
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
-    faces = detect(paths, args.workers)
+    detector = face_pass(synthetic_table(len(paths), name="bench", paths=paths))  # the run's detection pass
+    detected = MemoryWriter(len(paths), detector.dim, 256)
+    extract_units(detected, detector, paths, detected.units, batch_size=64, workers=args.workers, progress=False)
+    faces = detected.embeddings, detected.status  # face rows and status of every image
     cpu_rate, cpu = timed_run(backbone, paths, faces, args, on_device=False)
     device_rate, on_device = timed_run(backbone, paths, faces, args, on_device=True)
     ok = (cpu.status == 1) & (on_device.status == 1)

@@ -6,8 +6,7 @@ On the same images, batch size and threads:
                     model, rows written into a feature store (what `python -m extract` runs);
   (c) naive loop:   what a user would write: PIL open, the backbone's own preprocessing and net,
                     batch of one, one .npy file per image.
-Prints images/s for each, the ratios b/a and b/c, and peak memory (RSS of this process and of the
-reader workers).
+Prints images/s of each, the ratios b/a and b/c, and peak RSS (this process / the reader workers).
 
     .venv/bin/python scripts/bench/bench_extract.py --backbone efficientnet_lite0 --images 512
     .venv/bin/python scripts/bench/bench_extract.py --backbone resnet50 --weights random --device cuda \\

@@ -32,11 +32,10 @@ from bench_extract import DEFAULT_IMAGES, image_files, synchronize  # noqa: E402
 
 class FaceChain:
     def __init__(self, device: torch.device, precision: str):
-        self.device = device
+        self.device, self.precision = device, precision
         self.detector = YuNet(package_model_file("sface", sface.REQUIREMENT, sface.DETECTOR_FILE),
                               score_threshold=0.6).to(device)
         self.recognizer = sface_module(package_model_file("sface", sface.REQUIREMENT, sface.RECOGNIZER_FILE)).to(device)
-        self.precision = precision
 
     def detect(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
         # YuNet stays fp32: under bf16 autocast its landmarks move enough to change the aligned chip

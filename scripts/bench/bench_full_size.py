@@ -27,12 +27,6 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()[:2]) for line in path.read_text().splitlines() if line.strip()]
 
 
-def male_by_id(csv: Path) -> dict[str, str]:
-    """celeba-att-male-partitions.csv (id, Attractive, Partition, Male 0/1) -> id: '1' / '-1'."""
-    lines = csv.read_text().splitlines()[1:]
-    return {fields[0]: "1" if fields[3] == "1" else "-1" for fields in (line.split(",") for line in lines)}
-
-
 def build_celeba(root: Path, *, size: int, images: Path, labels: Path) -> Path:
     """A flat-layout CelebA of the first ``size`` official ids, images symlinked round-robin."""
     sources = sorted(images.glob("*.jpg"))
@@ -51,7 +45,8 @@ def build_celeba(root: Path, *, size: int, images: Path, labels: Path) -> Path:
     for name in ("list_eval_partition.txt", "identity_CelebA.txt"):
         rows = [f"{i} {v}" for i, v in read_pairs(labels / name) if i in keep]
         (root / name).write_text("\n".join(rows) + "\n")
-    male = male_by_id(labels / "celeba-att-male-partitions.csv")
+    lines = (labels / "celeba-att-male-partitions.csv").read_text().splitlines()[1:]  # id,Attractive,Partition,Male
+    male = {fields[0]: "1" if fields[3] == "1" else "-1" for fields in (line.split(",") for line in lines)}
     rows = [f"{i} {male[i]}" for i in ids]
     (root / "list_attr_celeba.txt").write_text("\n".join([str(len(ids)), "Male", *rows]) + "\n")
     return root

@@ -22,8 +22,7 @@ fi
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, device $device"
 step() { echo; echo "## $*"; }
 
-# bench_extract.py BACKBONE [ARGS]: model-only vs pipeline on $device, this run's images, batch and workers
-extract_bench() {
+extract_bench() {  # BACKBONE [ARGS]
   "$python" scripts/bench/bench_extract.py --backbone "$@" --device "$device" --batch-size "$batch" \
     --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 }

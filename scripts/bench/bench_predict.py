@@ -29,8 +29,7 @@ SUMMARY = re.compile(r"^(\S+): (\d+) rows in \d+ units.*?; ([\d.]+) s, [\d.]+ im
 
 
 def build_celeba(root: Path, n: int) -> list[Path]:
-    """A CelebA folder of n shared aligned images, evenly spaced in name order so that every split has
-    some (symlinked), with their real split and Male."""
+    """A CelebA folder of n shared images (symlinks), evenly spaced so that every split has some; real labels."""
     every = sorted(p.name for p in (CELEBA / "img_align_celeba").glob("*.jpg"))
     names = every[::max(1, len(every) // n)][:n]
     if len(names) < n:
