@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from classify.balance import MIN_LABELLED  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
+from classify.balance import MIN_LABELLED
+from features.store import FeatureStore
 
 
 def main(store: str, attribute: str) -> int:

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The main job, on a fresh machine: set up .venv, extract the real-weight backbones over CelebA, train and
-# compare the heads, print the leaderboard and write a Markdown report with plots and a self-contained HTML
-# report (per-group metrics, calibration, error gallery) beside it.
+# compare the heads, print the leaderboard, write report.md (with plots) and a self-contained report.html.
 #   CELEBA_ROOT  CelebA folder (default data/celeba; any layout `python -m extract` reads)
 #   OUT          output folder (default runs/celeba, or runs/demo on the demo data)
 #   BACKBONES    backbones to extract (default: the seven whose weights ship in pip packages)
@@ -54,9 +53,7 @@ case " $backbones " in *" facenet_casia "*) case " $backbones " in *" dlib_resne
 # CelebA ties age to gender (its women are far more often young than its men): when the store records
 # `Young`, the training rows are reweighed so that "older -> male" earns a head nothing (classify/balance.py)
 balance=""
-if "$py" scripts/has_attribute.py "$store" Young; then
-  balance="--balance-by Young"
-fi
+"$py" scripts/has_attribute.py "$store" Young && balance="--balance-by Young"
 # shellcheck disable=SC2086
 "$py" -m classify train --store "$store" $eval_args --backbones $specs --out "$out/heads" $balance $demo
 "$py" -m classify report --store "$store" --results "$out/heads" --out "$out/report.html" $demo  # and report.md

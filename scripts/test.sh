@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, lint (ruff, configured in pyproject.toml), then run the test suite. Extra
-# arguments go to pytest.
+# Set up .venv if needed, lint (ruff, configured in pyproject.toml), run the test suite; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -1,32 +1,25 @@
 """Benchmark the classify stage at CelebA size: time per head and peak memory, or the main job's stage.
 
-Generates (once, seeded, in a child process so that its memory is not the measurement's) a feature store
-shaped like CelebA's official split (162,770 train / 19,867 val / 19,962 test rows by default; ``--rows N``
-splits N rows in the same proportions). The problem is realistic rather than trivially separable:
-features are ReLU mixtures of a 96-d latent (non-negative, correlated, like pooled CNN features), gender
-is a noisy linear function of the latent (2% of labels flipped, in the range of CelebA's annotation
-error), and part of the signal is in a feature interaction that a linear head cannot use.
+Generates once (seeded, in a child process so that its memory is not measured) a store shaped like CelebA's
+split (162,770 / 19,867 / 19,962 rows; ``--rows N`` splits N alike). Features are ReLU mixtures of a 96-d
+latent; gender is a noisy function of it (2% flipped, like CelebA's annotation error) with part of the
+signal in an interaction a linear head cannot use.
 
-Default: one 2,048-d backbone, read back through `FeatureStore.read`; every default head runs through
-`classify.protocol.run` (the code path of ``python -m classify train``) in this process, whose peak RSS
-is then the classify stage's only.
+Default: one 2,048-d backbone; every head runs through `classify.protocol.run` in this process, whose
+peak RSS is then the classify stage's only.
 
-``--stage``: the main job's six backbones at their registered dims (efficientnet_lite0 1280, sface 128,
-sface_map 1024, dlib_resnet 128, dlib_age 256, dlib_gender 16), each a different random ReLU mixing of
-the latent, and CelebA's ``Young`` attribute tied to gender as in CelebA. Then runs what
-``scripts/main.sh`` runs on it: ``python -m classify train`` with both heads on each backbone and on their
-2,832-d concatenation, ``--balance-by Young``, as a child process whose wall time and peak RSS
-(``wait4``'s ``ru_maxrss``, that child only) are measured, with the load average of the machine before
-and after (it may be shared). ``--compare-ref DIR`` also runs the same command with DIR (a checkout of
-another version, e.g. main) on ``PYTHONPATH``, reports before/after ratios, and checks that both wrote
-the same numbers (`same_results`).
+``--stage``: the main job's six backbones at their registered dims, each its own mixing of the latent, with
+``Young`` tied to gender as in CelebA; runs ``python -m classify train`` as ``scripts/main.sh`` does (both
+heads, each backbone and their concatenation, ``--balance-by Young``) as a child process: wall time, peak
+RSS (``wait4``), load average around it. ``--compare-ref DIR`` also runs it with DIR (another checkout) on
+``PYTHONPATH``: before/after ratios, and whether both wrote the same numbers (`same_results`).
 
     python scripts/bench/bench_classify.py                          # full size
     python scripts/bench/bench_classify.py --rows 20000             # total rows, split as CelebA's
     python scripts/bench/bench_classify.py --stage                  # generate once, run the stage
     python scripts/bench/bench_classify.py --stage --compare-ref /tmp/main   # and main's code: ratios
-    python scripts/bench/bench_classify.py --stage --store S --backbones synthetic2048  # a store of the
-        # default mode: its one 2,048-d backbone (no Young: trained without balancing)
+    python scripts/bench/bench_classify.py --stage --store S --backbones synthetic2048  # the default
+        # mode's store: its one 2,048-d backbone (no Young: trained without balancing)
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """`--decode cpu` against `--decode device` (extract/device_front.py) for one face backbone, in one run.
 
-On the same images, face rows (one detection pass first, untimed), batch size, workers and threads:
-the extraction loop (`extract_units`) with the CPU front end (decode + chip in the reader workers) and
-with the device front end (bytes from the workers, batched decode and chip on the model's device).
-Prints images/s of each, their ratio, and how far the two paths' rows are apart (statuses, max abs,
-min cosine).
+On the same images and face rows (one detection pass first, untimed), batch size, workers and threads: the
+extraction loop (`extract_units`) with the CPU front end (decode + chip in the reader workers), then with the
+device one (bytes from the workers, batched decode and chip on the model's device). Prints images/s of
+each, their ratio, and how far their rows are apart (statuses, max abs, min cosine).
 
     PYTHONPATH=. EXTRACT_SFACE_ENGINE=torch .venv/bin/python scripts/bench/bench_decode.py --backbone sface --images 256
     python scripts/bench/bench_decode.py --backbone efficientnet_lite0 --device cuda --precision bf16 \\
@@ -13,23 +12,17 @@ min cosine).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
-import torch
 
-from extract.backbones import load_backbone
 from extract.demo import synthetic_table
-from extract.device import resolve_device
 from extract.device_front import decodes_on_device
 from extract.errors import UsageError
-from extract.images import configure_threads, default_workers
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
-from bench_extract import add_common_args, check_timed_images, image_files, synchronize  # a sibling script
+from bench_extract import common_parser, parse_timed, prepare, synchronize  # a sibling script
 
 
 class MemoryWriter:
@@ -52,51 +45,31 @@ class MemoryWriter:
         self.embeddings[start:stop], self.status[start:stop] = embeddings, status
 
 
-def detect(paths: list[str], workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Face rows and status of every image (the run's detection pass, CPU workers)."""
-    faces = face_pass(synthetic_table(len(paths), name="bench", paths=paths))
-    writer = MemoryWriter(len(paths), faces.dim, 256)
-    extract_units(writer, faces, paths, writer.units, batch_size=64, workers=workers, progress=False)
-    return writer.embeddings, writer.status
-
-
 def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, MemoryWriter]:
     """images/s of the loop after a warm-up unit (lazy init, cuDNN autotune)."""
     writer = MemoryWriter(len(paths), backbone.dim, args.batch_size * 4)
-    units = writer.units
     run = dict(batch_size=args.batch_size, workers=args.workers, progress=False, faces=faces,
                decode_on_device=on_device)
-    extract_units(writer, backbone, paths, units[:1], **run)
+    extract_units(writer, backbone, paths, writer.units[:1], **run)
     synchronize(backbone.device)
     start = time.perf_counter()
-    stats = extract_units(writer, backbone, paths, units[1:], **run)
+    stats = extract_units(writer, backbone, paths, writer.units[1:], **run)
     synchronize(backbone.device)
     return stats.rows / (time.perf_counter() - start), writer
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, backbone="sface", images=256, batch_size=8)
-    return check_timed_images(parser, parser.parse_args(argv))
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    args = parse_timed(common_parser(backbone="sface", images=256, batch_size=8, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter), argv)
+    device, backbone, paths = prepare(args, lambda backbone: backbone.metadata.get("implementation", "torch"))
     try:
         decodes_on_device("device", backbone)  # a backbone without a device front end: one clear line
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.workers is None:
-        args.workers = default_workers(gpu=device.type == "cuda")
-    threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
-    paths = image_files(args.image_dir, args.images)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# {args.backbone} ({backbone.metadata.get('implementation', 'torch')}), {len(paths)} images from "
-          f"{args.image_dir}, batch {args.batch_size}, {args.workers} reader workers, {threads} torch threads, "
-          f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
-    faces = detect(paths, args.workers)
+    detector = face_pass(synthetic_table(len(paths), name="bench", paths=paths))  # the run's detection pass
+    detected = MemoryWriter(len(paths), detector.dim, 256)
+    extract_units(detected, detector, paths, detected.units, batch_size=64, workers=args.workers, progress=False)
+    faces = detected.embeddings, detected.status  # face rows and status of every image
     cpu_rate, cpu = timed_run(backbone, paths, faces, args, on_device=False)
     device_rate, on_device = timed_run(backbone, paths, faces, args, on_device=True)
     ok = (cpu.status == 1) & (on_device.status == 1)

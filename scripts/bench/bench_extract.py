@@ -4,11 +4,9 @@ On the same images, batch size and threads:
   (a) model only:   preprocessed arrays preloaded in memory, batches straight into `embed`;
   (b) pipeline:     `extract.pipeline.extract_units`: decode + preprocess in DataLoader workers,
                     model, rows written into a feature store (what `python -m extract` runs);
-  (c) naive loop:   what a user would write: PIL open, torchvision transforms, batch of one,
-                    one .npy file per image (for OpenCV/dlib nets: PIL open, the backbone's own
-                    preprocessing and net, batch of one).
-Prints images/s for each, the ratios b/a and b/c, and peak memory (RSS of this process and of the
-reader workers).
+  (c) naive loop:   what a user would write: PIL open, the backbone's own preprocessing and net,
+                    batch of one, one .npy file per image.
+Prints images/s of each, the ratios b/a and b/c, and peak RSS (this process / the reader workers).
 
     .venv/bin/python scripts/bench/bench_extract.py --backbone efficientnet_lite0 --images 512
     .venv/bin/python scripts/bench/bench_extract.py --backbone resnet50 --weights random --device cuda \\
@@ -88,45 +86,28 @@ def pipeline(backbone: Backbone, paths: list[str], *, batch_size: int, workers: 
     store = FeatureStore.create(scratch / f"{backbone.name}.zarr", table)
     writer = store.add_backbone(backbone.name, dim=backbone.dim, unit_rows=batch_size * 4,
                                 metadata=backbone.metadata)
-    units = writer.pending_units()
-    extract_units(writer, backbone, paths, units[:1], batch_size=batch_size, workers=workers, progress=False)
+    units, run = writer.pending_units(), dict(batch_size=batch_size, workers=workers, progress=False)
+    extract_units(writer, backbone, paths, units[:1], **run)
     start = time.perf_counter()
-    stats = extract_units(writer, backbone, paths, units[1:], batch_size=batch_size, workers=workers,
-                          progress=False)
+    stats = extract_units(writer, backbone, paths, units[1:], **run)
     synchronize(backbone.device)
     seconds = time.perf_counter() - start
     assert store.is_complete(backbone.name), "the pipeline left units pending"
     return stats.rows / seconds
 
 
-def naive_transform(backbone: Backbone):
-    """The torchvision transform a user would write for this backbone (None: not a torch net)."""
-    from torchvision import transforms
-
-    recipe = backbone.metadata.get("preprocessing", {})
-    if backbone.module is None or "mean_rgb" not in recipe:
-        return None
-    return transforms.Compose([
-        transforms.Resize(recipe["resize_shorter_side"]), transforms.CenterCrop(recipe["center_crop"]),
-        transforms.ToTensor(), transforms.Normalize(recipe["mean_rgb"], recipe["std_rgb"])])
-
-
 def naive_loop(backbone: Backbone, paths: list[str], *, scratch: Path) -> float:
-    """images/s of a per-image loop: PIL open, transform, batch of one, np.save per image."""
+    """images/s of a per-image loop: PIL open, the backbone's own preprocessing and net, np.save per image."""
     from PIL import Image
 
-    transform = naive_transform(backbone)
     out = scratch / "naive"
     out.mkdir(exist_ok=True)
     start = time.perf_counter()
     for i, path in enumerate(paths):
-        image = Image.open(path).convert("RGB")
+        image = np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()  # BGR, as cv2 reads it
         with torch.inference_mode():
-            if transform is not None:  # the torch module itself on the transformed tensor
-                embedding = backbone.module(transform(image)[None].to(backbone.device)).cpu().numpy()
-            else:  # OpenCV/dlib nets: their own preprocessing (BGR) and net, one image at a time
-                array = backbone.preprocessor(np.asarray(image)[:, :, ::-1].copy())
-                embedding = backbone.embed(torch.from_numpy(array[None])).cpu().numpy()
+            array = backbone.preprocessor(image)
+            embedding = backbone.embed(torch.from_numpy(array[None])).cpu().numpy()
         np.save(out / f"{i:07d}.npy", embedding[0])
     synchronize(backbone.device)
     return len(paths) / (time.perf_counter() - start)
@@ -149,24 +130,18 @@ def load_comparison(backbone: Backbone, paths: list[str], args) -> None:
     """Pipeline images/s quiet vs with ``args.load`` competing processes, ``args.repeat`` pairs."""
     print(f"| backbone | workers | torch threads | quiet img/s | with {args.load} competing img/s | ratio |")
     print("|---|---|---|---|---|---|")
-    workers = args.workers
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as scratch:
-            quiet = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
+            quiet = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
         with tempfile.TemporaryDirectory() as scratch, competing_load(args.load):
-            loaded = pipeline(backbone, paths, batch_size=args.batch_size, workers=workers, scratch=Path(scratch))
-        print(f"| {args.backbone} | {workers} | {torch.get_num_threads()} | {quiet:.1f} | {loaded:.1f} | "
+            loaded = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
+        print(f"| {args.backbone} | {args.workers} | {torch.get_num_threads()} | {quiet:.1f} | {loaded:.1f} | "
               f"{loaded / quiet:.2f} |", flush=True)
 
 
-def peak_rss_mib() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
-
-
-def add_common_args(parser: argparse.ArgumentParser, *, backbone: str, images: int, batch_size: int) -> None:
+def common_parser(*, backbone: str, images: int, batch_size: int, **options) -> argparse.ArgumentParser:
     """The options this script and bench_decode.py share (their defaults differ)."""
+    parser = argparse.ArgumentParser(**options)
     parser.add_argument("--backbone", default=backbone)
     parser.add_argument("--weights", default=None, help="'random' for torch nets without weights here")
     parser.add_argument("--images", type=int, default=images, help="number of images (a folder is repeated)")
@@ -176,10 +151,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, backbone: str, images: i
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: extract's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    return parser
 
 
-def check_timed_images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+def parse_timed(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """The timed loops run after a warm-up unit of 4 batches: fewer images would leave nothing to time."""
+    args = parser.parse_args(argv)
     unit = 4 * args.batch_size
     if args.images <= unit:
         parser.error(f"--images {args.images} fits in the warm-up unit (4 x --batch-size = {unit}); give more "
@@ -187,17 +164,9 @@ def check_timed_images(parser: argparse.ArgumentParser, args: argparse.Namespace
     return args
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(parser, backbone="efficientnet_lite0", images=512, batch_size=32)
-    parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes: quiet vs loaded")
-    parser.add_argument("--repeat", type=int, default=3, help="quiet/loaded pairs with --load")
-    return check_timed_images(parser, parser.parse_args(argv))
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace, describe) -> tuple[torch.device, Backbone, list[str]]:
+    """The run's device, backbone and images, ``args.workers`` and ``args.threads`` set as extract sets them;
+    prints them in one line, ``describe(backbone)`` beside the backbone's name."""
     device = resolve_device(args.device)
     backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
     if args.workers is None:  # extract's own default for this backbone
@@ -205,9 +174,20 @@ def main(argv=None) -> int:
     args.threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
     paths = image_files(args.image_dir, args.images)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# {args.backbone} ({backbone.metadata['weights'][:19]}), {len(paths)} images from {args.image_dir}, "
+    print(f"# {args.backbone} ({describe(backbone)}), {len(paths)} images from {args.image_dir}, "
           f"batch {args.batch_size}, {args.workers} reader workers, {args.threads} torch threads, "
           f"{device} {card}, {args.precision}, {os.cpu_count()} CPUs, torch {torch.__version__}", flush=True)
+    return device, backbone, paths
+
+
+def main(argv=None) -> int:
+    parser = common_parser(backbone="efficientnet_lite0", images=512, batch_size=32,
+                           description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes: quiet vs loaded")
+    parser.add_argument("--repeat", type=int, default=3, help="quiet/loaded pairs with --load")
+    args = parse_timed(parser, argv)
+    device, backbone, paths = prepare(args, lambda backbone: backbone.metadata["weights"][:19])
     if args.load:
         load_comparison(backbone, paths, args)
         return 0
@@ -216,7 +196,8 @@ def main(argv=None) -> int:
         b = pipeline(backbone, paths, batch_size=args.batch_size, workers=args.workers, scratch=Path(scratch))
         c = None if args.skip_naive else naive_loop(backbone, paths[:max(64, len(paths) // 4)],
                                                      scratch=Path(scratch))
-    own, children = peak_rss_mib()
+    own, children = (resource.getrusage(who).ru_maxrss / 1024  # KiB -> MiB
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print("| backbone | device | (a) model only img/s | (b) pipeline img/s | (c) naive img/s | b/a | b/c "
           "| peak RSS MiB (main / workers) |")
     print("|---|---|---|---|---|---|---|---|")

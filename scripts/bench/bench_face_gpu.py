@@ -1,10 +1,9 @@
 """sface with its face front end on the device: YuNet detect -> similarity warp -> SFace, all torch.
 
-Decoded images (same size, preloaded in pinned memory: JPEG decode is not timed, see PERFORMANCE.md)
-go through `YuNet` (batched; NMS of the few candidates on the CPU), the largest face's 5 landmarks
-give the least-squares similarity (as sface's aligner), `warp_chips` cuts the 112x112 chips on the
-device and `SFace` embeds them. Prints images/s for detection alone, embedding alone and the whole
-chain, and the cosine of the chain's embeddings to the OpenCV path (`embed_paths` with OpenCV's DNN).
+Decoded images (same size, preloaded in pinned memory: JPEG decode is not timed) go through `YuNet`
+(batched; NMS on the CPU), the largest face's 5 landmarks give the similarity (as sface's aligner),
+`warp_chips` cuts the 112x112 chips on the device and `SFace` embeds them. Prints images/s of detection,
+embedding and the whole chain, and the chain's cosine to the OpenCV path (`embed_paths`, OpenCV's DNN).
 
     .venv/bin/python scripts/bench/bench_face_gpu.py --device cuda --images 8192 --batch-size 512 --precision bf16
     .venv/bin/python scripts/bench/bench_face_gpu.py --device cpu --images 64 --batch-size 32   # a quick check
@@ -31,33 +30,18 @@ from tests.onnx_parity import largest_face_matrix  # noqa: E402
 from bench_extract import DEFAULT_IMAGES, image_files, synchronize  # noqa: E402 - a sibling script
 
 
-def load_images(folder: Path, count: int) -> tuple[list[str], torch.Tensor]:
-    paths = image_files(folder, count)
-    decoded = {path: cv2.imread(path) for path in set(paths)}
-    return paths, torch.from_numpy(np.stack([decoded[p] for p in paths]))  # (N, H, W, 3) BGR uint8
-
-
-def largest_face_matrices(faces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(indices with a face, (K, 2, 3) similarity matrices onto the ArcFace template)."""
-    found = [i for i, f in enumerate(faces) if len(f)]
-    matrices = [largest_face_matrix(faces[i]) for i in found]
-    return np.array(found, dtype=np.int64), np.array(matrices).reshape(-1, 2, 3)
-
-
 class FaceChain:
     def __init__(self, device: torch.device, precision: str):
-        self.device = device
+        self.device, self.precision = device, precision
         self.detector = YuNet(package_model_file("sface", sface.REQUIREMENT, sface.DETECTOR_FILE),
                               score_threshold=0.6).to(device)
         self.recognizer = sface_module(package_model_file("sface", sface.REQUIREMENT, sface.RECOGNIZER_FILE)).to(device)
-        self.precision = precision
 
     def detect(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
         # YuNet stays fp32: under bf16 autocast its landmarks move enough to change the aligned chip
         # (chain cosine to OpenCV fell to 0.94 on CPU); SFace alone in bf16 keeps cosine >= 0.9998.
         images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        outputs = self.detector(images)
-        return images, self.detector.decode(outputs, tuple(images.shape[-2:]))
+        return images, self.detector.decode(self.detector(images), tuple(images.shape[-2:]))
 
     def embed(self, chips_bgr: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):
@@ -66,9 +50,10 @@ class FaceChain:
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         images, faces = self.detect(batch)
-        found, matrices = largest_face_matrices(faces)
+        found = np.array([i for i, f in enumerate(faces) if len(f)], dtype=np.int64)
         if not len(found):
             return found, torch.empty(0, 128)
+        matrices = np.array([largest_face_matrix(faces[i]) for i in found])  # onto the ArcFace template
         chips = warp_chips(images[torch.from_numpy(found).to(self.device)], torch.from_numpy(matrices))
         chips = chips.round().clamp(0, 255)  # the uint8 chip the CPU path embeds
         return found, self.embed(chips)
@@ -109,7 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parity-images", type=int, default=256)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    paths, images = load_images(args.image_dir, args.images)
+    paths = image_files(args.image_dir, args.images)
+    decoded = {path: cv2.imread(path) for path in set(paths)}
+    images = torch.from_numpy(np.stack([decoded[p] for p in paths]))  # (N, H, W, 3) BGR uint8
     if device.type == "cuda":
         images = images.pin_memory()
     chain = FaceChain(device, args.precision)

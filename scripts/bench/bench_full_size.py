@@ -1,11 +1,9 @@
 """Full-size benchmark: the main job's extraction over a full-size CelebA (202,599 images), timed.
 
-The shared data holds 6,000 CelebA images and the FULL label files. This builds a CelebA folder in
-the official flat layout (``img_align_celeba/NNNNNN.jpg``, ``list_attr_celeba.txt`` with the Male
-column, ``list_eval_partition.txt``, ``identity_CelebA.txt``) whose labels are the real full-size
-ones and whose image ``i`` is a symlink to shared image ``i mod 6000`` (ids renamed: the content
-repeats, the decode/detect/embed work per image is real). Then it runs ``python -m extract`` (as
-scripts/main.sh does) one backbone at a time and prints the wall time per backbone and in total.
+Builds a CelebA folder in the official flat layout from the shared data: its FULL label files (the
+attribute file with the Male column only) and, as image ``i``, a symlink to shared image ``i mod 6000``
+(the content repeats, the decode/detect/embed work per image is real). Then runs ``python -m extract``
+(as scripts/main.sh does) one backbone at a time: wall time per backbone and in total.
 
     .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/full               # 202,599 images
     .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/small --size 512   # a quick check
@@ -29,12 +27,6 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()[:2]) for line in path.read_text().splitlines() if line.strip()]
 
 
-def male_by_id(csv: Path) -> dict[str, str]:
-    """celeba-att-male-partitions.csv (id, Attractive, Partition, Male 0/1) -> id: '1' / '-1'."""
-    lines = csv.read_text().splitlines()[1:]
-    return {fields[0]: "1" if fields[3] == "1" else "-1" for fields in (line.split(",") for line in lines)}
-
-
 def build_celeba(root: Path, *, size: int, images: Path, labels: Path) -> Path:
     """A flat-layout CelebA of the first ``size`` official ids, images symlinked round-robin."""
     sources = sorted(images.glob("*.jpg"))
@@ -53,22 +45,14 @@ def build_celeba(root: Path, *, size: int, images: Path, labels: Path) -> Path:
     for name in ("list_eval_partition.txt", "identity_CelebA.txt"):
         rows = [f"{i} {v}" for i, v in read_pairs(labels / name) if i in keep]
         (root / name).write_text("\n".join(rows) + "\n")
-    male = male_by_id(labels / "celeba-att-male-partitions.csv")
+    lines = (labels / "celeba-att-male-partitions.csv").read_text().splitlines()[1:]  # id,Attractive,Partition,Male
+    male = {fields[0]: "1" if fields[3] == "1" else "-1" for fields in (line.split(",") for line in lines)}
     rows = [f"{i} {male[i]}" for i in ids]
     (root / "list_attr_celeba.txt").write_text("\n".join([str(len(ids)), "Male", *rows]) + "\n")
     return root
 
 
-def extract_one(backbone: str, *, root: Path, store: Path, extra: list[str]) -> float:
-    """Wall seconds of ``python -m extract`` for one backbone (as the main job runs it)."""
-    command = [sys.executable, "-m", "extract", "--dataset", "celeba", "--root", str(root),
-               "--backbones", backbone, "--store", str(store), "--no-progress", *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[2])
-    return time.perf_counter() - start
-
-
-def parse_args(argv):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", type=Path, required=True, help="folder for the generated CelebA and store")
     parser.add_argument("--size", type=int, default=FULL_SIZE, help=f"images (default {FULL_SIZE:,})")
@@ -76,11 +60,7 @@ def parse_args(argv):
     parser.add_argument("--images", type=Path, default=SHARED / "celeba" / "img_align_celeba")
     parser.add_argument("--labels", type=Path, default=SHARED / "celeba_labels_full")
     parser.add_argument("extract_args", nargs="*", help="passed to python -m extract after --, e.g. -- --device cuda")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     if args.size < 1:
         print(f"--size must be positive, not {args.size}", file=sys.stderr)
         return 2
@@ -90,8 +70,12 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs; extract args: {' '.join(args.extract_args) or '(defaults)'}", flush=True)
     store = args.scratch / "features.zarr"
     seconds = {}
-    for backbone in args.backbones:
-        seconds[backbone] = extract_one(backbone, root=root, store=store, extra=args.extract_args)
+    for backbone in args.backbones:  # one `python -m extract` each, as the main job runs it
+        command = [sys.executable, "-m", "extract", "--dataset", "celeba", "--root", str(root),
+                   "--backbones", backbone, "--store", str(store), "--no-progress", *args.extract_args]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[2])
+        seconds[backbone] = time.perf_counter() - start
         print(f"| {backbone} | {args.size:,} | {seconds[backbone]:.1f} s | {args.size / seconds[backbone]:.1f} img/s |",
               flush=True)
     total = sum(seconds.values())

@@ -13,16 +13,16 @@ out=${OUT:-bench_out}
 mkdir -p "$out"
 exec > >(tee -a "$out/bench_gpu.txt") 2>&1
 if [ "${TINY:-0}" = 1 ]; then
-  device=cpu; n=32; batch=4; face_batch=16; parity=${PARITY_IMAGES:-16}; workers=1
+  device=cpu; n=32; batch=4; face_batch=16; parity=${PARITY_IMAGES:-16}; workers=1; full=${FULL_SIZE:-48}
 else
   device=cuda; n=8192; batch=256; face_batch=512; parity=${PARITY_IMAGES:-2000}; workers=$(( $(nproc) / 2 ))
+  full=${FULL_SIZE:-0}
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
 echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, device $device"
 step() { echo; echo "## $*"; }
 
-# bench_extract.py BACKBONE [ARGS]: model-only vs pipeline on $device, this run's images, batch and workers
-extract_bench() {
+extract_bench() {  # BACKBONE [ARGS]
   "$python" scripts/bench/bench_extract.py --backbone "$@" --device "$device" --batch-size "$batch" \
     --workers "$workers" --images "$n" --image-dir "$images" --skip-naive
 }
@@ -95,8 +95,6 @@ with tempfile.TemporaryDirectory() as scratch:
 print(f"pipeline store vs embed_paths on {device} fp32: {rel(stored, a):.2e} (rows {len(stored)} of {n})")
 PY
 
-full=${FULL_SIZE:-0}
-[ "${TINY:-0}" = 1 ] && full=${FULL_SIZE:-48}
 if [ "$full" -gt 0 ]; then
   step "6. main job's extraction over $full generated CelebA images"
   scratch=$(mktemp -d)

@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
+from bench_store_read import best_time  # a sibling script
 from extract.demo import write_full_size_attribute_file
 from features.datasets.celeba import read_attribute_file, read_identity_file, read_partition_file
 
 FULL = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba_labels_full"
-
-
-def best_seconds(function, *args, repeats: int, **kwargs) -> float:
-    """The fastest of `repeats` calls (the least disturbed by other work on the machine)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(*args, **kwargs)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -32,14 +23,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         path, _ = write_full_size_attribute_file(Path(scratch) / "list_attr_celeba.txt")
-        print(f"generated list_attr_celeba.txt (202,599 x 40): "
-              f"{best_seconds(read_attribute_file, path, repeats=args.repeats):.3f} s")
+        seconds, _ = best_time(partial(read_attribute_file, path), args.repeats)
+        print(f"generated list_attr_celeba.txt (202,599 x 40): {seconds:.3f} s")
     real = (("list_eval_partition.txt", read_partition_file, {}),
             ("identity_CelebA.txt", read_identity_file, {}),
             ("list_attr_celeba_rows000001-020000.txt", read_attribute_file, {"check_count": False}))
     for name, reader, options in real:
         if (FULL / name).is_file():
-            seconds = best_seconds(reader, FULL / name, repeats=args.repeats, **options)
+            seconds, _ = best_time(partial(reader, FULL / name, **options), args.repeats)
             print(f"{name}: {seconds:.3f} s")
     return 0
 

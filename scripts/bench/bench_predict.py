@@ -1,12 +1,10 @@
 """Predict speed against extract speed on the same images and backbones, in one run.
 
-Builds a CelebA folder of N shared aligned images (symlinks, real labels), then, back to back
-and --repeat times: ``python -m extract`` into a fresh store (a subprocess, as a user runs it: wall time
-including start-up and model loading, and its own loop time, the sum of the detection pass's and each
-backbone's "N rows ... S s" summary), and ``GenderModel.load(head).predict_images`` with a head trained on
-the first store for all the backbones at once (this process: wall time with model loading, and
-without it, the time spent in `extract.embed.load_checked` taken off). Prints images/s of each and
-the ratio predict / extract.
+On a CelebA folder of N shared aligned images (symlinks, real labels), back to back and --repeat times:
+``python -m extract`` into a fresh store, as a user runs it (wall time; and its loops alone, the sum of its
+passes' "N rows ... S s" summary lines), and `GenderModel.predict_images` with a head trained on the first
+store over all the backbones at once (wall time; and without model loading, the time spent in
+`extract.embed.load_checked`). Prints images/s of each and the ratio predict / extract.
 
     .venv/bin/python scripts/bench/bench_predict.py --n 200 --backbones dlib_resnet sface
     .venv/bin/python scripts/bench/bench_predict.py --n 200 --backbones sface --repeat 2
@@ -23,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[2]
 CELEBA = ROOT / ".." / "shared" / "data" / "celeba"
@@ -30,8 +29,7 @@ SUMMARY = re.compile(r"^(\S+): (\d+) rows in \d+ units.*?; ([\d.]+) s, [\d.]+ im
 
 
 def build_celeba(root: Path, n: int) -> list[Path]:
-    """A CelebA folder of n shared aligned images, evenly spaced in name order so that every split has
-    some (symlinked), with their real split and Male."""
+    """A CelebA folder of n shared images (symlinks), evenly spaced so that every split has some; real labels."""
     every = sorted(p.name for p in (CELEBA / "img_align_celeba").glob("*.jpg"))
     names = every[::max(1, len(every) // n)][:n]
     if len(names) < n:
@@ -91,13 +89,10 @@ def run_predict(head: Path, paths: list[Path]) -> tuple[float, float]:
         finally:
             loading[0] += time.perf_counter() - start
 
-    pipeline.load_checked = timed_load
-    try:
+    with mock.patch.object(pipeline, "load_checked", timed_load):
         start = time.perf_counter()
         predictions = GenderModel.load(head).predict_images([str(p) for p in paths])
         wall = time.perf_counter() - start
-    finally:
-        pipeline.load_checked = original
     if len(predictions) != len(paths):
         raise SystemExit(f"predict gave {len(predictions)} rows for {len(paths)} images")
     return wall, loading[0]

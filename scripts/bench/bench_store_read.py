@@ -16,28 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_classify import CELEBA_SPLIT, split_sizes  # a sibling script
-from extract.demo import fill_units, split_codes, synthetic_table
+from bench_classify import CELEBA_SPLIT, make_dataset, split_sizes  # a sibling script
+from extract.demo import fill_units
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
 
 
-def celeba_sized_table(rows: int, *, seed: int) -> Dataset:
-    """A generated table with CelebA's split proportions (train rows first, as in CelebA)."""
-    sizes = split_sizes(rows)
-    rng = np.random.default_rng(seed)
-    return synthetic_table(rows, name="generated", root="generated", ids=[f"{i + 1:06d}.jpg" for i in range(rows)],
-                           gender=rng.integers(0, 2, rows), split=split_codes(sizes))
-
-
-def fill_backbone(store: FeatureStore, *, dim: int, dtype: str, seed: int) -> None:
-    writer = store.add_backbone("generated", dim=dim, dtype=dtype, metadata={"weights": "random"})
-    rng = np.random.default_rng(seed)
-    fill_units(writer, lambda start, stop: (rng.standard_normal((stop - start, dim), dtype=np.float32),
-                                            np.full(stop - start, Status.OK, np.uint8)))
-
-
 def best_time(function, repeats: int) -> tuple[float, object]:
+    """Seconds of the fastest of ``repeats`` calls (the least disturbed by other work), and a result."""
     best, result = float("inf"), None
     for _ in range(repeats):
         result = None  # drop the previous result first: never hold two copies
@@ -47,18 +33,22 @@ def best_time(function, repeats: int) -> tuple[float, object]:
     return best, result
 
 
-def bench_dtype(folder: Path, table: Dataset, *, dim: int, dtype: str, repeats: int, seed: int) -> dict:
+def bench_dtype(folder: Path, table: Dataset, *, dim: int, dtype: str, repeats: int, seed: int) -> None:
+    """One table row: a store of ``dtype`` read against np.load of the same split."""
     store = FeatureStore.create(folder / f"{dtype}.zarr", table)
-    fill_backbone(store, dim=dim, dtype=dtype, seed=seed)
+    writer = store.add_backbone("generated", dim=dim, dtype=dtype, metadata={"weights": "random"})
+    rng = np.random.default_rng(seed)
+    fill_units(writer, lambda start, stop: (rng.standard_normal((stop - start, dim), dtype=np.float32),
+                                            np.full(stop - start, Status.OK, np.uint8)))
     store_s, feats = best_time(lambda: store.read("generated", "train"), repeats)
     npy = folder / f"{dtype}.npy"
     np.save(npy, feats.x.astype(dtype))
     n_rows, gigabytes = feats.x.shape[0], feats.x.nbytes / 1e9
     del feats
-    npy_s, array = best_time(lambda: np.load(npy), repeats)
-    del array
+    npy_s = best_time(lambda: np.load(npy), repeats)[0]
     npy.unlink()
-    return {"dtype": dtype, "rows": n_rows, "store_s": store_s, "npy_s": npy_s, "gb_float32": gigabytes}
+    print(f"| {dtype} | {n_rows} | {store_s:.2f} | {npy_s:.2f} | {gigabytes / store_s:.2f} | {store_s / npy_s:.2f} |",
+          flush=True)
 
 
 def main(argv=None) -> int:
@@ -69,18 +59,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    table = celeba_sized_table(args.rows, seed=args.seed)
+    table, _ = make_dataset(split_sizes(args.rows), seed=args.seed)  # CelebA's split proportions
     print(f"# store read benchmark: {args.rows} rows x {args.dim} dims, train split, best of {args.repeats}; "
           f"{platform.processor() or platform.machine()}, numpy {np.__version__}")
     print("| store dtype | train rows | store.read s | np.load s | GB/s (store, as float32) | store / np.load |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         for dtype in ("float32", "float16"):
-            row = bench_dtype(Path(scratch), table, dim=args.dim, dtype=dtype, repeats=args.repeats,
-                              seed=args.seed)
-            print(f"| {dtype} | {row['rows']} | {row['store_s']:.2f} | {row['npy_s']:.2f} | "
-                  f"{row['gb_float32'] / row['store_s']:.2f} | {row['store_s'] / row['npy_s']:.2f} |",
-                  flush=True)
+            bench_dtype(Path(scratch), table, dim=args.dim, dtype=dtype, repeats=args.repeats, seed=args.seed)
     return 0
 
 

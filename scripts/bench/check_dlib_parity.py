@@ -1,10 +1,9 @@
 """Parity and speed of dlib's ResNet in torch (extract/backbones/dlib_torch.py) against dlib itself.
 
-On the 150x150 chips the dlib_resnet backbone cuts (YuNet box -> shape predictor -> get_face_chip) from
-the first N CelebA images: max |torch - dlib| over every descriptor component and the min cosine; then
-the throughput of both engines on the same chips, net only (dlib: compute_face_descriptor one chip at a
-time, as its reader workers run it; torch: batches on --device), with --threads torch threads (1:
-per core, like one dlib worker). --precision bf16/fp16 (CUDA) also reports those against dlib.
+On the 150x150 chips dlib_resnet cuts (YuNet box -> shape predictor -> get_face_chip) from the first N
+CelebA images: max |torch - dlib| over every descriptor component and the min cosine; then both engines'
+rates on those chips, net only (dlib: one chip at a time, as its reader workers run it; torch: batches on
+--device, --threads threads, 1 like one dlib worker). --precision bf16/fp16 (CUDA) also compares those.
 
     .venv/bin/python scripts/bench/check_dlib_parity.py --images 300
     .venv/bin/python scripts/bench/check_dlib_parity.py --images 2000 --device cuda --precision bf16
@@ -20,12 +19,11 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from extract.backbones import dlib_resnet  # noqa: E402
-from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module  # noqa: E402
-from extract.faces import FaceDetector, NoFaceFound  # noqa: E402
+from extract.backbones import dlib_resnet
+from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module
+from extract.faces import FaceDetector, NoFaceFound
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
+from bench_extract import DEFAULT_IMAGES  # a sibling script
 
 
 def face_chips(paths: list[Path]) -> np.ndarray:

@@ -22,7 +22,7 @@ from extract.backbones import sface  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
 from tests.onnx_parity import opencv_chip, sface_cosines, yunet_parity  # noqa: E402
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
+from bench_extract import DEFAULT_IMAGES  # noqa: E402 - a sibling script
 
 
 def main(argv=None) -> int:

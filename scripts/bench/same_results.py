@@ -38,9 +38,8 @@ def differences(a, b, where: str = "") -> list[str]:
 
 def run_differences(a: Path, b: Path) -> list[str]:
     """Differences between one run's results JSON and head arrays in two folders."""
-    left, right = (json.loads(p.read_text()) for p in (a, b))
-    out = differences({k: v for k, v in left.items() if k not in VOLATILE},
-                      {k: v for k, v in right.items() if k not in VOLATILE}, a.stem)
+    left, right = ({k: v for k, v in json.loads(p.read_text()).items() if k not in VOLATILE} for p in (a, b))
+    out = differences(left, right, a.stem)
     head_a, head_b = a.with_suffix(".npz"), b.with_suffix(".npz")
     if head_a.exists() or head_b.exists():
         with np.load(head_a) as x, np.load(head_b) as y:
@@ -50,12 +49,9 @@ def run_differences(a: Path, b: Path) -> list[str]:
     return out
 
 
-def leaderboard_differences(a: Path, b: Path) -> list[str]:
-    rows = []
-    for path in (a / "leaderboard.csv", b / "leaderboard.csv"):
-        with path.open() as handle:
-            rows.append([{k: v for k, v in row.items() if k not in VOLATILE_COLUMNS} for row in csv.DictReader(handle)])
-    return [] if rows[0] == rows[1] else ["leaderboard.csv differs"]
+def leaderboard(folder: Path) -> list[dict]:
+    with (folder / "leaderboard.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k not in VOLATILE_COLUMNS} for row in csv.DictReader(handle)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(set(runs) - set(missing)):
         found += run_differences(args.a / name, args.b / name)
     if (args.a / "leaderboard.csv").exists() or (args.b / "leaderboard.csv").exists():
-        found += leaderboard_differences(args.a, args.b)
+        found += [] if leaderboard(args.a) == leaderboard(args.b) else ["leaderboard.csv differs"]
     print("\n".join(found) if found else f"identical: {len(runs)} runs, every number equal")
     return 1 if found else 0
 

@@ -4,7 +4,6 @@ In val-ranking order: in-domain val and test (all test rows, unusable images cou
 for each ``--all-rows`` store (datasets the heads never saw) the accuracy over all its rows and the
 per-sex recalls, on the faces aged >= 15 when the store records ages. Photos a head was trained or
 chosen on are left out and counted (`classify.protocol.seen_ids`). The recommended run is marked.
-This is the table docs/findings.md and the closing notes of issue 8 quote.
 
     .venv/bin/python scripts/studies/transfer_table.py --results runs/celeba/heads \\
         --all-rows runs/celeba/utkface.zarr --all-rows runs/celeba_wild.zarr
@@ -15,21 +14,18 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from classify.compare import accuracy_all_test, rank_key, recommend, treatment_cell  # noqa: E402
-from classify.evaluate import evaluate_head  # noqa: E402
-from classify.results import load_results  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
+from classify.compare import accuracy_all_test, rank_key, recommend, treatment_cell
+from classify.evaluate import evaluate_head
+from classify.results import load_results
+from features.store import FeatureStore
 
 
 def transfer_cells(head: Path, store: str) -> str:
     """'accuracy / male recall / female recall' of a head over all rows of a store (adults if aged)."""
     report = evaluate_head(head, store, n_resamples=10, all_rows=True)["report"]
     seen = f" ({report['seen_in_training']} seen in training, left out)" if report.get("seen_in_training") else ""
-    if "adults" in report:
-        adults = report["adults"]
-        return f"{adults['accuracy']:.4f} / {adults['recall']:.3f} / {adults['female_recall']:.3f}{seen}"
-    return f"{report['accuracy_all']:.4f} / {report['recall']:.3f} / {report['female_recall']:.3f}{seen}"
+    rows, accuracy = (report["adults"], "accuracy") if "adults" in report else (report, "accuracy_all")
+    return f"{rows[accuracy]:.4f} / {rows['recall']:.3f} / {rows['female_recall']:.3f}{seen}"
 
 
 def column_title(store: str) -> str:
