@@ -15,8 +15,8 @@ fitted on the labelled train rows (C by 5-fold cross-validation) predicts P(attr
 into `PROXY_BINS` strata.
 
 Weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT]: a nearly empty cell must not hand a few rows the
-whole fit. The record (`BalanceResult.record`: the method, the proxy's labelled rows, each cell's rows and
-weight) is saved with the run's results.
+whole fit. `BalanceResult.record` (the method, the proxy's labelled rows, each cell's rows and weight)
+is saved with the run's results.
 """
 from __future__ import annotations
 
@@ -52,10 +52,7 @@ class BalanceResult:
 def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train: np.ndarray | None,
             x_val: np.ndarray, y_val: np.ndarray, a_val: np.ndarray | None, seed: int = 0) -> BalanceResult:
     """Weights that make ``attribute`` independent of gender on train and on val (module docstring).
-
-    ``a_train``/``a_val``: the attribute per row (1/0, `MISSING` where unknown), None when the rows'
-    stores do not record it (a BalanceError).
-    """
+    ``a_train``/``a_val``: the attribute per row (1/0, `MISSING` where unknown), None when not recorded."""
     if a_train is None or a_val is None:
         raise BalanceError(f"--balance-by {attribute}: the training store does not record this attribute")
     for name, values in (("train", a_train), ("val", a_val)):
@@ -98,9 +95,8 @@ def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[di
 
 
 def proxy_strata(proxy, x: np.ndarray) -> np.ndarray:
-    """Each row's stratum: the proxy's P(attribute) binned at `PROXY_BINS`. Predicted `PREDICT_ROWS`
-    rows at a time: the pipeline's standardised copy of all rows (and the float64 one its float64
-    coefficients make) would be three times the train matrix; each row's probability is its own."""
+    """Each row's stratum: the proxy's P(attribute) binned at `PROXY_BINS`, `PREDICT_ROWS` rows at a time
+    (the pipeline's standardised and float64 copies of all rows would be three times the train matrix)."""
     strata = np.empty(len(x), dtype=np.int64)
     for first in range(0, len(x), PREDICT_ROWS):
         rows = slice(first, first + PREDICT_ROWS)
@@ -109,7 +105,7 @@ def proxy_strata(proxy, x: np.ndarray) -> np.ndarray:
 
 
 def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
-    """The proxy model predicting the attribute, fitted on the labelled rows, and its record."""
+    """The proxy predicting the attribute, fitted on the labelled rows, and its record."""
     labelled = values != MISSING
     x, values = x[labelled], values[labelled]
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
@@ -123,5 +119,5 @@ def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
 
 
 def standardised_logreg(c: float):
-    """scikit-learn's logistic regression on standardised features: the proxy here, the label check's model."""
+    """scikit-learn's logistic regression on standardised features."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))

@@ -1,31 +1,18 @@
 """Classification heads: scikit-learn style estimators trained on frozen backbone features.
 
-Every head follows scikit-learn's conventions: ``__init__`` only stores its parameters, ``fit`` returns
-self, fitted attributes end in ``_``, ``get_params`` works (from `BaseEstimator`). Unlike plain
-scikit-learn, ``fit(x_train, y_train, x_val, y_val)`` also takes the validation split, on which the head
-chooses its hyperparameters (see `classify.protocol`). ``sample_weight``/``val_weight`` (optional, one
-non-negative weight per row, e.g. `classify.balance`'s) weight the training loss and the val scores.
-Labels are 1 male / 0 female; ``predict_proba`` returns columns ``[female, male]`` in the order of
-``classes_``.
+scikit-learn's conventions hold (``__init__`` only stores parameters, ``fit`` returns self, fitted
+attributes end in ``_``, ``get_params`` works), but ``fit(x_train, y_train, x_val, y_val)`` also takes the
+validation split, on which the head chooses its hyperparameters (`classify.protocol`). ``sample_weight``/
+``val_weight`` (optional, one non-negative weight per row, e.g. `classify.balance`'s) weight the training
+loss and the val scores. Labels are 1 male / 0 female; ``predict_proba`` columns are ``[female, male]``.
 
-Both heads standardise the features with statistics of the training split, but fold the scaling into
-the computation instead of materialising a scaled copy: a 162,770 x 2,048 float32 matrix is 1.3 GB, and
-the input is never modified nor copied whole.
+Both heads standardise with train statistics folded into the computation, never a scaled copy (a
+162,770 x 2,048 float32 matrix is 1.3 GB): the input is never modified nor copied whole.
 
-Adding a head::
-
-    @register_head("myhead")
-    class MyHead(Head):
-        def __init__(self, *, random_state=0): ...
-        def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight): ...
-            # per candidate, yield (its record with val_accuracy/val_log_loss, fitted, arrays)
-        def _restore(self, fitted, arrays): ...  # the fitted state, from JSON scalars and arrays; sets selection_
-        def decision_function(self, x): ...   # male logit per row
-        def to_arrays(self): ...              # (fitted, {name: ndarray}): "mean", "scale", then the arrays
-        @classmethod
-        def array_spec(cls, fitted, n_features): ...
-
-``to_arrays``/``from_arrays`` are how `classify.headfile` saves a head without pickle.
+A new head is a `Head` subclass under ``@register_head("name")`` with ``_candidates`` (per candidate:
+its record with val_accuracy/val_log_loss, its fitted JSON scalars, its arrays), ``_restore``,
+``decision_function`` (male logit per row), ``to_arrays`` ("mean", "scale", then its arrays: how
+`classify.headfile` saves a head without pickle) and ``array_spec``.
 """
 from __future__ import annotations
 
@@ -132,10 +119,9 @@ def _row_weights(weight, n: int, *, what: str) -> np.ndarray | None:
     return weight * (n / weight.sum())
 
 
-def _best(candidates: list[dict]) -> int:
-    """Index of the best candidate: highest val accuracy, then lowest val log loss, then earliest."""
-    keys = [(-c["val_accuracy"], c["val_log_loss"], i) for i, c in enumerate(candidates)]
-    return min(keys)[2]
+def best_index(records: list[dict]) -> int:
+    """Index of the best record: highest val accuracy, then lowest val log loss, then earliest."""
+    return min((-r["val_accuracy"], r["val_log_loss"], i) for i, r in enumerate(records))[2]
 
 
 def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -149,8 +135,9 @@ def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]
 class Head(ClassifierMixin, BaseEstimator):
     """Base of the binary heads: predictions from ``decision_function`` (the male logit).
 
-    ``fit`` standardises on train, fits every candidate of ``_candidates`` and keeps the best on val
-    (`_best`); its records become ``<tried>_`` and ``selection_[tried]``.
+    ``fit`` standardises on train (``mean_``/``scale_``), fits every candidate of ``_candidates`` and keeps
+    the best on val (`best_index`); ``selection_`` records the choice (for results files) and, as
+    ``selection_[tried]`` and ``<tried>_``, every candidate's record.
     """
 
     head_name = "?"
@@ -167,13 +154,10 @@ class Head(ClassifierMixin, BaseEstimator):
         self.mean_, self.scale_ = column_stats(x_train)
         tried = list(self._candidates(x_train, y_train, x_val, y_val, weight, val_weight))
         records = [record for record, _, _ in tried]
-        self._restore(*tried[_best(records)][1:])
+        self._restore(*tried[best_index(records)][1:])
         setattr(self, f"{self._tried}_", records)
         self.selection_[self._tried] = records
         return self
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, 2) probabilities, columns [female, male]."""
@@ -252,9 +236,8 @@ class LogRegHead(Head):
     The path runs from the strongest to the weakest regularisation, each fit (L-BFGS) starting from the
     previous solution. It stops when the largest gradient entry of the mean loss is below ``tol``, as
     scikit-learn's ``lbfgs`` does, but tighter by default: with 160k rows, scikit-learn's 1e-4 ends the
-    large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics),
-    ``coef_``/``intercept_`` in standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations
-    per step), ``selection_`` (the chosen C and the path, for results files).
+    large-C steps of the path after 0 or 1 iteration. Fitted: ``coef_``/``intercept_`` in standardised
+    space, ``C_``, ``path_`` (C, val scores and iterations per step).
     """
 
     _tried = "path"
@@ -313,8 +296,7 @@ def _init_layers(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]
     """[W0, b0, W1, b1, ...] float32; He init for the ReLU layers, Glorot for the output."""
     params = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        last = i == len(sizes) - 2
-        std = np.sqrt(2.0 / (fan_in + fan_out)) if last else np.sqrt(2.0 / fan_in)
+        std = np.sqrt(2.0 / (fan_in + fan_out)) if i == len(sizes) - 2 else np.sqrt(2.0 / fan_in)
         params += [(rng.standard_normal((fan_in, fan_out)) * std).astype(np.float32),
                    np.zeros(fan_out, dtype=np.float32)]
     return params
@@ -323,11 +305,9 @@ def _init_layers(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]
 def _forward(params: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Output logit (n,) and the activations entering each layer."""
     acts = [x]
-    h = x
     for i in range(0, len(params) - 2, 2):
-        h = np.maximum(h @ params[i] + params[i + 1], 0.0)
-        acts.append(h)
-    return (h @ params[-2] + params[-1])[:, 0], acts
+        acts.append(np.maximum(acts[-1] @ params[i] + params[i + 1], 0.0))
+    return (acts[-1] @ params[-2] + params[-1])[:, 0], acts
 
 
 def _backward(params, acts, dz: np.ndarray) -> list[np.ndarray]:
@@ -372,9 +352,8 @@ class MLPHead(Head):
     Each (hidden sizes, learning rate) pair in the grid is trained from the same seed; an epoch visits
     the train rows in a seeded random order in minibatches, and training stops after ``patience``
     epochs without improving the val log loss, keeping the best epoch's weights. The grid point with
-    the best val accuracy wins. Fitted: ``mean_``/``scale_``, ``params_`` ([W0, b0, ...] float32),
-    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point),
-    ``selection_`` (the chosen point and the grid, for results files).
+    the best val accuracy wins. Fitted: ``params_`` ([W0, b0, ...] float32), ``hidden_sizes_``,
+    ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point).
     """
 
     _tried = "grid"
