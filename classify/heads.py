@@ -11,7 +11,7 @@ Both heads standardise with train statistics folded into the computation, never 
 
 A new head is a `Head` subclass under ``@register_head("name")`` with ``_candidates`` (per candidate:
 its record with val_accuracy/val_log_loss, its fitted JSON scalars, its arrays), ``_restore``,
-``decision_function`` (male logit per row), ``to_arrays`` ("mean", "scale", then its arrays: how
+``_logits`` (male logit per row), ``to_arrays`` ("mean", "scale", then its arrays: how
 `classify.headfile` saves a head without pickle) and ``array_spec``.
 """
 from __future__ import annotations
@@ -83,10 +83,8 @@ def _check_xy(x: np.ndarray, y: np.ndarray | None = None, *, what: str) -> None:
 
 
 def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (float32), accumulated in float64 chunk by chunk.
-
-    Constant columns get scale 1. Raises ValueError if the features contain NaN or infinity.
-    """
+    """Per-column mean and standard deviation (float32), accumulated in float64 chunk by chunk; constant
+    columns get scale 1. ValueError if the features contain NaN or infinity."""
     total = np.zeros(x.shape[1], dtype=np.float64)
     total_sq = np.zeros(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
@@ -133,7 +131,7 @@ def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]
 
 
 class Head(ClassifierMixin, BaseEstimator):
-    """Base of the binary heads: predictions from ``decision_function`` (the male logit).
+    """Base of the binary heads: predictions from the male logit (``decision_function``).
 
     ``fit`` standardises on train (``mean_``/``scale_``), fits every candidate of ``_candidates`` and keeps
     the best on val (`best_index`); ``selection_`` records the choice (for results files) and, as
@@ -195,12 +193,14 @@ class Head(ClassifierMixin, BaseEstimator):
         head._restore(fitted, rest)
         return head
 
-    def _check_fitted_x(self, x: np.ndarray) -> None:
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Male logit per row (the head's ``_logits`` of checked features)."""
         if not hasattr(self, "n_features_in_"):
             raise ValueError(f"{type(self).__name__} is not fitted yet; call fit first")
         _check_xy(x, what="predict")
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"features have {x.shape[1]} columns, the head was fitted on {self.n_features_in_}")
+        return self._logits(x)
 
 
 # ---------------------------------------------------------------------------------------------- logreg
@@ -269,9 +269,7 @@ class LogRegHead(Head):
         self.C_, self.intercept_ = float(fitted["C"]), float(fitted["intercept"])
         self.selection_ = {"C": self.C_}
 
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Male logit per row."""
-        self._check_fitted_x(x)
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         v = self.coef_ / self.scale_.astype(np.float64)
         weights, bias = v.astype(np.float32), np.float32(self.intercept_ - float(self.mean_ @ v))
         return _chunked_logits(x, lambda rows: rows @ weights + bias)
@@ -379,7 +377,7 @@ class MLPHead(Head):
             best_params, stale, epoch = [p.copy() for p in params], 0, 0
             for epoch in range(1, self.max_epochs + 1):
                 self._epoch(params, adam, x, y32, rng, weight)
-                scores = val_scores(y_val, self._logits(params, x_val), val_weight)
+                scores = val_scores(y_val, self._logits(x_val, params), val_weight)
                 if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
                     best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
                 else:
@@ -409,13 +407,10 @@ class MLPHead(Head):
                 dz = dz * weight[rows].astype(np.float32)
             adam.step(params, _backward(params, acts, dz.astype(np.float32)))
 
-    def _logits(self, params, x: np.ndarray) -> np.ndarray:
+    def _logits(self, x: np.ndarray, params: list[np.ndarray] | None = None) -> np.ndarray:
+        """Male logits of ``x`` under ``params`` (a candidate's during training), else the fitted ``params_``."""
+        params = self.params_ if params is None else params
         return _chunked_logits(x, lambda rows: _forward(params, (rows - self.mean_) / self.scale_)[0])
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Male logit per row."""
-        self._check_fitted_x(x)
-        return self._logits(self.params_, x)
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": float(self.learning_rate_),

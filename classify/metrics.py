@@ -76,10 +76,8 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap CIs for accuracy and male F1: rows resampled with replacement, seeded.
-
-    Vectorised over resamples in chunks (a chunk is ``_BOOT_CHUNK`` x n int32 indices).
-    """
+    """Percentile bootstrap CIs for accuracy and male F1: rows resampled with replacement, seeded,
+    ``_BOOT_CHUNK`` resamples at a time (``_BOOT_CHUNK`` x n int32 indices)."""
     t, p = check_binary(y_true, y_pred)
     codes = (2 * t + p).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)

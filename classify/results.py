@@ -81,8 +81,7 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config": asdict(config), "store": store_info, "training_stores": training_stores, **results,
               "library_versions": library_versions()}
-    backbones = {b: store_info["backbones"][b] for b in config.backbones}
-    return replace(model, backbones=backbones, record=record).save(out_dir / f"{name}{SUFFIX}")
+    return replace(model, backbones=store_info["backbones"], record=record).save(out_dir / f"{name}{SUFFIX}")
 
 
 def read_result(path: Path) -> RunResult:
