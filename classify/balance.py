@@ -1,18 +1,16 @@
 """Reweighing the training rows so that gender no longer predicts a confounding attribute.
 
-Why: in CelebA the women are far more often young than the men (`Young`: 87% of the women, 64% of the
-men on the shared subset's labelled train rows), and a head trained there learns "older -> male"
-(docs/findings.md measures it on UTKFace, with and without ``--balance-by Young``).
+Why: in CelebA far more women than men are young (`Young`: 87% against 64% on the shared subset's
+labelled train rows), and a head trained there learns "older -> male" (measured in docs/findings.md).
 
 Reweighing (Kamiran & Calders, 2012) gives every row of a (gender g, stratum s) cell the weight
 P(g) P(s) / P(g, s): under the weighted rows the stratum is independent of gender, and the total weight
 is still the number of rows. The head is fitted on the weighted train rows, and its hyperparameters are
 chosen on val rows weighted the same way, so that they suit the same reweighted distribution.
 
-Strata: the attribute value (**attribute**) when every train and val row records it; otherwise
-(**proxy**: the attribute known for some rows only, -1 for the others) a standardised logistic regression
-fitted on the labelled train rows (C by 5-fold cross-validation) predicts P(attribute) for every row, binned
-into `PROXY_BINS` strata.
+Strata: the attribute value (**attribute**) when every train and val row records it; else (**proxy**) a
+standardised logistic regression fitted on the labelled train rows (C by 5-fold cross-validation)
+predicts P(attribute) for every row, binned at `PROXY_BINS`.
 
 Weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT]: a nearly empty cell must not hand a few rows the
 whole fit. `BalanceResult.record` (the method, the proxy's labelled rows, each cell's rows and weight)
@@ -72,9 +70,8 @@ def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train
         proxy, method = _fit_proxy(attribute, x_train, a_train, seed=seed)
         s_train, s_val = (proxy_strata(proxy, x) for x in (x_train, x_val))
     w_train, cells = reweigh(y_train, s_train)
-    w_val, _ = reweigh(y_val, s_val)
-    record = {"attribute": attribute, **method, "max_weight": MAX_WEIGHT, "train_cells": cells}
-    return BalanceResult(train=w_train, val=w_val, record=record)
+    return BalanceResult(train=w_train, val=reweigh(y_val, s_val)[0],
+                         record={"attribute": attribute, **method, "max_weight": MAX_WEIGHT, "train_cells": cells})
 
 
 def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[dict]]:

@@ -236,9 +236,8 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrato
         chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
         why = (f"{N_FOLDS}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
                "all of val")
-    fitted = fit_method(chosen, y, p)
-    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": "log_loss", "selection": why,
-                                              "cv_scores": scores})
+    return Calibrator(chosen, fit_method(chosen, y, p).params, {"n": int(len(y)), "criterion": "log_loss",
+                                                                "selection": why, "cv_scores": scores})
 
 
 # -- decision threshold ----------------------------------------------------------------------------------

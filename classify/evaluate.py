@@ -49,10 +49,9 @@ def training_stores(model: GenderModel, dataset_name: str) -> list[FeatureStore]
             store = FeatureStore.open(entry["path"])
             if store.fingerprint != entry.get("fingerprint"):
                 raise StoreError(f"{entry['path']} now holds another dataset")
+            found.append(store)
         except (StoreError, OSError, KeyError) as error:
             log.warning("cannot leave out the photos %s was trained on: %s", model.name, error)
-            continue
-        found.append(store)
     return found
 
 

@@ -72,8 +72,7 @@ def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> 
 
 def check_kind_and_version(record, path, *, kind: str, version: int, what: str, news: str,
                            error: type[Exception]) -> None:
-    """Raise ``error`` unless ``record`` is a JSON object of ``kind`` at ``version``; an older version is
-    told what changed (``news``) and to retrain."""
+    """Raise ``error`` unless ``record`` is a ``kind`` object at ``version``; an older one is told ``news``: retrain."""
     if not isinstance(record, dict) or record.get("kind") != kind:
         raise error(f"{path} is not a {what} (no kind={kind!r})")
     if record.get("version") != version:

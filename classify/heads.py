@@ -168,9 +168,8 @@ class Head(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """{array name: (shape, dtype)} that `to_arrays` gives for a head with ``fitted`` (its JSON
-        scalars) on ``n_features`` columns; ValueError when ``fitted`` is not such a record. What a
-        head file may hold is known from this before any array is read (`classify.headfile`)."""
+        """{array name: (shape, dtype)} that `to_arrays` gives for ``fitted`` (its JSON scalars) on ``n_features``
+        columns, known before any array is read (`classify.headfile`); ValueError if ``fitted`` is not one."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     @classmethod

@@ -36,8 +36,7 @@ SIDECAR_LIMIT = 64 << 20  # bytes of a results file; real ones are well under 1 
 
 
 def compatibility_of(info: dict) -> dict:
-    """What must match between two extractions of one backbone (its store record ``{dim, metadata}``)
-    for their features to mean the same thing."""
+    """What must match between two store records of one backbone for their features to mean the same thing."""
     metadata = info.get("metadata") or {}
     return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
             "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),

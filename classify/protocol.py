@@ -16,11 +16,9 @@ Protocol
 5. Then the decision (`classify.decision`): a post-hoc calibrator fitted and chosen on val (``calibrate``)
    and a threshold on the calibrated p(male) (``threshold``: 0.5, balanced, or a fixed value), both
    recorded and used by predict. Test is touched once, after every choice, by the chosen model and
-   decision: accuracy, male-class and macro precision/recall/F1, ROC-AUC, confusion matrix, 95% percentile
-   bootstrap CIs of accuracy and F1 (``n_resamples`` resamples of the rows), per-group metrics
-   (`classify.groups`), calibration before and after the calibrator (`classify.calibration`), and the
-   recalls of the raw 0.5 decision beside the final one. Val gets the same record (optimistic: the
-   choices were made on it). Male is positive.
+   decision (`score_split`: `classify.metrics` with ``n_resamples`` bootstrap resamples, per-group
+   metrics, calibration before and after the calibrator, the recalls of the raw 0.5 decision beside the
+   final one). Val gets the same record (optimistic: the choices were made on it). Male is positive.
 6. Feature treatment (`classify.treatment`: per-backbone L2 normalisation or none) is one more
    hyperparameter: every candidate is fitted as in 4, and the chosen one is the best on cross-dataset
    val when eval stores give one (mean val accuracy over them; ties to the in-domain val accuracy), else
@@ -35,10 +33,9 @@ Protocol
    Reported: the metrics of 5, the invalid rows by reason, the accuracy over all rows with invalid rows
    counted as errors (``accuracy_all``), and, when the store records ages, the same metrics on faces aged
    >= ``ADULT_AGE`` (``adults``).
-9. One seed (``RunConfig.seed``) drives the head's initialisation and minibatch order and the
-   bootstrap, so a rerun on the same stores gives the same numbers. The config, the stores' identity
-   (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions are saved
-   with every result.
+9. One seed (``RunConfig.seed``) drives the head's initialisation, minibatch order and the bootstrap: a
+   rerun on the same stores gives the same numbers. Every result saves the config, the stores' identity
+   (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions.
 """
 from __future__ import annotations
 

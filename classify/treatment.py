@@ -33,8 +33,7 @@ def candidates(names: tuple[str, ...], backbones: tuple[str, ...], hints: dict[s
 
 def apply(x: np.ndarray, treatment: dict, backbones: tuple[str, ...], dims: dict[str, int], *,
           in_place: bool = False) -> np.ndarray:
-    """``x`` with each backbone's block treated: ``x`` itself when nothing changes, or with ``in_place``
-    (no copy; the caller gives up its values), else a treated copy."""
+    """``x`` with each backbone's block treated: a copy, or ``x`` itself if nothing changes or ``in_place``."""
     if not changes(treatment, backbones):
         return x
     per = treatment["per_backbone"]
