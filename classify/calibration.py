@@ -40,7 +40,6 @@ class CalibrationError(ValueError):
     """A calibrator file or a threshold rule that cannot be used."""
 
 
-# -- metrics ---------------------------------------------------------------------------------------------
 def _checked(y, p) -> tuple[np.ndarray, np.ndarray]:
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if y.ndim != 1 or y.shape != p.shape or y.size == 0:
@@ -97,7 +96,6 @@ def calibration_report(y, p) -> dict:
             "brier": brier_score(y, p), "log_loss": log_loss(y, p), "reliability": diagram["bins"]}
 
 
-# -- calibrators -----------------------------------------------------------------------------------------
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -240,7 +238,6 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrato
                                                                 "selection": why, "cv_scores": scores})
 
 
-# -- decision threshold ----------------------------------------------------------------------------------
 def parse_threshold(text: str) -> str | float:
     """A CLI value: 'balanced', or a number strictly between 0 and 1."""
     if text == "balanced":

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, OSError,
                    CalibrationError, label_audit.LabelAuditError)
 
-
 DEMO_HELP = "the store holds generated demo data: mark the results folder and everything compare writes"
 
 

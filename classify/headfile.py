@@ -80,7 +80,6 @@ def check_kind_and_version(record, path, *, kind: str, version: int, what: str, 
                     f"{version} ({news}): retrain with `python -m classify train`")
 
 
-# the check of a results file, a head's sidecar (`classify.results`)
 check_results_kind = partial(check_kind_and_version, kind=RESULTS_KIND, version=RESULTS_VERSION,
                              what="classify results file", news="with calibration, threshold and per-group metrics")
 

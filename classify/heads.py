@@ -66,13 +66,9 @@ def make_head(name: str, *, seed: int, **params) -> "Head":
     return cls(**params)
 
 
-# ---------------------------------------------------------------------------------------------- shared
-
-
 def _check_xy(x: np.ndarray, y: np.ndarray | None = None, *, what: str) -> None:
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] == 0:
-        shape = getattr(x, "shape", None)
-        raise ValueError(f"{what}: expected a non-empty 2-D array of features, got shape {shape}")
+        raise ValueError(f"{what}: expected a non-empty 2-D array of features, got shape {getattr(x, 'shape', None)}")
     if y is None:
         return
     if y.shape != (x.shape[0],):
@@ -147,8 +143,7 @@ class Head(ClassifierMixin, BaseEstimator):
         _check_xy(x_val, y_val, what="val")
         weight = _row_weights(sample_weight, len(y_train), what="sample_weight")
         val_weight = _row_weights(val_weight, len(y_val), what="val_weight")
-        self.n_features_in_ = x_train.shape[1]
-        self.classes_ = np.array([0, 1])
+        self.n_features_in_, self.classes_ = x_train.shape[1], np.array([0, 1])
         self.mean_, self.scale_ = column_stats(x_train)
         tried = list(self._candidates(x_train, y_train, x_val, y_val, weight, val_weight))
         records = [record for record, _, _ in tried]
@@ -202,16 +197,10 @@ class Head(ClassifierMixin, BaseEstimator):
         return self._logits(x)
 
 
-# ---------------------------------------------------------------------------------------------- logreg
-
-
 def _logreg_objective(x, y, mean, inv_scale, c, weight=None):
-    """Loss and gradient of L2 logistic regression on standardised x, without forming it.
-
-    Minimises mean(log loss) + |w|^2 / (2 C n), i.e. scikit-learn's C * sum(log loss) + |w|^2 / 2
-    divided by n (same minimiser); the intercept is not penalised. ``weight`` (mean 1, or None) weights
-    each row's log loss, as scikit-learn's ``sample_weight``.
-    """
+    """Loss and gradient of L2 logistic regression on standardised x, without forming it: mean(log loss) +
+    |w|^2 / (2 C n), i.e. scikit-learn's C * sum(log loss) + |w|^2 / 2 divided by n (same minimiser); the
+    intercept is not penalised. ``weight`` (mean 1, or None) weights each row's log loss (``sample_weight``)."""
     n = x.shape[0]
     row_weight = np.ones(n) if weight is None else weight
 
@@ -284,9 +273,6 @@ class LogRegHead(Head):
             raise ValueError("logreg fitted state must be {C, intercept}, finite numbers")
         return {"mean": ((n_features,), np.dtype(np.float32)), "scale": ((n_features,), np.dtype(np.float32)),
                 "coef": ((n_features,), np.dtype(np.float64))}
-
-
-# ---------------------------------------------------------------------------------------------- mlp
 
 
 def _init_layers(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]:

@@ -4,8 +4,7 @@ The model's backbones go to ONE `extract.embed_images` call, each with the weigh
 test-time augmentation it was extracted with (`weights_argument`), so each image is decoded and its
 faces detected once, as in `python -m extract`; the embedding widths must match the store's. An image
 that cannot be read, or without a face the detector finds, keeps its status (with the reason: empty
-file, not an image, damaged image) and is never guessed. `Prediction` is the answer per image (its
-largest face), or with ``all_faces`` per face found, largest first.
+file, not an image, damaged image) and is never guessed.
 """
 from __future__ import annotations
 

@@ -59,8 +59,7 @@ def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
     s, t = np.asarray(score, dtype=np.float64)[order], t[order]
     last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
     tps, fps = np.cumsum(t)[last_of_tie], np.cumsum(~t)[last_of_tie]
-    tpr = np.r_[0.0, _ratio(tps, t.sum())]
-    fpr = np.r_[0.0, _ratio(fps, (~t).sum())]
+    fpr, tpr = np.r_[0.0, _ratio(fps, (~t).sum())], np.r_[0.0, _ratio(tps, t.sum())]
     return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
 
 

@@ -14,7 +14,6 @@ from features import atomic
 from features.cli import one_line
 from features.tables import csv_row
 
-
 CSV_COLUMNS = ["path", "gender", "probability", "status", "reason", "face", "box_x", "box_y", "box_w", "box_h"]
 
 
