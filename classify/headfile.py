@@ -18,9 +18,8 @@ an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
     a/<name>        the head's arrays (`Head.to_arrays`): logreg mean, scale (float32, n_features),
                     coef (float64, n_features); mlp mean, scale, layer<i>_weight, layer<i>_bias (float32)
 
-The run's results file ``<run>.json`` (`classify.results`) is the head's sidecar: it records the
-file's sha256 and the same backbones, dims, head and treatment, and is checked against this header and
-the arrays before any backbone runs. Old heads (``.joblib``, a pickle) are never loaded: retrain.
+Its sidecar, the run's results file ``<run>.json`` (`classify.results`), records the file's sha256 and the
+same backbones, dims, head and treatment. Old heads (``.joblib``, a pickle) are never loaded: retrain.
 
 Reading (`read_head_file`) trusts nothing in the file: the zip holds exactly ``header.npy`` and the
 ``a/<name>.npy`` the header implies (`Head.array_spec`: names, shapes, dtypes); the header's size is

@@ -332,11 +332,10 @@ class _Adam:
 class MLPHead(Head):
     """ReLU multilayer perceptron trained with Adam on cross-entropy, early-stopped on val.
 
-    Each (hidden sizes, learning rate) pair in the grid is trained from the same seed; an epoch visits
-    the train rows in a seeded random order in minibatches, and training stops after ``patience``
-    epochs without improving the val log loss, keeping the best epoch's weights. The grid point with
-    the best val accuracy wins. Fitted: ``params_`` ([W0, b0, ...] float32), ``hidden_sizes_``,
-    ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point).
+    Each (hidden sizes, learning rate) pair of the grid is trained from the same seed, in minibatches of
+    the train rows in a seeded random order, until ``patience`` epochs pass without improving the val
+    log loss; the best epoch's weights are kept. Fitted: ``params_`` ([W0, b0, ...] float32),
+    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point).
     """
 
     _tried = "grid"
@@ -400,9 +399,8 @@ class MLPHead(Head):
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": float(self.learning_rate_),
                   "best_epoch": int(self.best_epoch_)}
-        arrays = {"mean": self.mean_, "scale": self.scale_}
-        arrays.update({f"layer{i // 2}_{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params_)})
-        return fitted, arrays
+        return fitted, {"mean": self.mean_, "scale": self.scale_,
+                        **{f"layer{i // 2}_{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params_)}}
 
     @classmethod
     def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

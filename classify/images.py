@@ -113,8 +113,7 @@ class FaceFeatures:
 
 def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", all_faces: bool = False) -> FaceFeatures:
     """Features of ``paths`` from the backbones ``infos`` (name -> recorded {dim, metadata}, in the head's
-    column order), concatenated: the largest face of each image, or every face with ``all_faces``; one
-    detection per image serves every backbone."""
+    column order), concatenated: the largest face of each image, or every face with ``all_faces``."""
     import extract  # lazy: classify must not import torch unless it predicts
 
     options = {}

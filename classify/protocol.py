@@ -27,12 +27,11 @@ Protocol
    by split (every choice above is made on the pooled val). The stores must hold the run's backbones
    with the same dim, weights identity and preprocessing (`check_compatible`).
 8. Cross-dataset evaluation (eval stores, same compatibility check): the head trained above, never
-   refitted, is applied to another dataset's rows. A store with rows in more than one split gives its
-   val split for choosing (step 6) and its test split for reporting, never its train split; a store with
-   one split (a held-out set such as celeba_wild) is reported on all rows and used for no choice.
-   Reported: the metrics of 5, the invalid rows by reason, the accuracy over all rows with invalid rows
-   counted as errors (``accuracy_all``), and, when the store records ages, the same metrics on faces aged
-   >= ``ADULT_AGE`` (``adults``).
+   refitted, on another dataset's rows. A store with rows in several splits gives its val split for
+   choosing (step 6) and its test split for reporting, never its train split; a one-split store (a
+   held-out set such as celeba_wild) is reported on all rows and used for no choice. Reported: step 5's
+   record, the invalid rows by reason, ``accuracy_all`` (invalid rows counted as errors) and, when the
+   store records ages, the metrics of faces aged >= ``ADULT_AGE`` (``adults``).
 9. One seed (``RunConfig.seed``) drives the head's initialisation, minibatch order and the bootstrap: a
    rerun on the same stores gives the same numbers. Every result saves the config, the stores' identity
    (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions.

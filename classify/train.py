@@ -93,9 +93,14 @@ def train(settings: TrainSettings) -> tuple[str, list[Path]]:
             write_run(settings.out, config, model, results, store_info=store_identity(stores[0], backbones),
                       training_stores=training)
             log.info("%s", run_line(config, results))
-    runs = load_results(settings.out)
-    written = errors.write_errors_for(recommend(runs), settings.out)[0] if runs else []
-    markdown, paths = compare(settings.out, demo=settings.demo)
+    return finish(settings.out, demo=settings.demo)
+
+
+def finish(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
+    """The recommended run's error lists, then the leaderboard of ``directory``."""
+    runs = load_results(directory)
+    written = errors.write_errors_for(recommend(runs), directory)[0] if runs else []
+    markdown, paths = compare(directory, demo=demo)
     return markdown, paths + written
 
 
