@@ -1,22 +1,20 @@
 """Reweighing the training rows so that gender no longer predicts a confounding attribute.
 
-Why: in CelebA the women are far more often young than the men (`Young`: 87% of the women, 64% of the
-men on the shared subset's labelled train rows), and a head trained there learns "older -> male"
-(docs/findings.md measures it on UTKFace, with and without ``--balance-by Young``).
+Why: in CelebA far more women than men are young (`Young`: 87% against 64% on the shared subset's
+labelled train rows), and a head trained there learns "older -> male" (measured in docs/findings.md).
 
 Reweighing (Kamiran & Calders, 2012) gives every row of a (gender g, stratum s) cell the weight
 P(g) P(s) / P(g, s): under the weighted rows the stratum is independent of gender, and the total weight
 is still the number of rows. The head is fitted on the weighted train rows, and its hyperparameters are
 chosen on val rows weighted the same way, so that they suit the same reweighted distribution.
 
-Strata: the attribute value (**attribute**) when every train and val row records it; otherwise
-(**proxy**: the attribute known for some rows only, -1 for the others) a standardised logistic regression
-fitted on the labelled train rows (C by 5-fold cross-validation) predicts P(attribute) for every row, binned
-into `PROXY_BINS` strata.
+Strata: the attribute value (**attribute**) when every train and val row records it; else (**proxy**) a
+standardised logistic regression fitted on the labelled train rows (C by 5-fold cross-validation)
+predicts P(attribute) for every row, binned at `PROXY_BINS`.
 
 Weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT]: a nearly empty cell must not hand a few rows the
-whole fit. The record (`BalanceResult.record`: the method, the proxy's labelled rows, each cell's rows and
-weight) is saved with the run's results.
+whole fit. `BalanceResult.record` (the method, the proxy's labelled rows, each cell's rows and weight)
+is saved with the run's results.
 """
 from __future__ import annotations
 
@@ -52,10 +50,7 @@ class BalanceResult:
 def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train: np.ndarray | None,
             x_val: np.ndarray, y_val: np.ndarray, a_val: np.ndarray | None, seed: int = 0) -> BalanceResult:
     """Weights that make ``attribute`` independent of gender on train and on val (module docstring).
-
-    ``a_train``/``a_val``: the attribute per row (1/0, `MISSING` where unknown), None when the rows'
-    stores do not record it (a BalanceError).
-    """
+    ``a_train``/``a_val``: the attribute per row (1/0, `MISSING` where unknown), None when not recorded."""
     if a_train is None or a_val is None:
         raise BalanceError(f"--balance-by {attribute}: the training store does not record this attribute")
     for name, values in (("train", a_train), ("val", a_val)):
@@ -75,9 +70,8 @@ def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train
         proxy, method = _fit_proxy(attribute, x_train, a_train, seed=seed)
         s_train, s_val = (proxy_strata(proxy, x) for x in (x_train, x_val))
     w_train, cells = reweigh(y_train, s_train)
-    w_val, _ = reweigh(y_val, s_val)
-    record = {"attribute": attribute, **method, "max_weight": MAX_WEIGHT, "train_cells": cells}
-    return BalanceResult(train=w_train, val=w_val, record=record)
+    return BalanceResult(train=w_train, val=reweigh(y_val, s_val)[0],
+                         record={"attribute": attribute, **method, "max_weight": MAX_WEIGHT, "train_cells": cells})
 
 
 def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -98,9 +92,8 @@ def reweigh(gender: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[di
 
 
 def proxy_strata(proxy, x: np.ndarray) -> np.ndarray:
-    """Each row's stratum: the proxy's P(attribute) binned at `PROXY_BINS`. Predicted `PREDICT_ROWS`
-    rows at a time: the pipeline's standardised copy of all rows (and the float64 one its float64
-    coefficients make) would be three times the train matrix; each row's probability is its own."""
+    """Each row's stratum: the proxy's P(attribute) binned at `PROXY_BINS`, `PREDICT_ROWS` rows at a time
+    (the pipeline's standardised and float64 copies of all rows would be three times the train matrix)."""
     strata = np.empty(len(x), dtype=np.int64)
     for first in range(0, len(x), PREDICT_ROWS):
         rows = slice(first, first + PREDICT_ROWS)
@@ -109,7 +102,7 @@ def proxy_strata(proxy, x: np.ndarray) -> np.ndarray:
 
 
 def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
-    """The proxy model predicting the attribute, fitted on the labelled rows, and its record."""
+    """The proxy predicting the attribute, fitted on the labelled rows, and its record."""
     labelled = values != MISSING
     x, values = x[labelled], values[labelled]
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
@@ -123,5 +116,5 @@ def _fit_proxy(attribute: str, x: np.ndarray, values: np.ndarray, *, seed: int):
 
 
 def standardised_logreg(c: float):
-    """scikit-learn's logistic regression on standardised features: the proxy here, the label check's model."""
+    """scikit-learn's logistic regression on standardised features."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))

@@ -1,29 +1,26 @@
 """Can the probability be trusted? Calibration metrics, post-hoc calibrators, the decision threshold.
 
 Metrics (`calibration_report`), on p(male) per row:
-- ECE: rows binned into ``n_bins`` (default 15) equal-width bins of p(male) on [0, 1], bins closed on the
-  right (the first also holds 0), as scikit-learn's ``calibration_curve(strategy="uniform")`` bins them;
-  ECE = sum over non-empty bins of (rows in bin / rows) * |fraction male - mean p(male)|. The binning
-  is written into the output (``binning``). ``on="confidence"`` bins max(p, 1 - p) on [0.5, 1] instead
-  and compares it with the fraction predicted correctly (Guo et al.'s top-label ECE).
-- Brier score (mean squared error of p(male)), log loss (p clipped to [1e-15, 1 - 1e-15]) and the
-  reliability-diagram data (per bin: edges, n, mean p, fraction male).
+- ECE: rows binned into ``n_bins`` (default 15) equal-width bins of p(male) on [0, 1], closed on the right
+  (the first also holds 0) as scikit-learn's ``calibration_curve(strategy="uniform")`` bins them; ECE =
+  sum over non-empty bins of (rows in bin / rows) * |fraction male - mean p(male)|, its binning written
+  beside it (``binning``). ``on="confidence"`` bins max(p, 1 - p) on [0.5, 1] against the fraction
+  predicted correctly (Guo et al.'s top-label ECE).
+- Brier score, log loss (p clipped to [1e-15, 1 - 1e-15]) and the reliability-diagram bins (edges, n,
+  mean p, fraction male).
 
-Calibrators (`fit_calibrator`), fitted on val probabilities of the head:
-- ``none``: the identity;
-- ``temperature``: sigmoid(logit(p) / T), T > 0 by maximum likelihood;
-- ``platt``: sigmoid(a * logit(p) + b) by maximum likelihood;
-- ``isotonic``: scikit-learn's IsotonicRegression (clipped to its range), kept as its breakpoints and
-  applied by linear interpolation between them, exactly as IsotonicRegression.predict does.
-The method is chosen by its log loss under `N_FOLDS`-fold cross-validation on val (folds stratified by
-sex, seeded): a calibrator scored on the rows it was fitted on would always favour isotonic, which
-memorises them. The chosen method is then refitted on all of val. A calibrator is plain JSON
-(`Calibrator.to_json` / `Calibrator.from_json`), never a pickle.
+Calibrators (`fit_calibrator`), fitted on the head's val probabilities: ``none`` (the identity),
+``temperature`` (sigmoid(logit(p) / T), T > 0) and ``platt`` (sigmoid(a * logit(p) + b)), both by maximum
+likelihood, and ``isotonic`` (scikit-learn's IsotonicRegression clipped to its range, kept as its
+breakpoints and applied by the same linear interpolation). The method is chosen by its log loss under
+`N_FOLDS`-fold cross-validation on val (folds stratified by sex, seeded): scored on the rows it was
+fitted on, isotonic, which memorises them, would always win. The chosen method is refitted on all of val.
+A calibrator is plain JSON (`Calibrator.to_json` / `Calibrator.from_json`), never a pickle.
 
-Decision threshold (`decision_threshold`), applied to the (calibrated) p(male): predicted male when
-p > threshold. Rules: ``0.5`` (the default), a fixed value in (0, 1), or ``balanced``: the threshold on
-val that makes male recall and female recall as equal as possible (ties: the higher balanced accuracy,
-then the threshold nearest 0.5), placed midway between two consecutive distinct val probabilities.
+Decision threshold (`decision_threshold`) on the (calibrated) p(male), male when p > threshold: ``0.5``
+(the default), a fixed value in (0, 1), or ``balanced``: the threshold on val that makes male and female
+recall as equal as possible (ties: the higher balanced accuracy, then the threshold nearest 0.5), midway
+between two consecutive distinct val probabilities.
 """
 from __future__ import annotations
 
@@ -43,7 +40,6 @@ class CalibrationError(ValueError):
     """A calibrator file or a threshold rule that cannot be used."""
 
 
-# -- metrics ---------------------------------------------------------------------------------------------
 def _checked(y, p) -> tuple[np.ndarray, np.ndarray]:
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if y.ndim != 1 or y.shape != p.shape or y.size == 0:
@@ -100,7 +96,6 @@ def calibration_report(y, p) -> dict:
             "brier": brier_score(y, p), "log_loss": log_loss(y, p), "reliability": diagram["bins"]}
 
 
-# -- calibrators -----------------------------------------------------------------------------------------
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -221,9 +216,6 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrato
     asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex for every fold
     to train on both: no calibration ("none"), rather than a choice made on noise."""
     y, p = _checked(y_val, p_val)
-    unknown = set(methods) - set(METHODS)
-    if unknown or not methods:
-        raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
     counts = np.bincount(y.astype(np.int64), minlength=2)
     scores = {}
     if len(methods) == 1:
@@ -242,12 +234,10 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrato
         chosen = min(methods, key=lambda m: (scores[m], METHODS.index(m)))  # ties: the simpler method
         why = (f"{N_FOLDS}-fold cross-validation on val (folds stratified by sex, seed {seed}), then refitted on "
                "all of val")
-    fitted = fit_method(chosen, y, p)
-    return Calibrator(chosen, fitted.params, {"n": int(len(y)), "criterion": "log_loss", "selection": why,
-                                              "cv_scores": scores})
+    return Calibrator(chosen, fit_method(chosen, y, p).params, {"n": int(len(y)), "criterion": "log_loss",
+                                                                "selection": why, "cv_scores": scores})
 
 
-# -- decision threshold ----------------------------------------------------------------------------------
 def parse_threshold(text: str) -> str | float:
     """A CLI value: 'balanced', or a number strictly between 0 and 1."""
     if text == "balanced":
@@ -280,6 +270,5 @@ def decision_threshold(rule: str | float = 0.5, y_val=None, p_val=None) -> dict:
     order = np.lexsort((np.abs(candidates - 0.5), -(tpr + tnr), np.abs(tpr - tnr)))
     value = float(candidates[order[0]])
     predicted = p > value
-    male_recall, female_recall = float(predicted[y == 1].mean()), float((~predicted)[y == 0].mean())
-    return {"rule": "balanced", "value": value, "val_male_recall": male_recall,
-            "val_female_recall": female_recall}
+    return {"rule": "balanced", "value": value, "val_male_recall": float(predicted[y == 1].mean()),
+            "val_female_recall": float((~predicted)[y == 0].mean())}

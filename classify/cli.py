@@ -1,10 +1,9 @@
 """Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels,report}``; each
 command's flags: ``python -m classify COMMAND --help`` (`build_parser`), walked through in docs/stages.md.
 
-The CLI only parses and prints: training is `classify.train.train`, the rest the library functions each
-command names. Exit codes follow `features.cli.run_cli`: 0 done, 2 an expected error (bad store, unknown
-backbone or head, missing files, a modified or malformed head file: one line on stderr), 130
-interrupted, 1 a bug (traceback).
+The CLI only parses and prints; the work is library functions. Exit codes follow `features.cli.run_cli`:
+0 done, 2 an expected error (bad store, unknown backbone or head, missing files, a modified or malformed
+head file: one line on stderr), 130 interrupted, 1 a bug (traceback).
 """
 from __future__ import annotations
 
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 # Plain ValueError is not here: one from inside numpy or a head is a bug and keeps its traceback.
 EXPECTED_ERRORS = (StoreError, HeadFileError, ProtocolError, CompareError, PredictError, OSError,
                    CalibrationError, label_audit.LabelAuditError)
-
 
 DEMO_HELP = "the store holds generated demo data: mark the results folder and everything compare writes"
 

@@ -1,10 +1,8 @@
 """A saved head on another feature store: ``python -m classify evaluate --head H --store S``.
 
-No backbone runs (and torch is never imported): the features come from the store, which must hold the
-head's backbones with the same dim, weights identity and preprocessing as the head's training store.
-The rows used and the metrics are those of `classify.protocol` step 8 (cross-dataset evaluation), with
-the head's recorded calibrator and decision threshold applied (`classify.decision`), per-group metrics
-on the store's attributes and calibration before/after the calibrator.
+No backbone runs (nor torch): the features come from the store, which must hold the head's backbones
+with the same dim, weights identity and preprocessing as its training store. The rows and metrics are
+`classify.protocol` step 8's, under the head's recorded decision (calibrator and threshold).
 """
 from __future__ import annotations
 
@@ -51,10 +49,9 @@ def training_stores(model: GenderModel, dataset_name: str) -> list[FeatureStore]
             store = FeatureStore.open(entry["path"])
             if store.fingerprint != entry.get("fingerprint"):
                 raise StoreError(f"{entry['path']} now holds another dataset")
+            found.append(store)
         except (StoreError, OSError, KeyError) as error:
             log.warning("cannot leave out the photos %s was trained on: %s", model.name, error)
-            continue
-        found.append(store)
     return found
 
 

@@ -18,17 +18,15 @@ an object array or a pickle renamed to ``.npz`` is refused, never unpickled:
     a/<name>        the head's arrays (`Head.to_arrays`): logreg mean, scale (float32, n_features),
                     coef (float64, n_features); mlp mean, scale, layer<i>_weight, layer<i>_bias (float32)
 
-The run's results file ``<run>.json`` (`classify.results`) is the head's sidecar: it records the
-file's sha256 and the same backbones, dims, head and treatment, and is checked against this header and
-the arrays before any backbone runs. Old heads (``.joblib``, a pickle) are never loaded: retrain.
+Its sidecar, the run's results file ``<run>.json`` (`classify.results`), records the file's sha256 and the
+same backbones, dims, head and treatment. Old heads (``.joblib``, a pickle) are never loaded: retrain.
 
-Reading (`read_head_file`) trusts nothing in the file: only the members ``header.npy`` and
-``a/<name>.npy`` of the zip; the header member's size is capped before it is inflated and its JSON is
-strict (no NaN/Infinity, bounded nesting) and typed; the arrays the header implies
-(`Head.array_spec`: names, shapes, dtypes) must be exactly the members, each member's ``.npy`` header
-(shape, dtype) and inflated size are checked against them before a byte of its data is read (a 2 GB
-array of zeros deflated to 2 MB, or a declared shape of 10**13, is refused unread), and every value
-must be finite. Any failure is one `HeadFileError` line.
+Reading (`read_head_file`) trusts nothing in the file: the zip holds exactly ``header.npy`` and the
+``a/<name>.npy`` the header implies (`Head.array_spec`: names, shapes, dtypes); the header's size is
+capped before it is inflated and its JSON is strict (no NaN/Infinity, bounded nesting) and typed; each
+array's ``.npy`` header and inflated size are checked before a byte of its data is read (a 2 GB array of
+zeros deflated to 2 MB, or a declared shape of 10**13, is refused unread), and every value must be
+finite. Any failure is one `HeadFileError` line.
 """
 from __future__ import annotations
 
@@ -73,8 +71,7 @@ def write_head_file(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> 
 
 def check_kind_and_version(record, path, *, kind: str, version: int, what: str, news: str,
                            error: type[Exception]) -> None:
-    """Raise ``error`` unless ``record`` is a JSON object of ``kind`` at ``version``; an older version is
-    told what changed (``news``) and to retrain. Shared by head files and results files."""
+    """Raise ``error`` unless ``record`` is a ``kind`` object at ``version``; an older one is told ``news``: retrain."""
     if not isinstance(record, dict) or record.get("kind") != kind:
         raise error(f"{path} is not a {what} (no kind={kind!r})")
     if record.get("version") != version:
@@ -82,7 +79,6 @@ def check_kind_and_version(record, path, *, kind: str, version: int, what: str, 
                     f"{version} ({news}): retrain with `python -m classify train`")
 
 
-# the check of a results file, a head's sidecar (`classify.results`)
 check_results_kind = partial(check_kind_and_version, kind=RESULTS_KIND, version=RESULTS_VERSION,
                              what="classify results file", news="with calibration, threshold and per-group metrics")
 
@@ -158,8 +154,7 @@ def header_problem(header: dict) -> str | None:
 
 
 def chain_problem(training_stores, chosen_treatment, names: tuple[str, ...], decision) -> str | None:
-    """What is wrong with the training stores, feature treatment and decision a head header or its sidecar
-    records (None when each is sound as data)."""
+    """What is wrong with the recorded training stores, feature treatment and decision (None: sound as data)."""
     if not isinstance(training_stores, list) or not all(isinstance(entry, dict) for entry in training_stores):
         return "training_stores must be a list of store records"
     if problem := treatment.check(chosen_treatment, names):
@@ -189,8 +184,7 @@ def array_spec(header: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 
 def _array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, *,
            path: Path) -> np.ndarray:
-    """One member's array, its .npy header and inflated size checked against (shape, dtype) before its
-    data is read, its values checked finite."""
+    """One member's array, checked as the module docstring says."""
     name = info.filename
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     with archive.open(info) as stream:

@@ -1,31 +1,18 @@
 """Classification heads: scikit-learn style estimators trained on frozen backbone features.
 
-Every head follows scikit-learn's conventions: ``__init__`` only stores its parameters, ``fit`` returns
-self, fitted attributes end in ``_``, ``get_params`` works (from `BaseEstimator`). Unlike plain
-scikit-learn, ``fit(x_train, y_train, x_val, y_val)`` also takes the validation split, on which the head
-chooses its hyperparameters (see `classify.protocol`). ``sample_weight``/``val_weight`` (optional, one
-non-negative weight per row, e.g. `classify.balance`'s) weight the training loss and the val scores.
-Labels are 1 male / 0 female; ``predict_proba`` returns columns ``[female, male]`` in the order of
-``classes_``.
+scikit-learn's conventions hold (``__init__`` only stores parameters, ``fit`` returns self, fitted
+attributes end in ``_``, ``get_params`` works), but ``fit(x_train, y_train, x_val, y_val)`` also takes the
+validation split, on which the head chooses its hyperparameters (`classify.protocol`). ``sample_weight``/
+``val_weight`` (optional, one non-negative weight per row, e.g. `classify.balance`'s) weight the training
+loss and the val scores. Labels are 1 male / 0 female; ``predict_proba`` columns are ``[female, male]``.
 
-Both heads standardise the features with statistics of the training split, but fold the scaling into
-the computation instead of materialising a scaled copy: a 162,770 x 2,048 float32 matrix is 1.3 GB, and
-the input is never modified nor copied whole.
+Both heads standardise with train statistics folded into the computation, never a scaled copy (a
+162,770 x 2,048 float32 matrix is 1.3 GB): the input is never modified nor copied whole.
 
-Adding a head::
-
-    @register_head("myhead")
-    class MyHead(Head):
-        def __init__(self, *, random_state=0): ...
-        def _candidates(self, x_train, y_train, x_val, y_val, weight, val_weight): ...
-            # per candidate, yield (its record with val_accuracy/val_log_loss, fitted, arrays)
-        def _restore(self, fitted, arrays): ...  # the fitted state, from JSON scalars and arrays; sets selection_
-        def decision_function(self, x): ...   # male logit per row
-        def to_arrays(self): ...              # (fitted, {name: ndarray}): "mean", "scale", then the arrays
-        @classmethod
-        def array_spec(cls, fitted, n_features): ...
-
-``to_arrays``/``from_arrays`` are how `classify.headfile` saves a head without pickle.
+A new head is a `Head` subclass under ``@register_head("name")`` with ``_candidates`` (per candidate:
+its record with val_accuracy/val_log_loss, its fitted JSON scalars, its arrays), ``_restore``,
+``_logits`` (male logit per row), ``to_arrays`` ("mean", "scale", then its arrays: how
+`classify.headfile` saves a head without pickle) and ``array_spec``.
 """
 from __future__ import annotations
 
@@ -79,13 +66,9 @@ def make_head(name: str, *, seed: int, **params) -> "Head":
     return cls(**params)
 
 
-# ---------------------------------------------------------------------------------------------- shared
-
-
 def _check_xy(x: np.ndarray, y: np.ndarray | None = None, *, what: str) -> None:
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] == 0:
-        shape = getattr(x, "shape", None)
-        raise ValueError(f"{what}: expected a non-empty 2-D array of features, got shape {shape}")
+        raise ValueError(f"{what}: expected a non-empty 2-D array of features, got shape {getattr(x, 'shape', None)}")
     if y is None:
         return
     if y.shape != (x.shape[0],):
@@ -96,10 +79,8 @@ def _check_xy(x: np.ndarray, y: np.ndarray | None = None, *, what: str) -> None:
 
 
 def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (float32), accumulated in float64 chunk by chunk.
-
-    Constant columns get scale 1. Raises ValueError if the features contain NaN or infinity.
-    """
+    """Per-column mean and standard deviation (float32), accumulated in float64 chunk by chunk; constant
+    columns get scale 1. ValueError if the features contain NaN or infinity."""
     total = np.zeros(x.shape[1], dtype=np.float64)
     total_sq = np.zeros(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
@@ -132,10 +113,9 @@ def _row_weights(weight, n: int, *, what: str) -> np.ndarray | None:
     return weight * (n / weight.sum())
 
 
-def _best(candidates: list[dict]) -> int:
-    """Index of the best candidate: highest val accuracy, then lowest val log loss, then earliest."""
-    keys = [(-c["val_accuracy"], c["val_log_loss"], i) for i, c in enumerate(candidates)]
-    return min(keys)[2]
+def best_index(records: list[dict]) -> int:
+    """Index of the best record: highest val accuracy, then lowest val log loss, then earliest."""
+    return min((-r["val_accuracy"], r["val_log_loss"], i) for i, r in enumerate(records))[2]
 
 
 def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -147,10 +127,11 @@ def _chunked_logits(x: np.ndarray, logits_of: Callable[[np.ndarray], np.ndarray]
 
 
 class Head(ClassifierMixin, BaseEstimator):
-    """Base of the binary heads: predictions from ``decision_function`` (the male logit).
+    """Base of the binary heads: predictions from the male logit (``decision_function``).
 
-    ``fit`` standardises on train, fits every candidate of ``_candidates`` and keeps the best on val
-    (`_best`); its records become ``<tried>_`` and ``selection_[tried]``.
+    ``fit`` standardises on train (``mean_``/``scale_``), fits every candidate of ``_candidates`` and keeps
+    the best on val (`best_index`); ``selection_`` records the choice (for results files) and, as
+    ``selection_[tried]`` and ``<tried>_``, every candidate's record.
     """
 
     head_name = "?"
@@ -162,18 +143,14 @@ class Head(ClassifierMixin, BaseEstimator):
         _check_xy(x_val, y_val, what="val")
         weight = _row_weights(sample_weight, len(y_train), what="sample_weight")
         val_weight = _row_weights(val_weight, len(y_val), what="val_weight")
-        self.n_features_in_ = x_train.shape[1]
-        self.classes_ = np.array([0, 1])
+        self.n_features_in_, self.classes_ = x_train.shape[1], np.array([0, 1])
         self.mean_, self.scale_ = column_stats(x_train)
         tried = list(self._candidates(x_train, y_train, x_val, y_val, weight, val_weight))
         records = [record for record, _, _ in tried]
-        self._restore(*tried[_best(records)][1:])
+        self._restore(*tried[best_index(records)][1:])
         setattr(self, f"{self._tried}_", records)
         self.selection_[self._tried] = records
         return self
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, 2) probabilities, columns [female, male]."""
@@ -186,9 +163,8 @@ class Head(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """{array name: (shape, dtype)} that `to_arrays` gives for a head with ``fitted`` (its JSON
-        scalars) on ``n_features`` columns; ValueError when ``fitted`` is not such a record. What a
-        head file may hold is known from this before any array is read (`classify.headfile`)."""
+        """{array name: (shape, dtype)} that `to_arrays` gives for ``fitted`` (its JSON scalars) on ``n_features``
+        columns, known before any array is read (`classify.headfile`); ValueError if ``fitted`` is not one."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     @classmethod
@@ -211,24 +187,20 @@ class Head(ClassifierMixin, BaseEstimator):
         head._restore(fitted, rest)
         return head
 
-    def _check_fitted_x(self, x: np.ndarray) -> None:
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Male logit per row (the head's ``_logits`` of checked features)."""
         if not hasattr(self, "n_features_in_"):
             raise ValueError(f"{type(self).__name__} is not fitted yet; call fit first")
         _check_xy(x, what="predict")
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"features have {x.shape[1]} columns, the head was fitted on {self.n_features_in_}")
-
-
-# ---------------------------------------------------------------------------------------------- logreg
+        return self._logits(x)
 
 
 def _logreg_objective(x, y, mean, inv_scale, c, weight=None):
-    """Loss and gradient of L2 logistic regression on standardised x, without forming it.
-
-    Minimises mean(log loss) + |w|^2 / (2 C n), i.e. scikit-learn's C * sum(log loss) + |w|^2 / 2
-    divided by n (same minimiser); the intercept is not penalised. ``weight`` (mean 1, or None) weights
-    each row's log loss, as scikit-learn's ``sample_weight``.
-    """
+    """Loss and gradient of L2 logistic regression on standardised x, without forming it: mean(log loss) +
+    |w|^2 / (2 C n), i.e. scikit-learn's C * sum(log loss) + |w|^2 / 2 divided by n (same minimiser); the
+    intercept is not penalised. ``weight`` (mean 1, or None) weights each row's log loss (``sample_weight``)."""
     n = x.shape[0]
     row_weight = np.ones(n) if weight is None else weight
 
@@ -252,9 +224,8 @@ class LogRegHead(Head):
     The path runs from the strongest to the weakest regularisation, each fit (L-BFGS) starting from the
     previous solution. It stops when the largest gradient entry of the mean loss is below ``tol``, as
     scikit-learn's ``lbfgs`` does, but tighter by default: with 160k rows, scikit-learn's 1e-4 ends the
-    large-C steps of the path after 0 or 1 iteration. Fitted: ``mean_``/``scale_`` (train statistics),
-    ``coef_``/``intercept_`` in standardised space, ``C_``, ``path_`` (C, val accuracy/log loss, iterations
-    per step), ``selection_`` (the chosen C and the path, for results files).
+    large-C steps of the path after 0 or 1 iteration. Fitted: ``coef_``/``intercept_`` in standardised
+    space, ``C_``, ``path_`` (C, val scores and iterations per step).
     """
 
     _tried = "path"
@@ -286,9 +257,7 @@ class LogRegHead(Head):
         self.C_, self.intercept_ = float(fitted["C"]), float(fitted["intercept"])
         self.selection_ = {"C": self.C_}
 
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Male logit per row."""
-        self._check_fitted_x(x)
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         v = self.coef_ / self.scale_.astype(np.float64)
         weights, bias = v.astype(np.float32), np.float32(self.intercept_ - float(self.mean_ @ v))
         return _chunked_logits(x, lambda rows: rows @ weights + bias)
@@ -306,15 +275,11 @@ class LogRegHead(Head):
                 "coef": ((n_features,), np.dtype(np.float64))}
 
 
-# ---------------------------------------------------------------------------------------------- mlp
-
-
 def _init_layers(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]:
     """[W0, b0, W1, b1, ...] float32; He init for the ReLU layers, Glorot for the output."""
     params = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        last = i == len(sizes) - 2
-        std = np.sqrt(2.0 / (fan_in + fan_out)) if last else np.sqrt(2.0 / fan_in)
+        std = np.sqrt(2.0 / (fan_in + fan_out)) if i == len(sizes) - 2 else np.sqrt(2.0 / fan_in)
         params += [(rng.standard_normal((fan_in, fan_out)) * std).astype(np.float32),
                    np.zeros(fan_out, dtype=np.float32)]
     return params
@@ -323,11 +288,9 @@ def _init_layers(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]
 def _forward(params: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Output logit (n,) and the activations entering each layer."""
     acts = [x]
-    h = x
     for i in range(0, len(params) - 2, 2):
-        h = np.maximum(h @ params[i] + params[i + 1], 0.0)
-        acts.append(h)
-    return (h @ params[-2] + params[-1])[:, 0], acts
+        acts.append(np.maximum(acts[-1] @ params[i] + params[i + 1], 0.0))
+    return (acts[-1] @ params[-2] + params[-1])[:, 0], acts
 
 
 def _backward(params, acts, dz: np.ndarray) -> list[np.ndarray]:
@@ -369,12 +332,10 @@ class _Adam:
 class MLPHead(Head):
     """ReLU multilayer perceptron trained with Adam on cross-entropy, early-stopped on val.
 
-    Each (hidden sizes, learning rate) pair in the grid is trained from the same seed; an epoch visits
-    the train rows in a seeded random order in minibatches, and training stops after ``patience``
-    epochs without improving the val log loss, keeping the best epoch's weights. The grid point with
-    the best val accuracy wins. Fitted: ``mean_``/``scale_``, ``params_`` ([W0, b0, ...] float32),
-    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point),
-    ``selection_`` (the chosen point and the grid, for results files).
+    Each (hidden sizes, learning rate) pair of the grid is trained from the same seed, in minibatches of
+    the train rows in a seeded random order, until ``patience`` epochs pass without improving the val
+    log loss; the best epoch's weights are kept. Fitted: ``params_`` ([W0, b0, ...] float32),
+    ``hidden_sizes_``, ``learning_rate_``, ``best_epoch_``, ``grid_`` (one record per grid point).
     """
 
     _tried = "grid"
@@ -400,7 +361,7 @@ class MLPHead(Head):
             best_params, stale, epoch = [p.copy() for p in params], 0, 0
             for epoch in range(1, self.max_epochs + 1):
                 self._epoch(params, adam, x, y32, rng, weight)
-                scores = val_scores(y_val, self._logits(params, x_val), val_weight)
+                scores = val_scores(y_val, self._logits(x_val, params), val_weight)
                 if scores["val_log_loss"] < best["val_log_loss"] - 1e-5:
                     best, best_params, stale = {**scores, "best_epoch": epoch}, [p.copy() for p in params], 0
                 else:
@@ -430,20 +391,16 @@ class MLPHead(Head):
                 dz = dz * weight[rows].astype(np.float32)
             adam.step(params, _backward(params, acts, dz.astype(np.float32)))
 
-    def _logits(self, params, x: np.ndarray) -> np.ndarray:
+    def _logits(self, x: np.ndarray, params: list[np.ndarray] | None = None) -> np.ndarray:
+        """Male logits of ``x`` under ``params`` (a candidate's during training), else the fitted ``params_``."""
+        params = self.params_ if params is None else params
         return _chunked_logits(x, lambda rows: _forward(params, (rows - self.mean_) / self.scale_)[0])
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Male logit per row."""
-        self._check_fitted_x(x)
-        return self._logits(self.params_, x)
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {"hidden_sizes": list(self.hidden_sizes_), "learning_rate": float(self.learning_rate_),
                   "best_epoch": int(self.best_epoch_)}
-        arrays = {"mean": self.mean_, "scale": self.scale_}
-        arrays.update({f"layer{i // 2}_{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params_)})
-        return fitted, arrays
+        return fitted, {"mean": self.mean_, "scale": self.scale_,
+                        **{f"layer{i // 2}_{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params_)}}
 
     @classmethod
     def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -1,14 +1,10 @@
 """Images in, one feature row per face out: the backbones of a model run through `extract` (imported lazily).
 
-The model's backbones, with the weights, precision and test-time augmentation each was extracted with,
-go to ONE `extract.embed_images` call ("random" for extract's seeded random init, else the recorded
-weight file, which must exist here, or the default weights checked against the recorded identity), so
-each image is decoded and its faces detected once for every backbone, as in `python -m extract`. The
-embedding widths must match the store's. An image whose face the detector cannot find, or that cannot be
-read, keeps its status (with the reason: empty file, not an image, damaged image) and is never guessed.
-
-`Prediction` is what `classify.model.GenderModel.predict_images` gives per image (its largest face), or
-with ``all_faces`` per face found, largest first.
+The model's backbones go to ONE `extract.embed_images` call, each with the weights, precision and
+test-time augmentation it was extracted with (`weights_argument`), so each image is decoded and its
+faces detected once, as in `python -m extract`; the embedding widths must match the store's. An image
+that cannot be read, or without a face the detector finds, keeps its status (with the reason: empty
+file, not an image, damaged image) and is never guessed.
 """
 from __future__ import annotations
 
@@ -47,8 +43,7 @@ class Prediction:
     path: str
     status: str  # "ok", or why there is no prediction: "unreadable", "no face found", "too large", ...
     gender: str | None = None  # "male" / "female"; None when status is not "ok"
-    probability: float | None = None  # calibrated, of ``gender`` (below 0.5 only when the recorded
-    # threshold is not 0.5)
+    probability: float | None = None  # calibrated, of ``gender`` (below 0.5 only if the threshold is not 0.5)
     p_male: float | None = None  # calibrated p(male), what the threshold is applied to
     reason: str = ""  # why an image has no prediction
     face: int | None = None  # index of the face in its image, 0 the largest; None when no face
@@ -88,12 +83,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def weights_argument(name: str, metadata: dict) -> str | None:
-    """What to pass as ``embed_paths(weights=...)`` to rebuild the weights recorded in ``metadata``.
-
-    The recorded weight file when it is here (its sha256 must match); else None, the backbone's default
-    weights (a pip package's file on another machine, say), which `embed_paths` checks against the
-    recorded identity through ``expect_weights``.
-    """
+    """The ``weights`` option that rebuilds the weights recorded in ``metadata``: "random", the recorded
+    weight file when it is here (its sha256 must match), else None, the backbone's default weights (a pip
+    package's file on another machine, say), which extract checks against the recorded identity."""
     if metadata.get("weights") == "random":
         log.warning("backbone %s was extracted with extract's seeded random weights (a baseline, "
                     "not a trained network)", name)
@@ -121,8 +113,7 @@ class FaceFeatures:
 
 def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", all_faces: bool = False) -> FaceFeatures:
     """Features of ``paths`` from the backbones ``infos`` (name -> recorded {dim, metadata}, in the head's
-    column order), concatenated: the largest face of each image, or every face with ``all_faces``; one
-    detection per image serves every backbone."""
+    column order), concatenated: the largest face of each image, or every face with ``all_faces``."""
     import extract  # lazy: classify must not import torch unless it predicts
 
     options = {}

@@ -1,18 +1,17 @@
 """Binary gender-classification metrics, male = positive class (label 1), female = 0.
 
-`evaluate` returns a JSON-ready dict: accuracy, precision/recall/F1 of the male class, the female
-class's recall (``female_recall``; ``recall`` is the male one), macro
-precision/recall/F1 over both classes, ROC-AUC, the confusion matrix (rows true, columns predicted,
-order [female, male]), percentile bootstrap 95% CIs for accuracy and F1, and an ROC curve thinned for
-plotting. A sex with no rows has no recall or F1 (NaN, null in JSON, "n/a" in tables) and the macro
-scores average over the sex present; other undefined ratios (precision with no male prediction) are 0,
-like scikit-learn's ``zero_division=0``.
+`evaluate` returns a JSON-ready dict: accuracy, the male class's precision/recall/F1, the female class's
+recall (``female_recall``), macro precision/recall/F1 over both classes, ROC-AUC, the confusion matrix
+(rows true, columns predicted, order [female, male]), percentile bootstrap 95% CIs for accuracy and F1,
+and an ROC curve thinned for plotting. A sex with no rows has no recall or F1 (NaN, null in JSON, "n/a"
+in tables) and the macro scores average over the sex present; other undefined ratios (precision with no
+male prediction) are 0, like scikit-learn's ``zero_division=0``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-_BOOT_CHUNK = 50
+_BOOT_CHUNK = 50  # resamples drawn at a time: 50 x n int32 indices
 
 
 def _ratio(num, den):
@@ -60,8 +59,7 @@ def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
     s, t = np.asarray(score, dtype=np.float64)[order], t[order]
     last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
     tps, fps = np.cumsum(t)[last_of_tie], np.cumsum(~t)[last_of_tie]
-    tpr = np.r_[0.0, _ratio(tps, t.sum())]
-    fpr = np.r_[0.0, _ratio(fps, (~t).sum())]
+    fpr, tpr = np.r_[0.0, _ratio(fps, (~t).sum())], np.r_[0.0, _ratio(tps, t.sum())]
     return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
 
 
@@ -76,10 +74,7 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap CIs for accuracy and male F1: rows resampled with replacement, seeded.
-
-    Vectorised over resamples in chunks (a chunk is ``_BOOT_CHUNK`` x n int32 indices).
-    """
+    """Percentile bootstrap CIs for accuracy and male F1: rows resampled with replacement, seeded, in chunks."""
     t, p = check_binary(y_true, y_pred)
     codes = (2 * t + p).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)

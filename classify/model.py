@@ -1,20 +1,18 @@
 """A trained gender model: the fitted chain feature treatment -> head -> calibrator -> threshold, one object.
 
-As scikit-learn's ``CalibratedClassifierCV`` and ``TunedThresholdClassifierCV`` wrap a fitted
-``estimator_`` with its calibration and ``decision_threshold_``, `GenderModel` holds the fitted head
-(`classify.heads`), the feature treatment chosen on val (`classify.treatment`), the decision
-(`classify.decision`: calibrator and threshold) and the backbones whose features it takes (name -> the
-recorded ``{dim, metadata}``, in column order). Callers ask, never rebuild the chain::
+As scikit-learn's ``CalibratedClassifierCV`` and ``TunedThresholdClassifierCV`` wrap a fitted estimator
+with its calibration and threshold, `GenderModel` holds the fitted head (`classify.heads`), the feature
+treatment chosen on val (`classify.treatment`), the decision (`classify.decision`: calibrator and
+threshold) and the backbones whose features it takes, in column order. Callers ask, never rebuild the chain::
 
     from classify import GenderModel
     model = GenderModel.load("results/sface__logreg.npz")
     for p in model.predict_images(["photos/"]):
         print(p.path, p.gender, p.probability)
 
-Features in (rows of the backbones' embeddings concatenated): `p_male`, `predict`; images in:
-`predict_images` (the backbones run through `extract`, torch imported only then). On disk a model is
-the head file ``<run>.npz`` (`classify.headfile`) and its sidecar ``<run>.json`` (the run's results
-file, `classify.results`); `load` is the one loader, and checks both before anything runs.
+Features in: `p_male`, `predict`; images in: `predict_images` (torch imported only then). On disk: the
+head file ``<run>.npz`` (`classify.headfile`) and its sidecar ``<run>.json`` (the run's results file,
+`classify.results`), both checked by `load`, the one loader, before anything runs.
 """
 from __future__ import annotations
 
@@ -38,9 +36,7 @@ SIDECAR_LIMIT = 64 << 20  # bytes of a results file; real ones are well under 1 
 
 
 def compatibility_of(info: dict) -> dict:
-    """What must match between two extractions of one backbone (its store record ``{dim, metadata}``)
-    for their features to mean the same thing: dim, weights identity, precision, preprocessing,
-    aligner weights and test-time augmentation. The one definition train, evaluate and pooling use."""
+    """What must match between two store records of one backbone for their features to mean the same thing."""
     metadata = info.get("metadata") or {}
     return {"dim": info["dim"], "weights": metadata.get("weights"), "precision": metadata.get("precision"),
             "preprocessing": metadata.get("preprocessing"), "aligner_weights": metadata.get("aligner_weights"),

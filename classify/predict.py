@@ -14,7 +14,6 @@ from features import atomic
 from features.cli import one_line
 from features.tables import csv_row
 
-
 CSV_COLUMNS = ["path", "gender", "probability", "status", "reason", "face", "box_x", "box_y", "box_w", "box_h"]
 
 
@@ -31,10 +30,8 @@ def write_predictions(predictions: list[Prediction], path: Path) -> None:
 
 
 def format_predictions(predictions: list[Prediction], *, faces: bool = False) -> str:
-    """A header, one line per image ('path  male  0.97' or 'path  unreadable: empty file'), totals.
-
-    faces: one line per face, with its index in the image and its box ('path  0  12,40 88x104  male  0.97').
-    """
+    """A header, one line per image ('path  male  0.97' or 'path  unreadable: empty file'), totals; with
+    ``faces``, one line per face with its index in the image and box ('path  0  12,40 88x104  male  0.97')."""
     rows = [("image", "face  box x,y wxh", "gender  probability of that gender")]
     for p in predictions:  # one line each, however the file is named
         answer = (f"{p.gender:<6}  {p.probability:.4f}" if p.status == "ok"

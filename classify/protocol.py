@@ -6,42 +6,35 @@ Protocol
    ("sface+efficientnet_lite0"). Only complete backbones are read.
 2. The store's split is used as given (CelebA's official partition, or the seeded split recorded with a
    generated one): train, val and test never share a row.
-3. Rows that are not valid in every backbone of the run (unreadable image, no face found) are excluded
-   from every split and counted per split and reason in the results; nothing is imputed.
-4. The head is fitted on train only. Every hyperparameter (logreg's C, the MLP's hidden size, learning
-   rate and early-stopping epoch) is chosen on val: highest val accuracy, ties to the lower val log loss.
-   Feature standardisation uses train statistics only. With ``balance_by`` (an attribute of the
-   store, `classify.balance`), train rows are weighted so that the attribute is independent of gender
-   (a confound the head must not learn), and val rows are weighted the same way for every in-domain
-   choice (4 and 6); test and eval stores are reported unweighted.
-5. After the head, the decision (`classify.decision`): a post-hoc calibrator fitted and chosen on val
-   (``calibrate``: auto, a method, or none) and a decision threshold on the calibrated p(male)
-   (``threshold``: 0.5, balanced, chosen on val, or a fixed value); both recorded and used by predict.
-   Test is touched once, after every choice, by the chosen model and decision: accuracy, male-class
-   precision/recall/F1, macro P/R/F1, ROC-AUC, confusion matrix, 95% percentile bootstrap CIs (accuracy,
-   F1; test rows resampled ``n_resamples`` times); per-group metrics (`classify.groups`: true sex, UTKFace
-   race x age, each attribute of the store, bootstrap intervals, worst group, gaps, equalised odds,
-   balanced accuracy); calibration before and after the calibrator (`classify.calibration`: ECE with its
-   binning, Brier, reliability bins); and the recalls of the raw 0.5 decision beside the final one. Val
-   gets the same record (the choices were made on it, so its numbers are optimistic). Male is positive.
+3. Rows not valid in every backbone of the run (unreadable image, no face found) are excluded from every
+   split and counted per split and reason in the results; nothing is imputed.
+4. The head is fitted on train only, standardised with train statistics. Every hyperparameter (logreg's
+   C, the MLP's hidden size, learning rate and early-stopping epoch) is chosen on val: highest val
+   accuracy, ties to the lower val log loss. With ``balance_by`` (a store attribute, `classify.balance`),
+   train rows are weighted so that the attribute is independent of gender (a confound the head must not
+   learn), and so are val rows for every in-domain choice (4 and 6); test and eval stores are unweighted.
+5. Then the decision (`classify.decision`): a post-hoc calibrator fitted and chosen on val (``calibrate``)
+   and a threshold on the calibrated p(male) (``threshold``: 0.5, balanced, or a fixed value), both
+   recorded and used by predict. Test is touched once, after every choice, by the chosen model and
+   decision (`score_split`: `classify.metrics` with ``n_resamples`` bootstrap resamples, per-group
+   metrics, calibration before and after the calibrator, the recalls of the raw 0.5 decision beside the
+   final one). Val gets the same record (optimistic: the choices were made on it). Male is positive.
 6. Feature treatment (`classify.treatment`: per-backbone L2 normalisation or none) is one more
    hyperparameter: every candidate is fitted as in 4, and the chosen one is the best on cross-dataset
    val when eval stores give one (mean val accuracy over them; ties to the in-domain val accuracy), else
-   the best on val (accuracy, then log loss). Remaining ties go to "none", the simpler treatment.
-7. Pooled training (several training stores): their train splits are concatenated, and so are their
-   val splits (the pooled val every choice above is made on) and test splits. The stores must hold the
-   run's backbones with the same dim, weights identity and preprocessing (`check_compatible`).
+   the best on val as in 4. Remaining ties go to "none", the simpler treatment.
+7. Pooled training (several training stores): their train, val and test splits are concatenated split
+   by split (every choice above is made on the pooled val). The stores must hold the run's backbones
+   with the same dim, weights identity and preprocessing (`check_compatible`).
 8. Cross-dataset evaluation (eval stores, same compatibility check): the head trained above, never
-   refitted, is applied to another dataset's rows. A store with rows in more than one split gives its
-   val split for choosing (step 6) and its test split for reporting; its train split is never used. A
-   store whose rows are all in one split (a held-out set such as celeba_wild) is reported on all rows
-   and used for no choice. Reported: the metrics of 5, the invalid rows by reason, the accuracy over
-   all rows with invalid rows counted as errors (``accuracy_all``), and, when the store records ages,
-   the same metrics on faces aged >= ``ADULT_AGE`` (``adults``).
-9. One seed (``RunConfig.seed``) drives the head's initialisation and minibatch order and the
-   bootstrap, so a rerun on the same stores gives the same numbers. The config, the stores' identity
-   (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions are saved
-   with every result.
+   refitted, on another dataset's rows. A store with rows in several splits gives its val split for
+   choosing (step 6) and its test split for reporting, never its train split; a one-split store (a
+   held-out set such as celeba_wild) is reported on all rows and used for no choice. Reported: step 5's
+   record, the invalid rows by reason, ``accuracy_all`` (invalid rows counted as errors) and, when the
+   store records ages, the metrics of faces aged >= ``ADULT_AGE`` (``adults``).
+9. One seed (``RunConfig.seed``) drives the head's initialisation, minibatch order and the bootstrap: a
+   rerun on the same stores gives the same numbers. Every result saves the config, the stores' identity
+   (path, dataset fingerprint, backbone metadata incl. weights identity) and library versions.
 """
 from __future__ import annotations
 
@@ -58,7 +51,7 @@ import numpy as np
 from classify import balance, decision, metrics, treatment
 from classify.calibration import calibration_report
 from classify.groups import decision_recalls, group_metrics
-from classify.heads import make_head, val_scores
+from classify.heads import best_index, make_head, val_scores
 from classify.model import GenderModel, compatibility_of
 from features.dataset import SPLITS, split_code
 from features.store import FeatureStore, SplitFeatures
@@ -127,16 +120,10 @@ class EvalSet:
     seen: int = 0  # valid rows left out: photos the head was trained or chosen on (`seen_ids`)
 
 
-def compatibility(store: FeatureStore, name: str) -> dict:
-    """What must match between stores for one backbone's features to mean the same thing
-    (`classify.model.compatibility_of` of the store's record of it)."""
-    return compatibility_of(store.backbone_info(name))
-
-
 def check_compatible(reference: dict[str, dict], store: FeatureStore, backbones: tuple[str, ...]) -> None:
-    """ProtocolError unless ``store``'s backbones match ``reference`` (name -> `compatibility`)."""
+    """ProtocolError unless ``store``'s backbones match ``reference`` (name -> `compatibility_of`)."""
     for name in backbones:
-        found, expected = compatibility(store, name), reference[name]
+        found, expected = compatibility_of(store.backbone_info(name)), reference[name]
         for key in found:
             if found[key] != expected[key]:
                 raise ProtocolError(
@@ -152,7 +139,7 @@ def _short(value) -> str:
 
 def read_training(stores: list[FeatureStore], backbones: tuple[str, ...]) -> TrainingData:
     """The run's rows from one store, or several pooled (step 7)."""
-    reference = {name: compatibility(stores[0], name) for name in backbones}
+    reference = {name: compatibility_of(stores[0].backbone_info(name)) for name in backbones}
     for store in stores[1:]:
         check_compatible(reference, store, backbones)
     per_store = [read_splits(store, backbones) for store in stores]
@@ -285,8 +272,7 @@ def run(config: RunConfig, data: TrainingData, evals: list[EvalSet] = ()) -> tup
     cross = {e.label: evaluate_set(model, e, n_resamples=config.n_resamples, seed=config.seed,
                                    min_n=config.min_group_n) for e in evals}
     results = {"metrics": evaluation, "cross_dataset": cross, "decision": chosen_decision.to_json(),
-               "selection": head.selection_,
-               "head_params": head.get_params(),
+               "selection": head.selection_, "head_params": head.get_params(),
                "counts": {split: {"n": int(len(part.gender)), "male": int(np.sum(part.gender == 1)),
                                   "invalid": dict(part.n_invalid)} for split, part in data.splits.items()},
                "treatment": {"chosen": chosen, "tried": [{"name": t[0]["name"], **t[3]} for t in tried]},
@@ -324,12 +310,10 @@ def _balance(config: RunConfig, data: TrainingData, x_train: np.ndarray,
 
 
 def _best_treatment(scores: list[dict]) -> int:
-    """Step 6: cross-dataset val when there is one, else val; ties to the earlier (simpler) candidate."""
+    """Step 6: cross-dataset val when there is one, else val (`best_index`); ties to the earlier (simpler) one."""
     if scores and scores[0]["cross_val_accuracy"] is not None:
-        keys = [(-s["cross_val_accuracy"], -s["val_accuracy"], i) for i, s in enumerate(scores)]
-    else:
-        keys = [(-s["val_accuracy"], s["val_log_loss"], i) for i, s in enumerate(scores)]
-    return min(keys)[2]
+        return min((-s["cross_val_accuracy"], -s["val_accuracy"], i) for i, s in enumerate(scores))[2]
+    return best_index(scores)
 
 
 def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: int, min_n: int = 30) -> dict:

@@ -1,26 +1,21 @@
 """Results files: one ``<run>.json`` per (backbone(s), head) run, and the fitted head beside it.
 
-``<run>.json`` (kind "classify-run", version 3) holds the metrics (``metrics`` val/test in domain,
-``cross_dataset`` per eval store; each with ``groups``, ``calibration`` before/after and ``recalls`` as
-`classify.protocol.score_split` writes them), ``decision`` (the calibrator and threshold chosen on val,
-`classify.decision`; the head file holds the same), the full `RunConfig`, ``store`` (the first
-training store's identity: path, dataset fingerprint, each backbone's metadata incl. its weights identity and source),
-``training_stores`` (path, dataset, fingerprint, n_rows of each pooled store), ``treatment`` (chosen and
-tried), library versions and timings. Version 2 (no decision, no groups or calibration) is refused
-with one line: retrain. It is also the sidecar of ``<run>.npz``, the fitted head (`classify.headfile`),
-which `classify.model.GenderModel.load` checks against it before anything runs.
+``<run>.json`` is also the sidecar of the head file ``<run>.npz`` (`classify.headfile`), which
+`classify.model.GenderModel.load` checks against it before anything runs. Beyond the schema below it
+holds the whole `RunConfig`, each backbone's store metadata (weights identity and source), the tried
+treatments, library versions and timings; ``decision`` is the head file's too, and each Scores record is
+`classify.protocol.score_split`'s. Version 2 (no decision, groups or calibration) is refused: retrain.
 
-`write_run` writes it; `read_result` reads it as a `RunResult` of frozen dataclasses, every field a reader
-uses checked with its type (else one `RunResultError` line naming the file and the field). Readers use
-fields (``run.test.accuracy_ci95.low``); what only a report renders whole (group tables, reliability bins,
-recalls) stays available as the validated JSON of each `Scores` (``record``).
+`write_run` writes it; `read_result` reads it as a `RunResult` of frozen dataclasses, every field read
+checked with its type (else one `RunResultError` line naming the file and the field). What only a report
+renders whole (group tables, reliability bins, recalls) stays as each `Scores`' validated JSON (``record``).
 
 Schema (the fields read; others are kept in ``record`` untouched)::
 
     kind "classify-run", version 3, run (str)
     config      {backbones [str], head str, seed int, min_group_n int (default 30), stores [str]}
-    store       {path str, dataset str, fingerprint str}
-    training_stores [{dataset str, ...}] (default: [store])
+    store       {path str, dataset str, fingerprint str}: the first training store
+    training_stores [{dataset str, ...}] (default: [store]): path, dataset, fingerprint, n_rows of each
     metrics     {val: Scores, test: Scores}
     cross_dataset {label: {path str, dataset str, fingerprint str, rows "test"|"all",
                            report: Scores (+ accuracy_all, invalid, seen_in_training), val: Scores|null}}
@@ -86,8 +81,7 @@ def write_run(out_dir: Path, config: RunConfig, model: GenderModel, results: dic
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config": asdict(config), "store": store_info, "training_stores": training_stores, **results,
               "library_versions": library_versions()}
-    backbones = {b: store_info["backbones"][b] for b in config.backbones}
-    return replace(model, backbones=backbones, record=record).save(out_dir / f"{name}{SUFFIX}")
+    return replace(model, backbones=store_info["backbones"], record=record).save(out_dir / f"{name}{SUFFIX}")
 
 
 def read_result(path: Path) -> RunResult:
@@ -113,8 +107,7 @@ def load_results(directory: Path) -> list[RunResult]:
 
 
 class RunResultError(HeadFileError):
-    """A results folder's JSON file (a run's results, its error lists) with a field missing or of the wrong
-    type: one line naming file and field."""
+    """A results folder's JSON file (a run's results, its error lists) with a field missing or mistyped."""
 
 
 @dataclass(frozen=True)
@@ -243,8 +236,7 @@ class RunResult:
 
 
 class FieldReader:
-    """Typed access to a JSON object by dotted path; errors (`RunResultError`) name the file and the full
-    field path. Results files are read with it, and so are the error lists (`classify.errors`)."""
+    """Typed access to a JSON object by dotted path; errors (`RunResultError`) name the file and the full path."""
 
     def __init__(self, value, file: str, prefix: str = ""):
         self.value, self.file, self.prefix = value, file, prefix

@@ -18,6 +18,7 @@ from classify.compare import compare, recommend
 from classify.decision import parse_calibrate
 from classify.heads import get_head_class, head_names
 from classify.metrics import fmt
+from classify.model import compatibility_of
 from classify.protocol import RunConfig, parse_backbone_spec, read_eval_set, read_training, run
 from classify.results import load_results, run_name, store_identity, write_run
 from classify.treatment import TREATMENTS
@@ -71,20 +72,23 @@ def train(settings: TrainSettings) -> tuple[str, list[Path]]:
     labels = eval_labels(eval_stores, tuple(s.dataset_name for s in stores))
     identities = [store_identity(store) for store in eval_stores]
     seen = [protocol.seen_ids(stores, store.dataset_name) for store in eval_stores]
+    shared = dict(stores=tuple(s.path for s in stores), eval_stores=tuple(s.path for s in eval_stores),
+                  seed=settings.seed, n_resamples=settings.n_resamples, treatments=tuple(settings.treatments),
+                  calibrate=settings.calibrate, threshold=settings.threshold, min_group_n=settings.min_group_n,
+                  balance_by=settings.balance_by)  # every run's `RunConfig` but its backbones and head
     for backbones in resolve_backbones(stores[0], settings.backbones):
         started = time.perf_counter()
         data = read_training(stores, backbones)
-        reference = {name: protocol.compatibility(stores[0], name) for name in backbones}
+        reference = {name: compatibility_of(stores[0].backbone_info(name)) for name in backbones}
         evals = [read_eval_set(store, backbones, reference, label=label, identity=identity, seen=ids)
                  for store, label, identity, ids in zip(eval_stores, labels, identities, seen)]
         read_s = round(time.perf_counter() - started, 3)
         log.debug("%s: read %s rows in %.1f s", "+".join(backbones),
                   {s: len(d.gender) for s, d in data.splits.items()}, read_s)
         for head_name in heads:
-            config = _config(settings, stores, eval_stores, backbones, head_name)
+            config = RunConfig(backbones=backbones, head=head_name, **shared)
             model, results = run(config, data, evals)
             results["timings"]["read_s"] = read_s
-            settings.out.mkdir(parents=True, exist_ok=True)
             errors.forget(settings.out, run_name(config))
             write_run(settings.out, config, model, results, store_info=store_identity(stores[0], backbones),
                       training_stores=training)
@@ -98,14 +102,6 @@ def finish(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     written = errors.write_errors_for(recommend(runs), directory)[0] if runs else []
     markdown, paths = compare(directory, demo=demo)
     return markdown, paths + written
-
-
-def _config(settings: TrainSettings, stores, eval_stores, backbones: tuple[str, ...], head: str) -> RunConfig:
-    return RunConfig(stores=tuple(s.path for s in stores), backbones=backbones, head=head, seed=settings.seed,
-                     n_resamples=settings.n_resamples, treatments=tuple(settings.treatments),
-                     eval_stores=tuple(s.path for s in eval_stores), calibrate=settings.calibrate,
-                     threshold=settings.threshold, min_group_n=settings.min_group_n,
-                     balance_by=settings.balance_by)
 
 
 def resolve_backbones(store: FeatureStore, specs) -> list[tuple[str, ...]]:
@@ -131,7 +127,7 @@ def resolve_backbones(store: FeatureStore, specs) -> list[tuple[str, ...]]:
     return resolved
 
 
-def eval_labels(stores: list[FeatureStore], trained_on: tuple[str, ...] = ()) -> list[str]:
+def eval_labels(stores: list[FeatureStore], trained_on: tuple[str, ...]) -> list[str]:
     """A label per eval store: its dataset name, with the store's file name added when another eval
     store or a training store has the same dataset name (CelebA's in-the-wild photos beside CelebA)."""
     names = [store.dataset_name for store in stores]

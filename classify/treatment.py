@@ -8,9 +8,8 @@ A treatment is a name and, per backbone of the run, what happens to that backbon
 ``l2`` divides each row of that backbone's block by its Euclidean norm (face-recognition embeddings are
 compared by angle; their norm carries image quality, not identity or gender). Candidate "l2" applies it
 to the backbones whose store metadata hints ``"normalisation": "l2"``, or to every backbone of the run
-when no backbone carries a hint. The protocol tries the candidates like a hyperparameter
-(`classify.protocol`); the chosen treatment is saved with the run and the head, and predict/evaluate
-apply it.
+when no backbone carries a hint. The treatment is chosen like a hyperparameter (`classify.protocol`
+step 6), saved with the run and the head, and applied by predict and evaluate.
 """
 from __future__ import annotations
 
@@ -34,10 +33,7 @@ def candidates(names: tuple[str, ...], backbones: tuple[str, ...], hints: dict[s
 
 def apply(x: np.ndarray, treatment: dict, backbones: tuple[str, ...], dims: dict[str, int], *,
           in_place: bool = False) -> np.ndarray:
-    """``x`` with each backbone's block treated; ``x`` itself is returned when nothing changes.
-
-    ``in_place``: treat ``x`` itself (no copy; the caller gives up its values) and return it.
-    """
+    """``x`` with each backbone's block treated: a copy, or ``x`` itself if nothing changes or ``in_place``."""
     if not changes(treatment, backbones):
         return x
     per = treatment["per_backbone"]
@@ -56,11 +52,8 @@ def changes(treatment: dict, backbones: tuple[str, ...]) -> bool:
 
 
 def _l2_rows(block: np.ndarray) -> None:
-    """Divide each row of ``block`` by its Euclidean norm, in place, `BLOCK_ROWS` rows at a time.
-
-    The norm is taken in float64 per row (a row's sum does not depend on the other rows), so the
-    numbers are those of one whole-matrix pass without its two float64 copies of the block.
-    """
+    """Divide each row of ``block`` by its Euclidean norm, in place, `BLOCK_ROWS` rows at a time: the norm
+    is taken per row in float64, so the numbers are a whole-matrix pass's without its float64 copies."""
     for first in range(0, block.shape[0], BLOCK_ROWS):
         rows = block[first:first + BLOCK_ROWS]
         norms = np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
