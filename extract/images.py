@@ -127,7 +127,8 @@ def collate_rows(items: list[tuple[int, np.ndarray, int]]
 
 
 def unit_batches(spans: Iterable[tuple[int, int]], batch_size: int) -> list[list[int]]:
-    """Row batches of at most `batch_size`, unit after unit, none crossing a unit boundary."""
+    """Row batches of at most `batch_size`, unit after unit, none crossing a unit boundary: a resumed run
+    feeds the model exactly an uninterrupted run's batches, which keeps CPU results bitwise equal."""
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, not {batch_size}")
     return [list(range(begin, min(begin + batch_size, stop)))
