@@ -1,18 +1,11 @@
 """Merge the results files of a directory into a leaderboard (markdown, CSV) and plots (PNG).
 
-One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
-best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
-test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
-get ``<dataset>_`` columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors) beside the
-in-domain ones. ``worst_group`` is the group of at least the run's min_group_n rows with the lowest
-accuracy over every grouping of `classify.groups`; ``ece`` is after the run's calibrator (15 equal-width
-bins of p(male)); ``decision`` is the calibrator and threshold chosen on val.
-
-The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
-interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
-when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
-names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's error lists (`classify.errors`) are only read, for the label-check note.
+One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name); test is
+reported, never used to pick. Runs evaluated on other stores (``train --eval-store``) get ``<dataset>_``
+columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors). ``worst_group``: the group of at
+least min_group_n rows with the lowest accuracy (`classify.groups`); ``ece``: after the calibrator (15
+equal-width bins of p(male)); ``decision``: the calibrator and threshold chosen on val. The recommendation
+and its tie-breaks: docs/protocol.md. The error lists (`classify.errors`) are only read, for the label note.
 """
 from __future__ import annotations
 
@@ -69,11 +62,10 @@ def simplicity(run: RunResult) -> tuple[int, int]:
 
 
 def recommend(runs: list[RunResult]) -> RunResult:
-    """The recommended run (module docstring)."""
-    tied = near_ties(runs)
-    if any(cross_val_accuracy(run) is not None for run in tied):
-        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
-    return min(tied, key=lambda run: simplicity(run) + rank_key(run))
+    """The recommended run (docs/protocol.md): among the near-ties, the best cross-dataset val accuracy
+    (a run without one counts as 0), then `simplicity`, then `rank_key`."""
+    return min(near_ties(runs),
+               key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
 
 
 def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
@@ -176,7 +168,7 @@ def usable_share(run: RunResult) -> float:
 
 
 def accuracy_all_test(run: RunResult) -> float:
-    """Test accuracy counting the test images the run could not use (other backbones drop others) as errors."""
+    """Test accuracy counting the test images the run could not use as errors."""
     return run.test.accuracy * usable_share(run)
 
 
@@ -216,8 +208,8 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
     chosen = recommend(runs)
-    analysis = read_error_file(directory, chosen.head_sha256)  # computed by train, never here
-    note = doubt_note(analysis) if analysis and analysis["run"] == chosen.run else ""
+    analysis = read_error_file(directory, chosen)  # computed by train, never here
+    note = doubt_note(analysis) if analysis else ""
     markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
                 + (f"\n{note}\n" if note else ""))
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
@@ -269,9 +261,7 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
 
 def text_colour(rgba) -> str:
     """Black on a light cell, white on a dark one, by the cell colour's relative luminance (WCAG)."""
-    def linear(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-    red, green, blue = (linear(c) for c in rgba[:3])
+    red, green, blue = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
     luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
     # the contrast ratios against black, (L + 0.05) / 0.05, and white, 1.05 / (L + 0.05), cross at 0.179
     return "black" if luminance > 0.179 else "white"

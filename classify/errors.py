@@ -1,28 +1,21 @@
 """Error analysis of one run: its test images that are wrong, most confident first, and the rejected ones.
 
-`error_analysis` reloads the run's head (every check of `classify.model.GenderModel.load`), scores the test
-rows of each training store with the recorded decision (calibrated p(male), recorded threshold: what
-predict would say), and lists
-- ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|), each with its
-  dataset, id, image path, calibrated p(male), true and predicted gender, groups (race, age, the
-  CelebA attributes set) and ``label_check``: why the label itself is in doubt when most other images of
-  the same identity carry the other label (`classify.label_audit`), else "";
-- ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
-  found, too large).
-Image paths come from the dataset at the store's recorded root; where it is gone they are empty.
-The same lists for the rows each eval store reported (``cross_dataset``, by eval set label), where
-``label_check`` also carries the cross-validated check on that store's own labels: a cross-dataset error
-is often the other dataset's label.
+`error_analysis` reloads the run's head (every check of `GenderModel.load`), scores the test rows of each
+training store with the recorded decision (what predict would say), and lists
+- ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|): dataset, id, image path
+  ("" where the dataset at the store's root is gone), calibrated p(male), true and predicted gender, groups
+  (`classify.groups.row_groups`) and ``label_check``: why the label itself is in doubt, else ""
+  (`classify.label_audit`);
+- ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face...);
+- ``cross_dataset``: the same per eval store (by label) for the rows it reported, where ``label_check`` also
+  carries the cross-validated check on that store's own labels (a cross-dataset error is often its label).
 
-Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 2:
-run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one
-line per error or rejected image, the eval stores' after the training stores': kind, dataset, id, path,
-true, predicted, p_male, reason, groups, label_check), each written atomically.
-
-Train computes them for the recommended run (`write_errors_for`, or ``python -m classify errors DIR``);
-compare only reads them, and the reports compute them only where they are missing. A reader ignores a file
-whose ``head_sha256`` is not the current head's (after a kill between train and compare, no report shows
-another head's errors), and train removes a run's lists before it replaces that run's head (`forget`).
+Files, beside the leaderboard, each written atomically: ``errors.json`` (kind "classify-errors", version 2:
+run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one line
+per error or rejected image, the eval stores' last: kind, dataset, id, path, true, predicted, p_male,
+reason, groups, label_check). Train writes them for the recommended run (`write_errors_for`); compare only
+reads them, the reports compute them where missing. A reader ignores a file of another head (a kill between
+train and compare), and train removes a run's lists before it replaces that run's head (`forget`).
 """
 from __future__ import annotations
 
@@ -110,8 +103,7 @@ def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, 
 
 def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray, dataset: str,
                doubts: dict[str, str]) -> list[dict]:
-    """The rows of ``part`` (read from ``store``) the model's decision gets wrong (what predict would say),
-    most confident first: {"dataset", "id", "path", "p_male", "true", "predicted", "groups", "label_check"}."""
+    """The rows of ``part`` (read from ``store``) the model's decision gets wrong, most confident first."""
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
     ids, paths, y_true = store.ids[part.index], paths[part.index], np.asarray(part.gender)
     p_male, threshold = np.asarray(model.p_male(part.x), dtype=np.float64), model.threshold
@@ -163,8 +155,7 @@ def write_error_files(analysis: dict, directory: Path) -> list[Path]:
 
 
 def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> None:
-    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected"); cells that a
-    spreadsheet would run as formulas are quoted (`features.tables.csv_cell`)."""
+    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected"); formulas quoted."""
     with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
@@ -176,20 +167,20 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
                                   ""]) for row in rejected)
 
 
-def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
-    """errors.json of a results folder; None, with a warning, when it is missing, unreadable (not a
-    regular file, torn, not strict JSON), of another version, given ``head_sha256`` of another head, or
-    with a field the reports could not read (`_check`)."""
+def read_error_file(directory: Path, run: RunResult | None = None) -> dict | None:
+    """errors.json of a results folder; given ``run``, only if it lists that run's current head. None when it
+    is missing or of another run; None with a warning when it is unreadable (not a regular file, torn, not
+    strict JSON), of another version or head, or with a field the reports could not read (`_check`)."""
     path = Path(directory) / ERRORS_JSON
     if not path.exists():
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
-        _check(record, path, head_sha256)
+        _check(record, path, None if run is None else run.head_sha256)
     except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
         return None
-    return record
+    return record if run is None or record["run"] == run.run else None
 
 
 _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float), "true": str, "predicted": str,
@@ -199,8 +190,7 @@ _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 def _check(record, path: Path, head_sha256: str | None) -> None:
     """A ValueError ("<path>: ...") unless ``record`` is an error list of this version (and head) with every
-    field the reports read: a crafted or damaged file is ignored as a torn one is, never a traceback in
-    compare or report."""
+    field the reports read: a crafted file is ignored as a torn one is, never a traceback in compare or report."""
     if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
         raise ValueError(f"{path}: not an error list of version {ERRORS_VERSION}")
     if head_sha256 is not None and record.get("head_sha256") != head_sha256:
@@ -236,9 +226,8 @@ def forget(directory: Path, run: str) -> None:
 
 
 def write_errors_for(run: RunResult, directory: Path) -> tuple[list[Path], dict | None]:
-    """errors.json/.csv of ``run`` (a results record in ``directory``, the recommended run), and the
-    analysis; a warning, not a failure, when its head or store is not at hand (a results folder copied
-    elsewhere), and then no older lists are left to pass for this run's."""
+    """errors.json/.csv of ``run`` (of ``directory``) and the analysis; when its head or store is not at hand
+    (a results folder copied elsewhere), a warning, and no older lists are left to pass for this run's."""
     try:
         analysis = error_analysis(run, directory)
         return write_error_files(analysis, directory), analysis

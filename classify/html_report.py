@@ -2,21 +2,21 @@
 
 Takes plain data (dicts and lists); no torch, no network, no script: the file opens offline, reads at
 1,280 px without scrolling sideways (wide tables scroll in their box) and prints. Every text reaching the
-page goes through `html.escape` (file and attribute names come from users). Sections, each optional, in order:
+page goes through `html.escape` (file and attribute names come from users). Sections of `render`, in order:
 
 - ``summary``: {"recommended", "reason", "verdict", "scored": rows {"where", "accuracy", "ci", "male_recall",
   "female_recall", "n"}, "best_out_of_domain": [text], "label_checks": [text]}
+- ``leaderboard``: rows in rank order; ``compact_columns`` shown at first (all behind a toggle); ``chosen``:
+  the recommendation's text
+- ``plots``: {title: PNG file} side by side (none: no section)
 - ``dataset``: {"name", "root", "store", "n_rows", "splits": {split: n}, "male": n}
-- ``extraction``: rows (dicts) for a table, e.g. per backbone valid / unreadable / no face
-- ``leaderboard``: rows (dicts) for a table, in rank order; ``compact_columns`` the ones shown at first
-  (every column behind a toggle); ``chosen``: the recommendation's text
-- ``plots``: {title: PNG file} shown side by side
+- ``extraction``: rows for a table, e.g. per backbone valid / unreadable / no face
 - ``groups``: {label: `classify.groups.group_metrics` output} (label e.g. "celeba test")
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
-  "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}: one table, then the diagrams
-- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], the rows as in errors.json (`classify.errors`),
-  in the caller's order (most confident first)
+  "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}
+- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], rows as in errors.json (`classify.errors`),
+  most confident first (None: no section)
 """
 from __future__ import annotations
 
@@ -129,10 +129,10 @@ def img(uri: str, alt: str) -> str:
 
 # -- sections --------------------------------------------------------------------------------------------
 def dataset_section(dataset: dict) -> str:
-    splits = ", ".join(f"{esc(k)} {int(v):,}" for k, v in dataset.get("splits", {}).items())
-    return (f"<h2>Dataset</h2><p><b>{esc(dataset.get('name', '?'))}</b> at <code>{esc(dataset.get('root', '?'))}"
-            f"</code>: {int(dataset.get('n_rows', 0)):,} images ({splits}); {int(dataset.get('male', 0)):,} male. "
-            f"Store: <code>{esc(dataset.get('store', '?'))}</code>.</p>")
+    splits = ", ".join(f"{esc(k)} {int(v):,}" for k, v in dataset["splits"].items())
+    return (f"<h2>Dataset</h2><p><b>{esc(dataset['name'])}</b> at <code>{esc(dataset['root'])}</code>: "
+            f"{int(dataset['n_rows']):,} images ({splits}); {int(dataset['male']):,} male. "
+            f"Store: <code>{esc(dataset['store'])}</code>.</p>")
 
 
 def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
@@ -315,15 +315,13 @@ def summary_section(summary: dict) -> str:
             + scroll(table(rows)) + items + "</section>")
 
 
-def leaderboard_section(rows: list[dict], columns: list[str] | None, chosen: str | None) -> str:
+def leaderboard_section(rows: list[dict], columns: list[str], chosen: str) -> str:
     """The compact leaderboard (the recommended row marked), every column behind a toggle."""
-    marked = [{**row, "_class": "chosen" if "recommended" in str(row.get("choice", "")) else None} for row in rows]
-    compact = [c for c in (columns or list(rows[0]) if rows else []) if not rows or c in rows[0]]
-    text = f"<p style='white-space:pre-line'>{esc(chosen)}</p>" if chosen else ""
-    full = (f"<details><summary>All {len(rows[0]) if rows else 0} columns</summary>{scroll(table(marked))}"
-            "</details>") if columns else ""
+    marked = [{**row, "_class": "chosen" if "recommended" in row["choice"] else None} for row in rows]
     return ("<h2>Leaderboard</h2><p>Ranked on val accuracy, where every choice is made; test reported.</p>"
-            + scroll(table(marked, compact or None)) + full + text)
+            + scroll(table(marked, [c for c in columns if c in rows[0]]))
+            + f"<details><summary>All {len(rows[0])} columns</summary>{scroll(table(marked))}</details>"
+            + f"<p style='white-space:pre-line'>{esc(chosen)}</p>")
 
 
 def plots_section(plots: dict) -> str:
@@ -332,23 +330,20 @@ def plots_section(plots: dict) -> str:
     return f"<h2>Plots</h2><div class='grid'>{figures}</div>"
 
 
-def render(*, title: str, summary: dict | None = None, dataset: dict | None = None,
-           extraction: list[dict] | None = None, leaderboard: list[dict] | None = None,
-           compact_columns: list[str] | None = None, chosen: str | None = None, plots: dict | None = None,
-           groups: dict | None = None, calibration: dict | None = None, galleries: list[dict] | None = None,
-           warnings: list[str] = ()) -> str:
+def render(*, title: str, summary: dict, dataset: dict, extraction: list[dict], leaderboard: list[dict],
+           compact_columns: list[str], chosen: str, groups: dict, calibration: dict, galleries: list[dict] | None,
+           plots: dict | None = None, warnings: list[str] = ()) -> str:
     """The whole report as one HTML string (sections given as plain data; see the module docstring)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
     parts += [f"<p class='warn'>{esc(w)}</p>" for w in warnings]
-    parts += [summary_section(summary) if summary else "",
-              leaderboard_section(leaderboard, compact_columns, chosen) if leaderboard is not None else "",
-              plots_section(plots) if plots else "", dataset_section(dataset) if dataset else "",
-              "<h2>Extraction</h2>" + scroll(table(extraction)) if extraction is not None else "",
+    parts += [summary_section(summary), leaderboard_section(leaderboard, compact_columns, chosen),
+              plots_section(plots) if plots else "", dataset_section(dataset),
+              "<h2>Extraction</h2>" + scroll(table(extraction)),
               "<h2>Per-group metrics</h2>" + "".join(groups_section(label, result, open_="val" not in label.split())
-                                                    for label, result in groups.items()) if groups else "",
-              "<h2>Calibration</h2>" + calibration_section(calibration) if calibration else "",
+                                                    for label, result in groups.items()),
+              "<h2>Calibration</h2>" + calibration_section(calibration),
               "<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>")
               if galleries is not None else ""]
     return "".join(parts) + "</body></html>"

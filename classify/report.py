@@ -56,9 +56,9 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
 
 
 def errors_of(run: RunResult, results_dir: Path) -> dict | None:
-    """compare's errors.json when it is of this run, else computed now; None when it cannot be."""
-    found = read_error_file(results_dir, head_sha256=run.head_sha256)  # never another head's lists
-    if found is not None and found["run"] == run.run:
+    """train's errors.json when it is of this run, else computed now; None when it cannot be."""
+    found = read_error_file(results_dir, run)  # never another head's lists
+    if found is not None:
         return found
     try:
         return error_analysis(run, results_dir)
