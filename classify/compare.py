@@ -69,8 +69,7 @@ def recommend(runs: list[RunResult]) -> RunResult:
 
 
 def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
-    """{eval dataset label: the run with the best reported accuracy there}, for every eval store any run was
-    evaluated on, in first-seen order."""
+    """{eval dataset label: the run with the best reported accuracy there}, in first-seen order."""
     return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
             for label in dict.fromkeys(label for run in runs for label in run.cross)}
 
@@ -79,11 +78,8 @@ def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
     chosen, out = recommend(runs), []
     for label, best in best_out_of_domain(runs).items():
-        mine = chosen.cross.get(label)
-        if best is chosen or mine is None:
-            continue
-        theirs = best.cross[label].report
-        if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
+        mine, theirs = chosen.cross.get(label), best.cross[label].report
+        if best is not chosen and mine is not None and theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
             out.append(f"WARNING: on {label} the recommended {chosen.title} scores "
                        f"{fmt(mine.report.accuracy)}, and {best.title} scores "
                        f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
@@ -94,14 +90,10 @@ def disagreements(runs: list[RunResult]) -> list[str]:
 def recommendation_text(runs: list[RunResult]) -> str:
     """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
     chosen, tied = recommend(runs), near_ties(runs)
-    if len(tied) == 1:
-        why = "best val accuracy"
-    elif cross_val_accuracy(chosen) is not None:
-        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by cross-dataset val "
-               f"accuracy ({fmt(cross_val_accuracy(chosen))})")
-    else:
-        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
-               "then the simpler head")
+    cross = cross_val_accuracy(chosen)
+    rule = "fewest backbones, then the simpler head" if cross is None else f"cross-dataset val accuracy ({fmt(cross)})"
+    why = ("best val accuracy" if len(tied) == 1
+           else f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by {rule}")
     lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
     lines += [f"Best out of domain on {label}: {best.title} ({fmt(best.cross[label].report.accuracy)})."
               for label, best in best_out_of_domain(runs).items()]
@@ -126,11 +118,10 @@ def _cross_cells(label: str, cross: CrossResult | None) -> dict:
     if cross is None:
         return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
     report, ci = cross.report, cross.report.accuracy_ci95
-    return {f"{label}_accuracy": fmt(report.accuracy), f"{label}_accuracy_all": fmt(cross.accuracy_all),
-            f"{label}_accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", f"{label}_male_recall": fmt(report.recall),
-            f"{label}_female_recall": fmt(report.female_recall), **{
-                f"{label}_{key}": value for key, value in fairness_cells(report).items() if key != "worst_group"},
-            f"{label}_n": report.n}
+    cells = {"accuracy": fmt(report.accuracy), "accuracy_all": fmt(cross.accuracy_all),
+             "accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", "male_recall": fmt(report.recall),
+             "female_recall": fmt(report.female_recall), **fairness_cells(report), "n": report.n}
+    return {f"{label}_{column}": cells[column] for column in CROSS_COLUMNS}
 
 
 def fairness_cells(scores: Scores) -> dict:
@@ -268,8 +259,7 @@ def text_colour(rgba) -> str:
 
 
 def _plot_accuracy(plt, runs, *, demo: bool = False):
-    """Dots and 95% intervals, one line per run in val-ranking order (best on top); no bars, so no
-    axis has to start at 0 and nothing is cut off."""
+    """Dots and 95% intervals, one line per run, best on top; no bars, so the axis need not start at 0."""
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(runs)))
     y = list(range(len(runs)))[::-1]  # rank 1 on top
     for row, run in zip(y, runs):

@@ -51,24 +51,22 @@ ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") -> dict:
     """The wrong and the rejected ``split`` rows of ``run`` (a run of ``results_dir``)."""
     model = GenderModel.load(Path(results_dir) / f"{run.run}{SUFFIX}")
-    backbones, decision = model.names, model.decision
-
     errors, rejected, scored = [], [], 0
     trained_on = {ref.path: ref.fingerprint for ref in run.training_stores}
     for store_path in run.stores:
         store = FeatureStore.open(store_path)
         if trained_on.get(str(store_path)) not in (None, store.fingerprint):
             raise StoreError(f"{store_path} now holds another dataset than {run.run} was trained on")
-        part = store.read(list(backbones), split)
+        part = store.read(list(model.names), split)
         paths = image_paths(store)
         if len(part.gender):
             doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
             errors += wrong_rows(model, store, part, paths, store.dataset_name, doubts)
             scored += len(part.gender)
-        rejected += rejected_rows(store, backbones, paths, split)
-    errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
+        rejected += rejected_rows(store, model.names, paths, split)
+    errors.sort(key=lambda row: -abs(row["p_male"] - model.decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": model.head_sha256,
-            "split": split, "decision": decision.to_json(), "n_scored": scored, "errors": errors,
+            "split": split, "decision": model.decision.to_json(), "n_scored": scored, "errors": errors,
             "rejected": rejected, "cross_dataset": cross_dataset_errors(run, model)}
 
 

@@ -55,11 +55,9 @@ def esc(value) -> str:
 
 
 def fmt(value) -> str:
-    if value is None:
-        return "n/a"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4f}"
-    return str(value)
+    return "n/a" if value is None else str(value)
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -105,8 +103,7 @@ def png_data_uri(figure) -> str:
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG data URI of the image shrunk to fit size x size, or None when it cannot be read (or is over
-    extract's limits: decoded by extract's checked decoder, never unbounded)."""
+    """A JPEG data URI of the image shrunk to fit size x size; None when extract's checked decoder refuses it."""
     import cv2
 
     from extract.decode import ImageTooLarge, Unreadable, decode  # lazy: OpenCV only, no torch
@@ -154,9 +151,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     parts += [_family_block(family, data) for family, data in result["families"].items()
               if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
-        series = [(offset, color, name, [data["groups"][index] for data in binary.values()])
-                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"),
-                                                     (0.2, 1, "tab:orange", "absent"))]
+        series = [(-0.2, "tab:blue", "present", [data["groups"][0] for data in binary.values()]),
+                  (0.2, "tab:orange", "absent", [data["groups"][1] for data in binary.values()])]
         plot = _accuracy_plot(list(binary), series, row_height=0.3, fontsize=7)
         parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
@@ -210,9 +206,8 @@ def _binary_cells(family: str, data: dict) -> dict:
 
 def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, fontsize: int,
                    title: str | None = None) -> str:
-    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot at each
-    group's accuracy, its interval as whiskers, grey when the group is too small (dots, not bars: the axis
-    runs from a little below the lowest interval end shown, to 1)."""
+    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot per group
+    with its interval, grey when too small (dots, not bars: the axis starts just below the lowest shown)."""
     figure, ax = pyplot().subplots(figsize=(6, 0.6 + row_height * len(names)))
     shown = [g for *_, groups in series for g in groups if g["accuracy"] is not None]
     for offset, color, name, groups in series:
@@ -234,16 +229,13 @@ def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, 
 
 
 def calibration_section(calibration: dict) -> str:
-    """One table across the scored sets (raw and calibrated ECE, Brier, log loss; the decision's recalls),
-    then the reliability diagrams side by side."""
+    """One table across the scored sets, then the reliability diagrams side by side."""
     rows = [_calibration_cells(label, entry) for label, entry in calibration.items()]
     first = next(iter(calibration.values()))
-    calibrator, threshold = (first.get(key) or {} for key in ("calibrator", "threshold"))
-    fitted = calibrator.get("fitted_on", {})
-    text = (f"<p>Calibrator: <b>{esc(calibrator.get('method', 'none'))}</b> "
-            f"({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
-            f"Decision threshold: {esc(threshold.get('rule', 'default'))}"
-            f" = {fmt(threshold.get('value', 0.5))}. ECE binning: {esc(first['before']['binning'])}. Recalls: of the "
+    calibrator, threshold, fitted = first["calibrator"], first["threshold"], first["calibrator"]["fitted_on"]
+    text = (f"<p>Calibrator: <b>{esc(calibrator['method'])}</b> ({esc(fitted.get('selection', 'not fitted'))}; "
+            f"criterion {esc(fitted.get('criterion', '-'))}). Decision threshold: {esc(threshold['rule'])} = "
+            f"{fmt(threshold['value'])}. ECE binning: {esc(first['before']['binning'])}. Recalls: of the "
             "final decision (calibrated p(male) at the threshold).</p>")
     diagrams = "".join(img(_reliability_plot(label, entry), f"reliability diagram {label}")
                        for label, entry in calibration.items())
@@ -274,8 +266,7 @@ def _reliability_plot(label: str, entry: dict) -> str:
 
 
 def gallery_section(gallery: dict, *, limit: int = MAX_GALLERY) -> str:
-    """One set's wrong images, most confident first, a flagged card for each doubted label; the images
-    that could not be used, folded."""
+    """One set's wrong images, a flagged card for each doubted label; the images not used, folded."""
     errors, rejected = gallery["errors"], gallery.get("rejected", [])
     doubted = sum(1 for row in errors if row.get("label_check"))
     parts = [f"<h3>{esc(gallery['title'])}</h3><p>{len(errors):,} wrong of {int(gallery.get('n_scored', 0)):,} "
@@ -302,8 +293,7 @@ def _card(row: dict, headline: str, details: str, *, doubt: bool = False) -> str
 
 
 def summary_section(summary: dict) -> str:
-    """The first screen: the verdict, the recommended run and where it was scored, the best out of domain,
-    the label checks."""
+    """The first screen (the module docstring's ``summary``)."""
     rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row.get("ci")),
              "male recall": _interval(row.get("male_recall"), None),
              "female recall": _interval(row.get("female_recall"), None), "n": row.get("n")}
