@@ -198,8 +198,7 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    chosen = recommend(runs)
-    analysis = read_error_file(directory, chosen)  # computed by train, never here
+    analysis = read_error_file(directory, recommend(runs))  # computed by train, never here
     note = doubt_note(analysis) if analysis else ""
     markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
                 + (f"\n{note}\n" if note else ""))

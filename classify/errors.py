@@ -128,8 +128,7 @@ def image_paths(store: FeatureStore) -> np.ndarray:
 
 def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str | None, *,
                   dataset: str | None = None) -> list[dict]:
-    """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
-    reasons joined; ``dataset`` names them (default: the store's dataset)."""
+    """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image, reasons joined."""
     in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
     reasons: dict[int, list[str]] = {}
     for name in backbones:
@@ -139,17 +138,6 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
     ids = store.ids  # decoded from the store on each access: once, not once per row
     return [{"dataset": dataset or store.dataset_name, "id": str(ids[row]), "path": str(paths[row]),
              "reason": "; ".join(texts)} for row, texts in sorted(reasons.items())]
-
-
-def write_error_files(analysis: dict, directory: Path) -> list[Path]:
-    """errors.json and errors.csv in ``directory``, each atomically; returns their paths."""
-    directory = Path(directory)
-    json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
-    cross = analysis.get("cross_dataset", {}).values()
-    write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
-                    analysis["rejected"] + [row for part in cross for row in part["rejected"]], csv_path)
-    atomic.write_text(json_path, dumps(analysis))  # last: the JSON says the pair is complete
-    return [json_path, csv_path]
 
 
 def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> None:
@@ -224,13 +212,18 @@ def forget(directory: Path, run: str) -> None:
 
 
 def write_errors_for(run: RunResult, directory: Path) -> tuple[list[Path], dict | None]:
-    """errors.json/.csv of ``run`` (of ``directory``) and the analysis; when its head or store is not at hand
-    (a results folder copied elsewhere), a warning, and no older lists are left to pass for this run's."""
+    """errors.json/.csv of ``run`` (of ``directory``), each atomically, and the analysis; when its head or store
+    is not at hand (a results folder copied elsewhere), a warning, and no older lists are left to pass for it."""
+    paths = [Path(directory) / ERRORS_JSON, Path(directory) / ERRORS_CSV]
     try:
         analysis = error_analysis(run, directory)
-        return write_error_files(analysis, directory), analysis
+        cross = analysis["cross_dataset"].values()
+        write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
+                        analysis["rejected"] + [row for part in cross for row in part["rejected"]], paths[1])
+        atomic.write_text(paths[0], dumps(analysis))  # last: the JSON says the pair is complete
+        return paths, analysis
     except (HeadFileError, StoreError, CalibrationError, OSError) as error:
         log.warning("no error analysis for %s: %s", run.run, error)
-        for stale in (ERRORS_JSON, ERRORS_CSV):
-            (Path(directory) / stale).unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
         return [], None

@@ -43,7 +43,6 @@ def bin_ages(age: np.ndarray) -> np.ndarray:
 def group_families(gender: np.ndarray,
                    attributes: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """({family: {group name: row mask}}, {skipped attribute: why}) for the evaluated rows."""
-    gender = np.asarray(gender)
     families = {"sex": {"male": gender == 1, "female": gender == 0}}
     skipped = {}
     if "age" in attributes:

@@ -133,8 +133,7 @@ def dataset_section(dataset: dict) -> str:
 
 
 def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
-    """One scored set's per-group tables: the groups present, with a plot beside each table; one line for
-    the groups and attributes with no rows here. Folded (a <details>) unless ``open_``."""
+    """One scored set's per-group tables, a plot beside each, one line for what has no rows; folded unless ``open_``."""
     summary = result["summary"]
     worst, gap, odds = (summary.get(key) or {} for key in ("worst_group", "largest_accuracy_gap",
                                                            "equalised_odds_difference"))
@@ -164,9 +163,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
-    if open_:
-        return f"<h3>{esc(label)}</h3>" + "".join(parts)
-    return f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>"
+    return (f"<h3>{esc(label)}</h3>" + "".join(parts) if open_
+            else f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>")
 
 
 def _family_block(family: str, data: dict) -> str:
@@ -189,9 +187,8 @@ def _interval(value, ci) -> str:
 
 def _group_cells(group: dict) -> dict:
     return {"group": group["group"], "n": group["n"], "male": group["n_male"], "female": group["n_female"],
-            "accuracy [CI]": _interval(group["accuracy"], group["accuracy_ci"]),
-            "male recall [CI]": _interval(group["male_recall"], group["male_recall_ci"]),
-            "female recall [CI]": _interval(group["female_recall"], group["female_recall_ci"]),
+            **{f"{key.replace('_', ' ')} [CI]": _interval(group[key], group[f"{key}_ci"])
+               for key in ("accuracy", "male_recall", "female_recall")},
             "note": "too small" if group["too_small"] else "", "_class": "small" if group["too_small"] else None}
 
 
@@ -209,7 +206,6 @@ def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, 
     """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot per group
     with its interval, grey when too small (dots, not bars: the axis starts just below the lowest shown)."""
     figure, ax = pyplot().subplots(figsize=(6, 0.6 + row_height * len(names)))
-    shown = [g for *_, groups in series for g in groups if g["accuracy"] is not None]
     for offset, color, name, groups in series:
         drawn = [(row, group) for row, group in enumerate(groups) if group["accuracy"] is not None]
         for i, (row, group) in enumerate(drawn):
@@ -218,7 +214,8 @@ def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, 
                         capsize=2, color="#bbb" if group["too_small"] else color, label=None if i else name)
     ax.set_yticks(range(len(names)), names, fontsize=fontsize)
     ax.invert_yaxis()
-    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in shown]
+    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"]
+            for *_, groups in series for g in groups if g["accuracy"] is not None]
     ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
     if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
         ax.legend(fontsize=7)
@@ -294,14 +291,13 @@ def _card(row: dict, headline: str, details: str, *, doubt: bool = False) -> str
 
 def summary_section(summary: dict) -> str:
     """The first screen (the module docstring's ``summary``)."""
-    rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row.get("ci")),
-             "male recall": _interval(row.get("male_recall"), None),
-             "female recall": _interval(row.get("female_recall"), None), "n": row.get("n")}
-            for row in summary["scored"]]
+    rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row["ci"]),
+             "male recall": _interval(row["male_recall"], None), "female recall": _interval(row["female_recall"], None),
+             "n": row["n"]} for row in summary["scored"]]
     lists = [("Best out of domain", summary.get("best_out_of_domain")), ("Label checks", summary.get("label_checks"))]
     items = "".join(f"<p><b>{title}:</b> {esc('; '.join(values))}.</p>" for title, values in lists if values)
     return (f"<section class='summary'><h2>Summary</h2><p class='verdict'>{esc(summary['verdict'])}</p>"
-            f"<p>Recommended: <b>{esc(summary['recommended'])}</b> ({esc(summary.get('reason', ''))}).</p>"
+            f"<p>Recommended: <b>{esc(summary['recommended'])}</b> ({esc(summary['reason'])}).</p>"
             + scroll(table(rows)) + items + "</section>")
 
 

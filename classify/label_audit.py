@@ -39,9 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | None) -> dict[str, str]:
-    """{image id: why its label is doubtful} for the rows whose identity's other images mostly carry the
-    other label; empty when the store records no identity. Vectorised: full CelebA (202,599 rows, 10,177
-    identities) takes well under a second."""
+    """{image id: why its label is doubtful} by the identity check (module docstring); empty without identities.
+    Vectorised: full CelebA (202,599 rows, 10,177 identities) takes well under a second."""
     if identity is None:
         return {}
     gender, identity = np.asarray(gender), np.asarray(identity)
@@ -58,8 +57,7 @@ def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | Non
 
 
 def doubt_note(analysis: dict) -> str:
-    """The leaderboard's lines about the recommended run's errors whose labels are in doubt: its test
-    errors (the identity check), then its errors on each eval store (both checks); "" if none."""
+    """The leaderboard's lines on the recommended run's errors with a label in doubt (test, each eval store)."""
     lines = []
     doubted, total = count_doubted(analysis["errors"])
     if doubted:
@@ -84,9 +82,8 @@ def count_doubted(errors: list[dict]) -> tuple[int, int]:
 
 def cross_val_doubts(ids: np.ndarray, x: np.ndarray, gender: np.ndarray, identity: np.ndarray | None = None, *,
                      seed: int = 0, features: str = "the features") -> dict[str, str]:
-    """{image id: why its label is doubtful} for the rows whose out-of-fold probability of their own label is
-    below `MAX_P_LABEL` (module docstring); ``identity`` per row groups the folds (`MISSING`: a group of its
-    own). C is chosen on the same folds by log loss, then every row is predicted by the fold that left it out."""
+    """{image id: why its label is doubtful} by the cross-validated check (module docstring); ``identity`` groups
+    the folds (`MISSING`: alone). C is chosen on the same folds by log loss, then each row predicted out of fold."""
     gender = np.asarray(gender).astype(np.int64)
     counts = np.bincount(gender, minlength=2)
     if counts.min() < FOLDS:
@@ -120,9 +117,8 @@ def _folds(gender: np.ndarray, identity: np.ndarray | None, seed: int) -> list:
 
 def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
                  required: bool = True) -> dict[str, dict[str, str]]:
-    """{"identity": {id: why}, "cross_val": {id: why}} of a `FeatureStore`: the identity check always (empty
-    without identities), the cross-validated check on the valid rows of ``backbones`` when given. When
-    those rows cannot be checked: a LabelAuditError, or (``required=False``) a warning and no such flags."""
+    """{"identity": {id: why}, "cross_val": {id: why}} of a `FeatureStore`, the second on the valid rows of
+    ``backbones`` when given; rows it cannot check: a LabelAuditError, or (``required=False``) a warning."""
     identity = store.attributes.get("identity")
     found = {"identity": label_doubts(store.ids, store.gender, identity), "cross_val": {}}
     if backbones:
@@ -146,8 +142,7 @@ def merged(doubts: dict[str, dict[str, str]]) -> dict[str, str]:
 
 
 def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:
-    """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order:
-    {"id", "split", "label", "identity_check", "cross_val_check", "label_check"}."""
+    """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order."""
     position = {str(image): row for row, image in enumerate(store.ids)}
     return [{"id": image, "split": SPLITS[int(store.split[position[image]])],
              "label": "male" if store.gender[position[image]] == 1 else "female",

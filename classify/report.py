@@ -53,12 +53,9 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
 
 
 def errors_of(run: RunResult, results_dir: Path) -> dict | None:
-    """train's errors.json when it is of this run, else computed now; None when it cannot be."""
-    found = read_error_file(results_dir, run)  # never another head's lists
-    if found is not None:
-        return found
+    """train's errors.json when it lists this run's current head, else computed now; None when it cannot be."""
     try:
-        return error_analysis(run, results_dir)
+        return read_error_file(results_dir, run) or error_analysis(run, results_dir)
     except (StoreError, HeadFileError, FileNotFoundError) as error:
         log.warning("no error gallery: %s", error)
         return None
