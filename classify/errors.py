@@ -4,8 +4,7 @@
 training store with the recorded decision (what predict would say), and lists
 - ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|): dataset, id, image path
   ("" where the dataset at the store's root is gone), calibrated p(male), true and predicted gender, groups
-  (`classify.groups.row_groups`) and ``label_check``: why the label itself is in doubt, else ""
-  (`classify.label_audit`);
+  (`classify.groups.row_groups`), ``label_check``: why the label is in doubt (`classify.label_audit`) or "";
 - ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face...);
 - ``cross_dataset``: the same per eval store (by label) for the rows it reported, where ``label_check`` also
   carries the cross-validated check on that store's own labels (a cross-dataset error is often its label).
