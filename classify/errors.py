@@ -29,7 +29,6 @@ from classify.calibration import CalibrationError
 from classify.groups import row_groups
 from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
-from classify.label_audit import label_doubts
 from classify.model import GenderModel
 from classify.results import FieldReader, RunResult, store_identity
 from features import atomic
@@ -59,7 +58,7 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
         part = store.read(list(model.names), split)
         paths = image_paths(store)
         if len(part.gender):
-            doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
+            doubts = label_audit.label_doubts(store.ids, store.gender, store.attributes.get("identity"))
             errors += wrong_rows(model, store, part, paths, store.dataset_name, doubts)
             scored += len(part.gender)
         rejected += rejected_rows(store, model.names, paths, split)
