@@ -1,18 +1,11 @@
 """Merge the results files of a directory into a leaderboard (markdown, CSV) and plots (PNG).
 
-One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name): choosing the
-best backbone x head pair is one more hyperparameter choice, so it is made on val like the others, and
-test numbers are reported, never used to pick. Runs evaluated on other stores (``train --eval-store``)
-get ``<dataset>_`` columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors) beside the
-in-domain ones. ``worst_group`` is the group of at least the run's min_group_n rows with the lowest
-accuracy over every grouping of `classify.groups`; ``ece`` is after the run's calibrator (15 equal-width
-bins of p(male)); ``decision`` is the calibrator and threshold chosen on val.
-
-The recommendation (`recommend`) is the best on val unless others are within the best's val bootstrap
-interval (a near-tie val cannot resolve): then the near-tie with the best cross-dataset val accuracy
-when eval stores gave one, then the simplest (fewest backbones), then the val ranking. `disagreements`
-names, per eval dataset, the run best out of domain when its interval lies above the recommendation's.
-The recommended run's error lists (`classify.errors`) are only read, for the label-check note.
+One row per (backbone(s), head) run, ranked by VAL accuracy (ties: val ROC-AUC, then name); test is
+reported, never used to pick. Runs evaluated on other stores (``train --eval-store``) get ``<dataset>_``
+columns (`CROSS_COLUMNS`; ``accuracy_all`` counts invalid rows as errors). ``worst_group``: the group of at
+least min_group_n rows with the lowest accuracy (`classify.groups`); ``ece``: after the calibrator (15
+equal-width bins of p(male)); ``decision``: the calibrator and threshold chosen on val. The recommendation
+and its tie-breaks: docs/protocol.md. The error lists (`classify.errors`) are only read, for the label note.
 """
 from __future__ import annotations
 
@@ -69,16 +62,14 @@ def simplicity(run: RunResult) -> tuple[int, int]:
 
 
 def recommend(runs: list[RunResult]) -> RunResult:
-    """The recommended run (module docstring)."""
-    tied = near_ties(runs)
-    if any(cross_val_accuracy(run) is not None for run in tied):
-        return min(tied, key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
-    return min(tied, key=lambda run: simplicity(run) + rank_key(run))
+    """The recommended run (docs/protocol.md): among the near-ties, the best cross-dataset val accuracy
+    (a run without one counts as 0), then `simplicity`, then `rank_key`."""
+    return min(near_ties(runs),
+               key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
 
 
 def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
-    """{eval dataset label: the run with the best reported accuracy there}, for every eval store any run was
-    evaluated on, in first-seen order."""
+    """{eval dataset label: the run with the best reported accuracy there}, in first-seen order."""
     return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
             for label in dict.fromkeys(label for run in runs for label in run.cross)}
 
@@ -87,11 +78,8 @@ def disagreements(runs: list[RunResult]) -> list[str]:
     """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
     chosen, out = recommend(runs), []
     for label, best in best_out_of_domain(runs).items():
-        mine = chosen.cross.get(label)
-        if best is chosen or mine is None:
-            continue
-        theirs = best.cross[label].report
-        if theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
+        mine, theirs = chosen.cross.get(label), best.cross[label].report
+        if best is not chosen and mine is not None and theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
             out.append(f"WARNING: on {label} the recommended {chosen.title} scores "
                        f"{fmt(mine.report.accuracy)}, and {best.title} scores "
                        f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
@@ -102,14 +90,10 @@ def disagreements(runs: list[RunResult]) -> list[str]:
 def recommendation_text(runs: list[RunResult]) -> str:
     """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
     chosen, tied = recommend(runs), near_ties(runs)
-    if len(tied) == 1:
-        why = "best val accuracy"
-    elif cross_val_accuracy(chosen) is not None:
-        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by cross-dataset val "
-               f"accuracy ({fmt(cross_val_accuracy(chosen))})")
-    else:
-        why = (f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by fewest backbones, "
-               "then the simpler head")
+    cross = cross_val_accuracy(chosen)
+    rule = "fewest backbones, then the simpler head" if cross is None else f"cross-dataset val accuracy ({fmt(cross)})"
+    why = ("best val accuracy" if len(tied) == 1
+           else f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by {rule}")
     lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
     lines += [f"Best out of domain on {label}: {best.title} ({fmt(best.cross[label].report.accuracy)})."
               for label, best in best_out_of_domain(runs).items()]
@@ -134,11 +118,10 @@ def _cross_cells(label: str, cross: CrossResult | None) -> dict:
     if cross is None:
         return {f"{label}_{column}": "" for column in CROSS_COLUMNS}
     report, ci = cross.report, cross.report.accuracy_ci95
-    return {f"{label}_accuracy": fmt(report.accuracy), f"{label}_accuracy_all": fmt(cross.accuracy_all),
-            f"{label}_accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", f"{label}_male_recall": fmt(report.recall),
-            f"{label}_female_recall": fmt(report.female_recall), **{
-                f"{label}_{key}": value for key, value in fairness_cells(report).items() if key != "worst_group"},
-            f"{label}_n": report.n}
+    cells = {"accuracy": fmt(report.accuracy), "accuracy_all": fmt(cross.accuracy_all),
+             "accuracy_ci95": f"{fmt(ci.low)}-{fmt(ci.high)}", "male_recall": fmt(report.recall),
+             "female_recall": fmt(report.female_recall), **fairness_cells(report), "n": report.n}
+    return {f"{label}_{column}": cells[column] for column in CROSS_COLUMNS}
 
 
 def fairness_cells(scores: Scores) -> dict:
@@ -177,7 +160,7 @@ def usable_share(run: RunResult) -> float:
 
 
 def accuracy_all_test(run: RunResult) -> float:
-    """Test accuracy counting the test images the run could not use (other backbones drop others) as errors."""
+    """Test accuracy counting the test images the run could not use as errors."""
     return run.test.accuracy * usable_share(run)
 
 
@@ -216,9 +199,8 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     rows = leaderboard(runs)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    chosen = recommend(runs)
-    analysis = read_error_file(directory, chosen.head_sha256)  # computed by train, never here
-    note = doubt_note(analysis) if analysis and analysis["run"] == chosen.run else ""
+    analysis = read_error_file(directory, recommend(runs))  # computed by train, never here
+    note = doubt_note(analysis) if analysis else ""
     markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
                 + (f"\n{note}\n" if note else ""))
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
@@ -270,17 +252,14 @@ def _plot_confusions(plt, runs, *, demo: bool = False):
 
 def text_colour(rgba) -> str:
     """Black on a light cell, white on a dark one, by the cell colour's relative luminance (WCAG)."""
-    def linear(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-    red, green, blue = (linear(c) for c in rgba[:3])
+    red, green, blue = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
     luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
     # the contrast ratios against black, (L + 0.05) / 0.05, and white, 1.05 / (L + 0.05), cross at 0.179
     return "black" if luminance > 0.179 else "white"
 
 
 def _plot_accuracy(plt, runs, *, demo: bool = False):
-    """Dots and 95% intervals, one line per run in val-ranking order (best on top); no bars, so no
-    axis has to start at 0 and nothing is cut off."""
+    """Dots and 95% intervals, one line per run, best on top; no bars, so the axis need not start at 0."""
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(runs)))
     y = list(range(len(runs)))[::-1]  # rank 1 on top
     for row, run in zip(y, runs):

@@ -1,28 +1,20 @@
 """Error analysis of one run: its test images that are wrong, most confident first, and the rejected ones.
 
-`error_analysis` reloads the run's head (every check of `classify.model.GenderModel.load`), scores the test
-rows of each training store with the recorded decision (calibrated p(male), recorded threshold: what
-predict would say), and lists
-- ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|), each with its
-  dataset, id, image path, calibrated p(male), true and predicted gender, groups (race, age, the
-  CelebA attributes set) and ``label_check``: why the label itself is in doubt when most other images of
-  the same identity carry the other label (`classify.label_audit`), else "";
-- ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face
-  found, too large).
-Image paths come from the dataset at the store's recorded root; where it is gone they are empty.
-The same lists for the rows each eval store reported (``cross_dataset``, by eval set label), where
-``label_check`` also carries the cross-validated check on that store's own labels: a cross-dataset error
-is often the other dataset's label.
+`error_analysis` reloads the run's head (every check of `GenderModel.load`), scores the test rows of each
+training store with the recorded decision (what predict would say), and lists
+- ``errors``: the wrong rows, most confident first (largest |p(male) - threshold|): dataset, id, image path
+  ("" where the dataset at the store's root is gone), calibrated p(male), true and predicted gender, groups
+  (`classify.groups.row_groups`), ``label_check``: why the label is in doubt (`classify.label_audit`) or "";
+- ``rejected``: the test rows the run could not use, with the reason per backbone (unreadable, no face...);
+- ``cross_dataset``: the same per eval store (by label) for the rows it reported, where ``label_check`` also
+  carries the cross-validated check on that store's own labels (a cross-dataset error is often its label).
 
-Files (`write_error_files`), beside the leaderboard: ``errors.json`` (kind "classify-errors", version 2:
-run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one
-line per error or rejected image, the eval stores' after the training stores': kind, dataset, id, path,
-true, predicted, p_male, reason, groups, label_check), each written atomically.
-
-Train computes them for the recommended run (`write_errors_for`, or ``python -m classify errors DIR``);
-compare only reads them, and the reports compute them only where they are missing. A reader ignores a file
-whose ``head_sha256`` is not the current head's (after a kill between train and compare, no report shows
-another head's errors), and train removes a run's lists before it replaces that run's head (`forget`).
+Files, beside the leaderboard, each written atomically: ``errors.json`` (kind "classify-errors", version 2:
+run, head_sha256, split, decision, n_scored, errors, rejected, cross_dataset) and ``errors.csv`` (one line
+per error or rejected image, the eval stores' last: kind, dataset, id, path, true, predicted, p_male,
+reason, groups, label_check). Train writes them for the recommended run (`write_errors_for`); compare only
+reads them, the reports compute them where missing. A reader ignores a file of another head (a kill between
+train and compare), and train removes a run's lists before it replaces that run's head (`forget`).
 """
 from __future__ import annotations
 
@@ -37,7 +29,6 @@ from classify.calibration import CalibrationError
 from classify.groups import row_groups
 from classify.headfile import SUFFIX, HeadFileError
 from classify.images import status_text
-from classify.label_audit import label_doubts
 from classify.model import GenderModel
 from classify.results import FieldReader, RunResult, store_identity
 from features import atomic
@@ -58,24 +49,22 @@ ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") -> dict:
     """The wrong and the rejected ``split`` rows of ``run`` (a run of ``results_dir``)."""
     model = GenderModel.load(Path(results_dir) / f"{run.run}{SUFFIX}")
-    backbones, decision = model.names, model.decision
-
     errors, rejected, scored = [], [], 0
     trained_on = {ref.path: ref.fingerprint for ref in run.training_stores}
     for store_path in run.stores:
         store = FeatureStore.open(store_path)
         if trained_on.get(str(store_path)) not in (None, store.fingerprint):
             raise StoreError(f"{store_path} now holds another dataset than {run.run} was trained on")
-        part = store.read(list(backbones), split)
+        part = store.read(list(model.names), split)
         paths = image_paths(store)
         if len(part.gender):
-            doubts = label_doubts(store.ids, store.gender, store.attributes.get("identity"))
+            doubts = label_audit.label_doubts(store.ids, store.gender, store.attributes.get("identity"))
             errors += wrong_rows(model, store, part, paths, store.dataset_name, doubts)
             scored += len(part.gender)
-        rejected += rejected_rows(store, backbones, paths, split)
-    errors.sort(key=lambda row: -abs(row["p_male"] - decision.value))  # stable: per-store order on ties
+        rejected += rejected_rows(store, model.names, paths, split)
+    errors.sort(key=lambda row: -abs(row["p_male"] - model.decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": model.head_sha256,
-            "split": split, "decision": decision.to_json(), "n_scored": scored, "errors": errors,
+            "split": split, "decision": model.decision.to_json(), "n_scored": scored, "errors": errors,
             "rejected": rejected, "cross_dataset": cross_dataset_errors(run, model)}
 
 
@@ -110,8 +99,7 @@ def error_list(model: GenderModel, store: FeatureStore, data: protocol.EvalSet, 
 
 def wrong_rows(model: GenderModel, store: FeatureStore, part, paths: np.ndarray, dataset: str,
                doubts: dict[str, str]) -> list[dict]:
-    """The rows of ``part`` (read from ``store``) the model's decision gets wrong (what predict would say),
-    most confident first: {"dataset", "id", "path", "p_male", "true", "predicted", "groups", "label_check"}."""
+    """The rows of ``part`` (read from ``store``) the model's decision gets wrong, most confident first."""
     attributes = {name: np.asarray(values)[part.index] for name, values in store.attributes.items()}
     ids, paths, y_true = store.ids[part.index], paths[part.index], np.asarray(part.gender)
     p_male, threshold = np.asarray(model.p_male(part.x), dtype=np.float64), model.threshold
@@ -138,8 +126,7 @@ def image_paths(store: FeatureStore) -> np.ndarray:
 
 def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str | None, *,
                   dataset: str | None = None) -> list[dict]:
-    """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image,
-    reasons joined; ``dataset`` names them (default: the store's dataset)."""
+    """Rows of ``split`` (None: every row) that a backbone of the run could not use, one per image, reasons joined."""
     in_split = np.ones(store.n_rows, dtype=bool) if split is None else store.split == SPLITS.index(split)
     reasons: dict[int, list[str]] = {}
     for name in backbones:
@@ -151,20 +138,8 @@ def rejected_rows(store: FeatureStore, backbones, paths: np.ndarray, split: str 
              "reason": "; ".join(texts)} for row, texts in sorted(reasons.items())]
 
 
-def write_error_files(analysis: dict, directory: Path) -> list[Path]:
-    """errors.json and errors.csv in ``directory``, each atomically; returns their paths."""
-    directory = Path(directory)
-    json_path, csv_path = directory / ERRORS_JSON, directory / ERRORS_CSV
-    cross = analysis.get("cross_dataset", {}).values()
-    write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
-                    analysis["rejected"] + [row for part in cross for row in part["rejected"]], csv_path)
-    atomic.write_text(json_path, dumps(analysis))  # last: the JSON says the pair is complete
-    return [json_path, csv_path]
-
-
 def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> None:
-    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected"); cells that a
-    spreadsheet would run as formulas are quoted (`features.tables.csv_cell`)."""
+    """One line per wrong row (kind "error"), then one per rejected row (kind "rejected"); formulas quoted."""
     with atomic.atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "dataset", "id", "path", "true", "predicted", "p_male", "reason", "groups",
@@ -176,20 +151,20 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
                                   ""]) for row in rejected)
 
 
-def read_error_file(directory: Path, head_sha256: str | None = None) -> dict | None:
-    """errors.json of a results folder; None, with a warning, when it is missing, unreadable (not a
-    regular file, torn, not strict JSON), of another version, given ``head_sha256`` of another head, or
-    with a field the reports could not read (`_check`)."""
+def read_error_file(directory: Path, run: RunResult | None = None) -> dict | None:
+    """errors.json of a results folder; given ``run``, only if it lists that run's current head. None when it
+    is missing or of another run; None with a warning when it is unreadable (not a regular file, torn, not
+    strict JSON), of another version or head, or with a field the reports could not read (`_check`)."""
     path = Path(directory) / ERRORS_JSON
     if not path.exists():
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
-        _check(record, path, head_sha256)
+        _check(record, path, None if run is None else run.head_sha256)
     except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
         return None
-    return record
+    return record if run is None or record["run"] == run.run else None
 
 
 _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float), "true": str, "predicted": str,
@@ -199,8 +174,7 @@ _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 def _check(record, path: Path, head_sha256: str | None) -> None:
     """A ValueError ("<path>: ...") unless ``record`` is an error list of this version (and head) with every
-    field the reports read: a crafted or damaged file is ignored as a torn one is, never a traceback in
-    compare or report."""
+    field the reports read: a crafted file is ignored as a torn one is, never a traceback in compare or report."""
     if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
         raise ValueError(f"{path}: not an error list of version {ERRORS_VERSION}")
     if head_sha256 is not None and record.get("head_sha256") != head_sha256:
@@ -236,14 +210,18 @@ def forget(directory: Path, run: str) -> None:
 
 
 def write_errors_for(run: RunResult, directory: Path) -> tuple[list[Path], dict | None]:
-    """errors.json/.csv of ``run`` (a results record in ``directory``, the recommended run), and the
-    analysis; a warning, not a failure, when its head or store is not at hand (a results folder copied
-    elsewhere), and then no older lists are left to pass for this run's."""
+    """errors.json/.csv of ``run`` (of ``directory``), each atomically, and the analysis; when its head or store
+    is not at hand (a results folder copied elsewhere), a warning, and no older lists are left to pass for it."""
+    paths = [Path(directory) / ERRORS_JSON, Path(directory) / ERRORS_CSV]
     try:
         analysis = error_analysis(run, directory)
-        return write_error_files(analysis, directory), analysis
+        cross = analysis["cross_dataset"].values()
+        write_error_csv(analysis["errors"] + [row for part in cross for row in part["errors"]],
+                        analysis["rejected"] + [row for part in cross for row in part["rejected"]], paths[1])
+        atomic.write_text(paths[0], dumps(analysis))  # last: the JSON says the pair is complete
+        return paths, analysis
     except (HeadFileError, StoreError, CalibrationError, OSError) as error:
         log.warning("no error analysis for %s: %s", run.run, error)
-        for stale in (ERRORS_JSON, ERRORS_CSV):
-            (Path(directory) / stale).unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
         return [], None

@@ -1,26 +1,19 @@
 """Per-group metrics: for whom does the classifier fail? Pure numpy; the output is JSON-ready.
 
-Groups come from a store's per-image attributes, restricted by the caller to the evaluated rows
-(``{name: values[split.index]}``):
-- the true sex itself (family ``sex``: ``male``, ``female``);
-- UTKFace ``race`` (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) and ``age`` binned into `AGE_BINS`,
-  and their cross ``race x age``;
-- every other attribute with at most `MAX_LEVELS` distinct values (each CelebA attribute: ``yes``/``no``).
-  Attributes with more levels (``identity``) are listed under ``skipped`` with the reason.
-Negative codes mean "no value" (`MISSING`, e.g. a CelebA image absent from the 40-attribute file, a
-UTKFace name without race): those rows belong to no group of that family; they are counted, not guessed.
+Groups come from a store's per-image attributes, indexed by the caller to the evaluated rows: the true sex
+(family ``sex``); UTKFace ``race`` (`UTKFACE_RACES`), ``age`` binned into `AGE_BINS` and ``race x age``;
+every other attribute with at most `MAX_LEVELS` distinct values (each CelebA attribute: ``yes``/``no``);
+the others (``identity``) are listed under ``skipped``. A negative code means "no value" (`MISSING`): such
+a row belongs to no group of that family; it is counted, not guessed.
 
-Per group: n, n_male, n_female, accuracy, male recall (TPR) and female recall (TNR), each with a seeded
-percentile bootstrap interval (rows resampled with replacement within the group; the resample seed is
-derived from the seed and the group's name, so adding a group never changes another's interval). A
-recall is None when the group holds no row of that sex. Groups with fewer than ``min_n`` rows are
-reported with ``too_small: true`` and left out of the summaries, never hidden.
+Per group: n, n_male, n_female, accuracy, male recall (TPR), female recall (TNR; None without a row of that
+sex), each with a seeded percentile bootstrap interval (rows resampled within the group, the seed derived
+from the group's name, so adding a group never changes another's interval). Groups under ``min_n`` rows
+are reported with ``too_small: true`` and left out of the summaries, never hidden.
 
-Summary over all rows and over the groups that are not too small: balanced accuracy, the recall gap
-|TPR - TNR|, the worst group's accuracy, the largest accuracy gap within one family, and the
-equalised-odds difference (per family: the larger of the TPR spread and the FPR spread across its
-groups, as fairlearn defines it; the ``sex`` family is left out, since each of its groups has only one
-of the two rates; the overall gap between them is ``recall_gap``).
+Summary: over all rows, balanced accuracy and the recall gap |TPR - TNR|; over the groups not too small,
+the worst group, the largest accuracy gap within one family, and the equalised-odds difference (per family,
+the larger of the TPR and the FPR spread, as fairlearn defines it; not for ``sex``: one rate per group).
 """
 from __future__ import annotations
 
@@ -50,7 +43,6 @@ def bin_ages(age: np.ndarray) -> np.ndarray:
 def group_families(gender: np.ndarray,
                    attributes: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """({family: {group name: row mask}}, {skipped attribute: why}) for the evaluated rows."""
-    gender = np.asarray(gender)
     families = {"sex": {"male": gender == 1, "female": gender == 0}}
     skipped = {}
     if "age" in attributes:
@@ -125,9 +117,8 @@ def _group_row(name: str, y_true, y_pred, *, min_n: int, n_resamples: int, seed:
         return {**row, "accuracy_ci": None, "male_recall_ci": None, "female_recall_ci": None}
     codes = (2 * y_true + y_pred).astype(np.int64)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)
-    # Resampling n rows with replacement only matters through how many of each code it draws, and those
-    # counts are exactly multinomial(n, observed code frequencies): the same bootstrap, O(resamples) not
-    # O(resamples x n) (20,000 test rows x 40 attributes: 14 s per split before).
+    # Resampling n rows with replacement matters only through how many of each code it draws: exactly
+    # multinomial(n, code frequencies), the same bootstrap in O(resamples), not O(resamples x n).
     frequencies = np.bincount(codes, minlength=4) / len(codes)
     tn, fp, fn, tp = rng.multinomial(len(codes), frequencies, size=n_resamples).T.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

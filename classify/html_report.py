@@ -2,21 +2,21 @@
 
 Takes plain data (dicts and lists); no torch, no network, no script: the file opens offline, reads at
 1,280 px without scrolling sideways (wide tables scroll in their box) and prints. Every text reaching the
-page goes through `html.escape` (file and attribute names come from users). Sections, each optional, in order:
+page goes through `html.escape` (file and attribute names come from users). Sections of `render`, in order:
 
 - ``summary``: {"recommended", "reason", "verdict", "scored": rows {"where", "accuracy", "ci", "male_recall",
   "female_recall", "n"}, "best_out_of_domain": [text], "label_checks": [text]}
+- ``leaderboard``: rows in rank order; ``compact_columns`` shown at first (all behind a toggle); ``chosen``:
+  the recommendation's text
+- ``plots``: {title: PNG file} side by side (none: no section)
 - ``dataset``: {"name", "root", "store", "n_rows", "splits": {split: n}, "male": n}
-- ``extraction``: rows (dicts) for a table, e.g. per backbone valid / unreadable / no face
-- ``leaderboard``: rows (dicts) for a table, in rank order; ``compact_columns`` the ones shown at first
-  (every column behind a toggle); ``chosen``: the recommendation's text
-- ``plots``: {title: PNG file} shown side by side
+- ``extraction``: rows for a table, e.g. per backbone valid / unreadable / no face
 - ``groups``: {label: `classify.groups.group_metrics` output} (label e.g. "celeba test")
 - ``calibration``: {label: {"before": `calibration.calibration_report`, "after": the same on calibrated
   probabilities or None, "calibrator": `Calibrator.to_json()`, "threshold": `decision_threshold()` output,
-  "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}: one table, then the diagrams
-- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], the rows as in errors.json (`classify.errors`),
-  in the caller's order (most confident first)
+  "recalls": {rule: {"accuracy", "male recall", "female recall", ...}} optional}}
+- ``galleries``: [{"title", "n_scored", "errors", "rejected"}], rows as in errors.json (`classify.errors`),
+  most confident first (None: no section)
 """
 from __future__ import annotations
 
@@ -55,11 +55,9 @@ def esc(value) -> str:
 
 
 def fmt(value) -> str:
-    if value is None:
-        return "n/a"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4f}"
-    return str(value)
+    return "n/a" if value is None else str(value)
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -105,8 +103,7 @@ def png_data_uri(figure) -> str:
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG data URI of the image shrunk to fit size x size, or None when it cannot be read (or is over
-    extract's limits: decoded by extract's checked decoder, never unbounded)."""
+    """A JPEG data URI of the image shrunk to fit size x size; None when extract's checked decoder refuses it."""
     import cv2
 
     from extract.decode import ImageTooLarge, Unreadable, decode  # lazy: OpenCV only, no torch
@@ -129,15 +126,14 @@ def img(uri: str, alt: str) -> str:
 
 # -- sections --------------------------------------------------------------------------------------------
 def dataset_section(dataset: dict) -> str:
-    splits = ", ".join(f"{esc(k)} {int(v):,}" for k, v in dataset.get("splits", {}).items())
-    return (f"<h2>Dataset</h2><p><b>{esc(dataset.get('name', '?'))}</b> at <code>{esc(dataset.get('root', '?'))}"
-            f"</code>: {int(dataset.get('n_rows', 0)):,} images ({splits}); {int(dataset.get('male', 0)):,} male. "
-            f"Store: <code>{esc(dataset.get('store', '?'))}</code>.</p>")
+    splits = ", ".join(f"{esc(k)} {int(v):,}" for k, v in dataset["splits"].items())
+    return (f"<h2>Dataset</h2><p><b>{esc(dataset['name'])}</b> at <code>{esc(dataset['root'])}</code>: "
+            f"{int(dataset['n_rows']):,} images ({splits}); {int(dataset['male']):,} male. "
+            f"Store: <code>{esc(dataset['store'])}</code>.</p>")
 
 
 def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
-    """One scored set's per-group tables: the groups present, with a plot beside each table; one line for
-    the groups and attributes with no rows here. Folded (a <details>) unless ``open_``."""
+    """One scored set's per-group tables, a plot beside each, one line for what has no rows; folded unless ``open_``."""
     summary = result["summary"]
     worst, gap, odds = (summary.get(key) or {} for key in ("worst_group", "largest_accuracy_gap",
                                                            "equalised_odds_difference"))
@@ -154,9 +150,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     parts += [_family_block(family, data) for family, data in result["families"].items()
               if family not in yes_no and any(g["n"] for g in data["groups"])]
     if binary:
-        series = [(offset, color, name, [data["groups"][index] for data in binary.values()])
-                  for offset, index, color, name in ((-0.2, 0, "tab:blue", "present"),
-                                                     (0.2, 1, "tab:orange", "absent"))]
+        series = [(-0.2, "tab:blue", "present", [data["groups"][0] for data in binary.values()]),
+                  (0.2, "tab:orange", "absent", [data["groups"][1] for data in binary.values()])]
         plot = _accuracy_plot(list(binary), series, row_height=0.3, fontsize=7)
         parts.append("<h4>Attributes (present / absent)</h4><div class='pair'>"
                      + scroll(table([_binary_cells(f, d) for f, d in binary.items()]))
@@ -168,9 +163,8 @@ def groups_section(label: str, result: dict, *, open_: bool = True) -> str:
     if result.get("skipped"):
         parts.append("<p>Not groupings: " + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in result["skipped"].items())
                      + "</p>")
-    if open_:
-        return f"<h3>{esc(label)}</h3>" + "".join(parts)
-    return f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>"
+    return (f"<h3>{esc(label)}</h3>" + "".join(parts) if open_
+            else f"<details><summary><b>{esc(label)}</b></summary>{''.join(parts)}</details>")
 
 
 def _family_block(family: str, data: dict) -> str:
@@ -193,9 +187,8 @@ def _interval(value, ci) -> str:
 
 def _group_cells(group: dict) -> dict:
     return {"group": group["group"], "n": group["n"], "male": group["n_male"], "female": group["n_female"],
-            "accuracy [CI]": _interval(group["accuracy"], group["accuracy_ci"]),
-            "male recall [CI]": _interval(group["male_recall"], group["male_recall_ci"]),
-            "female recall [CI]": _interval(group["female_recall"], group["female_recall_ci"]),
+            **{f"{key.replace('_', ' ')} [CI]": _interval(group[key], group[f"{key}_ci"])
+               for key in ("accuracy", "male_recall", "female_recall")},
             "note": "too small" if group["too_small"] else "", "_class": "small" if group["too_small"] else None}
 
 
@@ -210,11 +203,9 @@ def _binary_cells(family: str, data: dict) -> dict:
 
 def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, fontsize: int,
                    title: str | None = None) -> str:
-    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot at each
-    group's accuracy, its interval as whiskers, grey when the group is too small (dots, not bars: the axis
-    runs from a little below the lowest interval end shown, to 1)."""
+    """A line per name, top down; per series (offset, colour, legend name, a group per name) a dot per group
+    with its interval, grey when too small (dots, not bars: the axis starts just below the lowest shown)."""
     figure, ax = pyplot().subplots(figsize=(6, 0.6 + row_height * len(names)))
-    shown = [g for *_, groups in series for g in groups if g["accuracy"] is not None]
     for offset, color, name, groups in series:
         drawn = [(row, group) for row, group in enumerate(groups) if group["accuracy"] is not None]
         for i, (row, group) in enumerate(drawn):
@@ -223,7 +214,8 @@ def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, 
                         capsize=2, color="#bbb" if group["too_small"] else color, label=None if i else name)
     ax.set_yticks(range(len(names)), names, fontsize=fontsize)
     ax.invert_yaxis()
-    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"] for g in shown]
+    lows = [g["accuracy_ci"][0] if g["accuracy_ci"] else g["accuracy"]
+            for *_, groups in series for g in groups if g["accuracy"] is not None]
     ax.set_xlim(max(0.0, min(lows + [1.0]) - 0.05), 1.005)
     if ax.get_legend_handles_labels()[0]:  # no dot at all when every group lacks an accuracy
         ax.legend(fontsize=7)
@@ -234,16 +226,13 @@ def _accuracy_plot(names: list[str], series: list[tuple], *, row_height: float, 
 
 
 def calibration_section(calibration: dict) -> str:
-    """One table across the scored sets (raw and calibrated ECE, Brier, log loss; the decision's recalls),
-    then the reliability diagrams side by side."""
+    """One table across the scored sets, then the reliability diagrams side by side."""
     rows = [_calibration_cells(label, entry) for label, entry in calibration.items()]
     first = next(iter(calibration.values()))
-    calibrator, threshold = (first.get(key) or {} for key in ("calibrator", "threshold"))
-    fitted = calibrator.get("fitted_on", {})
-    text = (f"<p>Calibrator: <b>{esc(calibrator.get('method', 'none'))}</b> "
-            f"({esc(fitted.get('selection', 'not fitted'))}; criterion {esc(fitted.get('criterion', '-'))}). "
-            f"Decision threshold: {esc(threshold.get('rule', 'default'))}"
-            f" = {fmt(threshold.get('value', 0.5))}. ECE binning: {esc(first['before']['binning'])}. Recalls: of the "
+    calibrator, threshold, fitted = first["calibrator"], first["threshold"], first["calibrator"]["fitted_on"]
+    text = (f"<p>Calibrator: <b>{esc(calibrator['method'])}</b> ({esc(fitted.get('selection', 'not fitted'))}; "
+            f"criterion {esc(fitted.get('criterion', '-'))}). Decision threshold: {esc(threshold['rule'])} = "
+            f"{fmt(threshold['value'])}. ECE binning: {esc(first['before']['binning'])}. Recalls: of the "
             "final decision (calibrated p(male) at the threshold).</p>")
     diagrams = "".join(img(_reliability_plot(label, entry), f"reliability diagram {label}")
                        for label, entry in calibration.items())
@@ -274,8 +263,7 @@ def _reliability_plot(label: str, entry: dict) -> str:
 
 
 def gallery_section(gallery: dict, *, limit: int = MAX_GALLERY) -> str:
-    """One set's wrong images, most confident first, a flagged card for each doubted label; the images
-    that could not be used, folded."""
+    """One set's wrong images, a flagged card for each doubted label; the images not used, folded."""
     errors, rejected = gallery["errors"], gallery.get("rejected", [])
     doubted = sum(1 for row in errors if row.get("label_check"))
     parts = [f"<h3>{esc(gallery['title'])}</h3><p>{len(errors):,} wrong of {int(gallery.get('n_scored', 0)):,} "
@@ -302,28 +290,24 @@ def _card(row: dict, headline: str, details: str, *, doubt: bool = False) -> str
 
 
 def summary_section(summary: dict) -> str:
-    """The first screen: the verdict, the recommended run and where it was scored, the best out of domain,
-    the label checks."""
-    rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row.get("ci")),
-             "male recall": _interval(row.get("male_recall"), None),
-             "female recall": _interval(row.get("female_recall"), None), "n": row.get("n")}
-            for row in summary["scored"]]
+    """The first screen (the module docstring's ``summary``)."""
+    rows = [{"scored on": row["where"], "accuracy [95% CI]": _interval(row["accuracy"], row["ci"]),
+             "male recall": _interval(row["male_recall"], None), "female recall": _interval(row["female_recall"], None),
+             "n": row["n"]} for row in summary["scored"]]
     lists = [("Best out of domain", summary.get("best_out_of_domain")), ("Label checks", summary.get("label_checks"))]
     items = "".join(f"<p><b>{title}:</b> {esc('; '.join(values))}.</p>" for title, values in lists if values)
     return (f"<section class='summary'><h2>Summary</h2><p class='verdict'>{esc(summary['verdict'])}</p>"
-            f"<p>Recommended: <b>{esc(summary['recommended'])}</b> ({esc(summary.get('reason', ''))}).</p>"
+            f"<p>Recommended: <b>{esc(summary['recommended'])}</b> ({esc(summary['reason'])}).</p>"
             + scroll(table(rows)) + items + "</section>")
 
 
-def leaderboard_section(rows: list[dict], columns: list[str] | None, chosen: str | None) -> str:
+def leaderboard_section(rows: list[dict], columns: list[str], chosen: str) -> str:
     """The compact leaderboard (the recommended row marked), every column behind a toggle."""
-    marked = [{**row, "_class": "chosen" if "recommended" in str(row.get("choice", "")) else None} for row in rows]
-    compact = [c for c in (columns or list(rows[0]) if rows else []) if not rows or c in rows[0]]
-    text = f"<p style='white-space:pre-line'>{esc(chosen)}</p>" if chosen else ""
-    full = (f"<details><summary>All {len(rows[0]) if rows else 0} columns</summary>{scroll(table(marked))}"
-            "</details>") if columns else ""
+    marked = [{**row, "_class": "chosen" if "recommended" in row["choice"] else None} for row in rows]
     return ("<h2>Leaderboard</h2><p>Ranked on val accuracy, where every choice is made; test reported.</p>"
-            + scroll(table(marked, compact or None)) + full + text)
+            + scroll(table(marked, [c for c in columns if c in rows[0]]))
+            + f"<details><summary>All {len(rows[0])} columns</summary>{scroll(table(marked))}</details>"
+            + f"<p style='white-space:pre-line'>{esc(chosen)}</p>")
 
 
 def plots_section(plots: dict) -> str:
@@ -332,23 +316,20 @@ def plots_section(plots: dict) -> str:
     return f"<h2>Plots</h2><div class='grid'>{figures}</div>"
 
 
-def render(*, title: str, summary: dict | None = None, dataset: dict | None = None,
-           extraction: list[dict] | None = None, leaderboard: list[dict] | None = None,
-           compact_columns: list[str] | None = None, chosen: str | None = None, plots: dict | None = None,
-           groups: dict | None = None, calibration: dict | None = None, galleries: list[dict] | None = None,
-           warnings: list[str] = ()) -> str:
+def render(*, title: str, summary: dict, dataset: dict, extraction: list[dict], leaderboard: list[dict],
+           compact_columns: list[str], chosen: str, groups: dict, calibration: dict, galleries: list[dict] | None,
+           plots: dict | None = None, warnings: list[str] = ()) -> str:
     """The whole report as one HTML string (sections given as plain data; see the module docstring)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
     parts += [f"<p class='warn'>{esc(w)}</p>" for w in warnings]
-    parts += [summary_section(summary) if summary else "",
-              leaderboard_section(leaderboard, compact_columns, chosen) if leaderboard is not None else "",
-              plots_section(plots) if plots else "", dataset_section(dataset) if dataset else "",
-              "<h2>Extraction</h2>" + scroll(table(extraction)) if extraction is not None else "",
+    parts += [summary_section(summary), leaderboard_section(leaderboard, compact_columns, chosen),
+              plots_section(plots) if plots else "", dataset_section(dataset),
+              "<h2>Extraction</h2>" + scroll(table(extraction)),
               "<h2>Per-group metrics</h2>" + "".join(groups_section(label, result, open_="val" not in label.split())
-                                                    for label, result in groups.items()) if groups else "",
-              "<h2>Calibration</h2>" + calibration_section(calibration) if calibration else "",
+                                                    for label, result in groups.items()),
+              "<h2>Calibration</h2>" + calibration_section(calibration),
               "<h2>Errors</h2>" + ("".join(gallery_section(g) for g in galleries) or "<p>(none)</p>")
               if galleries is not None else ""]
     return "".join(parts) + "</body></html>"

@@ -1,24 +1,17 @@
 """Gender labels in doubt: a check of the data, not of the heads. Two checks, both only flag.
 
 CelebA labels ``Male`` per image, and some images carry the other label from most images of the same
-person; most of the recommended head's CelebA test errors are such images, and the photos show the sex of
-the majority (docs/findings.md). A user should see that beside the error, not discover it later.
+person; most of the recommended head's CelebA test errors are such images (docs/findings.md). A user
+should see that beside the error, not discover it later. No label or metric is ever changed: the flags go
+into the error lists (``label_check``), the leaderboard counts them, and ``python -m classify audit-labels``
+lists every flagged row of a store (`audit_store`).
 
-`label_doubts` flags a row when at least `MIN_OTHERS` other images of its identity exist (in the whole
-store, every split) and at least `MIN_SHARE` of them carry the other label. It never changes a label
-or a metric: the flag goes into the error list (``errors.json``/``errors.csv``, ``label_check``) and
-the leaderboard counts the flagged errors. ``python -m classify audit-labels --store S`` lists every
-flagged row of a store, all splits (`audit_store`), for a user who wants to look at or fix the labels.
-
-Most datasets record no identity (UTKFace does not), so a second check needs none: `cross_val_doubts`
-("confident learning", Northcutt et al., JAIR 2021, in its simplest form). A standardised logistic
-regression on a backbone's features is fitted on four fifths of the store's rows and predicts the fifth,
-five times over, so that every row gets a probability of its own label from a head that never saw it.
-A row is flagged when that probability is below `MAX_P_LABEL`: a head trained on the dataset's own
-labels is at least 95% sure of the other sex. Folds are grouped by identity when the store records it,
-so that a person's other images do not vouch for them (measured in docs/findings.md).
-``audit-labels --backbones B`` adds this check to the identity check, and ``classify evaluate --errors``
-puts both beside a head's errors on another dataset (the head's backbones are the check's features).
+`label_doubts`: at least `MIN_OTHERS` other images of the row's identity (whole store) and at least
+`MIN_SHARE` of them labelled the other sex. For datasets without identities (UTKFace), `cross_val_doubts`
+("confident learning", Northcutt et al., JAIR 2021, in its simplest form): a standardised logistic
+regression fitted on four fifths of the store's rows predicts the fifth, five times over; a row is flagged
+when its own label gets p < `MAX_P_LABEL`. Folds are grouped by identity when the store records it, so that
+a person's other images do not vouch for them (docs/findings.md).
 """
 from __future__ import annotations
 
@@ -31,13 +24,13 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict, cross_val_score
 
 from classify.balance import standardised_logreg
+from classify.groups import MISSING  # how a store marks an identity it does not know
 from features import atomic
 from features.dataset import SPLITS
 from features.tables import csv_cell
 
 MIN_OTHERS = 5     # other images of the identity needed before its majority says anything
 MIN_SHARE = 0.8    # share of them that must carry the other label
-MISSING = -1       # how a store marks an identity it does not know
 FOLDS = 5
 MAX_P_LABEL = 0.05            # out-of-fold probability of a row's own label under which it is flagged
 CROSS_VAL_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the check's inverse regularisation strengths, chosen by log loss
@@ -46,9 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | None) -> dict[str, str]:
-    """{image id: why its label is doubtful} for the rows whose identity's other images mostly carry the
-    other label; empty when the store records no identity. Vectorised: full CelebA (202,599 rows, 10,177
-    identities) takes well under a second."""
+    """{image id: why its label is doubtful} by the identity check (module docstring); empty without identities.
+    Vectorised: full CelebA (202,599 rows, 10,177 identities) takes well under a second."""
     if identity is None:
         return {}
     gender, identity = np.asarray(gender), np.asarray(identity)
@@ -65,8 +57,7 @@ def label_doubts(ids: np.ndarray, gender: np.ndarray, identity: np.ndarray | Non
 
 
 def doubt_note(analysis: dict) -> str:
-    """The leaderboard's lines about the recommended run's errors whose labels are in doubt: its test
-    errors (the identity check), then its errors on each eval store (both checks); "" if none."""
+    """The leaderboard's lines on the recommended run's errors with a label in doubt (test, each eval store)."""
     lines = []
     doubted, total = count_doubted(analysis["errors"])
     if doubted:
@@ -91,9 +82,8 @@ def count_doubted(errors: list[dict]) -> tuple[int, int]:
 
 def cross_val_doubts(ids: np.ndarray, x: np.ndarray, gender: np.ndarray, identity: np.ndarray | None = None, *,
                      seed: int = 0, features: str = "the features") -> dict[str, str]:
-    """{image id: why its label is doubtful} for the rows whose out-of-fold probability of their own label is
-    below `MAX_P_LABEL` (module docstring); ``identity`` per row groups the folds (`MISSING`: a group of its
-    own). C is chosen on the same folds by log loss, then every row is predicted by the fold that left it out."""
+    """{image id: why its label is doubtful} by the cross-validated check (module docstring); ``identity`` groups
+    the folds (`MISSING`: alone). C is chosen on the same folds by log loss, then each row predicted out of fold."""
     gender = np.asarray(gender).astype(np.int64)
     counts = np.bincount(gender, minlength=2)
     if counts.min() < FOLDS:
@@ -127,9 +117,8 @@ def _folds(gender: np.ndarray, identity: np.ndarray | None, seed: int) -> list:
 
 def store_doubts(store, backbones: Sequence[str] = (), *, seed: int = 0,
                  required: bool = True) -> dict[str, dict[str, str]]:
-    """{"identity": {id: why}, "cross_val": {id: why}} of a `FeatureStore`: the identity check always (empty
-    without identities), the cross-validated check on the valid rows of ``backbones`` when given. When
-    those rows cannot be checked: a LabelAuditError, or (``required=False``) a warning and no such flags."""
+    """{"identity": {id: why}, "cross_val": {id: why}} of a `FeatureStore`, the second on the valid rows of
+    ``backbones`` when given; rows it cannot check: a LabelAuditError, or (``required=False``) a warning."""
     identity = store.attributes.get("identity")
     found = {"identity": label_doubts(store.ids, store.gender, identity), "cross_val": {}}
     if backbones:
@@ -153,8 +142,7 @@ def merged(doubts: dict[str, dict[str, str]]) -> dict[str, str]:
 
 
 def audit_store(store, doubts: dict[str, dict[str, str]]) -> list[dict]:
-    """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order:
-    {"id", "split", "label", "identity_check", "cross_val_check", "label_check"}."""
+    """Every row of a `FeatureStore` with a label in doubt (``doubts`` from `store_doubts`), in id order."""
     position = {str(image): row for row, image in enumerate(store.ids)}
     return [{"id": image, "split": SPLITS[int(store.split[position[image]])],
              "label": "male" if store.gender[position[image]] == 1 else "female",

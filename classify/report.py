@@ -1,12 +1,9 @@
 """The reports of a trained results folder: ``python -m classify report --store S --results DIR --out R.html``.
 
-Writes the self-contained HTML report (`classify.html_report`) at ``--out`` and the Markdown report beside
-it (same name, ``.md``), from a feature store and a `classify train` results folder (results version 3).
-Everything shown was computed by train and compare; nothing is refitted. The error galleries come from
-train's error lists (errors.json, bound to the recommended run's head by its sha256); where those are
-missing or of another head, they are computed for the recommended run (`classify.errors`). The main job runs
-it; a user who trained by hand gets the same reports (their sections: docs/stages.md). Imports neither torch
-nor extract.
+The self-contained HTML report (`classify.html_report`) at ``--out`` and the Markdown one beside it (``.md``),
+from a feature store and a `classify train` results folder (version 3; sections: docs/stages.md). Nothing is
+refitted; the error galleries are train's errors.json, computed here only where it is missing or of another
+head. Imports neither torch nor extract.
 """
 from __future__ import annotations
 
@@ -56,12 +53,9 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
 
 
 def errors_of(run: RunResult, results_dir: Path) -> dict | None:
-    """compare's errors.json when it is of this run, else computed now; None when it cannot be."""
-    found = read_error_file(results_dir, head_sha256=run.head_sha256)  # never another head's lists
-    if found is not None and found["run"] == run.run:
-        return found
+    """train's errors.json when it lists this run's current head, else computed now; None when it cannot be."""
     try:
-        return error_analysis(run, results_dir)
+        return read_error_file(results_dir, run) or error_analysis(run, results_dir)
     except (StoreError, HeadFileError, FileNotFoundError) as error:
         log.warning("no error gallery: %s", error)
         return None
@@ -144,12 +138,10 @@ def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
     for label, other in best_out_of_domain(runs).items():
-        mine = best.cross.get(label)
-        if mine is None:
-            continue
-        line += (f"; {mine.report.accuracy:.1%} on {label}"
-                 + (f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})" if other is not best
-                    else " (also the best there)"))
+        if label in best.cross:
+            line += (f"; {best.cross[label].report.accuracy:.1%} on {label}"
+                     + (f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})" if other is not best
+                        else " (also the best there)"))
     return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
 
 

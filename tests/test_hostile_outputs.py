@@ -66,9 +66,9 @@ def test_a_kill_between_train_and_compare_never_shows_the_old_heads_errors(store
     with caplog.at_level(logging.WARNING):
         assert cli.main(["compare", str(out)]) == 0
     assert shown == [] and "another head" in caplog.text
-    assert read_error_file(out, run.head_sha256) is None
+    assert read_error_file(out, run) is None
     assert cli.main(["errors", str(out)]) == 0  # the explicit step lists the current head's errors
-    assert read_error_file(out, run.head_sha256)["head_sha256"] == run.head_sha256
+    assert read_error_file(out, run)["head_sha256"] == run.head_sha256
 
 
 # ---------------------------------------------------------------------------------------- kill points
@@ -121,7 +121,7 @@ def test_a_sigkill_at_any_write_leaves_old_or_new_outputs_never_torn(store, tmp_
     assert cli.main(["compare", str(out)]) == 0
     _intact(out)
     run = load_results(out)[0]
-    listed = read_error_file(out, run.head_sha256)
+    listed = read_error_file(out, run)
     assert listed is None or listed["head_sha256"] == run.head_sha256
 
 
