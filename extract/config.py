@@ -52,12 +52,19 @@ class ExtractConfig:
                 raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, not {value}")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be 0 or more, not {self.workers}")
+        for option, valid in (("precision", catalog.PRECISIONS), ("tta", catalog.TTAS), ("dtype", DTYPES),
+                              ("decode", DECODES)):
+            if getattr(self, option) not in valid:
+                raise UsageError(f"--{option} {getattr(self, option)!r}: valid: {', '.join(valid)}")
         known, backbones = catalog.backbone_names(), self.backbones
         unknown = [name for name in backbones if name not in known]
         if unknown:
             raise UsageError(f"unknown backbone(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(known)}")
         if len(set(backbones)) != len(backbones):
             raise UsageError(f"--backbones names a backbone twice: {' '.join(backbones)}")
+        strays = sorted(set(self.weights) - set(backbones))
+        if strays:
+            raise UsageError(f"--weights names {', '.join(strays)}, not among --backbones ({', '.join(backbones)})")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExtractConfig:
