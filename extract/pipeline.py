@@ -254,6 +254,13 @@ class BackgroundSink:
         if self._error is not None:
             raise self._error
 
+    @property
+    def written(self) -> list[int]:
+        return self.sink.written
+
+    def check_complete(self) -> None:
+        self.sink.check_complete()
+
 
 # -- the loop -------------------------------------------------------------------------------------
 def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[str],
@@ -294,19 +301,26 @@ def extract_units(writer: BackboneWriter, backbone: Backbone, paths: Sequence[st
         sink.close()
     except KeyboardInterrupt:
         raise ExtractionInterrupted(f"extraction of {backbone.name!r} interrupted") from None
-    finally:  # also on Ctrl-C or an error: the units whose rows all arrived are written and kept
-        try:
-            with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
-                sink.close()
-        finally:
-            bar.close()
-            shutdown = getattr(workers_batches, "_shutdown_workers", None)  # the workers now, not when collected
-            if shutdown is not None:
-                shutdown()
-    sink.sink.check_complete()
-    stats.units = len(sink.sink.written)
+    finally:
+        _stop(sink, bar, workers_batches)
+    sink.check_complete()
+    stats.units = len(sink.written)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _stop(sink: BackgroundSink, bar, batches) -> None:
+    """Write what is queued, then stop the progress bar and the reader workers (also after errors): the
+    DataLoader workers now, not whenever the iterator is collected."""
+    try:
+        # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
+        with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
+            sink.close()
+    finally:
+        bar.close()
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _finish(batch: tuple, sink: BackgroundSink, stats: RunStats, paths: Sequence[str], bar) -> None:

@@ -76,7 +76,7 @@ def test_background_sink_writes_in_order_and_hands_errors_back():
     sink.add(np.array([0, 1]), np.ones((2, 2)), np.full(2, OK, np.uint8))
     sink.add(np.array([2, 3]), np.zeros((2, 2)), np.full(2, OK, np.uint8))
     sink.close()
-    assert [unit for unit, _, _ in writer.calls] == [0, 1] and sink.sink.written == [0, 1]
+    assert [unit for unit, _, _ in writer.calls] == [0, 1] and sink.written == [0, 1]
     failing = BackgroundSink(UnitSink(FailingWriter(n_rows=2, unit_rows=2), [0]))
     failing.add(np.array([0, 1]), np.ones((2, 2)), np.full(2, OK, np.uint8))
     with pytest.raises(OSError, match="disk full writing unit 0"):

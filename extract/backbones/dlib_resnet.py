@@ -26,7 +26,8 @@ from extract.face_row import BOX
 from ._image import FacePreprocessor
 from ._registry import Backbone
 from ._weights import check_packaged_load, default_weights_file, package_model_file, weights_identity
-from .dlib_torch import TorchDlibEmbed, dlib_engine, dlib_resnet_module
+from ._torchnet import DeviceEmbed
+from .dlib_torch import dlib_engine, dlib_resnet_module
 
 
 SPEC = BUILTIN["dlib_resnet"]
@@ -127,7 +128,8 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
     if torch_engine:
         module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
-        embed = TorchDlibEmbed(module, device=device, precision=precision)
+        # (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are
+        embed = DeviceEmbed(module, device=device, precision=precision)
         aligner, input_shape = DlibChip(str(landmarks)), spec.input_shape
         implementation = "torch (dlib_torch.DlibResNet, weights read from the .dat)"
     else:

@@ -32,7 +32,7 @@ from torch import nn
 
 from extract.errors import WeightsUnavailable
 
-from ._torchnet import DeviceEmbed, engine_from_environment
+from ._torchnet import engine_from_environment
 
 CHIP = 150
 DIM = 128
@@ -332,7 +332,3 @@ def dlib_engine(device: torch.device) -> str:
     """Which implementation runs dlib's ResNet: ``$EXTRACT_DLIB_ENGINE`` (auto, torch, dlib). auto is torch on
     every device: batched, it beats dlib's own net on CPU too (PERFORMANCE.md), with the same rows."""
     return engine_from_environment(ENGINE_VARIABLE, ("auto", "torch", "dlib"), "torch")
-
-
-# (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are.
-TorchDlibEmbed = DeviceEmbed

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from extract.backbones import dlib_resnet
-from extract.backbones.dlib_torch import TorchDlibEmbed, dlib_resnet_module
+from extract.backbones._torchnet import DeviceEmbed
+from extract.backbones.dlib_torch import dlib_resnet_module
 from extract.faces import FaceDetector, NoFaceFound
 
 from bench_extract import DEFAULT_IMAGES  # a sibling script
@@ -51,7 +52,7 @@ def dlib_descriptors(chips: np.ndarray, recognizer: Path) -> tuple[np.ndarray, f
     return out, len(chips) / (time.perf_counter() - start)
 
 
-def torch_descriptors(chips: np.ndarray, embed: TorchDlibEmbed, *, batch: int) -> tuple[np.ndarray, float]:
+def torch_descriptors(chips: np.ndarray, embed: DeviceEmbed, *, batch: int) -> tuple[np.ndarray, float]:
     """The torch engine's descriptors and img/s (after one warm-up batch)."""
     embed(torch.from_numpy(chips[:batch]))
     if embed.device.type == "cuda":
@@ -88,14 +89,14 @@ def main(argv=None) -> int:
     reference, dlib_rate = dlib_descriptors(chips, recognizer)
     device = torch.device(args.device)
     module = dlib_resnet_module(recognizer)
-    ours, torch_rate = torch_descriptors(chips, TorchDlibEmbed(module, device=device, precision="fp32"),
+    ours, torch_rate = torch_descriptors(chips, DeviceEmbed(module, device=device, precision="fp32"),
                                          batch=args.batch)
     worst = compare("torch fp32", ours, reference)
     print(f"throughput, net only, {len(chips)} chips: dlib {dlib_rate:.1f} img/s (1 thread, one chip at a time), "
           f"torch fp32 on {device} {torch_rate:.1f} img/s (batch {args.batch}, {args.threads} threads): "
           f"ratio torch/dlib {torch_rate / dlib_rate:.2f}")
     if args.precision != "fp32":
-        half, rate = torch_descriptors(chips, TorchDlibEmbed(module, device=device, precision=args.precision),
+        half, rate = torch_descriptors(chips, DeviceEmbed(module, device=device, precision=args.precision),
                                        batch=args.batch)
         compare(f"torch {args.precision}", half, reference)
         print(f"torch {args.precision} on {device}: {rate:.1f} img/s")
