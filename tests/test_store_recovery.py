@@ -120,7 +120,6 @@ def test_verify_repairs_a_damaged_face_unit_and_the_face_backbone_units_cut_from
     assert entries(store) == entries(reference)
 
 
-
 def test_verify_repair_unmarks_a_face_backbones_own_damage_and_its_units_cut_from_damaged_faces(celeba, reference,
                                                                                                store, capsys):
     """sface unit 0 damaged itself, unit 1 cut from a damaged face unit: both are re-embedded (the units
@@ -133,6 +132,7 @@ def test_verify_repair_unmarks_a_face_backbones_own_damage_and_its_units_cut_fro
     assert main(args(celeba, store)) == 0
     assert main(["verify", "--store", str(store)]) == 0
     assert entries(store) == entries(reference)
+
 
 # -- 2. a kill before the root zarr.json exists: our leftovers are rebuilt, foreign content refused -----
 def test_a_kill_inside_the_first_root_zarr_json_write_then_the_same_command(celeba, reference, tmp_path):

@@ -213,12 +213,13 @@ class FeatureStore:
             raise ValueError("read needs at least one backbone")
         entries = []
         for name in names:
-            entries.append(self.entry(name))
-            done = entries[-1].done()
+            entry = self.entry(name)
+            done = entry.done()
             if not done.all() and not allow_incomplete:
                 raise StoreError(f"backbone {name!r} in {self.path} is incomplete ({int(done.sum())} of "
                                  f"{len(done)} units done): finish extraction (rerun the same extract "
                                  "command to resume) or allow incomplete embeddings")
+            entries.append(entry)
         in_split = np.ones(self.n_rows, dtype=bool) if split is None else self.split == split_code(split)
         return read_split(entries, in_split, self.gender, out=out)
 
