@@ -216,6 +216,9 @@ def fit_calibrator(y_val, p_val, *, methods=METHODS, seed: int = 0) -> Calibrato
     asked for: fitted on all of val, nothing to compare. Several, but too few rows of a sex for every fold
     to train on both: no calibration ("none"), rather than a choice made on noise."""
     y, p = _checked(y_val, p_val)
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"unknown calibration methods {sorted(unknown)}; valid: {', '.join(METHODS)}")
     counts = np.bincount(y.astype(np.int64), minlength=2)
     scores = {}
     if len(methods) == 1:

@@ -66,23 +66,23 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
                   demo: bool) -> dict:
     """The keyword sections of `classify.html_report.render`."""
     best = recommend(runs)
-    name = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
+    dataset = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
     sets = scored_sets(best)
-    counts = {name: np.bincount(store.status(name), minlength=len(Status)) for name in store.backbones()}
+    counts = {backbone: np.bincount(store.status(backbone), minlength=len(Status)) for backbone in store.backbones()}
     decision = {"calibrator": {"method": best.calibrator,  # fitted_on: prose, shown as it is
                                "fitted_on": best.record["decision"]["calibrator"].get("fitted_on", {})},
                 "threshold": {"rule": best.threshold_rule, "value": best.threshold}}
     return {
-        "title": f"facegender report: {name}",
+        "title": f"facegender report: {dataset}",
         "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
                      if demo else []) + disagreements(runs),
         "summary": summary(runs, best, errors, demo=demo),
-        "dataset": {"name": name, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
+        "dataset": {"name": dataset, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
                     "male": int(store.gender.sum()),
                     "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
-        "extraction": [{"backbone": name, "dim": store.backbone_info(name)["dim"],  # rows per status
+        "extraction": [{"backbone": backbone, "dim": store.backbone_info(backbone)["dim"],  # rows per status
                         **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
-                       for name, n in counts.items()],
+                       for backbone, n in counts.items()],
         "leaderboard": leaderboard(runs),
         "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in best_out_of_domain(runs)), COMPACT[-1]],
         "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
@@ -164,10 +164,10 @@ def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], re
                    demo: bool) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     split, gender = store.split, store.gender
-    counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
+    split_counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
     lines = ["# Gender recognition with frozen backbones: report", "", f"Written {stamp}.", "",
              *([DEMO_WARNING] if demo else []), "## Dataset", "",
-             f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({counts}); "
+             f"`{store.dataset_name}` at `{store.dataset_info['root']}`: {store.n_rows:,} images ({split_counts}); "
              f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", "",
              "## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
              "|---|---|---|---|---|---|---|"]
