@@ -119,7 +119,7 @@ class Table:
         self._padded = np.frombuffer(body + bytes(int((ends - starts).max(initial=0))), dtype=np.uint8)
         self._starts = starts.reshape(-1, width)
         self._ends = ends.reshape(-1, width)
-        self.rows, self.width = self._starts.shape
+        self.rows = len(self._starts)
 
     def columns(self, columns) -> np.ndarray:
         """Fields of the given column index (or slice) as a numpy bytes array, (rows,) or (rows, k)."""

@@ -33,7 +33,7 @@ SUBFOLDER = "UTKFace"
 def load_utkface(root, *, seed: int = 0) -> Dataset:
     """Read `root/UTKFace/*.jpg` (or `root/*.jpg`), sorted by name, with a seeded 80/10/10 split."""
     root = dataset_root(root, "utkface")
-    folder = image_folder(root)
+    folder = root / SUBFOLDER if (root / SUBFOLDER).is_dir() else root  # the release's archive folder, or root
     names = np.array(sorted(name for name in file_names(folder)
                             if name.lower().endswith(".jpg") and not name.startswith(".")), dtype=str)
     _refuse_undecodable(names, folder)
@@ -43,11 +43,6 @@ def load_utkface(root, *, seed: int = 0) -> Dataset:
     return Dataset(name="utkface", root=str(root), ids=names, paths=absolute_paths(folder, names),
                    gender=gender, split=stratified_split(gender, seed=seed),
                    attributes={"age": age, "race": race}, split_seed=seed)
-
-
-def image_folder(root: Path) -> Path:
-    """`root/UTKFace` when it exists (the release's archive folder), else `root` itself."""
-    return root / SUBFOLDER if (root / SUBFOLDER).is_dir() else root
 
 
 def parse_names(names: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ from features.dataset import Dataset
 from features.provenance import library_versions
 from features.store import crash
 from features.store.paths import is_local, location
-from features.store.schema import FINAL, IDS, SCHEMA_VERSION, STORE_KIND, Status, StoreError, checksum, encode_ids
+from features.store.schema import (FINAL, IDS, SCHEMA_VERSION, STORE_KIND, Status, StoreError, checksum, encode_ids,
+                                   entry_arrays)
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,11 @@ def create_backbone(parent: zarr.Group, name: str, *, n_rows: int, dim: int, dty
         raise ValueError(f"unit_rows must be positive, not {unit_rows}")
     group = parent.create_group(name)
     crash.checkpoint("backbone:group")
-    group.create_array("embeddings", shape=(n_rows, dim), chunks=(unit_rows, dim), dtype=dtype,
-                       compressors=checksum(), fill_value=np.nan)
-    crash.checkpoint("backbone:embeddings")
-    group.create_array("status", shape=(n_rows,), chunks=(unit_rows,), dtype=np.uint8,
-                       fill_value=int(Status.PENDING), compressors=checksum())
-    crash.checkpoint("backbone:status")
-    n_units = math.ceil(n_rows / unit_rows)
-    group.create_array("done", shape=(n_units,), chunks=(1,), dtype=bool, fill_value=False,
-                       compressors=checksum())
-    crash.checkpoint("backbone:done")
+    fill = {"embeddings": np.nan, "status": int(Status.PENDING), "done": False}
+    for key, (shape, chunks, array_dtype) in entry_arrays(n_rows, dim, unit_rows, dtype).items():
+        group.create_array(key, shape=shape, chunks=chunks, dtype=array_dtype, fill_value=fill[key],
+                           compressors=checksum())
+        crash.checkpoint(f"backbone:{key}")
     group.attrs.update({"name": name, "dim": int(dim), "dtype": np.dtype(dtype).name,
                         "unit_rows": int(unit_rows), "created": now(), "metadata": metadata})
     crash.checkpoint("backbone:declared")

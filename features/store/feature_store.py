@@ -95,7 +95,7 @@ class FeatureStore:
         """The image ids as a read-only numpy unicode array (row i is image ids[i]), decoded once per opened
         store (a full CelebA's take about a second; the table never changes after creation)."""
         try:
-            ids = decode_ids(self._table(IDS.removeprefix("table/")), node(self._group, self.path, IDS).attrs.asdict())
+            ids = decode_ids(self._table(IDS), node(self._group, self.path, IDS).attrs.asdict())
         except ValueError as error:
             raise StoreError(f"{self.path}: {IDS} is damaged ({error}); extract into a new store") from None
         ids.flags.writeable = False
@@ -103,25 +103,25 @@ class FeatureStore:
 
     @property
     def gender(self) -> np.ndarray:
-        return self._table("gender")
+        return self._table("table/gender")
 
     @property
     def split(self) -> np.ndarray:
-        return self._table("split")
+        return self._table("table/split")
 
     @property
     def attributes(self) -> dict[str, np.ndarray]:
         group = node(self._group, self.path, "table/attributes")
-        return {name: self._table(f"attributes/{name}") for name, _ in sorted(group.arrays())}
+        return {name: self._table(f"table/attributes/{name}") for name, _ in sorted(group.arrays())}
 
     def _table(self, key: str) -> np.ndarray:
         """A whole array of the table; one that does not decode is a StoreError naming it."""
-        array = node(self._group, self.path, f"table/{key}")
-        check_table_array(self.path, f"table/{key}", array, self.n_rows)
+        array = node(self._group, self.path, key)
+        check_table_array(self.path, key, array, self.n_rows)
         try:
             return array[:]
         except Exception as error:  # noqa: BLE001 - a chunk that does not decode is damage, named here
-            raise StoreError(f"{self.path}: table/{key} is damaged ({type(error).__name__}: {error}); "
+            raise StoreError(f"{self.path}: {key} is damaged ({type(error).__name__}: {error}); "
                              "extract into a new store") from None
 
     # -- entries: the backbones and the faces pass -------------------------------------------------------
@@ -131,7 +131,15 @@ class FeatureStore:
 
     def entries(self) -> list[str]:
         """Every finished entry under /backbones: the backbones, and the faces entry when there is one."""
-        return sorted(name for name, group in _backbone_groups(self._group, self.path) if "dim" in group.attrs)
+        try:
+            with warnings.catch_warnings():  # a half-deleted entry (no zarr.json) is expected after a kill
+                warnings.filterwarnings("ignore", "Object at .* is not recognized as a component",
+                                        category=UserWarning)
+                groups = list(node(self._group, self.path, "backbones").groups())
+        except (ValueError, TypeError) as error:
+            raise StoreError(f"{self.path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
+                             f"({type(error).__name__}: {error}); the store is damaged") from None
+        return sorted(name for name, group in groups if "dim" in group.attrs)
 
     def entry(self, name: str) -> Entry:
         """One finished entry, for reading with its damage named; a StoreError listing them when absent."""
@@ -239,14 +247,3 @@ def check_schema(path: str, attrs) -> None:
     if "dataset" not in attrs:
         raise StoreError(f"{path}: its creation was interrupted (no dataset table declared); rerun "
                          "the extract command to create it again")
-
-
-def _backbone_groups(group: zarr.Group, path: str) -> list[tuple[str, zarr.Group]]:
-    try:
-        with warnings.catch_warnings():  # a half-deleted entry (no zarr.json) is expected after a kill
-            warnings.filterwarnings("ignore", "Object at .* is not recognized as a component",
-                                    category=UserWarning)
-            return list(node(group, path, "backbones").groups())
-    except (ValueError, TypeError) as error:
-        raise StoreError(f"{path}/backbones: a backbone's zarr.json is not readable Zarr metadata "
-                         f"({type(error).__name__}: {error}); the store is damaged") from None

@@ -104,7 +104,7 @@ def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
     try:
         done = bool(group["done"][unit])
     except Exception as error:  # noqa: BLE001
-        return f"done/c/{unit}: does not decode ({type(error).__name__})"
+        return f"{chunk_key('done', unit)}: does not decode ({type(error).__name__})"
     if not done:
         return None
     read = {}
@@ -116,11 +116,11 @@ def unit_problem(group: zarr.Group, unit: int, unit_rows: int) -> str | None:
     status, embeddings = read["status"], read["embeddings"]
     known = np.isin(status, FINAL)
     if not known.all():
-        return f"status/c/{unit}: {int((~known).sum())} rows pending or of unknown status in a done unit"
+        return f"{chunk_key('status', unit)}: {int((~known).sum())} rows pending or of unknown status in a done unit"
     ok = status == Status.OK
     not_finite = ~np.isfinite(embeddings[ok]).all(axis=1)
     if not_finite.any():
-        return f"embeddings/c/{unit}/0: {int(not_finite.sum())} rows marked OK are not finite"
+        return f"{chunk_key('embeddings', unit)}: {int(not_finite.sum())} rows marked OK are not finite"
     if not np.isnan(embeddings[~ok]).all():
-        return f"embeddings/c/{unit}/0: invalid rows are not NaN"
+        return f"{chunk_key('embeddings', unit)}: invalid rows are not NaN"
     return None

@@ -56,21 +56,14 @@ def _only_leftovers(folder: Path) -> bool:
     """Whether a folder without a root zarr.json holds only what a creation of ours killed before that file
     existed leaves (the schema's "Creation is crash-safe"): zarr's `*.partial` files, and `table/`,
     `backbones/` holding only zarr.json files, their `*.partial` temporaries and chunks (`c/...`)."""
-    for entry in folder.iterdir():
-        if entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"):
-            continue
-        if not (entry.is_dir() and entry.name in ("table", "backbones") and _only_zarr_files(entry)):
-            return False
-    return True
+    return all((entry.is_file() and entry.name.startswith("zarr.") and entry.name.endswith(".partial"))
+               or (entry.is_dir() and entry.name in ("table", "backbones") and _only_zarr_files(entry))
+               for entry in folder.iterdir())
 
 
 def _only_zarr_files(folder: Path) -> bool:
-    for parent, _, files in os.walk(folder):
-        inside_chunks = "c" in Path(parent).relative_to(folder).parts
-        for name in files:
-            if not (name == "zarr.json" or name.endswith(".partial") or inside_chunks):
-                return False
-    return True
+    return all(name == "zarr.json" or name.endswith(".partial") or "c" in Path(parent).relative_to(folder).parts
+               for parent, _, files in os.walk(folder) for name in files)
 
 
 def interrupted_creation(path) -> bool:

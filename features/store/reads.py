@@ -13,8 +13,7 @@ READ_BLOCK_BYTES = 64 << 20  # rows read per call: several chunks decode concurr
 
 def read_split(entries: list[Entry], in_split: np.ndarray, gender: np.ndarray, *,
                out: np.ndarray | None = None) -> SplitFeatures:
-    """The rows of `in_split` valid in every entry, entries concatenated column-wise as float32 (into
-    ``out`` when given, once checked to be a C-contiguous float32 array of the result's shape)."""
+    """The rows of `in_split` valid in every entry, entries concatenated column-wise as float32 (into ``out``)."""
     statuses = [entry.status() for entry in entries]
     valid = in_split & np.logical_and.reduce([status == Status.OK for status in statuses])
     index = np.flatnonzero(valid)
@@ -50,17 +49,13 @@ def _read_rows_into(array, index: np.ndarray, out: np.ndarray, *, column: int) -
         first, last = int(rows[0]), int(rows[-1]) + 1
         target = slice(positions[0], positions[-1] + 1)
         if direct and len(rows) == last - first:
-            _read_into(array, first, last, out[target])
+            array.get_basic_selection((slice(first, last),), out=NDBuffer.from_numpy_array(out[target]))
             continue
         if buffer is None:
             buffer = np.empty((block_rows, dim), dtype=array.dtype)
         block = buffer[:last - first]
-        _read_into(array, first, last, block)
+        array.get_basic_selection((slice(first, last),), out=NDBuffer.from_numpy_array(block))
         out[target, column:column + dim] = block if len(rows) == len(block) else block[rows - first]
-
-
-def _read_into(array, first: int, last: int, destination: np.ndarray) -> None:
-    array.get_basic_selection((slice(first, last),), out=NDBuffer.from_numpy_array(destination))
 
 
 def _count_invalid(statuses: list[np.ndarray], in_split: np.ndarray) -> dict[str, int]:

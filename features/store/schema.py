@@ -74,6 +74,7 @@ creation not crash-safe) are refused with a message to re-extract.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,6 +111,13 @@ class SplitFeatures:
     gender: np.ndarray
     index: np.ndarray
     n_invalid: dict[str, int] = field(default_factory=dict)
+
+
+def entry_arrays(n_rows: int, dim: int, unit_rows: int, dtype: str) -> dict[str, tuple[tuple, tuple, str]]:
+    """An entry's arrays as the schema lays them out: name -> (shape, chunks, dtype)."""
+    return {"embeddings": ((n_rows, dim), (unit_rows, dim), dtype),
+            "status": ((n_rows,), (unit_rows,), "uint8"),
+            "done": ((math.ceil(n_rows / unit_rows),), (1,), "bool")}
 
 
 def checksum() -> list:

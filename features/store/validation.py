@@ -4,14 +4,10 @@ is one StoreError line naming the store and the field, never a traceback, a divi
 gigantic allocation. Shapes come from the arrays' zarr.json (no chunk is read here)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import zarr
 
-from features.store.schema import StoreError
-
-_METADATA_TEXT = ("weights", "precision", "tta")  # the metadata keys readers compare as text
+from features.store.schema import StoreError, entry_arrays
 
 
 def _is_int(value) -> bool:
@@ -68,16 +64,12 @@ def check_entry(path: str, name: str, group: zarr.Group, n_rows: int) -> None:
     metadata = attrs.get("metadata")
     if not isinstance(metadata, dict):
         raise _refuse(path, f"{where} attribute metadata", metadata, "a dict")
-    for key in _METADATA_TEXT:
+    for key in ("weights", "precision", "tta"):  # the metadata keys readers compare as text
         if (key in metadata or key == "weights") and not isinstance(metadata.get(key), str):
             raise _refuse(path, f"{where} attribute metadata.{key}", metadata.get(key), "text")
     if metadata.get("preprocessing") is not None and not isinstance(metadata["preprocessing"], dict):
         raise _refuse(path, f"{where} attribute metadata.preprocessing", metadata["preprocessing"], "a dict")
-    dim, unit_rows = attrs["dim"], attrs["unit_rows"]
-    expected = {"embeddings": ((n_rows, dim), (unit_rows, dim), attrs["dtype"]),
-                "status": ((n_rows,), (unit_rows,), "uint8"),
-                "done": ((math.ceil(n_rows / unit_rows),), (1,), "bool")}
-    for key, (shape, chunks, dtype) in expected.items():
+    for key, (shape, chunks, dtype) in entry_arrays(n_rows, attrs["dim"], attrs["unit_rows"], attrs["dtype"]).items():
         _check_array(path, group, where, key, shape, chunks, dtype)
 
 
