@@ -12,10 +12,9 @@ from features.dataset import FEMALE, MALE, DatasetError
 from features.datasets import dataset_kinds, load_dataset
 from features.datasets.celeba import read_attribute_file, read_partition_file
 from features.datasets.splits import stratified_split
-from extract.demo import write_full_size_attribute_file
 from tests.fixtures import (CELEBA_FILES, attribute_lines, celeba_labels, make_celeba,
                             make_folder_dataset, make_utkface,
-                            write_lines)
+                            write_full_size_attribute_file, write_lines)
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:

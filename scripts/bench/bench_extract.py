@@ -40,9 +40,11 @@ from extract.catalog import PRECISIONS
 from extract.images import ImageRows, configure_threads, default_workers
 from extract.device import resolve_device
 from extract.pipeline import embed_batch, extract_units, start_embedding
-from extract.demo import synthetic_table
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import synthetic_table  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
