@@ -42,10 +42,15 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
     dataset = limit_rows(full, config.limit)
     configure_threads(gpu=device.type == "cuda", workers=config.workers)  # workers + threads <= CPUs
     paths = [str(Path(dataset.root) / path) for path in dataset.paths]  # the table may hold them relative
-    if config.decode == "device":  # must suit every backbone: refused before the store is opened, not later
-        for name in config.backbones:
-            decodes_on_device(config.decode, load_backbone(name, weights=config.weights.get(name), device=device,
-                                                           precision=config.precision, tta=config.tta))
+
+    def load(name: str) -> Backbone:
+        return load_backbone(name, weights=config.weights.get(name), device=device, precision=config.precision,
+                             tta=config.tta)
+
+    # --decode device must suit every backbone: each is loaded (once) and refused before the store is opened
+    loaded = {name: load(name) for name in config.backbones} if config.decode == "device" else {}
+    for backbone in loaded.values():
+        decodes_on_device(config.decode, backbone)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
             ranks, lambda: open_store(config.store, full, dataset),
@@ -54,8 +59,7 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
             log.info("store %s: dataset %s, %d images", config.store, store.dataset_name, store.n_rows)
         faces = None  # the detection pass, run before the first face backbone
         for name in config.backbones:
-            backbone = load_backbone(name, weights=config.weights.get(name), device=device,
-                                     precision=config.precision, tta=config.tta)
+            backbone = loaded.pop(name) if name in loaded else load(name)
             on_device = decodes_on_device(config.decode, backbone)
             if on_device and ranks.is_main:
                 log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
