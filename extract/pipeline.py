@@ -80,10 +80,9 @@ class Progress:
     take hours) a log line every `PROGRESS_EVERY_S` seconds with the rows done, the rate and the time left;
     `--no-progress` turns the bar off, not the lines."""
 
-    def __init__(self, total: int, *, name: str, bar: bool = True, every: float | None = None,
+    def __init__(self, total: int, *, name: str, bar: bool = True, every: float = PROGRESS_EVERY_S,
                  clock: Callable[[], float] = time.monotonic):
-        self.total, self.name, self.done = total, name, 0
-        self.every = PROGRESS_EVERY_S if every is None else every
+        self.total, self.name, self.done, self.every = total, name, 0, every
         self._clock = clock
         self._started = self._last = clock()
         self._bar = tqdm(total=total, unit="img", desc=name, smoothing=0.1) \
@@ -150,11 +149,6 @@ def start_embedding(backbone: Backbone, batch: torch.Tensor, status: torch.Tenso
     ready = torch.cuda.Event()
     ready.record()
     return PendingEmbeddings(backbone, ok, host, ready)
-
-
-def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> np.ndarray:
-    """(B, dim) float32 embeddings of a batch; NaN rows where status is not OK."""
-    return start_embedding(backbone, batch, status).result()
 
 
 # -- writer ---------------------------------------------------------------------------------------
@@ -313,7 +307,6 @@ def _stop(sink: BackgroundSink, bar, batches) -> None:
     """Write what is queued, then stop the progress bar and the reader workers (also after errors): the
     DataLoader workers now, not whenever the iterator is collected."""
     try:
-        # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
         with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
             sink.close()
     finally:

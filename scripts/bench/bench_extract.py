@@ -39,7 +39,7 @@ from extract.backbones import Backbone, load_backbone
 from extract.catalog import PRECISIONS
 from extract.images import ImageRows, configure_threads, default_workers
 from extract.device import resolve_device
-from extract.pipeline import embed_batch, extract_units, start_embedding
+from extract.pipeline import extract_units, start_embedding
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore
 
@@ -71,7 +71,7 @@ def model_only(backbone: Backbone, paths: list[str], *, batch_size: int) -> floa
     if backbone.device.type == "cuda":
         arrays = arrays.pin_memory()
     batches = [(arrays[i:i + batch_size], status[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
-    embed_batch(backbone, *batches[0])  # warm-up: lazy init, cuDNN autotune
+    start_embedding(backbone, *batches[0]).result()  # warm-up: lazy init, cuDNN autotune
     synchronize(backbone.device)
     start = time.perf_counter()
     pending = [start_embedding(backbone, batch, codes) for batch, codes in batches]  # the GPU queue stays full
