@@ -37,10 +37,6 @@ class CelebaLabels:
     names: tuple[str, ...]
     attributes: np.ndarray  # (n, len(names)) 0/1
 
-    @property
-    def male(self) -> np.ndarray:
-        return self.attributes[:, self.names.index("Male")]
-
 
 def celeba_labels(n: int = 12, *, names=tuple(CELEBA_ATTRIBUTES), seed: int = 0) -> CelebaLabels:
     """Labels for n images: 60/20/20 split in id order, male on every other id, 3 images per identity."""

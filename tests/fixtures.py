@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # zarr: only the caller that writes a store has imported it
     from features.store import BackboneWriter
 
 
+def male_column(labels: CelebaLabels) -> np.ndarray:
+    """The 0/1 Male attribute of `celeba_labels`' rows."""
+    return labels.attributes[:, labels.names.index("Male")]
+
+
 def write_full_size_attribute_file(path: Path, rows: int = 202_599, names: int = 40, *,
                                    seed: int = 0) -> tuple[Path, np.ndarray]:
     """A `list_attr_celeba.txt` of the real file's size (CRLF), written in one go; (path, 0/1 values)."""
