@@ -80,9 +80,10 @@ class Progress:
     take hours) a log line every `PROGRESS_EVERY_S` seconds with the rows done, the rate and the time left;
     `--no-progress` turns the bar off, not the lines."""
 
-    def __init__(self, total: int, *, name: str, bar: bool = True, every: float = PROGRESS_EVERY_S,
+    def __init__(self, total: int, *, name: str, bar: bool = True, every: float | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        self.total, self.name, self.done, self.every = total, name, 0, every
+        self.total, self.name, self.done = total, name, 0
+        self.every = PROGRESS_EVERY_S if every is None else every
         self._clock = clock
         self._started = self._last = clock()
         self._bar = tqdm(total=total, unit="img", desc=name, smoothing=0.1) \
@@ -193,9 +194,8 @@ class UnitSink:
         for unit in np.unique(units):
             buffer = self._buffers[int(unit)]
             local = rows[units == unit] - buffer.start
-            if (local >= len(buffer.status)).any() or (buffer.status[local] != Status.PENDING).any():
-                raise RuntimeError(f"unit {unit}: rows {rows[units == unit].tolist()} arrived twice "
-                                   "or lie outside the unit")
+            if (buffer.status[local] != Status.PENDING).any():  # `_units_of` placed them inside the unit
+                raise RuntimeError(f"unit {unit}: rows {rows[units == unit].tolist()} arrived twice")
             buffer.embeddings[local] = embeddings[units == unit]
             buffer.status[local] = status[units == unit]
             buffer.missing -= len(local)
