@@ -101,11 +101,12 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config
         if _extract_backbone(store, face_pass(dataset), paths, config, ranks) != EXIT_OK:
             return None
         distributed.barrier(ranks)
+    faces = store.faces()
     # aligned datasets: fallbacks and detection-vs-template distances, logged and recorded (also after a
     # run killed between its last detection unit and the check)
     if ranks.is_main and not (done and "template_check" in store.backbone_info(FACES)["metadata"]):
-        record_template_check(store, dataset.alignment, paths)
-    return store.faces()
+        record_template_check(store, faces, dataset.alignment, paths)
+    return faces
 
 
 def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str], config: ExtractConfig,
@@ -232,13 +233,13 @@ def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):
 TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
 
 
-def record_template_check(store, alignment: dict | None, paths: Sequence[str]) -> None:
-    """On an aligned dataset, after its detection pass: log `template_check` over an evenly spaced sample of
-    detected rows and record it in the faces entry's metadata (``template_check``)."""
+def record_template_check(store, faces: Faces, alignment: dict | None, paths: Sequence[str]) -> None:
+    """On an aligned dataset, after its detection pass (``faces``): log `template_check` over an evenly spaced
+    sample of detected rows and record it in the faces entry's metadata (``template_check``)."""
     known = Alignment.from_info(alignment)
     if known.kind == "wild":
         return
-    rows, status = store.faces()
+    rows, status = faces
     detected = np.flatnonzero((status == Status.OK) & (rows[:, SOURCE] == SOURCE_DETECTED))
     spaced = np.linspace(0, len(detected) - 1, min(TEMPLATE_CHECK_SAMPLE, len(detected))).astype(int)
     chosen = detected[np.unique(spaced)]
