@@ -41,12 +41,6 @@ def package_dir(module: str) -> Path | None:
     return None if spec is None or spec.origin is None else Path(spec.origin).parent
 
 
-def package_models_dir(package: str) -> Path | None:
-    """``<package>/models`` inside an installed pip package."""
-    directory = package_dir(package)
-    return None if directory is None else directory / "models"
-
-
 @dataclass(frozen=True)
 class InputTemplate:
     """The chip a network sees: ``size`` x ``size`` x 3 uint8, ``margin`` (`extract.faces.FaceTemplate`)
@@ -96,7 +90,8 @@ class WeightsSource:
         if self.location == "package":
             if self.module:
                 return package_dir(self.module)
-            return package_models_dir(self.package.replace("-", "_"))
+            directory = package_dir(self.package.replace("-", "_"))
+            return None if directory is None else directory / "models"
         # $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch (torch's rule)
         default = os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
         torch_home = Path(os.path.expanduser(os.getenv("TORCH_HOME", default)))

@@ -98,9 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    interrupted_note="finished units are kept; rerun the same command to resume")
 
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a store write that cannot land: bad environment, not a bug
-
-
 def _dispatch(argv: list[str]) -> int:
     """The subcommand named first (`SUBCOMMANDS`), else an extraction run; its bad-input errors raised as
     `UsageError` for `run_cli`: which those are is known only once they are raised (the store's errors
@@ -113,7 +110,8 @@ def _dispatch(argv: list[str]) -> int:
     except ParseExit as stop:
         return stop.code
     except Exception as error:
-        if isinstance(error, OSError) and error.errno in DISK_FULL:
+        # a store write that cannot land: bad environment, not a bug
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UsageError(f"no space left on the device holding {error.filename or 'the store'} "
                              f"({error.strerror or error}): free some space, then rerun the same command to "
                              "resume (finished units are kept)") from error

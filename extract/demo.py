@@ -1,21 +1,14 @@
 """Generated demo images and a CelebA-layout demo dataset (drawn faces, random labels).
 
-Also the image-less tables and stores of tests and benchmarks (`synthetic_table`, `fill_units`). Nothing
-can be learnt from the images: face networks find no faces in drawings. Deterministic for given arguments.
+Nothing can be learnt from the images: face networks find no faces in drawings. Deterministic for given arguments.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
-
-from features.dataset import Dataset
-
-if TYPE_CHECKING:  # zarr: only the caller that writes a store has imported it
-    from features.store import BackboneWriter
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -43,10 +36,6 @@ class CelebaLabels:
     identity: np.ndarray
     names: tuple[str, ...]
     attributes: np.ndarray  # (n, len(names)) 0/1
-
-    @property
-    def male(self) -> np.ndarray:
-        return self.attributes[:, self.names.index("Male")]
 
 
 def celeba_labels(n: int = 12, *, names=tuple(CELEBA_ATTRIBUTES), seed: int = 0) -> CelebaLabels:
@@ -123,45 +112,3 @@ def write_lines(path: Path, lines, *, newline: str = "\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes("".join(line + newline for line in lines).encode())
     return path
-
-
-def write_full_size_attribute_file(path: Path, rows: int = 202_599, names: int = 40, *,
-                                   seed: int = 0) -> tuple[Path, np.ndarray]:
-    """A `list_attr_celeba.txt` of the real file's size (CRLF), written in one go; (path, 0/1 values)."""
-    rng = np.random.default_rng(seed)
-    numbers = np.arange(1, rows + 1)[:, None]
-    digits = (numbers // 10 ** np.arange(5, -1, -1) % 10 + ord("0")).astype(np.uint8)
-    signs = rng.integers(0, 2, size=(rows, names), dtype=np.uint8)
-    values = np.stack([np.full_like(signs, ord(" ")), np.where(signs, ord(" "), ord("-")),
-                       np.full_like(signs, ord("1"))], axis=-1).astype(np.uint8).reshape(rows, -1)
-    body = np.concatenate([digits, np.tile(np.frombuffer(b".jpg", np.uint8), (rows, 1)),
-                           values, np.tile(np.frombuffer(b"\r\n", np.uint8), (rows, 1))], axis=1)
-    header = f"{rows}\r\n" + " ".join(f"A{i}" for i in range(names)) + "\r\n"
-    Path(path).write_bytes(header.encode() + body.tobytes())
-    return Path(path), signs
-
-
-# -- generated tables and stores (tests and benchmarks) ---------------------------------------------
-def split_codes(sizes: tuple[int, ...]) -> np.ndarray:
-    """int8 split codes: sizes[0] train rows, then sizes[1] val, then sizes[2] test (CelebA's order)."""
-    return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
-
-
-def synthetic_table(n: int, *, name: str = "synthetic", root: str = ".", ids=None, paths=None,
-                    gender=None, split=None, attributes=None, split_seed: int | None = None) -> Dataset:
-    """A `Dataset` of n rows with no images behind it. Defaults: ids "000000.jpg".., paths = ids, every
-    row female and train. Draws nothing at random: callers pass their own draws, so their data stay theirs."""
-    ids = np.array([f"{i:06d}.jpg" for i in range(n)]) if ids is None else np.asarray(ids)
-    return Dataset(name=name, root=str(root), ids=ids, paths=ids if paths is None else np.asarray(paths),
-                   gender=np.zeros(n, np.int8) if gender is None else np.asarray(gender, dtype=np.int8),
-                   split=np.zeros(n, np.int8) if split is None else np.asarray(split, dtype=np.int8),
-                   attributes=dict(attributes or {}), split_seed=split_seed)
-
-
-def fill_units(writer: BackboneWriter, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
-               units=None) -> None:
-    """Write `units` of a backbone (default: every pending one), in order; ``rows(start, stop)`` gives
-    the unit's (embeddings, status)."""
-    for unit in writer.pending_units() if units is None else units:
-        start, stop = writer.unit_rows(unit)
-        writer.write_unit(unit, *rows(start, stop))

@@ -1,6 +1,6 @@
 """Store-less embedding (classify's predict, scripts): a handful of image files through the same face
 front end as extract (`extract.faces`), one detection per image serving every backbone, and the same
-model step as the store loop (`extract.pipeline.embed_batch`); no store, no units, no resume."""
+model step as the store loop (`extract.pipeline.start_embedding`); no store, no units, no resume."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from extract.device import resolve_device
 from extract.face_row import BOX, scaled
 from extract.images import (INVALID_ROW_ERRORS, invalid_status, make_loader, quiet_opencv, start_workers,
                             unit_batches)
-from extract.pipeline import embed_batch
+from extract.pipeline import start_embedding
 from features.store import Status
 
 
@@ -85,7 +85,8 @@ def embed_faces(paths: Sequence[str], backbones: Sequence[Backbone], *, all_face
         for backbone in backbones:
             placeholder = np.zeros(backbone.input_shape, dtype=backbone.input_dtype)
             batch = np.stack([face[3].get(backbone.name, placeholder) for face in faces])
-            parts[backbone.name].append(embed_batch(backbone, torch.from_numpy(batch), torch.from_numpy(codes)))
+            pending = start_embedding(backbone, torch.from_numpy(batch), torch.from_numpy(codes))
+            parts[backbone.name].append(pending.result())
     return FaceRows(np.asarray(image, dtype=np.int64), np.concatenate(box), np.concatenate(status),
                     {name: np.concatenate(rows) for name, rows in parts.items()})
 

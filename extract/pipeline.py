@@ -152,11 +152,6 @@ def start_embedding(backbone: Backbone, batch: torch.Tensor, status: torch.Tenso
     return PendingEmbeddings(backbone, ok, host, ready)
 
 
-def embed_batch(backbone: Backbone, batch: torch.Tensor, status: torch.Tensor) -> np.ndarray:
-    """(B, dim) float32 embeddings of a batch; NaN rows where status is not OK."""
-    return start_embedding(backbone, batch, status).result()
-
-
 # -- writer ---------------------------------------------------------------------------------------
 class _UnitBuffer:
     def __init__(self, start: int, stop: int, dim: int):
@@ -199,9 +194,8 @@ class UnitSink:
         for unit in np.unique(units):
             buffer = self._buffers[int(unit)]
             local = rows[units == unit] - buffer.start
-            if (local >= len(buffer.status)).any() or (buffer.status[local] != Status.PENDING).any():
-                raise RuntimeError(f"unit {unit}: rows {rows[units == unit].tolist()} arrived twice "
-                                   "or lie outside the unit")
+            if (buffer.status[local] != Status.PENDING).any():  # `_units_of` placed them inside the unit
+                raise RuntimeError(f"unit {unit}: rows {rows[units == unit].tolist()} arrived twice")
             buffer.embeddings[local] = embeddings[units == unit]
             buffer.status[local] = status[units == unit]
             buffer.missing -= len(local)
@@ -313,7 +307,6 @@ def _stop(sink: BackgroundSink, bar, batches) -> None:
     """Write what is queued, then stop the progress bar and the reader workers (also after errors): the
     DataLoader workers now, not whenever the iterator is collected."""
     try:
-        # On Ctrl-C or any error too: the units whose rows all arrived are written and kept.
         with contextlib.suppress(Exception):  # a writer error must not hide the one being raised
             sink.close()
     finally:

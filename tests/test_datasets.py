@@ -12,10 +12,9 @@ from features.dataset import FEMALE, MALE, DatasetError
 from features.datasets import dataset_kinds, load_dataset
 from features.datasets.celeba import read_attribute_file, read_partition_file
 from features.datasets.splits import stratified_split
-from extract.demo import write_full_size_attribute_file
 from tests.fixtures import (CELEBA_FILES, attribute_lines, celeba_labels, make_celeba,
-                            make_folder_dataset, make_utkface,
-                            write_lines)
+                            make_folder_dataset, make_utkface, male_column,
+                            write_full_size_attribute_file, write_lines)
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -62,7 +61,7 @@ def test_celeba_layouts_give_labels_splits_attributes_and_identity(tmp_path, lay
     data = load_dataset("celeba", root)
     assert data.name == "celeba" and data.split_seed is None
     assert data.ids.tolist() == labels.ids
-    np.testing.assert_array_equal(data.gender, labels.male)
+    np.testing.assert_array_equal(data.gender, male_column(labels))
     assert data.gender.dtype == np.int8 and data.split.dtype == np.int8
     np.testing.assert_array_equal(data.split, labels.split)
     assert set(data.attributes) == set(labels.names) | {"identity"}
@@ -88,7 +87,7 @@ def test_celeba_csv_images_directly_in_img_align_celeba(tmp_path):
 def test_celeba_lf_line_ends_and_male_only_attribute_file(tmp_path):
     root = make_celeba(tmp_path, n=10, names=("Male",), newline="\n")
     data = load_dataset("celeba", root)
-    np.testing.assert_array_equal(data.gender, celeba_labels(10, names=("Male",)).male)
+    np.testing.assert_array_equal(data.gender, male_column(celeba_labels(10, names=("Male",))))
     assert set(data.attributes) == {"Male", "identity"}
 
 
@@ -99,7 +98,7 @@ def test_celeba_rows_follow_the_partition_file_order(tmp_path):
     write_lines(root / "list_attr_celeba.txt", lines[:2] + lines[:1:-1], newline="\r\n")  # rows reversed
     data = load_dataset("celeba", root)
     assert data.ids.tolist() == labels.ids
-    np.testing.assert_array_equal(data.gender, labels.male)
+    np.testing.assert_array_equal(data.gender, male_column(labels))
     np.testing.assert_array_equal(data.attributes["Smiling"],
                                   labels.attributes[:, labels.names.index("Smiling")])
 

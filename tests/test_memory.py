@@ -12,7 +12,7 @@ import pytest
 
 from classify import treatment
 from classify.protocol import RunConfig, read_training, run
-from extract.demo import fill_units, split_codes, synthetic_table
+from tests.fixtures import fill_units, split_codes, synthetic_table
 from features.store import FeatureStore
 
 SIZES = (40_000, 4_000, 4_000)

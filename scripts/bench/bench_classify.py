@@ -40,10 +40,12 @@ import numpy as np
 from classify.heads import head_names
 from classify.protocol import RunConfig, read_training, run
 from extract.catalog import BUILTIN
-from extract.demo import fill_units, split_codes, synthetic_table
 from features.dataset import Dataset
 from features.store import FeatureStore, Status, StoreError
 from same_results import main as same_results  # a sibling script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import fill_units, split_codes, synthetic_table  # noqa: E402
 
 log = logging.getLogger("bench_classify")
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,17 +12,21 @@ each, their ratio, and how far their rows are apart (statuses, max abs, min cosi
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from extract.demo import synthetic_table
 from extract.device_front import decodes_on_device
 from extract.errors import UsageError
 from extract.pipeline import extract_units
 from extract.run import face_pass
 
 from bench_extract import common_parser, parse_timed, prepare, synchronize  # a sibling script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import synthetic_table  # noqa: E402
 
 
 class MemoryWriter:

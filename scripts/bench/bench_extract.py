@@ -39,10 +39,12 @@ from extract.backbones import Backbone, load_backbone
 from extract.catalog import PRECISIONS
 from extract.images import ImageRows, configure_threads, default_workers
 from extract.device import resolve_device
-from extract.pipeline import embed_batch, extract_units, start_embedding
-from extract.demo import synthetic_table
+from extract.pipeline import extract_units, start_embedding
 from features.datasets.folder import IMAGE_EXTENSIONS
 from features.store import FeatureStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import synthetic_table  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba" / "img_align_celeba"
 
@@ -69,7 +71,7 @@ def model_only(backbone: Backbone, paths: list[str], *, batch_size: int) -> floa
     if backbone.device.type == "cuda":
         arrays = arrays.pin_memory()
     batches = [(arrays[i:i + batch_size], status[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
-    embed_batch(backbone, *batches[0])  # warm-up: lazy init, cuDNN autotune
+    start_embedding(backbone, *batches[0]).result()  # warm-up: lazy init, cuDNN autotune
     synchronize(backbone.device)
     start = time.perf_counter()
     pending = [start_embedding(backbone, batch, codes) for batch, codes in batches]  # the GPU queue stays full

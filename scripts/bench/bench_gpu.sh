@@ -74,7 +74,7 @@ import sys, glob, tempfile, numpy as np, torch
 from extract.backbones import load_backbone
 from extract.embed import embed_paths
 from extract.pipeline import extract_units
-from extract.demo import synthetic_table
+from tests.fixtures import synthetic_table
 from features.store import FeatureStore
 device = sys.argv[2]
 paths = sorted(glob.glob(sys.argv[1] + "/*.jpg"))[:256 if device == "cuda" else 16]

@@ -6,13 +6,16 @@ the real full label files under ../shared/data/celeba_labels_full when present. 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
 from bench_store_read import best_time  # a sibling script
-from extract.demo import write_full_size_attribute_file
 from features.datasets.celeba import read_attribute_file, read_identity_file, read_partition_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import write_full_size_attribute_file  # noqa: E402
 
 FULL = Path(__file__).resolve().parents[3] / "shared" / "data" / "celeba_labels_full"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bench_classify import CELEBA_SPLIT, make_dataset, split_sizes  # a sibling script
-from extract.demo import fill_units
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+from tests.fixtures import fill_units  # noqa: E402
 
 
 def best_time(function, repeats: int) -> tuple[float, object]:
