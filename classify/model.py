@@ -64,7 +64,7 @@ class GenderModel:
 
     @property
     def head_sha256(self) -> str | None:
-        """The sha256 of the head file it was loaded from or saved as (None before either)."""
+        """The sha256 of the head file it was loaded from (None for a model not loaded from one)."""
         return ((self.record or {}).get("head_file") or {}).get("sha256")
 
     @property
