@@ -54,8 +54,7 @@ def balance(attribute: str, *, x_train: np.ndarray, y_train: np.ndarray, a_train
     if a_train is None or a_val is None:
         raise BalanceError(f"--balance-by {attribute}: the training store does not record this attribute")
     for name, values in (("train", a_train), ("val", a_val)):
-        unknown = sorted(set(np.unique(values).tolist()) - {0, 1, MISSING})
-        if unknown:
+        if unknown := sorted(set(np.unique(values).tolist()) - {0, 1, MISSING}):
             raise BalanceError(f"--balance-by {attribute}: needs a binary attribute (1/0), {name} rows have "
                                f"the values {unknown[:5]}")
     counts = [int(np.sum(a_train == v)) for v in (0, 1)]

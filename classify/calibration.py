@@ -34,6 +34,7 @@ CALIBRATOR_VERSION = 1
 METHODS = ("none", "temperature", "platt", "isotonic")
 N_FOLDS = 5
 _EPS = 1e-15
+_MAX_BREAKPOINTS = 1_000_000  # isotonic breakpoints: at most one per val row
 
 
 class CalibrationError(ValueError):
@@ -160,9 +161,6 @@ class Calibrator:
         if not isinstance(fitted_on, dict):
             raise CalibrationError("calibrator fitted_on must be a record")
         return cls(method, params, fitted_on)
-
-
-_MAX_BREAKPOINTS = 1_000_000  # isotonic breakpoints: at most one per val row
 
 
 def finite_number(value) -> bool:

@@ -1,9 +1,8 @@
 """What happens after the head (`classify.protocol` step 5): the post-hoc calibrator of the raw p(male)
-(``--calibrate``) and the decision threshold on the *calibrated* p(male) (``--threshold``), both chosen on
-val (`classify.calibration`). ``auto`` calibration is the default because predict promises a probability
-that means what it says: "none" competes on equal terms, so a head already calibrated keeps its
-probabilities, and the fit takes milliseconds. A `Decision` is plain JSON, recorded in the results file
-and the head file and applied by `predict` and `evaluate` as in training.
+(``--calibrate``; the default ``auto`` costs milliseconds, why it is the default: docs/protocol.md) and the
+decision threshold on the *calibrated* p(male) (``--threshold``), both chosen on val (`classify.calibration`).
+A `Decision` is plain JSON, recorded in the results file and the head file and applied by `predict` and
+`evaluate` as in training.
 """
 from __future__ import annotations
 

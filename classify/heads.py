@@ -12,7 +12,9 @@ Both heads standardise with train statistics folded into the computation, never 
 A new head is a `Head` subclass under ``@register_head("name")`` with ``_candidates`` (per candidate:
 its record with val_accuracy/val_log_loss, its fitted JSON scalars, its arrays), ``_restore``,
 ``_logits`` (male logit per row), ``to_arrays`` ("mean", "scale", then its arrays: how
-`classify.headfile` saves a head without pickle) and ``array_spec``.
+`classify.headfile` saves a head without pickle) and the classmethod ``array_spec(fitted, n_features)``:
+{array name: (shape, dtype)} of those arrays, known from the JSON scalars before any array is read
+(ValueError if ``fitted`` is not the head's).
 """
 from __future__ import annotations
 
@@ -162,28 +164,12 @@ class Head(ClassifierMixin, BaseEstimator):
         return (self.decision_function(x) > 0).astype(np.int8)
 
     @classmethod
-    def array_spec(cls, fitted, n_features: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """{array name: (shape, dtype)} that `to_arrays` gives for ``fitted`` (its JSON scalars) on ``n_features``
-        columns, known before any array is read (`classify.headfile`); ValueError if ``fitted`` is not one."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    @classmethod
     def from_arrays(cls, fitted: dict, arrays: dict[str, np.ndarray]) -> "Head":
-        """The fitted head back from what `to_arrays` gave, every array checked against `array_spec`."""
-        mean = arrays.get("mean")
-        if mean is None or mean.ndim != 1:
-            raise ValueError("array 'mean': expected a 1-D vector")
-        spec = cls.array_spec(fitted, mean.shape[0])
-        for name, (shape, dtype) in spec.items():
-            value = arrays.get(name)
-            if value is None or value.shape != shape or value.dtype != dtype or not np.isfinite(value).all():
-                raise ValueError(f"array {name!r}: expected finite {dtype.name} values of shape {shape}, got "
-                                 f"{None if value is None else (value.shape, value.dtype.name)}")
-        if len(arrays) != len(spec):
-            raise ValueError(f"{cls.head_name}: unexpected arrays {sorted(set(arrays) - set(spec))}")
+        """The fitted head back from what `to_arrays` gave, as `classify.headfile.read_head_file` read them:
+        exactly the arrays of `array_spec`, finite, of their shapes and dtypes (checked there, not again)."""
         head = cls()
-        head.n_features_in_, head.classes_ = mean.shape[0], np.array([0, 1])
-        head.mean_, head.scale_, *rest = (arrays[name] for name in spec)
+        head.n_features_in_, head.classes_ = arrays["mean"].shape[0], np.array([0, 1])
+        head.mean_, head.scale_, *rest = (arrays[name] for name in cls.array_spec(fitted, head.n_features_in_))
         head._restore(fitted, rest)
         return head
 
@@ -352,11 +338,11 @@ class MLPHead(Head):
         self.random_state = random_state
 
     def _candidates(self, x, y, x_val, y_val, weight, val_weight):
+        y32 = y.astype(np.float32)
         for hidden, lr in itertools.product(map(tuple, self.hidden_grid), self.lr_grid):
             rng = np.random.default_rng(self.random_state)
             params = _init_layers([x.shape[1], *hidden, 1], rng)
             adam = _Adam(params, lr=lr, weight_decay=self.weight_decay)
-            y32 = y.astype(np.float32)
             best = {"val_log_loss": np.inf, "val_accuracy": 0.0, "best_epoch": 0}
             best_params, stale, epoch = [p.copy() for p in params], 0, 0
             for epoch in range(1, self.max_epochs + 1):

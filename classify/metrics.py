@@ -54,9 +54,9 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
 
 def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, from (0, 0) to (1, 1)."""
-    t = np.asarray(y_true) == 1
-    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
-    s, t = np.asarray(score, dtype=np.float64)[order], t[order]
+    s, t = np.asarray(score, dtype=np.float64), np.asarray(y_true) == 1
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
     last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
     tps, fps = np.cumsum(t)[last_of_tie], np.cumsum(~t)[last_of_tie]
     fpr, tpr = np.r_[0.0, _ratio(fps, (~t).sum())], np.r_[0.0, _ratio(tps, t.sum())]
@@ -72,9 +72,9 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap CIs for accuracy and male F1: rows resampled with replacement, seeded, in chunks."""
+def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1000,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap 95% CIs for accuracy and male F1: rows resampled with replacement, seeded, in chunks."""
     t, p = check_binary(y_true, y_pred)
     codes = (2 * t + p).astype(np.int8)  # 0 tn, 1 fp, 2 fn, 3 tp
     rng = np.random.default_rng(seed)
@@ -87,7 +87,7 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_resamples: int = 1
     tn, fp, fn, tp = np.concatenate(counts).T
     accuracy = _ratio(tn + tp, len(codes))
     f1 = _ratio(2 * tp, 2 * tp + fp + fn) if t.any() else np.full(len(tn), np.nan)  # no men: no male F1
-    tail = 100 * (1 - level) / 2
+    tail = 100 * (1 - 0.95) / 2
     return {name: np.percentile(values, [tail, 100 - tail]).tolist()
             for name, values in (("accuracy", accuracy), ("f1", f1))}
 
