@@ -87,20 +87,13 @@ class RunConfig:
         return "+".join(self.backbones)
 
 
-def parse_backbone_spec(spec: str) -> tuple[str, ...]:
-    """'a+b' -> ('a', 'b'); empty parts or repeats raise ValueError."""
-    names = tuple(spec.split("+"))
-    if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"bad backbone spec {spec!r}: expected names joined by '+', each once")
-    return names
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """The pooled train/val/test rows of a run, each backbone's dim and normalisation hint."""
 
     splits: dict[str, SplitFeatures]
     dims: dict[str, int]
+    reference: dict[str, dict]  # name -> `compatibility_of` the first store's record: what other stores must match
     hints: dict[str, str | None]
     attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> the rows' attributes
     # reads the train rows again into the given train matrix; lets `run` treat that matrix in place
@@ -143,12 +136,12 @@ def read_training(stores: list[FeatureStore], backbones: tuple[str, ...]) -> Tra
     for store in stores[1:]:
         check_compatible(reference, store, backbones)
     per_store = [read_splits(store, backbones) for store in stores]
-    splits = {split: _concat([parts[split] for parts in per_store]) for split in SPLITS}
+    per_split = {split: [parts[split] for parts in per_store] for split in SPLITS}
     hints = {name: stores[0].backbone_info(name).get("metadata", {}).get("normalisation") for name in backbones}
     sizes = tuple(len(parts["train"].gender) for parts in per_store)
-    return TrainingData(splits=splits, dims={name: reference[name]["dim"] for name in backbones}, hints=hints,
-                        attributes={split: pooled_attributes(stores, [parts[split] for parts in per_store])
-                                    for split in SPLITS},
+    return TrainingData(splits={split: _concat(parts) for split, parts in per_split.items()},
+                        dims={name: reference[name]["dim"] for name in backbones}, reference=reference, hints=hints,
+                        attributes={split: pooled_attributes(stores, parts) for split, parts in per_split.items()},
                         refill_train=partial(_refill_train, tuple(stores), backbones, sizes))
 
 
