@@ -102,7 +102,7 @@ def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def decision_recalls(y, pred) -> dict:
-    """Accuracy, male and female recall and their gap of one decision (JSON-ready; `classify.protocol`)."""
+    """Accuracy, male and female recall and their gap of one decision (JSON-ready)."""
     r = rates(y, pred)
     return {"accuracy": r["accuracy"], "male recall": r["male_recall"], "female recall": r["female_recall"],
             "recall gap": abs(r["male_recall"] - r["female_recall"])

@@ -311,22 +311,18 @@ def _best_treatment(scores: list[dict]) -> int:
 
 def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: int, min_n: int = 30) -> dict:
     """Step 8's record for one eval set: identity, rows used, and step 5's record of its val and report rows."""
-    chosen = model.decision
-
     def scored(part: SplitFeatures, which: str) -> dict:
-        return score_split(part.gender, model.raw_p_male(part.x), chosen, data.attributes.get(which, {}),
+        return score_split(part.gender, model.raw_p_male(part.x), model.decision, data.attributes.get(which, {}),
                            n_resamples=n_resamples, seed=seed, min_n=min_n)
 
     report = scored(data.report, "report")
-    n_invalid = sum(data.report.n_invalid.values())
     report.update(invalid=dict(data.report.n_invalid), seen_in_training=data.seen,
-                  accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
+                  accuracy_all=report["accuracy"] * report["n"] / (report["n"] + sum(data.report.n_invalid.values())))
     age = data.attributes.get("report", {}).get("age")
     if age is not None and np.any(age >= ADULT_AGE):
         adult = age >= ADULT_AGE
-        p_adult = model.p_male(data.report.x)[adult]
-        adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
-                                  n_resamples=n_resamples, seed=seed)
+        adults = metrics.evaluate(data.report.gender[adult], model.p_male(data.report.x)[adult],
+                                  threshold=model.decision.value, n_resamples=n_resamples, seed=seed)
         report["adults"] = {**{key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")},
                             "min_age": ADULT_AGE}
     return {**data.identity, "rows": data.report_rows, "report": report,
