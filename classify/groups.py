@@ -82,7 +82,7 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, 
         groups = [_group_row(name, y_true[mask], y_pred[mask], min_n=min_n, n_resamples=n_resamples,
                              seed=[seed, zlib.crc32(f"{family}\0{name}".encode())])
                   for name, mask in masks.items()]
-        in_any = np.any(np.stack(list(masks.values())), axis=0) if masks else np.zeros(len(y_true), bool)
+        in_any = np.any(np.stack(list(masks.values())), axis=0)  # every family has groups
         out_families[family] = {"groups": groups, "n_missing": int((~in_any).sum()),
                                 **_family_summary(family, groups)}
     return {"kind": "group-metrics", "version": GROUPS_VERSION, "min_n": min_n, "n_resamples": n_resamples,
