@@ -1,9 +1,7 @@
 """Command line: ``python -m classify {train,compare,errors,predict,evaluate,audit-labels,report}``; each
 command's flags: ``python -m classify COMMAND --help`` (`build_parser`), walked through in docs/stages.md.
-
-The CLI only parses and prints; the work is library functions. Exit codes follow `features.cli.run_cli`:
-0 done, 2 an expected error (bad store, unknown backbone or head, missing files, a modified or malformed
-head file: one line on stderr), 130 interrupted, 1 a bug (traceback).
+The CLI only parses and prints; the work is library functions. Exit codes: `features.cli` (2 and one line
+for `EXPECTED_ERRORS`: a bad store, unknown backbone or head, missing files, a modified or malformed head file).
 """
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, attributes: dict[str, 
         groups = [_group_row(name, y_true[mask], y_pred[mask], min_n=min_n, n_resamples=n_resamples,
                              seed=[seed, zlib.crc32(f"{family}\0{name}".encode())])
                   for name, mask in masks.items()]
-        in_any = np.any(np.stack(list(masks.values())), axis=0) if masks else np.zeros(len(y_true), bool)
+        in_any = np.any(np.stack(list(masks.values())), axis=0)  # every family has groups
         out_families[family] = {"groups": groups, "n_missing": int((~in_any).sum()),
                                 **_family_summary(family, groups)}
     return {"kind": "group-metrics", "version": GROUPS_VERSION, "min_n": min_n, "n_resamples": n_resamples,
@@ -102,7 +102,7 @@ def rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def decision_recalls(y, pred) -> dict:
-    """Accuracy, male and female recall and their gap of one decision (JSON-ready; `classify.protocol`)."""
+    """Accuracy, male and female recall and their gap of one decision (JSON-ready)."""
     r = rates(y, pred)
     return {"accuracy": r["accuracy"], "male recall": r["male_recall"], "female recall": r["female_recall"],
             "recall gap": abs(r["male_recall"] - r["female_recall"])

@@ -101,19 +101,10 @@ def weights_argument(name: str, metadata: dict) -> str | None:
     return source
 
 
-@dataclass(frozen=True)
-class FaceFeatures:
-    """`embed`'s result: one row per face (or per image without a usable face, with its status)."""
-
-    image: np.ndarray  # (K,) index into the paths, non-decreasing
-    box: np.ndarray  # (K, 4) x, y, w, h in original-image pixels; NaN when unknown
-    x: np.ndarray  # (K, sum of dims) float32, the head's column order; NaN rows where status is not OK
-    status: np.ndarray  # (K,) uint8 `Status`
-
-
-def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", all_faces: bool = False) -> FaceFeatures:
+def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", all_faces: bool = False):
     """Features of ``paths`` from the backbones ``infos`` (name -> recorded {dim, metadata}, in the head's
-    column order), concatenated: the largest face of each image, or every face with ``all_faces``."""
+    column order): the largest face of each image, or every face with ``all_faces``. Returns extract's
+    `FaceRows` (image index, box, status per row) and the rows' features concatenated, (K, sum of dims)."""
     import extract  # lazy: classify must not import torch unless it predicts
 
     options = {}
@@ -125,16 +116,15 @@ def embed(paths: list[Path], infos: dict[str, dict], *, device: str = "auto", al
         rows = extract.embed_images([str(p) for p in paths], options, all_faces=all_faces, device=device)
     except (ValueError, RuntimeError) as error:  # unknown backbone, no device, other or no weights
         raise PredictError(str(error)) from None
-    image, status = np.asarray(rows.image, dtype=np.int64), np.asarray(rows.status, dtype=np.uint8)
-    _check_images(image, len(paths), all_faces=all_faces)
+    _check_images(np.asarray(rows.image, dtype=np.int64), len(paths), all_faces=all_faces)
     parts = []
     for name, info in infos.items():
         x = np.asarray(rows.embeddings[name], dtype=np.float32)
-        if x.shape != (len(image), info["dim"]):
-            raise PredictError(f"backbone {name} returned features {x.shape}, expected ({len(image)}, {info['dim']})")
+        if x.shape != (len(rows.image), info["dim"]):
+            raise PredictError(f"backbone {name} returned features {x.shape}, expected ({len(rows.image)}, "
+                               f"{info['dim']})")
         parts.append(x)
-    return FaceFeatures(image, np.asarray(rows.box, dtype=np.float32).reshape(-1, 4),
-                        np.concatenate(parts, axis=1), status)
+    return rows, np.concatenate(parts, axis=1)
 
 
 def _check_images(image: np.ndarray, n_paths: int, *, all_faces: bool) -> None:

@@ -101,9 +101,9 @@ class GenderModel:
         """One `Prediction` per image (its largest face), or per face with ``all_faces``, in input
         order; folders are searched for images (`classify.images.expand_inputs`)."""
         images = expand_inputs([str(p) for p in paths])
-        faces = embed(images, self.backbones, device=device, all_faces=all_faces)
+        faces, x = embed(images, self.backbones, device=device, all_faces=all_faces)
         ok = faces.status == Status.OK
-        male = iter(self.p_male(faces.x[ok]) if ok.any() else np.empty(0))
+        male = iter(self.p_male(x[ok]) if ok.any() else np.empty(0))
         out = []
         for image, face, box, code in zip(faces.image, face_indices(faces.image), faces.box, faces.status):
             path = images[image]

@@ -87,20 +87,13 @@ class RunConfig:
         return "+".join(self.backbones)
 
 
-def parse_backbone_spec(spec: str) -> tuple[str, ...]:
-    """'a+b' -> ('a', 'b'); empty parts or repeats raise ValueError."""
-    names = tuple(spec.split("+"))
-    if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"bad backbone spec {spec!r}: expected names joined by '+', each once")
-    return names
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """The pooled train/val/test rows of a run, each backbone's dim and normalisation hint."""
 
     splits: dict[str, SplitFeatures]
     dims: dict[str, int]
+    reference: dict[str, dict]  # name -> `compatibility_of` the first store's record: what other stores must match
     hints: dict[str, str | None]
     attributes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> the rows' attributes
     # reads the train rows again into the given train matrix; lets `run` treat that matrix in place
@@ -143,12 +136,12 @@ def read_training(stores: list[FeatureStore], backbones: tuple[str, ...]) -> Tra
     for store in stores[1:]:
         check_compatible(reference, store, backbones)
     per_store = [read_splits(store, backbones) for store in stores]
-    splits = {split: _concat([parts[split] for parts in per_store]) for split in SPLITS}
+    per_split = {split: [parts[split] for parts in per_store] for split in SPLITS}
     hints = {name: stores[0].backbone_info(name).get("metadata", {}).get("normalisation") for name in backbones}
     sizes = tuple(len(parts["train"].gender) for parts in per_store)
-    return TrainingData(splits=splits, dims={name: reference[name]["dim"] for name in backbones}, hints=hints,
-                        attributes={split: pooled_attributes(stores, [parts[split] for parts in per_store])
-                                    for split in SPLITS},
+    return TrainingData(splits={split: _concat(parts) for split, parts in per_split.items()},
+                        dims={name: reference[name]["dim"] for name in backbones}, reference=reference, hints=hints,
+                        attributes={split: pooled_attributes(stores, parts) for split, parts in per_split.items()},
                         refill_train=partial(_refill_train, tuple(stores), backbones, sizes))
 
 
@@ -318,22 +311,18 @@ def _best_treatment(scores: list[dict]) -> int:
 
 def evaluate_set(model: GenderModel, data: EvalSet, *, n_resamples: int, seed: int, min_n: int = 30) -> dict:
     """Step 8's record for one eval set: identity, rows used, and step 5's record of its val and report rows."""
-    chosen = model.decision
-
     def scored(part: SplitFeatures, which: str) -> dict:
-        return score_split(part.gender, model.raw_p_male(part.x), chosen, data.attributes.get(which, {}),
+        return score_split(part.gender, model.raw_p_male(part.x), model.decision, data.attributes.get(which, {}),
                            n_resamples=n_resamples, seed=seed, min_n=min_n)
 
     report = scored(data.report, "report")
-    n_invalid = sum(data.report.n_invalid.values())
     report.update(invalid=dict(data.report.n_invalid), seen_in_training=data.seen,
-                  accuracy_all=report["accuracy"] * report["n"] / (report["n"] + n_invalid))
+                  accuracy_all=report["accuracy"] * report["n"] / (report["n"] + sum(data.report.n_invalid.values())))
     age = data.attributes.get("report", {}).get("age")
     if age is not None and np.any(age >= ADULT_AGE):
         adult = age >= ADULT_AGE
-        p_adult = model.p_male(data.report.x)[adult]
-        adults = metrics.evaluate(data.report.gender[adult], p_adult, threshold=chosen.value,
-                                  n_resamples=n_resamples, seed=seed)
+        adults = metrics.evaluate(data.report.gender[adult], model.p_male(data.report.x)[adult],
+                                  threshold=model.decision.value, n_resamples=n_resamples, seed=seed)
         report["adults"] = {**{key: adults[key] for key in ("n", "accuracy", "recall", "female_recall", "ci95")},
                             "min_age": ADULT_AGE}
     return {**data.identity, "rows": data.report_rows, "report": report,

@@ -18,8 +18,7 @@ from classify.compare import compare, recommend
 from classify.decision import parse_calibrate
 from classify.heads import get_head_class, head_names
 from classify.metrics import fmt
-from classify.model import compatibility_of
-from classify.protocol import RunConfig, parse_backbone_spec, read_eval_set, read_training, run
+from classify.protocol import RunConfig, read_eval_set, read_training, run
 from classify.results import load_results, run_name, store_identity, write_run
 from classify.treatment import TREATMENTS
 from features.cli import UsageError
@@ -79,8 +78,7 @@ def train(settings: TrainSettings) -> tuple[str, list[Path]]:
     for backbones in resolve_backbones(stores[0], settings.backbones):
         started = time.perf_counter()
         data = read_training(stores, backbones)
-        reference = {name: compatibility_of(stores[0].backbone_info(name)) for name in backbones}
-        evals = [read_eval_set(store, backbones, reference, label=label, identity=identity, seen=ids)
+        evals = [read_eval_set(store, backbones, data.reference, label=label, identity=identity, seen=ids)
                  for store, label, identity, ids in zip(eval_stores, labels, identities, seen)]
         read_s = round(time.perf_counter() - started, 3)
         log.debug("%s: read %s rows in %.1f s", "+".join(backbones),
@@ -112,10 +110,10 @@ def resolve_backbones(store: FeatureStore, specs) -> list[tuple[str, ...]]:
             held = ", ".join(store.backbones()) or "none"
             raise StoreError(f"{store.path} has no complete backbone to train on (it holds: {held})")
         return [(name,) for name in complete]
-    try:
-        resolved = [parse_backbone_spec(spec) for spec in dict.fromkeys(specs)]
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    resolved = [tuple(spec.split("+")) for spec in dict.fromkeys(specs)]
+    for names in resolved:
+        if not all(names) or len(set(names)) != len(names):
+            raise UsageError(f"bad backbone spec {'+'.join(names)!r}: expected names joined by '+', each once")
     held = store.backbones()  # not the store's reserved entries (`_faces`: the detections, no embedding)
     for name in sorted({name for names in resolved for name in names}):
         if name not in held:
