@@ -183,14 +183,14 @@ def _check(record, path: Path, head_sha256: str | None) -> None:
     reader = FieldReader(record, str(path))
     reader.get("run", str)
     reader.get("split", str)
-    cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
+    cross = [reader.sub(("cross_dataset", label)) for label in reader.get("cross_dataset", dict)]
     for part in cross:
         part.get("rows", str)
     for part in [reader, *cross]:
         part.get("n_scored", int)
         for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
             for i in range(len(part.get(key, list))):
-                row = part.sub(f"{key}.{i}")
+                row = part.sub((key, i))
                 for name, kind in fields.items():
                     row.get(name, kind)
 
