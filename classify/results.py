@@ -160,7 +160,6 @@ class StoreRef:
 class CrossResult:
     """The run on one eval store (`classify.protocol` step 8)."""
 
-    label: str
     path: str
     dataset: str
     fingerprint: str
@@ -180,10 +179,7 @@ class RunResult:
     seed: int
     min_group_n: int
     stores: tuple[str, ...]
-    store_path: str
-    store_dataset: str
-    store_fingerprint: str
-    training_datasets: tuple[str, ...]
+    store: StoreRef  # the first training store
     training_stores: tuple[StoreRef, ...]
     val: Scores
     test: Scores
@@ -221,11 +217,9 @@ class RunResult:
             run=r.get("run", str), backbones=config.strings("backbones"),
             head=config.get("head", str), seed=config.get("seed", int),
             min_group_n=config.get("min_group_n", int, default=30), stores=config.strings("stores"),
-            store_path=store.get("path", str), store_dataset=store.get("dataset", str),
-            store_fingerprint=store.get("fingerprint", str),
-            training_datasets=tuple(ref.dataset for ref in refs), training_stores=refs,
+            store=_store_ref(store), training_stores=refs,
             val=_scores(r.sub("metrics.val")), test=_scores(r.sub("metrics.test")),
-            cross={label: _cross(r.sub(("cross_dataset", label)), label)
+            cross={label: _cross(r.sub(("cross_dataset", label)))
                    for label in r.get("cross_dataset", dict, default={})},
             calibrator=decision.get("calibrator.method", str), threshold=decision.get("threshold.value", _NUMBER),
             threshold_rule=decision.get("threshold.rule", str), selection=r.get("selection", dict),
@@ -317,9 +311,9 @@ def _scores(r: FieldReader) -> Scores:
                   ece=calibration.number("after.ece"), ece_raw=calibration.number("before.ece"), record=r.value)
 
 
-def _cross(r: FieldReader, label: str) -> CrossResult:
+def _cross(r: FieldReader) -> CrossResult:
     val = r.get("val", dict, none=True)
-    return CrossResult(label=label, path=r.get("path", str), dataset=r.get("dataset", str),
+    return CrossResult(path=r.get("path", str), dataset=r.get("dataset", str),
                        fingerprint=r.get("fingerprint", str), rows=r.get("rows", str), report=_scores(r.sub("report")),
                        accuracy_all=float(r.get("report.accuracy_all", _NUMBER)),
                        val=None if val is None else _scores(r.sub("val")))
