@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from classify.errors import read_error_file
@@ -68,47 +69,52 @@ def recommend(runs: list[RunResult]) -> RunResult:
                key=lambda run: (-(cross_val_accuracy(run) or 0.0), *simplicity(run)) + rank_key(run))
 
 
-def best_out_of_domain(runs: list[RunResult]) -> dict[str, RunResult]:
-    """{eval dataset label: the run with the best reported accuracy there}, in first-seen order."""
-    return {label: max((run for run in runs if label in run.cross), key=lambda run: run.cross[label].report.accuracy)
-            for label in dict.fromkeys(label for run in runs for label in run.cross)}
+@dataclass(frozen=True)
+class Choice:
+    """What ``runs`` recommend, computed once: ``chosen`` (`recommend`), the run best out of domain per eval
+    dataset label (first-seen order), ``warnings`` where it beats ``chosen`` beyond both 95% intervals, the
+    ``reason`` for ``chosen``, and ``text``: what was chosen and why, the best out of domain, the warnings."""
+
+    runs: list[RunResult]
+    chosen: RunResult
+    best_out: dict[str, RunResult]
+    warnings: list[str]
+    reason: str
+    text: str
 
 
-def disagreements(runs: list[RunResult]) -> list[str]:
-    """Plain warnings where the run best out of domain beats the recommendation beyond both intervals."""
-    chosen, out = recommend(runs), []
-    for label, best in best_out_of_domain(runs).items():
+def choose(runs: list[RunResult]) -> Choice:
+    chosen, tied = recommend(runs), near_ties(runs)
+    best_out = {label: max((run for run in runs if label in run.cross),
+                           key=lambda run: run.cross[label].report.accuracy)
+                for label in dict.fromkeys(label for run in runs for label in run.cross)}
+    warnings = []
+    for label, best in best_out.items():
         mine, theirs = chosen.cross.get(label), best.cross[label].report
         if best is not chosen and mine is not None and theirs.accuracy_ci95.low > mine.report.accuracy_ci95.high:
-            out.append(f"WARNING: on {label} the recommended {chosen.title} scores "
-                       f"{fmt(mine.report.accuracy)}, and {best.title} scores "
-                       f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
-                       f"transfer best to {label}.")
-    return out
-
-
-def recommendation_text(runs: list[RunResult]) -> str:
-    """What was chosen, why, and the best out of domain per eval dataset, with any warning."""
-    chosen, tied = recommend(runs), near_ties(runs)
+            warnings.append(f"WARNING: on {label} the recommended {chosen.title} scores "
+                            f"{fmt(mine.report.accuracy)}, and {best.title} scores "
+                            f"{fmt(theirs.accuracy)}, beyond both 95% intervals: the in-domain choice does not "
+                            f"transfer best to {label}.")
     cross = cross_val_accuracy(chosen)
     rule = "fewest backbones, then the simpler head" if cross is None else f"cross-dataset val accuracy ({fmt(cross)})"
     why = ("best val accuracy" if len(tied) == 1
            else f"{len(tied)} runs within the best val accuracy's 95% interval; tie broken by {rule}")
-    lines = [f"Recommended: {chosen.title} (val accuracy {fmt(chosen.val.accuracy)}; {why})."]
+    reason = f"val accuracy {fmt(chosen.val.accuracy)}; {why}"
+    lines = [f"Recommended: {chosen.title} ({reason})."]
     lines += [f"Best out of domain on {label}: {best.title} ({fmt(best.cross[label].report.accuracy)})."
-              for label, best in best_out_of_domain(runs).items()]
-    return "\n".join(lines + disagreements(runs)) + "\n"
+              for label, best in best_out.items()]
+    return Choice(runs, chosen, best_out, warnings, reason, "\n".join(lines + warnings) + "\n")
 
 
-def leaderboard(runs: list[RunResult]) -> list[dict]:
+def leaderboard(choice: Choice) -> list[dict]:
     """One row per run (`_row`'s columns, "choice", the cross-dataset columns), ranked by `rank_key`."""
-    chosen, best_out = recommend(runs), best_out_of_domain(runs)
     rows = []
-    for rank, run in enumerate(sorted(runs, key=rank_key), start=1):
+    for rank, run in enumerate(sorted(choice.runs, key=rank_key), start=1):
         row = _row(rank, run)
-        row["choice"] = ", ".join((["recommended"] if run is chosen else [])
-                                  + [f"best on {label}" for label, best in best_out.items() if best is run])
-        for label in best_out:
+        row["choice"] = ", ".join((["recommended"] if run is choice.chosen else [])
+                                  + [f"best on {label}" for label, best in choice.best_out.items() if best is run])
+        for label in choice.best_out:
             row.update(_cross_cells(label, run.cross.get(label)))
         rows.append(row)
     return rows
@@ -138,7 +144,7 @@ def _row(rank: int, run: RunResult) -> dict:
     selected = {key: "x".join(map(str, value)) if isinstance(value, list) else value
                 for key, value in run.selection.items() if key not in ("grid", "path")}
     return {"rank": rank, "backbones": "+".join(run.backbones), "head": run.head,
-            "dataset": "+".join(run.training_datasets), "val_accuracy": fmt(run.val.accuracy),
+            "dataset": "+".join(ref.dataset for ref in run.training_stores), "val_accuracy": fmt(run.val.accuracy),
             "accuracy": fmt(test.accuracy), "accuracy_all_test": fmt(accuracy_all_test(run)),
             "accuracy_ci95": f"{fmt(test.accuracy_ci95.low)}-{fmt(test.accuracy_ci95.high)}", **fairness_cells(test),
             "f1": fmt(test.f1), "f1_ci95": f"{fmt(test.f1_ci95.low)}-{fmt(test.f1_ci95.high)}",
@@ -192,16 +198,17 @@ def compare(directory: Path, *, demo: bool = False) -> tuple[str, list[Path]]:
     runs = load_results(directory)
     if not runs:
         raise CompareError(f"no classify results files (*.json) in {directory}")
-    fingerprints = {run.store_fingerprint for run in runs}
+    fingerprints = {run.store.fingerprint for run in runs}
     if len(fingerprints) > 1:
         log.warning("%s mixes results from %d different datasets/splits: compare rows within a dataset",
                     directory, len(fingerprints))
-    rows = leaderboard(runs)
+    choice = choose(runs)
+    rows = leaderboard(choice)
     if demo:
         rows = [{**row, "dataset": f"{row['dataset']} (DEMO DATA)"} for row in rows]
-    analysis = read_error_file(directory, recommend(runs))  # computed by train, never here
+    analysis = read_error_file(directory, choice.chosen)  # computed by train, never here
     note = doubt_note(analysis) if analysis else ""
-    markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + recommendation_text(runs)
+    markdown = ((DEMO_NOTE if demo else "") + to_markdown(rows) + "\n" + choice.text
                 + (f"\n{note}\n" if note else ""))
     paths = [directory / "leaderboard.md", directory / "leaderboard.csv"]
     atomic.write_text(paths[0], markdown)

@@ -46,8 +46,8 @@ ERRORS_LIMIT = 256 << 20  # bytes of an errors.json that is read back
 ERRORS_JSON, ERRORS_CSV = "errors.json", "errors.csv"
 
 
-def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") -> dict:
-    """The wrong and the rejected ``split`` rows of ``run`` (a run of ``results_dir``)."""
+def error_analysis(run: RunResult, results_dir: Path) -> dict:
+    """The wrong and the rejected test rows of ``run`` (a run of ``results_dir``)."""
     model = GenderModel.load(Path(results_dir) / f"{run.run}{SUFFIX}")
     errors, rejected, scored = [], [], 0
     trained_on = {ref.path: ref.fingerprint for ref in run.training_stores}
@@ -55,16 +55,16 @@ def error_analysis(run: RunResult, results_dir: Path, *, split: str = "test") ->
         store = FeatureStore.open(store_path)
         if trained_on.get(str(store_path)) not in (None, store.fingerprint):
             raise StoreError(f"{store_path} now holds another dataset than {run.run} was trained on")
-        part = store.read(list(model.names), split)
+        part = store.read(list(model.names), "test")
         paths = image_paths(store)
         if len(part.gender):
             doubts = label_audit.label_doubts(store.ids, store.gender, store.attributes.get("identity"))
             errors += wrong_rows(model, store, part, paths, store.dataset_name, doubts)
             scored += len(part.gender)
-        rejected += rejected_rows(store, model.names, paths, split)
+        rejected += rejected_rows(store, model.names, paths, "test")
     errors.sort(key=lambda row: -abs(row["p_male"] - model.decision.value))  # stable: per-store order on ties
     return {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": model.head_sha256,
-            "split": split, "decision": model.decision.to_json(), "n_scored": scored, "errors": errors,
+            "split": "test", "decision": model.decision.to_json(), "n_scored": scored, "errors": errors,
             "rejected": rejected, "cross_dataset": cross_dataset_errors(run, model)}
 
 
@@ -151,20 +151,20 @@ def write_error_csv(errors: list[dict], rejected: list[dict], path: Path) -> Non
                                   ""]) for row in rejected)
 
 
-def read_error_file(directory: Path, run: RunResult | None = None) -> dict | None:
-    """errors.json of a results folder; given ``run``, only if it lists that run's current head. None when it
-    is missing or of another run; None with a warning when it is unreadable (not a regular file, torn, not
-    strict JSON), of another version or head, or with a field the reports could not read (`_check`)."""
+def read_error_file(directory: Path, run: RunResult) -> dict | None:
+    """errors.json of a results folder if it lists ``run``'s current head. None when it is missing or of another
+    run; None with a warning when it is unreadable (not a regular file, torn, not strict JSON), of another
+    version or head, or with a field the reports could not read (`_check`)."""
     path = Path(directory) / ERRORS_JSON
     if not path.exists():
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
-        _check(record, path, None if run is None else run.head_sha256)
+        _check(record, path, run.head_sha256)
     except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
         return None
-    return record if run is None or record["run"] == run.run else None
+    return record if record["run"] == run.run else None
 
 
 _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float), "true": str, "predicted": str,
@@ -172,25 +172,25 @@ _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float),
 _REJECTED_FIELDS = {"dataset": str, "id": str, "path": str, "reason": str}
 
 
-def _check(record, path: Path, head_sha256: str | None) -> None:
-    """A ValueError ("<path>: ...") unless ``record`` is an error list of this version (and head) with every
+def _check(record, path: Path, head_sha256: str) -> None:
+    """A ValueError ("<path>: ...") unless ``record`` is an error list of this version and head with every
     field the reports read: a crafted file is ignored as a torn one is, never a traceback in compare or report."""
     if not isinstance(record, dict) or record.get("kind") != ERRORS_KIND or record.get("version") != ERRORS_VERSION:
         raise ValueError(f"{path}: not an error list of version {ERRORS_VERSION}")
-    if head_sha256 is not None and record.get("head_sha256") != head_sha256:
+    if record.get("head_sha256") != head_sha256:
         raise ValueError(f"{path}: it lists the errors of another head than {str(record.get('run'))[:200]}'s "
                          "current one")
     reader = FieldReader(record, str(path))
     reader.get("run", str)
     reader.get("split", str)
-    cross = [reader.sub(f"cross_dataset.{label}") for label in reader.get("cross_dataset", dict)]
+    cross = [reader.sub(("cross_dataset", label)) for label in reader.get("cross_dataset", dict)]
     for part in cross:
         part.get("rows", str)
     for part in [reader, *cross]:
         part.get("n_scored", int)
         for key, fields in (("errors", _ERROR_FIELDS), ("rejected", _REJECTED_FIELDS)):
             for i in range(len(part.get(key, list))):
-                row = part.sub(f"{key}.{i}")
+                row = part.sub((key, i))
                 for name, kind in fields.items():
                     row.get(name, kind)
 

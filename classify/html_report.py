@@ -102,8 +102,8 @@ def png_data_uri(figure) -> str:
     return data_uri("png", buffer.getvalue())
 
 
-def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
-    """A JPEG data URI of the image shrunk to fit size x size; None when extract's checked decoder refuses it."""
+def thumbnail_data_uri(path) -> str | None:
+    """A JPEG data URI of the image shrunk to THUMBNAIL_PX at most; None when extract's checked decoder refuses it."""
     import cv2
 
     from extract.decode import ImageTooLarge, Unreadable, decode  # lazy: OpenCV only, no torch
@@ -112,7 +112,7 @@ def thumbnail_data_uri(path, *, size: int = THUMBNAIL_PX) -> str | None:
         image = decode(path).image
     except (Unreadable, ImageTooLarge):
         return None
-    scale = size / max(image.shape[:2])
+    scale = THUMBNAIL_PX / max(image.shape[:2])
     if scale < 1:
         image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
@@ -262,21 +262,21 @@ def _reliability_plot(label: str, entry: dict) -> str:
     return png_data_uri(figure)
 
 
-def gallery_section(gallery: dict, *, limit: int = MAX_GALLERY) -> str:
+def gallery_section(gallery: dict) -> str:
     """One set's wrong images, a flagged card for each doubted label; the images not used, folded."""
     errors, rejected = gallery["errors"], gallery.get("rejected", [])
     doubted = sum(1 for row in errors if row.get("label_check"))
     parts = [f"<h3>{esc(gallery['title'])}</h3><p>{len(errors):,} wrong of {int(gallery.get('n_scored', 0)):,} "
-             f"scored, most confident first{f' (first {limit} shown)' if len(errors) > limit else ''}; "
+             f"scored, most confident first{f' (first {MAX_GALLERY} shown)' if len(errors) > MAX_GALLERY else ''}; "
              f"<span class='flag'>{doubted} with a label in doubt</span> (orange cards).</p><div class='gallery'>"]
-    for row in errors[:limit]:
+    for row in errors[:MAX_GALLERY]:
         doubt = [f"<b>label in doubt:</b> {esc(row['label_check'])}"] if row.get("label_check") else []
         parts.append(_card(row, f"true {row['true']}, said {row['predicted']} (p(male) {row['p_male']:.3f})",
                            "<br>".join(doubt + [f"{esc(k)}: {esc(v)}" for k, v in row.get("groups", {}).items()]),
                            doubt=bool(doubt)))
     parts.append("</div>")
     if rejected:
-        cards = "".join(_card(row, row["reason"], "") for row in rejected[:limit])
+        cards = "".join(_card(row, row["reason"], "") for row in rejected[:MAX_GALLERY])
         parts.append(f"<details><summary>{len(rejected):,} images could not be used (unreadable, no face found, too "
                      f"large)</summary><div class='gallery'>{cards}</div></details>")
     return "".join(parts)

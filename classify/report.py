@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.compare import (DEMO_MARKER, DEMO_TITLE, best_out_of_domain, disagreements, leaderboard, recommend,
-                              recommendation_text)
+from classify.compare import DEMO_MARKER, DEMO_TITLE, Choice, choose, leaderboard
 from classify.errors import error_analysis, read_error_file
 from classify.html_report import write_html
 from classify.images import status_text
@@ -44,11 +43,13 @@ def write_reports(store_path, results_dir, out, *, demo: bool = False) -> list[P
     if not runs:
         raise FileNotFoundError(f"no results files (version 3) in {results_dir}")
     demo = demo or (results_dir / DEMO_MARKER).exists()
-    errors = errors_of(recommend(runs), results_dir)
-    html = write_html(out, **html_sections(store, results_dir, runs, errors, demo=demo))
+    choice = choose(runs)
+    errors = errors_of(choice.chosen, results_dir)
+    counts = {backbone: np.bincount(store.status(backbone), minlength=len(Status)) for backbone in store.backbones()}
+    html = write_html(out, **html_sections(store, results_dir, choice, counts, errors, demo=demo))
     markdown = out.with_suffix(".md")
-    atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, runs, markdown.resolve().parent,
-                                                         demo=demo)))
+    atomic.write_text(markdown, "\n".join(markdown_lines(store, results_dir, choice.chosen, counts,
+                                                         markdown.resolve().parent, demo=demo)))
     return [html, markdown]
 
 
@@ -62,30 +63,29 @@ def errors_of(run: RunResult, results_dir: Path) -> dict | None:
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
-def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult], errors: dict | None, *,
-                  demo: bool) -> dict:
-    """The keyword sections of `classify.html_report.render`."""
-    best = recommend(runs)
+def html_sections(store: FeatureStore, results_dir: Path, choice: Choice, counts: dict[str, np.ndarray],
+                  errors: dict | None, *, demo: bool) -> dict:
+    """The keyword sections of `classify.html_report.render`; ``counts``: the store's rows per status per backbone."""
+    best = choice.chosen
     dataset = f"{store.dataset_name} (DEMO DATA)" if demo else store.dataset_name
-    sets = scored_sets(best)
-    counts = {backbone: np.bincount(store.status(backbone), minlength=len(Status)) for backbone in store.backbones()}
+    sets, split = scored_sets(best), store.split
     decision = {"calibrator": {"method": best.calibrator,  # fitted_on: prose, shown as it is
                                "fitted_on": best.record["decision"]["calibrator"].get("fitted_on", {})},
                 "threshold": {"rule": best.threshold_rule, "value": best.threshold}}
     return {
         "title": f"facegender report: {dataset}",
         "warnings": ([f"{DEMO_TITLE}: generated cartoon faces with random labels, not a face dataset."]
-                     if demo else []) + disagreements(runs),
-        "summary": summary(runs, best, errors, demo=demo),
+                     if demo else []) + choice.warnings,
+        "summary": summary(choice, errors, demo=demo),
         "dataset": {"name": dataset, "root": store.dataset_info["root"], "store": store.path, "n_rows": store.n_rows,
                     "male": int(store.gender.sum()),
-                    "splits": {s: int((store.split == i).sum()) for i, s in enumerate(SPLITS)}},
+                    "splits": {s: int((split == i).sum()) for i, s in enumerate(SPLITS)}},
         "extraction": [{"backbone": backbone, "dim": store.backbone_info(backbone)["dim"],  # rows per status
                         **{status_text(code): int(n[code]) for code in Status if code != Status.PENDING}}
                        for backbone, n in counts.items()],
-        "leaderboard": leaderboard(runs),
-        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in best_out_of_domain(runs)), COMPACT[-1]],
-        "chosen": "\n".join(filter(None, [recommendation_text(runs).strip(), errors and doubt_note(errors)])),
+        "leaderboard": leaderboard(choice),
+        "compact_columns": [*COMPACT[:-1], *(f"{label}_accuracy" for label in choice.best_out), COMPACT[-1]],
+        "chosen": "\n".join(filter(None, [choice.text.strip(), errors and doubt_note(errors)])),
         "plots": {title: results_dir / file for title, file in PLOTS if (results_dir / file).exists()},
         "groups": {label: scores.record["groups"] for label, scores in sets},
         "calibration": {label: {**scores.record["calibration"], **decision, "recalls": scores.record.get("recalls")}
@@ -93,23 +93,23 @@ def html_sections(store: FeatureStore, results_dir: Path, runs: list[RunResult],
         "galleries": None if errors is None else [{**part, "title": title} for _, title, part in error_sets(errors)]}
 
 
-def summary(runs: list[RunResult], best: RunResult, errors: dict | None, *, demo: bool) -> dict:
-    """The first screen: the recommendation (``best``), where it was scored, the best out of domain, label checks."""
-    reason = recommendation_text(runs).splitlines()[0]
-    scored = [{"where": f"{best.store_dataset} test (in domain)", **_headline(best.test)}]
+def summary(choice: Choice, errors: dict | None, *, demo: bool) -> dict:
+    """The first screen: the recommendation, where it was scored, the best out of domain, label checks."""
+    best = choice.chosen
+    scored = [{"where": f"{best.store.dataset} test (in domain)", **_headline(best.test)}]
     for label, cross in best.cross.items():
         scored.append({"where": f"{label}, {cross.rows} rows (cross-dataset)", **_headline(cross.report)})
         adults = cross.report.record.get("adults")
         if isinstance(adults, dict):
             scored.append({"where": f"{label}, aged >= {adults.get('min_age')}", **_adult_headline(adults)})
     out_of_domain = [f"{label}: {other.title} ({fmt(other.cross[label].report.accuracy)})"
-                     for label, other in best_out_of_domain(runs).items()]
+                     for label, other in choice.best_out.items()]
     label_checks = ["no error list: the label checks could not be read"] if errors is None else [
         f"{where}: {count_doubted(part['errors'])[0]} of {len(part['errors'])} errors have a label in doubt"
         for where, _, part in error_sets(errors)]
-    return {"recommended": best.title, "reason": reason[reason.find("(") + 1:reason.rfind(")")],
+    return {"recommended": best.title, "reason": choice.reason,
             "scored": scored, "best_out_of_domain": out_of_domain, "label_checks": label_checks,
-            "verdict": verdict(runs, best, demo=demo)}
+            "verdict": verdict(choice, demo=demo)}
 
 
 def _headline(scores: Scores) -> dict:
@@ -132,22 +132,23 @@ def error_sets(errors: dict) -> list[tuple[str, str, dict]]:
         for label, part in errors["cross_dataset"].items()]
 
 
-def verdict(runs: list[RunResult], best: RunResult, *, demo: bool) -> str:
-    """One line: what the recommended run (``best``) scores, and whether it transfers."""
-    line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store_dataset} test"
+def verdict(choice: Choice, *, demo: bool) -> str:
+    """One line: what the recommended run scores, and whether it transfers."""
+    best = choice.chosen
+    line = f"{best.title} scores {best.test.accuracy:.1%} on {best.store.dataset} test"
     if demo:
         return f"Demo data: nothing to conclude ({line}, on random labels)."
-    for label, other in best_out_of_domain(runs).items():
+    for label, other in choice.best_out.items():
         if label in best.cross:
             line += (f"; {best.cross[label].report.accuracy:.1%} on {label}"
                      + (f" (best there: {other.title}, {other.cross[label].report.accuracy:.1%})" if other is not best
                         else " (also the best there)"))
-    return line + ("." if not disagreements(runs) else ": the in-domain choice does not transfer best (warning above).")
+    return line + ("." if not choice.warnings else ": the in-domain choice does not transfer best (warning above).")
 
 
 def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
     """(label, scored rows) of the run: in-domain test and val, then each eval store's report and val."""
-    sets = [(f"{run.store_dataset} test", run.test), (f"{run.store_dataset} val (choices made here)", run.val)]
+    sets = [(f"{run.store.dataset} test", run.test), (f"{run.store.dataset} val (choices made here)", run.val)]
     for label, cross in run.cross.items():
         sets.append((f"{label} {cross.rows} (cross-dataset)", cross.report))
         if cross.val is not None:
@@ -156,12 +157,12 @@ def scored_sets(run: RunResult) -> list[tuple[str, Scores]]:
 
 
 # -- Markdown --------------------------------------------------------------------------------------------
-DEMO_WARNING = ("> **DEMO DATA: THESE NUMBERS MEAN NOTHING.** No CelebA was found, so the job ran on generated "
-                "cartoon faces with random labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
+DEMO_WARNING = (f"> **{DEMO_TITLE}.** No CelebA was found, so the job ran on generated cartoon faces with random "
+                "labels. Set `CELEBA_ROOT` to a CelebA folder for real results.\n")
 
 
-def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], report_dir: Path, *,
-                   demo: bool) -> list[str]:
+def markdown_lines(store: FeatureStore, results: Path, best: RunResult, counts: dict[str, np.ndarray],
+                   report_dir: Path, *, demo: bool) -> list[str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     split, gender = store.split, store.gender
     split_counts = ", ".join(f"{name} {int((split == code).sum()):,}" for code, name in enumerate(SPLITS))
@@ -171,15 +172,14 @@ def markdown_lines(store: FeatureStore, results: Path, runs: list[RunResult], re
              f"{int(gender.sum()):,} male ({gender.mean():.1%}). Store: `{store.path}`.", "",
              "## Extraction", "", "| backbone | dim | weights | valid | unreadable | no face | complete |",
              "|---|---|---|---|---|---|---|"]
-    for name in store.backbones():
+    for name, n in counts.items():
         info = store.backbone_info(name)
-        counts = np.bincount(store.status(name), minlength=len(Status))
         weights = info["metadata"]["weights"]
         lines.append(f"| {name} | {info['dim']} | {weights[:19]}{'...' if len(weights) > 19 else ''} | "
-                     f"{counts[Status.OK]:,} | {counts[Status.UNREADABLE]:,} | {counts[Status.NO_FACE]:,} | "
+                     f"{n[Status.OK]:,} | {n[Status.UNREADABLE]:,} | {n[Status.NO_FACE]:,} | "
                      f"{info['units_done']}/{info['n_units']} units |")
     versions = ", ".join(f"{name} {version}" for name, version in sorted(library_versions().items()))
-    return lines + ["", *md_results(results, runs, report_dir), "## Environment", "",
+    return lines + ["", *md_results(results, best, report_dir), "## Environment", "",
                     f"{versions}; {os.cpu_count()} CPUs. Per-run configs, seeds and timings are in the results JSON "
                     "files beside the leaderboard.", ""]
 
@@ -190,7 +190,7 @@ def md_cross_dataset(run: RunResult) -> list[str]:
     for label, cross in run.cross.items():
         report, ci = cross.report, cross.report.accuracy_ci95
         invalid = sum((report.record.get("invalid") or {}).values())
-        line = (f"- **{run.store_dataset} -> {label}** ({cross.rows} rows of `{cross.path}`): accuracy "
+        line = (f"- **{run.store.dataset} -> {label}** ({cross.rows} rows of `{cross.path}`): accuracy "
                 f"{fmt(report.accuracy)} (95% CI {fmt(ci.low)}-{fmt(ci.high)}) on {report.n:,} faces, "
                 f"{fmt(cross.accuracy_all)} counting {invalid} invalid rows as errors; "
                 f"male recall {fmt(report.recall)}, female recall {fmt(report.female_recall)}")
@@ -202,8 +202,7 @@ def md_cross_dataset(run: RunResult) -> list[str]:
     return ["### Cross-dataset (the recommended head on other datasets)", "", *lines, ""] if lines else []
 
 
-def md_results(results: Path, runs: list[RunResult], report_dir: Path) -> list[str]:
-    best = recommend(runs)
+def md_results(results: Path, best: RunResult, report_dir: Path) -> list[str]:
     test, ci = best.test, best.test.accuracy_ci95
     lines = ["## Leaderboard (ranked on val, where every choice is made; test reported)", "",
              "Recommended (val, near-ties broken as the leaderboard says): "

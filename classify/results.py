@@ -160,7 +160,6 @@ class StoreRef:
 class CrossResult:
     """The run on one eval store (`classify.protocol` step 8)."""
 
-    label: str
     path: str
     dataset: str
     fingerprint: str
@@ -180,10 +179,7 @@ class RunResult:
     seed: int
     min_group_n: int
     stores: tuple[str, ...]
-    store_path: str
-    store_dataset: str
-    store_fingerprint: str
-    training_datasets: tuple[str, ...]
+    store: StoreRef  # the first training store
     training_stores: tuple[StoreRef, ...]
     val: Scores
     test: Scores
@@ -212,7 +208,7 @@ class RunResult:
         store = r.sub("store")
         training = r.get("training_stores", list, default=None)
         refs = (_store_ref(store),) if training is None else tuple(
-            _store_ref(r.sub(f"training_stores.{i}")) for i in range(len(training)))
+            _store_ref(r.sub(("training_stores", i))) for i in range(len(training)))
         decision = r.sub("decision")
         head_file = r.sub("head_file")
         invalid = r.sub("counts.test.invalid")
@@ -221,11 +217,9 @@ class RunResult:
             run=r.get("run", str), backbones=config.strings("backbones"),
             head=config.get("head", str), seed=config.get("seed", int),
             min_group_n=config.get("min_group_n", int, default=30), stores=config.strings("stores"),
-            store_path=store.get("path", str), store_dataset=store.get("dataset", str),
-            store_fingerprint=store.get("fingerprint", str),
-            training_datasets=tuple(ref.dataset for ref in refs), training_stores=refs,
+            store=_store_ref(store), training_stores=refs,
             val=_scores(r.sub("metrics.val")), test=_scores(r.sub("metrics.test")),
-            cross={label: _cross(r.sub(f"cross_dataset.{label}"), label)
+            cross={label: _cross(r.sub(("cross_dataset", label)))
                    for label in r.get("cross_dataset", dict, default={})},
             calibrator=decision.get("calibrator.method", str), threshold=decision.get("threshold.value", _NUMBER),
             threshold_rule=decision.get("threshold.rule", str), selection=r.get("selection", dict),
@@ -236,27 +230,28 @@ class RunResult:
 
 
 class FieldReader:
-    """Typed access to a JSON object by dotted path; errors (`RunResultError`) name the file and the full path."""
+    """Typed access to a JSON object by path: dotted literal keys ("a.b"), or a tuple of keys taken as they are
+    (a label, which may hold a dot; a list index); errors (`RunResultError`) name the file and the full path."""
 
     def __init__(self, value, file: str, prefix: str = ""):
         self.value, self.file, self.prefix = value, file, prefix
 
-    def _fail(self, where: str, what: str):
-        raise RunResultError(f"{self.file}: field {self.prefix}{where} {what}")
+    def _fail(self, where: str | tuple, what: str):
+        raise RunResultError(f"{self.file}: field {self.prefix}{_dotted(where)} {what}")
 
-    def get(self, where: str, kind, *, default=..., none: bool = False):
-        value, keys = self.value, where.split(".")
+    def get(self, where: str | tuple, kind, *, default=..., none: bool = False):
+        value, keys = self.value, tuple(where.split(".")) if isinstance(where, str) else where
         for depth, key in enumerate(keys):
-            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
-                value = value[int(key)]
+            if isinstance(value, list) and isinstance(key, int) and key < len(value):
+                value = value[key]
             elif isinstance(value, dict) and key in value:
                 value = value[key]
             elif default is not ...:
                 return default
             elif isinstance(value, (dict, list)) or depth == 0:
-                self._fail(".".join(keys[:depth + 1]), "is missing")
+                self._fail(keys[:depth + 1], "is missing")
             else:
-                self._fail(".".join(keys[:depth]), f"must be an object, not {str(value)[:40]!r}")
+                self._fail(keys[:depth], f"must be an object, not {str(value)[:40]!r}")
         if value is None and none:
             return None
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
@@ -264,8 +259,8 @@ class FieldReader:
             self._fail(where, f"must be {names.get(kind, kind)}, not {str(value)[:40]!r}")
         return value
 
-    def sub(self, where: str) -> FieldReader:
-        return FieldReader(self.get(where, dict), self.file, f"{self.prefix}{where}.")
+    def sub(self, where: str | tuple) -> FieldReader:
+        return FieldReader(self.get(where, dict), self.file, f"{self.prefix}{_dotted(where)}.")
 
     def number(self, where: str) -> float | None:
         value = self.get(where, _NUMBER, none=True)
@@ -285,6 +280,10 @@ class FieldReader:
 
     def interval(self, where: str) -> Interval:
         return Interval(*self.numbers(where, size=2, what="[low, high], two numbers"))
+
+
+def _dotted(where: str | tuple) -> str:
+    return where if isinstance(where, str) else ".".join(map(str, where))
 
 
 def _store_ref(r: FieldReader) -> StoreRef:
@@ -312,9 +311,9 @@ def _scores(r: FieldReader) -> Scores:
                   ece=calibration.number("after.ece"), ece_raw=calibration.number("before.ece"), record=r.value)
 
 
-def _cross(r: FieldReader, label: str) -> CrossResult:
+def _cross(r: FieldReader) -> CrossResult:
     val = r.get("val", dict, none=True)
-    return CrossResult(label=label, path=r.get("path", str), dataset=r.get("dataset", str),
+    return CrossResult(path=r.get("path", str), dataset=r.get("dataset", str),
                        fingerprint=r.get("fingerprint", str), rows=r.get("rows", str), report=_scores(r.sub("report")),
                        accuracy_all=float(r.get("report.accuracy_all", _NUMBER)),
                        val=None if val is None else _scores(r.sub("val")))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from classify import cli
-from classify.compare import leaderboard, recommend
+from classify.compare import choose, leaderboard, recommend
 from classify.images import PredictError, weights_argument
 from classify.model import GenderModel
 from classify.results import HeadFileError
@@ -108,7 +108,7 @@ def _fake_run(name: str, val: float, test: float) -> dict:
 def test_leaderboard_ranks_on_val_never_on_test():
     runs = [_fake_run("a", val=0.90, test=0.99), _fake_run("b", val=0.95, test=0.80)]
     runs[0]["counts"]["test"]["invalid"] = {"no_face": 10}  # 10 test images without a face for run a
-    rows = leaderboard(typed(runs))
+    rows = leaderboard(choose(typed(runs)))
     assert [row["backbones"] for row in rows] == ["b", "a"]
     assert rows[1]["accuracy"] == "0.9900" and rows[1]["accuracy_all_test"] == "0.4950"  # 9.9 of 20
     assert recommend(typed(runs)).run == "b"

@@ -14,7 +14,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_scor
                              recall_score, roc_auc_score)
 
 from classify import cli
-from classify.compare import disagreements, leaderboard, recommend, recommendation_text
+from classify.compare import choose, leaderboard, recommend
 from classify.decision import Decision
 from classify.model import GenderModel
 from classify.treatment import apply as apply_treatment
@@ -285,9 +285,9 @@ def test_a_clear_val_winner_is_kept_and_the_disagreement_is_warned():
     runs = [_run("best", 0.99, ci=0.002, cross_val=0.80, cross=0.80),
             _run("other", 0.95, ci=0.002, cross_val=0.97, cross=0.97)]
     assert recommend(typed(runs)).run == "best"
-    warnings = disagreements(typed(runs))
+    warnings = choose(typed(runs)).warnings
     assert len(warnings) == 1 and "WARNING: on utk" in warnings[0] and "other0 + logreg" in warnings[0]
-    rows = leaderboard(typed(runs))
+    rows = leaderboard(choose(typed(runs)))
     assert rows[0]["choice"] == "recommended" and rows[1]["choice"] == "best on utk"
     assert rows[1]["utk_accuracy"] == "0.9700"
 
@@ -387,7 +387,7 @@ def test_near_tie_between_heads_goes_to_logreg_over_mlp():
     runs = [_run("a", 0.990, head="mlp"), _run("a", 0.985, head="logreg")]
     runs[0]["run"], runs[1]["run"] = "a__mlp", "a__logreg"
     assert recommend(typed(runs)).run == "a__logreg"
-    assert "tie broken by fewest backbones, then the simpler head" in recommendation_text(typed(runs))
+    assert "tie broken by fewest backbones, then the simpler head" in choose(typed(runs)).text
     runs.append(_run("b", 0.986, backbones=2))  # more backbones loses before the head is looked at
     assert recommend(typed(runs)).run == "a__logreg"
     clear = [_run("a", 0.999, head="mlp", ci=0.001), _run("a", 0.90, head="logreg", ci=0.001)]

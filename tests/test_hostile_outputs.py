@@ -15,7 +15,7 @@ import pytest
 
 from classify import cli
 from classify import train as train_module
-from classify.compare import leaderboard, to_markdown, write_csv
+from classify.compare import choose, leaderboard, to_markdown, write_csv
 from classify.errors import ERRORS_JSON, read_error_file
 from classify.images import Prediction
 from classify.model import GenderModel
@@ -167,7 +167,7 @@ def test_a_crafted_error_list_of_the_current_head_is_ignored_not_a_traceback(sto
         assert cli.main(["report", "--store", store.path, "--results", str(out),
                          "--out", str(tmp_path / "report.html")]) == 0  # the gallery computed anew
     assert f"ignoring {out / ERRORS_JSON}: " in caplog.text
-    assert read_error_file(out) is None
+    assert read_error_file(out, load_results(out)[0]) is None
 
 
 def test_a_fifo_in_the_results_folder_never_hangs_compare(store, tmp_path):
@@ -213,12 +213,12 @@ def test_leaderboard_cells_cannot_inject_formulas_or_break_the_markdown_table(tm
     worst = {"family": "=1+1", "group": "yes", "accuracy": 0.5, "n": 3}
     test = scores_record(0.8, groups={"summary": {"balanced_accuracy": 0.8, "worst_group": worst}})
     run = result_record("bb__logreg", val=scores_record(0.9), test=test, backbones=["bb"])
-    rows = leaderboard(typed([run]))
+    rows = leaderboard(choose(typed([run])))
     write_csv(rows, tmp_path / "leaderboard.csv")
     cell = next(csv.DictReader(open(tmp_path / "leaderboard.csv", newline="")))["worst_group"]
     assert cell == "'=1+1=yes (n=3)"
     worst["family"] = "|x|<i>y"
-    markdown = to_markdown(leaderboard(typed([run])))
+    markdown = to_markdown(leaderboard(choose(typed([run]))))
     row = markdown.splitlines()[2]
     assert "<i>" not in markdown and r"\|x\|&lt;i>y" in row
     assert row.count(" | ") - row.count(r"\| ") == markdown.splitlines()[0].count(" | ")  # no extra column

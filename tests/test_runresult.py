@@ -8,7 +8,8 @@ import pytest
 
 from classify import cli
 from classify.compare import compare
-from classify.results import RunResult, RunResultError
+from classify.errors import ERRORS_KIND, ERRORS_VERSION, read_error_file
+from classify.results import RunResult, RunResultError, read_result
 from tests.fixtures import result_record, scores_record
 
 
@@ -55,3 +56,25 @@ def test_compare_skips_malformed_results_with_a_warning(tmp_path, caplog, capsys
     assert "bad__logreg.json: field metrics.val.accuracy must be a number" in warned
     assert "none__logreg.json: field metrics is missing" in warned
     assert cli.main(["compare", str(tmp_path)]) == 0
+
+
+def test_an_eval_label_with_a_dot_is_one_key(tmp_path):
+    """An eval store labelled "wild.v2" reads back from its results file, compares, and keeps its error list."""
+    cross = {"wild.v2": {"path": "w.zarr", "dataset": "wild.v2", "fingerprint": "w", "rows": "all",
+                         "report": scores_record(0.7, accuracy_all=0.7), "val": scores_record(0.75)}}
+    record = {**_record(), "cross_dataset": cross}
+    (tmp_path / "bb__logreg.json").write_text(json.dumps(record))
+    run = read_result(tmp_path / "bb__logreg.json")
+    assert run.cross["wild.v2"].report.accuracy == 0.7 and run.cross["wild.v2"].val.accuracy == 0.75
+    markdown, _ = compare(tmp_path)
+    assert "wild.v2_accuracy" in markdown and "Best out of domain on wild.v2: bb + logreg (0.7000)" in markdown
+    row = {"dataset": "wild.v2", "id": "a", "path": "", "p_male": 0.9, "true": "female", "predicted": "male",
+           "groups": {}, "label_check": ""}
+    errors = {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": run.run, "head_sha256": run.head_sha256,
+              "split": "test", "n_scored": 0, "errors": [], "rejected": [],
+              "cross_dataset": {"wild.v2": {"rows": "all", "n_scored": 1, "errors": [row], "rejected": []}}}
+    (tmp_path / "errors.json").write_text(json.dumps(errors))
+    assert read_error_file(tmp_path, run) == errors
+    del record["cross_dataset"]["wild.v2"]["report"]["n"]
+    with pytest.raises(RunResultError, match=r"field cross_dataset\.wild\.v2\.report\.n is missing"):
+        RunResult.from_json(record, "x.json")
