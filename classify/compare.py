@@ -84,6 +84,7 @@ class Choice:
 
 
 def choose(runs: list[RunResult]) -> Choice:
+    """The `Choice` among ``runs`` (at least one)."""
     chosen, tied = recommend(runs), near_ties(runs)
     best_out = {label: max((run for run in runs if label in run.cross),
                            key=lambda run: run.cross[label].report.accuracy)

@@ -19,8 +19,8 @@ import numpy as np
 
 from classify import treatment
 from classify.decision import Decision
-from classify.headfile import (SAFE_NAME, SUFFIX, HeadFileError, chain_problem, check_results_kind, head_kind_problem,
-                               positive_int, read_head_file, write_head_file)
+from classify.headfile import (RESULTS_KIND, RESULTS_VERSION, SAFE_NAME, SUFFIX, HeadFileError, chain_problem,
+                               check_results_kind, head_kind_problem, positive_int, read_head_file, write_head_file)
 from classify.heads import Head, get_head_class
 from classify.images import Prediction, embed, expand_inputs, face_indices, status_text, unreadable_reason
 from features import atomic
@@ -41,7 +41,7 @@ def compatibility_of(info: dict) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class GenderModel:
-    """The fitted chain; ``record`` is the run's results record (the sidecar), which `save` writes."""
+    """The fitted chain; ``record`` is the run's results record (the sidecar) when there is one."""
 
     head: Head
     backbones: dict[str, dict]  # name -> {"dim", "metadata", ...} as the store recorded it, column order
@@ -118,17 +118,22 @@ class GenderModel:
         return out
 
     def save(self, path: Path | str) -> Path:
-        """Write the head file ``path`` (.npz) and its sidecar beside it (``record``, the run's results record),
+        """Write the head file ``path`` (.npz) and its sidecar beside it (the run record, or a minimal one),
         each atomically; the sidecar records the head file's sha256. Returns the sidecar's path."""
         path = Path(path)
         if path.suffix != SUFFIX:
             raise HeadFileError(f"{path}: a model is saved as a {SUFFIX} head file")
         fitted, arrays = self.head.to_arrays()
+        record = self.record or {  # a model fitted outside `classify train`: the fields `load` checks
+            "kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": path.stem,
+            "config": {"head": self.head.head_name, "backbones": list(self.names)},
+            "store": {"backbones": self.backbones}, "treatment": {"chosen": self.treatment},
+            "decision": self.decision.to_json(), "training_stores": []}
         write_head_file(path, jsonable({
             "head": self.head.head_name, "fitted": fitted, "backbones": _header_backbones(self.backbones),
             "n_features": self.head.n_features_in_, "treatment": self.treatment,
-            "training_stores": self.record.get("training_stores", []), "decision": self.decision.to_json()}), arrays)
-        record = {**self.record, "head_file": {"name": path.name, "sha256": sha256_file(path)}}
+            "training_stores": record.get("training_stores", []), "decision": self.decision.to_json()}), arrays)
+        record = {**record, "head_file": {"name": path.name, "sha256": sha256_file(path)}}
         sidecar = path.with_suffix(".json")
         atomic.write_text(sidecar, dumps(record))
         return sidecar

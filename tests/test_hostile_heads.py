@@ -20,7 +20,6 @@ from classify import GenderModel, HeadFileError
 from classify import cli as classify_cli
 from classify.calibration import Calibrator
 from classify.decision import Decision
-from classify.headfile import RESULTS_KIND, RESULTS_VERSION
 from classify.heads import LogRegHead, MLPHead
 from features.provenance import sha256_file
 
@@ -34,12 +33,8 @@ def _model(head: str = "logreg") -> GenderModel:
     fitted = (LogRegHead(Cs=(1.0,)) if head == "logreg" else MLPHead(hidden_grid=((4,),), max_epochs=2))
     fitted.fit(x[:150], y[:150], x[150:], y[150:])
     decision = Decision("platt", Calibrator("platt", {"a": 1.5, "b": -0.1}), {"rule": "default", "value": 0.5})
-    backbones = {"bb": {"dim": DIM, "metadata": {"weights": "random"}}}
-    treatment = {"name": "none", "per_backbone": {"bb": "none"}}
-    record = {"kind": RESULTS_KIND, "version": RESULTS_VERSION, "run": f"bb__{head}",  # the fields `load` checks
-              "config": {"head": head, "backbones": ["bb"]}, "store": {"backbones": backbones},
-              "treatment": {"chosen": treatment}, "decision": decision.to_json(), "training_stores": []}
-    return GenderModel(fitted, backbones, treatment, decision, record)
+    return GenderModel(fitted, {"bb": {"dim": DIM, "metadata": {"weights": "random"}}},
+                       {"name": "none", "per_backbone": {"bb": "none"}}, decision)
 
 
 @pytest.fixture(params=["logreg", "mlp"])
