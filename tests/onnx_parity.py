@@ -24,8 +24,28 @@ YUNET_STRIDES = (8, 16, 32)
 YUNET_DIVISOR = 32
 
 
+def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate_transformation_mode=b"",
+            nearest_mode=b"", **_):
+    # YuNet's FPN upsamples x2 (nearest, asymmetric, floor = torch "nearest"); the graph stores sizes
+    # for 640x640, so the factor is used, which is what keeps any padded input size working.
+    if mode != b"nearest" or coordinate_transformation_mode != b"asymmetric" or nearest_mode != b"floor":
+        raise ValueError(f"Resize mode {mode} / {coordinate_transformation_mode} is not supported")
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def _reshape(x, shape, **_):
+    # Head outputs are reshaped to (1, -1, C) in the graph (exported with batch 1); keep the batch.
+    shape = [int(s) for s in shape.tolist()]
+    if shape[0] == 1:
+        shape[0] = x.shape[0]
+    return x.reshape(shape)
+
+
 class YuNet(OnnxModule):
     """YuNet face detector: (B, 3, H, W) float BGR 0..255 -> raw head outputs; `detect` decodes."""
+
+    ops = {**OnnxModule.ops, "Resize": _resize, "Reshape": _reshape, "Sigmoid": lambda x: torch.sigmoid(x),
+           "Transpose": lambda x, perm: x.permute(*perm)}
 
     def __init__(self, path: str | Path, *, score_threshold: float = 0.9, nms_threshold: float = 0.3,
                  top_k: int = 5000):

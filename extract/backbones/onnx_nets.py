@@ -82,15 +82,6 @@ def _max_pool(x, *, kernel_shape, strides, pads=(0, 0, 0, 0), ceil_mode=0, **_):
     return F.max_pool2d(x, tuple(kernel_shape), tuple(strides), tuple(pads[:2]), ceil_mode=bool(ceil_mode))
 
 
-def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate_transformation_mode=b"",
-            nearest_mode=b"", **_):
-    # YuNet's FPN upsamples x2 (nearest, asymmetric, floor = torch "nearest"); the graph stores sizes
-    # for 640x640, so the factor is used, which is what keeps any padded input size working.
-    if mode != b"nearest" or coordinate_transformation_mode != b"asymmetric" or nearest_mode != b"floor":
-        raise ValueError(f"Resize mode {mode} / {coordinate_transformation_mode} is not supported")
-    return F.interpolate(x, scale_factor=2.0, mode="nearest")
-
-
 def _pad(x, pads, value=None, axes=None, *, mode=b"constant", **_):
     # ONNX lists every axis's begin, then every axis's end; F.pad wants (begin, end) pairs from the last
     # axis. dlib's residual blocks zero-pad channels and rows this way (the Cydral nets).
@@ -109,24 +100,14 @@ def _average_pool(x, *, kernel_shape, strides, pads=(0, 0, 0, 0), ceil_mode=0, c
                         count_include_pad=bool(count_include_pad))
 
 
-def _reshape(x, shape, **_):
-    # Head outputs are reshaped to (1, -1, C) in the graph (exported with batch 1); keep the batch.
-    shape = [int(s) for s in shape.tolist()]
-    if shape[0] == 1:
-        shape[0] = x.shape[0]
-    return x.reshape(shape)
-
-
 _OPS = {
     "Add": lambda a, b: a + _cast(b, a),
     "Sub": lambda a, b: a - _cast(b, a),
     "Mul": lambda a, b: a * _cast(b, a),
     "Relu": lambda x: F.relu(x),
-    "Sigmoid": lambda x: torch.sigmoid(x),
     "PRelu": lambda x, slope: F.prelu(x, _cast(slope.reshape(-1), x)),
     "Dropout": lambda x, *_, **__: x,  # inference
     "Flatten": lambda x, axis=1: x.flatten(axis),
-    "Transpose": lambda x, perm: x.permute(*perm),
     "BatchNormalization": _batch_norm,
     "Conv": _conv,
     "Gemm": _gemm,
@@ -135,8 +116,6 @@ _OPS = {
     "GlobalAveragePool": lambda x: x.mean(dim=(2, 3), keepdim=True),
     "Pad": _pad,
     "Softmax": lambda x, axis=-1: torch.softmax(x, dim=axis),
-    "Resize": _resize,
-    "Reshape": _reshape,
 }
 
 
@@ -176,8 +155,11 @@ def _needed(nodes: list, outputs: list[str]) -> list:
 
 
 class OnnxModule(nn.Module):
-    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load. ``outputs``: the
-    tensors it returns (by ONNX name; the graph's outputs by default), computing only the nodes they need."""
+    """A frozen ONNX graph (the op types in ``ops``: SFace's and the Cydral nets') run with torch; constants folded
+    at load. ``outputs``: the tensors it returns (by ONNX name; the graph's outputs by default), computing only
+    the nodes they need."""
+
+    ops = _OPS
 
     def __init__(self, path: str | Path, *, outputs: list[str] | None = None):
         super().__init__()
@@ -199,7 +181,7 @@ class OnnxModule(nn.Module):
                 attrs = {"value": numpy_helper.to_array(attrs["value"])}
             if all(name in constants or name == "" for name in node.input):
                 constants[node.output[0]] = _fold(node.op_type, [constants[n] for n in node.input if n], attrs)
-            elif node.op_type not in _OPS:
+            elif node.op_type not in self.ops:
                 raise ValueError(f"{Path(path).name}: ONNX op {node.op_type} is not supported by OnnxModule")
             else:
                 self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
@@ -216,7 +198,7 @@ class OnnxModule(nn.Module):
         values = {"": None, **{name: getattr(self, key) for name, key in self._constant_keys.items()}}
         values.update(zip(self.input_names, inputs))
         for op, names, outputs, attrs in self.nodes:
-            values[outputs[0]] = _OPS[op](*[values[n] for n in names], **attrs)
+            values[outputs[0]] = self.ops[op](*[values[n] for n in names], **attrs)
         return [values[name] for name in self.output_names]
 
 
