@@ -19,13 +19,10 @@ from features.provenance import sha256_file
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-
 log = logging.getLogger(__name__)
 
 # torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
-
-
 DOWNLOAD_TIMEOUT_S = 30.0
 
 

