@@ -84,8 +84,7 @@ def _folded_offset(graph: dict[str, Node], scope: str) -> np.ndarray:
 
 
 def batch_norm(graph: dict[str, Node], scope: str, channels: int, prefix: str) -> dict[str, np.ndarray]:
-    """The tensors of the module's batch norm ``prefix`` for the graph's batch norm at ``scope`` (separate or
-    folded)."""
+    """The tensors of the module's batch norm ``prefix`` for the graph's (separate or folded) one at ``scope``."""
     ones = np.ones(channels, dtype=np.float32)
     if _has(graph, f"{scope}/BatchNorm/moving_mean"):
         gamma = constant(graph, f"{scope}/BatchNorm/gamma") if _has(graph, f"{scope}/BatchNorm/gamma") else ones
