@@ -22,7 +22,7 @@ from extract.catalog import BackboneSpec
 from ._image import FacePreprocessor
 from ._registry import Backbone
 from ._torchnet import DeviceEmbed
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+from ._weights import (default_weights_file, existing_file, package_model_file, packaged_device, tried_embed,
                        weights_identity)
 from .dlib_resnet import LANDMARKS_FILE, DlibChip
 from .onnx_nets import OnnxModule
@@ -65,8 +65,7 @@ class PenultimateLayer(OnnxModule):
 
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-    check_packaged_load(spec.name, "shipped-weights", weights=weights, device=device, precision=precision,
-                        on_device=True)
+    packaged_device(spec.name, "", weights=weights, device=device, precision=precision)
     network = existing_file(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, spec.weights.requirement, LANDMARKS_FILE)
     embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network), device=device, precision=precision),

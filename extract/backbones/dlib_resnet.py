@@ -26,7 +26,7 @@ from extract.face_row import BOX
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
-from ._weights import check_packaged_load, default_weights_file, package_model_file, weights_identity
+from ._weights import default_weights_file, package_model_file, packaged_device, weights_identity
 from ._torchnet import DeviceEmbed
 from .dlib_torch import dlib_engine, dlib_resnet_module
 
@@ -120,8 +120,8 @@ class DlibFaceNet(DlibChip):
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     """The spec's input is the chip the net sees; the dlib engine's record takes (dim,), what embed gets."""
     torch_engine = dlib_engine(device) == "torch"
-    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
-                        device=device, precision=precision, on_device=torch_engine)
+    device, precision = packaged_device(spec.name, "" if torch_engine else "dlib", weights=weights, device=device,
+                                        precision=precision)
     recognizer = Path(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
     if torch_engine:
@@ -135,10 +135,9 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
         implementation = "dlib (face_recognition_model_v1, in the reader workers)"
     preprocessor = FacePreprocessor(aligner)
     metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
-                                   precision=precision if torch_engine else "fp32", input_shape=input_shape,
+                                   precision=precision, input_shape=input_shape,
                                    packages=("dlib-bin", "face-recognition-models", "opencv-python-headless"),
                                    implementation=implementation)
-    return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor, embed=embed,
-                    device=device if torch_engine else torch.device("cpu"), uses_torch_device=torch_engine,
-                    runs_in_workers=not torch_engine, metadata=metadata,
+    return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor, embed=embed, device=device,
+                    uses_torch_device=torch_engine, runs_in_workers=not torch_engine, metadata=metadata,
                     input_dtype="uint8" if torch_engine else "float32")
