@@ -204,10 +204,7 @@ class OnnxModule(nn.Module):
 
 class SFace(OnnxModule):
     """(B, 3, 112, 112) float RGB 0..255 (OpenCV's blob of the aligned chip) -> (B, 128) raw embedding,
-    or the inner tensor ``output`` names (`sface_map`)."""
-
-    def __init__(self, path: str | Path, *, output: str | None = None):
-        super().__init__(path, outputs=[output] if output else None)
+    or the one tensor ``outputs`` names (`sface_map`)."""
 
     def forward(self, blob: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's and cuDNN's fast layout for the depthwise convolutions (about 2x on CPU).
