@@ -42,7 +42,9 @@ def _reshape(x, shape, **_):
 
 
 class YuNet(OnnxModule):
-    """YuNet face detector: (B, 3, H, W) float BGR 0..255 -> raw head outputs; `detect` decodes."""
+    """YuNet face detector: (B, 3, H, W) float BGR 0..255 -> raw head outputs; `detect` decodes, with the pre-
+    and post-processing of ``cv2.FaceDetectorYN`` (OpenCV objdetect ``face_detect.cpp``). Run it in fp32: bf16
+    moves landmarks enough to change the aligned chip."""
 
     ops = {**OnnxModule.ops, "Resize": _resize, "Reshape": _reshape, "Sigmoid": lambda x: torch.sigmoid(x),
            "Transpose": lambda x, perm: x.permute(*perm)}
