@@ -30,6 +30,12 @@ needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason="no CelebA images"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def standardise(chips: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 channels_last, as facenet_casia.STANDARDISATION says."""
+    x = chips.permute(0, 3, 1, 2).float()
+    return ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
+
+
 @pytest.fixture(scope="module")
 def model() -> InceptionResnetV1:
     return fg.random_model()
@@ -118,7 +124,7 @@ def test_random_weights_run_batched_with_the_catalog_dims(name):
 
 def test_the_standardisation_is_fixed():
     chips = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8)
-    x = facenet_casia.standardise(chips)
+    x = standardise(chips)
     assert x.shape == (2, 3, 160, 160)
     assert torch.allclose(x[0, :, 0, 0], (chips[0, 0, 0].float() - 127.5) / 128)
 
@@ -147,7 +153,7 @@ def _celeba_chips(count: int) -> np.ndarray:
 def _opencv_embeddings(chips: np.ndarray, path: Path) -> np.ndarray:
     """OpenCV's DNN on the graph, one chip at a time (the graph's Reshape fixes its batch at 1)."""
     net = cv2.dnn.readNetFromTensorflow(str(path))
-    blobs = facenet_casia.standardise(torch.from_numpy(chips)).contiguous().numpy()
+    blobs = standardise(torch.from_numpy(chips)).contiguous().numpy()
     out = []
     for blob in blobs:
         net.setInput(blob[None])
@@ -174,7 +180,7 @@ def test_vggface2_reads_a_frozen_graph_with_separate_batch_norms(tmp_path, model
     backbone = load_backbone("vggface2", weights=str(path))
     chips = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        expected = model(facenet_casia.standardise(chips))  # vggface2's own standardisation
+        expected = model(standardise(chips))  # vggface2's own standardisation
     assert (backbone.embed(chips) - expected).abs().max() < 1e-5
     assert backbone.metadata["graph_batch_norm"] == "separate"
 
@@ -184,7 +190,7 @@ def test_vggface2_reads_the_shipped_graph_as_the_same_network():
     """The CASIA graph stands in for Sandberg's 20180402-114759.pb (not available offline)."""
     path = SHIPPED.weights.directory() / SHIPPED.weights.file
     vggface2, casia = load_backbone("vggface2", weights=str(path)), load_backbone("facenet_casia")
-    x = facenet_casia.standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8))
+    x = standardise(torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8))
     with torch.inference_mode():
         assert torch.allclose(vggface2.module(x), casia.module(x), atol=1e-6)
     assert vggface2.metadata["weights"] == f"sha256:{FACENET_CASIA_SHA256}"

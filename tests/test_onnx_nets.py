@@ -16,8 +16,8 @@ import torch
 
 from extract.backbones import sface
 from extract.backbones._weights import package_model_file
-from extract.backbones.onnx_nets import YuNet, sface_module
-from tests.onnx_parity import (bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
+from extract.backbones.onnx_nets import SFace
+from tests.onnx_parity import (YuNet, bgr_batch, largest_face_matrix, opencv_chip, sface_cosines,
                                            yunet_parity)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -74,7 +74,7 @@ def test_sface_module_batches_and_runs_under_bf16_autocast():
     chips = [opencv_chip(image, model_path(sface.DETECTOR_FILE)) for image in celeba_images(8)]
     assert all(chip is not None for chip in chips)
     blob = torch.from_numpy(cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True))
-    module = sface_module(model_path(sface.RECOGNIZER_FILE))
+    module = SFace(model_path(sface.RECOGNIZER_FILE))
     with torch.inference_mode():
         batched = module(blob)
         single = torch.cat([module(blob[i:i + 1]) for i in range(len(blob))])
@@ -140,7 +140,7 @@ def test_warp_chips_matches_cv2_warp_affine_and_its_embeddings():
     assert np.abs(ours - reference).mean() < 0.5 and np.abs(ours - reference).max() < 3
     chips = list(np.clip(np.rint(ours), 0, 255).astype(np.uint8))
     reference_blob = cv2.dnn.blobFromImages(list(reference), 1.0, (112, 112), (0, 0, 0), swapRB=True)
-    module = sface_module(model_path(sface.RECOGNIZER_FILE))
+    module = SFace(model_path(sface.RECOGNIZER_FILE))
     with torch.inference_mode():
         a = module(torch.from_numpy(reference_blob))
         b = module(torch.from_numpy(cv2.dnn.blobFromImages(chips, 1.0, (112, 112), (0, 0, 0), swapRB=True)))

@@ -39,10 +39,6 @@ class AlignedCrop:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rgb: bool = True
 
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return (self.template.size, self.template.size, 3)
-
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(mean, std) per channel on 0..255 values."""
         return tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std)

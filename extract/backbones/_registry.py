@@ -1,6 +1,5 @@
-"""`Backbone`, a built backbone (its `extract.catalog.BackboneSpec` plus the frozen network, its
-preprocessor and metadata), and `load_backbone`, which builds one from the registry's spec.
-"""
+"""`Backbone`, a built backbone (`extract.catalog.BackboneSpec` + network, preprocessor, metadata), and
+`load_backbone`, which builds one from the registry's spec."""
 
 from __future__ import annotations
 

@@ -92,9 +92,6 @@ def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Call
     versions of ``extra_versions`` recorded."""
 
     def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
-        input_shape = preprocessor.aligner.output_shape
-        if tuple(input_shape) != spec.input_shape:  # a bug: the spec and the preprocessor disagree
-            raise RuntimeError(f"{spec.name}: preprocessor gives {input_shape}, the spec says {spec.input_shape}")
         if weights == "random":
             module, meta = build_random(lambda: architecture(True))
         else:
@@ -103,7 +100,7 @@ def torch_factory(architecture: Callable[[bool], nn.Module], state_dict_of: Call
             load_into(module, state_dict, path=meta["weights_source"], name=spec.name)
         module = freeze(head(module), device)
         mean, std = preprocessor.aligner.normalisation()
-        return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor,
+        return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=preprocessor,
                         embed=TorchEmbed(module, device=device, precision=precision, mean=mean, std=std),
                         device=device, uses_torch_device=True, input_dtype="uint8", module=module,
                         metadata=spec.store_metadata({**meta, **(weights_facts or {})}, preprocessor.describe(),

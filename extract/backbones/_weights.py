@@ -19,13 +19,10 @@ from features.provenance import sha256_file
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-
 log = logging.getLogger(__name__)
 
 # torch.hub convention: "<name>-<first hex digits of sha256>.<ext>"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
-
-
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -180,12 +177,15 @@ def _packaged_file(backbone: str, source: catalog.WeightsSource, hint: str = "")
     return directory / source.file
 
 
-def check_packaged_load(name: str, engine: str, *, weights: str | None, device, precision: str,
-                        on_device: bool = False) -> None:
-    """Nets that ship with one set of weights refuse 'random'; those that run on CPU in fp32 whatever was asked
-    (OpenCV-DNN, dlib: not ``on_device``) say so when another device or precision was asked for."""
+def packaged_device(name: str, cpu_engine: str, *, weights: str | None, device: torch.device,
+                    precision: str) -> tuple[torch.device, str]:
+    """The device and precision a net that ships with one set of weights runs in (it refuses 'random'): those
+    asked for, or CPU in fp32 on a ``cpu_engine`` (OpenCV-DNN, dlib; "" for torch), said if others were asked."""
     if weights == "random":
-        raise UsageError(f"{name} is a {engine} net with only its shipped weights; "
+        raise UsageError(f"{name} is a {cpu_engine or 'shipped-weights'} net with only its shipped weights; "
                          "weights='random' is valid for torch backbones only")
-    if not on_device and (device.type != "cpu" or precision != "fp32"):
-        log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, engine, device, precision)
+    if not cpu_engine:
+        return device, precision
+    if device.type != "cpu" or precision != "fp32":
+        log.info("%s runs in %s on CPU in fp32 (asked: %s, %s)", name, cpu_engine, device, precision)
+    return torch.device("cpu"), "fp32"

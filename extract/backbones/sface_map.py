@@ -31,7 +31,7 @@ class SFaceMap(SFace):
     """(B, 3, 112, 112) float RGB 0..255 (OpenCV's blob of the aligned chip) -> (B, 1024) pooled map."""
 
     def __init__(self, path: str | Path):
-        super().__init__(path, output=MAP_LAYER)
+        super().__init__(path, outputs=[MAP_LAYER])
 
     def forward(self, blob: torch.Tensor) -> torch.Tensor:
         return super().forward(blob).mean(dim=(2, 3))

@@ -17,7 +17,7 @@ from extract.catalog import BUILTIN
 from ._image import FacePreprocessor, aligned_crop
 from ._torchnet import torch_factory
 from ._weights import default_download, existing_file, load_state_dict, weights_identity
-from .facenet_graph import graph_module
+from .facenet_graph import graph_state_dict
 from .inception_resnet_v1 import InceptionResnetV1
 
 SPEC = BUILTIN["vggface2"]
@@ -32,8 +32,8 @@ def _state_dict(weights: str | None) -> tuple[dict[str, torch.Tensor], dict]:
         path = existing_file(weights)  # before its sha256 is taken
         meta = weights_identity(path)
     if path.suffix == ".pb":  # Sandberg's frozen graph: already without the identity classifier
-        module, info = graph_module(path, name=SPEC.name)
-        return module.state_dict(), {**meta, **info, "ignored_keys": []}
+        state_dict, info = graph_state_dict(path, name=SPEC.name)
+        return state_dict, {**meta, **info, "ignored_keys": []}
     state_dict = load_state_dict(path, name=SPEC.name)
     dropped = [key for key in CLASSIFIER_KEYS if state_dict.pop(key, None) is not None]
     return state_dict, {**meta, "ignored_keys": dropped}

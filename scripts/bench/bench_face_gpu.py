@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from extract.backbones import sface  # noqa: E402
 from extract.backbones._torchnet import autocast  # noqa: E402
 from extract.backbones._weights import package_model_file  # noqa: E402
-from extract.backbones.onnx_nets import YuNet, sface_module, warp_chips  # noqa: E402
-from tests.onnx_parity import largest_face_matrix  # noqa: E402
+from extract.backbones.onnx_nets import SFace, warp_chips  # noqa: E402
+from tests.onnx_parity import YuNet, largest_face_matrix  # noqa: E402
 
 from bench_extract import DEFAULT_IMAGES, image_files, synchronize  # noqa: E402 - a sibling script
 
@@ -35,7 +35,7 @@ class FaceChain:
         self.device, self.precision = device, precision
         self.detector = YuNet(package_model_file("sface", sface.REQUIREMENT, sface.DETECTOR_FILE),
                               score_threshold=0.6).to(device)
-        self.recognizer = sface_module(package_model_file("sface", sface.REQUIREMENT, sface.RECOGNIZER_FILE)).to(device)
+        self.recognizer = SFace(package_model_file("sface", sface.REQUIREMENT, sface.RECOGNIZER_FILE)).to(device)
 
     def detect(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray]]:
         # YuNet stays fp32: under bf16 autocast its landmarks move enough to change the aligned chip

@@ -1,4 +1,4 @@
-"""Parity of the torch SFace/YuNet (extract/backbones/onnx_nets.py) with OpenCV's DNN on CelebA.
+"""Parity of the torch SFace/YuNet (extract/backbones/onnx_nets.py, tests/onnx_parity.py) with OpenCV's DNN on CelebA.
 
 YuNet: torch (batched) vs cv2.FaceDetectorYN on every image: images with a different face count,
 max landmark / box error in px, max score difference. SFace: on the chips OpenCV's own path makes
