@@ -70,7 +70,7 @@ step "4. parity of torch SFace/YuNet on $device with OpenCV, $parity images"
 
 step "5. checks: bf16 vs fp32, pipeline store vs embed_paths"
 "$python" - "$images" "$device" <<'PY'
-import sys, glob, tempfile, numpy as np, torch
+import sys, glob, tempfile, numpy as np
 from extract.backbones import load_backbone
 from extract.embed import embed_paths
 from extract.pipeline import extract_units
