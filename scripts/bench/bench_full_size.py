@@ -3,7 +3,9 @@
 Builds a CelebA folder in the official flat layout from the shared data: its FULL label files (the
 attribute file with the Male column only) and, as image ``i``, a symlink to shared image ``i mod 6000``
 (the content repeats, the decode/detect/embed work per image is real). Then runs ``python -m extract``
-(as scripts/main.sh does) one backbone at a time: wall time per backbone and in total.
+(as scripts/main.sh does) one backbone at a time: wall time per backbone and in total. By default three of the
+main job's seven backbones, one per engine (torch ImageNet net, ONNX face net, dlib), to fit a lent GPU's minutes;
+``--backbones`` names others.
 
     .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/full               # 202,599 images
     .venv/bin/python scripts/bench/bench_full_size.py --scratch /tmp/small --size 512   # a quick check
@@ -19,7 +21,7 @@ from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 FULL_SIZE = 202_599
-MAIN_JOB_BACKBONES = ("efficientnet_lite0", "sface", "dlib_resnet")
+DEFAULT_BACKBONES = ("efficientnet_lite0", "sface", "dlib_resnet")
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", type=Path, required=True, help="folder for the generated CelebA and store")
     parser.add_argument("--size", type=int, default=FULL_SIZE, help=f"images (default {FULL_SIZE:,})")
-    parser.add_argument("--backbones", nargs="+", default=list(MAIN_JOB_BACKBONES))
+    parser.add_argument("--backbones", nargs="+", default=list(DEFAULT_BACKBONES))
     parser.add_argument("--images", type=Path, default=SHARED / "celeba" / "img_align_celeba")
     parser.add_argument("--labels", type=Path, default=SHARED / "celeba_labels_full")
     parser.add_argument("extract_args", nargs="*", help="passed to python -m extract after --, e.g. -- --device cuda")
