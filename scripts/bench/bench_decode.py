@@ -65,9 +65,9 @@ def timed_run(backbone, paths, faces, args, *, on_device: bool) -> tuple[float, 
 def main(argv=None) -> int:
     args = parse_timed(common_parser(backbone="sface", images=256, batch_size=8, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter), argv)
-    device, backbone, paths = prepare(args, lambda backbone: backbone.metadata.get("implementation", "torch"))
-    try:
-        decodes_on_device("device", backbone)  # a backbone without a device front end: one clear line
+    try:  # a backbone without a device front end: one clear line, before the header
+        device, backbone, paths = prepare(args, lambda backbone: backbone.metadata.get("implementation", "torch"),
+                                          check=lambda backbone: decodes_on_device("device", backbone))
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
     detector = face_pass(synthetic_table(len(paths), name="bench", paths=paths))  # the run's detection pass

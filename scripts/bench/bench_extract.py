@@ -166,11 +166,14 @@ def parse_timed(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     return args
 
 
-def prepare(args: argparse.Namespace, describe) -> tuple[torch.device, Backbone, list[str]]:
+def prepare(args: argparse.Namespace, describe, check=None) -> tuple[torch.device, Backbone, list[str]]:
     """The run's device, backbone and images, ``args.workers`` and ``args.threads`` set as extract sets them;
-    prints them in one line, ``describe(backbone)`` beside the backbone's name."""
+    prints them in one line, ``describe(backbone)`` beside the backbone's name, once ``check(backbone)`` (a
+    refusal of a backbone the benchmark cannot run) has passed."""
     device = resolve_device(args.device)
     backbone = load_backbone(args.backbone, weights=args.weights, device=device, precision=args.precision)
+    if check is not None:
+        check(backbone)
     if args.workers is None:  # extract's own default for this backbone
         args.workers = default_workers(gpu=device.type == "cuda", model_in_workers=backbone.runs_in_workers)
     args.threads = configure_threads(gpu=device.type == "cuda", workers=args.workers, threads=args.threads)
