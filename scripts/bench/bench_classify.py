@@ -44,11 +44,11 @@ from features.dataset import Dataset
 from features.store import FeatureStore, Status, StoreError
 from same_results import main as same_results  # a sibling script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
+sys.path.insert(0, str(ROOT))  # for tests.fixtures
 from tests.fixtures import fill_units, split_codes, synthetic_table  # noqa: E402
 
 log = logging.getLogger("bench_classify")
-ROOT = Path(__file__).resolve().parents[2]
 CELEBA_SPLIT = (162_770, 19_867, 19_962)
 BACKBONE = "synthetic2048"
 LATENT = 96

@@ -12,9 +12,7 @@ each, their ratio, and how far their rows are apart (statuses, max abs, min cosi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -24,9 +22,7 @@ from extract.pipeline import extract_units
 from extract.run import face_pass
 
 from bench_extract import common_parser, parse_timed, prepare, synchronize  # a sibling script
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
-from tests.fixtures import synthetic_table  # noqa: E402
+from tests.fixtures import synthetic_table  # importable: bench_extract put the repository root on sys.path
 
 
 class MemoryWriter:

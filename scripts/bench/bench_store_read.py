@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bench_classify import CELEBA_SPLIT, make_dataset, split_sizes  # a sibling script
+from bench_labels import best_time  # a sibling script
 from features.dataset import Dataset
 from features.store import FeatureStore, Status
+from tests.fixtures import fill_units  # importable: bench_classify put the repository root on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.fixtures
-from tests.fixtures import fill_units  # noqa: E402
-
-
-def best_time(function, repeats: int) -> tuple[float, object]:
-    """Seconds of the fastest of ``repeats`` calls (the least disturbed by other work), and a result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        result = None  # drop the previous result first: never hold two copies
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def bench_dtype(folder: Path, table: Dataset, *, dim: int, dtype: str, repeats: int, seed: int) -> None:
