@@ -47,7 +47,8 @@ def extract(config: ExtractConfig, ranks: distributed.Ranks) -> int:
         return load_backbone(name, weights=config.weights.get(name), device=device, precision=config.precision,
                              tta=config.tta)
 
-    # --decode device must suit every backbone: each is loaded (once) and refused before the store is opened
+    # --decode device must suit every backbone: each is loaded (once) and refused before the store is opened;
+    # they are then held together until their turn (the sum of their weights, not the largest, in memory)
     loaded = {name: load(name) for name in config.backbones} if config.decode == "device" else {}
     for backbone in loaded.values():
         decodes_on_device(config.decode, backbone)
@@ -199,9 +200,9 @@ def add_backbone(store: FeatureStore, name: str, *, dim: int, metadata: dict,
     dtype = "float32" if name == FACES else config.dtype  # face rows are pixel coordinates
     unit_rows = {} if config.unit_rows is None else {"unit_rows": config.unit_rows}
     writer = store.add_backbone(name, dim=dim, dtype=dtype, metadata=metadata, **unit_rows)
-    held = store.backbone_info(name)
-    _check_resumable(config.store, name, held["metadata"], metadata, pending=bool(writer.pending_units()))
-    if config.unit_rows not in (None, held["unit_rows"]) and writer.pending_units():
+    held, pending = store.backbone_info(name), bool(writer.pending_units())
+    _check_resumable(config.store, name, held["metadata"], metadata, pending=pending)
+    if config.unit_rows not in (None, held["unit_rows"]) and pending:
         log.info("%s: resuming with the store's --unit-rows %d (not %d)", name, held["unit_rows"],
                  config.unit_rows)
     return writer
