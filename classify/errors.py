@@ -160,11 +160,13 @@ def read_error_file(directory: Path, run: RunResult) -> dict | None:
         return None
     try:
         record = read_json(path, limit=ERRORS_LIMIT, what="error list")
+        if isinstance(record, dict) and record.get("kind") == ERRORS_KIND and record.get("run") != run.run:
+            return None  # another run's list: absent for this one, not damage (its head is not this run's)
         _check(record, path, run.head_sha256)
     except ValueError as error:  # RunResultError too
         log.warning("ignoring %s", error)
         return None
-    return record if record["run"] == run.run else None
+    return record
 
 
 _ERROR_FIELDS = {"dataset": str, "id": str, "path": str, "p_male": (int, float), "true": str, "predicted": str,

@@ -78,3 +78,20 @@ def test_an_eval_label_with_a_dot_is_one_key(tmp_path):
     del record["cross_dataset"]["wild.v2"]["report"]["n"]
     with pytest.raises(RunResultError, match=r"field cross_dataset\.wild\.v2\.report\.n is missing"):
         RunResult.from_json(record, "x.json")
+
+
+def test_another_runs_error_list_is_not_shown_and_not_warned_about(tmp_path, caplog):
+    """errors.json lists the errors of one run (the recommended one when it was written): for any other run it
+    is simply absent, not damage, and the warning that a stale list of the same run gets is not given."""
+    (tmp_path / "aa__logreg.json").write_text(json.dumps(_record("aa__logreg")))
+    (tmp_path / "bb__logreg.json").write_text(json.dumps(_record("bb__logreg")))
+    listed, other = (read_result(tmp_path / f"{name}__logreg.json") for name in ("aa", "bb"))
+    errors = {"kind": ERRORS_KIND, "version": ERRORS_VERSION, "run": listed.run, "head_sha256": "a" * 64,
+              "split": "test", "n_scored": 0, "errors": [], "rejected": [], "cross_dataset": {}}
+    (tmp_path / "errors.json").write_text(json.dumps(errors))
+    with caplog.at_level(logging.WARNING):
+        assert read_error_file(tmp_path, other) is None
+    assert caplog.messages == []
+    with caplog.at_level(logging.WARNING):  # the same run with another head: a stale list, said so
+        assert read_error_file(tmp_path, listed) is None
+    assert "another head" in caplog.text
