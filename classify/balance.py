@@ -26,12 +26,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from classify.groups import MISSING  # how a store marks an attribute an image does not have
+
 PROXY_BINS = (0.2, 0.4, 0.6, 0.8)  # edges on the proxy's P(attribute): 5 strata
 MIN_LABELLED = 20                   # train rows needed with each attribute value
 PROXY_CS = (1e-3, 1e-2, 1e-1, 1.0)  # the proxy's inverse regularisation strengths, chosen by 5-fold CV
 MAX_WEIGHT = 10.0
 PREDICT_ROWS = 4096                 # rows the proxy predicts at a time
-MISSING = -1                        # how a store marks an attribute an image does not have
 
 
 class BalanceError(ValueError):
